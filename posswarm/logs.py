@@ -1,0 +1,34 @@
+"""Structured key=value logging to stderr (journald collects it); no prints."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+
+def configure(level: str = "info", *, component: str | None = None) -> None:
+    """Send key=value lines to stderr at ``level``; call once from each command's main."""
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s")
+    processors: list = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    ]
+    if component:
+        processors.insert(0, structlog.contextvars.merge_contextvars)
+        structlog.contextvars.bind_contextvars(component=component)
+    processors.append(
+        structlog.processors.KeyValueRenderer(key_order=["ts", "level", "component", "event"], drop_missing=True)
+    )
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get(name: str):
+    """A logger whose lines carry ``logger=name``: ``get("node").info("release.installed", name=..)``."""
+    return structlog.get_logger().bind(logger=name)
