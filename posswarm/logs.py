@@ -11,6 +11,8 @@ import structlog
 def configure(level: str = "info", *, component: str | None = None) -> None:
     """Send key=value lines to stderr at ``level``; call once from each command's main."""
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s")
+    for chatty in ("httpx", "httpcore", "hypercorn.access"):  # a line per request drowns what matters
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     processors: list = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
@@ -19,7 +21,7 @@ def configure(level: str = "info", *, component: str | None = None) -> None:
         processors.insert(0, structlog.contextvars.merge_contextvars)
         structlog.contextvars.bind_contextvars(component=component)
     processors.append(
-        structlog.processors.KeyValueRenderer(key_order=["ts", "level", "component", "event"], drop_missing=True)
+        structlog.processors.KeyValueRenderer(key_order=["ts", "level", "component", "logger_name", "event"], drop_missing=True)
     )
     structlog.configure(
         processors=processors,
@@ -30,5 +32,8 @@ def configure(level: str = "info", *, component: str | None = None) -> None:
 
 
 def get(name: str):
-    """A logger whose lines carry ``logger=name``: ``get("node").info("release.installed", name=..)``."""
-    return structlog.get_logger().bind(logger=name)
+    """A logger whose lines carry ``logger=name``: ``get("node").info("release.installed", name=..)``.
+
+    Lazy: safe at module level, since it follows whatever ``configure`` set up by the time it logs.
+    """
+    return structlog.get_logger(logger_name=name)

@@ -1,0 +1,129 @@
+"""Tracker announces from a posswarm process: the query it sends and the reply it reads (pure; no I/O).
+
+Beside BEP 3's keys a posswarm announce carries ``store``, ``role``, ``class``, ``node``, ``release``
+(NAME@VERSION), ``size``, ``wan``/``lan`` (payload bytes received from outside / inside the store) and
+``installed``, so the tracker can show per-store rollout progress and the WAN-once ratio.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import quote_from_bytes, urlencode
+
+import blake3
+import fastbencode
+
+from posswarm.errors import PosswarmError
+
+MAX_REPLY_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """Who announces: the same for every release the process carries."""
+
+    node_id: str
+    store: str
+    role: str  # seeder | cache | device
+    device_class: str
+    ip: str
+    port: int
+
+    @property
+    def peer_id(self) -> bytes:
+        return b"-PS0100-" + blake3.blake3(self.node_id.encode()).hexdigest(6).encode()
+
+
+@dataclass(frozen=True)
+class ReleaseReport:
+    """Where one release stands on this node, as the tracker should hear it."""
+
+    name: str
+    version: str
+    info_hash_v1: bytes
+    size: int
+    left: int
+    wan_bytes: int
+    lan_bytes: int
+    uploaded: int
+    installed: bool
+
+
+@dataclass(frozen=True)
+class AnnounceReply:
+    interval: float
+    peers: tuple[tuple[str, int], ...]
+
+
+def announce_url(tracker_url: str, who: NodeIdentity, report: ReleaseReport, event: str = "", numwant: int = 50) -> str:
+    params = {
+        "peer_id": who.peer_id,
+        "port": who.port,
+        "uploaded": report.uploaded,
+        "downloaded": report.wan_bytes + report.lan_bytes,
+        "left": report.left,
+        "compact": 1,
+        "numwant": numwant,
+        "ip": who.ip,
+        "store": who.store,
+        "role": who.role,
+        "class": who.device_class,
+        "node": who.node_id,
+        "release": f"{report.name}@{report.version}",
+        "size": report.size,
+        "wan": report.wan_bytes,
+        "lan": report.lan_bytes,
+        "installed": int(report.installed),
+    }
+    if event:
+        params["event"] = event
+    sep = "&" if "?" in tracker_url else "?"
+    return f"{tracker_url}{sep}info_hash={quote_from_bytes(report.info_hash_v1)}&{urlencode(params)}"
+
+
+def parse_reply(body: bytes, *, tracker_url: str) -> AnnounceReply:
+    """Read a bencoded reply; a ``failure reason`` or garbage becomes a PosswarmError naming the tracker."""
+    if len(body) > MAX_REPLY_BYTES:
+        raise PosswarmError(f"tracker {tracker_url}: reply of {len(body)} bytes is too large; ignored")
+    try:
+        doc = fastbencode.bdecode(body)
+    except Exception:  # the decoder raises several types on garbage; all mean the same here
+        raise PosswarmError(f"tracker {tracker_url}: reply is not bencoded; is that URL a BitTorrent tracker?") from None
+    if not isinstance(doc, dict):
+        raise PosswarmError(f"tracker {tracker_url}: reply is not a dictionary")
+    if b"failure reason" in doc:
+        reason = doc[b"failure reason"]
+        reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+        raise PosswarmError(f"tracker {tracker_url}: refused the announce: {reason[:200]}")
+    interval = doc.get(b"interval", 30)
+    if not isinstance(interval, int) or interval <= 0:
+        interval = 30
+    return AnnounceReply(float(interval), _peers(doc.get(b"peers", b"")) + _peers6(doc.get(b"peers6", b"")))
+
+
+def _peers(raw: object) -> tuple[tuple[str, int], ...]:
+    if isinstance(raw, bytes):
+        return tuple(
+            (str(ipaddress.IPv4Address(raw[i : i + 4])), int.from_bytes(raw[i + 4 : i + 6], "big"))
+            for i in range(0, len(raw) - len(raw) % 6, 6)
+        )
+    if isinstance(raw, list):  # BEP 3's non-compact form
+        found = []
+        for item in raw:
+            if isinstance(item, dict) and isinstance(item.get(b"ip"), bytes) and isinstance(item.get(b"port"), int):
+                try:
+                    found.append((str(ipaddress.ip_address(item[b"ip"].decode())), item[b"port"]))
+                except (ValueError, UnicodeDecodeError):
+                    continue
+        return tuple(found)
+    return ()
+
+
+def _peers6(raw: object) -> tuple[tuple[str, int], ...]:
+    if not isinstance(raw, bytes):
+        return ()
+    return tuple(
+        (str(ipaddress.IPv6Address(raw[i : i + 16])), int.from_bytes(raw[i + 16 : i + 18], "big"))
+        for i in range(0, len(raw) - len(raw) % 18, 18)
+    )

@@ -1,0 +1,101 @@
+"""Announce every release a process carries to the tracker, now and then and whenever something changes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import trio
+
+from posswarm import logs
+from posswarm.announce import NodeIdentity, ReleaseReport, announce_url, parse_reply
+from posswarm.errors import PosswarmError
+
+log = logs.get("announcer")
+
+MIN_INTERVAL_S = 2.0
+
+
+class Announcer:
+    """Owns the announce loop; ``kick()`` asks for an announce round as soon as possible.
+
+    ``reports()`` returns the current ReleaseReports; ``on_peers(report, peers)`` receives the
+    peers the tracker handed out for that release. The tracker's ``interval`` is honoured, capped
+    by ``max_interval_s`` so progress stays fresh in the stats during a rollout.
+    """
+
+    def __init__(
+        self,
+        tracker_url: str,
+        who: NodeIdentity,
+        reports: Callable[[], list[ReleaseReport]],
+        on_peers: Callable[[ReleaseReport, tuple[tuple[str, int], ...]], None],
+        *,
+        max_interval_s: float = 30.0,
+    ) -> None:
+        self.tracker_url = tracker_url
+        self.who = who
+        self._reports = reports
+        self._on_peers = on_peers
+        self._max_interval = max_interval_s
+        self._kicked = trio.Event()
+        self._started: set[bytes] = set()
+        self._completed: set[bytes] = set()
+        self.last_contact: float | None = None
+        self.last_error: str | None = None
+
+    def kick(self) -> None:
+        self._kicked.set()
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            task_status.started()
+            try:
+                while True:
+                    interval = await self._round(client)
+                    with trio.move_on_after(max(MIN_INTERVAL_S, min(interval, self._max_interval))):
+                        await self._kicked.wait()
+                    self._kicked = trio.Event()
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    await self._stopped(client)
+
+    async def _round(self, client: httpx.AsyncClient) -> float:
+        interval = self._max_interval
+        for report in self._reports():
+            event = ""
+            if report.info_hash_v1 not in self._started:
+                event = "started"
+            elif report.installed and report.info_hash_v1 not in self._completed:
+                event = "completed"
+            try:
+                reply = await self._announce(client, report, event)
+            except PosswarmError as exc:
+                if self.last_error != str(exc):
+                    log.warning("announce.failed", reason=str(exc))
+                self.last_error = str(exc)
+                continue
+            self.last_error = None
+            self.last_contact = trio.current_time()
+            self._started.add(report.info_hash_v1)
+            if report.installed:
+                self._completed.add(report.info_hash_v1)
+            interval = min(interval, reply.interval)
+            self._on_peers(report, reply.peers)
+        return interval
+
+    async def _announce(self, client: httpx.AsyncClient, report: ReleaseReport, event: str):
+        url = announce_url(self.tracker_url, self.who, report, event)
+        try:
+            response = await client.get(url)
+        except httpx.HTTPError as exc:
+            raise PosswarmError(f"tracker {self.tracker_url}: unreachable ({type(exc).__name__}); will retry") from None
+        return parse_reply(response.content, tracker_url=self.tracker_url)
+
+    async def _stopped(self, client: httpx.AsyncClient) -> None:
+        for report in self._reports():
+            if report.info_hash_v1 in self._started:
+                try:
+                    await client.get(announce_url(self.tracker_url, self.who, report, "stopped"))
+                except httpx.HTTPError:
+                    return

@@ -1,0 +1,1 @@
+"""The release catalog: what central (and, inside a store, the cache) offers, over HTTP."""

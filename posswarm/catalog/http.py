@@ -1,0 +1,35 @@
+"""The catalog's HTTP face (Starlette): ``/catalog``, and each release's manifest and torrent."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from posswarm.catalog.shelf import Shelf
+
+
+def catalog_app(shelf: Shelf, *, extra_routes: list[Route] | None = None) -> Starlette:
+    """An ASGI app serving ``shelf``; the seeder adds its own routes (health, later sales ingest)."""
+
+    async def catalog(request: Request) -> Response:
+        return JSONResponse(shelf.catalog().to_json())
+
+    async def release_file(request: Request) -> Response:
+        p = request.path_params
+        path = shelf.file(p["name"], p["version"], p["filename"])
+        if path is None or not path.is_file():
+            return JSONResponse({"error": f"no release file {p['name']} {p['version']} {p['filename']}"}, 404)
+        return FileResponse(path, media_type="application/octet-stream")
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True, "releases": len(shelf.manifests())})
+
+    routes = [
+        Route("/catalog", catalog),
+        Route("/releases/{name}/{version}/{filename}", release_file),
+        Route("/healthz", health),
+        *(extra_routes or []),
+    ]
+    return Starlette(routes=routes)

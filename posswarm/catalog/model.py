@@ -1,0 +1,119 @@
+"""Catalog documents: the JSON a seeder or a store cache serves at ``/catalog`` (pure; no I/O)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from posswarm.errors import PosswarmError
+from posswarm.manifest import Manifest, Targets
+
+MAX_RELEASES = 10_000
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One release as listed in a catalog; the signed manifest it points to is the authority."""
+
+    name: str
+    version: str
+    kind: str
+    size: int
+    targets: Targets
+    info_hash_v1: str  # hex
+
+    @property
+    def release_id(self) -> str:
+        return f"{self.name} {self.version}"
+
+    @property
+    def path(self) -> str:
+        return f"/releases/{self.name}/{self.version}"
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> CatalogEntry:
+        return cls(manifest.name, manifest.version, manifest.kind, manifest.total_size, manifest.targets,
+                   manifest.info_hash_v1.hex())
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Releases on offer plus the BitTorrent endpoints (``ip:port``) that seed them."""
+
+    releases: tuple[CatalogEntry, ...]
+    seeds: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {
+            "format": 1,
+            "seeds": list(self.seeds),
+            "releases": [
+                {
+                    "name": e.name,
+                    "version": e.version,
+                    "kind": e.kind,
+                    "size": e.size,
+                    "info_hash_v1": e.info_hash_v1,
+                    "targets": {
+                        "stores": list(e.targets.stores),
+                        "device_classes": list(e.targets.device_classes),
+                        "ring": e.targets.ring,
+                    },
+                    "manifest": f"{e.path}/manifest.msgpack",
+                    "torrent": f"{e.path}/release.torrent",
+                }
+                for e in self.releases
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, doc: object, *, source: str) -> Catalog:
+        """Parse a catalog from a peer; anything malformed is a PosswarmError naming ``source``."""
+        try:
+            if not isinstance(doc, dict) or doc.get("format") != 1:
+                raise ValueError("not a posswarm catalog (format 1)")
+            raw = doc["releases"]
+            if not isinstance(raw, list) or len(raw) > MAX_RELEASES:
+                raise ValueError("'releases' must be a list")
+            entries = []
+            for item in raw:
+                t = item["targets"]
+                entries.append(
+                    CatalogEntry(
+                        name=_component(item["name"]),
+                        version=_component(item["version"]),
+                        kind=_text(item["kind"]),
+                        size=_count(item["size"]),
+                        targets=Targets(
+                            stores=tuple(_text(s) for s in t["stores"]),
+                            device_classes=tuple(_text(c) for c in t["device_classes"]),
+                            ring=_text(t["ring"]),
+                        ),
+                        info_hash_v1=_text(item["info_hash_v1"]),
+                    )
+                )
+            seeds = tuple(_text(s) for s in doc.get("seeds", []))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PosswarmError(f"catalog from {source} is malformed ({exc}); is that a posswarm seeder or cache?") from None
+        return cls(tuple(entries), seeds)
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= 256:
+        raise ValueError(f"bad text field {value!r:.40}")
+    return value
+
+
+def _component(value: object) -> str:
+    """A name or version: it becomes a URL path segment and a directory name."""
+    text = _text(value)
+    if not _SAFE.match(text) or text in (".", ".."):
+        raise ValueError(f"unsafe release name or version {text!r:.40}")
+    return text
+
+
+def _count(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"bad size {value!r:.40}")
+    return value

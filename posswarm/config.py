@@ -1,0 +1,143 @@
+"""The node's configuration: one TOML file, every key documented with its default, checked at start-up."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from posswarm.errors import PosswarmError
+
+ROLES = ("cache", "device")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+#: Every key the node reads: TOML key -> (NodeConfig field, what it means). Defaults live on NodeConfig.
+KEYS: dict[str, tuple[str, str]] = {
+    "node.id": ("node_id", "stable id of this node; letters, digits, '.', '_', '-' (max 63); default: the hostname"),
+    "node.role": ("role", "'cache' (one per store, the only WAN client) or 'device' (till, kiosk, back-office PC)"),
+    "node.store": ("store", "store id this node belongs to, e.g. 'S042'"),
+    "node.class": ("device_class", "device class releases can target: pos, kiosk, backoffice, ..."),
+    "node.data_dir": ("data_dir", "where releases, chunks, installs and status.json live"),
+    "node.address": ("address", "this node's IPv4 address on the store LAN; libtorrent, mDNS and HTTP bind to it"),
+    "node.lan_network": ("lan_network", "CIDR of the store LAN, e.g. '10.20.0.0/16'; peers inside are store peers"),
+    "node.bt_port": ("bt_port", "libtorrent listen port (0 = any free port)"),
+    "node.http_port": ("http_port", "cache only: port of the store catalog the devices read (0 = any free port)"),
+    "node.log_level": ("log_level", "debug, info, warning or error"),
+    "central.public_key": ("public_key", "path of the central Ed25519 public key (central.pub); the one thing trusted"),
+    "central.catalog_url": ("catalog_url", "cache only: URL of the central seeder, e.g. 'http://central:8080'"),
+    "central.tracker_url": ("tracker_url", "announce URL of the tracker ('' = do not announce)"),
+    "store.cache_url": ("cache_url", "device only: the store cache's URL where mDNS is blocked ('' = find it by mDNS)"),
+    "timing.catalog_poll_s": ("catalog_poll_s", "seconds between catalog polls"),
+    "timing.status_every_s": ("status_every_s", "seconds between rewrites of status.json"),
+}
+REQUIRED = ("node.role", "node.store", "node.address", "node.lan_network", "central.public_key")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A checked node configuration."""
+
+    role: str
+    store: str
+    address: str
+    lan_network: str
+    public_key: Path
+    node_id: str = field(default_factory=socket.gethostname)
+    device_class: str = "pos"
+    data_dir: Path = Path("/var/lib/posswarm")
+    bt_port: int = 0
+    http_port: int = 0
+    log_level: str = "info"
+    catalog_url: str = ""
+    tracker_url: str = ""
+    cache_url: str = ""
+    catalog_poll_s: float = 10.0
+    status_every_s: float = 1.0
+
+    @property
+    def is_cache(self) -> bool:
+        return self.role == "cache"
+
+
+def load(path: Path) -> NodeConfig:
+    """Read and check a node config file; PosswarmError names the file, the key and the fix."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise PosswarmError(f"config {path}: no such file (pass --config with the node's TOML file)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PosswarmError(f"config {path}: cannot read it ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PosswarmError(f"config {path}: not valid TOML ({exc})") from None
+    return from_dict(raw, source=str(path))
+
+
+def from_dict(raw: dict, *, source: str = "config") -> NodeConfig:
+    """Check a parsed TOML document and build the config; unknown keys are errors (typos must not pass)."""
+    flat: dict[str, object] = {}
+    for section, body in raw.items():
+        if not isinstance(body, dict):
+            raise PosswarmError(f"{source}: '{section}' must be a [section] table (see docs/configuration.md)")
+        for key, value in body.items():
+            name = f"{section}.{key}"
+            if name not in KEYS:
+                raise PosswarmError(f"{source}: unknown key '{name}' (known keys are listed in docs/configuration.md)")
+            flat[name] = value
+    for name in REQUIRED:
+        if name not in flat:
+            raise PosswarmError(f"{source}: '{name}' is missing ({KEYS[name][1]})")
+    kwargs = {KEYS[k][0]: v for k, v in flat.items()}
+    types = {f.name: f.type for f in fields(NodeConfig)}
+    for key, value in flat.items():
+        want = types[KEYS[key][0]]
+        ok = {
+            "str": isinstance(value, str),
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "Path": isinstance(value, str),
+        }[want]
+        if not ok:
+            raise PosswarmError(f"{source}: '{key}' must be a {want.lower()}, got {value!r}")
+    for key in ("data_dir", "public_key"):
+        if key in kwargs:
+            kwargs[key] = Path(kwargs[key])
+    config = NodeConfig(**kwargs)
+    _check(config, source)
+    return config
+
+
+def _check(c: NodeConfig, source: str) -> None:
+    if c.role not in ROLES:
+        raise PosswarmError(f"{source}: 'node.role' is {c.role!r}; it must be 'cache' or 'device'")
+    for key, value in (("node.id", c.node_id), ("node.store", c.store), ("node.class", c.device_class)):
+        if not _ID.match(value):
+            raise PosswarmError(f"{source}: '{key}' is {value!r}; use letters, digits, '.', '_' or '-' (max 63)")
+    try:
+        addr = ipaddress.IPv4Address(c.address)
+    except ValueError:
+        raise PosswarmError(f"{source}: 'node.address' is {c.address!r}; it must be an IPv4 address") from None
+    try:
+        net = ipaddress.IPv4Network(c.lan_network, strict=False)
+    except ValueError:
+        raise PosswarmError(f"{source}: 'node.lan_network' is {c.lan_network!r}; it must be a CIDR like 10.20.0.0/16") from None
+    if addr not in net:
+        raise PosswarmError(f"{source}: 'node.address' {addr} is outside 'node.lan_network' {net}; fix one of them")
+    for key, port in (("node.bt_port", c.bt_port), ("node.http_port", c.http_port)):
+        if not 0 <= port <= 65535:
+            raise PosswarmError(f"{source}: '{key}' is {port}; it must be 0..65535")
+    if c.log_level not in ("debug", "info", "warning", "error"):
+        raise PosswarmError(f"{source}: 'node.log_level' is {c.log_level!r}; use debug, info, warning or error")
+    if c.is_cache and not c.catalog_url:
+        raise PosswarmError(f"{source}: a cache needs 'central.catalog_url' (the seeder's catalog, e.g. http://central:8080)")
+    for key, url in (("central.catalog_url", c.catalog_url), ("central.tracker_url", c.tracker_url),
+                     ("store.cache_url", c.cache_url)):
+        if url and not url.startswith(("http://", "https://")):
+            raise PosswarmError(f"{source}: '{key}' is {url!r}; it must be an http:// or https:// URL")
+    for key, value in (("timing.catalog_poll_s", c.catalog_poll_s), ("timing.status_every_s", c.status_every_s)):
+        if value <= 0:
+            raise PosswarmError(f"{source}: '{key}' must be > 0 seconds, got {value}")
+    if not c.public_key.is_file():
+        raise PosswarmError(f"{source}: 'central.public_key' {c.public_key} does not exist (copy central.pub there)")

@@ -1,0 +1,1 @@
+"""Store-LAN gossip: authenticated frames, replay protection and the messages they carry."""

@@ -1,0 +1,110 @@
+"""Assemble a verified release into a staging directory, check it, switch ``current`` atomically, keep ``previous``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import blake3
+
+from posswarm.chunks import chunk_relpath
+from posswarm.errors import PosswarmError
+from posswarm.manifest import Manifest
+
+_STAGING_PREFIX = ".staging-"
+
+
+def assemble(manifest: Manifest, release_dir: Path, installed_root: Path) -> Path:
+    """Build ``installed_root/VERSION`` from the release's chunks; returns it.
+
+    The payload is written to a staging directory, fsynced, and its BLAKE3 over all files in
+    manifest order must equal the signed ``payload_blake3`` before it is renamed into place, so
+    a crash or a bad chunk can never leave a half-written version that looks installed.
+    """
+    final = installed_root / manifest.version
+    if final.is_dir():
+        return final
+    installed_root.mkdir(parents=True, exist_ok=True)
+    staging = installed_root / f"{_STAGING_PREFIX}{manifest.version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    whole = blake3.blake3()
+    try:
+        for entry in manifest.files:
+            target = staging / entry.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "wb") as out:
+                for chunk in entry.chunks:
+                    data = (release_dir / chunk_relpath(chunk.digest)).read_bytes()
+                    if len(data) != chunk.size:
+                        raise PosswarmError(
+                            f"release {manifest.release_id}: chunk {chunk.hex[:16]} has {len(data)} bytes, "
+                            f"manifest says {chunk.size} (it will be fetched again)"
+                        )
+                    whole.update(data)
+                    out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(target, entry.mode & 0o7777)
+        if whole.digest() != manifest.payload_blake3:
+            raise PosswarmError(
+                f"release {manifest.release_id}: assembled payload BLAKE3 does not match the manifest "
+                "(a chunk on disk is corrupt; it will be checked and fetched again)"
+            )
+        _fsync_dir(staging)
+        os.rename(staging, final)
+        _fsync_dir(installed_root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def activate(installed_root: Path, version: str) -> str | None:
+    """Point ``current`` at VERSION atomically; the old target becomes ``previous``. Returns the old version."""
+    current = installed_root / "current"
+    old = os.readlink(current) if current.is_symlink() else None
+    if old == version:
+        return None
+    _swap_link(installed_root, "current", version)
+    if old is not None:
+        _swap_link(installed_root, "previous", old)
+    _remove_stale(installed_root, keep={version, old})
+    return old
+
+
+def current_version(installed_root: Path) -> str | None:
+    """The running version of a release name, or None before its first install."""
+    link = installed_root / "current"
+    return os.readlink(link) if link.is_symlink() else None
+
+
+def previous_version(installed_root: Path) -> str | None:
+    link = installed_root / "previous"
+    return os.readlink(link) if link.is_symlink() else None
+
+
+def _swap_link(root: Path, name: str, target: str) -> None:
+    tmp = root / f".{name}.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, root / name)  # rename(2) over the old link: readers see old or new, never neither
+    _fsync_dir(root)
+
+
+def _remove_stale(root: Path, keep: set[str | None]) -> None:
+    for path in root.iterdir():
+        if path.name in ("current", "previous") or path.name in keep or path.is_symlink():
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,222 @@
+"""A whole store on one machine: central tracker and seeder, one cache and N devices as real processes on 127.x.y.z."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import tomli_w
+import trio
+
+from posswarm import status
+from posswarm.errors import PosswarmError
+from posswarm.keys import generate_keypair
+
+_READY = {
+    "tracker": re.compile(rb"event='listening'.*?url='([^']+)'"),
+    "seeder": re.compile(rb"event='listening'.*?url='([^']+)'"),
+    "node": re.compile(rb"event='node.started'.*?bt_port=(\d+)"),
+}
+
+
+@dataclass(frozen=True)
+class LabNode:
+    node_id: str
+    role: str
+    address: str
+    data_dir: Path
+    config: Path
+
+
+def bin_path(name: str) -> str:
+    """The console script next to this interpreter (the venv's), so the lab runs the code under test."""
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else name
+
+
+class Lab:
+    """Addresses, keys and process handles of one lab; every run picks a random 127.X net and store id."""
+
+    def __init__(self, root: Path, *, devices: int, net: int | None = None, store: str | None = None,
+                 announce_interval_s: int = 2, catalog_poll_s: float = 1.0) -> None:
+        if not 1 <= devices <= 200:
+            raise PosswarmError(f"--devices {devices}: choose 1..200 devices")
+        self.root = root
+        self.net = net if net is not None else random.randint(16, 250)
+        self.store = store or f"demo-{random.getrandbits(32):08x}"
+        self.central_ip = f"127.{self.net}.0.2"
+        self.lan_network = f"127.{self.net}.1.0/24"
+        self.announce_interval_s = announce_interval_s
+        self.catalog_poll_s = catalog_poll_s
+        self.logs = root / "logs"
+        self.releases = root / "central" / "releases"
+        self.keys = root / "central" / "keys"
+        for path in (self.logs, self.releases, self.keys):
+            path.mkdir(parents=True, exist_ok=True)
+        self.private_key, self.public_key = generate_keypair(self.keys)
+        self.tracker_url: str | None = None
+        self.seeder_url: str | None = None
+        self.nodes: list[LabNode] = [self._node("cache", "cache", f"127.{self.net}.1.1")]
+        for i in range(devices):
+            self.nodes.append(self._node(f"till-{i + 1:02d}", "device", f"127.{self.net}.1.{10 + i}"))
+
+    @property
+    def cache(self) -> LabNode:
+        return self.nodes[0]
+
+    @property
+    def devices(self) -> list[LabNode]:
+        return self.nodes[1:]
+
+    def _node(self, node_id: str, role: str, address: str) -> LabNode:
+        data_dir = self.root / "nodes" / node_id
+        return LabNode(node_id, role, address, data_dir, self.root / "nodes" / f"{node_id}.toml")
+
+    # ---- processes --------------------------------------------------------------------------
+
+    async def start_central(self, nursery: trio.Nursery) -> None:
+        """Tracker first (the seeder announces to it), then the seeder."""
+        self.tracker_url = await nursery.start(partial(
+            run_process, "tracker",
+            [bin_path("posswarm-tracker"), "serve", "--listen", f"{self.central_ip}:0",
+             "--interval", str(self.announce_interval_s)],
+            self.logs / "tracker.log",
+        ))
+        self.seeder_url = await nursery.start(partial(
+            run_process, "seeder",
+            [bin_path("posswarm-seeder"), "serve", "--releases", str(self.releases), "--key-pub", str(self.public_key),
+             "--listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
+             "--bt-listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
+             "--tracker", f"{self.tracker_url}/announce"],
+            self.logs / "seeder.log",
+        ))
+
+    async def start_node(self, nursery: trio.Nursery, node: LabNode) -> None:
+        self.write_config(node)
+        await nursery.start(partial(
+            run_process, node.node_id, [bin_path("posswarm"), "node", "--config", str(node.config)],
+            self.logs / f"{node.node_id}.log", kind="node",
+        ))
+
+    def write_config(self, node: LabNode) -> None:
+        doc = {
+            "node": {
+                "id": node.node_id, "role": node.role, "store": self.store,
+                "class": "cache" if node.role == "cache" else "pos",
+                "data_dir": str(node.data_dir), "address": node.address, "lan_network": self.lan_network,
+            },
+            "central": {"public_key": str(self.public_key), "tracker_url": f"{self.tracker_url}/announce"},
+            "timing": {"catalog_poll_s": self.catalog_poll_s, "status_every_s": 0.5},
+        }
+        if node.role == "cache":
+            doc["central"]["catalog_url"] = self.seeder_url
+        node.config.parent.mkdir(parents=True, exist_ok=True)
+        node.config.write_text(tomli_w.dumps(doc))
+
+    async def publish(self, payload: Path, version: str, *, name: str = "pos-image") -> dict:
+        """Publish with the real CLI; returns its summary and when it finished (wall clock)."""
+        cmd = [bin_path("posswarm-seeder"), "publish", str(payload), "--name", name, "--version", version,
+               "--key", str(self.private_key), "--out", str(self.releases)]
+        result = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
+        if result.returncode != 0:
+            raise PosswarmError(f"publish {name} {version} failed: {result.stderr.decode(errors='replace').strip()}")
+        return {"name": name, "version": version, "published_at": time.time(),
+                "summary": result.stdout.decode(errors="replace").strip()}
+
+    def status_of(self, node: LabNode) -> dict | None:
+        try:
+            return status.read(node.data_dir / "status.json")
+        except PosswarmError:
+            return None
+
+    def release_of(self, node: LabNode, name: str, version: str) -> dict | None:
+        doc = self.status_of(node)
+        for r in (doc or {}).get("releases", []):
+            if r["name"] == name and r["version"] == version:
+                return r
+        return None
+
+    def installed(self, node: LabNode, name: str, version: str) -> bool:
+        r = self.release_of(node, name, version)
+        return r is not None and r["state"] in ("installed", "seeding")
+
+    async def wait_installed(self, name: str, version: str, *, on_tick=None) -> None:
+        """Until every node holds the release (devices installed, cache seeding); callers set the deadline."""
+        while True:
+            if on_tick:
+                on_tick()
+            failed = [(n.node_id, r["error"]) for n in self.nodes
+                      if (r := self.release_of(n, name, version)) and r["state"] == "failed"]
+            if failed:
+                raise PosswarmError(f"release {name} {version} failed on {failed[0][0]}: {failed[0][1]}")
+            if all(self.installed(n, name, version) for n in self.nodes):
+                return
+            await trio.sleep(0.25)  # status.json is rewritten every 0.5 s; this only polls files
+
+
+def write_image(path: Path, size_mb: int, *, seed: int | None = None) -> Path:
+    """A payload of ``size_mb`` MiB of random bytes (incompressible, like a real image's worst case)."""
+    rng = random.Random(seed)
+    with open(path, "wb") as out:
+        for _ in range(size_mb):
+            out.write(rng.randbytes(1 << 20) if seed is not None else os.urandom(1 << 20))
+    return path
+
+
+def change_image(src: Path, dst: Path, *, percent: float, regions: int = 3, seed: int = 7) -> int:
+    """Copy ``src`` to ``dst`` with ``percent`` % of its bytes rewritten in a few contiguous regions."""
+    data = bytearray(src.read_bytes())
+    rng = random.Random(seed)
+    total = int(len(data) * percent / 100)
+    per = max(1, total // regions)
+    for i in range(regions):
+        start = rng.randrange(i * len(data) // regions, (i + 1) * len(data) // regions - per)
+        data[start : start + per] = rng.randbytes(per)
+    dst.write_bytes(data)
+    return per * regions
+
+
+async def run_process(name: str, cmd: list[str], log_path: Path, *, kind: str | None = None,
+                      task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run ``cmd`` until cancelled, its stderr copied to ``log_path``; started(value) when its ready line shows.
+
+    On cancellation the process gets SIGTERM (our services stop cleanly on it) and SIGKILL 5 s later.
+    """
+    pattern = _READY[kind or name]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = await trio.lowlevel.open_process(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.PIPE, env=env)
+    ready = False
+    try:
+        with open(log_path, "ab") as log:
+            pending = b""
+            async for data in proc.stderr:
+                log.write(data)
+                log.flush()
+                if not ready:
+                    pending += data
+                    found = pattern.search(pending)
+                    if found:
+                        ready = True
+                        task_status.started(found.group(1).decode())
+        code = await proc.wait()
+        if not ready:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise PosswarmError(f"{name} exited with code {code} before it was ready: {' | '.join(tail)}")
+    finally:
+        with trio.CancelScope(shield=True):
+            if proc.returncode is None:
+                proc.terminate()
+                with trio.move_on_after(5):
+                    await proc.wait()
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+

@@ -1,0 +1,352 @@
+"""The composition root of ``posswarm node``: wires torrents, discovery, catalog, announces and installs."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import trio
+
+from posswarm import http_service, install, logs, status
+from posswarm.announce import NodeIdentity, ReleaseReport
+from posswarm.announcer import Announcer
+from posswarm.catalog.client import FetchedRelease, fetch_catalog, fetch_release
+from posswarm.catalog.http import catalog_app
+from posswarm.catalog.model import CatalogEntry
+from posswarm.catalog.shelf import Shelf
+from posswarm.chunks import ChunkStore, chunk_relpath
+from posswarm.config import NodeConfig
+from posswarm.datadir import DataDir
+from posswarm.discovery import mdns
+from posswarm.discovery.records import Advert
+from posswarm.errors import PosswarmError
+from posswarm.keys import load_public_key
+from posswarm.manifest import Manifest, verify_manifest
+from posswarm.release import verify_chunks
+from posswarm.targeting import targets_device, targets_store
+from posswarm.torrent import session as torrents
+from posswarm.torrent.session import SessionConfig, TorrentSession
+
+log = logs.get("node")
+
+
+@dataclass
+class Release:
+    """One release this node carries, and where it stands."""
+
+    manifest: Manifest
+    directory: Path
+    state: str = "downloading"  # downloading | verifying | installing | installed | seeding | failed
+    learned_at: float = field(default_factory=time.time)
+    done_at: float | None = None
+    error: str | None = None
+    reused_bytes: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.manifest.name}@{self.manifest.version}"
+
+    @property
+    def ready(self) -> bool:
+        return self.state in ("installed", "seeding")
+
+
+class Node:
+    """A cache or a device. State lives here and is changed only by this process's trio tasks."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.data = DataDir(config.data_dir)
+        self.chunks = ChunkStore(self.data.chunk_store)
+        self.lan = ipaddress.IPv4Network(config.lan_network, strict=False)
+        self.releases: dict[str, Release] = {}
+        self.peers: dict[str, Advert] = {}
+        self.shelf = Shelf()
+        self.http_url: str | None = None
+        self.torrents: TorrentSession | None = None
+        self.announcer: Announcer | None = None
+        self._poll_now = trio.Event()
+        self._public_key = None
+        self._last_catalog_ok: float | None = None
+        self._last_catalog_error: str | None = None
+
+    # ---- life cycle -------------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        c = self.config
+        self._public_key = load_public_key(c.public_key)
+        self.data.create()
+        session = TorrentSession(
+            SessionConfig(listen_ip=c.address, listen_port=c.bt_port, lan_network=str(self.lan), lan_only=not c.is_cache)
+        )
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.torrents = await nursery.start(session.run)
+            nursery.start_soon(self._torrent_events, session.subscribe())
+            if c.is_cache:
+                self.shelf.seeds = (f"{c.address}:{self.torrents.listen_port}",)
+                self.http_url = await nursery.start(http_service.run, catalog_app(self.shelf), c.address, c.http_port)
+            await self._resume()
+            send, receive = trio.open_memory_channel(1000)
+            nursery.start_soon(self._discovery_events, receive)
+            await nursery.start(mdns.run, self._advert(), send)
+            if c.tracker_url:
+                self.announcer = Announcer(c.tracker_url, self._identity(), self._reports, self._tracker_peers)
+                await nursery.start(self.announcer.run)
+            nursery.start_soon(self._poll_catalog)
+            nursery.start_soon(self._write_status)
+            log.info("node.started", node=c.node_id, role=c.role, store=c.store, address=c.address,
+                     bt_port=self.torrents.listen_port, http=self.http_url or "")
+            task_status.started(self)
+
+    def _advert(self) -> Advert:
+        c = self.config
+        http_port = int(self.http_url.rsplit(":", 1)[1]) if self.http_url else 0
+        return Advert(c.node_id, c.store, c.role, c.device_class, c.address, self.torrents.listen_port, http_port)
+
+    def _identity(self) -> NodeIdentity:
+        c = self.config
+        return NodeIdentity(c.node_id, c.store, c.role, c.device_class, c.address, self.torrents.listen_port)
+
+    # ---- what to fetch --------------------------------------------------------------------------
+
+    def _catalog_url(self) -> str | None:
+        if self.config.is_cache:
+            return self.config.catalog_url
+        if self.config.cache_url:
+            return self.config.cache_url
+        caches = [a for a in self.peers.values() if a.role == "cache" and a.http_port]
+        return f"http://{caches[0].address}:{caches[0].http_port}" if caches else None
+
+    def _wanted(self, entries: tuple[CatalogEntry, ...]) -> list[CatalogEntry]:
+        """The newest targeted release of each name (older ones stay where they are installed)."""
+        c = self.config
+        newest: dict[str, CatalogEntry] = {}
+        for e in entries:
+            ok = targets_store(e.targets, c.store) if c.is_cache else targets_device(e.targets, c.store, c.device_class)
+            if ok and (e.name not in newest or _version_key(e.version) > _version_key(newest[e.name].version)):
+                newest[e.name] = e
+        return [e for e in newest.values() if f"{e.name}@{e.version}" not in self.releases]
+
+    async def _poll_catalog(self) -> None:
+        async with httpx.AsyncClient(timeout=15.0) as client:
+            while True:
+                url = self._catalog_url()
+                if url:
+                    try:
+                        catalog = await fetch_catalog(client, url)
+                        self._last_catalog_ok, self._last_catalog_error = time.time(), None
+                        seeds = [_endpoint(s) for s in catalog.seeds]
+                        for entry in self._wanted(catalog.releases):
+                            try:
+                                fetched = await fetch_release(client, url, entry, self._public_key)
+                            except PosswarmError as exc:
+                                log.warning("release.rejected", release=entry.release_id, reason=str(exc))
+                                continue
+                            await self._take(fetched, [s for s in seeds if s is not None])
+                    except PosswarmError as exc:
+                        if self._last_catalog_error != str(exc):
+                            log.warning("catalog.unreachable", reason=str(exc))
+                        self._last_catalog_error = str(exc)
+                with trio.move_on_after(self.config.catalog_poll_s):
+                    await self._poll_now.wait()
+                self._poll_now = trio.Event()
+
+    async def _take(self, fetched: FetchedRelease, seeds: list[tuple[str, int]]) -> None:
+        """Store a verified manifest + torrent, reuse chunks we hold, and start swarming it."""
+        m = fetched.manifest
+        directory = self.data.release(m.name, m.version)
+        reused = await trio.to_thread.run_sync(self._lay_out, fetched, directory)
+        release = Release(m, directory, reused_bytes=reused)
+        self.releases[release.key] = release
+        log.info("release.fetching", release=m.release_id, size=m.total_size, reused_bytes=reused, seeds=len(seeds))
+        await self._swarm(release, fetched.torrent_bytes, seeds)
+
+    def _lay_out(self, fetched: FetchedRelease, directory: Path) -> int:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in (("release.torrent", fetched.torrent_bytes), ("manifest.msgpack", fetched.manifest_bytes)):
+            tmp = directory / f".{name}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, directory / name)  # manifest last: its presence means "this release is laid out"
+        reused = 0
+        for chunk in fetched.manifest.unique_chunks():
+            if not (directory / chunk_relpath(chunk.digest)).exists() and self.chunks.link_into(chunk.digest, directory):
+                reused += chunk.size
+        return reused
+
+    async def _swarm(self, release: Release, torrent_bytes: bytes, seeds: list[tuple[str, int]]) -> None:
+        peers = list(seeds) + [(a.address, a.bt_port) for a in self.peers.values() if a.store == self.config.store]
+        if self.config.is_cache:
+            self.shelf.put(release.manifest, release.directory)  # devices may start swarming while we download
+        await self.torrents.add(release.key, torrent_bytes, release.directory, peers=peers)
+        if self.announcer:
+            self.announcer.kick()
+
+    async def _resume(self) -> None:
+        """Pick up releases laid out by an earlier run; libtorrent re-checks what is on disk."""
+        for manifest_path in sorted(self.data.releases.glob("*/*/manifest.msgpack")):
+            directory = manifest_path.parent
+            try:
+                manifest = verify_manifest(manifest_path.read_bytes(), self._public_key)
+                torrent_bytes = (directory / "release.torrent").read_bytes()
+            except (PosswarmError, OSError) as exc:
+                log.warning("release.skipped", dir=str(directory), reason=str(exc))
+                continue
+            release = Release(manifest, directory)
+            if install.current_version(self.data.installed(manifest.name)) == manifest.version:
+                release.state = "installed"
+            self.releases[release.key] = release
+            await self._swarm(release, torrent_bytes, [])
+            log.info("release.resumed", release=manifest.release_id, state=release.state)
+
+    # ---- events --------------------------------------------------------------------------------
+
+    async def _torrent_events(self, events) -> None:
+        async for event in events:
+            if isinstance(event, torrents.TorrentFinished):
+                release = self.releases.get(event.key)
+                if release and release.state in ("downloading", "failed"):
+                    release.state = "verifying"
+                    self._nursery.start_soon(self._finish, release)
+            elif isinstance(event, torrents.TorrentError):
+                release = self.releases.get(event.key)
+                if release:
+                    release.state, release.error = "failed", event.reason
+                    log.error("release.failed", release=release.manifest.release_id, reason=event.reason)
+
+    async def _finish(self, release: Release) -> None:
+        """Every piece passed libtorrent's SHA checks; now BLAKE3 each chunk, then install (devices)."""
+        m = release.manifest
+        bad = await trio.to_thread.run_sync(verify_chunks, m, release.directory)
+        if bad:
+            release.state = "failed"
+            release.error = f"{len(bad)} chunk(s) failed BLAKE3 after download (first {bad[0].hex[:16]})"
+            log.error("release.corrupt", release=m.release_id, bad_chunks=len(bad))
+            return
+        await trio.to_thread.run_sync(self._adopt_chunks, release)
+        if self.config.is_cache:
+            release.state = "seeding"
+        else:
+            release.state = "installing"
+            try:
+                await trio.to_thread.run_sync(self._install, release)
+            except (PosswarmError, OSError) as exc:
+                release.state, release.error = "failed", str(exc)
+                log.error("release.install_failed", release=m.release_id, reason=str(exc))
+                return
+            release.state = "installed"
+        release.done_at = time.time()
+        release.error = None
+        log.info("release.ready", release=m.release_id, state=release.state,
+                 seconds=round(release.done_at - release.learned_at, 3))
+        if self.announcer:
+            self.announcer.kick()
+
+    def _adopt_chunks(self, release: Release) -> None:
+        for chunk in release.manifest.unique_chunks():
+            self.chunks.adopt(release.directory / chunk_relpath(chunk.digest), chunk.digest)
+
+    def _install(self, release: Release) -> None:
+        root = self.data.installed(release.manifest.name)
+        install.assemble(release.manifest, release.directory, root)
+        old = install.activate(root, release.manifest.version)
+        log.info("release.activated", release=release.manifest.release_id, previous=old or "")
+
+    async def _discovery_events(self, events) -> None:
+        async for event in events:
+            if isinstance(event, mdns.PeerFound):
+                advert = event.advert
+                if advert.store != self.config.store or advert.node_id == self.config.node_id:
+                    continue
+                if ipaddress.IPv4Address(advert.address) not in self.lan:
+                    log.warning("peer.outside_lan", node=advert.node_id, address=advert.address)
+                    continue
+                known = self.peers.get(advert.node_id)
+                self.peers[advert.node_id] = advert
+                if known != advert:
+                    log.info("peer.found", node=advert.node_id, role=advert.role, address=advert.address)
+                    self.torrents.connect_peer((advert.address, advert.bt_port))
+                    if advert.role == "cache":
+                        self._poll_now.set()
+            elif isinstance(event, mdns.PeerLost):
+                if self.peers.pop(event.node_id, None):
+                    log.info("peer.lost", node=event.node_id)
+
+    def _tracker_peers(self, report: ReleaseReport, peers) -> None:
+        for ip, port in peers:
+            if not self.config.is_cache and ipaddress.ip_address(ip) not in self.lan:
+                continue  # a device never talks to anything outside its store (the ip filter agrees)
+            self.torrents.connect_peer((ip, port), f"{report.name}@{report.version}")
+
+    def _reports(self) -> list[ReleaseReport]:
+        reports = []
+        for release in self.releases.values():
+            p = self.torrents.progress(release.key)
+            m = release.manifest
+            reports.append(
+                ReleaseReport(m.name, m.version, m.info_hash_v1, m.total_size, max(0, p.wanted_bytes - p.done_bytes),
+                              p.wan_bytes + p.web_bytes, p.lan_bytes, p.upload_bytes, release.ready)
+            )
+        return reports
+
+    # ---- status ----------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        c = self.config
+        releases = []
+        for release in self.releases.values():
+            p = self.torrents.progress(release.key)
+            m = release.manifest
+            releases.append({
+                "name": m.name, "version": m.version, "state": release.state, "size": m.total_size,
+                "done_bytes": p.done_bytes, "wanted_bytes": p.wanted_bytes,
+                "percent": round(100.0 * p.done_bytes / p.wanted_bytes, 1) if p.wanted_bytes else 100.0,
+                "bytes_from_wan": p.wan_bytes + p.web_bytes, "bytes_from_lan": p.lan_bytes, "bytes_uploaded": p.upload_bytes,
+                "reused_bytes": release.reused_bytes, "peers": p.num_peers,
+                "learned_at": release.learned_at, "done_at": release.done_at, "error": release.error,
+            })
+        installed = {}
+        for name in {r.manifest.name for r in self.releases.values()}:
+            root = self.data.installed(name)
+            installed[name] = {"current": install.current_version(root), "previous": install.previous_version(root)}
+        return {
+            "node": c.node_id, "role": c.role, "store": c.store, "class": c.device_class, "address": c.address,
+            "bt_port": self.torrents.listen_port, "http_url": self.http_url, "pid": os.getpid(),
+            "peers": sorted(self.peers), "releases": releases, "installed": installed,
+            "catalog": {"url": self._catalog_url(), "last_ok": self._last_catalog_ok, "error": self._last_catalog_error},
+            "tracker": {
+                "url": c.tracker_url,
+                "last_error": self.announcer.last_error if self.announcer else None,
+            },
+            "updated": time.time(),
+        }
+
+    async def _write_status(self) -> None:
+        while True:
+            await trio.to_thread.run_sync(status.write, self.data.status_file, self.status())
+            await trio.sleep(self.config.status_every_s)
+
+
+def _endpoint(text: str) -> tuple[str, int] | None:
+    host, _, port = text.rpartition(":")
+    try:
+        ipaddress.ip_address(host)
+        return host, int(port)
+    except ValueError:
+        return None
+
+
+def _version_key(version: str) -> tuple:
+    """Order versions like 2026.9 < 2026.10: numeric runs compare as numbers."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", version) if p)
+
+
+async def run_node(config: NodeConfig) -> None:
+    """Run until cancelled (SIGINT/SIGTERM end the trio run)."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(Node(config).run)

@@ -1,0 +1,154 @@
+"""The till's durable sales outbox: commit before printing, resend until the cache acks."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+
+import msgpack
+
+from posswarm.errors import PosswarmError
+from posswarm.sales.durable import open_db, transaction
+from posswarm.sales.model import Sale, parse_lines, parse_tenders
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS identity (
+    device_id TEXT NOT NULL,
+    incarnation TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sale (
+    seq INTEGER PRIMARY KEY,
+    body BLOB NOT NULL,
+    acked INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS sale_unacked ON sale(seq) WHERE acked = 0;
+-- Other devices' sales we carry for them until the cache has them (store-and-forward).
+CREATE TABLE IF NOT EXISTS replica (
+    device_id TEXT NOT NULL,
+    incarnation TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (device_id, incarnation, seq)
+) WITHOUT ROWID;
+-- The cache's ack per foreign device, so a late gossip copy of an acked sale is not held again.
+CREATE TABLE IF NOT EXISTS replica_acked (
+    device_id TEXT NOT NULL,
+    incarnation TEXT NOT NULL,
+    hwm INTEGER NOT NULL,
+    PRIMARY KEY (device_id, incarnation)
+) WITHOUT ROWID;
+"""
+
+
+def _pack(sale: Sale) -> bytes:
+    return msgpack.packb(sale.to_wire())
+
+
+def _unpack(body: bytes) -> Sale:
+    return Sale.from_wire(msgpack.unpackb(body))
+
+
+class Outbox:
+    """A device's sales, each committed (fsync) in one transaction before anyone sees it.
+
+    The identity ``(device_id, incarnation, seq)`` is minted inside that transaction:
+    the incarnation when the file is created, seq = max + 1. Not thread-safe: the trio
+    driver serialises calls (a ``trio.Lock`` around ``to_thread.run_sync``).
+    """
+
+    def __init__(self, path: str, device_id: str) -> None:
+        self.path = path
+        self._what = f"sales outbox {path}"
+        self._db = open_db(path, "sales outbox", _SCHEMA)
+        with transaction(self._db, self._what):
+            row = self._db.execute("SELECT device_id, incarnation FROM identity").fetchone()
+            if row is None:
+                row = (device_id, secrets.token_hex(16))
+                self._db.execute("INSERT INTO identity VALUES (?, ?)", row)
+        if row[0] != device_id:
+            self._db.close()
+            raise PosswarmError(
+                f"sales outbox {path}: belongs to device {row[0]!r}, not {device_id!r};"
+                " fix device_id in the config (its unsent sales must keep their identity)"
+            )
+        self.device_id: str = row[0]
+        self.incarnation: str = row[1]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def record(self, lines: Sequence[tuple[str, int, int]], tenders: Sequence[tuple[str, int]], now_ms: int) -> Sale:
+        """Commit a new sale and return it; only after this returns may the receipt print."""
+        parsed_lines = parse_lines(lines)
+        parsed_tenders = parse_tenders(tenders)
+        with transaction(self._db, self._what):
+            (seq,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM sale").fetchone()
+            sale = Sale(
+                device_id=self.device_id,
+                incarnation=self.incarnation,
+                seq=seq,
+                created_ms=now_ms,
+                lines=parsed_lines,
+                total_cents=sum(line.cents for line in parsed_lines),
+                tenders=parsed_tenders,
+            )
+            self._db.execute("INSERT INTO sale (seq, body) VALUES (?, ?)", (seq, _pack(sale)))
+        return sale
+
+    def last(self) -> Sale | None:
+        """The newest committed sale: reprint it after a crash, never charge again."""
+        row = self._db.execute("SELECT body FROM sale ORDER BY seq DESC LIMIT 1").fetchone()
+        return _unpack(row[0]) if row else None
+
+    def unacked(self, limit: int = 64) -> list[Sale]:
+        """Oldest un-acked sales first (the cache's hwm only moves over a contiguous run)."""
+        rows = self._db.execute("SELECT body FROM sale WHERE acked = 0 ORDER BY seq LIMIT ?", (limit,))
+        return [_unpack(body) for (body,) in rows]
+
+    def ack(self, incarnation: str, hwm: int) -> int:
+        """The cache stored every sale up to ``hwm``; return how many became acked.
+
+        An ack for another incarnation (this till before it was re-imaged) is ignored.
+        """
+        if incarnation != self.incarnation:
+            return 0
+        with transaction(self._db, self._what) as db:
+            return db.execute("UPDATE sale SET acked = 1 WHERE seq <= ? AND acked = 0", (hwm,)).rowcount
+
+    def hold_replica(self, sales: Iterable[Sale]) -> int:
+        """Keep copies of other devices' sales until the cache acks them; return how many are new."""
+        held = 0
+        with transaction(self._db, self._what) as db:
+            for sale in sales:
+                if sale.device_id == self.device_id and sale.incarnation == self.incarnation:
+                    continue
+                row = db.execute(
+                    "SELECT hwm FROM replica_acked WHERE device_id = ? AND incarnation = ?",
+                    (sale.device_id, sale.incarnation),
+                ).fetchone()
+                if row and sale.seq <= row[0]:
+                    continue
+                held += db.execute(
+                    "INSERT OR IGNORE INTO replica VALUES (?, ?, ?, ?)",
+                    (sale.device_id, sale.incarnation, sale.seq, _pack(sale)),
+                ).rowcount
+        return held
+
+    def replicas_unacked(self, limit: int = 64) -> list[Sale]:
+        """Held copies of other devices' sales, oldest seq first per device."""
+        rows = self._db.execute(
+            "SELECT body FROM replica ORDER BY device_id, incarnation, seq LIMIT ?", (limit,)
+        )
+        return [_unpack(body) for (body,) in rows]
+
+    def drop_replicas(self, device_id: str, incarnation: str, hwm: int) -> int:
+        """The cache acked ``device_id`` up to ``hwm``: forget our copies; return how many went."""
+        with transaction(self._db, self._what) as db:
+            db.execute(
+                "INSERT INTO replica_acked VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET hwm = MAX(hwm, excluded.hwm)",
+                (device_id, incarnation, hwm),
+            )
+            return db.execute(
+                "DELETE FROM replica WHERE device_id = ? AND incarnation = ? AND seq <= ?",
+                (device_id, incarnation, hwm),
+            ).rowcount

@@ -1,0 +1,1 @@
+"""The SKU catalog replica every store node keeps: HLC-stamped last-writer-wins entries."""

@@ -1,0 +1,180 @@
+"""A node's SQLite-backed SKU catalog replica: LWW apply, lookup, bucket digests for anti-entropy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import blake3
+
+from posswarm import logs
+from posswarm.errors import PosswarmError
+from posswarm.sales.durable import open_db, transaction
+from posswarm.sku.entry import SkuEntry
+from posswarm.sku.hlc import MAX_SKEW_MS, unpack
+
+log = logs.get("sku")
+
+# 2^10 buckets: ~100 SKUs each at 10^5 SKUs, so one changed SKU costs one bucket's worth of
+# entries, and the digest list is 16 KiB (notes/gossip-mdns.md §1). Both ends must agree.
+BUCKETS = 1024
+EMPTY_BUCKET = blake3.blake3(b"").digest(16)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sku (
+    code TEXT PRIMARY KEY,
+    bucket INTEGER NOT NULL,
+    hlc INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    barcode TEXT NOT NULL,
+    name TEXT NOT NULL,
+    price_cents INTEGER NOT NULL,
+    tax_class TEXT NOT NULL,
+    leaf BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sku_barcode ON sku(barcode) WHERE barcode != '';
+CREATE INDEX IF NOT EXISTS sku_bucket ON sku(bucket, code);
+CREATE INDEX IF NOT EXISTS sku_hlc ON sku(hlc, code);
+CREATE TABLE IF NOT EXISTS bucket (
+    bucket INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL
+);
+"""
+
+_COLUMNS = "code, hlc, origin, deleted, barcode, name, price_cents, tax_class"
+
+# Row-value comparison: SQLite compares TEXT and BLOB bytewise, which is the same order as
+# Python's str (UTF-8 preserves code point order) and bytes, so this is exactly entry.merge.
+_UPSERT = """
+INSERT INTO sku (code, bucket, hlc, origin, deleted, barcode, name, price_cents, tax_class, leaf)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (code) DO UPDATE SET
+    hlc = excluded.hlc, origin = excluded.origin, deleted = excluded.deleted,
+    barcode = excluded.barcode, name = excluded.name, price_cents = excluded.price_cents,
+    tax_class = excluded.tax_class, leaf = excluded.leaf
+WHERE (excluded.hlc, excluded.origin, excluded.leaf) > (sku.hlc, sku.origin, sku.leaf)
+"""
+
+
+def bucket_of(code: str, buckets: int = BUCKETS) -> int:
+    return int.from_bytes(blake3.blake3(code.encode()).digest(8), "big") % buckets
+
+
+def differing_buckets(mine: Sequence[bytes], theirs: Sequence[bytes]) -> list[int]:
+    """The buckets two replicas must exchange, from their :meth:`SkuReplica.bucket_digests`."""
+    if len(mine) != len(theirs):
+        raise PosswarmError(
+            f"sku digest: peer has {len(theirs)} buckets, we have {len(mine)}; upgrade the older node"
+        )
+    return [i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b]
+
+
+def _entry(row: tuple) -> SkuEntry:
+    code, hlc, origin, deleted, barcode, name, price_cents, tax_class = row
+    return SkuEntry(code, hlc, origin, bool(deleted), barcode, name, price_cents, tax_class)
+
+
+class SkuReplica:
+    """One node's copy of the catalog; replicas converge by exchanging differing buckets.
+
+    Not thread-safe: the trio driver serialises calls.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._what = f"sku replica {path}"
+        self._db = open_db(path, "sku replica", _SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM sku").fetchone()[0]
+
+    def apply(self, entries: Iterable[SkuEntry], *, now_ms: int | None = None) -> int:
+        """Merge ``entries`` (last writer wins); return how many rows changed.
+
+        With ``now_ms``, entries stamped more than MAX_SKEW_MS ahead of it are refused: such an
+        entry would win every later write until real time caught up.
+        """
+        rows, touched, refused = [], set(), 0
+        for entry in entries:
+            if now_ms is not None and unpack(entry.hlc)[0] > now_ms + MAX_SKEW_MS:
+                refused += 1
+                continue
+            bucket = bucket_of(entry.code)
+            touched.add(bucket)
+            rows.append((
+                entry.code, bucket, entry.hlc, entry.origin, int(entry.deleted),
+                entry.barcode, entry.name, entry.price_cents, entry.tax_class, entry.leaf,
+            ))  # fmt: skip
+        if refused:
+            log.warning("sku.refused_future", count=refused, limit_ms=MAX_SKEW_MS)
+        with transaction(self._db, self._what) as db:
+            before = db.total_changes
+            db.executemany(_UPSERT, rows)
+            changed = db.total_changes - before
+            if changed:
+                for bucket in touched:
+                    self._rehash(db, bucket)
+        return changed
+
+    def _rehash(self, db, bucket: int) -> None:
+        digest = blake3.blake3()
+        for (leaf,) in db.execute("SELECT leaf FROM sku WHERE bucket = ? ORDER BY code", (bucket,)):
+            digest.update(leaf)
+        db.execute("INSERT OR REPLACE INTO bucket VALUES (?, ?)", (bucket, digest.digest(16)))
+
+    def get(self, code_or_barcode: str) -> SkuEntry | None:
+        """The live entry with this code, else the newest live one with this barcode."""
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM sku WHERE code = ? AND deleted = 0", (code_or_barcode,)
+        ).fetchone() or self._db.execute(
+            f"SELECT {_COLUMNS} FROM sku WHERE barcode = ? AND deleted = 0 ORDER BY hlc DESC LIMIT 1",
+            (code_or_barcode,),
+        ).fetchone()
+        return _entry(row) if row else None
+
+    def entry(self, code: str) -> SkuEntry | None:
+        """The stored entry for ``code``, tombstone included."""
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM sku WHERE code = ?", (code,)).fetchone()
+        return _entry(row) if row else None
+
+    def bucket_digests(self) -> list[bytes]:
+        """BUCKETS 16-byte hashes, each over its bucket's entry leaves in code order."""
+        digests = [EMPTY_BUCKET] * BUCKETS
+        for bucket, digest in self._db.execute("SELECT bucket, digest FROM bucket"):
+            digests[bucket] = digest
+        return digests
+
+    def root_digest(self) -> bytes:
+        """One hash of the whole replica: equal roots mean no anti-entropy round is needed."""
+        return blake3.blake3(b"".join(self.bucket_digests())).digest(16)
+
+    def entries_in(self, buckets: Iterable[int]) -> list[SkuEntry]:
+        """Every entry (tombstones too) in ``buckets``: what a peer with other digests needs."""
+        found: list[SkuEntry] = []
+        for bucket in sorted(set(buckets)):
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM sku WHERE bucket = ? ORDER BY code", (bucket,))
+            found.extend(_entry(row) for row in rows)
+        return found
+
+    def changes_since(self, hlc_cursor: int, limit: int = 500) -> list[SkuEntry]:
+        """Entries with hlc > ``hlc_cursor``, oldest first; the last one's hlc is the next cursor.
+
+        A page never ends part-way through entries sharing one hlc (two writers can tie),
+        so resuming from the last hlc loses nothing; it may therefore exceed ``limit``.
+        """
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM sku WHERE hlc > ? ORDER BY hlc, code LIMIT ?", (hlc_cursor, limit)
+        ).fetchall()
+        if rows and len(rows) == limit:
+            last_hlc, last_code = rows[-1][1], rows[-1][0]
+            rows += self._db.execute(
+                f"SELECT {_COLUMNS} FROM sku WHERE hlc = ? AND code > ? ORDER BY code", (last_hlc, last_code)
+            ).fetchall()
+        return [_entry(row) for row in rows]
+
+    def max_hlc(self) -> int:
+        """The newest stamp held: restore a writer's :class:`~posswarm.sku.hlc.Clock` from it."""
+        return self._db.execute("SELECT COALESCE(MAX(hlc), 0) FROM sku").fetchone()[0]

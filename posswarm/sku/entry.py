@@ -1,0 +1,91 @@
+"""One SKU catalog entry, its wire form, and the last-writer-wins rule that merges two of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import blake3
+import msgpack
+
+from posswarm.errors import PosswarmError
+from posswarm.sku.hlc import MAX_HLC
+
+
+class InvalidSkuEntry(PosswarmError):
+    """A catalog entry with a missing or out-of-range field."""
+
+
+@dataclass(frozen=True, slots=True)
+class SkuEntry:
+    """``code`` -> its fields, stamped with the writer's ``hlc`` and ``origin`` node.
+
+    A deletion is a tombstone (``deleted=True``) that must outlive the entry it buries,
+    otherwise a replica that missed the delete would resurrect the SKU by anti-entropy.
+    """
+
+    code: str
+    hlc: int
+    origin: str
+    deleted: bool = False
+    barcode: str = ""
+    name: str = ""
+    price_cents: int = 0
+    tax_class: str = ""
+
+    def __post_init__(self) -> None:
+        who = f"sku {self.code!r}"
+        if not _is_text(self.code, 64) or not self.code:
+            raise InvalidSkuEntry(f"{who}: code must be 1-64 characters")
+        if type(self.hlc) is not int or not 0 <= self.hlc <= MAX_HLC:
+            raise InvalidSkuEntry(f"{who}: hlc {self.hlc!r} is not a 63-bit timestamp")
+        if not _is_text(self.origin, 64) or not self.origin:
+            raise InvalidSkuEntry(f"{who}: origin must name the writing node in 1-64 characters")
+        if type(self.deleted) is not bool:
+            raise InvalidSkuEntry(f"{who}: deleted must be true or false")
+        for field, longest in (("barcode", 64), ("name", 256), ("tax_class", 32)):
+            value = getattr(self, field)
+            if not _is_text(value, longest):
+                raise InvalidSkuEntry(f"{who}: {field} must be text of at most {longest} characters")
+        if type(self.price_cents) is not int or not 0 <= self.price_cents < 2**53:
+            raise InvalidSkuEntry(f"{who}: price {self.price_cents!r} must be whole non-negative cents")
+
+    def to_wire(self) -> list:
+        return [
+            self.code, self.hlc, self.origin, self.deleted,
+            self.barcode, self.name, self.price_cents, self.tax_class,
+        ]  # fmt: skip
+
+    @classmethod
+    def from_wire(cls, wire: object) -> SkuEntry:
+        if not isinstance(wire, (list, tuple)) or len(wire) != 8:
+            raise InvalidSkuEntry("sku entry: wire form is not an 8-item list (sender on another version?)")
+        return cls(*wire)
+
+    @property
+    def leaf(self) -> bytes:
+        """16-byte hash of the whole entry: bucket digests are built from these."""
+        return blake3.blake3(msgpack.packb(self.to_wire())).digest(16)
+
+    @property
+    def version(self) -> tuple[int, str, bytes]:
+        """Merge order. (hlc, origin) as in any LWW map; the leaf breaks the tie that a
+        buggy writer reusing an HLC could create, so every replica still picks the same winner."""
+        return (self.hlc, self.origin, self.leaf)
+
+
+def _is_text(value: object, longest: int) -> bool:
+    # Lone surrogates cannot be stored or sent (UTF-8), so they are refused here, not at the socket.
+    if not isinstance(value, str) or len(value) > longest:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def merge(mine: SkuEntry | None, theirs: SkuEntry) -> SkuEntry:
+    """The entry a replica keeps: the greater :attr:`~SkuEntry.version` (commutative, idempotent)."""
+    if mine is None or theirs.version > mine.version:
+        return theirs
+    return mine

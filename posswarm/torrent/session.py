@@ -1,0 +1,506 @@
+"""The trio driver of one libtorrent session: add/remove releases, feed peers, count bytes, publish events."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import libtorrent as lt
+import trio
+
+from posswarm import logs
+from posswarm.errors import PosswarmError
+from posswarm.torrent import alerts
+from posswarm.torrent.accounting import PeerSample, SourceTally
+from posswarm.torrent.alerts import (  # the events are re-exported: callers need only this module
+    Event,
+    HashFailed,
+    PeerBanned,
+    PeerBlocked,
+    TorrentAdded,
+    TorrentChecked,
+    TorrentError,
+    TorrentFinished,
+)
+from posswarm.torrent.settings import (
+    SessionConfig,
+    ip_filter_rules,
+    peer_class_rules,
+    session_settings,
+    wan_peer_class,
+)
+
+__all__ = [
+    "Event",
+    "HashFailed",
+    "PeerBanned",
+    "PeerBlocked",
+    "Progress",
+    "SessionConfig",
+    "TorrentAdded",
+    "TorrentChecked",
+    "TorrentError",
+    "TorrentFinished",
+    "TorrentSession",
+]
+
+log = logs.get("torrent")
+
+POLL_INTERVAL = 0.5  # notes §8: per-connection counters vanish with the connection; poll often, bank the last
+LISTEN_TIMEOUT = 10.0
+FLUSH_TIMEOUT = 60.0
+_WEB_SEED = lt.peer_info.web_seed | lt.peer_info.http_seed
+_STATES = {
+    "queued_for_checking": "checking",
+    "checking_files": "checking",
+    "checking_resume_data": "checking",
+    "downloading_metadata": "downloading",
+    "downloading": "downloading",
+    "finished": "finished",
+    "seeding": "seeding",
+    "allocating": "allocating",
+}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where one torrent stands. Byte counts are payload; wan/lan/web split what was received by source
+    (web seeds crossed the WAN as well, so WAN traffic is wan_bytes + web_bytes)."""
+
+    key: str
+    state: str  # adding | checking | downloading | finished | seeding | error
+    done_bytes: int = 0  # wanted bytes verified
+    wanted_bytes: int = 0
+    is_finished: bool = False
+    num_peers: int = 0
+    wan_bytes: int = 0
+    lan_bytes: int = 0
+    web_bytes: int = 0
+    upload_bytes: int = 0
+    upload_lan_bytes: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Status:
+    """The fields of a torrent_status we keep, copied out in the worker thread."""
+
+    state: str
+    done_bytes: int
+    wanted_bytes: int
+    is_finished: bool
+    num_peers: int
+    error: str | None
+
+
+@dataclass
+class _Torrent:
+    key: str
+    ident: str
+    handle: object
+    tally: SourceTally
+    status: _Status | None = None
+    finished: bool = False
+    flushed: trio.Event = field(default_factory=trio.Event)
+
+
+@dataclass
+class _Pending:
+    """An add or remove waiting for its alert."""
+
+    event: trio.Event = field(default_factory=trio.Event)
+    delete_files: bool = False
+    error: str | None = None
+
+
+def _sample(handles: list[tuple[str, object]]) -> dict[str, tuple[_Status, list[PeerSample]]]:
+    """Read status and peer counters of some torrents (blocking libtorrent calls: run in a worker thread)."""
+    out = {}
+    for key, handle in handles:
+        try:
+            st = handle.status()
+            peers = handle.get_peer_info()
+        except RuntimeError:  # removed meanwhile
+            continue
+        error = st.errc.message() if st.errc.value() else None
+        status = _Status(
+            state="error" if error else _STATES.get(st.state.name, st.state.name),
+            done_bytes=int(st.total_wanted_done),
+            wanted_bytes=int(st.total_wanted),
+            is_finished=bool(st.is_finished or st.is_seeding),
+            num_peers=int(st.num_peers),
+            error=error,
+        )
+        samples = [
+            PeerSample(
+                remote=(str(p.ip[0]), int(p.ip[1])),
+                local=(str(local[0]), int(local[1])) if (local := p.local_endpoint()) else ("", 0),
+                is_web_seed=bool(p.connection_type & _WEB_SEED),
+                downloaded=int(p.total_download),
+                uploaded=int(p.total_upload),
+            )
+            for p in peers
+        ]
+        out[key] = (status, samples)
+    return out
+
+
+def _filter(rules: list[tuple[str, str, int]]):
+    f = lt.ip_filter()
+    for first, last, flags in rules:
+        f.add_rule(first, last, flags)
+    return f
+
+
+class TorrentSession:
+    """One node's libtorrent session, driven from trio.
+
+    Events: every channel from ``subscribe()`` receives every event published after it was made
+    (TorrentAdded, TorrentChecked, TorrentFinished, TorrentError, HashFailed, PeerBanned, PeerBlocked),
+    in order. A subscriber that falls ``buffer`` events behind loses the newest ones (logged), so a
+    slow reader never stalls libtorrent. Channels close when ``run`` ends.
+    """
+
+    def __init__(self, config: SessionConfig):
+        self.config = config
+        self.listen_port = 0
+        self._ses = None
+        self._torrents: dict[str, _Torrent] = {}
+        self._keys: dict[str, str] = {}  # ident -> key, filled before the add so alerts find their key
+        self._adding: dict[str, _Pending] = {}  # ident -> pending add
+        self._removing: dict[str, _Pending] = {}  # ident -> pending remove
+        self._subscribers: list[trio.MemorySendChannel] = []
+        self._refresh_lock = trio.Lock()
+        self._listening = trio.Event()
+        self._listen_error: str | None = None
+        self._ordered_send, self._ordered_receive = trio.open_memory_channel(math.inf)
+
+    # --- running -----------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Open the session, pump its alerts and poll its counters until cancelled; started(self) once listening."""
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)  # libtorrent's thread must never block on it
+        try:
+            self._ses = await trio.to_thread.run_sync(self._open, write_fd)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, read_fd)
+                with trio.move_on_after(LISTEN_TIMEOUT):
+                    await self._listening.wait()
+                if self._listen_error or not self.listen_port:
+                    nursery.cancel_scope.cancel()  # and raise below, outside the nursery's exception group
+                else:
+                    nursery.start_soon(self._publish)
+                    nursery.start_soon(self._poll)
+                    log.info("session.listening", ip=self.config.listen_ip, port=self.listen_port)
+                    task_status.started(self)
+            raise PosswarmError(
+                f"torrent session {self.config.listen_ip}:{self.config.listen_port}: cannot listen "
+                f"({self._listen_error or 'no listen_succeeded_alert'}; is the address local and the port free?)"
+            )
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._close()
+            os.close(read_fd)
+            os.close(write_fd)
+
+    def _open(self, write_fd: int):
+        config = self.config
+        try:
+            ses = lt.session(lt.session_params(session_settings(config)))
+        except (RuntimeError, KeyError) as e:
+            raise PosswarmError(f"torrent session {config.listen_ip}: libtorrent refused the settings ({e})") from None
+        # an fd, not set_alert_notify: a Python callback on libtorrent's thread deadlocks (notes §0)
+        ses.set_alert_fd(write_fd)
+        wan = ses.create_peer_class("wan")
+        ses.set_peer_class(wan, wan_peer_class(config))
+        ses.set_peer_class_filter(_filter(peer_class_rules(config, wan)))
+        blocked = ip_filter_rules(config)
+        if blocked:
+            ses.set_ip_filter(_filter(blocked))
+        return ses
+
+    async def _close(self) -> None:
+        for pending in [*self._adding.values(), *self._removing.values()]:
+            pending.error = "the session closed"
+            pending.event.set()
+        for send in self._subscribers:
+            send.close()
+        self._subscribers = []
+        for torrent in self._torrents.values():
+            torrent.handle = None
+        ses, self._ses = self._ses, None
+        if ses is None:
+            return
+        box = [ses]
+        del ses
+
+        def drop() -> None:
+            # the destructor joins libtorrent's threads; run it here, not on trio's thread (notes §10)
+            box.pop()
+
+        await trio.to_thread.run_sync(drop)
+        log.info("session.closed", ip=self.config.listen_ip, port=self.listen_port)
+
+    async def _pump(self, read_fd: int) -> None:
+        # libtorrent writes one byte when its queue goes empty -> non-empty, so always drain fully
+        while True:
+            for alert in self._ses.pop_alerts():
+                fact = alerts.translate(alert, self._keys.get)
+                if fact is not None:
+                    self._on(fact)
+            await trio.lowlevel.wait_readable(read_fd)
+            try:
+                while os.read(read_fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def _on(self, fact) -> None:
+        """Act on one translated alert, right away and without awaiting (runs in the pump)."""
+        match fact:
+            case alerts.Listening(port=port):
+                if not self.listen_port:
+                    self.listen_port = port
+                self._listening.set()
+            case alerts.ListenFailed(address=address, reason=reason):
+                log.warning("session.listen_failed", address=address, reason=reason)
+                if not self._listening.is_set():
+                    self._listen_error = f"{address}: {reason}"
+                    self._listening.set()
+            case alerts.AddDone(ident=ident, handle=handle, error=error):
+                pending = self._adding.get(ident)
+                key = self._keys.get(ident)
+                if error is None and key is not None and key not in self._torrents:
+                    self._torrents[key] = _Torrent(key, ident, handle, SourceTally(self.config.lan_network))
+                    self._ordered_send.send_nowait(TorrentAdded(key))
+                if pending is not None:
+                    pending.error = error
+                    pending.event.set()
+            case alerts.Removed(ident=ident):
+                pending = self._removing.get(ident)
+                if pending is not None and not pending.delete_files:
+                    pending.event.set()
+            case alerts.Deleted(ident=ident, error=error):
+                pending = self._removing.get(ident)
+                if pending is not None and pending.delete_files:
+                    pending.error = error
+                    pending.event.set()
+            case alerts.Flushed(key=key):
+                if (torrent := self._torrents.get(key)) is not None:
+                    torrent.flushed.set()
+            case alerts.AlertsDropped():
+                log.warning("session.alerts_dropped", ip=self.config.listen_ip)
+            case _:
+                self._ordered_send.send_nowait(fact)
+
+    async def _publish(self) -> None:
+        """Publish events in alert order; refresh a torrent's numbers first where the event is about them."""
+        async for fact in self._ordered_receive:
+            match fact:
+                case alerts.Checked(key=key):
+                    await self.refresh([key])
+                    torrent = self._torrents.get(key)
+                    if torrent is None or torrent.status is None:
+                        continue
+                    self._send(TorrentChecked(key, torrent.status.done_bytes))
+                    if torrent.status.is_finished:
+                        await self._finish(key)
+                case alerts.Completed(key=key):
+                    await self._finish(key)
+                case _:
+                    if isinstance(fact, alerts.TorrentError):
+                        log.warning("torrent.error", key=fact.key, reason=fact.reason)
+                    self._send(fact)
+
+    async def _finish(self, key: str) -> None:
+        torrent = self._torrents.get(key)
+        if torrent is None or torrent.finished:
+            return
+        torrent.finished = True
+        # libtorrent 2.1 verifies pieces from memory and may not have written them yet: whoever
+        # reads the chunks on TorrentFinished must find them on disk
+        try:
+            torrent.handle.flush_cache()
+        except (AttributeError, RuntimeError):  # removed, or the session is closing
+            torrent.flushed.set()
+        with trio.move_on_after(FLUSH_TIMEOUT) as flush:
+            await torrent.flushed.wait()
+        if flush.cancelled_caught:
+            log.warning("torrent.flush_timeout", key=key, seconds=FLUSH_TIMEOUT)
+        await self.refresh([key])  # the last poll: bytes of connections that close at the end count too
+        totals = torrent.tally.totals()
+        log.info("torrent.finished", key=key, lan=totals.lan, wan=totals.wan, web=totals.web)
+        self._send(TorrentFinished(key))
+
+    async def _poll(self) -> None:
+        while True:
+            await trio.sleep(POLL_INTERVAL)
+            await self.refresh()
+
+    async def refresh(self, keys: Iterable[str] | None = None) -> None:
+        """Poll status and byte counters now (of every torrent by default) instead of at the next tick."""
+        # one refresh at a time, so samples are banked in the order they were taken
+        keys = list(self._torrents) if keys is None else list(keys)
+        async with self._refresh_lock:
+            handles = [(k, t.handle) for k in keys if (t := self._torrents.get(k)) and t.handle is not None]
+            if not handles:
+                return
+            sampled = await trio.to_thread.run_sync(_sample, handles)
+            for key, (status, samples) in sampled.items():
+                torrent = self._torrents.get(key)
+                if torrent is not None:
+                    torrent.status = status
+                    torrent.tally.observe(samples)
+
+    def _send(self, event: Event) -> None:
+        for send in list(self._subscribers):
+            try:
+                send.send_nowait(event)
+            except trio.WouldBlock:
+                log.warning("session.subscriber_behind", dropped=type(event).__name__)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._subscribers.remove(send)
+
+    # --- the API the node calls ----------------------------------------------------------
+
+    def subscribe(self, buffer: int = 1000) -> trio.MemoryReceiveChannel:
+        """A channel of every event published from now on (see the class docstring)."""
+        send, receive = trio.open_memory_channel(buffer)
+        self._subscribers.append(send)
+        return receive
+
+    async def add(
+        self, key: str, torrent: bytes, save_path: Path, *, peers: Iterable[tuple[str, int]] = ()
+    ) -> None:
+        """Add a torrent under ``key`` and return once libtorrent has it (checking what is on disk first).
+
+        Adding the same key with the same torrent again only connects the peers given.
+        """
+        ses = self._running(key)
+        try:
+            atp = lt.load_torrent_buffer(bytes(torrent))
+        except RuntimeError as e:
+            raise PosswarmError(f"torrent {key}: not a valid .torrent ({e}); re-fetch the release's torrent") from None
+        ident = alerts.ident_of(atp.ti.info_hashes())
+        if self._keys.get(ident) == key:  # added, or being added, already
+            if ident in self._adding:
+                await self._adding[ident].event.wait()
+            if key not in self._torrents:
+                raise PosswarmError(f"torrent {key}: an earlier add of it failed (see the log); try again")
+            for peer in peers:
+                self.connect_peer(peer, key)
+            return
+        if key in self._keys.values():
+            raise PosswarmError(f"torrent {key}: already added with a different torrent (remove it first)")
+        if ident in self._keys:
+            raise PosswarmError(
+                f"torrent {key}: the same torrent is already added as {self._keys[ident]} (remove that one first)"
+            )
+        atp.save_path = str(save_path)
+        # no seed_mode and no resume data: chunks hard-linked from older releases must be checked;
+        # not auto-managed (and so not paused): the node, not libtorrent's queue, decides what runs
+        atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused | lt.torrent_flags.seed_mode)
+        atp.flags |= lt.torrent_flags.duplicate_is_error
+        atp.peers = [p for p in (self._endpoint(p) for p in peers) if p is not None]
+        self._keys[ident] = key
+        pending = self._adding[ident] = _Pending()
+        try:
+            ses.async_add_torrent(atp)
+            await pending.event.wait()
+        finally:
+            del self._adding[ident]
+        if pending.error is not None or key not in self._torrents:
+            del self._keys[ident]
+            raise PosswarmError(
+                f"torrent {key}: libtorrent could not add it ({pending.error or 'unknown reason'}); "
+                f"check that {save_path} is writable"
+            )
+        await self.refresh([key])
+        log.info("torrent.added", key=key, save_path=str(save_path))
+
+    def connect_peer(self, addr: tuple[str, int], key: str | None = None) -> None:
+        """Ask libtorrent to connect to a peer for one torrent, or for every torrent; a bad address is dropped."""
+        endpoint = self._endpoint(addr)
+        if endpoint is None:
+            return
+        torrents = self._torrents.values() if key is None else [t for t in [self._torrents.get(key)] if t]
+        for torrent in torrents:
+            try:
+                torrent.handle.connect_peer(endpoint)
+            except (AttributeError, RuntimeError):  # removed meanwhile, or the session is closing
+                pass
+
+    async def remove(self, key: str, *, delete_files: bool = False) -> None:
+        """Take a torrent out of the session (and delete its files if asked); unknown keys are a no-op."""
+        ses = self._running(key)
+        torrent = self._torrents.get(key)
+        if torrent is None:
+            return
+        await self.refresh([key])
+        del self._torrents[key]
+        torrent.tally.close()
+        torrent.flushed.set()  # a finish in progress need not wait for it
+        pending = self._removing[torrent.ident] = _Pending(delete_files=delete_files)
+        try:
+            flags = lt.session.delete_files if delete_files else 0
+            try:
+                ses.remove_torrent(torrent.handle, flags)
+            except RuntimeError:  # libtorrent no longer has it
+                return
+            await pending.event.wait()
+        finally:
+            del self._removing[torrent.ident]
+            self._keys.pop(torrent.ident, None)
+        if pending.error is not None:
+            raise PosswarmError(f"torrent {key}: removal did not complete ({pending.error}); delete its files by hand")
+        log.info("torrent.removed", key=key, deleted=delete_files)
+
+    def progress(self, key: str) -> Progress:
+        """The latest numbers for a torrent (refreshed every POLL_INTERVAL and before each event)."""
+        torrent = self._torrents.get(key)
+        if torrent is None:
+            raise PosswarmError(f"torrent {key}: not in this session (was it added, or already removed?)")
+        totals = torrent.tally.totals()
+        st = torrent.status or _Status("adding", 0, 0, False, 0, None)
+        return Progress(
+            key=key,
+            state=st.state,
+            done_bytes=st.done_bytes,
+            wanted_bytes=st.wanted_bytes,
+            is_finished=st.is_finished,
+            num_peers=st.num_peers,
+            wan_bytes=totals.wan,
+            lan_bytes=totals.lan,
+            web_bytes=totals.web,
+            upload_bytes=totals.uploaded,
+            upload_lan_bytes=totals.upload_lan,
+            error=st.error,
+        )
+
+    def keys(self) -> list[str]:
+        return list(self._torrents)
+
+    def _running(self, key: str):
+        if self._ses is None:
+            raise PosswarmError(f"torrent {key}: the torrent session is not running (start TorrentSession.run first)")
+        return self._ses
+
+    @staticmethod
+    def _endpoint(addr) -> tuple[str, int] | None:
+        try:
+            ip, port = addr
+            ip = str(ipaddress.ip_address(ip))
+            port = int(port)
+        except (TypeError, ValueError):
+            log.info("peer.bad_address", addr=repr(addr)[:80])
+            return None
+        if not 0 < port < 65536:
+            log.info("peer.bad_address", addr=repr(addr)[:80])
+            return None
+        return (ip, port)

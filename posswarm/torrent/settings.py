@@ -1,0 +1,133 @@
+"""libtorrent settings for a store swarm, as plain dicts and address rules (no libtorrent import)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from posswarm.errors import PosswarmError
+
+# libtorrent 2.1 alert_category bits, spelled out so this module needs no libtorrent import;
+# tests/posswarm/test_torrent_settings.py checks them against the library.
+ALERT_ERROR = 1
+ALERT_PEER = 2
+ALERT_STORAGE = 8
+ALERT_STATUS = 64
+ALERT_IP_BLOCK = 256
+ALERT_MASK = ALERT_ERROR | ALERT_PEER | ALERT_STORAGE | ALERT_STATUS | ALERT_IP_BLOCK
+
+# libtorrent's built-in peer class ids (session.global_peer_class_id / local_peer_class_id).
+GLOBAL_PEER_CLASS = 0
+LOCAL_PEER_CLASS = 2
+
+_ALL_V4 = ("0.0.0.0", "255.255.255.255")
+_ALL_V6 = ("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Where a node's libtorrent session listens, what counts as its store LAN, and its WAN limits."""
+
+    listen_ip: str  # e.g. "127.0.1.10"; also the outgoing interface (notes §5: else loopback peers collide)
+    listen_port: int = 0  # 0 = ephemeral; the real port comes from listen_succeeded_alert
+    lan_network: str | None = None  # CIDR of the store LAN: peers inside are "lan", others "wan"
+    lan_only: bool = False  # devices: refuse every address outside lan_network, both directions
+    upload_limit_wan: int = 0  # bytes/s towards non-LAN peers (0 = unlimited); the LAN is never limited
+    download_limit_wan: int = 0  # bytes/s from non-LAN peers and web seeds (0 = unlimited)
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.ip_address(self.listen_ip)
+        except ValueError:
+            raise PosswarmError(
+                f"torrent session: listen_ip {self.listen_ip!r} is not an IP address (give the node's LAN address)"
+            ) from None
+        if not 0 <= self.listen_port <= 65535:
+            raise PosswarmError(f"torrent session: listen_port {self.listen_port} is out of range (use 0..65535)")
+        if self.lan_network is not None:
+            lan_network_of(self.lan_network)
+        if self.lan_only and self.lan_network is None:
+            raise PosswarmError("torrent session: lan_only needs lan_network (set the store LAN's CIDR)")
+        if self.upload_limit_wan < 0 or self.download_limit_wan < 0:
+            raise PosswarmError("torrent session: WAN rate limits must be >= 0 bytes/s (0 = unlimited)")
+
+
+def lan_network_of(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Parse a store LAN's CIDR, or say how it is wrong."""
+    try:
+        return ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        raise PosswarmError(
+            f"torrent session: lan_network {cidr!r} is not a CIDR network (e.g. 10.20.0.0/16)"
+        ) from None
+
+
+def session_settings(config: SessionConfig) -> dict:
+    """The settings pack of notes §5: TCP-only LAN swarm, no discovery of its own, counters that survive."""
+    ip = config.listen_ip
+    host = f"[{ip}]" if ":" in ip else ip
+    settings = {
+        "listen_interfaces": f"{host}:{config.listen_port}",
+        "outgoing_interfaces": ip,
+        # peers come from mDNS and the tracker via connect_peer; libtorrent finds none itself
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        # uTP loses datagrams to small UDP receive buffers and crawls (notes §0); TCP runs at line rate
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "allow_multiple_connections_per_ip": True,  # many nodes behind one NAT, or on one test host
+        "close_redundant_connections": False,  # seed<->seed links stay, so per-peer byte counters survive
+        "max_out_request_queue": 1500,
+        "max_allowed_in_request_queue": 2000,
+        "send_buffer_watermark": 3 << 20,
+        "send_buffer_low_watermark": 1 << 20,
+        "send_buffer_watermark_factor": 150,
+        "unchoke_slots_limit": -1,
+        "alert_queue_size": 10000,
+        "alert_mask": ALERT_MASK,
+        "stop_tracker_timeout": 0,  # teardown must not wait 5 s on a tracker (notes §10)
+    }
+    if config.listen_port:
+        # a fixed port must fail loudly rather than silently move to the next one (notes §4)
+        settings["max_retry_port_bind"] = 0
+        settings["listen_system_port_fallback"] = False
+    return settings
+
+
+def _ranges(config: SessionConfig) -> tuple[tuple[str, str], ...]:
+    """The store LAN as first/last address pairs (empty when no LAN is configured)."""
+    if config.lan_network is None:
+        return ()
+    net = lan_network_of(config.lan_network)
+    return ((str(net.network_address), str(net.broadcast_address)),)
+
+
+def peer_class_rules(config: SessionConfig, wan_class: int) -> list[tuple[str, str, int]]:
+    """Peer-class filter rules (first, last, class bitmask): the LAN is local and unlimited, the rest "wan".
+
+    These replace libtorrent's built-in private-range rules (notes §6), so 10/8 etc. outside the
+    store are WAN too.
+    """
+    rules = [(*_ALL_V4, 1 << wan_class), (*_ALL_V6, 1 << wan_class)]
+    rules += [(first, last, 1 << LOCAL_PEER_CLASS) for first, last in _ranges(config)]
+    return rules
+
+
+def wan_peer_class(config: SessionConfig) -> dict:
+    """The "wan" peer class's settings (0 = unlimited)."""
+    return {
+        "label": "wan",
+        "upload_limit": config.upload_limit_wan,
+        "download_limit": config.download_limit_wan,
+    }
+
+
+def ip_filter_rules(config: SessionConfig) -> list[tuple[str, str, int]]:
+    """ip_filter rules (first, last, 1 = blocked) for a lan_only node; empty = allow everyone."""
+    if not config.lan_only:
+        return []
+    rules = [(*_ALL_V4, 1), (*_ALL_V6, 1)]
+    rules += [(first, last, 0) for first, last in _ranges(config)]
+    return rules

@@ -1,0 +1,276 @@
+"""Publish a payload as a signed release: chunks, hybrid torrent and manifest under RELEASES/NAME/VERSION."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+import libtorrent as lt
+
+from posswarm import logs
+from posswarm.chunks import ChunkStore, chunk_relpath, cuts
+from posswarm.errors import PosswarmError
+from posswarm.manifest import ChunkRef, Manifest, PayloadFile, Targets, check_component, check_payload_path, sign_manifest
+from posswarm.release import MANIFEST_NAME, TORRENT_NAME, torrent_chunk_files, torrent_info_hashes
+
+log = logs.get("publish")
+
+STORE_DIR = ".chunks"  # central chunk store inside RELEASES; never a release name (names start alnum)
+IMAGE_PATH = "image.bin"  # an image release's single payload file, whatever the source file was called
+MIN_PIECE_SIZE = 16 * 1024  # BEP 52: v2 pieces are power-of-two multiples of 16 KiB blocks
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Publication:
+    """What one publish did: the signed manifest, where it went, and how much was new."""
+
+    manifest: Manifest
+    path: Path
+    chunks_new: int
+    bytes_new: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Source:
+    path: Path  # on disk
+    name: str  # POSIX path inside the payload
+    mode: int
+    size: int
+    mtime_ns: int
+
+
+def publish(
+    payload: Path,
+    *,
+    name: str,
+    version: str,
+    private_key,
+    out: Path,
+    targets: Targets = Targets(),
+    piece_size: int = 256 * 1024,
+    progress: Progress | None = None,
+    now: int | None = None,
+) -> Manifest:
+    """Publish ``payload`` (a file: kind image; a directory: kind app) and return its signed manifest."""
+    return publish_release(
+        payload, name=name, version=version, private_key=private_key, out=out,
+        targets=targets, piece_size=piece_size, progress=progress, now=now,
+    ).manifest
+
+
+def publish_release(
+    payload: Path,
+    *,
+    name: str,
+    version: str,
+    private_key,
+    out: Path,
+    targets: Targets = Targets(),
+    piece_size: int = 256 * 1024,
+    progress: Progress | None = None,
+    now: int | None = None,
+) -> Publication:
+    """As publish(), also reporting how many chunks and bytes were new to the central store.
+
+    ``progress(done, total)`` counts bytes of work: cutting the payload, then hashing the torrent.
+    """
+    started = time.monotonic()
+    check_component(name, "release name")
+    check_component(version, "release version")
+    if piece_size < MIN_PIECE_SIZE or piece_size & (piece_size - 1):
+        raise PosswarmError(f"piece size {piece_size}: not a power of two of at least 16 KiB (try 256 KiB)")
+    _check_targets(targets)
+    payload = Path(payload)
+    kind, sources = _list_payload(payload)
+    total = sum(s.size for s in sources)
+    if total == 0:
+        raise PosswarmError(f"payload {payload}: is empty (nothing to publish)")
+    out = Path(out)
+    final = out / name / version
+    rid = f"{name} {version}"
+    if final.exists():
+        raise PosswarmError(f"release {rid}: {final} already exists (publish a new version instead)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".publish-{name}-{version}-", dir=out))
+        tmp.chmod(0o755)  # mkdtemp makes it 0700; the published release must be readable like any file
+    except OSError as exc:
+        raise PosswarmError(f"releases dir {out}: cannot write to it ({exc.strerror}; check --out)") from None
+    report = progress or (lambda done, total: None)
+    created = int(time.time()) if now is None else now
+    try:
+        files, payload_b3, new = _cut_payload(sources, tmp, ChunkStore(out / STORE_DIR), report, 2 * total)
+        torrent = _make_torrent(tmp, piece_size, created, lambda done: report(total + done, 2 * total), total)
+        v1, v2 = torrent_info_hashes(torrent)
+        manifest = Manifest(
+            name=name, version=version, kind=kind, files=files, total_size=total,
+            payload_blake3=payload_b3, info_hash_v1=v1, info_hash_v2=v2, piece_size=piece_size,
+            targets=targets, created=created, key_id="0" * 16,
+        )
+        manifest = sign_manifest(manifest, private_key)
+        Manifest.from_bytes(manifest.to_bytes())  # never publish what a device would refuse to parse
+        expected = {chunk_relpath(c.digest) for c in manifest.unique_chunks()}
+        if torrent_chunk_files(torrent) != expected:
+            raise PosswarmError(f"release {rid}: the torrent's files are not the release's chunks (stray files in {tmp}?)")
+        _write_synced(tmp / TORRENT_NAME, torrent)
+        _write_synced(tmp / MANIFEST_NAME, manifest.to_bytes())
+        _fsync_dir(tmp)
+        final.parent.mkdir(exist_ok=True)
+        try:
+            # rename(2) onto an existing *empty* directory would replace it, so look once more.
+            if final.exists():
+                raise FileExistsError
+            os.rename(tmp, final)
+        except OSError:
+            raise PosswarmError(f"release {rid}: {final} already exists (publish a new version instead)") from None
+        _fsync_dir(final.parent)
+    except OSError as exc:
+        raise PosswarmError(f"release {rid}: publishing failed: {exc.strerror or exc} ({exc.filename or out}; check disk space and permissions)") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    bytes_new = sum(size for size in new.values())
+    result = Publication(manifest, final, len(new), bytes_new, time.monotonic() - started)
+    log.info(
+        "release.published", release=rid, kind=kind, bytes=total, chunks=len(manifest.unique_chunks()),
+        chunks_new=len(new), bytes_new=bytes_new, seconds=round(result.seconds, 3),
+    )
+    return result
+
+
+def _check_targets(targets: Targets) -> None:
+    for what, values in (("store", targets.stores), ("device class", targets.device_classes)):
+        if not values or not all(isinstance(v, str) and 0 < len(v) <= 256 for v in values):
+            raise PosswarmError(f"targets: every {what} must be a non-empty name of at most 256 chars (got {list(values)!r})")
+    if not isinstance(targets.ring, str) or not 0 < len(targets.ring) <= 64:
+        raise PosswarmError(f"targets: ring {targets.ring!r} must be a non-empty name of at most 64 chars")
+
+
+def _list_payload(payload: Path) -> tuple[str, list[_Source]]:
+    try:
+        st = payload.stat()
+    except OSError as exc:
+        raise PosswarmError(f"payload {payload}: cannot read it ({exc.strerror}; check the path)") from None
+    if stat.S_ISREG(st.st_mode):
+        return "image", [_Source(payload, IMAGE_PATH, stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns)]
+    if not stat.S_ISDIR(st.st_mode):
+        raise PosswarmError(f"payload {payload}: not a regular file or a directory")
+    sources = []
+    for dirpath, dirnames, filenames in os.walk(payload, onerror=_raise_walk_error):
+        for entry in sorted(dirnames + filenames):
+            path = Path(dirpath) / entry
+            rel = path.relative_to(payload).as_posix()
+            est = path.lstat()
+            if stat.S_ISLNK(est.st_mode):
+                raise PosswarmError(f"payload {payload}: {rel} is a symlink (symlinks are not published; copy the target in)")
+            if stat.S_ISDIR(est.st_mode):
+                continue
+            if not stat.S_ISREG(est.st_mode):
+                raise PosswarmError(f"payload {payload}: {rel} is not a regular file (remove it from the payload)")
+            try:
+                check_payload_path(rel)
+            except PosswarmError as exc:
+                raise PosswarmError(f"payload {payload}: {exc}") from None
+            sources.append(_Source(path, rel, stat.S_IMODE(est.st_mode), est.st_size, est.st_mtime_ns))
+    if not sources:
+        raise PosswarmError(f"payload {payload}: is empty (nothing to publish)")
+    sources.sort(key=lambda s: s.name)
+    return "app", sources
+
+
+def _raise_walk_error(exc: OSError) -> None:
+    raise PosswarmError(f"payload {exc.filename}: cannot read it ({exc.strerror}; check permissions)")
+
+
+def _cut_payload(
+    sources: list[_Source], tmp: Path, store: ChunkStore, report: Progress, work: int
+) -> tuple[tuple[PayloadFile, ...], bytes, dict[bytes, int]]:
+    """Cut every file once: chunk refs, the whole-payload BLAKE3, and the chunks new to ``store``."""
+    whole = blake3.blake3()  # measured: threads do not help at ~1 MiB per update
+    seen: set[bytes] = set()
+    new: dict[bytes, int] = {}
+    files = []
+    done = 0
+    for src in sources:
+        refs = []
+        try:
+            for cut in cuts(src.path):
+                whole.update(cut.data)
+                refs.append(ChunkRef(cut.digest, cut.length))
+                if cut.digest not in seen:
+                    seen.add(cut.digest)
+                    if not store.has(cut.digest, cut.length) or not store.link_into(cut.digest, tmp):
+                        # No fsync per chunk: all new chunks are synced together below, before the store sees them.
+                        dest = tmp / chunk_relpath(cut.digest)
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        with open(dest, "wb") as f:
+                            f.write(cut.data)
+                        new[cut.digest] = cut.length
+                done += cut.length
+                report(done, work)
+            st = src.path.stat()
+        except OSError as exc:
+            raise PosswarmError(f"payload file {src.path}: cannot read it ({exc.strerror}; check permissions)") from None
+        if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns) or sum(r.size for r in refs) != src.size:
+            raise PosswarmError(f"payload file {src.path}: changed while publishing (publish from a stable copy)")
+        files.append(PayloadFile(src.name, src.mode, src.size, tuple(refs)))
+    for digest in new:
+        _fsync_file(tmp / chunk_relpath(digest))
+    for sub in {(tmp / chunk_relpath(d)).parent for d in new}:
+        _fsync_dir(sub)
+    for digest in new:
+        store.adopt(tmp / chunk_relpath(digest), digest)
+    return tuple(files), whole.digest(), new
+
+
+def _make_torrent(release_dir: Path, piece_size: int, created: int, report: Callable[[int], None], total: int) -> bytes:
+    """The hybrid (v1+v2) torrent named ``chunks`` whose files are the release's chunk files."""
+    files = lt.list_files(str(release_dir / "chunks"))
+    ct = lt.create_torrent(files, piece_size, flags=0)  # 0 = hybrid v1+v2
+    ct.set_priv(True)
+    ct.set_creator("posswarm")
+    ct.set_creation_date(created)  # the manifest's time, so the same publish gives the same bytes
+    pieces = max(ct.num_pieces(), 1)
+
+    # A Python callback makes libtorrent drop the GIL between pieces (notes/libtorrent.md §10).
+    def on_piece(i: int) -> None:
+        report(min(total, (i + 1) * total // pieces))
+
+    try:
+        lt.set_piece_hashes(ct, str(release_dir), on_piece)
+        return lt.bencode(ct.generate())  # not generate_buf(): broken in 2.1.1
+    except RuntimeError as exc:
+        raise PosswarmError(f"release dir {release_dir}: building the torrent failed ({exc}; check the disk)") from None
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,113 @@
+"""``posswarm-seeder serve``: seed every verified release under RELEASES and serve the central catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from posswarm import http_service, logs
+from posswarm.announce import NodeIdentity, ReleaseReport
+from posswarm.announcer import Announcer
+from posswarm.catalog.http import catalog_app
+from posswarm.catalog.shelf import Shelf
+from posswarm.errors import PosswarmError
+from posswarm.keys import load_public_key
+from posswarm.release import verify_release
+from posswarm.service import run_until_signalled
+from posswarm.torrent.session import SessionConfig, TorrentSession
+
+log = logs.get("seeder")
+
+SCAN_EVERY_S = 2.0
+
+
+class Seeder:
+    """Central: watches the releases directory, verifies what appears there, seeds it and lists it."""
+
+    def __init__(self, releases: Path, public_key_path: Path, *, http: tuple[str, int], bt: tuple[str, int],
+                 tracker_url: str = "") -> None:
+        self.releases = releases
+        self.public_key = load_public_key(public_key_path)
+        self.http = http
+        self.bt = bt
+        self.tracker_url = tracker_url
+        self.shelf = Shelf()
+        self.rejected: dict[Path, str] = {}
+        self.url: str | None = None
+        self.torrents: TorrentSession | None = None
+        self.announcer: Announcer | None = None
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        if not self.releases.is_dir():
+            raise PosswarmError(f"releases directory {self.releases} does not exist (publish a release into it first)")
+        session = TorrentSession(SessionConfig(listen_ip=self.bt[0], listen_port=self.bt[1]))
+        async with trio.open_nursery() as nursery:
+            self.torrents = await nursery.start(session.run)
+            nursery.start_soon(self._drain, session.subscribe())
+            self.shelf.seeds = (f"{self.bt[0]}:{self.torrents.listen_port}",)
+            await self.scan()
+            self.url = await nursery.start(http_service.run, catalog_app(self.shelf), *self.http)
+            if self.tracker_url:
+                who = NodeIdentity("central-seeder", "central", "seeder", "seeder", self.bt[0], self.torrents.listen_port)
+                self.announcer = Announcer(self.tracker_url, who, self._reports, lambda report, peers: None)
+                await nursery.start(self.announcer.run)
+            nursery.start_soon(self._scan_forever)
+            log.info("listening", url=self.url, bt=self.shelf.seeds[0], releases=len(self.shelf.manifests()))
+            task_status.started(self)
+
+    async def scan(self) -> None:
+        """Verify and start seeding every release directory not seen yet (publish renames them into place)."""
+        for manifest_path in sorted(self.releases.glob("*/*/manifest.msgpack")):
+            directory = manifest_path.parent
+            key = (directory.parent.name, directory.name)
+            if key in self.shelf or directory in self.rejected:
+                continue
+            try:
+                manifest = await trio.to_thread.run_sync(verify_release, directory, self.public_key)
+                await self.torrents.add(f"{manifest.name}@{manifest.version}",
+                                        (directory / "release.torrent").read_bytes(), directory)
+            except PosswarmError as exc:
+                self.rejected[directory] = str(exc)
+                log.error("release.rejected", dir=str(directory), reason=str(exc))
+                continue
+            self.shelf.put(manifest, directory)
+            log.info("release.seeding", release=manifest.release_id, size=manifest.total_size)
+            if self.announcer:
+                self.announcer.kick()
+
+    async def _scan_forever(self) -> None:
+        while True:
+            await trio.sleep(SCAN_EVERY_S)
+            await self.scan()
+
+    async def _drain(self, events) -> None:
+        async for event in events:
+            log.debug("torrent.event", what=repr(event))
+
+    def _reports(self) -> list[ReleaseReport]:
+        reports = []
+        for m in self.shelf.manifests():
+            p = self.torrents.progress(f"{m.name}@{m.version}")
+            reports.append(ReleaseReport(m.name, m.version, m.info_hash_v1, m.total_size, 0, 0, 0, p.upload_bytes, True))
+        return reports
+
+
+def parse_hostport(text: str, *, flag: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise PosswarmError(f"{flag} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host, int(port)
+
+
+def serve_main(args) -> int:
+    """Entry for the ``serve`` subcommand (argparse namespace from seeder.cli)."""
+    seeder = Seeder(
+        Path(args.releases),
+        Path(args.key_pub),
+        http=parse_hostport(args.listen, flag="--listen"),
+        bt=parse_hostport(args.bt_listen, flag="--bt-listen"),
+        tracker_url=getattr(args, "tracker", "") or "",
+    )
+
+    return run_until_signalled(seeder.run, program="posswarm-seeder")

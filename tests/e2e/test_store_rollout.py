@@ -1,0 +1,55 @@
+"""End to end on loopback: real tracker, seeder, cache and devices (processes, libtorrent, zeroconf, SQLite-free)."""
+
+from __future__ import annotations
+
+import trio
+
+from posswarm.lab import Lab, change_image, write_image
+
+NAME = "pos-image"
+
+
+async def test_store_installs_image_from_lan_and_update_moves_only_changed_chunks(tmp_path):
+    lab = Lab(tmp_path, devices=3)
+    image = write_image(tmp_path / "image-1.bin", 24, seed=1)
+    size = image.stat().st_size
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            await lab.start_central(nursery)
+            for node in lab.nodes:
+                await lab.start_node(nursery, node)
+        await lab.publish(image, "1.0", name=NAME)
+        with trio.fail_after(120):
+            await lab.wait_installed(NAME, "1.0")
+
+        for device in lab.devices:
+            r = lab.release_of(device, NAME, "1.0")
+            assert r["state"] == "installed"
+            assert r["bytes_from_wan"] == 0, f"{device.node_id} took bytes from outside the store"
+            assert r["bytes_from_lan"] >= size * 0.9
+            current = device.data_dir / "installed" / NAME / "current"
+            assert current.resolve().name == "1.0"
+            assert (current / "image.bin").read_bytes() == image.read_bytes()
+        cache = lab.release_of(lab.cache, NAME, "1.0")
+        assert size <= cache["bytes_from_wan"] <= size * 1.05
+
+        changed = change_image(image, tmp_path / "image-1.bin.next", percent=5)
+        update = tmp_path / "v2" / "image-1.bin"
+        update.parent.mkdir()
+        (tmp_path / "image-1.bin.next").rename(update)
+        await lab.publish(update, "1.1", name=NAME)
+        with trio.fail_after(120):
+            await lab.wait_installed(NAME, "1.1")
+
+        cache2 = lab.release_of(lab.cache, NAME, "1.1")
+        assert cache2["reused_bytes"] >= size * 0.6, "unchanged chunks were not reused from 1.0"
+        assert cache2["bytes_from_wan"] <= max(changed * 4, 8 << 20) < size
+        for device in lab.devices:
+            r = lab.release_of(device, NAME, "1.1")
+            assert r["bytes_from_wan"] == 0
+            assert r["reused_bytes"] >= size * 0.6
+            root = device.data_dir / "installed" / NAME
+            assert (root / "current").resolve().name == "1.1"
+            assert (root / "previous").resolve().name == "1.0"
+            assert (root / "current" / "image.bin").read_bytes() == update.read_bytes()
+        nursery.cancel_scope.cancel()

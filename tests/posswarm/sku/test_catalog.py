@@ -1,0 +1,151 @@
+"""SKU replica: LWW converges in any order, tombstones win, anti-entropy rounds make replicas equal."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from posswarm.errors import PosswarmError
+from posswarm.sku.catalog import BUCKETS, SkuReplica, bucket_of, differing_buckets
+from posswarm.sku.entry import InvalidSkuEntry, SkuEntry, merge
+from posswarm.sku.hlc import MAX_SKEW_MS, pack
+
+T = 1_700_000_000_000
+
+
+def _all(replica):
+    return sorted(replica.entries_in(range(BUCKETS)), key=lambda e: e.code)
+
+
+def test_newer_write_wins_older_is_ignored_and_barcode_finds_it():
+    replica = SkuReplica(":memory:")
+    v1 = SkuEntry("SKU1", pack(T, 0), "central", barcode="4006381333931", name="Pen", price_cents=150)
+    v2 = SkuEntry("SKU1", pack(T, 1), "central", barcode="4006381333931", name="Pen", price_cents=120)
+    assert replica.apply([v2]) == 1
+    assert replica.apply([v1]) == 0
+    assert replica.apply([v2]) == 0
+    assert replica.get("SKU1") == v2
+    assert replica.get("4006381333931") == v2
+    assert replica.get("nope") is None
+
+
+def test_a_tombstone_hides_the_sku_and_beats_older_writes():
+    replica = SkuReplica(":memory:")
+    live = SkuEntry("SKU1", pack(T, 0), "central", barcode="123", price_cents=150)
+    dead = SkuEntry("SKU1", pack(T, 1), "central", deleted=True)
+    replica.apply([dead, live])
+    assert replica.get("SKU1") is None
+    assert replica.get("123") is None
+    assert replica.entry("SKU1") == dead
+
+
+def test_equal_hlc_is_decided_by_origin_then_content_the_same_everywhere():
+    a = SkuEntry("SKU1", 5, "central", price_cents=1)
+    b = SkuEntry("SKU1", 5, "store-042", price_cents=2)
+    c = SkuEntry("SKU1", 5, "store-042", price_cents=3)
+    assert merge(a, b) == merge(b, a) == b
+    assert merge(b, c) == merge(c, b)
+
+
+def test_entries_from_the_far_future_are_refused_when_now_is_given():
+    replica = SkuReplica(":memory:")
+    future = SkuEntry("SKU1", pack(T + MAX_SKEW_MS + 1), "rogue-till", price_cents=1)
+    assert replica.apply([future], now_ms=T) == 0
+    assert replica.entry("SKU1") is None
+
+
+def test_changes_since_pages_without_losing_tied_stamps():
+    replica = SkuReplica(":memory:")
+    entries = [SkuEntry(f"SKU{i}", pack(T, i // 3), f"node-{i % 3}") for i in range(10)]
+    replica.apply(entries)
+    cursor, seen = 0, []
+    while page := replica.changes_since(cursor, limit=2):
+        seen += page
+        cursor = page[-1].hlc
+    assert sorted(e.code for e in seen) == sorted(e.code for e in entries)
+    assert replica.max_hlc() == pack(T, 3)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [dict(code=""), dict(hlc=-1), dict(hlc=2**63), dict(origin=""), dict(price_cents=-1),
+     dict(barcode="\ud800"), dict(deleted=1), dict(name="x" * 257)],  # fmt: skip
+)
+def test_bad_entries_are_refused(fields):
+    with pytest.raises(InvalidSkuEntry):
+        SkuEntry(**{"code": "SKU1", "hlc": 1, "origin": "central", **fields})
+
+
+def test_digests_of_different_bucket_counts_are_a_clear_error():
+    with pytest.raises(PosswarmError, match="upgrade"):
+        differing_buckets([b""] * 4, [b""] * 8)
+
+
+_codes = st.sampled_from([f"SKU{i}" for i in range(40)])
+_entries = st.builds(
+    SkuEntry,
+    code=_codes,
+    hlc=st.integers(0, 20),
+    origin=st.sampled_from(["central", "store-042", "till-1"]),
+    deleted=st.booleans(),
+    barcode=st.sampled_from(["", "111", "222"]),
+    name=st.text(max_size=8),
+    price_cents=st.integers(0, 10_000),
+)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_entries, max_size=60), st.randoms(use_true_random=False))
+def test_lww_converges_regardless_of_order_and_duplication(entries, rnd):
+    one, two = SkuReplica(":memory:"), SkuReplica(":memory:")
+    one.apply(entries)
+    shuffled = entries + entries[: len(entries) // 2]
+    rnd.shuffle(shuffled)
+    for i in range(0, len(shuffled), 7):
+        two.apply(shuffled[i : i + 7])
+    assert _all(one) == _all(two)
+    assert one.bucket_digests() == two.bucket_digests()
+    winners = {}
+    for entry in entries:
+        winners[entry.code] = merge(winners.get(entry.code), entry)
+    assert _all(one) == sorted(winners.values(), key=lambda e: e.code)
+
+
+def anti_entropy_round(a, b):
+    """What the gossip driver will do: swap digests, then each side sends the differing buckets."""
+    buckets = differing_buckets(a.bucket_digests(), b.bucket_digests())
+    from_a, from_b = a.entries_in(buckets), b.entries_in(buckets)
+    b.apply(from_a)
+    a.apply(from_b)
+    return buckets
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_entries, max_size=40), st.lists(_entries, max_size=40), st.lists(_entries, max_size=40))
+def test_anti_entropy_converges_two_diverged_replicas_in_one_round(shared, only_a, only_b):
+    a, b = SkuReplica(":memory:"), SkuReplica(":memory:")
+    a.apply(shared + only_a)
+    b.apply(only_b + shared)
+    anti_entropy_round(a, b)
+    assert _all(a) == _all(b)
+    assert a.root_digest() == b.root_digest()
+    assert anti_entropy_round(a, b) == []
+    winners = {}
+    for entry in shared + only_a + only_b:
+        winners[entry.code] = merge(winners.get(entry.code), entry)
+    assert _all(a) == sorted(winners.values(), key=lambda e: e.code)
+
+
+def test_one_changed_sku_among_100k_costs_one_bucket(tmp_path):
+    central, store = SkuReplica(str(tmp_path / "central.db")), SkuReplica(str(tmp_path / "store.db"))
+    catalog = [SkuEntry(f"SKU{i:06d}", pack(T, 0), "central", barcode=f"{i:013d}", name=f"item {i}",
+                        price_cents=i % 5000, tax_class="std") for i in range(100_000)]  # fmt: skip
+    assert central.apply(catalog) == 100_000
+    assert store.apply(catalog) == 100_000
+    assert len(store) == 100_000
+    assert store.get("0000000031337").code == "SKU031337"
+    repriced = SkuEntry("SKU031337", pack(T + 1, 0), "central", barcode="0000000031337", name="item 31337",
+                        price_cents=1, tax_class="std")  # fmt: skip
+    central.apply([repriced])
+    assert anti_entropy_round(central, store) == [bucket_of("SKU031337")]
+    assert store.get("SKU031337").price_cents == 1
+    assert central.root_digest() == store.root_digest()

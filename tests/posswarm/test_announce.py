@@ -1,0 +1,54 @@
+"""The node's side of a tracker announce: the query it builds and the replies it accepts."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
+
+import fastbencode
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from posswarm.announce import NodeIdentity, ReleaseReport, announce_url, parse_reply
+from posswarm.errors import PosswarmError
+
+WHO = NodeIdentity("till-01", "S042", "device", "pos", "10.20.0.11", 6881)
+REPORT = ReleaseReport("pos-os", "2026.11", bytes(range(20)), 1000, 400, 0, 600, 50, False)
+
+
+def test_query_carries_bep3_and_store_keys():
+    url = announce_url("http://t:6969/announce", WHO, REPORT, "started")
+    query = urlsplit(url).query
+    raw_hash = [p.split("=", 1)[1] for p in query.split("&") if p.startswith("info_hash=")][0]
+    assert unquote_to_bytes(raw_hash) == bytes(range(20))
+    q = {k: v[0] for k, v in parse_qs(query).items() if k != "info_hash"}
+    assert q["left"] == "400" and q["event"] == "started" and q["compact"] == "1"
+    assert (q["store"], q["role"], q["class"], q["node"], q["release"]) == ("S042", "device", "pos", "till-01", "pos-os@2026.11")
+    assert (q["wan"], q["lan"], q["installed"], q["ip"], q["port"]) == ("0", "600", "0", "10.20.0.11", "6881")
+    assert len(WHO.peer_id) == 20
+
+
+def test_query_appends_to_a_tracker_url_with_a_passkey_query():
+    assert "?key=abc&info_hash=" in announce_url("http://t/announce?key=abc", WHO, REPORT)
+
+
+def test_compact_and_dict_peers_are_read():
+    body = fastbencode.bencode({b"interval": 7, b"peers": bytes([10, 20, 0, 12, 0x1A, 0xE1])})
+    assert parse_reply(body, tracker_url="t").peers == (("10.20.0.12", 6881),)
+    body = fastbencode.bencode({b"interval": 7, b"peers": [{b"ip": b"10.20.0.13", b"port": 6882}]})
+    reply = parse_reply(body, tracker_url="t")
+    assert reply.peers == (("10.20.0.13", 6882),) and reply.interval == 7
+
+
+def test_failure_reason_is_an_error_naming_the_tracker():
+    with pytest.raises(PosswarmError, match="tracker http://t: refused the announce: unknown passkey"):
+        parse_reply(fastbencode.bencode({b"failure reason": b"unknown passkey"}), tracker_url="http://t")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_garbage_replies_raise_only_posswarm_errors(body):
+    try:
+        parse_reply(body, tracker_url="t")
+    except PosswarmError:
+        pass

@@ -1,0 +1,77 @@
+"""Node config: good files load, every bad key is named in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from posswarm import config
+from posswarm.errors import PosswarmError
+
+
+def _doc(tmp_path: Path, **changes) -> dict:
+    pub = tmp_path / "central.pub"
+    pub.write_text("key")
+    doc = {
+        "node": {"id": "till-01", "role": "device", "store": "S042", "data_dir": str(tmp_path / "data"),
+                 "address": "10.20.0.11", "lan_network": "10.20.0.0/16"},
+        "central": {"public_key": str(pub)},
+    }
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        if value is None:
+            doc[section].pop(key, None)
+        else:
+            doc.setdefault(section, {})[key] = value
+    return doc
+
+
+def test_a_good_config_loads_with_defaults(tmp_path):
+    c = config.from_dict(_doc(tmp_path))
+    assert (c.role, c.store, c.device_class, c.bt_port) == ("device", "S042", "pos", 0)
+    assert c.data_dir == tmp_path / "data"
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"node__role": "router"}, "'node.role'"),
+        ({"node__store": None}, "'node.store' is missing"),
+        ({"node__address": "10.99.0.1"}, "outside 'node.lan_network'"),
+        ({"node__address": "till.local"}, "'node.address'"),
+        ({"node__bt_port": 70000}, "'node.bt_port'"),
+        ({"node__bt_port": "6881"}, "'node.bt_port' must be a int"),
+        ({"node__colour": "red"}, "unknown key 'node.colour'"),
+        ({"node__role": "cache"}, "'central.catalog_url'"),
+        ({"central__public_key": "/nonexistent/central.pub"}, "'central.public_key'"),
+        ({"central__tracker_url": "ftp://x"}, "'central.tracker_url'"),
+    ],
+)
+def test_bad_keys_are_named(tmp_path, changes, named):
+    with pytest.raises(PosswarmError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        config.from_dict(_doc(tmp_path, **changes))
+
+
+def test_check_config_command_gives_one_line_and_no_traceback(tmp_path):
+    path = tmp_path / "node.toml"
+    path.write_text(tomli_w.dumps(_doc(tmp_path, node__role="router")))
+    posswarm = str(Path(sys.executable).with_name("posswarm"))
+    bad = subprocess.run([posswarm, "node", "--config", str(path), "--check-config"], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert bad.stderr.count("\n") == 1 and "node.role" in bad.stderr and "Traceback" not in bad.stderr
+    path.write_text(tomli_w.dumps(_doc(tmp_path)))
+    good = subprocess.run([posswarm, "node", "--config", str(path), "--check-config"], capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    path.write_text("[node\nrole=")
+    broken = subprocess.run([posswarm, "node", "--config", str(path), "--check-config"], capture_output=True, text=True)
+    assert broken.returncode == 1 and "not valid TOML" in broken.stderr
+
+
+def test_every_key_is_documented():
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    missing = [key for key in config.KEYS if f"`{key}`" not in doc]
+    assert not missing, f"docs/configuration.md lacks {missing}"

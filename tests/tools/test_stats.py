@@ -1,0 +1,56 @@
+"""``posswarm-stats`` against a running tracker: tables, JSON, filters, and an unreachable tracker."""
+
+import json
+import socket
+from urllib.parse import quote_from_bytes
+
+import httpx
+import trio
+
+from tools import stats
+from tracker import server
+from tracker.config import TrackerConfig
+
+
+async def feed(url):
+    async with httpx.AsyncClient(base_url=url) as client:
+        for i, (node, role, store, left, wan, lan, installed) in enumerate([
+            ("cache-17", "cache", "store-17", 0, 2_000_000, 0, 1),
+            ("till-1", "device", "store-17", 0, 0, 2_000_000, 1),
+            ("till-2", "device", "store-17", 1_000_000, 0, 1_000_000, 0),
+            ("cache-42", "cache", "store-42", 500_000, 3_000_000, 0, 0),
+        ]):
+            q = {"info_hash": bytes(20), "peer_id": node.encode().ljust(20, b"-"), "port": 6881, "uploaded": 0,
+                 "downloaded": 0, "left": left, "ip": f"127.0.0.{10 + i}", "node": node, "role": role, "store": store,
+                 "release": "pos-os@2026.11", "size": 2_000_000, "wan": wan, "lan": lan, "installed": installed}
+            raw = "&".join(f"{k}={quote_from_bytes(v if isinstance(v, bytes) else str(v).encode(), safe='')}"
+                           for k, v in q.items())
+            assert b"failure" not in (await client.get("/announce?" + raw)).content
+
+
+async def test_tables_show_progress_cache_and_wan_amplification(nursery, capsys):
+    url = await nursery.start(server.run, TrackerConfig(port=0))
+    await feed(url)
+    assert await trio.to_thread.run_sync(stats.main, ["--tracker", url]) == 0
+    out = capsys.readouterr().out
+    assert "pos-os@2026.11" in out and "store-17" in out and "store-42" in out
+    assert "1/2 (50 %)" in out and "installed" in out and "downloading" in out and "1.50" in out
+
+    assert await trio.to_thread.run_sync(stats.main, ["--tracker", url + "/announce", "--store", "store-42",
+                                                      "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert list(doc["releases"]["pos-os@2026.11"]["stores"]) == ["store-42"]
+
+
+def test_unreachable_tracker_is_one_line_exit_1(capsys):
+    with socket.socket() as s:  # a port nobody listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        assert stats.main(["--tracker", url]) == 1
+    assert capsys.readouterr().err == f"posswarm-stats: cannot reach tracker at {url} (is posswarm-tracker running?)\n"
+
+
+async def test_a_server_that_is_not_a_tracker_is_reported(nursery, capsys):
+    url = await nursery.start(server.run, TrackerConfig(port=0))
+    assert await trio.to_thread.run_sync(stats.main, ["--tracker", url + "/nothing-here"]) == 1
+    assert "answered HTTP 404" in capsys.readouterr().err

@@ -1,0 +1,67 @@
+"""``posswarm-tracker`` as a process: comes up on port 0, is read by posswarm-stats, stops on Ctrl-C."""
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from tracker.cli import main
+
+BIN = Path(sys.executable).parent
+
+
+async def wait_for_listening(stream) -> str:
+    buffered = b""
+    async for chunk in stream:
+        buffered += chunk
+        found = re.search(rb"event='listening'.*url='(http://[^']+)'", buffered)
+        if found:
+            return found.group(1).decode()
+    raise AssertionError(f"tracker exited before listening: {buffered.decode(errors='replace')}")
+
+
+async def test_serve_comes_up_is_read_by_posswarm_stats_and_exits_cleanly_on_ctrl_c():
+    process = await trio.lowlevel.open_process(
+        [str(BIN / "posswarm-tracker"), "serve", "--listen", "127.0.0.1:0", "--interval", "5"],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with trio.fail_after(30):
+            url = await wait_for_listening(process.stderr)
+            stats = await trio.run_process([str(BIN / "posswarm-stats"), "--tracker", url, "--json"],
+                                           capture_stdout=True)
+            assert json.loads(stats.stdout) == {"releases": {}}
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def test_bad_flags_and_config_are_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "tracker.toml"
+    bad.write_text("policy = 'nearest'\n")
+    for argv in (["serve", "--listen", "nowhere"], ["serve", "--bogus"], ["serve", "--config", str(bad)], []):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("posswarm-tracker: ") and err.count("\n") == 1, err
+
+
+async def test_busy_port_is_a_one_line_error_exit_1():
+    # A subprocess, because main() configures process-wide logging to its stderr.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with trio.fail_after(30):
+            done = await trio.run_process(
+                [str(BIN / "posswarm-tracker"), "serve", "--listen", f"127.0.0.1:{busy.getsockname()[1]}"],
+                capture_stderr=True, check=False)
+    assert done.returncode == 1
+    assert done.stderr.decode().startswith("posswarm-tracker: tracker: cannot listen on 127.0.0.1:")
+    assert b"Address already in use" in done.stderr and b"Traceback" not in done.stderr

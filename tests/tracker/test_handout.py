@@ -1,0 +1,89 @@
+"""Hand-out policies: who may see whom, in what order, never yourself."""
+
+import random
+
+import pytest
+
+from posswarm.errors import PosswarmError
+from tracker import handout
+from tracker.announce import Announce
+
+_ports = iter(range(7000, 9000))
+
+
+def node(name, role=None, store=None, left=100, ip="10.0.0.1", port=None):
+    return Announce(info_hash=b"h" * 20, peer_id=name.encode().ljust(20, b"-")[:20], ip=ip,
+                    port=port or next(_ports), uploaded=0, downloaded=0, left=left,
+                    store=store, role=role, node=name if role else None)
+
+
+SEEDER = node("seeder", "seeder", left=0)
+CACHE_A = node("cache-a", "cache", "A")
+CACHE_B = node("cache-b", "cache", "B", left=0)
+TILL_A1 = node("till-a1", "device", "A", left=0)
+TILL_A2 = node("till-a2", "device", "A")
+TILL_B1 = node("till-b1", "device", "B")
+PLAIN = node("plain", left=0)
+EVERYONE = [SEEDER, CACHE_A, CACHE_B, TILL_A1, TILL_A2, TILL_B1, PLAIN]
+
+
+def names(peers):
+    return [p.node_key if p.node else "plain" for p in peers]
+
+
+def out(requester, policy="store-first", cross_store=False, candidates=EVERYONE, numwant=50):
+    return handout.hand_out(handout.policy(policy), requester, candidates, numwant=numwant,
+                            cross_store=cross_store, rng=random.Random(7))
+
+
+def test_device_sees_only_its_own_store_cache_first_never_itself():
+    assert names(out(TILL_A2)) == ["cache-a", "till-a1"]
+    assert names(out(TILL_B1)) == ["cache-b"]
+
+
+def test_cache_gets_seeders_first_then_its_store_and_no_other_store_unless_allowed():
+    got = names(out(CACHE_A))
+    assert got[0] == "seeder" and sorted(got[1:]) == ["till-a1", "till-a2"]
+    got = names(out(CACHE_A, cross_store=True))
+    assert got[0] == "seeder" and sorted(got[1:3]) == ["till-a1", "till-a2"] and got[3:] == ["cache-b"]
+
+
+def test_equal_peers_are_shuffled_so_load_spreads():
+    orders = {tuple(names(handout.hand_out(handout.policy("store-first"), CACHE_A, EVERYONE, numwant=50,
+                                           rng=random.Random(seed)))) for seed in range(20)}
+    assert len(orders) == 2
+
+
+def test_cache_never_gets_other_stores_devices_even_cross_store():
+    assert "till-b1" not in names(out(CACHE_A, cross_store=True))
+
+
+def test_standard_client_gets_everyone_seeders_first():
+    plain = node("other-plain", ip="10.9.9.9")
+    got = names(out(plain))
+    assert got[0] == "seeder" and sorted(got) == sorted(names(EVERYONE))
+    assert set(got[1:4]) == {"cache-b", "till-a1", "plain"}  # complete peers before incomplete ones
+
+
+def test_seeder_is_handed_seeders_and_caches_only():
+    assert sorted(names(out(node("seeder-2", "seeder", left=0)))) == ["cache-a", "cache-b", "seeder"]
+
+
+def test_same_address_with_another_peer_id_counts_as_self():
+    me_again = node("restarted", ip=TILL_A1.ip, port=TILL_A1.port)
+    assert "till-a1" not in names(out(me_again))
+
+
+def test_completeness_orders_by_bytes_left_with_seeders_ahead():
+    half = node("half", "device", "A", left=50)
+    got = names(out(PLAIN, policy="completeness", candidates=[TILL_A2, half, TILL_A1, SEEDER, PLAIN]))
+    assert got == ["seeder", "till-a1", "half", "till-a2"]
+
+
+def test_numwant_cuts_the_ranked_list():
+    assert names(out(CACHE_A, numwant=1)) == ["seeder"]
+
+
+def test_unknown_policy_is_a_start_up_error():
+    with pytest.raises(PosswarmError, match="'nearest' does not exist.*store-first"):
+        handout.policy("nearest")

@@ -1,0 +1,64 @@
+"""In-memory peer store: live swarm, stop, expiry and retention, all driven by ``now``."""
+
+import dataclasses
+
+from tracker.announce import Announce
+from tracker.peerstore import MemoryPeerStore
+
+H = b"\x01" * 20
+
+
+def ann(node, **kw):
+    base = dict(info_hash=H, peer_id=node.encode().ljust(20, b"-"), ip="10.0.0.1", port=6881,
+                uploaded=0, downloaded=0, left=10, node=node)
+    base.update(kw)
+    return Announce(**base)
+
+
+def test_live_swarm_counts_and_ttl():
+    store = MemoryPeerStore(peer_ttl=90, retain=1000)
+    store.record(ann("a", port=1), now=0)
+    store.record(ann("b", port=2, left=0, event="completed"), now=50)
+    assert sorted(a.node for a in store.swarm(H, now=60)) == ["a", "b"]
+    assert store.counts(H, now=60) == (1, 1, 1)
+    assert [a.node for a in store.swarm(H, now=100)] == ["b"]  # a went quiet for > peer_ttl
+    assert store.counts(b"\x02" * 20, now=0) == (0, 0, 0)
+
+
+def test_stopped_leaves_the_swarm_but_stays_in_records():
+    store = MemoryPeerStore(peer_ttl=90, retain=1000)
+    store.record(ann("a", wan=500), now=0)
+    store.record(ann("a", wan=700, event="stopped"), now=5)
+    assert store.swarm(H, now=5) == []
+    (peer,) = store.records()
+    assert peer.stopped and peer.announce.wan == 700
+
+
+def test_reannounce_replaces_and_a_plain_client_restarting_on_its_address_replaces_the_old():
+    store = MemoryPeerStore(peer_ttl=90, retain=1000)
+    store.record(ann("a", left=10), now=0)
+    store.record(ann("a", left=0), now=1)
+    assert [a.left for a in store.swarm(H, now=1)] == [0]
+    first = dataclasses.replace(ann("x", port=7000), node=None, peer_id=b"-LT2110-first-id-123")
+    restarted = dataclasses.replace(first, peer_id=b"-LT2110-fresh-id-123")
+    store.record(first, now=2)
+    store.record(restarted, now=3)
+    assert sorted(a.node_key for a in store.swarm(H, now=3)) == sorted(["a", restarted.node_key])
+
+
+def test_expire_forgets_after_retention_only():
+    store = MemoryPeerStore(peer_ttl=90, retain=1000)
+    store.record(ann("a", port=1), now=0)
+    store.record(ann("b", port=2), now=500)
+    assert store.expire(now=900) == 0
+    assert store.expire(now=1001) == 1
+    assert [p.announce.node for p in store.records()] == ["b"]
+    assert store.expire(now=1600) == 1
+    assert store.info_hashes() == []
+
+
+def test_posswarm_nodes_sharing_a_nat_address_are_kept_apart():
+    store = MemoryPeerStore(peer_ttl=90, retain=1000)
+    store.record(ann("till-1", ip="203.0.113.5"), now=0)
+    store.record(ann("till-2", ip="203.0.113.5"), now=1)
+    assert sorted(a.node for a in store.swarm(H, now=1)) == ["till-1", "till-2"]

@@ -1,0 +1,102 @@
+"""The running tracker over real HTTP: hand-out per store, stopped peers, scrape, /stats, failures."""
+
+import ipaddress
+from urllib.parse import quote_from_bytes
+
+import fastbencode
+import httpx
+import pytest
+import trio
+
+from tracker import server
+from tracker.config import TrackerConfig
+
+H = bytes.fromhex("00263d252bff80c328") + bytes(range(200, 211))  # '&', '=', '%', '+' and non-UTF-8 bytes
+
+
+@pytest.fixture
+async def tracker(nursery):
+    url = await nursery.start(server.run, TrackerConfig(host="127.0.0.1", port=0, interval=5, min_interval=1))
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        yield client
+
+
+def peers(body: bytes) -> list[tuple[str, int]]:
+    raw = fastbencode.bdecode(body)[b"peers"]
+    return [(str(ipaddress.IPv4Address(raw[i:i + 4])), int.from_bytes(raw[i + 4:i + 6], "big"))
+            for i in range(0, len(raw), 6)]
+
+
+async def announce(client, node, *, ip, info_hash=H, left=0, event="", **extra):
+    q = {"info_hash": info_hash, "peer_id": node.encode().ljust(20, b"-")[:20], "port": 6881, "uploaded": 0,
+         "downloaded": 0, "left": left, "event": event, "compact": 1, "ip": ip, "node": node,
+         "release": "pos-os@2026.11", "size": 1000, **extra}
+    raw = "&".join(f"{k}={quote_from_bytes(v if isinstance(v, bytes) else str(v).encode(), safe='')}"
+                   for k, v in q.items())
+    with trio.fail_after(10):
+        response = await client.get("/announce?" + raw)
+    assert response.status_code == 200
+    return response.content
+
+
+async def test_store_first_hand_out_and_stats_over_http(tracker):
+    await announce(tracker, "seeder", ip="127.0.1.1", role="seeder")
+    await announce(tracker, "cache-a", ip="127.0.2.1", role="cache", store="A", wan=1000, installed=1)
+    await announce(tracker, "cache-b", ip="127.0.3.1", role="cache", store="B", left=500, wan=500)
+    await announce(tracker, "till-a1", ip="127.0.2.2", role="device", store="A", lan=1000, installed=1)
+    await announce(tracker, "till-b1", ip="127.0.3.2", role="device", store="B", left=1000)
+    body = await announce(tracker, "till-a2", ip="127.0.2.3", role="device", store="A", left=1000,
+                          event="started", **{"class": "pos"})
+    d = fastbencode.bdecode(body)
+    assert (d[b"interval"], d[b"min interval"], d[b"complete"], d[b"incomplete"]) == (5, 1, 3, 3)
+    assert peers(body) == [("127.0.2.1", 6881), ("127.0.2.2", 6881)]  # cache first, own store only
+    assert sorted(peers(await announce(tracker, "cache-b", ip="127.0.3.1", role="cache", store="B", left=500,
+                                      wan=500))) \
+        == [("127.0.1.1", 6881), ("127.0.3.2", 6881)]
+
+    await announce(tracker, "till-a1", ip="127.0.2.2", role="device", store="A", event="stopped", lan=1000,
+                   installed=1)
+    assert peers(await announce(tracker, "till-a2", ip="127.0.2.3", role="device", store="A", left=10)) \
+        == [("127.0.2.1", 6881)]
+
+    stats = (await tracker.get("/stats")).json()["releases"]["pos-os@2026.11"]
+    a = stats["stores"]["A"]
+    assert (a["devices_total"], a["devices_installed"], a["devices_downloading"]) == (2, 1, 1)
+    assert a["cache"]["state"] == "installed" and (a["wan_bytes"], a["lan_bytes"]) == (1000, 1000)
+    assert stats["stores"]["B"]["wan_amplification"] == 0.5
+    assert next(n for n in a["nodes"] if n["node"] == "till-a1")["stopped"] is True
+    only_b = (await tracker.get("/stats", params={"store": "B"})).json()
+    assert list(only_b["releases"]["pos-os@2026.11"]["stores"]) == ["B"]
+
+
+async def test_scrape_reports_counts_for_binary_hashes(tracker):
+    await announce(tracker, "s", ip="127.0.1.1", role="seeder", event="completed")
+    await announce(tracker, "c", ip="127.0.2.1", role="cache", store="A", left=9)
+    other = bytes(20)
+    response = await tracker.get(f"/scrape?info_hash={quote_from_bytes(H, safe='')}"
+                                 f"&info_hash={quote_from_bytes(other, safe='')}")
+    assert fastbencode.bdecode(response.content) == {
+        b"files": {H: {b"complete": 1, b"incomplete": 1, b"downloaded": 1}}}
+
+
+@pytest.mark.parametrize("path", ["/announce", "/announce?info_hash=short&peer_id=x&port=1",
+                                  "/announce?" + "a=b&" * 3000, "/scrape?info_hash=%00"])
+async def test_malformed_request_gets_a_bencoded_failure(tracker, path):
+    response = await tracker.get(path)
+    assert response.status_code == 200
+    reason = fastbencode.bdecode(response.content)[b"failure reason"]
+    assert reason and b"Traceback" not in reason
+
+
+async def test_shutdown_event_stops_the_server_and_the_port_is_released():
+    stop = trio.Event()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(lambda task_status: server.run(
+                TrackerConfig(port=0), shutdown=stop, task_status=task_status))
+            async with httpx.AsyncClient(base_url=url) as client:
+                assert (await client.get("/stats")).json() == {"releases": {}}
+            stop.set()  # run() returns by itself; the nursery exit waits for it
+        with pytest.raises(httpx.ConnectError):
+            async with httpx.AsyncClient(base_url=url) as client:
+                await client.get("/stats")

@@ -1,0 +1,66 @@
+"""/stats aggregation: per release and store, deduplicated across a hybrid torrent's two hashes."""
+
+from tracker.announce import Announce
+from tracker.peerstore import MemoryPeerStore
+from tracker.stats import summarize
+
+V1, V2, OTHER = b"\x01" * 20, b"\x02" * 20, b"\x03" * 20
+_ports = iter(range(7000, 9000))
+
+
+def ann(node, role, store, info_hash=V1, **kw):
+    base = dict(info_hash=info_hash, peer_id=node.encode().ljust(20, b"-")[:20], ip="10.0.0.1",
+                port=next(_ports), uploaded=0, downloaded=0, left=0, node=node, role=role, store=store,
+                release="pos-os@1", size=1000)
+    base.update(kw)
+    return Announce(**base)
+
+
+def make_store():
+    store = MemoryPeerStore(peer_ttl=90, retain=10_000)
+    store.record(ann("seeder", "seeder", None), now=0)
+    store.record(ann("cache-a", "cache", "A", wan=1000, lan=0), now=10)
+    store.record(ann("cache-a", "cache", "A", info_hash=V2, wan=1000, lan=0, installed=True), now=20)
+    store.record(ann("till-a1", "device", "A", lan=1000, installed=True, device_class="pos"), now=20)
+    store.record(ann("till-a2", "device", "A", left=400, lan=600), now=20)
+    store.record(ann("till-a3", "device", "A", left=400, lan=600, event="stopped"), now=20)
+    store.record(ann("cache-b", "cache", "B", left=300, wan=1400), now=20)
+    store.record(ann("till-b1", "device", "B", left=1000), now=20)
+    store.record(Announce(info_hash=OTHER, peer_id=b"p" * 20, ip="10.9.9.9", port=1, uploaded=0,
+                          downloaded=0, left=5), now=20)
+    return store
+
+
+def test_store_rows_count_devices_and_bytes():
+    doc = summarize(make_store().records(), now=30, peer_ttl=90)
+    release = doc["releases"]["pos-os@1"]
+    assert release["info_hashes"] == [V1.hex(), V2.hex()] and release["size"] == 1000
+    a = release["stores"]["A"]
+    assert (a["devices_total"], a["devices_installed"], a["devices_downloading"]) == (3, 1, 1)
+    assert a["cache"] == {"node": "cache-a", "state": "installed", "wan_bytes": 1000, "stopped": False}
+    assert (a["wan_bytes"], a["lan_bytes"], a["wan_amplification"]) == (1000, 2200, 1.0)
+    b = release["stores"]["B"]
+    assert b["cache"]["state"] == "downloading" and b["wan_amplification"] == 1.4
+    assert release["stores"]["-"]["devices_total"] == 0  # the seeder has no store
+    assert (release["stores_total"], release["devices_total"], release["wan_bytes"]) == (2, 4, 2400)
+
+
+def test_node_rows_and_a_hybrid_torrent_counts_each_node_once():
+    doc = summarize(make_store().records(), now=30, peer_ttl=90)
+    nodes = doc["releases"]["pos-os@1"]["stores"]["A"]["nodes"]
+    assert [n["node"] for n in nodes].count("cache-a") == 1
+    till = next(n for n in nodes if n["node"] == "till-a1")
+    assert till == {"node": "till-a1", "role": "device", "class": "pos", "ip": "10.0.0.1", "port": till["port"],
+                    "left": 0, "installed": True, "wan": 0, "lan": 1000, "last_seen_s": 10.0,
+                    "stopped": False, "live": True}
+    assert next(n for n in nodes if n["node"] == "till-a3")["live"] is False
+
+
+def test_standard_client_is_keyed_by_info_hash_and_filters_work():
+    store = make_store()
+    doc = summarize(store.records(), now=30, peer_ttl=90)
+    plain = doc["releases"][OTHER.hex()]
+    assert plain["size"] is None and plain["stores"]["-"]["wan_amplification"] is None
+    assert plain["stores"]["-"]["cache"]["state"] == "absent"
+    only_b = summarize(store.records(), now=30, peer_ttl=90, release="pos-os@1", store="B")
+    assert list(only_b["releases"]) == ["pos-os@1"] and list(only_b["releases"]["pos-os@1"]["stores"]) == ["B"]

@@ -1,0 +1,228 @@
+"""Announce and scrape wire format (BEP 3, 23, 48): query bytes in, bencoded bytes out."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Iterable
+from urllib.parse import unquote_to_bytes
+
+import fastbencode
+
+from posswarm.errors import PosswarmError
+
+ROLES = ("seeder", "cache", "device")
+# BEP 21 adds "paused"; libtorrent sends it for upload-only peers, so it is a normal update here.
+EVENTS = ("", "started", "completed", "stopped", "paused")
+MAX_TEXT = 128  # store ids, node ids, release names: generous, but bounded
+_DIGITS = re.compile(rb"[0-9]{1,19}")  # 19 digits stay below 2**63, what bencode integers hold everywhere
+
+
+class BadRequest(PosswarmError):
+    """The client sent something we cannot use; the message is the BEP 3 ``failure reason``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Announce:
+    """One parsed announce: the BEP 3 fields plus posswarm's optional store/role/progress keys."""
+
+    info_hash: bytes
+    peer_id: bytes
+    ip: str
+    port: int
+    uploaded: int
+    downloaded: int
+    left: int
+    event: str = ""
+    compact: bool = True
+    numwant: int | None = None
+    store: str | None = None
+    role: str | None = None
+    device_class: str | None = None
+    node: str | None = None
+    release: str | None = None
+    size: int | None = None
+    wan: int | None = None
+    lan: int | None = None
+    installed: bool = False
+
+    @property
+    def node_key(self) -> str:
+        """Who this is across re-announces and torrents: the posswarm node id, else the peer id."""
+        return self.node if self.node is not None else "peer-" + self.peer_id.hex()
+
+
+def split_query(query: bytes, *, max_query: int = 4096) -> dict[str, list[bytes]]:
+    """Raw query string -> {key: [values]} with values as bytes.
+
+    Values are percent-decoded straight to bytes (``unquote_to_bytes``), never through UTF-8,
+    because info_hash and peer_id are 20 arbitrary bytes. '+' means a space, as in any form
+    query: Python's ``urlencode`` writes spaces so, and BitTorrent clients send a 0x2B byte as %2B.
+    """
+    if len(query) > max_query:
+        raise BadRequest(f"query string is {len(query)} bytes, the limit is {max_query}")
+    fields: dict[str, list[bytes]] = {}
+    for part in query.split(b"&"):
+        if not part:
+            continue
+        key, _, value = part.partition(b"=")
+        fields.setdefault(unquote_to_bytes(key.replace(b"+", b" ")).decode("latin-1"), []).append(
+            unquote_to_bytes(value.replace(b"+", b" "))
+        )
+    return fields
+
+
+def parse_announce(query: bytes, remote_ip: str | None, *, max_query: int = 4096, max_numwant: int = 200) -> Announce:
+    """Query string of ``GET /announce`` and the TCP peer's address -> Announce, or BadRequest."""
+    f = split_query(query, max_query=max_query)
+    info_hash, peer_id = _hash(f, "info_hash"), _hash(f, "peer_id")
+    port = _int(f, "port")
+    if not 1 <= port <= 65535:
+        raise BadRequest(f"port {port} is outside 1-65535")
+    event = _text(f, "event", required=False, limit=16) or ""
+    if event not in EVENTS:
+        raise BadRequest(f"unknown event {event!r} (expected started, completed, stopped or nothing)")
+    role = _text(f, "role", required=False)
+    if role is not None and role not in ROLES:
+        raise BadRequest(f"unknown role {role!r} (expected seeder, cache or device)")
+    store = _text(f, "store", required=False)
+    if role in ("cache", "device") and store is None:
+        raise BadRequest(f"role={role} needs store=<store id> so it is handed its own store's peers")
+    release = _text(f, "release", required=False)
+    if release is not None and not re.fullmatch(r"[^@]+@[^@]+", release):
+        raise BadRequest(f"release {release!r} is not NAME@VERSION")
+    installed = _text(f, "installed", required=False, limit=16)
+    if installed not in (None, "0", "1"):
+        raise BadRequest(f"installed={installed!r}: expected 0 or 1")
+    compact = _text(f, "compact", required=False, limit=16)
+    if compact not in (None, "0", "1"):
+        raise BadRequest(f"compact={compact!r}: expected 0 or 1")
+    numwant = _int(f, "numwant", required=False)
+    ip_text = _text(f, "ip", required=False, limit=45)
+    ip = _address(ip_text if ip_text is not None else remote_ip)
+    return Announce(
+        info_hash=info_hash,
+        peer_id=peer_id,
+        ip=ip,
+        port=port,
+        uploaded=_int(f, "uploaded"),
+        downloaded=_int(f, "downloaded"),
+        left=_int(f, "left"),
+        event=event,
+        compact=compact != "0",
+        numwant=None if numwant is None else min(numwant, max_numwant),
+        store=store,
+        role=role,
+        device_class=_text(f, "class", required=False),
+        node=_text(f, "node", required=False),
+        release=release,
+        size=_int(f, "size", required=False),
+        wan=_int(f, "wan", required=False),
+        lan=_int(f, "lan", required=False),
+        installed=installed == "1",
+    )
+
+
+def parse_scrape(query: bytes, *, max_query: int = 4096) -> list[bytes]:
+    """Query string of ``GET /scrape`` -> the info-hashes asked for (empty list = all, BEP 48)."""
+    hashes = split_query(query, max_query=max_query).get("info_hash", [])
+    for value in hashes:
+        if len(value) != 20:
+            raise BadRequest(f"info_hash is {len(value)} bytes, expected 20 (percent-encode the raw SHA-1)")
+    return list(dict.fromkeys(hashes))
+
+
+def encode_failure(reason: str) -> bytes:
+    """The BEP 3 error answer: a dict with only ``failure reason`` (sent with HTTP 200)."""
+    return fastbencode.bencode({b"failure reason": reason.encode("utf-8", "replace")})
+
+
+def encode_announce(
+    *,
+    interval: int,
+    min_interval: int,
+    complete: int,
+    incomplete: int,
+    peers: Iterable[tuple[str, int, bytes]],
+    compact: bool = True,
+) -> bytes:
+    """Announce answer; ``peers`` are (ip, port, peer_id). Compact = 6-byte IPv4 (BEP 23) + 18-byte IPv6 (BEP 7)."""
+    answer: dict[bytes, object] = {
+        b"interval": interval,
+        b"min interval": min_interval,
+        b"complete": complete,
+        b"incomplete": incomplete,
+    }
+    if compact:
+        v4, v6 = bytearray(), bytearray()
+        for ip, port, _peer_id in peers:
+            packed = ipaddress.ip_address(ip).packed
+            (v4 if len(packed) == 4 else v6).extend(packed + port.to_bytes(2, "big"))
+        answer[b"peers"] = bytes(v4)
+        if v6:
+            answer[b"peers6"] = bytes(v6)
+    else:
+        answer[b"peers"] = [{b"peer id": peer_id, b"ip": ip.encode(), b"port": port} for ip, port, peer_id in peers]
+    return fastbencode.bencode(answer)
+
+
+def encode_scrape(files: dict[bytes, tuple[int, int, int]]) -> bytes:
+    """Scrape answer: {info_hash: (complete, incomplete, downloaded)} -> bencoded ``files`` dict."""
+    return fastbencode.bencode(
+        {
+            b"files": {
+                h: {b"complete": c, b"incomplete": i, b"downloaded": d} for h, (c, i, d) in files.items()
+            }
+        }
+    )
+
+
+def _hash(f: dict[str, list[bytes]], key: str) -> bytes:
+    value = _raw(f, key, required=True)
+    if len(value) != 20:
+        raise BadRequest(f"{key} is {len(value)} bytes, expected 20 (percent-encode the raw bytes)")
+    return value
+
+
+def _int(f: dict[str, list[bytes]], key: str, *, required: bool = True) -> int | None:
+    value = _raw(f, key, required=required)
+    if value is None:
+        return None
+    if not _DIGITS.fullmatch(value):
+        raise BadRequest(f"{key}={value[:20]!r} is not a whole number")
+    return int(value)
+
+
+def _text(f: dict[str, list[bytes]], key: str, *, required: bool = True, limit: int = MAX_TEXT) -> str | None:
+    value = _raw(f, key, required=required)
+    if value is None or (value == b"" and not required):
+        return None
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{key} is not UTF-8 text") from None
+    if len(text) > limit or not text.isprintable():
+        raise BadRequest(f"{key} must be printable text of at most {limit} characters")
+    return text
+
+
+def _raw(f: dict[str, list[bytes]], key: str, *, required: bool) -> bytes | None:
+    values = f.get(key)
+    if not values:
+        if required:
+            raise BadRequest(f"missing {key}")
+        return None
+    return values[0]
+
+
+def _address(text: str | None) -> str:
+    if text is None:
+        raise BadRequest("no peer address: send ip=A.B.C.D")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise BadRequest(f"ip {text[:45]!r} is not an IPv4 or IPv6 address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # dual-stack sockets report v4 clients as ::ffff:a.b.c.d
+    return str(address)

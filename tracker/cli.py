@@ -1,0 +1,90 @@
+"""``posswarm-tracker serve``: flags and TOML config in, a running tracker out."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+import trio
+
+from posswarm import logs
+from posswarm.errors import PosswarmError
+from tracker import config as tracker_config
+from tracker import handout, server
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + exits; we want one line and exit 2
+        raise _UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="posswarm-tracker", description="BitTorrent tracker with store-aware peer hand-out and /stats")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    s = sub.add_parser("serve", help="answer /announce, /scrape and /stats")
+    s.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:6969; port 0 = any free port)")
+    s.add_argument("--interval", type=int, help="seconds between announces asked of clients (default 30)")
+    s.add_argument("--policy", choices=sorted(handout.POLICIES), help="peer hand-out policy (default store-first)")
+    s.add_argument("--cross-store", action="store_true", default=None, help="let caches fetch from other stores' caches")
+    s.add_argument("--config", help="TOML file with the keys documented in tracker/config.py")
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``posswarm-tracker``; returns the exit status."""
+    try:
+        args = _parser().parse_args(argv)
+        overrides = {"interval": args.interval, "policy": args.policy, "cross_store": args.cross_store}
+        if args.listen is not None:
+            overrides["host"], overrides["port"] = tracker_config.parse_listen(args.listen)
+        if args.config:
+            config = tracker_config.load(args.config, **overrides)
+        else:
+            config = tracker_config.from_mapping({}, source="flags", **overrides)
+    except (_UsageError, PosswarmError) as exc:
+        print(f"posswarm-tracker: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(args.log_level, component="tracker")
+    try:
+        trio.run(_serve, config)
+    except (PosswarmError, BaseExceptionGroup) as exc:
+        error = _posswarm_error(exc)
+        if error is None:
+            raise
+        print(f"posswarm-tracker: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a second Ctrl-C while shutting down
+        return 130
+    return 0
+
+
+def _posswarm_error(exc: BaseException) -> PosswarmError | None:
+    # Nurseries wrap what they carry in groups; a person should still read one line.
+    while isinstance(exc, BaseExceptionGroup):
+        exc, _ = exc.split(PosswarmError)
+        exc = exc.exceptions[0] if exc is not None else None
+    return exc
+
+
+async def _serve(config: tracker_config.TrackerConfig) -> None:
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal():
+                async for signum in signals:
+                    logs.get("tracker").info("stopping", signal=signal.Signals(signum).name)
+                    stop.set()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            try:
+                await server.run(config, shutdown=stop)
+            finally:
+                nursery.cancel_scope.cancel()

@@ -1,0 +1,107 @@
+"""Per-release, per-store progress and WAN/LAN byte totals from the retained announces (schema: docs/tracker-stats.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tracker.peerstore import Peer
+
+NO_STORE = "-"  # the store key of nodes that sent no store: central seeders, standard clients
+
+
+def summarize(
+    records: Iterable[Peer],
+    now: float,
+    *,
+    peer_ttl: float,
+    release: str | None = None,
+    store: str | None = None,
+) -> dict:
+    """The /stats document; ``release``/``store`` keep only that release or store."""
+    latest = _latest_per_node(records)
+    releases: dict[str, dict] = {}
+    for (release_key, _node), (peer, hashes) in sorted(latest.items()):
+        a = peer.announce
+        store_key = a.store if a.store is not None else NO_STORE
+        if (release is not None and release_key != release) or (store is not None and store_key != store):
+            continue
+        r = releases.setdefault(release_key, {"info_hashes": set(), "size": None, "stores": {}})
+        r["info_hashes"] |= hashes
+        if a.size is not None:
+            r["size"] = max(r["size"] or 0, a.size)
+        r["stores"].setdefault(store_key, []).append(peer)
+    return {"releases": {key: _release(r, now, peer_ttl) for key, r in releases.items()}}
+
+
+def _latest_per_node(records: Iterable[Peer]) -> dict[tuple[str, str], tuple[Peer, set[str]]]:
+    # A hybrid v1+v2 torrent is announced once per info-hash; counting both would double
+    # every node, so keep each node's newest record per release and remember both hashes.
+    latest: dict[tuple[str, str], tuple[Peer, set[str]]] = {}
+    for peer in records:
+        a = peer.announce
+        key = (a.release if a.release is not None else a.info_hash.hex(), a.node_key)
+        seen = latest.get(key)
+        hashes = (seen[1] if seen else set()) | {a.info_hash.hex()}
+        newest = peer if seen is None or peer.last_seen >= seen[0].last_seen else seen[0]
+        latest[key] = (newest, hashes)
+    return latest
+
+
+def _release(r: dict, now: float, peer_ttl: float) -> dict:
+    stores = {key: _store(peers, r["size"], now, peer_ttl) for key, peers in sorted(r["stores"].items())}
+    # Central seeders may announce a store of their own; only stores with tills or a cache count.
+    in_stores = [s for key, s in stores.items() if key != NO_STORE and (s["devices_total"] or s["cache"]["node"])]
+    return {
+        "info_hashes": sorted(r["info_hashes"]),
+        "size": r["size"],
+        "stores_total": len(in_stores),
+        "devices_total": sum(s["devices_total"] for s in in_stores),
+        "devices_installed": sum(s["devices_installed"] for s in in_stores),
+        "wan_bytes": sum(s["wan_bytes"] for s in in_stores),
+        "stores": stores,
+    }
+
+
+def _store(peers: list[Peer], size: int | None, now: float, peer_ttl: float) -> dict:
+    devices = [p.announce for p in peers if p.announce.role == "device"]
+    caches = sorted((p for p in peers if p.announce.role == "cache"), key=lambda p: p.last_seen)
+    wan = sum(p.announce.wan or 0 for p in peers)
+    return {
+        "devices_total": len(devices),
+        "devices_installed": sum(1 for d in devices if d.installed),
+        "devices_downloading": sum(1 for p in peers if p.announce.role == "device" and _downloading(p)),
+        "cache": _cache(caches[-1]) if caches else {"node": None, "state": "absent", "wan_bytes": 0},
+        "wan_bytes": wan,
+        "lan_bytes": sum(p.announce.lan or 0 for p in peers),
+        "size": size,
+        "wan_amplification": round(wan / size, 4) if size else None,
+        "nodes": [_node(p, now, peer_ttl) for p in peers],
+    }
+
+
+def _downloading(peer: Peer) -> bool:
+    return not peer.stopped and not peer.announce.installed and peer.announce.left > 0
+
+
+def _cache(peer: Peer) -> dict:
+    a = peer.announce
+    state = "installed" if a.installed else "seeding" if a.left == 0 else "downloading"
+    return {"node": a.node_key, "state": state, "wan_bytes": a.wan or 0, "stopped": peer.stopped}
+
+
+def _node(peer: Peer, now: float, peer_ttl: float) -> dict:
+    a = peer.announce
+    return {
+        "node": a.node_key,
+        "role": a.role,
+        "class": a.device_class,
+        "ip": a.ip,
+        "port": a.port,
+        "left": a.left,
+        "installed": a.installed,
+        "wan": a.wan or 0,
+        "lan": a.lan or 0,
+        "last_seen_s": round(now - peer.last_seen, 1),
+        "stopped": peer.stopped,
+        "live": not peer.stopped and now - peer.last_seen <= peer_ttl,
+    }
