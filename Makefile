@@ -15,6 +15,7 @@ demo: $(STAMP)
 	$(VENV)/bin/posswarm demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check posswarm seeder tracker tools tests
 	$(VENV)/bin/pytest -q
 
 clean:

@@ -13,6 +13,8 @@ from pathlib import Path
 import blake3
 from pyfastcdc import FastCDC
 
+from posswarm.fsync import fsync_dir
+
 CHUNK_MIN = 256 * 1024
 CHUNK_AVG = 1024 * 1024
 CHUNK_MAX = 4 * 1024 * 1024
@@ -59,13 +61,6 @@ def file_blake3(path: Path) -> bytes:
         hasher.update_mmap(str(path))
     return hasher.digest()
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _place(dest: Path, fill) -> None:
@@ -126,7 +121,7 @@ class ChunkStore:
 
         _place(dest, fill)
         if sync:
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
         return dest
 
     def link_into(self, digest: bytes, dest_root: Path) -> bool:

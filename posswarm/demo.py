@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tempfile
-
 from pathlib import Path
 
 import trio

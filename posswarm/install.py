@@ -10,6 +10,7 @@ import blake3
 
 from posswarm.chunks import chunk_relpath
 from posswarm.errors import PosswarmError
+from posswarm.fsync import fsync_dir
 from posswarm.manifest import Manifest
 
 _STAGING_PREFIX = ".staging-"
@@ -52,9 +53,9 @@ def assemble(manifest: Manifest, release_dir: Path, installed_root: Path) -> Pat
                 f"release {manifest.release_id}: assembled payload BLAKE3 does not match the manifest "
                 "(a chunk on disk is corrupt; it will be checked and fetched again)"
             )
-        _fsync_dir(staging)
+        fsync_dir(staging)
         os.rename(staging, final)
-        _fsync_dir(installed_root)
+        fsync_dir(installed_root)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -91,7 +92,7 @@ def _swap_link(root: Path, name: str, target: str) -> None:
         tmp.unlink()
     os.symlink(target, tmp)
     os.replace(tmp, root / name)  # rename(2) over the old link: readers see old or new, never neither
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 def _remove_stale(root: Path, keep: set[str | None]) -> None:
@@ -100,11 +101,3 @@ def _remove_stale(root: Path, keep: set[str | None]) -> None:
             continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -25,6 +25,7 @@ from posswarm.datadir import DataDir
 from posswarm.discovery import mdns
 from posswarm.discovery.records import Advert
 from posswarm.errors import PosswarmError
+from posswarm.fsync import replace_synced
 from posswarm.keys import load_public_key
 from posswarm.manifest import Manifest, verify_manifest
 from posswarm.release import verify_chunks
@@ -169,10 +170,8 @@ class Node:
 
     def _lay_out(self, fetched: FetchedRelease, directory: Path) -> int:
         directory.mkdir(parents=True, exist_ok=True)
-        for name, data in (("release.torrent", fetched.torrent_bytes), ("manifest.msgpack", fetched.manifest_bytes)):
-            tmp = directory / f".{name}.tmp"
-            tmp.write_bytes(data)
-            os.replace(tmp, directory / name)  # manifest last: its presence means "this release is laid out"
+        replace_synced(directory / "release.torrent", fetched.torrent_bytes)
+        replace_synced(directory / "manifest.msgpack", fetched.manifest_bytes)  # last: it means "laid out"
         reused = 0
         for chunk in fetched.manifest.unique_chunks():
             if not (directory / chunk_relpath(chunk.digest)).exists() and self.chunks.link_into(chunk.digest, directory):

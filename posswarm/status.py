@@ -13,7 +13,7 @@ def write(path: Path, doc: dict) -> None:
     """Replace ``path`` atomically so a reader never sees half a document."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    os.replace(tmp, path)  # no fsync: it is rewritten every second and only describes the node
 
 
 def read(path: Path) -> dict:

@@ -17,7 +17,16 @@ import libtorrent as lt
 from posswarm import logs
 from posswarm.chunks import ChunkStore, chunk_relpath, cuts
 from posswarm.errors import PosswarmError
-from posswarm.manifest import ChunkRef, Manifest, PayloadFile, Targets, check_component, check_payload_path, sign_manifest
+from posswarm.fsync import fsync_dir, fsync_file, write_synced
+from posswarm.manifest import (
+    ChunkRef,
+    Manifest,
+    PayloadFile,
+    Targets,
+    check_component,
+    check_payload_path,
+    sign_manifest,
+)
 from posswarm.release import MANIFEST_NAME, TORRENT_NAME, torrent_chunk_files, torrent_info_hashes
 
 log = logs.get("publish")
@@ -49,23 +58,12 @@ class _Source:
     mtime_ns: int
 
 
-def publish(
-    payload: Path,
-    *,
-    name: str,
-    version: str,
-    private_key,
-    out: Path,
-    targets: Targets = Targets(),
-    piece_size: int = 256 * 1024,
-    progress: Progress | None = None,
-    now: int | None = None,
-) -> Manifest:
-    """Publish ``payload`` (a file: kind image; a directory: kind app) and return its signed manifest."""
-    return publish_release(
-        payload, name=name, version=version, private_key=private_key, out=out,
-        targets=targets, piece_size=piece_size, progress=progress, now=now,
-    ).manifest
+def publish(payload: Path, **options) -> Manifest:
+    """Publish ``payload`` (a file: kind image; a directory: kind app) and return its signed manifest.
+
+    Takes the keyword options of publish_release().
+    """
+    return publish_release(payload, **options).manifest
 
 
 def publish_release(
@@ -122,9 +120,9 @@ def publish_release(
         expected = {chunk_relpath(c.digest) for c in manifest.unique_chunks()}
         if torrent_chunk_files(torrent) != expected:
             raise PosswarmError(f"release {rid}: the torrent's files are not the release's chunks (stray files in {tmp}?)")
-        _write_synced(tmp / TORRENT_NAME, torrent)
-        _write_synced(tmp / MANIFEST_NAME, manifest.to_bytes())
-        _fsync_dir(tmp)
+        write_synced(tmp / TORRENT_NAME, torrent)
+        write_synced(tmp / MANIFEST_NAME, manifest.to_bytes())
+        fsync_dir(tmp)
         final.parent.mkdir(exist_ok=True)
         try:
             # rename(2) onto an existing *empty* directory would replace it, so look once more.
@@ -133,7 +131,7 @@ def publish_release(
             os.rename(tmp, final)
         except OSError:
             raise PosswarmError(f"release {rid}: {final} already exists (publish a new version instead)") from None
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     except OSError as exc:
         raise PosswarmError(f"release {rid}: publishing failed: {exc.strerror or exc} ({exc.filename or out}; check disk space and permissions)") from None
     finally:
@@ -225,9 +223,9 @@ def _cut_payload(
             raise PosswarmError(f"payload file {src.path}: changed while publishing (publish from a stable copy)")
         files.append(PayloadFile(src.name, src.mode, src.size, tuple(refs)))
     for digest in new:
-        _fsync_file(tmp / chunk_relpath(digest))
+        fsync_file(tmp / chunk_relpath(digest))
     for sub in {(tmp / chunk_relpath(d)).parent for d in new}:
-        _fsync_dir(sub)
+        fsync_dir(sub)
     for digest in new:
         store.adopt(tmp / chunk_relpath(digest), digest)
     return tuple(files), whole.digest(), new
@@ -251,26 +249,3 @@ def _make_torrent(release_dir: Path, piece_size: int, created: int, report: Call
         return lt.bencode(ct.generate())  # not generate_buf(): broken in 2.1.1
     except RuntimeError as exc:
         raise PosswarmError(f"release dir {release_dir}: building the torrent failed ({exc}; check the disk)") from None
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

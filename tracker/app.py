@@ -15,7 +15,6 @@ from tracker import announce, handout, stats
 from tracker.config import TrackerConfig
 from tracker.peerstore import PeerStore
 
-
 BENCODE = "text/plain"  # what BEP 3 trackers have always sent; clients ignore it
 
 

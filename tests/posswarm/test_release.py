@@ -5,9 +5,9 @@ import shutil
 
 import libtorrent as lt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from posswarm.chunks import chunk_relpath
 from posswarm.errors import PosswarmError
