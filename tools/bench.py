@@ -1,0 +1,33 @@
+"""``posswarm-bench``: benchmarks of posswarm against what retailers use instead (results: docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+#: subcommand -> module with ``main(argv) -> int``; each benchmark lives in its own module.
+BENCHMARKS = {
+    "distribution": ("tools.bench_distribution", "image distribution on an emulated network of stores vs HTTP"),
+    "tracker": ("tools.bench_tracker", "tracker announces/s and latency vs opentracker"),
+    "sales": ("tools.bench_sales", "sales from tills to central under faults: lost, duplicated, latency"),
+    "sku": ("tools.bench_sku", "SKU catalog to a fresh device; one price change to every device"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
+        lines = [f"  {name:<13} {doc}" for name, (_, doc) in BENCHMARKS.items()]
+        print("usage: posswarm-bench BENCHMARK [options]\n\nbenchmarks:\n" + "\n".join(lines), file=sys.stderr)
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"posswarm-bench: unknown benchmark {argv[0]!r}", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module_name, _ = BENCHMARKS[argv[0]]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        print(f"posswarm-bench: benchmark {argv[0]!r} is not built yet", file=sys.stderr)
+        return 2
+    return module.main(argv[1:])
