@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
+import httpx
 import trio
 from rich.console import Console
 from rich.live import Live
@@ -25,10 +27,10 @@ def demo_main(args) -> int:
     console = Console(stderr=True)
     root = Path(tempfile.mkdtemp(prefix="posswarm-demo-"))
     try:
-        result = trio.run(_demo, root, args, console)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted; every demo process was stopped[/]")
-        return 130
+        result = trio.run(_until_interrupted, root, args, console)
+        if result is None:
+            console.print("[yellow]interrupted; every demo process was stopped[/]")
+            return 130
     finally:
         if args.keep:
             console.print(f"demo files kept in {root}")
@@ -39,6 +41,23 @@ def demo_main(args) -> int:
     else:
         _print_result(Console(), result)
     return 0 if result["all_installed"] else 1
+
+
+async def _until_interrupted(root: Path, args, console: Console) -> dict | None:
+    """The demo, or None when SIGINT/SIGTERM stopped it first (Ctrl-C; also when started in the background)."""
+    result: dict = {}
+
+    async def demo(cancel_scope: trio.CancelScope) -> None:
+        result.update(await _demo(root, args, console))
+        cancel_scope.cancel()
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(demo, nursery.cancel_scope)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+    return result or None
 
 
 async def _demo(root: Path, args, console: Console) -> dict:
@@ -66,10 +85,7 @@ async def _demo(root: Path, args, console: Console) -> dict:
                 console.print(f"[red]not every device installed the image: {exc or 'timed out'}[/]")
             live.update(_progress_table(lab, published))
         result = _result(lab, published, image.stat().st_size, all_installed)
-        try:
-            result["tracker_stats"] = await _tracker_view(lab)
-        except Exception as exc:  # the demo's own figures stand without the tracker's view
-            result["tracker_stats"] = {"error": str(exc)}
+        result["tracker"] = await _tracker_view(lab)
         nursery.cancel_scope.cancel()
     return result
 
@@ -118,12 +134,16 @@ def _result(lab: Lab, published: dict, image_bytes: int, all_installed: bool) ->
 
 
 async def _tracker_view(lab: Lab) -> dict:
-    import httpx
-
-    async with httpx.AsyncClient(timeout=5) as client:
-        response = await client.get(f"{lab.tracker_url}/stats")
-        response.raise_for_status()
-        return response.json()
+    """What the tracker's /stats says of this store: the network engineer's view of the same rollout."""
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            response = await client.get(f"{lab.tracker_url}/stats")
+            response.raise_for_status()
+            store = response.json()["releases"][f"{RELEASE}@{VERSION}"]["stores"][lab.store]
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        return {"error": f"tracker stats unavailable ({type(exc).__name__})"}
+    return {"devices_installed": store["devices_installed"], "devices_total": store["devices_total"],
+            "wan_bytes": store["wan_bytes"], "wan_amplification": store["wan_amplification"]}
 
 
 def _print_result(console: Console, result: dict) -> None:
@@ -137,6 +157,10 @@ def _print_result(console: Console, result: dict) -> None:
     console.print(table)
     console.print(f"image {result['image_bytes']:,} bytes; entered the store from the WAN "
                   f"{result['wan_bytes']:,} bytes; WAN amplification [bold]{result['wan_amplification']:.3f}[/]")
+    t = result["tracker"]
+    if "error" not in t:
+        console.print(f"tracker /stats for this store: {t['devices_installed']}/{t['devices_total']} devices installed, "
+                      f"WAN amplification {t['wan_amplification']}")
     console.print("[green]every device installed the verified image[/]" if result["all_installed"]
                   else "[red]not every device installed the image[/]")
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -183,6 +185,11 @@ def change_image(src: Path, dst: Path, *, percent: float, regions: int = 3, seed
     return per * regions
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the lab's process dies, even by SIGKILL (Linux prctl)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 async def run_process(name: str, cmd: list[str], log_path: Path, *, kind: str | None = None,
                       task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run ``cmd`` until cancelled, its stderr copied to ``log_path``; started(value) when its ready line shows.
@@ -192,7 +199,7 @@ async def run_process(name: str, cmd: list[str], log_path: Path, *, kind: str | 
     pattern = _READY[kind or name]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = await trio.lowlevel.open_process(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.PIPE, env=env)
+                                            stderr=subprocess.PIPE, env=env, preexec_fn=_die_with_parent)
     ready = False
     try:
         with open(log_path, "ab") as log:
