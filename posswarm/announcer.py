@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import httpx
@@ -76,7 +77,7 @@ class Announcer:
                 self.last_error = str(exc)
                 continue
             self.last_error = None
-            self.last_contact = trio.current_time()
+            self.last_contact = time.time()
             self._started.add(report.info_hash_v1)
             if report.installed:
                 self._completed.add(report.info_hash_v1)

@@ -31,12 +31,19 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--data-dir", help="the node's data directory")
     st.add_argument("--json", action="store_true")
 
+    rb = sub.add_parser("rollback", help="switch a release back to the previous version and hold the current one")
+    rb.add_argument("release", nargs="?", help="release name (default: the only one installed)")
+    where = rb.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="the node's TOML file")
+    where.add_argument("--data-dir", help="the node's data directory")
+
     demo = sub.add_parser("demo", help="a whole store on this machine: tracker, seeder, cache and devices")
     demo.add_argument("--devices", type=int, default=4)
     demo.add_argument("--image-mb", type=int, default=64)
     demo.add_argument("--json", action="store_true", help="one JSON object on stdout; progress on stderr")
     demo.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
     demo.add_argument("--keep", action="store_true", help="keep the demo's temp directory (logs, data dirs)")
+
     return parser
 
 
@@ -51,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             return verify_main(args.release_dir, args.pubkey)
         if args.command == "status":
             return _status(args)
+        if args.command == "rollback":
+            return _rollback(args)
         if args.command == "demo":
             from posswarm.demo import demo_main
 
@@ -75,13 +84,35 @@ def _node(args) -> int:
     return run_until_signalled(Node(config).run, program=PROG)
 
 
-def _status(args) -> int:
+def _data_dir(args):
     from posswarm import config as node_config
-    from posswarm import status
     from posswarm.datadir import DataDir
 
-    data_dir = node_config.load(Path(args.config)).data_dir if args.config else Path(args.data_dir)
-    doc = status.read(DataDir(data_dir).status_file)
+    return DataDir(node_config.load(Path(args.config)).data_dir if args.config else Path(args.data_dir))
+
+
+def _rollback(args) -> int:
+    from posswarm import install
+
+    data = _data_dir(args)
+    installed = sorted(p.name for p in (data.root / "installed").glob("*") if (p / "current").is_symlink())
+    if args.release is None:
+        if len(installed) != 1:
+            raise PosswarmError(f"rollback: name the release to roll back (installed: {', '.join(installed) or 'none'})")
+        args.release = installed[0]
+    if args.release not in installed:
+        raise PosswarmError(f"rollback: release {args.release!r} is not installed here "
+                            f"(installed: {', '.join(installed) or 'none'})")
+    rolled_from, rolled_to = install.rollback(data.installed(args.release))
+    print(f"{args.release}: rolled back from {rolled_from} to {rolled_to}; {rolled_from} is held "
+          "(the node will not install it again; a newer version supersedes it)")
+    return 0
+
+
+def _status(args) -> int:
+    from posswarm import status
+
+    doc = status.read(_data_dir(args).status_file)
     if args.json:
         print(json.dumps(doc, indent=1, sort_keys=True))
         return 0
@@ -98,6 +129,13 @@ def _status(args) -> int:
     console.print(table)
     for name, v in doc["installed"].items():
         console.print(f"{name}: current {v['current'] or '-'}, previous {v['previous'] or '-'}")
+    for key, reason in doc.get("rejected", {}).items():
+        console.print(f"[red]refused[/] {key}: {reason}")
+    for what in ("catalog", "tracker"):
+        seen = doc[what].get("last_ok")
+        ago = f"{doc['updated'] - seen:.0f} s ago" if seen else "never"
+        console.print(f"last contact with the {'cache' if what == 'catalog' and doc['role'] == 'device' else what}: "
+                      f"{ago}" + (f" ({doc[what]['error']})" if doc[what].get("error") else ""))
     return 0
 
 

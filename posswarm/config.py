@@ -30,6 +30,16 @@ KEYS: dict[str, tuple[str, str]] = {
     "central.catalog_url": ("catalog_url", "cache only: URL of the central seeder, e.g. 'http://central:8080'"),
     "central.tracker_url": ("tracker_url", "announce URL of the tracker ('' = do not announce)"),
     "store.cache_url": ("cache_url", "device only: the store cache's URL where mDNS is blocked ('' = find it by mDNS)"),
+    "store.gossip_key_file": ("gossip_key_file", "file holding the store's gossip secret (>= 16 bytes); '' = no store data"),
+    "store.gossip_port": ("gossip_port", "TCP port of the store gossip channel on node.address (0 = any free port)"),
+    "store.api_port": ("api_port", "port of the local sales/SKU API on 127.0.0.1 (0 = any free port)"),
+    "store.timezone": ("timezone", "cache: IANA time zone deciding a sale's trading day in the aggregates"),
+    "store.gossip_faults": ("gossip_faults", "TESTS ONLY: inject faults into sent frames, e.g. 'drop=0.3,dup=0.1'"),
+    "timing.sku_poll_s": ("sku_poll_s", "cache: seconds between pulls of SKU changes from central"),
+    "install.health_check": ("health_check", "device: command run after a switch; non-zero exit rolls back ('' = none)"),
+    "install.health_timeout_s": ("health_timeout_s", "seconds the health check may take before it counts as failed"),
+    "wan.download_limit_kbps": ("wan_download_kbps", "cache: WAN download cap in kbit/s (0 = none); LAN is never capped"),
+    "wan.upload_limit_kbps": ("wan_upload_kbps", "cache: WAN upload cap in kbit/s (0 = none)"),
     "timing.catalog_poll_s": ("catalog_poll_s", "seconds between catalog polls"),
     "timing.status_every_s": ("status_every_s", "seconds between rewrites of status.json"),
 }
@@ -54,6 +64,16 @@ class NodeConfig:
     catalog_url: str = ""
     tracker_url: str = ""
     cache_url: str = ""
+    gossip_key_file: str = ""
+    gossip_port: int = 7946
+    api_port: int = 7947
+    timezone: str = "UTC"
+    gossip_faults: str = ""
+    sku_poll_s: float = 2.0
+    health_check: str = ""
+    health_timeout_s: float = 60.0
+    wan_download_kbps: int = 0
+    wan_upload_kbps: int = 0
     catalog_poll_s: float = 10.0
     status_every_s: float = 1.0
 
@@ -125,7 +145,8 @@ def _check(c: NodeConfig, source: str) -> None:
         raise PosswarmError(f"{source}: 'node.lan_network' is {c.lan_network!r}; it must be a CIDR like 10.20.0.0/16") from None
     if addr not in net:
         raise PosswarmError(f"{source}: 'node.address' {addr} is outside 'node.lan_network' {net}; fix one of them")
-    for key, port in (("node.bt_port", c.bt_port), ("node.http_port", c.http_port)):
+    for key, port in (("node.bt_port", c.bt_port), ("node.http_port", c.http_port),
+                      ("store.gossip_port", c.gossip_port), ("store.api_port", c.api_port)):
         if not 0 <= port <= 65535:
             raise PosswarmError(f"{source}: '{key}' is {port}; it must be 0..65535")
     if c.log_level not in ("debug", "info", "warning", "error"):
@@ -136,7 +157,12 @@ def _check(c: NodeConfig, source: str) -> None:
                      ("store.cache_url", c.cache_url)):
         if url and not url.startswith(("http://", "https://")):
             raise PosswarmError(f"{source}: '{key}' is {url!r}; it must be an http:// or https:// URL")
-    for key, value in (("timing.catalog_poll_s", c.catalog_poll_s), ("timing.status_every_s", c.status_every_s)):
+    for key, value in (("wan.download_limit_kbps", c.wan_download_kbps), ("wan.upload_limit_kbps", c.wan_upload_kbps)):
+        if value < 0:
+            raise PosswarmError(f"{source}: '{key}' must be >= 0 (0 = no cap), got {value}")
+    for key, value in (("timing.catalog_poll_s", c.catalog_poll_s), ("timing.status_every_s", c.status_every_s),
+                       ("timing.sku_poll_s", c.sku_poll_s),
+                       ("install.health_timeout_s", c.health_timeout_s)):
         if value <= 0:
             raise PosswarmError(f"{source}: '{key}' must be > 0 seconds, got {value}")
     if not c.public_key.is_file():

@@ -86,6 +86,40 @@ def previous_version(installed_root: Path) -> str | None:
     return os.readlink(link) if link.is_symlink() else None
 
 
+def rollback(installed_root: Path) -> tuple[str, str]:
+    """Switch ``current`` back to ``previous`` and hold the version rolled back from; returns (from, to).
+
+    The held version stays on disk as ``previous`` (so it can be inspected) but the node will not
+    install it again; a newer published version supersedes the hold.
+    """
+    current, previous = current_version(installed_root), previous_version(installed_root)
+    name = installed_root.name
+    if current is None:
+        raise PosswarmError(f"release {name}: nothing is installed, so there is nothing to roll back")
+    if previous is None or not (installed_root / previous).is_dir():
+        raise PosswarmError(f"release {name}: no previous version is kept, so {current} cannot be rolled back")
+    _swap_link(installed_root, "current", previous)
+    _swap_link(installed_root, "previous", current)
+    hold(installed_root, current)
+    return current, previous
+
+
+def hold(installed_root: Path, version: str) -> None:
+    held = held_versions(installed_root) | {version}
+    tmp = installed_root / ".held.tmp"
+    tmp.write_text("".join(f"{v}\n" for v in sorted(held)))
+    os.replace(tmp, installed_root / "held")
+    fsync_dir(installed_root)
+
+
+def held_versions(installed_root: Path) -> set[str]:
+    """Versions rolled back on this node (by ``posswarm rollback`` or a failed health check)."""
+    try:
+        return {line.strip() for line in (installed_root / "held").read_text().splitlines() if line.strip()}
+    except FileNotFoundError:
+        return set()
+
+
 def _swap_link(root: Path, name: str, target: str) -> None:
     tmp = root / f".{name}.tmp"
     if tmp.is_symlink() or tmp.exists():
@@ -97,7 +131,7 @@ def _swap_link(root: Path, name: str, target: str) -> None:
 
 def _remove_stale(root: Path, keep: set[str | None]) -> None:
     for path in root.iterdir():
-        if path.name in ("current", "previous") or path.name in keep or path.is_symlink():
+        if path.name in ("current", "previous", "held") or path.name in keep or path.is_symlink():
             continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

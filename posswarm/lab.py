@@ -88,7 +88,7 @@ class Lab:
         self.tracker_url = await nursery.start(partial(
             run_process, "tracker",
             [bin_path("posswarm-tracker"), "serve", "--listen", f"{self.central_ip}:0",
-             "--interval", str(self.announce_interval_s)],
+             "--interval", str(self.announce_interval_s), "--open"],
             self.logs / "tracker.log",
         ))
         self.seeder_url = await nursery.start(partial(
@@ -100,14 +100,15 @@ class Lab:
             self.logs / "seeder.log",
         ))
 
-    async def start_node(self, nursery: trio.Nursery, node: LabNode) -> None:
-        self.write_config(node)
+    async def start_node(self, nursery: trio.Nursery, node: LabNode, *, extra: dict | None = None) -> None:
+        """Start (or restart) a node; ``extra`` adds config sections, e.g. {"install": {"health_check": ...}}."""
+        self.write_config(node, extra=extra)
         await nursery.start(partial(
             run_process, node.node_id, [bin_path("posswarm"), "node", "--config", str(node.config)],
             self.logs / f"{node.node_id}.log", kind="node",
         ))
 
-    def write_config(self, node: LabNode) -> None:
+    def write_config(self, node: LabNode, *, extra: dict | None = None) -> None:
         doc = {
             "node": {
                 "id": node.node_id, "role": node.role, "store": self.store,
@@ -119,13 +120,15 @@ class Lab:
         }
         if node.role == "cache":
             doc["central"]["catalog_url"] = self.seeder_url
+        for section, values in (extra or {}).items():
+            doc.setdefault(section, {}).update(values)
         node.config.parent.mkdir(parents=True, exist_ok=True)
         node.config.write_text(tomli_w.dumps(doc))
 
-    async def publish(self, payload: Path, version: str, *, name: str = "pos-image") -> dict:
+    async def publish(self, payload: Path, version: str, *, name: str = "pos-image", options: tuple = ()) -> dict:
         """Publish with the real CLI; returns its summary and when it finished (wall clock)."""
         cmd = [bin_path("posswarm-seeder"), "publish", str(payload), "--name", name, "--version", version,
-               "--key", str(self.private_key), "--out", str(self.releases)]
+               "--key", str(self.private_key), "--out", str(self.releases), *options]
         result = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
         if result.returncode != 0:
             raise PosswarmError(f"publish {name} {version} failed: {result.stderr.decode(errors='replace').strip()}")
@@ -137,6 +140,14 @@ class Lab:
             return status.read(node.data_dir / "status.json")
         except PosswarmError:
             return None
+
+    def kill(self, node: LabNode) -> None:
+        """SIGKILL a running node (its pid comes from its status.json): a power cut, as far as it can tell."""
+        doc = self.status_of(node)
+        if doc is None:
+            raise PosswarmError(f"{node.node_id}: no status.json yet, so no pid to kill")
+        os.kill(doc["pid"], signal.SIGKILL)
+        (node.data_dir / "status.json").unlink()
 
     def release_of(self, node: LabNode, name: str, version: str) -> dict | None:
         doc = self.status_of(node)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import trio
 
-from posswarm import http_service, install, logs, status
+from posswarm import garbage, health, http_service, install, logs, status
+from posswarm.admission import refusal, version_key
 from posswarm.announce import NodeIdentity, ReleaseReport
 from posswarm.announcer import Announcer
 from posswarm.catalog.client import FetchedRelease, fetch_catalog, fetch_release
@@ -47,6 +48,8 @@ class Release:
     done_at: float | None = None
     error: str | None = None
     reused_bytes: int = 0
+    retry: bool = False  # failed for a reason that may pass (disk full): try again each poll
+    bad_chunk_rounds: int = 0
 
     @property
     def key(self) -> str:
@@ -54,7 +57,7 @@ class Release:
 
     @property
     def ready(self) -> bool:
-        return self.state in ("installed", "seeding")
+        return self.state in ("installed", "seeding", "rolled_back", "superseded")
 
 
 class Node:
@@ -71,6 +74,7 @@ class Node:
         self.http_url: str | None = None
         self.torrents: TorrentSession | None = None
         self.announcer: Announcer | None = None
+        self.rejected: dict[str, str] = {}  # "name@version" -> why this node refused it
         self._poll_now = trio.Event()
         self._public_key = None
         self._last_catalog_ok: float | None = None
@@ -83,7 +87,8 @@ class Node:
         self._public_key = load_public_key(c.public_key)
         self.data.create()
         session = TorrentSession(
-            SessionConfig(listen_ip=c.address, listen_port=c.bt_port, lan_network=str(self.lan), lan_only=not c.is_cache)
+            SessionConfig(listen_ip=c.address, listen_port=c.bt_port, lan_network=str(self.lan), lan_only=not c.is_cache,
+                          download_limit_wan=c.wan_download_kbps * 125, upload_limit_wan=c.wan_upload_kbps * 125)
         )
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -130,9 +135,9 @@ class Node:
         newest: dict[str, CatalogEntry] = {}
         for e in entries:
             ok = targets_store(e.targets, c.store) if c.is_cache else targets_device(e.targets, c.store, c.device_class)
-            if ok and (e.name not in newest or _version_key(e.version) > _version_key(newest[e.name].version)):
+            if ok and (e.name not in newest or version_key(e.version) > version_key(newest[e.name].version)):
                 newest[e.name] = e
-        return [e for e in newest.values() if f"{e.name}@{e.version}" not in self.releases]
+        return [e for e in newest.values() if f"{e.name}@{e.version}" not in self.releases | self.rejected.keys()]
 
     async def _poll_catalog(self) -> None:
         async with httpx.AsyncClient(timeout=15.0) as client:
@@ -146,17 +151,34 @@ class Node:
                         for entry in self._wanted(catalog.releases):
                             try:
                                 fetched = await fetch_release(client, url, entry, self._public_key)
+                                self._admit(fetched.manifest)
                             except PosswarmError as exc:
-                                log.warning("release.rejected", release=entry.release_id, reason=str(exc))
+                                self.rejected[f"{entry.name}@{entry.version}"] = str(exc)
+                                log.error("release.rejected", release=entry.release_id, reason=str(exc))
                                 continue
                             await self._take(fetched, [s for s in seeds if s is not None])
                     except PosswarmError as exc:
                         if self._last_catalog_error != str(exc):
                             log.warning("catalog.unreachable", reason=str(exc))
                         self._last_catalog_error = str(exc)
+                await self._retry_failed()
                 with trio.move_on_after(self.config.catalog_poll_s):
                     await self._poll_now.wait()
                 self._poll_now = trio.Event()
+
+    def _admit(self, manifest: Manifest) -> None:
+        """PosswarmError unless this node may take the release (signed targets, no downgrade, not held)."""
+        c = self.config
+        root = self.data.installed(manifest.name)
+        if c.is_cache:
+            mine = [r.manifest.version for r in self.releases.values() if r.manifest.name == manifest.name]
+            newest = max(mine, key=version_key) if mine else None
+        else:
+            newest = install.current_version(root)
+        reason = refusal(manifest, role=c.role, store=c.store, device_class=c.device_class, newest_held=newest,
+                         held=install.held_versions(root))
+        if reason:
+            raise PosswarmError(reason)
 
     async def _take(self, fetched: FetchedRelease, seeds: list[tuple[str, int]]) -> None:
         """Store a verified manifest + torrent, reuse chunks we hold, and start swarming it."""
@@ -197,8 +219,11 @@ class Node:
                 log.warning("release.skipped", dir=str(directory), reason=str(exc))
                 continue
             release = Release(manifest, directory)
-            if install.current_version(self.data.installed(manifest.name)) == manifest.version:
+            root = self.data.installed(manifest.name)
+            if install.current_version(root) == manifest.version:
                 release.state = "installed"
+            elif manifest.version in install.held_versions(root):
+                release.state = "rolled_back"
             self.releases[release.key] = release
             await self._swarm(release, torrent_bytes, [])
             log.info("release.resumed", release=manifest.release_id, state=release.state)
@@ -214,47 +239,119 @@ class Node:
                     self._nursery.start_soon(self._finish, release)
             elif isinstance(event, torrents.TorrentError):
                 release = self.releases.get(event.key)
-                if release:
-                    release.state, release.error = "failed", event.reason
-                    log.error("release.failed", release=release.manifest.release_id, reason=event.reason)
+                if release and release.state == "downloading":
+                    release.state, release.error, release.retry = "failed", _explain(event.reason), True
+                    log.error("release.failed", release=release.manifest.release_id, reason=release.error)
 
     async def _finish(self, release: Release) -> None:
         """Every piece passed libtorrent's SHA checks; now BLAKE3 each chunk, then install (devices)."""
         m = release.manifest
         bad = await trio.to_thread.run_sync(verify_chunks, m, release.directory)
         if bad:
-            release.state = "failed"
-            release.error = f"{len(bad)} chunk(s) failed BLAKE3 after download (first {bad[0].hex[:16]})"
-            log.error("release.corrupt", release=m.release_id, bad_chunks=len(bad))
+            await self._refetch(release, bad)
             return
         await trio.to_thread.run_sync(self._adopt_chunks, release)
         if self.config.is_cache:
             release.state = "seeding"
+        elif m.version in install.held_versions(self.data.installed(m.name)):
+            release.state = "rolled_back"
         else:
             release.state = "installing"
             try:
-                await trio.to_thread.run_sync(self._install, release)
+                problem = await trio.to_thread.run_sync(self._install, release)
             except (PosswarmError, OSError) as exc:
-                release.state, release.error = "failed", str(exc)
-                log.error("release.install_failed", release=m.release_id, reason=str(exc))
+                release.state, release.error, release.retry = "failed", _explain(exc), True
+                log.error("release.install_failed", release=m.release_id, reason=release.error)
                 return
-            release.state = "installed"
+            release.state = "rolled_back" if problem else "installed"
+            release.error = problem
         release.done_at = time.time()
-        release.error = None
+        release.retry = False
+        if release.state != "rolled_back":
+            release.error = None
         log.info("release.ready", release=m.release_id, state=release.state,
                  seconds=round(release.done_at - release.learned_at, 3))
+        await self._collect_garbage()
         if self.announcer:
             self.announcer.kick()
+
+    async def _refetch(self, release: Release, bad) -> None:
+        """Chunks passed libtorrent's SHA checks but not BLAKE3 (a same-size corrupt file on disk, or a
+        SHA-1 collision): drop them and let libtorrent fetch them again, three rounds at most."""
+        m = release.manifest
+        release.bad_chunk_rounds += 1
+        log.error("release.corrupt_chunks", release=m.release_id, bad_chunks=len(bad), round=release.bad_chunk_rounds)
+        if release.bad_chunk_rounds > 3:
+            release.state = "failed"
+            release.error = f"{len(bad)} chunk(s) keep failing BLAKE3 (first {bad[0].hex[:16]}); is a peer or disk bad?"
+            return
+        for chunk in bad:  # unlink only this release's name: the chunk store holds verified chunks alone
+            (release.directory / chunk_relpath(chunk.digest)).unlink(missing_ok=True)
+        release.state = "downloading"
+        self.torrents.recheck(release.key)
+
+    async def _retry_failed(self) -> None:
+        for release in list(self.releases.values()):
+            if release.state != "failed" or not release.retry:
+                continue
+            log.info("release.retry", release=release.manifest.release_id, after=release.error)
+            release.state, release.error = "downloading", None
+            p = self.torrents.progress(release.key)
+            if p.state == "error":
+                self.torrents.resume(release.key)
+            elif p.is_finished:
+                release.state = "verifying"
+                self._nursery.start_soon(self._finish, release)
+
+    async def _collect_garbage(self) -> None:
+        """Keep per release name: current and previous (devices) or the two newest (cache); drop the rest."""
+        keep: dict[str, set[str]] = {}
+        for name in {r.manifest.name for r in self.releases.values()}:
+            versions = sorted((r.manifest.version for r in self.releases.values() if r.manifest.name == name),
+                              key=version_key)
+            if self.config.is_cache:
+                keep[name] = set(versions[-2:])
+            else:
+                root = self.data.installed(name)
+                keep[name] = {v for v in (install.current_version(root), install.previous_version(root)) if v}
+                keep[name] |= {r.manifest.version for r in self.releases.values()
+                               if r.manifest.name == name and not r.ready}  # still on their way
+        for name, version in garbage.stale_releases(self.data, keep):
+            key = f"{name}@{version}"
+            if key in self.releases:
+                await self.torrents.remove(key)
+                self.shelf.remove(name, version)
+                del self.releases[key]
+            await trio.to_thread.run_sync(garbage.remove_release, self.data, name, version)
+            log.info("release.removed", release=f"{name} {version}")
+        chunks, freed = await trio.to_thread.run_sync(garbage.prune_chunks, self.data.chunk_store)
+        if chunks:
+            log.info("chunks.pruned", chunks=chunks, bytes=freed)
 
     def _adopt_chunks(self, release: Release) -> None:
         for chunk in release.manifest.unique_chunks():
             self.chunks.adopt(release.directory / chunk_relpath(chunk.digest), chunk.digest)
 
-    def _install(self, release: Release) -> None:
-        root = self.data.installed(release.manifest.name)
-        install.assemble(release.manifest, release.directory, root)
-        old = install.activate(root, release.manifest.version)
-        log.info("release.activated", release=release.manifest.release_id, previous=old or "")
+    def _install(self, release: Release) -> str | None:
+        """Assemble, switch ``current``, run the health check; on failure switch back. Returns the failure."""
+        m = release.manifest
+        root = self.data.installed(m.name)
+        path = install.assemble(m, release.directory, root)
+        old = install.activate(root, m.version)
+        log.info("release.activated", release=m.release_id, previous=old or "")
+        if not self.config.health_check:
+            return None
+        problem = health.check(self.config.health_check, name=m.name, version=m.version, path=path,
+                               timeout_s=self.config.health_timeout_s)
+        if problem is None:
+            return None
+        if old is None:
+            install.hold(root, m.version)
+            log.error("release.unhealthy", release=m.release_id, reason=problem, rolled_back_to="")
+            return f"{problem}; nothing to roll back to"
+        install.rollback(root)
+        log.error("release.unhealthy", release=m.release_id, reason=problem, rolled_back_to=old)
+        return f"{problem}; rolled back to {old}"
 
     async def _discovery_events(self, events) -> None:
         async for event in events:
@@ -289,7 +386,8 @@ class Node:
             m = release.manifest
             reports.append(
                 ReleaseReport(m.name, m.version, m.info_hash_v1, m.total_size, max(0, p.wanted_bytes - p.done_bytes),
-                              p.wan_bytes + p.web_bytes, p.lan_bytes, p.upload_bytes, release.ready)
+                              p.wan_bytes + p.web_bytes, p.lan_bytes, p.upload_bytes,
+                              release.state in ("installed", "seeding"))
             )
         return reports
 
@@ -301,8 +399,13 @@ class Node:
         for release in self.releases.values():
             p = self.torrents.progress(release.key)
             m = release.manifest
+            state = release.state
+            if state == "installed" and not c.is_cache:  # "installed" is what runs; the one before is "previous"
+                root = self.data.installed(m.name)
+                if install.current_version(root) != m.version:
+                    state = "previous" if install.previous_version(root) == m.version else "superseded"
             releases.append({
-                "name": m.name, "version": m.version, "state": release.state, "size": m.total_size,
+                "name": m.name, "version": m.version, "state": state, "size": m.total_size,
                 "done_bytes": p.done_bytes, "wanted_bytes": p.wanted_bytes,
                 "percent": round(100.0 * p.done_bytes / p.wanted_bytes, 1) if p.wanted_bytes else 100.0,
                 "bytes_from_wan": p.wan_bytes + p.web_bytes, "bytes_from_lan": p.lan_bytes, "bytes_uploaded": p.upload_bytes,
@@ -317,9 +420,11 @@ class Node:
             "node": c.node_id, "role": c.role, "store": c.store, "class": c.device_class, "address": c.address,
             "bt_port": self.torrents.listen_port, "http_url": self.http_url, "pid": os.getpid(),
             "peers": sorted(self.peers), "releases": releases, "installed": installed,
+            "rejected": dict(sorted(self.rejected.items())),
             "catalog": {"url": self._catalog_url(), "last_ok": self._last_catalog_ok, "error": self._last_catalog_error},
             "tracker": {
                 "url": c.tracker_url,
+                "last_ok": self.announcer.last_contact if self.announcer else None,
                 "last_error": self.announcer.last_error if self.announcer else None,
             },
             "updated": time.time(),
@@ -340,9 +445,12 @@ def _endpoint(text: str) -> tuple[str, int] | None:
         return None
 
 
-def _version_key(version: str) -> tuple:
-    """Order versions like 2026.9 < 2026.10: numeric runs compare as numbers."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", version) if p)
+def _explain(failure: object) -> str:
+    """A failure as a person should read it; a full disk says so and that the node retries by itself."""
+    text = str(failure)
+    if isinstance(failure, OSError) and failure.errno == errno.ENOSPC or "No space left" in text:
+        return f"disk full ({text}); free space on the data disk, the node retries by itself"
+    return text
 
 
 async def run_node(config: NodeConfig) -> None:

@@ -108,7 +108,8 @@ def publish_release(
     created = int(time.time()) if now is None else now
     try:
         files, payload_b3, new = _cut_payload(sources, tmp, ChunkStore(out / STORE_DIR), report, 2 * total)
-        torrent = _make_torrent(tmp, piece_size, created, lambda done: report(total + done, 2 * total), total)
+        torrent = _make_torrent(tmp, piece_size, created, lambda done: report(total + done, 2 * total), total,
+                                rid)
         v1, v2 = torrent_info_hashes(torrent)
         manifest = Manifest(
             name=name, version=version, kind=kind, files=files, total_size=total,
@@ -231,8 +232,13 @@ def _cut_payload(
     return tuple(files), whole.digest(), new
 
 
-def _make_torrent(release_dir: Path, piece_size: int, created: int, report: Callable[[int], None], total: int) -> bytes:
-    """The hybrid (v1+v2) torrent named ``chunks`` whose files are the release's chunk files."""
+def _make_torrent(release_dir: Path, piece_size: int, created: int, report: Callable[[int], None], total: int,
+                  release_id: str) -> bytes:
+    """The hybrid (v1+v2) torrent named ``chunks`` whose files are the release's chunk files.
+
+    The info dict also carries ``posswarm release`` = "NAME VERSION": two versions with the same
+    payload (a re-publish with new targets) must still be two torrents, two swarms, two info-hashes.
+    """
     files = lt.list_files(str(release_dir / "chunks"))
     ct = lt.create_torrent(files, piece_size, flags=0)  # 0 = hybrid v1+v2
     ct.set_priv(True)
@@ -246,6 +252,8 @@ def _make_torrent(release_dir: Path, piece_size: int, created: int, report: Call
 
     try:
         lt.set_piece_hashes(ct, str(release_dir), on_piece)
-        return lt.bencode(ct.generate())  # not generate_buf(): broken in 2.1.1
+        torrent = ct.generate()
+        torrent[b"info"][b"posswarm release"] = release_id.encode()
+        return lt.bencode(torrent)  # not generate_buf(): broken in 2.1.1
     except RuntimeError as exc:
         raise PosswarmError(f"release dir {release_dir}: building the torrent failed ({exc}; check the disk)") from None

@@ -38,7 +38,11 @@ async def fetch_release(client: httpx.AsyncClient, base_url: str, entry: Catalog
     """Download manifest + torrent for ``entry``; PosswarmError unless the central key signed both."""
     base = f"{base_url.rstrip('/')}{entry.path}"
     manifest_bytes = await _get(client, f"{base}/manifest.msgpack", MAX_MANIFEST_BYTES, entry)
-    manifest = verify_manifest(manifest_bytes, public_key)
+    try:
+        manifest = verify_manifest(manifest_bytes, public_key)
+    except PosswarmError as exc:
+        text = str(exc)
+        raise PosswarmError(text if text.startswith("release ") else f"release {entry.release_id}: {text}") from None
     if (manifest.name, manifest.version) != (entry.name, entry.version):
         raise PosswarmError(
             f"release {entry.release_id}: {base_url} served the manifest of {manifest.release_id} (catalog is wrong)"

@@ -142,3 +142,16 @@ def test_second_version_writes_only_changed_chunks(tmp_path, key):
     assert len(inodes_v2 - inodes_v1) == r2.chunks_new
     assert len(inodes_v2 & inodes_v1) == len(r2.manifest.unique_chunks()) - r2.chunks_new > 0
     verify_release(out / "pos-os" / "2", key.public_key())
+
+
+def test_the_same_payload_under_two_versions_makes_two_torrents(tmp_path):
+    from posswarm.keys import generate_keypair, load_private_key
+    from seeder.publish import publish
+
+    key = load_private_key(generate_keypair(tmp_path / "k")[0])
+    payload = tmp_path / "same.img"
+    payload.write_bytes(b"till image " * 100_000)
+    one = publish(payload, name="pos-os", version="1.0", private_key=key, out=tmp_path / "r")
+    two = publish(payload, name="pos-os", version="1.0.1", private_key=key, out=tmp_path / "r")
+    assert one.payload_blake3 == two.payload_blake3
+    assert one.info_hash_v1 != two.info_hash_v1 and one.info_hash_v2 != two.info_hash_v2

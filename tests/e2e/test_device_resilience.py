@@ -1,0 +1,135 @@
+"""A node left alone in a store: health-check rollback, SIGKILL mid-download, a full disk (real processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from posswarm.lab import Lab, write_image
+
+NAME = "pos-image"
+
+
+def _posswarm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).with_name("posswarm")), *args], capture_output=True, text=True)
+
+
+async def _wait(lab: Lab, node, predicate, what: str, seconds: float = 60) -> dict:
+    with trio.fail_after(seconds):
+        while True:
+            doc = lab.status_of(node)
+            if doc is not None and predicate(doc):
+                return doc
+            await trio.sleep(0.2)  # polls status.json, which the node rewrites every 0.5 s
+
+
+def _release(doc: dict, version: str) -> dict:
+    return next((r for r in doc["releases"] if r["version"] == version), {})
+
+
+async def _publish_images(lab: Lab, tmp_path: Path, versions: list[str], size_mb: int = 8) -> None:
+    for version in versions:
+        folder = tmp_path / f"v{version}"
+        folder.mkdir()
+        seed = int.from_bytes(version.encode(), "big")  # a different image per version
+        await lab.publish(write_image(folder / "pos.img", size_mb, seed=seed), version, name=NAME)
+
+
+async def test_failed_health_check_rolls_back_and_the_rollback_command_works(tmp_path):
+    lab = Lab(tmp_path, devices=1)
+    check = tmp_path / "health.sh"
+    check.write_text('#!/bin/sh\n[ "$POSSWARM_VERSION" != "1.1" ] || { echo "till app does not start" >&2; exit 3; }\n')
+    check.chmod(0o755)
+    till = lab.devices[0]
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            await lab.start_central(nursery)
+            await lab.start_node(nursery, lab.cache)
+            await lab.start_node(nursery, till, extra={"install": {"health_check": str(check)}})
+        await _publish_images(lab, tmp_path, ["1.0"])
+        with trio.fail_after(60):
+            await lab.wait_installed(NAME, "1.0")
+        await _publish_images(lab, tmp_path, ["1.1"])
+        doc = await _wait(lab, till, lambda d: _release(d, "1.1").get("state") == "rolled_back", "1.1 rolled back")
+        assert "exited with 3: till app does not start; rolled back to 1.0" in _release(doc, "1.1")["error"]
+        assert doc["installed"][NAME] == {"current": "1.0", "previous": "1.1"}
+
+        await _publish_images(lab, tmp_path, ["1.2"])
+        doc = await _wait(lab, till, lambda d: d["installed"].get(NAME, {}).get("current") == "1.2", "1.2 current")
+        assert doc["installed"][NAME]["previous"] == "1.0"
+
+        rolled = _posswarm("rollback", "--config", str(till.config))
+        assert rolled.returncode == 0, rolled.stderr
+        assert "rolled back from 1.2 to 1.0" in rolled.stdout
+        root = till.data_dir / "installed" / NAME
+        assert (root / "current").resolve().name == "1.0" and (root / "held").read_text().split() == ["1.1", "1.2"]
+        again = _posswarm("rollback", "nonexistent", "--config", str(till.config))
+        assert again.returncode == 1 and "not installed here" in again.stderr and "Traceback" not in again.stderr
+        nursery.cancel_scope.cancel()
+
+
+async def test_cache_killed_mid_download_resumes_without_fetching_verified_chunks_again(tmp_path):
+    lab = Lab(tmp_path, devices=1)
+    size_mb = 16
+    throttle = {"wan": {"download_limit_kbps": 24_000}}  # 3 MB/s: about 5.6 s for the image
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            await lab.start_central(nursery)
+            for node in lab.nodes:
+                await lab.start_node(nursery, node, extra=throttle if node is lab.cache else None)
+        await _publish_images(lab, tmp_path, ["1.0"], size_mb)
+        doc = await _wait(lab, lab.cache, lambda d: 30 <= _release(d, "1.0").get("percent", 0) < 90, "30 % done")
+        before_kill = _release(doc, "1.0")["done_bytes"]
+        lab.kill(lab.cache)
+        await lab.start_node(nursery, lab.cache, extra=throttle)
+        with trio.fail_after(90):
+            await lab.wait_installed(NAME, "1.0")
+        after = lab.release_of(lab.cache, NAME, "1.0")
+        size = size_mb << 20
+        figures = {"image_bytes": size, "verified_before_kill": before_kill, "fetched_after_restart": after["bytes_from_wan"],
+                   "refetched_bytes": after["bytes_from_wan"] - (size - before_kill)}
+        artifacts = Path(__file__).parents[2] / "test-artifacts"
+        artifacts.mkdir(exist_ok=True)
+        (artifacts / "cache-sigkill-resume.json").write_text(json.dumps(figures, indent=1))
+        # what the restarted cache fetched is what it lacked: verified pieces were kept (slack: pieces in flight)
+        assert after["bytes_from_wan"] <= size - before_kill + (2 << 20), (after, before_kill)
+        device = lab.release_of(lab.devices[0], NAME, "1.0")
+        assert device["state"] == "installed" and device["bytes_from_wan"] == 0
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mount") is None, reason="mounting a tmpfs needs root")
+async def test_a_full_disk_keeps_the_running_release_and_recovers_when_space_frees(tmp_path):
+    lab = Lab(tmp_path, devices=1)
+    till = lab.devices[0]
+    till.data_dir.mkdir(parents=True)
+    # 8 MiB images: 1.0 takes ~16 MiB (chunks + installed copy); 1.1 needs ~16 MiB more
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=26m", "tmpfs", str(till.data_dir)], check=True)
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(60):
+                await lab.start_central(nursery)
+                for node in lab.nodes:
+                    await lab.start_node(nursery, node)
+            await _publish_images(lab, tmp_path, ["1.0"])
+            with trio.fail_after(60):
+                await lab.wait_installed(NAME, "1.0")
+            installed = (till.data_dir / "installed" / NAME / "1.0" / "image.bin").read_bytes()
+            await _publish_images(lab, tmp_path, ["1.1"])
+            doc = await _wait(lab, till, lambda d: _release(d, "1.1").get("state") == "failed", "1.1 failed")
+            assert "disk full" in _release(doc, "1.1")["error"]
+            assert doc["installed"][NAME]["current"] == "1.0"
+            assert (till.data_dir / "installed" / NAME / "current" / "image.bin").read_bytes() == installed
+            subprocess.run(["mount", "-o", "remount,size=64m", str(till.data_dir)], check=True)
+            doc = await _wait(lab, till, lambda d: d["installed"][NAME]["current"] == "1.1", "1.1 after space freed")
+            assert _release(doc, "1.1")["state"] == "installed"
+            nursery.cancel_scope.cancel()
+    finally:
+        subprocess.run(["umount", "-l", str(till.data_dir)], check=False)

@@ -1,0 +1,99 @@
+"""A node fetching releases over real HTTP refuses anything the central key did not sign, before any download."""
+
+from __future__ import annotations
+
+import shutil
+
+import httpx
+import pytest
+import trio
+
+from posswarm import http_service
+from posswarm.catalog.client import fetch_catalog, fetch_release
+from posswarm.catalog.http import catalog_app
+from posswarm.catalog.shelf import Shelf
+from posswarm.errors import PosswarmError
+from posswarm.keys import generate_keypair, load_private_key, load_public_key
+from seeder.publish import publish
+
+
+@pytest.fixture
+def central(tmp_path):
+    private, public = generate_keypair(tmp_path / "keys")
+    other_private, _ = generate_keypair(tmp_path / "other")
+    payload = tmp_path / "image.bin"
+    payload.write_bytes(bytes(range(256)) * 4096)
+    out = tmp_path / "releases"
+    good = publish(payload, name="pos-os", version="1.0", private_key=load_private_key(private), out=out)
+    forged = publish(payload, name="pos-os", version="1.1", private_key=load_private_key(other_private), out=out)
+    return {"public": load_public_key(public), "out": out, "good": good, "forged": forged}
+
+
+async def _serve(nursery, shelf) -> str:
+    return await nursery.start(http_service.run, catalog_app(shelf), "127.0.0.1", 0)
+
+
+async def test_a_good_release_is_fetched_and_verified(central):
+    shelf = Shelf()
+    shelf.put(central["good"], central["out"] / "pos-os" / "1.0")
+    async with trio.open_nursery() as nursery:
+        url = await _serve(nursery, shelf)
+        async with httpx.AsyncClient() as client:
+            catalog = await fetch_catalog(client, url)
+            fetched = await fetch_release(client, url, catalog.releases[0], central["public"])
+        assert fetched.manifest == central["good"]
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("tamper", "says"),
+    [
+        ("manifest_byte", "release pos-os 1.0: manifest"),
+        ("other_key", "does not match key"),
+        ("torrent", "torrent from"),
+    ],
+)
+async def test_tampered_releases_are_refused_with_one_line(central, tamper, says):
+    directory = central["out"] / "pos-os" / "1.0"
+    manifest = directory / "manifest.msgpack"
+    if tamper == "manifest_byte":
+        data = bytearray(manifest.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        manifest.write_bytes(bytes(data))
+    elif tamper == "other_key":
+        shutil.copy(central["out"] / "pos-os" / "1.1" / "manifest.msgpack", manifest)
+    elif tamper == "torrent":
+        torrent = directory / "release.torrent"
+        data = bytearray(torrent.read_bytes())
+        data[data.index(b"6:pieces") + 12] ^= 0x01  # a v1 piece hash, inside the info dict
+        torrent.write_bytes(bytes(data))
+    shelf = Shelf()
+    shelf.put(central["good"], directory)
+    async with trio.open_nursery() as nursery:
+        url = await _serve(nursery, shelf)
+        async with httpx.AsyncClient() as client:
+            catalog = await fetch_catalog(client, url)
+            with pytest.raises(PosswarmError) as caught:
+                await fetch_release(client, url, catalog.releases[0], central["public"])
+        message = str(caught.value)
+        assert says in message and "\n" not in message
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_catalog_that_is_not_one_is_a_clear_error():
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def wrong(request):
+        return JSONResponse({"hello": "world"})
+
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(http_service.run, Starlette(routes=[Route("/catalog", wrong)]), "127.0.0.1", 0)
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(PosswarmError, match="is malformed"):
+                await fetch_catalog(client, url)
+        with pytest.raises(PosswarmError, match="cannot read it"):
+            async with httpx.AsyncClient() as client:
+                await fetch_catalog(client, "http://127.0.0.1:9")
+        nursery.cancel_scope.cancel()
