@@ -95,11 +95,11 @@ def _progress_table(lab: Lab, published: dict) -> Table:
     for node in lab.nodes:
         r = lab.release_of(node, RELEASE, VERSION)
         if r is None:
-            table.add_row(node.node_id, node.role, "waiting", "", "", "", "")
+            table.add_row(node.name, node.role, "waiting", "", "", "", "")
             continue
         seconds = f"{r['done_at'] - published['published_at']:.1f}" if r["done_at"] else ""
         bar = "#" * int(r["percent"] / 5)
-        table.add_row(node.node_id, node.role, r["state"], f"{bar:<20} {r['percent']:5.1f}%",
+        table.add_row(node.name, node.role, r["state"], f"{bar:<20} {r['percent']:5.1f}%",
                       _mb(r["bytes_from_wan"]), _mb(r["bytes_from_lan"]), seconds)
     return table
 
@@ -112,7 +112,7 @@ def _result(lab: Lab, published: dict, image_bytes: int, all_installed: bool) ->
         if node.role == "device":
             done = r.get("done_at")
             devices.append({
-                "id": node.node_id,
+                "id": node.name,
                 "installed": r.get("state") == "installed",
                 "seconds": round(done - published["published_at"], 2) if done else None,
                 "bytes_from_wan": r.get("bytes_from_wan", 0),

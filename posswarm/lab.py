@@ -30,7 +30,8 @@ _READY = {
 
 @dataclass(frozen=True)
 class LabNode:
-    node_id: str
+    name: str  # what a person reads: "cache", "till-01"; also its log, config and data dir names
+    node_id: str  # unique on the network: mDNS names are shared by every lab running on this machine
     role: str
     address: str
     data_dir: Path
@@ -77,9 +78,10 @@ class Lab:
     def devices(self) -> list[LabNode]:
         return self.nodes[1:]
 
-    def _node(self, node_id: str, role: str, address: str) -> LabNode:
-        data_dir = self.root / "nodes" / node_id
-        return LabNode(node_id, role, address, data_dir, self.root / "nodes" / f"{node_id}.toml")
+    def _node(self, name: str, role: str, address: str) -> LabNode:
+        data_dir = self.root / "nodes" / name
+        return LabNode(name, f"{name}-{self.store.rsplit('-', 1)[-1]}", role, address, data_dir,
+                       self.root / "nodes" / f"{name}.toml")
 
     # ---- processes --------------------------------------------------------------------------
 
@@ -104,8 +106,8 @@ class Lab:
         """Start (or restart) a node; ``extra`` adds config sections, e.g. {"install": {"health_check": ...}}."""
         self.write_config(node, extra=extra)
         await nursery.start(partial(
-            run_process, node.node_id, [bin_path("posswarm"), "node", "--config", str(node.config)],
-            self.logs / f"{node.node_id}.log", kind="node",
+            run_process, node.name, [bin_path("posswarm"), "node", "--config", str(node.config)],
+            self.logs / f"{node.name}.log", kind="node",
         ))
 
     def write_config(self, node: LabNode, *, extra: dict | None = None) -> None:
@@ -145,7 +147,7 @@ class Lab:
         """SIGKILL a running node (its pid comes from its status.json): a power cut, as far as it can tell."""
         doc = self.status_of(node)
         if doc is None:
-            raise PosswarmError(f"{node.node_id}: no status.json yet, so no pid to kill")
+            raise PosswarmError(f"{node.name}: no status.json yet, so no pid to kill")
         os.kill(doc["pid"], signal.SIGKILL)
         (node.data_dir / "status.json").unlink()
 
@@ -165,7 +167,7 @@ class Lab:
         while True:
             if on_tick:
                 on_tick()
-            failed = [(n.node_id, r["error"]) for n in self.nodes
+            failed = [(n.name, r["error"]) for n in self.nodes
                       if (r := self.release_of(n, name, version)) and r["state"] == "failed"]
             if failed:
                 raise PosswarmError(f"release {name} {version} failed on {failed[0][0]}: {failed[0][1]}")

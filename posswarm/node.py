@@ -220,8 +220,8 @@ class Node:
                 continue
             release = Release(manifest, directory)
             root = self.data.installed(manifest.name)
-            if install.current_version(root) == manifest.version:
-                release.state = "installed"
+            if manifest.version in (install.current_version(root), install.previous_version(root)):
+                release.state = "installed"  # status tells current from previous; neither is installed again
             elif manifest.version in install.held_versions(root):
                 release.state = "rolled_back"
             self.releases[release.key] = release
@@ -255,6 +255,8 @@ class Node:
             release.state = "seeding"
         elif m.version in install.held_versions(self.data.installed(m.name)):
             release.state = "rolled_back"
+        elif self._outdated(m):
+            release.state = "superseded"  # a newer version runs already: never switch back without a rollback
         else:
             release.state = "installing"
             try:
@@ -274,6 +276,10 @@ class Node:
         await self._collect_garbage()
         if self.announcer:
             self.announcer.kick()
+
+    def _outdated(self, manifest: Manifest) -> bool:
+        current = install.current_version(self.data.installed(manifest.name))
+        return current is not None and version_key(manifest.version) < version_key(current)
 
     async def _refetch(self, release: Release, bad) -> None:
         """Chunks passed libtorrent's SHA checks but not BLAKE3 (a same-size corrupt file on disk, or a

@@ -54,6 +54,22 @@ class _Resolved:
     advert: Advert | None
 
 
+def _register(zc: Zeroconf, info: ServiceInfo, advert: Advert) -> None:
+    """Probe and announce our name (blocks ~1.6 s). A node restarted after a crash or power cut finds its
+    own last announcement still cached by its peers (no goodbye was sent; notes §3c): the name is "taken"
+    at our own address. That one we reclaim; a holder at another address is a real duplicate node id."""
+    try:
+        zc.register_service(info)
+    except NonUniqueNameException:
+        holder = ServiceInfo(SERVICE_TYPE, info.name)
+        holder.load_from_cache(zc)
+        if advert.address not in holder.parsed_addresses():
+            raise
+        log.warning("mdns.name_reclaimed", node=advert.node_id, address=advert.address,
+                    reason="a previous run of this node did not say goodbye")
+        zc.register_service(info, cooperating_responders=True)
+
+
 async def run(advert: Advert, events: trio.MemorySendChannel, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Advertise ``advert`` and send PeerFound/PeerLost for every other node until cancelled.
 
@@ -74,7 +90,7 @@ async def run(advert: Advert, events: trio.MemorySendChannel, *, task_status=tri
     try:
         try:
             # Probing and announcing block ~1.6 s (notes §3b).
-            await trio.to_thread.run_sync(zc.register_service, info, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(_register, zc, info, advert, abandon_on_cancel=True)
         except NonUniqueNameException:
             raise PosswarmError(
                 f"node {advert.node_id}: mDNS name {own_name} is already taken by another node on the network "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -133,3 +134,43 @@ async def test_a_full_disk_keeps_the_running_release_and_recovers_when_space_fre
             nursery.cancel_scope.cancel()
     finally:
         subprocess.run(["umount", "-l", str(till.data_dir)], check=False)
+
+
+async def test_killed_at_random_points_a_device_never_exposes_a_partial_current(tmp_path):
+    lab = Lab(tmp_path, devices=1)
+    till = lab.devices[0]
+    rng = random.Random(6)
+    images = {}
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            await lab.start_central(nursery)
+            for node in lab.nodes:
+                await lab.start_node(nursery, node)
+        for version in ("1.0", "1.1"):
+            folder = tmp_path / f"v{version}"
+            folder.mkdir()
+            images[version] = write_image(folder / "pos.img", 32, seed=len(version) + int(version[-1])).read_bytes()
+            await lab.publish(folder / "pos.img", version, name=NAME)
+            if version == "1.0":
+                with trio.fail_after(60):
+                    await lab.wait_installed(NAME, "1.0")
+        seen = []
+        current = till.data_dir / "installed" / NAME / "current"
+        for _ in range(6):
+            doc = await _wait(lab, till, lambda d: True, "node up")
+            await trio.sleep(rng.uniform(0.0, 1.5))  # fault injection: a power cut at a random moment
+            doc = lab.status_of(till) or doc
+            seen.append(_release(doc, "1.1").get("state", "unknown"))
+            lab.kill(till)
+            running = current.resolve().name
+            assert running in images and (current / "image.bin").read_bytes() == images[running]
+            assert not (current.parent / ".current.tmp").exists() or (current.parent / "current").exists()
+            await lab.start_node(nursery, till)
+        with trio.fail_after(90):
+            await lab.wait_installed(NAME, "1.1")
+        assert (current / "image.bin").read_bytes() == images["1.1"]
+        assert (current.parent / "previous" / "image.bin").read_bytes() == images["1.0"]
+        artifacts = Path(__file__).parents[2] / "test-artifacts"
+        artifacts.mkdir(exist_ok=True)
+        (artifacts / "device-random-kills.json").write_text(json.dumps({"states_at_kill": seen}))
+        nursery.cancel_scope.cancel()

@@ -25,7 +25,7 @@ async def test_store_installs_image_from_lan_and_update_moves_only_changed_chunk
         for device in lab.devices:
             r = lab.release_of(device, NAME, "1.0")
             assert r["state"] == "installed"
-            assert r["bytes_from_wan"] == 0, f"{device.node_id} took bytes from outside the store"
+            assert r["bytes_from_wan"] == 0, f"{device.name} took bytes from outside the store"
             assert r["bytes_from_lan"] >= size * 0.9
             current = device.data_dir / "installed" / NAME / "current"
             assert current.resolve().name == "1.0"
