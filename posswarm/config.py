@@ -31,6 +31,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "central.tracker_url": ("tracker_url", "announce URL of the tracker ('' = do not announce)"),
     "store.cache_url": ("cache_url", "device only: the store cache's URL where mDNS is blocked ('' = find it by mDNS)"),
     "store.gossip_key_file": ("gossip_key_file", "file holding the store's gossip secret (>= 16 bytes); '' = no store data"),
+    "store.gossip_seeds": ("gossip_seeds", "comma-separated HOST:PORT of store nodes to greet where mDNS is blocked"),
     "store.gossip_port": ("gossip_port", "TCP port of the store gossip channel on node.address (0 = any free port)"),
     "store.api_port": ("api_port", "port of the local sales/SKU API on 127.0.0.1 (0 = any free port)"),
     "store.timezone": ("timezone", "cache: IANA time zone deciding a sale's trading day in the aggregates"),
@@ -42,6 +43,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "wan.upload_limit_kbps": ("wan_upload_kbps", "cache: WAN upload cap in kbit/s (0 = none)"),
     "timing.catalog_poll_s": ("catalog_poll_s", "seconds between catalog polls"),
     "timing.status_every_s": ("status_every_s", "seconds between rewrites of status.json"),
+    "timing.scrub_every_s": ("scrub_every_s", "seconds between re-reads of every held chunk against its BLAKE3"),
 }
 REQUIRED = ("node.role", "node.store", "node.address", "node.lan_network", "central.public_key")
 
@@ -65,6 +67,7 @@ class NodeConfig:
     tracker_url: str = ""
     cache_url: str = ""
     gossip_key_file: str = ""
+    gossip_seeds: str = ""
     gossip_port: int = 7946
     api_port: int = 7947
     timezone: str = "UTC"
@@ -76,6 +79,7 @@ class NodeConfig:
     wan_upload_kbps: int = 0
     catalog_poll_s: float = 10.0
     status_every_s: float = 1.0
+    scrub_every_s: float = 21600.0
 
     @property
     def is_cache(self) -> bool:
@@ -162,8 +166,11 @@ def _check(c: NodeConfig, source: str) -> None:
             raise PosswarmError(f"{source}: '{key}' must be >= 0 (0 = no cap), got {value}")
     for key, value in (("timing.catalog_poll_s", c.catalog_poll_s), ("timing.status_every_s", c.status_every_s),
                        ("timing.sku_poll_s", c.sku_poll_s),
-                       ("install.health_timeout_s", c.health_timeout_s)):
+                       ("install.health_timeout_s", c.health_timeout_s), ("timing.scrub_every_s", c.scrub_every_s)):
         if value <= 0:
             raise PosswarmError(f"{source}: '{key}' must be > 0 seconds, got {value}")
+    if c.gossip_key_file and not Path(c.gossip_key_file).is_file():
+        raise PosswarmError(f"{source}: 'store.gossip_key_file' {c.gossip_key_file} does not exist"
+                            " (copy the store's gossip key there, the same file on every node of the store)")
     if not c.public_key.is_file():
         raise PosswarmError(f"{source}: 'central.public_key' {c.public_key} does not exist (copy central.pub there)")

@@ -204,15 +204,19 @@ def _die_with_parent() -> None:
 
 
 async def run_process(name: str, cmd: list[str], log_path: Path, *, kind: str | None = None,
-                      task_status=trio.TASK_STATUS_IGNORED) -> None:
+                      die_with_parent: bool = True, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run ``cmd`` until cancelled, its stderr copied to ``log_path``; started(value) when its ready line shows.
 
     On cancellation the process gets SIGTERM (our services stop cleanly on it) and SIGKILL 5 s later.
+    ``die_with_parent=False`` skips PR_SET_PDEATHSIG, which fires when the *thread* that forked exits:
+    trio forks in a worker thread, and idle workers exit after 10 s (measured: children got SIGTERM
+    ~10 s after they started). Callers that clean up by other means (netsim kills by namespace) pass False.
     """
     pattern = _READY[kind or name]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = await trio.lowlevel.open_process(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.PIPE, env=env, preexec_fn=_die_with_parent)
+                                            stderr=subprocess.PIPE, env=env,
+                                            preexec_fn=_die_with_parent if die_with_parent else None)
     ready = False
     try:
         with open(log_path, "ab") as log:

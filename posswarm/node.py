@@ -49,6 +49,7 @@ class Release:
     error: str | None = None
     reused_bytes: int = 0
     retry: bool = False  # failed for a reason that may pass (disk full): try again each poll
+    seeds: tuple[tuple[str, int], ...] = ()  # where the catalog said it is seeded
     bad_chunk_rounds: int = 0
 
     @property
@@ -106,6 +107,7 @@ class Node:
                 await nursery.start(self.announcer.run)
             nursery.start_soon(self._poll_catalog)
             nursery.start_soon(self._write_status)
+            nursery.start_soon(self._scrub)
             log.info("node.started", node=c.node_id, role=c.role, store=c.store, address=c.address,
                      bt_port=self.torrents.listen_port, http=self.http_url or "")
             task_status.started(self)
@@ -185,7 +187,7 @@ class Node:
         m = fetched.manifest
         directory = self.data.release(m.name, m.version)
         reused = await trio.to_thread.run_sync(self._lay_out, fetched, directory)
-        release = Release(m, directory, reused_bytes=reused)
+        release = Release(m, directory, reused_bytes=reused, seeds=tuple(seeds))
         self.releases[release.key] = release
         log.info("release.fetching", release=m.release_id, size=m.total_size, reused_bytes=reused, seeds=len(seeds))
         await self._swarm(release, fetched.torrent_bytes, seeds)
@@ -201,12 +203,21 @@ class Node:
         return reused
 
     async def _swarm(self, release: Release, torrent_bytes: bytes, seeds: list[tuple[str, int]]) -> None:
-        peers = list(seeds) + [(a.address, a.bt_port) for a in self.peers.values() if a.store == self.config.store]
+        peers = list(seeds) + self._store_peers()
         if self.config.is_cache:
             self.shelf.put(release.manifest, release.directory)  # devices may start swarming while we download
         await self.torrents.add(release.key, torrent_bytes, release.directory, peers=peers)
         if self.announcer:
             self.announcer.kick()
+
+    def _progress(self, release: Release) -> torrents.Progress:
+        """The torrent's numbers; zeros while it is out of the session (being re-added after a bad chunk)."""
+        if release.key in self.torrents.keys():
+            return self.torrents.progress(release.key)
+        return torrents.Progress(release.key, "adding")
+
+    def _store_peers(self) -> list[tuple[str, int]]:
+        return [(a.address, a.bt_port) for a in self.peers.values() if a.store == self.config.store]
 
     async def _resume(self) -> None:
         """Pick up releases laid out by an earlier run; libtorrent re-checks what is on disk."""
@@ -255,8 +266,9 @@ class Node:
             release.state = "seeding"
         elif m.version in install.held_versions(self.data.installed(m.name)):
             release.state = "rolled_back"
-        elif self._outdated(m):
-            release.state = "superseded"  # a newer version runs already: never switch back without a rollback
+        elif self._outdated(m):  # a newer version runs already: never switch back without a rollback
+            previous = install.previous_version(self.data.installed(m.name))
+            release.state = "installed" if previous == m.version else "superseded"
         else:
             release.state = "installing"
             try:
@@ -291,10 +303,32 @@ class Node:
             release.state = "failed"
             release.error = f"{len(bad)} chunk(s) keep failing BLAKE3 (first {bad[0].hex[:16]}); is a peer or disk bad?"
             return
-        for chunk in bad:  # unlink only this release's name: the chunk store holds verified chunks alone
-            (release.directory / chunk_relpath(chunk.digest)).unlink(missing_ok=True)
+        # out of the session first: libtorrent keeps files open and would go on reading the bad inode
+        await self.torrents.remove(release.key)
+        for chunk in bad:
+            here = release.directory / chunk_relpath(chunk.digest)
+            stored = self.chunks.path(chunk.digest)
+            if stored.exists() and here.exists() and os.path.samefile(here, stored):
+                stored.unlink()  # the same inode went bad on disk: the store's copy is no better
+            here.unlink(missing_ok=True)
         release.state = "downloading"
-        self.torrents.recheck(release.key)
+        torrent_bytes = (release.directory / "release.torrent").read_bytes()
+        await self.torrents.add(release.key, torrent_bytes, release.directory,
+                                peers=list(release.seeds) + self._store_peers())
+
+    async def _scrub(self) -> None:
+        """Re-read every chunk a node serves now and then: libtorrent trusts its disk once a piece passed
+        (notes/libtorrent.md §9), and a cache serving silently rotten data is banned by every device."""
+        while True:
+            await trio.sleep(self.config.scrub_every_s)
+            for release in list(self.releases.values()):
+                if release.state not in ("seeding", "installed"):
+                    continue
+                bad = await trio.to_thread.run_sync(verify_chunks, release.manifest, release.directory)
+                if bad:
+                    log.error("scrub.found_corruption", release=release.manifest.release_id, bad_chunks=len(bad))
+                    release.bad_chunk_rounds = 0
+                    await self._refetch(release, bad)
 
     async def _retry_failed(self) -> None:
         for release in list(self.releases.values()):
@@ -302,7 +336,7 @@ class Node:
                 continue
             log.info("release.retry", release=release.manifest.release_id, after=release.error)
             release.state, release.error = "downloading", None
-            p = self.torrents.progress(release.key)
+            p = self._progress(release)
             if p.state == "error":
                 self.torrents.resume(release.key)
             elif p.is_finished:
@@ -388,7 +422,7 @@ class Node:
     def _reports(self) -> list[ReleaseReport]:
         reports = []
         for release in self.releases.values():
-            p = self.torrents.progress(release.key)
+            p = self._progress(release)
             m = release.manifest
             reports.append(
                 ReleaseReport(m.name, m.version, m.info_hash_v1, m.total_size, max(0, p.wanted_bytes - p.done_bytes),
@@ -403,7 +437,7 @@ class Node:
         c = self.config
         releases = []
         for release in self.releases.values():
-            p = self.torrents.progress(release.key)
+            p = self._progress(release)
             m = release.manifest
             state = release.state
             if state == "installed" and not c.is_cache:  # "installed" is what runs; the one before is "previous"

@@ -486,24 +486,16 @@ class TorrentSession:
     def keys(self) -> list[str]:
         return list(self._torrents)
 
-    def recheck(self, key: str) -> None:
-        """Hash-check the files on disk again (after a chunk failed BLAKE3, or one was deleted); a new
-        TorrentFinished follows once every piece is good again."""
-        self._restart(key, "force_recheck")
-
     def resume(self, key: str) -> None:
         """Clear a torrent's error (disk full, unwritable file) and let it go on where it stopped."""
-        self._restart(key, "clear_error", "resume")
-
-    def _restart(self, key: str, *calls: str) -> None:
         self._running(key)
         torrent = self._torrents.get(key)
         if torrent is None:
             raise PosswarmError(f"torrent {key}: not in this session (was it added, or already removed?)")
         torrent.finished = False
         torrent.flushed = trio.Event()
-        for call in calls:
-            getattr(torrent.handle, call)()
+        torrent.handle.clear_error()
+        torrent.handle.resume()
 
     def _running(self, key: str):
         if self._ses is None:

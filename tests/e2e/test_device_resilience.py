@@ -174,3 +174,32 @@ async def test_killed_at_random_points_a_device_never_exposes_a_partial_current(
         artifacts.mkdir(exist_ok=True)
         (artifacts / "device-random-kills.json").write_text(json.dumps({"states_at_kill": seen}))
         nursery.cancel_scope.cancel()
+
+
+async def test_a_cache_finds_rot_on_its_own_disk_and_fetches_the_chunk_again(tmp_path):
+    from posswarm.chunks import file_blake3
+
+    lab = Lab(tmp_path, devices=1)
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            await lab.start_central(nursery)
+            await lab.start_node(nursery, lab.cache, extra={"timing": {"scrub_every_s": 1.0}})
+        await _publish_images(lab, tmp_path, ["1.0"])
+        await _wait(lab, lab.cache, lambda d: _release(d, "1.0").get("state") == "seeding", "cache seeding")
+        chunks = sorted((lab.cache.data_dir / "releases" / NAME / "1.0" / "chunks").glob("*/*"))
+        rotten = chunks[len(chunks) // 2]
+        inode = rotten.stat().st_ino
+        with open(rotten, "r+b") as f:  # a flipped bit on disk: same size, so libtorrent's resume check passes
+            f.seek(1000)
+            byte = f.read(1)
+            f.seek(1000)
+            f.write(bytes([byte[0] ^ 0x40]))
+        with trio.fail_after(60):
+            while not (rotten.exists() and rotten.stat().st_ino != inode and file_blake3(rotten).hex() == rotten.name
+                       and _release(lab.status_of(lab.cache) or {}, "1.0").get("state") == "seeding"):
+                await trio.sleep(0.2)  # polls the file and status.json
+        await lab.start_node(nursery, lab.devices[0])
+        with trio.fail_after(60):
+            await lab.wait_installed(NAME, "1.0")
+        assert "scrub.found_corruption" in (lab.logs / "cache.log").read_text()
+        nursery.cancel_scope.cancel()
