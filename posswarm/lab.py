@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import random
 import re
@@ -198,25 +197,18 @@ def change_image(src: Path, dst: Path, *, percent: float, regions: int = 3, seed
     return per * regions
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the lab's process dies, even by SIGKILL (Linux prctl)."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
 async def run_process(name: str, cmd: list[str], log_path: Path, *, kind: str | None = None,
-                      die_with_parent: bool = True, task_status=trio.TASK_STATUS_IGNORED) -> None:
+                      task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run ``cmd`` until cancelled, its stderr copied to ``log_path``; started(value) when its ready line shows.
 
     On cancellation the process gets SIGTERM (our services stop cleanly on it) and SIGKILL 5 s later.
-    ``die_with_parent=False`` skips PR_SET_PDEATHSIG, which fires when the *thread* that forked exits:
-    trio forks in a worker thread, and idle workers exit after 10 s (measured: children got SIGTERM
-    ~10 s after they started). Callers that clean up by other means (netsim kills by namespace) pass False.
+    No PR_SET_PDEATHSIG: it fires when the *thread* that forked exits, and trio forks in a worker thread
+    that idles out after 10 s (measured: children got SIGTERM ~10 s after they started).
     """
     pattern = _READY[kind or name]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = await trio.lowlevel.open_process(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.PIPE, env=env,
-                                            preexec_fn=_die_with_parent if die_with_parent else None)
+                                            stderr=subprocess.PIPE, env=env)
     ready = False
     try:
         with open(log_path, "ab") as log:
