@@ -50,6 +50,7 @@ class Release:
     reused_bytes: int = 0
     retry: bool = False  # failed for a reason that may pass (disk full): try again each poll
     seeds: tuple[tuple[str, int], ...] = ()  # where the catalog said it is seeded
+    web_seeds: tuple[str, ...] = ()  # BEP 19 URLs (cache only: a device never leaves the store LAN)
     bad_chunk_rounds: int = 0
 
     @property
@@ -149,7 +150,8 @@ class Node:
                     try:
                         catalog = await fetch_catalog(client, url)
                         self._last_catalog_ok, self._last_catalog_error = time.time(), None
-                        seeds = [_endpoint(s) for s in catalog.seeds]
+                        seeds = [s for s in (_endpoint(s) for s in catalog.seeds) if s is not None]
+                        self._refresh_sources(catalog, seeds)
                         for entry in self._wanted(catalog.releases):
                             try:
                                 fetched = await fetch_release(client, url, entry, self._public_key)
@@ -158,7 +160,8 @@ class Node:
                                 self.rejected[f"{entry.name}@{entry.version}"] = str(exc)
                                 log.error("release.rejected", release=entry.release_id, reason=str(exc))
                                 continue
-                            await self._take(fetched, [s for s in seeds if s is not None])
+                            web = catalog.web_seeds_of(entry) if self.config.is_cache else []
+                            await self._take(fetched, seeds, web)
                     except PosswarmError as exc:
                         if self._last_catalog_error != str(exc):
                             log.warning("catalog.unreachable", reason=str(exc))
@@ -182,12 +185,24 @@ class Node:
         if reason:
             raise PosswarmError(reason)
 
-    async def _take(self, fetched: FetchedRelease, seeds: list[tuple[str, int]]) -> None:
+    def _refresh_sources(self, catalog, seeds: list[tuple[str, int]]) -> None:
+        """Releases still on their way (e.g. resumed after a restart) hear of the catalog's sources again."""
+        entries = {(e.name, e.version): e for e in catalog.releases}
+        for release in self.releases.values():
+            entry = entries.get((release.manifest.name, release.manifest.version))
+            if entry is None or release.ready or release.key not in self.torrents.keys():
+                continue
+            for seed in seeds:
+                self.torrents.connect_peer(seed, release.key)
+            if self.config.is_cache:
+                self.torrents.add_web_seeds(release.key, catalog.web_seeds_of(entry))
+
+    async def _take(self, fetched: FetchedRelease, seeds: list[tuple[str, int]], web_seeds: list[str]) -> None:
         """Store a verified manifest + torrent, reuse chunks we hold, and start swarming it."""
         m = fetched.manifest
         directory = self.data.release(m.name, m.version)
         reused = await trio.to_thread.run_sync(self._lay_out, fetched, directory)
-        release = Release(m, directory, reused_bytes=reused, seeds=tuple(seeds))
+        release = Release(m, directory, reused_bytes=reused, seeds=tuple(seeds), web_seeds=tuple(web_seeds))
         self.releases[release.key] = release
         log.info("release.fetching", release=m.release_id, size=m.total_size, reused_bytes=reused, seeds=len(seeds))
         await self._swarm(release, fetched.torrent_bytes, seeds)
@@ -206,7 +221,8 @@ class Node:
         peers = list(seeds) + self._store_peers()
         if self.config.is_cache:
             self.shelf.put(release.manifest, release.directory)  # devices may start swarming while we download
-        await self.torrents.add(release.key, torrent_bytes, release.directory, peers=peers)
+        await self.torrents.add(release.key, torrent_bytes, release.directory, peers=peers,
+                                web_seeds=release.web_seeds)
         if self.announcer:
             self.announcer.kick()
 
@@ -314,7 +330,7 @@ class Node:
         release.state = "downloading"
         torrent_bytes = (release.directory / "release.torrent").read_bytes()
         await self.torrents.add(release.key, torrent_bytes, release.directory,
-                                peers=list(release.seeds) + self._store_peers())
+                                peers=list(release.seeds) + self._store_peers(), web_seeds=release.web_seeds)
 
     async def _scrub(self) -> None:
         """Re-read every chunk a node serves now and then: libtorrent trusts its disk once a piece passed

@@ -28,7 +28,7 @@ def catalog_app(shelf: Shelf, *, extra_routes: list[Route] | None = None) -> Sta
 
     routes = [
         Route("/catalog", catalog),
-        Route("/releases/{name}/{version}/{filename}", release_file),
+        Route("/releases/{name}/{version}/{filename:path}", release_file),  # FileResponse answers Range (BEP 19)
         Route("/healthz", health),
         *(extra_routes or []),
     ]

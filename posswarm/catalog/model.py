@@ -39,15 +39,25 @@ class CatalogEntry:
 
 @dataclass(frozen=True)
 class Catalog:
-    """Releases on offer plus the BitTorrent endpoints (``ip:port``) that seed them."""
+    """Releases on offer, the BitTorrent endpoints (``ip:port``) that seed them, and web seed bases.
+
+    A web seed base ``http://host/prefix`` serves ``/releases/NAME/VERSION/chunks/<h[:2]>/<h>`` with HTTP
+    Range (the seeder's own HTTP does; so can a CDN or object store holding a copy of RELEASES).
+    """
 
     releases: tuple[CatalogEntry, ...]
     seeds: tuple[str, ...] = ()
+    web_seeds: tuple[str, ...] = ()
+
+    def web_seeds_of(self, entry: CatalogEntry) -> list[str]:
+        """BEP 19 URLs for one release: ending in '/', so libtorrent appends the torrent's file paths."""
+        return [f"{base.rstrip('/')}{entry.path}/" for base in self.web_seeds]
 
     def to_json(self) -> dict:
         return {
             "format": 1,
             "seeds": list(self.seeds),
+            "web_seeds": list(self.web_seeds),
             "releases": [
                 {
                     "name": e.name,
@@ -94,9 +104,10 @@ class Catalog:
                     )
                 )
             seeds = tuple(_text(s) for s in doc.get("seeds", []))
+            web_seeds = tuple(_url(s) for s in doc.get("web_seeds", []))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PosswarmError(f"catalog from {source} is malformed ({exc}); is that a posswarm seeder or cache?") from None
-        return cls(tuple(entries), seeds)
+        return cls(tuple(entries), seeds, web_seeds)
 
 
 def _text(value: object) -> str:
@@ -110,6 +121,13 @@ def _component(value: object) -> str:
     text = _text(value)
     if not _SAFE.match(text) or text in (".", ".."):
         raise ValueError(f"unsafe release name or version {text!r:.40}")
+    return text
+
+
+def _url(value: object) -> str:
+    text = _text(value)
+    if not text.startswith(("http://", "https://")):
+        raise ValueError(f"web seed {text!r:.60} is not an http(s) URL")
     return text
 
 

@@ -376,7 +376,8 @@ class TorrentSession:
         return receive
 
     async def add(
-        self, key: str, torrent: bytes, save_path: Path, *, peers: Iterable[tuple[str, int]] = ()
+        self, key: str, torrent: bytes, save_path: Path, *, peers: Iterable[tuple[str, int]] = (),
+        web_seeds: Iterable[str] = (),
     ) -> None:
         """Add a torrent under ``key`` and return once libtorrent has it (checking what is on disk first).
 
@@ -408,6 +409,7 @@ class TorrentSession:
         atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused | lt.torrent_flags.seed_mode)
         atp.flags |= lt.torrent_flags.duplicate_is_error
         atp.peers = [p for p in (self._endpoint(p) for p in peers) if p is not None]
+        atp.url_seeds = list(web_seeds)  # BEP 19; the server must answer Range (notes §3)
         self._keys[ident] = key
         pending = self._adding[ident] = _Pending()
         try:
@@ -485,6 +487,14 @@ class TorrentSession:
 
     def keys(self) -> list[str]:
         return list(self._torrents)
+
+    def add_web_seeds(self, key: str, urls: Iterable[str]) -> None:
+        """Add BEP 19 web seeds to a torrent already in the session (libtorrent ignores ones it has)."""
+        torrent = self._torrents.get(key)
+        if torrent is None or torrent.handle is None:
+            return
+        for url in urls:
+            torrent.handle.add_url_seed(url)
 
     def resume(self, key: str) -> None:
         """Clear a torrent's error (disk full, unwritable file) and let it go on where it stopped."""
