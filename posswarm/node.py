@@ -32,7 +32,7 @@ from posswarm.manifest import Manifest, verify_manifest
 from posswarm.release import verify_chunks
 from posswarm.targeting import targets_device, targets_store
 from posswarm.torrent import session as torrents
-from posswarm.torrent.session import SessionConfig, TorrentSession
+from posswarm.torrent.session import RESUME_FILE, SessionConfig, TorrentSession
 
 log = logs.get("node")
 
@@ -245,6 +245,9 @@ class Node:
             except (PosswarmError, OSError) as exc:
                 log.warning("release.skipped", dir=str(directory), reason=str(exc))
                 continue
+            if not await trio.to_thread.run_sync(_sizes_match, manifest, directory):
+                # libtorrent 2.1.1 trusts resume data even over a truncated file (measured): check it all
+                (directory / RESUME_FILE).unlink(missing_ok=True)
             release = Release(manifest, directory)
             root = self.data.installed(manifest.name)
             if manifest.version in (install.current_version(root), install.previous_version(root)):
@@ -321,6 +324,7 @@ class Node:
             return
         # out of the session first: libtorrent keeps files open and would go on reading the bad inode
         await self.torrents.remove(release.key)
+        (release.directory / RESUME_FILE).unlink(missing_ok=True)  # it would vouch for the old files
         for chunk in bad:
             here = release.directory / chunk_relpath(chunk.digest)
             stored = self.chunks.path(chunk.digest)
@@ -499,6 +503,17 @@ def _endpoint(text: str) -> tuple[str, int] | None:
         return host, int(port)
     except ValueError:
         return None
+
+
+def _sizes_match(manifest: Manifest, directory: Path) -> bool:
+    """Every chunk file is there with its manifest size (a stat each: cheap, unlike hashing)."""
+    for chunk in manifest.unique_chunks():
+        try:
+            if (directory / chunk_relpath(chunk.digest)).stat().st_size != chunk.size:
+                return False
+        except FileNotFoundError:
+            return False
+    return True
 
 
 def _explain(failure: object) -> str:

@@ -119,7 +119,16 @@ class AlertsDropped:
     pass
 
 
-Fact = Listening | ListenFailed | AddDone | Checked | Completed | Flushed | Removed | Deleted | AlertsDropped
+@dataclass(frozen=True)
+class ResumeData:
+    """libtorrent's resume data for a torrent, already bencoded (copied out of the alert)."""
+
+    key: str
+    data: bytes
+
+
+Fact = (Listening | ListenFailed | AddDone | Checked | Completed | Flushed | Removed | Deleted | AlertsDropped
+        | ResumeData)
 
 
 def ident_of(info_hashes) -> str:
@@ -176,6 +185,8 @@ def translate(alert, key_of: Callable[[str], str | None]) -> Event | Fact | None
         return Completed(key)
     if isinstance(alert, lt.cache_flushed_alert):
         return Flushed(key)
+    if isinstance(alert, lt.save_resume_data_alert):
+        return ResumeData(key, bytes(lt.write_resume_data_buf(alert.params)))
     if isinstance(alert, lt.state_changed_alert):
         return Completed(key) if alert.state in _DONE_STATES else None
     if isinstance(alert, lt.hash_failed_alert):

@@ -14,6 +14,7 @@ import trio
 
 from posswarm import logs
 from posswarm.errors import PosswarmError
+from posswarm.fsync import replace_synced
 from posswarm.torrent import alerts
 from posswarm.torrent.accounting import PeerSample, SourceTally
 from posswarm.torrent.alerts import (  # the events are re-exported: callers need only this module
@@ -97,12 +98,20 @@ class _Status:
     error: str | None
 
 
+#: Resume data of a *finished* torrent, in its save_path: the next start skips re-hashing the whole
+#: release. Never for unfinished ones: pieces verified after the last save would be fetched again,
+#: while a full check keeps every verified piece. It only checks file sizes (notes §2), so the node
+#: BLAKE3-checks chunks before installing and scrubs what it seeds.
+RESUME_FILE = ".resume"
+
+
 @dataclass
 class _Torrent:
     key: str
     ident: str
     handle: object
     tally: SourceTally
+    save_path: Path
     status: _Status | None = None
     finished: bool = False
     flushed: trio.Event = field(default_factory=trio.Event)
@@ -115,6 +124,7 @@ class _Pending:
     event: trio.Event = field(default_factory=trio.Event)
     delete_files: bool = False
     error: str | None = None
+    save_path: Path | None = None
 
 
 def _sample(handles: list[tuple[str, object]]) -> dict[str, tuple[_Status, list[PeerSample]]]:
@@ -277,7 +287,8 @@ class TorrentSession:
                 pending = self._adding.get(ident)
                 key = self._keys.get(ident)
                 if error is None and key is not None and key not in self._torrents:
-                    self._torrents[key] = _Torrent(key, ident, handle, SourceTally(self.config.lan_network))
+                    self._torrents[key] = _Torrent(key, ident, handle, SourceTally(self.config.lan_network),
+                                                   pending.save_path if pending else Path("."))
                     self._ordered_send.send_nowait(TorrentAdded(key))
                 if pending is not None:
                     pending.error = error
@@ -313,6 +324,10 @@ class TorrentSession:
                         await self._finish(key)
                 case alerts.Completed(key=key):
                     await self._finish(key)
+                case alerts.ResumeData(key=key, data=data):
+                    torrent = self._torrents.get(key)
+                    if torrent is not None and torrent.finished:
+                        await trio.to_thread.run_sync(replace_synced, torrent.save_path / RESUME_FILE, data)
                 case _:
                     if isinstance(fact, alerts.TorrentError):
                         log.warning("torrent.error", key=fact.key, reason=fact.reason)
@@ -336,6 +351,10 @@ class TorrentSession:
         await self.refresh([key])  # the last poll: bytes of connections that close at the end count too
         totals = torrent.tally.totals()
         log.info("torrent.finished", key=key, lan=totals.lan, wan=totals.wan, web=totals.web)
+        try:
+            torrent.handle.save_resume_data(lt.torrent_handle.save_info_dict)
+        except (AttributeError, RuntimeError):  # removed meanwhile
+            pass
         self._send(TorrentFinished(key))
 
     async def _poll(self) -> None:
@@ -403,15 +422,16 @@ class TorrentSession:
             raise PosswarmError(
                 f"torrent {key}: the same torrent is already added as {self._keys[ident]} (remove that one first)"
             )
+        atp = self._with_resume_data(atp, Path(save_path), key)
         atp.save_path = str(save_path)
-        # no seed_mode and no resume data: chunks hard-linked from older releases must be checked;
+        # no seed_mode; resume data only of a finished release: hard-linked chunks must be checked;
         # not auto-managed (and so not paused): the node, not libtorrent's queue, decides what runs
         atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused | lt.torrent_flags.seed_mode)
         atp.flags |= lt.torrent_flags.duplicate_is_error
         atp.peers = [p for p in (self._endpoint(p) for p in peers) if p is not None]
         atp.url_seeds = list(web_seeds)  # BEP 19; the server must answer Range (notes §3)
         self._keys[ident] = key
-        pending = self._adding[ident] = _Pending()
+        pending = self._adding[ident] = _Pending(save_path=Path(save_path))
         try:
             ses.async_add_torrent(atp)
             await pending.event.wait()
@@ -425,6 +445,21 @@ class TorrentSession:
             )
         await self.refresh([key])
         log.info("torrent.added", key=key, save_path=str(save_path))
+
+    @staticmethod
+    def _with_resume_data(atp, save_path: Path, key: str):
+        """The add parameters from the release's resume data when it is for this very torrent."""
+        try:
+            resumed = lt.read_resume_data((save_path / RESUME_FILE).read_bytes())
+        except FileNotFoundError:
+            return atp
+        except (OSError, RuntimeError) as e:
+            log.warning("torrent.resume_data_unusable", key=key, reason=str(e))
+            return atp
+        if resumed.ti is None or alerts.ident_of(resumed.ti.info_hashes()) != alerts.ident_of(atp.ti.info_hashes()):
+            log.warning("torrent.resume_data_unusable", key=key, reason="it is for another torrent")
+            return atp
+        return resumed
 
     def connect_peer(self, addr: tuple[str, int], key: str | None = None) -> None:
         """Ask libtorrent to connect to a peer for one torrent, or for every torrent; a bad address is dropped."""

@@ -40,7 +40,9 @@ def make_release(root: Path, sizes: list[int]) -> tuple[bytes, Path]:
 
 
 def payload(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """The release's files (not the session's own .resume beside them)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")}
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +238,40 @@ async def test_wan_upload_limit_holds_for_wan_peers_but_not_for_the_store_lan(tm
     # libtorrent lets about a second's quota through at once, so allow that much burst
     assert elapsed["wan"] >= (size - limit) / limit * 0.9, elapsed
     assert elapsed["lan"] < elapsed["wan"] / 2, elapsed
+
+
+async def test_a_finished_release_restarts_from_resume_data_and_a_changed_size_forces_a_check(tmp_path):
+    from posswarm.torrent.session import RESUME_FILE
+
+    torrent, root = make_release(tmp_path / "rel", [2 * MiB, 1 * MiB + 5])
+    async with trio.open_nursery() as nursery:
+        first = await start(nursery, "127.0.7.41")
+        events = first.subscribe()
+        await first.add("r", torrent, root)
+        await wait_for(events, TorrentFinished, "r")
+        with trio.fail_after(10):
+            while not (root / RESUME_FILE).exists():
+                await trio.sleep(0.05)  # written from the save_resume_data alert, right after the finish
+        nursery.cancel_scope.cancel()
+    chunk = sorted((root / "chunks").rglob("*/*"))[0]
+    with open(chunk, "r+b") as f:  # same size, other bytes: resume data cannot tell (notes §2)
+        f.write(b"\xff" * 16)
+    async with trio.open_nursery() as nursery:
+        again = await start(nursery, "127.0.7.42")
+        events = again.subscribe()
+        await again.add("r", torrent, root)
+        checked = await wait_for(events, TorrentChecked, "r")
+        assert checked.done_bytes == 3 * MiB + 5  # trusted as complete: hence BLAKE3 before install, and scrubs
+        nursery.cancel_scope.cancel()
+    with open(chunk, "r+b") as f:
+        f.truncate(1000)
+    # libtorrent 2.1.1 trusted its resume data even over a truncated file (measured), so the node checks
+    # chunk sizes against the manifest before it adds a release and drops the resume data on a mismatch
+    (root / RESUME_FILE).unlink()
+    async with trio.open_nursery() as nursery:
+        third = await start(nursery, "127.0.7.43")
+        events = third.subscribe()
+        await third.add("r", torrent, root)
+        checked = await wait_for(events, TorrentChecked, "r")
+        assert checked.done_bytes < 3 * MiB
+        nursery.cancel_scope.cancel()
