@@ -8,7 +8,9 @@ import socket
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from posswarm import wan_window
 from posswarm.errors import PosswarmError
 
 ROLES = ("cache", "device")
@@ -34,13 +36,14 @@ KEYS: dict[str, tuple[str, str]] = {
     "store.gossip_seeds": ("gossip_seeds", "comma-separated HOST:PORT of store nodes to greet where mDNS is blocked"),
     "store.gossip_port": ("gossip_port", "TCP port of the store gossip channel on node.address (0 = any free port)"),
     "store.api_port": ("api_port", "port of the local sales/SKU API on 127.0.0.1 (0 = any free port)"),
-    "store.timezone": ("timezone", "cache: IANA time zone deciding a sale's trading day in the aggregates"),
+    "store.timezone": ("timezone", "the store's IANA time zone: trading days of sales and local time of wan.schedule"),
     "store.gossip_faults": ("gossip_faults", "TESTS ONLY: inject faults into sent frames, e.g. 'drop=0.3,dup=0.1'"),
     "timing.sku_poll_s": ("sku_poll_s", "cache: seconds between pulls of SKU changes from central"),
     "install.health_check": ("health_check", "device: command run after a switch; non-zero exit rolls back ('' = none)"),
     "install.health_timeout_s": ("health_timeout_s", "seconds the health check may take before it counts as failed"),
     "wan.download_limit_kbps": ("wan_download_kbps", "cache: WAN download cap in kbit/s (0 = none); LAN is never capped"),
     "wan.upload_limit_kbps": ("wan_upload_kbps", "cache: WAN upload cap in kbit/s (0 = none)"),
+    "wan.schedule": ("wan_schedule", "cache: weekly store-local windows capping the WAN, e.g. 'mon-fri 08:00-20:00 4000'"),
     "timing.catalog_poll_s": ("catalog_poll_s", "seconds between catalog polls"),
     "timing.status_every_s": ("status_every_s", "seconds between rewrites of status.json"),
     "timing.scrub_every_s": ("scrub_every_s", "seconds between re-reads of every held chunk against its BLAKE3"),
@@ -77,6 +80,7 @@ class NodeConfig:
     health_timeout_s: float = 60.0
     wan_download_kbps: int = 0
     wan_upload_kbps: int = 0
+    wan_schedule: tuple[str, ...] = ()
     catalog_poll_s: float = 10.0
     status_every_s: float = 1.0
     scrub_every_s: float = 21600.0
@@ -122,12 +126,16 @@ def from_dict(raw: dict, *, source: str = "config") -> NodeConfig:
             "int": isinstance(value, int) and not isinstance(value, bool),
             "float": isinstance(value, (int, float)) and not isinstance(value, bool),
             "Path": isinstance(value, str),
+            "tuple[str, ...]": isinstance(value, list) and all(isinstance(v, str) for v in value),
         }[want]
         if not ok:
-            raise PosswarmError(f"{source}: '{key}' must be a {want.lower()}, got {value!r}")
+            kind = "list of strings" if want.startswith("tuple") else want.lower()
+            raise PosswarmError(f"{source}: '{key}' must be a {kind}, got {value!r}")
     for key in ("data_dir", "public_key"):
         if key in kwargs:
             kwargs[key] = Path(kwargs[key])
+    if "wan_schedule" in kwargs:
+        kwargs["wan_schedule"] = tuple(kwargs["wan_schedule"])
     config = NodeConfig(**kwargs)
     _check(config, source)
     return config
@@ -161,6 +169,12 @@ def _check(c: NodeConfig, source: str) -> None:
                      ("store.cache_url", c.cache_url)):
         if url and not url.startswith(("http://", "https://")):
             raise PosswarmError(f"{source}: '{key}' is {url!r}; it must be an http:// or https:// URL")
+    for entry in c.wan_schedule:
+        wan_window.parse(entry, source=f"{source}: 'wan.schedule'")
+    try:
+        ZoneInfo(c.timezone)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise PosswarmError(f"{source}: 'store.timezone' {c.timezone!r} is not an IANA time zone (e.g. Europe/London)") from None
     for key, value in (("wan.download_limit_kbps", c.wan_download_kbps), ("wan.upload_limit_kbps", c.wan_upload_kbps)):
         if value < 0:
             raise PosswarmError(f"{source}: '{key}' must be >= 0 (0 = no cap), got {value}")

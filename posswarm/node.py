@@ -7,12 +7,14 @@ import ipaddress
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import trio
 
-from posswarm import garbage, health, http_service, install, logs, status
+from posswarm import garbage, health, http_service, install, logs, status, wan_window
 from posswarm.admission import refusal, version_key
 from posswarm.announce import NodeIdentity, ReleaseReport
 from posswarm.announcer import Announcer
@@ -77,6 +79,7 @@ class Node:
         self.torrents: TorrentSession | None = None
         self.announcer: Announcer | None = None
         self.rejected: dict[str, str] = {}  # "name@version" -> why this node refused it
+        self.wan_caps_kbps = (config.wan_download_kbps, config.wan_upload_kbps)  # (down, up), 0 = none
         self._poll_now = trio.Event()
         self._public_key = None
         self._last_catalog_ok: float | None = None
@@ -109,6 +112,8 @@ class Node:
             nursery.start_soon(self._poll_catalog)
             nursery.start_soon(self._write_status)
             nursery.start_soon(self._scrub)
+            if c.wan_schedule:
+                nursery.start_soon(self._follow_wan_windows)
             log.info("node.started", node=c.node_id, role=c.role, store=c.store, address=c.address,
                      bt_port=self.torrents.listen_port, http=self.http_url or "")
             task_status.started(self)
@@ -336,6 +341,21 @@ class Node:
         await self.torrents.add(release.key, torrent_bytes, release.directory,
                                 peers=list(release.seeds) + self._store_peers(), web_seeds=release.web_seeds)
 
+    async def _follow_wan_windows(self) -> None:
+        """Apply the WAN cap of the current store-local time; re-check every 20 s (windows are minutes)."""
+        c = self.config
+        windows = [wan_window.parse(entry) for entry in c.wan_schedule]
+        zone = ZoneInfo(c.timezone)
+        applied = None
+        while True:
+            now = datetime.now(zone)
+            caps = (wan_window.cap_at(windows, now, c.wan_download_kbps), wan_window.cap_at(windows, now, c.wan_upload_kbps))
+            if caps != applied:
+                await self.torrents.set_wan_limits(caps[0] * 125, caps[1] * 125)
+                log.info("wan.caps", download_kbps=caps[0], upload_kbps=caps[1], local_time=now.strftime("%a %H:%M"))
+                applied = self.wan_caps_kbps = caps
+            await trio.sleep(20)
+
     async def _scrub(self) -> None:
         """Re-read every chunk a node serves now and then: libtorrent trusts its disk once a piece passed
         (notes/libtorrent.md §9), and a cache serving silently rotten data is banned by every device."""
@@ -481,6 +501,7 @@ class Node:
             "bt_port": self.torrents.listen_port, "http_url": self.http_url, "pid": os.getpid(),
             "peers": sorted(self.peers), "releases": releases, "installed": installed,
             "rejected": dict(sorted(self.rejected.items())),
+            "wan_caps_kbps": {"download": self.wan_caps_kbps[0], "upload": self.wan_caps_kbps[1]},
             "catalog": {"url": self._catalog_url(), "last_ok": self._last_catalog_ok, "error": self._last_catalog_error},
             "tracker": {
                 "url": c.tracker_url,

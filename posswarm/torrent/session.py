@@ -179,6 +179,7 @@ class TorrentSession:
         self.config = config
         self.listen_port = 0
         self._ses = None
+        self._wan_class = None
         self._torrents: dict[str, _Torrent] = {}
         self._keys: dict[str, str] = {}  # ident -> key, filled before the add so alerts find their key
         self._adding: dict[str, _Pending] = {}  # ident -> pending add
@@ -227,7 +228,7 @@ class TorrentSession:
             raise PosswarmError(f"torrent session {config.listen_ip}: libtorrent refused the settings ({e})") from None
         # an fd, not set_alert_notify: a Python callback on libtorrent's thread deadlocks (notes §0)
         ses.set_alert_fd(write_fd)
-        wan = ses.create_peer_class("wan")
+        wan = self._wan_class = ses.create_peer_class("wan")
         ses.set_peer_class(wan, wan_peer_class(config))
         ses.set_peer_class_filter(_filter(peer_class_rules(config, wan)))
         blocked = ip_filter_rules(config)
@@ -522,6 +523,18 @@ class TorrentSession:
 
     def keys(self) -> list[str]:
         return list(self._torrents)
+
+    async def set_wan_limits(self, download_bps: int, upload_bps: int) -> None:
+        """Cap traffic with peers outside the store LAN (0 = none); LAN peers are never capped (notes §6)."""
+        ses = self._running("wan limits")
+        limits = {"label": "wan", "download_limit": download_bps, "upload_limit": upload_bps}
+        await trio.to_thread.run_sync(ses.set_peer_class, self._wan_class, limits)  # waits on libtorrent's thread
+
+    async def wan_limits(self) -> tuple[int, int]:
+        """(download, upload) bytes/s caps libtorrent applies to WAN peers now (0 = none)."""
+        ses = self._running("wan limits")
+        info = await trio.to_thread.run_sync(ses.get_peer_class, self._wan_class)
+        return int(info["download_limit"]), int(info["upload_limit"])
 
     def add_web_seeds(self, key: str, urls: Iterable[str]) -> None:
         """Add BEP 19 web seeds to a torrent already in the session (libtorrent ignores ones it has)."""

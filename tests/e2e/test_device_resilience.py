@@ -212,3 +212,24 @@ async def test_a_cache_finds_rot_on_its_own_disk_and_fetches_the_chunk_again(tmp
             await lab.wait_installed(NAME, "1.0")
         assert "scrub.found_corruption" in (lab.logs / "cache.log").read_text()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_wan_window_caps_the_cache_and_never_the_store_lan(tmp_path):
+    lab = Lab(tmp_path, devices=1)
+    window = {"wan": {"schedule": ["daily 00:00-24:00 16000"]}}  # 2 MB/s all day, in the store's time zone
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            await lab.start_central(nursery)
+            for node in lab.nodes:
+                await lab.start_node(nursery, node, extra=window if node is lab.cache else None)
+        await _publish_images(lab, tmp_path, ["1.0"], size_mb=8)
+        with trio.fail_after(90):
+            await lab.wait_installed(NAME, "1.0")
+        cache = lab.status_of(lab.cache)
+        assert cache["wan_caps_kbps"] == {"download": 16000, "upload": 16000}
+        r = _release(cache, "1.0")
+        # a lower bound on time is robust on a slow machine: 8 MiB cannot cross a 2 MB/s cap in under ~4 s
+        assert r["done_at"] - r["learned_at"] >= (8 << 20) / 2_000_000 * 0.9
+        device = _release(lab.status_of(lab.devices[0]), "1.0")
+        assert device["bytes_from_lan"] >= 8 << 20
+        nursery.cancel_scope.cancel()

@@ -275,3 +275,14 @@ async def test_a_finished_release_restarts_from_resume_data_and_a_changed_size_f
         checked = await wait_for(events, TorrentChecked, "r")
         assert checked.done_bytes < 3 * MiB
         nursery.cancel_scope.cancel()
+
+
+async def test_wan_caps_change_while_running_and_leave_the_lan_alone():
+    async with trio.open_nursery() as nursery:
+        cache = await start(nursery, "127.0.7.61", lan_network=STORE, download_limit_wan=1_000_000)
+        assert await cache.wan_limits() == (1_000_000, 0)
+        await cache.set_wan_limits(500_000, 250_000)
+        assert await cache.wan_limits() == (500_000, 250_000)
+        await cache.set_wan_limits(0, 0)
+        assert await cache.wan_limits() == (0, 0)
+        nursery.cancel_scope.cancel()
