@@ -40,6 +40,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "store.gossip_faults": ("gossip_faults", "TESTS ONLY: inject faults into sent frames, e.g. 'drop=0.3,dup=0.1'"),
     "timing.sku_poll_s": ("sku_poll_s", "cache: seconds between pulls of SKU changes from central"),
     "install.health_check": ("health_check", "device: command run after a switch; non-zero exit rolls back ('' = none)"),
+    "install.post_install": ("post_install", "device: command run after a switch, before the health check ('' = none)"),
     "install.health_timeout_s": ("health_timeout_s", "seconds the health check may take before it counts as failed"),
     "wan.download_limit_kbps": ("wan_download_kbps", "cache: WAN download cap in kbit/s (0 = none); LAN is never capped"),
     "wan.upload_limit_kbps": ("wan_upload_kbps", "cache: WAN upload cap in kbit/s (0 = none)"),
@@ -78,6 +79,7 @@ class NodeConfig:
     sku_poll_s: float = 2.0
     health_check: str = ""
     health_timeout_s: float = 60.0
+    post_install: str = ""
     wan_download_kbps: int = 0
     wan_upload_kbps: int = 0
     wan_schedule: tuple[str, ...] = ()

@@ -13,7 +13,7 @@ from posswarm.errors import PosswarmError
 from posswarm.keys import key_id as _key_id
 
 FORMAT = 1
-KINDS = ("image", "app")
+KINDS = ("image", "app", "oci")  # a file, a directory tree, an OCI image layout
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 # Prefixed to what is signed so a manifest signature can never be replayed as any other signed message.
 SIGNING_CONTEXT = b"posswarm-manifest-v1\x00"

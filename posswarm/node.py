@@ -419,10 +419,11 @@ class Node:
         path = install.assemble(m, release.directory, root)
         old = install.activate(root, m.version)
         log.info("release.activated", release=m.release_id, previous=old or "")
-        if not self.config.health_check:
-            return None
-        problem = health.check(self.config.health_check, name=m.name, version=m.version, path=path,
-                               timeout_s=self.config.health_timeout_s)
+        problem = None
+        for what, command in (("post-install hook", self.config.post_install), ("health check", self.config.health_check)):
+            if command and problem is None:
+                problem = health.check(command, name=m.name, version=m.version, path=path, kind=m.kind,
+                                       timeout_s=self.config.health_timeout_s, what=what)
         if problem is None:
             return None
         if old is None:

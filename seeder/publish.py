@@ -28,6 +28,7 @@ from posswarm.manifest import (
     sign_manifest,
 )
 from posswarm.release import MANIFEST_NAME, TORRENT_NAME, torrent_chunk_files, torrent_info_hashes
+from seeder import oci
 
 log = logs.get("publish")
 
@@ -184,6 +185,9 @@ def _list_payload(payload: Path) -> tuple[str, list[_Source]]:
     if not sources:
         raise PosswarmError(f"payload {payload}: is empty (nothing to publish)")
     sources.sort(key=lambda s: s.name)
+    if oci.is_layout(payload):
+        oci.check_layout(payload)
+        return "oci", sources
     return "app", sources
 
 

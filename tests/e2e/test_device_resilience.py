@@ -233,3 +233,27 @@ async def test_a_wan_window_caps_the_cache_and_never_the_store_lan(tmp_path):
         device = _release(lab.status_of(lab.devices[0]), "1.0")
         assert device["bytes_from_lan"] >= 8 << 20
         nursery.cancel_scope.cancel()
+
+
+async def test_an_oci_app_reaches_the_post_install_hook(tmp_path):
+    from ..seeder.test_oci import make_layout
+
+    lab = Lab(tmp_path, devices=1)
+    hook = tmp_path / "load-app.sh"
+    seen = tmp_path / "loaded.txt"
+    hook.write_text(f'#!/bin/sh\necho "$POSSWARM_KIND $POSSWARM_RELEASE $POSSWARM_VERSION" > {seen}\n'
+                    f'test -f "$POSSWARM_PATH/index.json"\n')
+    hook.chmod(0o755)
+    layout = make_layout(tmp_path / "till-app", [os.urandom(2 << 20), os.urandom(1 << 20)])
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            await lab.start_central(nursery)
+            await lab.start_node(nursery, lab.cache)
+            await lab.start_node(nursery, lab.devices[0], extra={"install": {"post_install": str(hook)}})
+        await lab.publish(layout, "3.2.0", name="till-app")
+        with trio.fail_after(60):
+            await lab.wait_installed("till-app", "3.2.0")
+        assert seen.read_text().split() == ["oci", "till-app", "3.2.0"]
+        current = lab.devices[0].data_dir / "installed" / "till-app" / "current"
+        assert (current / "index.json").read_bytes() == (layout / "index.json").read_bytes()
+        nursery.cancel_scope.cancel()
