@@ -10,7 +10,7 @@ from pathlib import Path
 from posswarm import logs
 from posswarm.errors import PosswarmError
 from posswarm.keys import generate_keypair, key_id, load_private_key
-from posswarm.manifest import Targets
+from seeder import rollout_cli
 
 PROG = "posswarm-seeder"
 
@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("--out", required=True, type=Path, help="releases directory")
     pub.add_argument("--store", action="append", default=[], help="target store id (repeatable; default all)")
     pub.add_argument("--class", dest="classes", action="append", default=[], help="target device class (repeatable; default all)")
-    pub.add_argument("--ring", default="all", help="rollout ring (default: all)")
+    pub.add_argument("--ring", default=None, help="rollout ring (default: the first ring of rollouts.toml, else all)")
+    rollout_cli.add_publish_options(pub)
     pub.add_argument("--piece-kib", type=int, default=256, help="torrent piece size in KiB (default: 256)")
 
     s = sub.add_parser("serve", help="seed releases and serve the catalog")
@@ -41,6 +42,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--bt-listen", default="0.0.0.0:6881", help="BitTorrent HOST:PORT (default: 0.0.0.0:6881)")
     s.add_argument("--key-pub", required=True, type=Path, help="central.pub, to check releases before seeding them")
     s.add_argument("--tracker", default="", help="tracker announce URL (default: none)")
+    s.add_argument("--web-seed", action="append", metavar="URL",
+                   help="BEP 19 web seed base for caches, repeatable: 'self' (this seeder's HTTP) or a CDN/object "
+                        "store URL holding a copy of RELEASES (default: none)")
+    s.add_argument("--data-dir", type=Path, default=None,
+                   help="sales and SKU catalog files (default: RELEASES/../central-data)")
+    s.add_argument("--sales-db", default="", help="sales store: SQLite path or postgresql://... (default: DATA_DIR/sales.sqlite)")
+
+    from seeder import sales_cli, sku_cli
+
+    sales_cli.add_command(sub)
+    sku_cli.add_command(sub)
+    rollout_cli.add_command(sub)
     return p
 
 
@@ -67,14 +80,12 @@ def _publish(args) -> int:
     from seeder.publish import publish_release  # libtorrent loads only for the commands that need it
 
     key = load_private_key(args.key)
-    targets = Targets(
-        stores=tuple(args.store) or ("*",), device_classes=tuple(args.classes) or ("*",), ring=args.ring
-    )
+    targets, first_rollout = rollout_cli.publish_plan(args, key)  # rollouts.toml: groups, first ring
     if not 16 <= args.piece_kib <= 1 << 20:
         raise PosswarmError(f"--piece-kib {args.piece_kib}: out of range (use a power of two from 16 to 16384)")
     kwargs = dict(
         name=args.name, version=args.version, private_key=key, out=args.out,
-        targets=targets, piece_size=args.piece_kib * 1024,
+        targets=targets, piece_size=args.piece_kib * 1024, rollout_for=first_rollout,
     )
     if sys.stderr.isatty():
         from rich.console import Console
@@ -93,6 +104,8 @@ def _publish(args) -> int:
         f"published {m.release_id}: {mb:.1f} MB, {len(m.unique_chunks())} chunks ({result.chunks_new} new), "
         f"{result.seconds:.2f} s, {rate:.0f} MB/s -> {result.path}"
     )
+    if first_rollout is not None:
+        print(f"rollout: ring {m.targets.ring}, active (rollout 1); promote with `{PROG} release promote {m.name} {m.version}`")
     return 0
 
 
@@ -104,7 +117,20 @@ def _serve(args) -> int:
     return serve_main(args)
 
 
-_COMMANDS = {"keygen": _keygen, "publish": _publish, "serve": _serve}
+def _sales(args) -> int:
+    from seeder import sales_cli
+
+    return sales_cli.run(args)
+
+
+def _sku(args) -> int:
+    from seeder import sku_cli
+
+    return sku_cli.run(args)
+
+
+_COMMANDS = {"keygen": _keygen, "publish": _publish, "serve": _serve, "sales": _sales, "sku": _sku,
+             "release": rollout_cli.run}
 
 
 if __name__ == "__main__":

@@ -16,23 +16,34 @@ from posswarm.keys import load_public_key
 from posswarm.release import verify_release
 from posswarm.service import run_until_signalled
 from posswarm.torrent.session import SessionConfig, TorrentSession
+from seeder.rollout_watch import RolloutWatch
 
 log = logs.get("seeder")
 
-SCAN_EVERY_S = 2.0
+# A scan of already-seen release dirs is a glob and set lookups; at 2 s it was ~1 s of every
+# rollout's latency on average (posswarm-netsim: cache learned of a release 1.47 s after publish).
+SCAN_EVERY_S = 0.5
 
 
 class Seeder:
     """Central: watches the releases directory, verifies what appears there, seeds it and lists it."""
 
     def __init__(self, releases: Path, public_key_path: Path, *, http: tuple[str, int], bt: tuple[str, int],
-                 tracker_url: str = "") -> None:
+                 tracker_url: str = "", web_seeds: tuple[str, ...] = (), data_dir: Path | None = None, sales_db: str = "") -> None:
         self.releases = releases
+        # Store data (sales ingest, SKU catalog) lives beside the releases unless told otherwise.
+        self.data_dir = data_dir or releases.parent / "central-data"
+        self.sales_db = sales_db or str(self.data_dir / "sales.sqlite")
         self.public_key = load_public_key(public_key_path)
         self.http = http
         self.bt = bt
         self.tracker_url = tracker_url
+        for seed in web_seeds:
+            if seed != "self" and not seed.startswith(("http://", "https://")):
+                raise PosswarmError(f"--web-seed {seed!r}: use 'self' or an http(s):// URL serving a copy of RELEASES")
+        self.web_seeds = tuple(web_seeds)
         self.shelf = Shelf()
+        self.rollouts = RolloutWatch(self.public_key)  # rollout.msgpack changes after publish (release promote ...)
         self.rejected: dict[Path, str] = {}
         self.url: str | None = None
         self.torrents: TorrentSession | None = None
@@ -47,7 +58,10 @@ class Seeder:
             nursery.start_soon(self._drain, session.subscribe())
             self.shelf.seeds = (f"{self.bt[0]}:{self.torrents.listen_port}",)
             await self.scan()
-            self.url = await nursery.start(http_service.run, catalog_app(self.shelf), *self.http)
+            store_routes = await trio.to_thread.run_sync(self._store_data_routes)
+            self.url = await nursery.start(http_service.run, catalog_app(self.shelf, extra_routes=store_routes), *self.http)
+            # "self" stands for this seeder's own HTTP, which answers Range on every chunk (BEP 19)
+            self.shelf.web_seeds = tuple(self.url if seed == "self" else seed for seed in self.web_seeds)
             if self.tracker_url:
                 who = NodeIdentity("central-seeder", "central", "seeder", "seeder", self.bt[0], self.torrents.listen_port)
                 self.announcer = Announcer(self.tracker_url, who, self._reports, lambda report, peers: None)
@@ -56,12 +70,20 @@ class Seeder:
             log.info("listening", url=self.url, bt=self.shelf.seeds[0], releases=len(self.shelf.manifests()))
             task_status.started(self)
 
+    def _store_data_routes(self) -> list:
+        from seeder import sales, sku
+
+        self.sales = sales.open_sales(self.sales_db)
+        self.sku_catalog = sku.CentralCatalog(str(self.data_dir / "sku.sqlite"))
+        return sales.routes(self.sales) + sku.routes(self.sku_catalog)
+
     async def scan(self) -> None:
         """Verify and start seeding every release directory not seen yet (publish renames them into place)."""
+        await self.rollouts.refresh(self.shelf)
         for manifest_path in sorted(self.releases.glob("*/*/manifest.msgpack")):
             directory = manifest_path.parent
             key = (directory.parent.name, directory.name)
-            if key in self.shelf or directory in self.rejected:
+            if key in self.shelf or directory in self.rejected or not await self.rollouts.ready(directory):
                 continue
             try:
                 manifest = await trio.to_thread.run_sync(verify_release, directory, self.public_key)
@@ -72,6 +94,7 @@ class Seeder:
                 log.error("release.rejected", dir=str(directory), reason=str(exc))
                 continue
             self.shelf.put(manifest, directory)
+            self.rollouts.track(self.shelf, manifest, directory)
             log.info("release.seeding", release=manifest.release_id, size=manifest.total_size)
             if self.announcer:
                 self.announcer.kick()
@@ -108,6 +131,9 @@ def serve_main(args) -> int:
         http=parse_hostport(args.listen, flag="--listen"),
         bt=parse_hostport(args.bt_listen, flag="--bt-listen"),
         tracker_url=getattr(args, "tracker", "") or "",
+        web_seeds=tuple(getattr(args, "web_seed", None) or ()),
+        data_dir=getattr(args, "data_dir", None),
+        sales_db=getattr(args, "sales_db", "") or "",
     )
 
     return run_until_signalled(seeder.run, program="posswarm-seeder")

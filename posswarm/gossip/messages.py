@@ -36,22 +36,28 @@ def _items(body: object, width: int | None = None) -> list:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """I am alive: mDNS cannot tell a crashed till from a quiet one for ~19 min (notes §3c)."""
+    """I am alive: mDNS cannot tell a crashed till from a quiet one for ~19 min (notes §3c).
+
+    ``port`` is the sender's gossip listen port: with the connection's source address it lets a
+    node answer a peer it has only heard, never resolved by mDNS (multicast blocked, or not yet).
+    """
 
     KIND: ClassVar[str] = "heartbeat"
     node: str
     role: str
     now_ms: int
+    port: int = 0
 
     def to_body(self) -> list:
-        return [self.node, self.role, self.now_ms]
+        return [self.node, self.role, self.now_ms, self.port]
 
     @classmethod
     def from_body(cls, body: object) -> Heartbeat:
-        _check(isinstance(body, list) and len(body) == 3, "heartbeat needs 3 fields")
-        node, role, now_ms = body
+        _check(isinstance(body, list) and len(body) == 4, "heartbeat needs 4 fields")
+        node, role, now_ms, port = body
         _check(_is_text(node) and _is_text(role) and _is_int(now_ms), "heartbeat field types")
-        return cls(node, role, now_ms)
+        _check(_is_int(port) and port <= 65535, "heartbeat port")
+        return cls(node, role, now_ms, port)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ class StoreFileError(PosswarmError):
     """A SQLite file that cannot be opened or written (not a database, disk full, read-only)."""
 
 
-def open_db(path: str, what: str, schema: str) -> sqlite3.Connection:
+def open_db(path: str, what: str, schema: str, *, synchronous: str = "FULL") -> sqlite3.Connection:
     """Open ``path`` (``":memory:"`` for tests), apply ``schema``; raise StoreFileError naming ``what``.
 
     synchronous=FULL because a sale acked or printed must survive power loss; measured
@@ -26,7 +26,7 @@ def open_db(path: str, what: str, schema: str) -> sqlite3.Connection:
         raise StoreFileError(f"{what} {path}: cannot open ({exc}); check the path and its permissions") from None
     try:
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.executescript(schema)
     except sqlite3.Error as exc:
         conn.close()

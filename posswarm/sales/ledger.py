@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS sale (
     total_cents INTEGER NOT NULL,
     body BLOB NOT NULL,
     forwarded INTEGER NOT NULL DEFAULT 0,
+    stored_ms INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (device_id, incarnation, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sale_unforwarded ON sale(device_id, incarnation, seq) WHERE forwarded = 0;
@@ -78,21 +79,22 @@ class Ledger:
     def _day(self, created_ms: int) -> str:
         return datetime.datetime.fromtimestamp(created_ms / 1000, self._zone).date().isoformat()
 
-    def store(self, sales: Iterable[Sale]) -> dict[DeviceKey, int]:
+    def store(self, sales: Iterable[Sale], *, now_ms: int = 0) -> dict[DeviceKey, int]:
         """Store ``sales`` (duplicates ignored), commit, return each touched device's high-water mark.
 
         The mark is the highest seq such that 1..seq are all stored: a gap holds it back, so a
         device acked up to it can still resend the missing sale. Devices whose sales were all
         duplicates are included too: their ack was probably lost.
+        ``now_ms`` is kept with each newly stored sale, for latency figures.
         """
         touched: set[DeviceKey] = set()
         with transaction(self._db, self._what) as db:
             for sale in sales:
                 touched.add((sale.device_id, sale.incarnation))
                 inserted = db.execute(
-                    "INSERT OR IGNORE INTO sale (device_id, incarnation, seq, created_ms, total_cents, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (*sale.key, sale.created_ms, sale.total_cents, msgpack.packb(sale.to_wire())),
+                    "INSERT OR IGNORE INTO sale (device_id, incarnation, seq, created_ms, total_cents, body, stored_ms)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (*sale.key, sale.created_ms, sale.total_cents, msgpack.packb(sale.to_wire()), now_ms),
                 ).rowcount
                 if inserted:
                     self._count(db, sale)
@@ -130,6 +132,9 @@ class Ledger:
         )
         return [Sale.from_wire(msgpack.unpackb(body)) for (body,) in rows]
 
+    def unforwarded_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM sale WHERE forwarded = 0").fetchone()[0]
+
     def mark_forwarded(self, keys: Iterable[tuple[str, str, int]]) -> int:
         """Central stored these ``(device_id, incarnation, seq)``; return how many were newly marked."""
         with transaction(self._db, self._what) as db:
@@ -141,6 +146,10 @@ class Ledger:
                     tuple(key),
                 ).rowcount
             return marked
+
+    def latencies_ms(self) -> list[int]:
+        """Per sale, device commit to ledger commit (two nodes' wall clocks: meaningful on one host or under NTP)."""
+        return [d for (d,) in self._db.execute("SELECT stored_ms - created_ms FROM sale WHERE stored_ms > 0")]
 
     def totals(self) -> Totals:
         sales, cents = self._db.execute("SELECT COUNT(*), COALESCE(SUM(total_cents), 0) FROM sale").fetchone()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgpack
 
@@ -100,9 +100,11 @@ class Outbox:
         row = self._db.execute("SELECT body FROM sale ORDER BY seq DESC LIMIT 1").fetchone()
         return _unpack(row[0]) if row else None
 
-    def unacked(self, limit: int = 64) -> list[Sale]:
-        """Oldest un-acked sales first (the cache's hwm only moves over a contiguous run)."""
-        rows = self._db.execute("SELECT body FROM sale WHERE acked = 0 ORDER BY seq LIMIT ?", (limit,))
+    def unacked(self, limit: int = 64, *, after: int = 0) -> list[Sale]:
+        """Oldest un-acked sales with seq > ``after`` first (the cache's hwm only moves over a contiguous run)."""
+        rows = self._db.execute(
+            "SELECT body FROM sale WHERE acked = 0 AND seq > ? ORDER BY seq LIMIT ?", (after, limit)
+        )
         return [_unpack(body) for (body,) in rows]
 
     def ack(self, incarnation: str, hwm: int) -> int:
@@ -152,3 +154,32 @@ class Outbox:
                 "DELETE FROM replica WHERE device_id = ? AND incarnation = ? AND seq <= ?",
                 (device_id, incarnation, hwm),
             ).rowcount
+
+    def settle(self, hwms: Mapping[tuple[str, str], int]) -> tuple[int, int]:
+        """Apply a cache digest in one transaction; return (own sales newly acked, carried copies dropped)."""
+        with transaction(self._db, self._what) as db:
+            own = dropped = 0
+            mine = hwms.get((self.device_id, self.incarnation))
+            if mine:
+                own = db.execute("UPDATE sale SET acked = 1 WHERE seq <= ? AND acked = 0", (mine,)).rowcount
+            for device, incarnation in db.execute("SELECT DISTINCT device_id, incarnation FROM replica").fetchall():
+                hwm = hwms.get((device, incarnation))
+                if hwm:
+                    db.execute(
+                        "INSERT INTO replica_acked VALUES (?, ?, ?)"
+                        " ON CONFLICT DO UPDATE SET hwm = MAX(hwm, excluded.hwm)",
+                        (device, incarnation, hwm),
+                    )
+                    dropped += db.execute(
+                        "DELETE FROM replica WHERE device_id = ? AND incarnation = ? AND seq <= ?",
+                        (device, incarnation, hwm),
+                    ).rowcount
+            return own, dropped
+
+    def counts(self) -> dict[str, int]:
+        """Committed, still un-acked, and carried-for-others sale counts (for status)."""
+        committed, unacked = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(acked = 0), 0) FROM sale"
+        ).fetchone()
+        (carried,) = self._db.execute("SELECT COUNT(*) FROM replica").fetchone()
+        return {"committed": committed, "unacked": unacked, "carried": carried}

@@ -27,7 +27,7 @@ SALE = Sale("till-1", "ab" * 16, 7, 1_700_000_000_000, (Line("SKU1", 2, 150), Li
             (Tender("card", 399),))  # fmt: skip
 
 MESSAGES = [
-    Heartbeat("till-1", "device", 1_700_000_000_000),
+    Heartbeat("till-1", "device", 1_700_000_000_000, 7946),
     SalesPush((SALE, SALE)),
     SalesAck("till-1", "ab" * 16, 41),
     SalesDigest({("till-1", "ab" * 16): 41, ("till-2", "cd" * 16): 0}),

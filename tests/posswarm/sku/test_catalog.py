@@ -50,6 +50,7 @@ def test_entries_from_the_far_future_are_refused_when_now_is_given():
     replica = SkuReplica(":memory:")
     future = SkuEntry("SKU1", pack(T + MAX_SKEW_MS + 1), "rogue-till", price_cents=1)
     assert replica.apply([future], now_ms=T) == 0
+    assert replica.refused == 1
     assert replica.entry("SKU1") is None
 
 

@@ -1,0 +1,1 @@
+"""Store data on a node: sales from tills to the cache to central, the SKU catalog from central to every till."""

@@ -1,0 +1,103 @@
+"""The node's local store-data API for point-of-sale software (HTTP on 127.0.0.1; see docs/store-data.md)."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from posswarm.errors import PosswarmError
+from posswarm.sales.durable import StoreFileError
+from posswarm.sales.model import Sale
+from posswarm.sku.entry import SkuEntry
+
+MAX_BODY = 1 << 20
+
+
+def sale_json(sale: Sale) -> dict:
+    return {
+        "device_id": sale.device_id, "incarnation": sale.incarnation, "seq": sale.seq,
+        "created_ms": sale.created_ms, "total_cents": sale.total_cents,
+        "lines": [{"sku": line.sku, "qty": line.qty, "unit_cents": line.unit_cents} for line in sale.lines],
+        "tenders": [{"kind": tender.kind, "cents": tender.cents} for tender in sale.tenders],
+    }
+
+
+def sku_json(entry: SkuEntry) -> dict:
+    return {"code": entry.code, "barcode": entry.barcode, "name": entry.name, "price_cents": entry.price_cents,
+            "tax_class": entry.tax_class, "hlc": entry.hlc}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status)
+
+
+def parse_sale_request(doc: object) -> tuple[list[tuple[str, int, int]], list[tuple[str, int]]]:
+    """``{"lines": [{sku, qty, unit_cents}], "tenders": [{kind, cents}]}``; no tenders = one cash tender."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("lines"), list):
+        raise PosswarmError('sale: body must be {"lines": [{"sku", "qty", "unit_cents"}], "tenders": [...]}')
+    try:
+        lines = [(line["sku"], line["qty"], line["unit_cents"]) for line in doc["lines"]]
+        tenders = [(t["kind"], t["cents"]) for t in doc.get("tenders") or []]
+    except (KeyError, TypeError):
+        raise PosswarmError("sale: every line needs sku, qty, unit_cents; every tender kind, cents") from None
+    if not tenders and all(isinstance(q, int) and isinstance(c, int) for _, q, c in lines):
+        tenders = [("cash", sum(q * c for _, q, c in lines))]
+    return lines, tenders
+
+
+def local_app(data) -> Starlette:
+    """``data`` is a DeviceData (sales and lookups) or a CacheData (lookups only)."""
+
+    async def record(request: Request) -> Response:
+        if not hasattr(data, "record"):
+            return _error(404, "sales are recorded on a device, not on the store cache")
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return _error(413, f"sale: body over {MAX_BODY} bytes")
+        try:
+            lines, tenders = parse_sale_request(_json(body))
+            sale = await data.record(lines, tenders)
+        except StoreFileError as exc:  # our disk, not the sale: the POS must not print, and may retry
+            return _error(503, str(exc))
+        except PosswarmError as exc:
+            return _error(400, str(exc))
+        # Answered only now: the sale is committed (fsync) to the outbox, so the receipt may print.
+        return JSONResponse(sale_json(sale), 201)
+
+    async def last(request: Request) -> Response:
+        if not hasattr(data, "last_sale"):
+            return _error(404, "sales are recorded on a device, not on the store cache")
+        sale = await data.last_sale()
+        return JSONResponse(sale_json(sale)) if sale else _error(404, "no sale recorded yet")
+
+    async def sku(request: Request) -> Response:
+        code = request.path_params["code"]
+        entry = await data.lookup(code)
+        return JSONResponse(sku_json(entry)) if entry else _error(404, f"sku {code!r}: not in this store's catalog")
+
+    async def day_totals(request: Request) -> Response:
+        if not hasattr(data, "day_totals"):
+            return _error(404, "per-day totals are kept by the store cache, not by a device")
+        return JSONResponse(await data.day_totals())
+
+    async def status(request: Request) -> Response:
+        return JSONResponse(await data.status())
+
+    return Starlette(routes=[
+        Route("/sales", record, methods=["POST"]),
+        Route("/sales/last", last),
+        Route("/sales/days", day_totals),
+        Route("/sku/{code}", sku),
+        Route("/storedata", status),
+    ])
+
+
+def _json(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise PosswarmError("sale: body is not JSON") from None

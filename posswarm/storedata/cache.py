@@ -1,0 +1,181 @@
+"""The store cache's store data: ledger and acks for the tills' sales, batches to central, SKU changes from central."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import trio
+
+from posswarm import logs
+from posswarm.errors import PosswarmError
+from posswarm.gossip.driver import StoreChannel
+from posswarm.gossip.messages import SalesAck, SalesDigest, SalesPush, SkuDigest, SkuEntries, SkuRequest
+from posswarm.sales.ledger import Ledger
+from posswarm.sku.catalog import SkuReplica
+from posswarm.sku.entry import SkuEntry
+from posswarm.storedata import central
+from posswarm.storedata.sku_sync import SkuServer, batches
+from posswarm.storedata.sqlite_thread import SqliteThread
+
+log = logs.get("storedata")
+
+FORWARD_BATCH = 500  # ~144 KB per request (notes §4)
+# Let a burst of sales gather into one request to central.
+FORWARD_GATHER_S = 0.2
+FORWARD_IDLE_S = 5.0
+# Retry forever: a WAN or central outage may last hours and the ledger keeps everything meanwhile;
+# a minute between attempts keeps thousands of stores from hammering central as it comes back.
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 60.0
+DIGEST_S = 1.0
+# A page of changes this small is pushed to every till at once; bigger ones go by anti-entropy.
+PUSH_CHANGES_MAX = 2000
+LONG_POLL_S = 25.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class CacheData:
+    """Owns the ledger and the store's SKU replica; changed only by its own tasks."""
+
+    def __init__(self, channel: StoreChannel, *, ledger_path: str, sku_path: str, store: str, central_url: str,
+                 timezone: str = "UTC", sku_poll_s: float = 2.0) -> None:
+        self.channel = channel
+        self._ledger_path, self._sku_path, self._timezone = ledger_path, sku_path, timezone
+        self.store, self.central_url, self.sku_poll_s = store, central_url, sku_poll_s
+        self.ledger: Ledger | None = None
+        self.replica: SkuReplica | None = None
+        self._sales_db = SqliteThread()
+        self._sku_db = SqliteThread()
+        self._forward_now = trio.Event()
+        self.central_error: str | None = None
+        self.forwarded = 0
+        # False while a big catch-up from central is under way: answering tills' digests then would
+        # send them the whole catalog once per page pulled. True when caught up, or central is unreachable.
+        self.sku_settled = False
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self.ledger = await trio.to_thread.run_sync(lambda: Ledger(self._ledger_path, timezone=self._timezone))
+        self.replica = await trio.to_thread.run_sync(SkuReplica, self._sku_path)
+        self.sku = SkuServer(self.channel, self.replica, self._sku_db)
+        try:
+            async with httpx.AsyncClient(timeout=30.0) as client, trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._receive)
+                nursery.start_soon(self._digests)
+                nursery.start_soon(self._forward, client)
+                nursery.start_soon(self._pull_sku, client)
+                log.info("storedata.cache", skus=len(self.replica), central=self.central_url)
+                task_status.started(self)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._sales_db.run(self.ledger.close)
+                await self._sku_db.run(self.replica.close)
+
+    async def day_totals(self) -> list[dict]:
+        """The store's per-day, per-SKU quantities and cents (from every sale in the ledger)."""
+        totals = await self._sales_db.run(self.ledger.totals)
+        return [{"day": day, "sku": code, "qty": qty, "cents": cents}
+                for (day, code), (qty, cents) in sorted(totals.by_day_sku.items())]
+
+    async def lookup(self, code_or_barcode: str) -> SkuEntry | None:
+        return await self._sku_db.run(self.replica.get, code_or_barcode)
+
+    # ---- from the tills -----------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        async for received in self.channel.inbox:
+            try:
+                await self._handle(received.node, received.message)
+            except PosswarmError as exc:  # a local file fault (disk full...): no ack goes out, the sender retries
+                log.error("storedata.message_failed", kind=received.message.KIND, node=received.node, reason=str(exc))
+
+    async def _handle(self, node: str, message) -> None:
+        if isinstance(message, SalesPush):
+            # Ack only after the commit: the ack lets the till forget the sale.
+            hwms = await self._sales_db.run(self.ledger.store, message.sales, now_ms=now_ms())
+            for (device, incarnation), hwm in hwms.items():
+                self.channel.send(node, SalesAck(device, incarnation, hwm))
+            self._forward_now.set()
+        elif isinstance(message, SkuDigest):
+            if self.sku_settled:
+                self._nursery.start_soon(self.sku.answer_digest, node, message.buckets)
+        elif isinstance(message, SkuRequest):
+            self._nursery.start_soon(self.sku.send_buckets, node, list(message.buckets))
+        elif isinstance(message, SkuEntries):
+            pass  # central is the catalog's writer; a till's copy never overrides the cache's
+
+    async def _digests(self) -> None:
+        """Every till learns every mark: a lost ack is repaired, and copies carried for others are dropped."""
+        while True:
+            hwms = await self._sales_db.run(self.ledger.hwms)
+            if hwms:
+                self.channel.broadcast(SalesDigest(hwms), role="device")
+            await trio.sleep(DIGEST_S)
+
+    # ---- to and from central --------------------------------------------------------------------
+
+    async def _forward(self, client: httpx.AsyncClient) -> None:
+        """Raw sales to central in batches; marked forwarded only once central answered (it dedupes repeats)."""
+        backoff = BACKOFF_FIRST_S
+        while True:
+            forward_now = self._forward_now = trio.Event()
+            batch = await self._sales_db.run(self.ledger.unforwarded, FORWARD_BATCH)
+            if not batch:
+                with trio.move_on_after(FORWARD_IDLE_S):
+                    await forward_now.wait()
+                    await trio.sleep(FORWARD_GATHER_S)
+                continue
+            try:
+                await central.post_sales(client, self.central_url, self.store, batch)
+            except PosswarmError as exc:
+                if self.central_error != str(exc):
+                    log.warning("sales.central_unreachable", reason=str(exc), retry_s=backoff)
+                self.central_error = str(exc)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            await self._sales_db.run(self.ledger.mark_forwarded, [sale.key for sale in batch])
+            self.forwarded += len(batch)
+            if self.central_error:
+                log.info("sales.central_back", forwarded=len(batch))
+            self.central_error, backoff = None, BACKOFF_FIRST_S
+
+    async def _pull_sku(self, client: httpx.AsyncClient) -> None:
+        """Follow central's catalog: catch up page by page, then long-poll for the next change."""
+        caught_up = False
+        while True:
+            asked = trio.current_time()
+            wait = LONG_POLL_S if caught_up else 0.0
+            try:
+                cursor = await self._sku_db.run(self.replica.cursor)
+                entries, next_cursor, more = await central.sku_changes(client, self.central_url, cursor, wait)
+            except PosswarmError as exc:
+                log.warning("sku.central_unreachable", reason=str(exc), retry_s=self.sku_poll_s)
+                caught_up, self.sku_settled = False, True
+                await trio.sleep(self.sku_poll_s)
+                continue
+            if entries:
+                changed = await self._sku_db.run(self.replica.apply, entries, now_ms=now_ms())
+                if changed and len(entries) <= PUSH_CHANGES_MAX:
+                    for batch in batches(entries):
+                        self.channel.broadcast(SkuEntries(batch), role="device")
+                log.info("sku.pulled", entries=len(entries), changed=changed)
+            if next_cursor != cursor:
+                await self._sku_db.run(self.replica.set_cursor, next_cursor)
+            caught_up = self.sku_settled = not more
+            if caught_up and not entries and trio.current_time() - asked < wait / 2:
+                await trio.sleep(self.sku_poll_s)  # central answered at once: it does not long-poll
+
+    async def status(self) -> dict:
+        totals = await self._sales_db.run(self.ledger.totals)
+        unforwarded = await self._sales_db.run(self.ledger.unforwarded_count)
+        return {
+            "sales": {"stored": totals.sales, "cents": totals.cents, "unforwarded": unforwarded,
+                      "forwarded_this_run": self.forwarded, "central_error": self.central_error},
+            "skus": await self._sku_db.run(self.replica.__len__),
+            "sku_refused_future": self.replica.refused,
+        }

@@ -1,0 +1,56 @@
+"""The cache's HTTP calls to central: hand over a batch of sales, pull SKU changes since a cursor."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import httpx
+import msgpack
+
+from posswarm.errors import PosswarmError
+from posswarm.sales.model import Sale
+from posswarm.sku.entry import InvalidSkuEntry, SkuEntry
+
+MSGPACK = "application/msgpack"
+SALES_PATH = "/sales/ingest"
+SKU_PATH = "/sku/changes"
+
+
+async def post_sales(client: httpx.AsyncClient, base_url: str, store: str, sales: Sequence[Sale]) -> dict:
+    """Hand ``sales`` to central; returns its ``{"stored", "duplicates"}``. Safe to repeat: central dedupes."""
+    url = f"{base_url.rstrip('/')}{SALES_PATH}"
+    body = msgpack.packb([sale.to_wire() for sale in sales])
+    try:
+        response = await client.post(url, params={"store": store}, content=body, headers={"content-type": MSGPACK})
+    except httpx.HTTPError as exc:
+        raise PosswarmError(f"sales to central {url}: {type(exc).__name__} ({exc}); will retry") from None
+    if response.status_code != 200:
+        raise PosswarmError(f"sales to central {url}: HTTP {response.status_code} {response.text[:200]!r}; will retry")
+    try:
+        return response.json()
+    except ValueError:
+        raise PosswarmError(f"sales to central {url}: answer is not JSON; is this a posswarm seeder?") from None
+
+
+async def sku_changes(client: httpx.AsyncClient, base_url: str, cursor: int,
+                      wait: float = 0.0) -> tuple[list[SkuEntry], int, bool]:
+    """One page of catalog changes after ``cursor``: (entries, next cursor, more pages waiting).
+
+    ``wait`` > 0 lets central hold the answer until there is a change (long poll).
+    """
+    url = f"{base_url.rstrip('/')}{SKU_PATH}"
+    try:
+        response = await client.get(url, params={"since": cursor, "wait": wait}, timeout=wait + 30.0)
+    except httpx.HTTPError as exc:
+        raise PosswarmError(f"sku changes from {url}: {type(exc).__name__} ({exc}); will retry") from None
+    if response.status_code != 200:
+        raise PosswarmError(f"sku changes from {url}: HTTP {response.status_code}; will retry")
+    try:
+        doc = msgpack.unpackb(response.content, raw=False)
+        entries = [SkuEntry.from_wire(wire) for wire in doc["entries"]]
+        next_cursor, more = doc["cursor"], doc["more"]
+    except (ValueError, KeyError, TypeError, InvalidSkuEntry, msgpack.UnpackException) as exc:
+        raise PosswarmError(f"sku changes from {url}: malformed answer ({exc}); is central on this version?") from None
+    if type(next_cursor) is not int or next_cursor < cursor or type(more) is not bool:
+        raise PosswarmError(f"sku changes from {url}: bad cursor {next_cursor!r} after {cursor}")
+    return entries, next_cursor, more

@@ -1,0 +1,196 @@
+"""A till's store data: commit sales to the outbox, push them to the cache and a fellow till, keep the SKU replica."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import trio
+
+from posswarm import logs
+from posswarm.errors import PosswarmError
+from posswarm.gossip.driver import StoreChannel
+from posswarm.gossip.messages import SalesAck, SalesDigest, SalesPush, SkuDigest, SkuEntries, SkuRequest
+from posswarm.sales.model import Sale
+from posswarm.sales.outbox import Outbox
+from posswarm.sku.catalog import SkuReplica
+from posswarm.sku.entry import SkuEntry
+from posswarm.storedata.sku_sync import SkuServer
+from posswarm.storedata.sqlite_thread import SqliteThread
+
+log = logs.get("storedata")
+
+PUSH_BATCH = 64  # un-acked sales per push (notes §2: batches of <= 64)
+RESEND_S = 0.5
+# A few ms after a new sale, so a burst travels in one push; well inside the 1 s p99 target.
+BATCH_WAIT_S = 0.005
+SKU_DIGEST_S = 2.0
+# Do not ask again while entries are still arriving: the answer to the last digest is in flight.
+SKU_QUIET_S = 1.0
+APPLY_MAX = 50_000
+# Frames of a bulk transfer arrive a few ms apart; gather them so one commit covers thousands of SKUs.
+APPLY_GATHER_S = 0.05
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class DeviceData:
+    """Owns the outbox and SKU replica files; changed only by its own tasks and :meth:`record`."""
+
+    def __init__(self, channel: StoreChannel, *, outbox_path: str, sku_path: str, device_id: str) -> None:
+        self.channel = channel
+        self._outbox_path, self._sku_path, self._device_id = outbox_path, sku_path, device_id
+        self.outbox: Outbox | None = None
+        self.replica: SkuReplica | None = None
+        self._sales_db = SqliteThread()
+        self._sku_db = SqliteThread()
+        self._kick = trio.Event()
+        self._last_entries = -1e9
+        self._replica_turn = 0
+        self._copied_upto = 0
+        self._sku_in, self._sku_out = trio.open_memory_channel[tuple[SkuEntry, ...]](math.inf)
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self.outbox = await trio.to_thread.run_sync(Outbox, self._outbox_path, self._device_id)
+        self.replica = await trio.to_thread.run_sync(SkuReplica, self._sku_path)
+        self.sku = SkuServer(self.channel, self.replica, self._sku_db)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._receive)
+                nursery.start_soon(self._push)
+                nursery.start_soon(self._ask_sku)
+                nursery.start_soon(self._apply_sku)
+                log.info("storedata.device", incarnation=self.outbox.incarnation, skus=len(self.replica))
+                task_status.started(self)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._sales_db.run(self.outbox.close)
+                await self._sku_db.run(self.replica.close)
+
+    # ---- the local API's calls --------------------------------------------------------------
+
+    async def record(self, lines: Sequence[tuple[str, int, int]], tenders: Sequence[tuple[str, int]]) -> Sale:
+        """Commit a sale (fsync) and return it; the push to the cache starts right away."""
+        sale = await self._sales_db.run(self.outbox.record, lines, tenders, now_ms())
+        self._kick.set()
+        return sale
+
+    async def last_sale(self) -> Sale | None:
+        return await self._sales_db.run(self.outbox.last)
+
+    async def lookup(self, code_or_barcode: str) -> SkuEntry | None:
+        return await self._sku_db.run(self.replica.get, code_or_barcode)
+
+    # ---- sales --------------------------------------------------------------------------------
+
+    def _cache(self) -> str | None:
+        alive = self.channel.alive("cache")
+        if alive:
+            return alive[0]
+        known = self.channel.known("cache")
+        return known[0] if known else None
+
+    async def _push(self) -> None:
+        """Resend every un-acked sale until the cache acks it (at-least-once; every hop dedupes)."""
+        while True:
+            kick = self._kick = trio.Event()  # a sale committed while we push below wakes the next round
+            try:
+                await self._push_once()
+            except PosswarmError as exc:  # the outbox file failed; the sales in it are retried next round
+                log.error("sales.push_failed", reason=str(exc))
+            with trio.move_on_after(RESEND_S):
+                await kick.wait()
+                await trio.sleep(BATCH_WAIT_S)
+
+    async def _push_once(self) -> None:
+        own = await self._sales_db.run(self.outbox.unacked, PUSH_BATCH)
+        carried = await self._sales_db.run(self.outbox.replicas_unacked, PUSH_BATCH)
+        cache = self._cache()
+        if cache and (own or carried):
+            self.channel.send(cache, SalesPush(tuple(own + carried)))
+        tills = self.channel.alive("device")
+        if own and tills:
+            # Another till keeps a copy until the cache has it: a till whose disk dies loses nothing.
+            # The cursor walks the whole un-acked backlog (a long cache outage leaves thousands),
+            # so every sale gets copied, not just the oldest batch over and over.
+            copies = await self._sales_db.run(self.outbox.unacked, PUSH_BATCH, after=self._copied_upto)
+            if not copies:
+                copies = own
+            self._copied_upto = copies[-1].seq
+            self._replica_turn += 1
+            self.channel.send(tills[self._replica_turn % len(tills)], SalesPush(tuple(copies)))
+
+    # ---- messages -----------------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        async for received in self.channel.inbox:
+            try:
+                await self._handle(received.node, received.message)
+            except PosswarmError as exc:  # a local file fault (disk full...): no ack goes out, the sender retries
+                log.error("storedata.message_failed", kind=received.message.KIND, node=received.node, reason=str(exc))
+
+    async def _handle(self, node: str, message) -> None:
+        if isinstance(message, SalesAck):
+            await self._settle({(message.device, message.incarnation): message.hwm})
+        elif isinstance(message, SalesDigest):
+            await self._settle(message.hwms)
+        elif isinstance(message, SalesPush):
+            held = await self._sales_db.run(self.outbox.hold_replica, message.sales)
+            if held:
+                self._kick.set()
+        elif isinstance(message, SkuEntries):
+            self._last_entries = trio.current_time()
+            self._sku_in.send_nowait(message.entries)
+        elif isinstance(message, SkuDigest):
+            self._nursery.start_soon(self.sku.answer_digest, node, message.buckets)
+        elif isinstance(message, SkuRequest):
+            self._nursery.start_soon(self.sku.send_buckets, node, list(message.buckets))
+
+    async def _settle(self, hwms) -> None:
+        own, dropped = await self._sales_db.run(self.outbox.settle, hwms)
+        if own or dropped:
+            log.debug("sales.acked", own=own, carried_dropped=dropped)
+
+    async def _apply_sku(self) -> None:
+        """Apply what arrived in as few transactions as it allows: a fresh till gets 100k SKUs in ~75 frames."""
+        async for entries in self._sku_out:
+            batch = list(entries)
+            while len(batch) < APPLY_MAX:
+                with trio.move_on_after(APPLY_GATHER_S) as gap:
+                    batch.extend(await self._sku_out.receive())
+                if gap.cancelled_caught:
+                    break
+            try:
+                changed = await self._sku_db.run(self.replica.apply, batch, now_ms=now_ms())
+            except PosswarmError as exc:  # anti-entropy sends these again once the file is writable
+                log.error("sku.apply_failed", entries=len(batch), reason=str(exc))
+                continue
+            self._last_entries = trio.current_time()
+            if changed:
+                log.debug("sku.applied", received=len(batch), changed=changed)
+
+    async def _ask_sku(self) -> None:
+        """Anti-entropy: send our digest to the cache (or, with the cache down, a fellow till)."""
+        last_sent, last_target = -1e9, None
+        while True:
+            target = self._cache() if self.channel.alive("cache") else None
+            if target is None:
+                tills = self.channel.alive("device")
+                target = tills[0] if tills else None
+            now = trio.current_time()
+            due = now - last_sent >= SKU_DIGEST_S and now - self._last_entries >= SKU_QUIET_S
+            if target and (due or target != last_target):
+                digests = await self._sku_db.run(self.replica.bucket_digests)
+                if self.channel.send(target, SkuDigest(tuple(digests))):
+                    last_sent, last_target = now, target
+            await trio.sleep(0.25)
+
+    async def status(self) -> dict:
+        counts = await self._sales_db.run(self.outbox.counts)
+        skus = await self._sku_db.run(self.replica.__len__)
+        return {"sales": counts, "skus": skus, "sku_refused_future": self.replica.refused,
+                "incarnation": self.outbox.incarnation}

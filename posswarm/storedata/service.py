@@ -1,0 +1,115 @@
+"""Store data as one node service: the gossip channel, the role's sales/SKU work, and the local API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from posswarm import http_service, logs
+from posswarm.config import NodeConfig
+from posswarm.discovery.records import Advert
+from posswarm.errors import PosswarmError
+from posswarm.fsync import replace_synced
+from posswarm.gossip import faults
+from posswarm.gossip.driver import StoreChannel
+from posswarm.storedata.api import local_app
+from posswarm.storedata.cache import CacheData
+from posswarm.storedata.device import DeviceData
+
+log = logs.get("storedata")
+
+API_URL_FILE = "api.url"
+
+
+def read_secret(path: Path) -> bytes:
+    """The store's gossip secret: the file's bytes, surrounding whitespace ignored."""
+    try:
+        secret = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise PosswarmError(f"gossip key {path}: cannot read it ({exc.strerror}); check store.gossip_key_file") from None
+    if len(secret) < 16:
+        raise PosswarmError(
+            f"gossip key {path}: {len(secret)} bytes, need at least 16 (make one: head -c 32 /dev/urandom | base64)"
+        )
+    return secret
+
+
+def parse_seeds(text: str) -> list[tuple[str, int]]:
+    """``"10.20.0.1:7946, 10.20.0.2:7946"`` as (host, port) pairs."""
+    seeds = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise PosswarmError(f"store.gossip_seeds: {item!r} is not HOST:PORT, e.g. 10.20.0.1:7946")
+        seeds.append((host, int(port)))
+    return seeds
+
+
+def api_url(data_dir: Path) -> str:
+    """Where a running node's local API listens (written at start-up), for ``posswarm sale``/``sku``."""
+    try:
+        return (Path(data_dir) / API_URL_FILE).read_text().strip()
+    except OSError:
+        raise PosswarmError(f"no local API address in {data_dir}/{API_URL_FILE}; is `posswarm node` running?") from None
+
+
+class StoreData:
+    """The node's store-data service; the node forwards mDNS sightings with :meth:`peer_found`/:meth:`peer_lost`."""
+
+    def __init__(self, config: NodeConfig, data_dir: Path) -> None:
+        self.config = config
+        self.data_dir = Path(data_dir)
+        c = config
+        self.channel = StoreChannel(
+            store=c.store, node_id=c.node_id, role=c.role, secret=read_secret(Path(c.gossip_key_file)),
+            address=c.address, port=c.gossip_port, faults=faults.parse(c.gossip_faults),
+        )
+        self._seeds = parse_seeds(c.gossip_seeds)
+        self.role_data: CacheData | DeviceData | None = None
+        self.api_url: str | None = None
+        self.snapshot: dict = {}  # refreshed every second for the node's (synchronous) status.json
+
+    @property
+    def gossip_port(self) -> int:
+        return self.channel.port
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        c = self.config
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.channel.run)
+            for host, port in self._seeds:
+                # A placeholder id (':' is never in a node id); the node's heartbeat answer names it properly.
+                self.channel.add_peer(f"seed:{host}:{port}", host, port)
+            sku_path = str(self.data_dir / "sku.sqlite")
+            if c.is_cache:
+                self.role_data = CacheData(
+                    self.channel, ledger_path=str(self.data_dir / "ledger.sqlite"), sku_path=sku_path,
+                    store=c.store, central_url=c.catalog_url, timezone=c.timezone, sku_poll_s=c.sku_poll_s,
+                )
+            else:
+                self.role_data = DeviceData(self.channel, outbox_path=str(self.data_dir / "outbox.sqlite"),
+                                            sku_path=sku_path, device_id=c.node_id)
+            await nursery.start(self.role_data.run)
+            # Loopback only: the API takes sales from software on this machine, never from the LAN.
+            self.api_url = await nursery.start(http_service.run, local_app(self.role_data), "127.0.0.1", c.api_port)
+            await trio.to_thread.run_sync(replace_synced, self.data_dir / API_URL_FILE, self.api_url.encode())
+            log.info("storedata.started", gossip_port=self.channel.port, api=self.api_url)
+            nursery.start_soon(self._refresh_snapshot)
+            task_status.started(self)
+
+    async def _refresh_snapshot(self) -> None:
+        while True:
+            self.snapshot = await self.status()
+            await trio.sleep(1.0)
+
+    def peer_found(self, advert: Advert) -> None:
+        if advert.gossip_port:
+            self.channel.add_peer(advert.node_id, advert.address, advert.gossip_port, advert.role)
+
+    def peer_lost(self, node_id: str) -> None:
+        self.channel.forget_peer(node_id)
+
+    async def status(self) -> dict:
+        doc = await self.role_data.status() if self.role_data else {}
+        return {"api": self.api_url, "gossip": self.channel.stats(), **doc}

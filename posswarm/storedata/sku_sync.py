@@ -1,0 +1,73 @@
+"""SKU anti-entropy on a node: answer a peer's bucket digests with the entries of the buckets that differ."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from posswarm import logs
+from posswarm.errors import PosswarmError
+from posswarm.gossip.driver import StoreChannel
+from posswarm.gossip.messages import SkuEntries
+from posswarm.sku.catalog import SkuReplica, differing_buckets
+from posswarm.sku.entry import SkuEntry
+from posswarm.storedata.sqlite_thread import SqliteThread
+
+log = logs.get("storedata")
+
+# Frames are capped at 256 KiB (frames.MAX_FRAME); fill one to ~192 KiB by a generous per-entry estimate.
+BATCH_BYTES = 192 * 1024
+READ_BUCKETS = 128
+
+
+def batches(entries: Iterable[SkuEntry]) -> Iterator[tuple[SkuEntry, ...]]:
+    """Cut entries into frame-sized groups, keeping their (bucket) order so each apply touches few buckets."""
+    batch: list[SkuEntry] = []
+    size = 0
+    for entry in entries:
+        # msgpack costs at most 4 bytes of header per str field; names can be 4 bytes per character.
+        cost = 48 + len(entry.code) + len(entry.barcode) + 4 * len(entry.name) + len(entry.tax_class) + len(entry.origin)
+        if batch and size + cost > BATCH_BYTES:
+            yield tuple(batch)
+            batch, size = [], 0
+        batch.append(entry)
+        size += cost
+    if batch:
+        yield tuple(batch)
+
+
+class SkuServer:
+    """Sends a peer what it lacks; one transfer per peer at a time, so a slow fresh till is not flooded twice."""
+
+    def __init__(self, channel: StoreChannel, replica: SkuReplica, db: SqliteThread) -> None:
+        self.channel, self.replica, self.db = channel, replica, db
+        self._busy: set[str] = set()
+        self.entries_sent = 0
+
+    def busy(self, node: str) -> bool:
+        return node in self._busy
+
+    async def answer_digest(self, node: str, theirs: tuple[bytes, ...]) -> None:
+        if node in self._busy:
+            return
+        mine = await self.db.run(self.replica.bucket_digests)
+        try:
+            buckets = differing_buckets(mine, theirs)
+        except PosswarmError as exc:
+            log.warning("sku.digest_refused", node=node, reason=str(exc))
+            return
+        await self.send_buckets(node, buckets)
+
+    async def send_buckets(self, node: str, buckets: list[int]) -> None:
+        if not buckets or node in self._busy:
+            return
+        self._busy.add(node)
+        try:
+            # Read a slice of buckets at a time so the first frames leave while the rest is still read.
+            for start in range(0, len(buckets), READ_BUCKETS):
+                entries = await self.db.run(self.replica.entries_in, buckets[start : start + READ_BUCKETS])
+                for batch in batches(entries):
+                    if not await self.channel.send_wait(node, SkuEntries(batch)):
+                        return
+                    self.entries_sent += len(batch)
+        finally:
+            self._busy.discard(node)

@@ -1,0 +1,230 @@
+"""Central's sales store: ingest from the store caches (idempotent on the sale's identity), export for the data platform.
+
+SQLite by default; PostgreSQL (``postgresql://...``, psycopg 3) for a chain-wide deployment.
+Both keep ``PRIMARY KEY (device_id, incarnation, seq)`` and insert-or-ignore, so a batch the
+cache resends after a lost answer is counted once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Protocol
+
+import msgpack
+import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from posswarm import logs
+from posswarm.errors import PosswarmError
+from posswarm.sales.durable import open_db, transaction
+from posswarm.sales.model import InvalidSale, Sale
+
+log = logs.get("seeder.sales")
+
+MAX_BODY = 8 << 20  # a batch of 500 sales is ~150 KB; far above it is not a cache talking
+_COLUMNS = "store, device_id, incarnation, seq, created_ms, total_cents, received_ms, body"
+
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sale (
+    store TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    incarnation TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    total_cents INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (device_id, incarnation, seq)
+) WITHOUT ROWID;
+"""
+
+_POSTGRES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sale (
+    store TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    incarnation TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    total_cents BIGINT NOT NULL,
+    received_ms BIGINT NOT NULL,
+    body BYTEA NOT NULL,
+    PRIMARY KEY (device_id, incarnation, seq)
+)
+"""
+
+
+class SalesStore(Protocol):
+    def ingest(self, store: str, sales: Iterable[Sale]) -> tuple[int, int]: ...
+    def rows(self) -> Iterator[tuple[str, Sale]]: ...
+    def totals(self) -> tuple[int, int]: ...
+    def close(self) -> None: ...
+
+
+class SqliteSales:
+    """One SQLite file (WAL, synchronous=FULL): enough for a region or a pilot."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db = open_db(path, "central sales", _SQLITE_SCHEMA)
+
+    def ingest(self, store: str, sales: Iterable[Sale]) -> tuple[int, int]:
+        """Store ``sales`` from ``store``; return (newly stored, duplicates ignored)."""
+        now = int(time.time() * 1000)
+        stored = seen = 0
+        with transaction(self._db, f"central sales {self.path}") as db:
+            for sale in sales:
+                seen += 1
+                stored += db.execute(
+                    f"INSERT OR IGNORE INTO sale ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (store, *sale.key, sale.created_ms, sale.total_cents, now, msgpack.packb(sale.to_wire())),
+                ).rowcount
+        return stored, seen - stored
+
+    def rows(self) -> Iterator[tuple[str, Sale]]:
+        for store, body in self._db.execute("SELECT store, body FROM sale ORDER BY store, device_id, incarnation, seq"):
+            yield store, Sale.from_wire(msgpack.unpackb(body))
+
+    def totals(self) -> tuple[int, int]:
+        return tuple(self._db.execute("SELECT COUNT(*), COALESCE(SUM(total_cents), 0) FROM sale").fetchone())
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PostgresSales:
+    """A PostgreSQL table shared by every seeder of the chain."""
+
+    def __init__(self, dsn: str) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise PosswarmError("sales db postgresql: psycopg is not installed (pip install 'psycopg[binary]')") from None
+        self._psycopg = psycopg
+        try:
+            self._db = psycopg.connect(dsn, autocommit=False)
+            with self._db.transaction():
+                self._db.execute(_POSTGRES_SCHEMA)
+        except psycopg.Error as exc:
+            raise PosswarmError(f"sales db {_redact(dsn)}: {str(exc).strip().splitlines()[0]}; check the URL and server") from None
+
+    def ingest(self, store: str, sales: Iterable[Sale]) -> tuple[int, int]:
+        now = int(time.time() * 1000)
+        stored = seen = 0
+        try:
+            with self._db.transaction(), self._db.cursor() as cur:
+                for sale in sales:
+                    seen += 1
+                    cur.execute(
+                        f"INSERT INTO sale ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        (store, *sale.key, sale.created_ms, sale.total_cents, now, msgpack.packb(sale.to_wire())),
+                    )
+                    stored += cur.rowcount
+        except self._psycopg.Error as exc:
+            raise PosswarmError(f"central sales (postgresql): write failed ({exc}); the cache will retry") from None
+        return stored, seen - stored
+
+    def rows(self) -> Iterator[tuple[str, Sale]]:
+        with self._db.cursor() as cur:
+            cur.execute("SELECT store, body FROM sale ORDER BY store, device_id, incarnation, seq")
+            for store, body in cur:
+                yield store, Sale.from_wire(msgpack.unpackb(bytes(body)))
+        self._db.rollback()
+
+    def totals(self) -> tuple[int, int]:
+        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(total_cents), 0) FROM sale").fetchone()
+        self._db.rollback()
+        return int(row[0]), int(row[1])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _redact(dsn: str) -> str:
+    head, at, tail = dsn.rpartition("@")
+    return f"{head.split('://')[0]}://***@{tail}" if at else dsn
+
+
+def open_sales(url: str) -> SalesStore:
+    """``postgresql://...`` (or ``postgres://``) or a SQLite path (``sqlite:///path`` or just ``path``)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresSales(url)
+    path = url.removeprefix("sqlite://")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return SqliteSales(path)
+
+
+def sale_record(store: str, sale: Sale) -> dict:
+    """The export form of one sale (one JSON line)."""
+    return {
+        "store": store, "device_id": sale.device_id, "incarnation": sale.incarnation, "seq": sale.seq,
+        "created_ms": sale.created_ms, "total_cents": sale.total_cents,
+        "lines": [{"sku": line.sku, "qty": line.qty, "unit_cents": line.unit_cents} for line in sale.lines],
+        "tenders": [{"kind": tender.kind, "cents": tender.cents} for tender in sale.tenders],
+    }
+
+
+CSV_HEADER = ["store", "device_id", "incarnation", "seq", "created_ms", "sale_total_cents",
+              "line", "sku", "qty", "unit_cents", "line_cents"]
+
+
+def export(store: SalesStore, out: IO[str], fmt: str) -> int:
+    """Write every sale as JSONL (one sale per line) or CSV (one basket line per row); return the sale count."""
+    count = 0
+    if fmt == "jsonl":
+        for shop, sale in store.rows():
+            out.write(json.dumps(sale_record(shop, sale), separators=(",", ":")) + "\n")
+            count += 1
+    elif fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow(CSV_HEADER)
+        for shop, sale in store.rows():
+            for number, line in enumerate(sale.lines, 1):
+                writer.writerow([shop, sale.device_id, sale.incarnation, sale.seq, sale.created_ms, sale.total_cents,
+                                 number, line.sku, line.qty, line.unit_cents, line.cents])
+            count += 1
+    else:
+        raise PosswarmError(f"sales export: unknown format {fmt!r}; use jsonl or csv")
+    return count
+
+
+def routes(store: SalesStore) -> list[Route]:
+    """``POST /sales/ingest?store=S042`` (msgpack list of sales) and ``GET /sales/totals``."""
+    lock = trio.Lock()  # one connection: one writer at a time
+
+    async def ingest(request: Request) -> Response:
+        shop = request.query_params.get("store", "")
+        if not shop or len(shop) > 64:
+            return JSONResponse({"error": "sales ingest: ?store=STORE_ID is required"}, 400)
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return JSONResponse({"error": f"sales ingest: body over {MAX_BODY} bytes; send smaller batches"}, 413)
+        try:
+            wires = msgpack.unpackb(body, raw=False)
+            if not isinstance(wires, list):
+                raise InvalidSale("body is not a list of sales")
+            sales = [Sale.from_wire(wire) for wire in wires]
+        except (InvalidSale, ValueError, TypeError, msgpack.UnpackException) as exc:
+            log.warning("sales.rejected", store=shop, reason=str(exc))
+            return JSONResponse({"error": f"sales ingest from {shop}: {exc}"}, 400)
+        try:
+            async with lock:
+                stored, duplicates = await trio.to_thread.run_sync(store.ingest, shop, sales)
+        except (PosswarmError, sqlite3.Error) as exc:
+            log.error("sales.store_failed", store=shop, reason=str(exc))
+            return JSONResponse({"error": str(exc)}, 503)
+        log.info("sales.ingested", store=shop, stored=stored, duplicates=duplicates)
+        return JSONResponse({"stored": stored, "duplicates": duplicates})
+
+    async def totals(request: Request) -> Response:
+        async with lock:
+            count, cents = await trio.to_thread.run_sync(store.totals)
+        return JSONResponse({"sales": count, "cents": cents})
+
+    return [Route("/sales/ingest", ingest, methods=["POST"]), Route("/sales/totals", totals)]

@@ -1,0 +1,252 @@
+"""Store data end to end in one trio run: real TCP gossip, real SQLite, central's real HTTP routes."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import httpx
+import trio
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from posswarm import http_service
+from posswarm.gossip.driver import StoreChannel
+from posswarm.sku.entry import SkuEntry
+from posswarm.storedata.api import local_app
+from posswarm.storedata.cache import CacheData
+from posswarm.storedata.device import DeviceData
+from seeder import sales, sku
+
+SECRET = b"store-S042-secret-0123456789abcdef"
+STORE = "S042"
+
+
+async def _until(predicate, timeout: float = 15.0) -> None:
+    """Wait until ``predicate()`` (sync or async) is true."""
+    with trio.fail_after(timeout):
+        while True:
+            result = predicate()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+            await trio.sleep(0.05)
+
+
+async def _counts(device: DeviceData) -> dict:
+    return (await device.status())["sales"]
+
+
+class Central:
+    def __init__(self, root: Path) -> None:
+        self.sales = sales.open_sales(str(root / "central" / "sales.sqlite"))
+        self.catalog = sku.CentralCatalog(str(root / "central" / "sku.sqlite"))
+        self.app = Starlette(routes=sales.routes(self.sales) + sku.routes(self.catalog))
+
+
+def _channel(node: str, role: str) -> StoreChannel:
+    return StoreChannel(store=STORE, node_id=node, role=role, secret=SECRET, address="127.0.0.1")
+
+
+async def _start_cache(nursery, root: Path, url: str) -> tuple[CacheData, trio.CancelScope]:
+    channel = _channel("cache", "cache")
+    cache = CacheData(channel, ledger_path=str(root / "cache-ledger.sqlite"), sku_path=str(root / "cache-sku.sqlite"),
+                      store=STORE, central_url=url, sku_poll_s=0.2)
+    scope = trio.CancelScope()
+
+    async def run(task_status=trio.TASK_STATUS_IGNORED):
+        with scope:
+            async with trio.open_nursery() as inner:
+                await inner.start(channel.run)
+                await inner.start(cache.run)
+                task_status.started()
+
+    await nursery.start(run)
+    return cache, scope
+
+
+async def _start_device(nursery, root: Path, node: str, cache_port: int | None) -> tuple[DeviceData, trio.CancelScope]:
+    channel = _channel(node, "device")
+    device = DeviceData(channel, outbox_path=str(root / f"{node}-outbox.sqlite"), sku_path=str(root / f"{node}-sku.sqlite"),
+                        device_id=node)
+    scope = trio.CancelScope()
+
+    async def run(task_status=trio.TASK_STATUS_IGNORED):
+        with scope:
+            async with trio.open_nursery() as inner:
+                await inner.start(channel.run)
+                await inner.start(device.run)
+                task_status.started()
+
+    await nursery.start(run)
+    if cache_port:
+        channel.add_peer("cache", "127.0.0.1", cache_port, "cache")
+    return device, scope
+
+
+def _csv(path: Path, rows: list[tuple]) -> Path:
+    path.write_text("code,barcode,name,price_cents,tax_class\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    return path
+
+
+async def test_catalog_out_sales_back_exactly_once(nursery, tmp_path):
+    central = Central(tmp_path)
+    url = await nursery.start(http_service.run, central.app, "127.0.0.1", 0)
+    rows = [(f"SKU{i:04d}", f"40000000{i:05d}", f"item {i}", 100 + i, "A") for i in range(300)]
+    central.catalog.import_rows(sku.read_csv(_csv(tmp_path / "cat.csv", rows)))
+
+    cache, _ = await _start_cache(nursery, tmp_path, url)
+    tills = [(await _start_device(nursery, tmp_path, f"till-{i}", cache.channel.port))[0] for i in (1, 2)]
+
+    async def everyone_has_catalog():
+        found = [await t.lookup("4000000000299") for t in tills]
+        return all(e is not None and e.price_cents == 399 for e in found)
+
+    await _until(everyone_has_catalog)
+
+    # A price change and a deletion at central reach every till (pushed, and by anti-entropy).
+    changed = [r if r[0] != "SKU0007" else ("SKU0007", r[1], r[2], 999, "B") for r in rows if r[0] != "SKU0008"]
+    result = central.catalog.import_rows(sku.read_csv(_csv(tmp_path / "cat2.csv", changed)), replace=True)
+    assert result["changed"] == 2 and result["tombstoned_missing"] == 1
+
+    async def change_arrived():
+        entries = [(await t.lookup("SKU0007"), await t.lookup("SKU0008")) for t in tills]
+        return all(a is not None and a.price_cents == 999 and b is None for a, b in entries)
+
+    await _until(change_arrived)
+
+    recorded = []
+    for n in range(20):
+        till = tills[n % 2]
+        recorded.append(await till.record([("SKU0001", 2, 101), ("SKU0007", 1, 999)], [("card", 1201)]))
+
+    await _until(lambda: central.sales.totals() == (20, 20 * 1201))
+    # Nothing left un-acked on the tills, and the cache's aggregates match.
+    async def all_acked():
+        return all([(await _counts(t))["unacked"] == 0 for t in tills])
+
+    await _until(all_acked)
+    totals = await cache._sales_db.run(cache.ledger.totals)
+    assert totals.sales == 20 and totals.cents == 20 * 1201
+    assert sum(qty for (day, code), (qty, _) in totals.by_day_sku.items() if code == "SKU0001") == 40
+    cache_api = await nursery.start(http_service.run, local_app(cache), "127.0.0.1", 0)
+    async with httpx.AsyncClient(base_url=cache_api) as client:
+        days = (await client.get("/sales/days")).json()
+        assert {row["sku"]: row["qty"] for row in days} == {"SKU0001": 40, "SKU0007": 20}
+        assert (await client.post("/sales", json={"lines": []})).status_code == 404  # the cache sells nothing
+    exported = sorted((s.device_id, s.seq) for _, s in central.sales.rows())
+    assert exported == sorted((s.device_id, s.seq) for s in recorded)
+
+
+async def test_a_tills_sale_survives_its_disk_dying_before_the_cache_saw_it(nursery, tmp_path):
+    central = Central(tmp_path)
+    url = await nursery.start(http_service.run, central.app, "127.0.0.1", 0)
+    till1, scope1 = await _start_device(nursery, tmp_path, "till-1", None)
+    till2, _ = await _start_device(nursery, tmp_path, "till-2", None)
+    till1.channel.add_peer("till-2", "127.0.0.1", till2.channel.port, "device")
+    till2.channel.add_peer("till-1", "127.0.0.1", till1.channel.port, "device")
+    sale = await till1.record([("SKU1", 1, 250)], [("cash", 250)])
+    async def carried(n):
+        return (await _counts(till2))["carried"] == n
+
+    await _until(lambda: carried(1))
+
+    scope1.cancel()  # till-1 dies with its disk: its outbox is gone
+    await trio.sleep(0)
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(tmp_path / "till-1-outbox.sqlite") + suffix).unlink(missing_ok=True)
+
+    cache, _ = await _start_cache(nursery, tmp_path, url)
+    till2.channel.add_peer("cache", "127.0.0.1", cache.channel.port, "cache")
+    await _until(lambda: central.sales.totals() == (1, 250))
+    assert [(s.device_id, s.seq) for _, s in central.sales.rows()] == [("till-1", sale.seq)]
+    await _until(lambda: carried(0))  # the cache's digest released the copy
+
+
+async def test_local_api_commits_before_answering(nursery, tmp_path):
+    till, _ = await _start_device(nursery, tmp_path, "till-1", None)
+    api = await nursery.start(http_service.run, local_app(till), "127.0.0.1", 0)
+    async with httpx.AsyncClient(base_url=api) as client:
+        ok = await client.post("/sales", json={"lines": [{"sku": "SKU1", "qty": 3, "unit_cents": 50}]})
+        assert ok.status_code == 201 and ok.json()["total_cents"] == 150 and ok.json()["seq"] == 1
+        # Answered means committed: a fresh connection to the file sees it.
+        from posswarm.sales.outbox import Outbox
+
+        other = Outbox(str(tmp_path / "till-1-outbox.sqlite"), "till-1")
+        assert other.last().seq == 1 and other.last().tenders[0].kind == "cash"
+        other.close()
+        bad = await client.post("/sales", json={"lines": [{"sku": "SKU1", "qty": 0, "unit_cents": 50}]})
+        assert bad.status_code == 400 and "quantity" in bad.json()["error"]
+        assert (await client.post("/sales", content=b"{nope")).status_code == 400
+        assert (await client.get("/sales/last")).json()["seq"] == 1
+        assert (await client.get("/sku/NOPE")).status_code == 404
+
+
+async def test_shell_commands_use_the_local_api(nursery, tmp_path, capsys):
+    from posswarm import cli
+
+    till, _ = await _start_device(nursery, tmp_path, "till-1", None)
+    await till._sku_db.run(till.replica.apply, [SkuEntry("SKU1", 1 << 20, "central", barcode="400", price_cents=150)])
+    api = await nursery.start(http_service.run, local_app(till), "127.0.0.1", 0)
+    code = await trio.to_thread.run_sync(cli.main, ["sale", "record", "--api", api, "--line", "SKU1:2:150",
+                                                    "--tender", "card:300"])
+    assert code == 0
+    assert '"total_cents": 300' in capsys.readouterr().out
+    assert await trio.to_thread.run_sync(cli.main, ["sku", "get", "400", "--api", api]) == 0
+    assert '"code": "SKU1"' in capsys.readouterr().out
+    assert await trio.to_thread.run_sync(cli.main, ["sku", "get", "nope/x", "--api", api]) == 1
+    assert await trio.to_thread.run_sync(cli.main, ["sale", "record", "--api", api, "--line", "SKU1:2"]) == 1
+    assert "SKU:QTY:UNIT_CENTS" in capsys.readouterr().err
+
+
+async def test_cache_keeps_sales_while_central_is_down_then_forwards_each_once(nursery, tmp_path):
+    central = Central(tmp_path)
+    down = True
+    ingest = next(r for r in central.app.routes if r.path == "/sales/ingest").endpoint
+
+    async def flaky_ingest(request):
+        if down:
+            return JSONResponse({"error": "maintenance"}, 503)
+        return await ingest(request)
+
+    app = Starlette(routes=[Route("/sales/ingest", flaky_ingest, methods=["POST"]), *sku.routes(central.catalog)])
+    url = await nursery.start(http_service.run, app, "127.0.0.1", 0)
+    cache, _ = await _start_cache(nursery, tmp_path, url)
+    till, _ = await _start_device(nursery, tmp_path, "till-1", cache.channel.port)
+    for _ in range(30):
+        await till.record([("SKU1", 1, 100)], [("cash", 100)])
+    async def held_at_cache():
+        return cache.central_error is not None and (await cache.status())["sales"]["stored"] == 30
+
+    await _until(held_at_cache)
+    assert central.sales.totals() == (0, 0)
+    down = False
+    await _until(lambda: central.sales.totals() == (30, 3000))
+    await _until(lambda: cache.central_error is None)
+    assert (await cache.status())["sales"]["unforwarded"] == 0
+
+
+async def test_a_till_that_was_off_catches_up_by_anti_entropy(nursery, tmp_path):
+    central = Central(tmp_path)
+    url = await nursery.start(http_service.run, central.app, "127.0.0.1", 0)
+    rows = [(f"SKU{i:04d}", f"5{i:05d}", f"item {i}", 100 + i, "A") for i in range(500)]
+    central.catalog.import_rows(sku.read_csv(_csv(tmp_path / "a.csv", rows)))
+    cache, _ = await _start_cache(nursery, tmp_path, url)
+    till, scope = await _start_device(nursery, tmp_path, "till-1", cache.channel.port)
+
+    async def till_root_is(expected):
+        return await till._sku_db.run(till.replica.root_digest) == expected
+
+    async def cache_root_is_central():
+        return await cache._sku_db.run(cache.replica.root_digest) == central.catalog.replica.root_digest()
+
+    await _until(lambda: till_root_is(central.catalog.replica.root_digest()))
+    scope.cancel()  # the till is switched off for the night ...
+    changed = [(c, b, n, p * 2, t) for c, b, n, p, t in rows[:300]]  # 300 repriced, 200 gone
+    central.catalog.import_rows(sku.read_csv(_csv(tmp_path / "b.csv", changed)), replace=True)
+    await _until(cache_root_is_central)
+    till, _ = await _start_device(nursery, tmp_path, "till-1", cache.channel.port)  # ... and back, same files
+    await _until(lambda: till_root_is(central.catalog.replica.root_digest()))
+    assert (await till.lookup("SKU0299")).price_cents == 2 * 399 and await till.lookup("SKU0300") is None

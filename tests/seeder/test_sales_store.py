@@ -1,0 +1,155 @@
+"""Central's sales store on SQLite and on a real PostgreSQL server, its ingest route and export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from glob import glob
+from pathlib import Path
+
+import httpx
+import msgpack
+import pytest
+import structlog
+from starlette.applications import Starlette
+
+from posswarm import http_service
+from posswarm.sales.model import Line, Sale, Tender
+from seeder import cli, sales
+from seeder.sku import CentralCatalog, read_csv
+
+
+def _sale(device: str, seq: int, cents: int = 300) -> Sale:
+    return Sale(device, "ab" * 16, seq, 1_700_000_000_000 + seq, (Line("SKU1", 1, cents),), cents, (Tender("cash", cents),))
+
+
+def _check_idempotent_store(store: sales.SalesStore) -> None:
+    batch = [_sale("till-1", 1), _sale("till-1", 2), _sale("till-2", 1, 500)]
+    assert store.ingest("S042", batch) == (3, 0)
+    assert store.ingest("S042", batch + [_sale("till-2", 2, 700)]) == (1, 3)  # a resent batch counts once
+    assert store.totals() == (4, 300 + 300 + 500 + 700)
+    out = io.StringIO()
+    assert sales.export(store, out, "jsonl") == 4
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["device_id"], r["seq"]) for r in rows] == [("till-1", 1), ("till-1", 2), ("till-2", 1), ("till-2", 2)]
+    assert rows[3] == sales.sale_record("S042", _sale("till-2", 2, 700))
+    out = io.StringIO()
+    sales.export(store, out, "csv")
+    table = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert sum(int(r["line_cents"]) for r in table) == 1800 and table[0]["store"] == "S042"
+
+
+def test_sqlite_store_counts_each_sale_once(tmp_path):
+    store = sales.open_sales(str(tmp_path / "sales.sqlite"))
+    _check_idempotent_store(store)
+    store.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_dsn():
+    """A throwaway PostgreSQL server on a loopback port, run as the unprivileged postgres user."""
+    pytest.importorskip("psycopg")
+    bins = sorted(glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins or not shutil.which("runuser") and os.geteuid() == 0:
+        pytest.skip("PostgreSQL server binaries are not installed (apt-get install postgresql)")
+    bindir = Path(bins[-1]).parent
+    user = "postgres" if os.geteuid() == 0 else None
+    root = Path(tempfile.mkdtemp(prefix="posswarm-pg-"))
+    os.chmod(root, 0o777)
+    data, port = root / "data", _free_port()
+
+    def run(*cmd: str) -> None:
+        full = ["runuser", "-u", user, "--", *cmd] if user else list(cmd)
+        subprocess.run(full, check=True, capture_output=True, timeout=120)
+
+    run(str(bindir / "initdb"), "-D", str(data), "-U", "posswarm", "--auth=trust", "-E", "UTF8")
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60", "start",
+        "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off")
+    try:
+        yield f"postgresql://posswarm@127.0.0.1:{port}/postgres"
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_postgres_store_counts_each_sale_once(postgres_dsn):
+    store = sales.open_sales(postgres_dsn)
+    _check_idempotent_store(store)
+    store.close()
+    again = sales.open_sales(postgres_dsn)  # the schema is created once and reused
+    assert again.totals() == (4, 1800)
+    again.close()
+
+
+def test_postgres_unreachable_is_one_line_error():
+    pytest.importorskip("psycopg")
+    with pytest.raises(sales.PosswarmError, match="sales db postgresql://\\*\\*\\*@127.0.0.1:1/x"):
+        sales.open_sales("postgresql://u:secret@127.0.0.1:1/x")
+
+
+async def test_ingest_route_validates_and_dedupes(nursery, tmp_path):
+    store = sales.open_sales(str(tmp_path / "sales.sqlite"))
+    url = await nursery.start(http_service.run, Starlette(routes=sales.routes(store)), "127.0.0.1", 0)
+    body = msgpack.packb([_sale("till-1", 1).to_wire(), _sale("till-1", 2).to_wire()])
+    async with httpx.AsyncClient(base_url=url) as client:
+        first = await client.post("/sales/ingest", params={"store": "S042"}, content=body)
+        again = await client.post("/sales/ingest", params={"store": "S042"}, content=body)
+        assert first.json() == {"stored": 2, "duplicates": 0} and again.json() == {"stored": 0, "duplicates": 2}
+        forged = _sale("till-1", 3).to_wire()
+        forged[5] = 999_999  # total no longer the sum of the lines
+        bad = await client.post("/sales/ingest", params={"store": "S042"}, content=msgpack.packb([forged]))
+        assert bad.status_code == 400 and "not the sum" in bad.json()["error"]
+        assert (await client.post("/sales/ingest", params={"store": "S042"}, content=b"\xc1junk")).status_code == 400
+        assert (await client.post("/sales/ingest", content=body)).status_code == 400
+        assert (await client.get("/sales/totals")).json() == {"sales": 2, "cents": 600}
+
+
+@pytest.fixture
+def restore_logging():
+    """seeder's main() points structlog at this test's captured stderr; later tests must not log into it."""
+    yield
+    structlog.reset_defaults()
+
+
+def test_cli_imports_skus_and_exports_sales(tmp_path, capsys, restore_logging):
+    data = tmp_path / "central"
+    (tmp_path / "cat.csv").write_text("code,barcode,name,price_cents,tax_class\nA1,400,Pen,150,S\nB2,401,Ink,99,S\n")
+    assert cli.main(["sku", "import", str(tmp_path / "cat.csv"), "--data-dir", str(data)]) == 0
+    (tmp_path / "cat2.csv").write_text("code,barcode,name,price_cents,tax_class\nA1,400,Pen,175,S\n")
+    assert cli.main(["sku", "import", str(tmp_path / "cat2.csv"), "--data-dir", str(data), "--replace"]) == 0
+    catalog = CentralCatalog(str(data / "sku.sqlite"))
+    assert catalog.replica.get("400").price_cents == 175 and catalog.replica.get("B2") is None
+    assert catalog.replica.entry("B2").deleted  # a tombstone, so replicas that had it delete it too
+    page = catalog.page(0)  # what a cache starting from nothing pulls: each SKU's latest state, oldest first
+    assert [(w[0], w[3], w[6]) for w in page["entries"]] == [("A1", False, 175), ("B2", True, 0)]
+    assert page["cursor"] == page["entries"][-1][1] and page["more"] is False
+    assert catalog.page(page["cursor"])["entries"] == []
+    catalog.close()
+
+    store = sales.open_sales(str(data / "sales.sqlite"))
+    store.ingest("S042", [_sale("till-1", 1)])
+    store.close()
+    out = tmp_path / "sales.csv"
+    assert cli.main(["sales", "export", "--data-dir", str(data), "--format", "csv", "--out", str(out)]) == 0
+    assert out.read_text().splitlines()[1].startswith("S042,till-1,")
+    (tmp_path / "bad.csv").write_text("code,name\nA1,Pen\n")
+    assert cli.main(["sku", "import", str(tmp_path / "bad.csv"), "--data-dir", str(data)]) == 1
+    assert "missing column(s) barcode" in capsys.readouterr().err
+
+
+def test_csv_errors_name_the_line(tmp_path):
+    (tmp_path / "c.csv").write_text("code,barcode,name,price_cents,tax_class\nA1,400,Pen,1.50,S\n")
+    with pytest.raises(sales.PosswarmError, match="c.csv:2: price_cents '1.50'"):
+        read_csv(tmp_path / "c.csv")

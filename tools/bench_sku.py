@@ -1,0 +1,144 @@
+"""``posswarm-bench sku``: the SKU catalog to a fresh till, and one price change to every till of a store.
+
+Real processes on loopback (seeder, cache, N devices). Measures (1) from a fresh device's process
+start, and from its store-data service being up, until its replica holds the whole catalog;
+(2) per price change imported at central, the time until every device's replica shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from seeder.sku import CentralCatalog
+from tools.bench_sales import Rig, _percentile
+
+
+def _rows(count: int, price_of=lambda i: 100 + i % 9000) -> list[dict]:
+    return [{"code": f"SKU{i:07d}", "barcode": f"{4000000000000 + i}", "name": f"Item number {i}",
+             "price_cents": price_of(i), "tax_class": "A", "deleted": False, "line": i + 2} for i in range(count)]
+
+
+class Replicas:
+    """Read-only looks into each node's sku.sqlite (the node writes it; WAL lets us read alongside)."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self._db: dict[str, sqlite3.Connection] = {}
+
+    def _conn(self, name: str) -> sqlite3.Connection | None:
+        if name not in self._db:
+            path = self.rig.data_dir(name) / "sku.sqlite"
+            if not path.exists():
+                return None
+            self._db[name] = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+        return self._db[name]
+
+    def count(self, name: str) -> int:
+        db = self._conn(name)
+        try:
+            return db.execute("SELECT COUNT(*) FROM sku WHERE deleted = 0").fetchone()[0] if db else 0
+        except sqlite3.OperationalError:  # schema not created yet
+            return 0
+
+    def price(self, name: str, code: str) -> int | None:
+        db = self._conn(name)
+        try:
+            row = db.execute("SELECT price_cents FROM sku WHERE code = ?", (code,)).fetchone() if db else None
+        except sqlite3.OperationalError:
+            return None
+        return row[0] if row else None
+
+    def close(self) -> None:
+        for db in self._db.values():
+            db.close()
+
+
+async def run_benchmark(root: Path, *, skus: int = 100_000, devices: int = 4, changes: int = 20,
+                        seed: int | None = None) -> dict:
+    rng = random.Random(seed)
+    rig = Rig(root, devices)
+    catalog = CentralCatalog(str(rig.central_data / "sku.sqlite"))
+    replicas = Replicas(rig)
+    try:
+        started = time.monotonic()
+        await trio.to_thread.run_sync(lambda: catalog.import_rows(_rows(skus)))
+        import_s = time.monotonic() - started
+        with trio.fail_after(180):
+            await rig.start_all()
+            await rig.wait_connected()
+            started = time.monotonic()
+            while replicas.count("cache") < skus:
+                await trio.sleep(0.05)
+            cache_s = time.monotonic() - started
+            # Every device started with the store: they are fed as the cache catches up; wait for them too.
+            while any(replicas.count(name) < skus for name in rig.device_names):
+                await trio.sleep(0.05)
+        # A fresh till joins the store that already holds the catalog.
+        fresh = rig.add_device()
+        with trio.fail_after(120):
+            spawned = time.monotonic()
+            await rig.start(fresh)
+            up = time.monotonic()
+            while replicas.count(fresh) < skus:
+                await trio.sleep(0.1)  # COUNT(*) over 100k rows costs CPU the nodes need: do not poll harder
+            held = time.monotonic()
+        delays = []
+        for n in range(changes):
+            code_index = rng.randrange(skus)
+            row = _rows(code_index + 1)[code_index]
+            row["price_cents"] = 10_000 + n
+            changed_at = time.monotonic()
+            await trio.to_thread.run_sync(lambda: catalog.import_rows([row]))
+            with trio.fail_after(60):
+                while any(replicas.price(name, row["code"]) != row["price_cents"] for name in rig.device_names):
+                    await trio.sleep(0.01)
+            delays.append(time.monotonic() - changed_at)
+        return {
+            "skus": skus, "devices": rig.devices,
+            "central_import_s": round(import_s, 2),
+            "cache_full_catalog_s": round(cache_s, 2),
+            "fresh_device_full_catalog_s": round(held - up, 2),
+            "fresh_device_full_catalog_from_spawn_s": round(held - spawned, 2),
+            "price_change_to_all_devices_p50_s": round(_percentile(delays, 50), 3),
+            "price_change_to_all_devices_p99_s": round(_percentile(delays, 99), 3),
+            "price_changes": changes,
+        }
+    finally:
+        replicas.close()
+        catalog.close()
+        with trio.CancelScope(shield=True):
+            await rig.stop_all()
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="posswarm-bench sku", description=__doc__.splitlines()[0])
+    p.add_argument("--skus", type=int, default=100_000)
+    p.add_argument("--devices", type=int, default=4, help="devices running before the fresh one joins")
+    p.add_argument("--changes", type=int, default=20, help="price changes to time")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--keep", type=Path, default=None, help="work in this (new) directory and keep logs and files")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="posswarm-bench-sku-") as tmp:
+        root = args.keep or Path(tmp)
+        result = trio.run(lambda: run_benchmark(root, skus=args.skus, devices=args.devices, changes=args.changes,
+                                                seed=args.seed))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>40}: {value}")
+    return 0 if result else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
