@@ -65,6 +65,7 @@ class Lab:
         self.private_key, self.public_key = generate_keypair(self.keys)
         self.tracker_url: str | None = None
         self.seeder_url: str | None = None
+        self.pids: dict[str, int] = {}
         self.nodes: list[LabNode] = [self._node("cache", "cache", f"127.{self.net}.1.1")]
         for i in range(devices):
             self.nodes.append(self._node(f"till-{i + 1:02d}", "device", f"127.{self.net}.1.{10 + i}"))
@@ -90,7 +91,7 @@ class Lab:
             run_process, "tracker",
             [bin_path("posswarm-tracker"), "serve", "--listen", f"{self.central_ip}:0",
              "--interval", str(self.announce_interval_s)],
-            self.logs / "tracker.log",
+            self.logs / "tracker.log", pids=self.pids,
         ))
         self.seeder_url = await nursery.start(partial(
             run_process, "seeder",
@@ -98,7 +99,7 @@ class Lab:
              "--listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
              "--bt-listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
              "--tracker", f"{self.tracker_url}/announce"],
-            self.logs / "seeder.log",
+            self.logs / "seeder.log", pids=self.pids,
         ))
 
     async def start_node(self, nursery: trio.Nursery, node: LabNode, *, extra: dict | None = None) -> None:
@@ -198,7 +199,7 @@ def change_image(src: Path, dst: Path, *, percent: float, regions: int = 3, seed
 
 
 async def run_process(name: str, cmd: list[str], log_path: Path, *, kind: str | None = None,
-                      task_status=trio.TASK_STATUS_IGNORED) -> None:
+                      pids: dict[str, int] | None = None, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run ``cmd`` until cancelled, its stderr copied to ``log_path``; started(value) when its ready line shows.
 
     On cancellation the process gets SIGTERM (our services stop cleanly on it) and SIGKILL 5 s later.
@@ -209,6 +210,8 @@ async def run_process(name: str, cmd: list[str], log_path: Path, *, kind: str | 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = await trio.lowlevel.open_process(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.PIPE, env=env)
+    if pids is not None:
+        pids[name] = proc.pid  # for measuring it (CPU, memory) from outside
     ready = False
     try:
         with open(log_path, "ab") as log:

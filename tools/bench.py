@@ -11,6 +11,7 @@ BENCHMARKS = {
     "tracker": ("tools.bench_tracker", "tracker announces/s and latency vs opentracker"),
     "sales": ("tools.bench_sales", "sales from tills to central under faults: lost, duplicated, latency"),
     "sku": ("tools.bench_sku", "SKU catalog to a fresh device; one price change to every device"),
+    "control-plane": ("tools.bench_control_plane", "central CPU and memory with K store caches polling and announcing"),
 }
 
 
