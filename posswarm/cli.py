@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
     demo.add_argument("--keep", action="store_true", help="keep the demo's temp directory (logs, data dirs)")
 
+    from posswarm.storedata import commands as store_data_commands
+
+    store_data_commands.add_commands(sub)
     return parser
 
 
@@ -64,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             from posswarm.demo import demo_main
 
             return demo_main(args)
+        if args.command in ("sale", "sku"):
+            from posswarm.storedata import commands as store_data_commands
+
+            return store_data_commands.run(args)
     except PosswarmError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1

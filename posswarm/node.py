@@ -32,6 +32,7 @@ from posswarm.fsync import replace_synced
 from posswarm.keys import load_public_key
 from posswarm.manifest import Manifest, verify_manifest
 from posswarm.release import verify_chunks
+from posswarm.storedata.service import StoreData
 from posswarm.targeting import targets_device, targets_store
 from posswarm.torrent import session as torrents
 from posswarm.torrent.session import RESUME_FILE, SessionConfig, TorrentSession
@@ -78,6 +79,7 @@ class Node:
         self.http_url: str | None = None
         self.torrents: TorrentSession | None = None
         self.announcer: Announcer | None = None
+        self.storedata: StoreData | None = None  # sales and SKU catalog, when store.gossip_key_file is set
         self.rejected: dict[str, str] = {}  # "name@version" -> why this node refused it
         self.wan_caps_kbps = (config.wan_download_kbps, config.wan_upload_kbps)  # (down, up), 0 = none
         self._poll_now = trio.Event()
@@ -103,6 +105,8 @@ class Node:
                 self.shelf.seeds = (f"{c.address}:{self.torrents.listen_port}",)
                 self.http_url = await nursery.start(http_service.run, catalog_app(self.shelf), c.address, c.http_port)
             await self._resume()
+            if c.gossip_key_file:
+                self.storedata = await nursery.start(StoreData(c, c.data_dir).run)
             send, receive = trio.open_memory_channel(1000)
             nursery.start_soon(self._discovery_events, receive)
             await nursery.start(mdns.run, self._advert(), send)
@@ -121,7 +125,8 @@ class Node:
     def _advert(self) -> Advert:
         c = self.config
         http_port = int(self.http_url.rsplit(":", 1)[1]) if self.http_url else 0
-        return Advert(c.node_id, c.store, c.role, c.device_class, c.address, self.torrents.listen_port, http_port)
+        return Advert(c.node_id, c.store, c.role, c.device_class, c.address, self.torrents.listen_port, http_port,
+                      gossip_port=self.storedata.gossip_port if self.storedata else 0)
 
     def _identity(self) -> NodeIdentity:
         c = self.config
@@ -445,12 +450,16 @@ class Node:
                     continue
                 known = self.peers.get(advert.node_id)
                 self.peers[advert.node_id] = advert
+                if self.storedata:
+                    self.storedata.peer_found(advert)
                 if known != advert:
                     log.info("peer.found", node=advert.node_id, role=advert.role, address=advert.address)
                     self.torrents.connect_peer((advert.address, advert.bt_port))
                     if advert.role == "cache":
                         self._poll_now.set()
             elif isinstance(event, mdns.PeerLost):
+                if self.storedata:
+                    self.storedata.peer_lost(event.node_id)
                 if self.peers.pop(event.node_id, None):
                     log.info("peer.lost", node=event.node_id)
 
@@ -509,6 +518,7 @@ class Node:
                 "last_ok": self.announcer.last_contact if self.announcer else None,
                 "last_error": self.announcer.last_error if self.announcer else None,
             },
+            "storedata": self.storedata.snapshot if self.storedata else None,
             "updated": time.time(),
         }
 
