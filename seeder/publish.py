@@ -28,6 +28,7 @@ from posswarm.manifest import (
     sign_manifest,
 )
 from posswarm.release import MANIFEST_NAME, TORRENT_NAME, torrent_chunk_files, torrent_info_hashes
+from posswarm.rollout import ROLLOUT_NAME
 from seeder import oci
 
 log = logs.get("publish")
@@ -78,10 +79,12 @@ def publish_release(
     piece_size: int = 256 * 1024,
     progress: Progress | None = None,
     now: int | None = None,
+    rollout_for: Callable[[Manifest], bytes] | None = None,
 ) -> Publication:
     """As publish(), also reporting how many chunks and bytes were new to the central store.
 
     ``progress(done, total)`` counts bytes of work: cutting the payload, then hashing the torrent.
+    ``rollout_for(manifest)`` gives the first signed rollout.msgpack, written before the release appears.
     """
     started = time.monotonic()
     check_component(name, "release name")
@@ -124,6 +127,9 @@ def publish_release(
             raise PosswarmError(f"release {rid}: the torrent's files are not the release's chunks (stray files in {tmp}?)")
         write_synced(tmp / TORRENT_NAME, torrent)
         write_synced(tmp / MANIFEST_NAME, manifest.to_bytes())
+        if rollout_for is not None:
+            # Inside the rename: a seeder must never see the release without its rollout (it would be ring all).
+            write_synced(tmp / ROLLOUT_NAME, rollout_for(manifest))
         fsync_dir(tmp)
         final.parent.mkdir(exist_ok=True)
         try:

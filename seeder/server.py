@@ -94,7 +94,7 @@ class Seeder:
                 log.error("release.rejected", dir=str(directory), reason=str(exc))
                 continue
             self.shelf.put(manifest, directory)
-            self.rollouts.track(self.shelf, manifest, directory)
+            self.rollouts.track(self.shelf, directory)
             log.info("release.seeding", release=manifest.release_id, size=manifest.total_size)
             if self.announcer:
                 self.announcer.kick()

@@ -8,6 +8,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from posswarm.catalog.shelf import Shelf
+from posswarm.rollout import ROLLOUT_NAME
 
 
 def catalog_app(shelf: Shelf, *, extra_routes: list[Route] | None = None) -> Starlette:
@@ -18,6 +19,10 @@ def catalog_app(shelf: Shelf, *, extra_routes: list[Route] | None = None) -> Sta
 
     async def release_file(request: Request) -> Response:
         p = request.path_params
+        if p["filename"] == ROLLOUT_NAME:
+            data = shelf.rollout(p["name"], p["version"])
+            if data is not None:
+                return Response(data, media_type="application/octet-stream")
         path = shelf.file(p["name"], p["version"], p["filename"])
         if path is None or not path.is_file():
             return JSONResponse({"error": f"no release file {p['name']} {p['version']} {p['filename']}"}, 404)

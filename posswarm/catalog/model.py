@@ -22,6 +22,7 @@ class CatalogEntry:
     size: int
     targets: Targets
     info_hash_v1: str  # hex
+    rollout_sequence: int = 0  # of the signed rollout.msgpack; 0 = none, the manifest's targets apply
 
     @property
     def release_id(self) -> str:
@@ -32,9 +33,9 @@ class CatalogEntry:
         return f"/releases/{self.name}/{self.version}"
 
     @classmethod
-    def of(cls, manifest: Manifest) -> CatalogEntry:
+    def of(cls, manifest: Manifest, rollout_sequence: int = 0) -> CatalogEntry:
         return cls(manifest.name, manifest.version, manifest.kind, manifest.total_size, manifest.targets,
-                   manifest.info_hash_v1.hex())
+                   manifest.info_hash_v1.hex(), rollout_sequence)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Catalog:
                     },
                     "manifest": f"{e.path}/manifest.msgpack",
                     "torrent": f"{e.path}/release.torrent",
+                    "rollout_sequence": e.rollout_sequence,
                 }
                 for e in self.releases
             ],
@@ -101,6 +103,7 @@ class Catalog:
                             ring=_text(t["ring"]),
                         ),
                         info_hash_v1=_text(item["info_hash_v1"]),
+                        rollout_sequence=_count(item.get("rollout_sequence", 0)),  # absent before rollouts existed
                     )
                 )
             seeds = tuple(_text(s) for s in doc.get("seeds", []))

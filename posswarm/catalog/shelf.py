@@ -7,6 +7,7 @@ from pathlib import Path
 
 from posswarm.catalog.model import Catalog, CatalogEntry
 from posswarm.manifest import Manifest
+from posswarm.rollout import Rollout
 
 #: The files of a release directory that the catalog serves; chunks too, as a BEP 19 web seed.
 SERVED_FILES = ("manifest.msgpack", "release.torrent")
@@ -18,6 +19,8 @@ class Shelf:
 
     def __init__(self) -> None:
         self._releases: dict[tuple[str, str], tuple[Manifest, Path]] = {}
+        # Held in memory, not served from disk: only a document whose signature was checked goes out.
+        self._rollouts: dict[tuple[str, str], tuple[Rollout, bytes]] = {}
         self.seeds: tuple[str, ...] = ()
         self.web_seeds: tuple[str, ...] = ()
 
@@ -26,6 +29,16 @@ class Shelf:
 
     def remove(self, name: str, version: str) -> None:
         self._releases.pop((name, version), None)
+        self._rollouts.pop((name, version), None)
+
+    def put_rollout(self, rollout: Rollout, data: bytes) -> None:
+        """Offer the verified rollout document ``data`` (the caller checked its signature and sequence)."""
+        self._rollouts[(rollout.name, rollout.version)] = (rollout, data)
+
+    def rollout(self, name: str, version: str) -> bytes | None:
+        """The release's signed rollout.msgpack, or None when it has none (it then follows its manifest)."""
+        found = self._rollouts.get((name, version))
+        return None if found is None else found[1]
 
     def __contains__(self, key: tuple[str, str]) -> bool:
         return key in self._releases
@@ -40,5 +53,10 @@ class Shelf:
         return found[1] / filename
 
     def catalog(self) -> Catalog:
-        entries = sorted((CatalogEntry.of(m) for m, _ in self._releases.values()), key=lambda e: (e.name, e.version))
+        entries = sorted((CatalogEntry.of(m, self._rollout_sequence(m)) for m, _ in self._releases.values()),
+                         key=lambda e: (e.name, e.version))
         return Catalog(tuple(entries), self.seeds, self.web_seeds)
+
+    def _rollout_sequence(self, manifest: Manifest) -> int:
+        found = self._rollouts.get((manifest.name, manifest.version))
+        return 0 if found is None else found[0].sequence
