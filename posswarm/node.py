@@ -32,6 +32,8 @@ from posswarm.fsync import replace_synced
 from posswarm.keys import load_public_key
 from posswarm.manifest import Manifest, verify_manifest
 from posswarm.release import verify_chunks
+from posswarm.rollout import FETCH, HOLD, INSTALL, ROLL_BACK, Decision
+from posswarm.rollout_store import HeldRollouts
 from posswarm.storedata.service import StoreData
 from posswarm.targeting import targets_device, targets_store
 from posswarm.torrent import session as torrents
@@ -81,6 +83,7 @@ class Node:
         self.announcer: Announcer | None = None
         self.storedata: StoreData | None = None  # sales and SKU catalog, when store.gossip_key_file is set
         self.rejected: dict[str, str] = {}  # "name@version" -> why this node refused it
+        self.rollouts: HeldRollouts | None = None  # set in run(), once the central key is loaded
         self.wan_caps_kbps = (config.wan_download_kbps, config.wan_upload_kbps)  # (down, up), 0 = none
         self._poll_now = trio.Event()
         self._public_key = None
@@ -93,6 +96,10 @@ class Node:
         c = self.config
         self._public_key = load_public_key(c.public_key)
         self.data.create()
+        self.rollouts = HeldRollouts(self.data.root / "rollouts", self._public_key)
+        await trio.to_thread.run_sync(self.rollouts.load)
+        for (name, version), (rollout, data) in self.rollouts.items():
+            self.shelf.put_rollout(rollout, data)  # a cache relays them to its devices
         session = TorrentSession(
             SessionConfig(listen_ip=c.address, listen_port=c.bt_port, lan_network=str(self.lan), lan_only=not c.is_cache,
                           download_limit_wan=c.wan_download_kbps * 125, upload_limit_wan=c.wan_upload_kbps * 125)
@@ -142,15 +149,55 @@ class Node:
         caches = [a for a in self.peers.values() if a.role == "cache" and a.http_port]
         return f"http://{caches[0].address}:{caches[0].http_port}" if caches else None
 
-    def _wanted(self, entries: tuple[CatalogEntry, ...]) -> list[CatalogEntry]:
-        """The newest targeted release of each name (older ones stay where they are installed)."""
+    def _decision(self, name: str, version: str) -> Decision | None:
         c = self.config
+        return self.rollouts.decision(name, version, store=c.store, device_class=c.device_class, role=c.role)
+
+    def _meant_for_us(self, e: CatalogEntry) -> bool:
+        """The signed rollout decides where there is one; otherwise the catalog's copy of the manifest targets
+        (the signed manifest is checked again by admission before anything is downloaded)."""
+        decision = self._decision(e.name, e.version)
+        if decision is not None:
+            return decision.action in (FETCH, INSTALL)
+        c = self.config
+        return targets_store(e.targets, c.store) if c.is_cache else targets_device(e.targets, c.store, c.device_class)
+
+    def _wanted(self, entries: tuple[CatalogEntry, ...]) -> list[CatalogEntry]:
+        """The newest release of each name meant for this node now (older ones stay where they are installed;
+        a paused, revoked or not-yet-promoted newer version leaves the next older one in play)."""
         newest: dict[str, CatalogEntry] = {}
         for e in entries:
-            ok = targets_store(e.targets, c.store) if c.is_cache else targets_device(e.targets, c.store, c.device_class)
-            if ok and (e.name not in newest or version_key(e.version) > version_key(newest[e.name].version)):
+            if self._meant_for_us(e) and (e.name not in newest
+                                          or version_key(e.version) > version_key(newest[e.name].version)):
                 newest[e.name] = e
         return [e for e in newest.values() if f"{e.name}@{e.version}" not in self.releases | self.rejected.keys()]
+
+    async def _follow_rollouts(self) -> None:
+        """Act on what central's signed rollouts say now: roll back revoked releases, install resumed ones."""
+        for release in list(self.releases.values()):
+            m = release.manifest
+            decision = self._decision(m.name, m.version)
+            if decision is None:
+                continue
+            if decision.action == ROLL_BACK and release.state != "revoked":
+                if not self.config.is_cache:
+                    await trio.to_thread.run_sync(self._revoke, m)
+                release.state, release.error = "revoked", decision.reason  # after the switch: status never runs ahead
+                log.warning("release.revoked", release=m.release_id, reason=decision.reason)
+            elif decision.action == INSTALL and release.state == "paused":
+                release.state, release.error = "verifying", None
+                self._nursery.start_soon(self._finish, release)
+
+    def _revoke(self, manifest: Manifest) -> None:
+        root = self.data.installed(manifest.name)
+        if install.current_version(root) == manifest.version:
+            try:
+                rolled_from, rolled_to = install.rollback(root)
+                log.warning("release.rolled_back", release=manifest.release_id, to=rolled_to)
+            except PosswarmError as exc:
+                log.error("release.revoked_but_running", release=manifest.release_id, reason=str(exc))
+        else:
+            install.hold(root, manifest.version)
 
     async def _poll_catalog(self) -> None:
         async with httpx.AsyncClient(timeout=15.0) as client:
@@ -160,6 +207,9 @@ class Node:
                     try:
                         catalog = await fetch_catalog(client, url)
                         self._last_catalog_ok, self._last_catalog_error = time.time(), None
+                        for rollout in await self.rollouts.refresh(client, url, catalog):
+                            self.shelf.put_rollout(rollout, self.rollouts.get(rollout.name, rollout.version)[1])
+                        await self._follow_rollouts()
                         seeds = [s for s in (_endpoint(s) for s in catalog.seeds) if s is not None]
                         self._refresh_sources(catalog, seeds)
                         for entry in self._wanted(catalog.releases):
@@ -295,6 +345,11 @@ class Node:
             release.state = "seeding"
         elif m.version in install.held_versions(self.data.installed(m.name)):
             release.state = "rolled_back"
+        elif (decision := self._decision(m.name, m.version)) is not None and decision.action != INSTALL:
+            release.state = {HOLD: "paused", ROLL_BACK: "revoked"}.get(decision.action, "not for this device")
+            release.error = decision.reason
+            log.info("release.not_installed", release=m.release_id, reason=decision.reason)
+            return
         elif self._outdated(m):  # a newer version runs already: never switch back without a rollback
             previous = install.previous_version(self.data.installed(m.name))
             release.state = "installed" if previous == m.version else "superseded"
@@ -500,6 +555,7 @@ class Node:
                 "percent": round(100.0 * p.done_bytes / p.wanted_bytes, 1) if p.wanted_bytes else 100.0,
                 "bytes_from_wan": p.wan_bytes + p.web_bytes, "bytes_from_lan": p.lan_bytes, "bytes_uploaded": p.upload_bytes,
                 "reused_bytes": release.reused_bytes, "peers": p.num_peers,
+                "rollout": _rollout_summary(self.rollouts.get(m.name, m.version)),
                 "learned_at": release.learned_at, "done_at": release.done_at, "error": release.error,
             })
         installed = {}
@@ -535,6 +591,13 @@ def _endpoint(text: str) -> tuple[str, int] | None:
         return host, int(port)
     except ValueError:
         return None
+
+
+def _rollout_summary(held) -> dict | None:
+    if held is None:
+        return None
+    rollout = held[0]
+    return {"sequence": rollout.sequence, "state": rollout.state, "ring": rollout.ring}
 
 
 def _sizes_match(manifest: Manifest, directory: Path) -> bool:
