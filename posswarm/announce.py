@@ -1,8 +1,9 @@
 """Tracker announces from a posswarm process: the query it sends and the reply it reads (pure; no I/O).
 
 Beside BEP 3's keys a posswarm announce carries ``store``, ``role``, ``class``, ``node``, ``release``
-(NAME@VERSION), ``size``, ``wan``/``lan`` (payload bytes received from outside / inside the store) and
-``installed``, so the tracker can show per-store rollout progress and the WAN-once ratio.
+(NAME@VERSION), ``size``, ``wan``/``lan`` (payload bytes received from outside / inside the store),
+``installed`` and ``ring`` (the release's rollout ring, when it has one), so the tracker can show
+per-store rollout progress and the WAN-once ratio.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class ReleaseReport:
     lan_bytes: int
     uploaded: int
     installed: bool
+    ring: str = ""  # the rollout ring the release is at, when central signed one
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ def announce_url(tracker_url: str, who: NodeIdentity, report: ReleaseReport, eve
         "lan": report.lan_bytes,
         "installed": int(report.installed),
     }
+    if report.ring:
+        params["ring"] = report.ring
     if event:
         params["event"] = event
     sep = "&" if "?" in tracker_url else "?"

@@ -532,7 +532,8 @@ class Node:
             reports.append(
                 ReleaseReport(m.name, m.version, m.info_hash_v1, m.total_size, max(0, p.wanted_bytes - p.done_bytes),
                               p.wan_bytes + p.web_bytes, p.lan_bytes, p.upload_bytes,
-                              release.state in ("installed", "seeding"))
+                              release.state in ("installed", "seeding"),
+                              (_rollout_summary(self.rollouts.get(m.name, m.version)) or {}).get("ring", ""))
             )
         return reports
 

@@ -28,6 +28,13 @@ def test_query_carries_bep3_and_store_keys():
     assert len(WHO.peer_id) == 20
 
 
+def test_the_rollout_ring_is_announced_when_there_is_one():
+    from dataclasses import replace
+
+    assert "ring=" not in announce_url("http://t/announce", WHO, REPORT)
+    assert "&ring=wave-1" in announce_url("http://t/announce", WHO, replace(REPORT, ring="wave-1"))
+
+
 def test_query_appends_to_a_tracker_url_with_a_passkey_query():
     assert "?key=abc&info_hash=" in announce_url("http://t/announce?key=abc", WHO, REPORT)
 
