@@ -90,7 +90,7 @@ class Lab:
         self.tracker_url = await nursery.start(partial(
             run_process, "tracker",
             [bin_path("posswarm-tracker"), "serve", "--listen", f"{self.central_ip}:0",
-             "--interval", str(self.announce_interval_s)],
+             "--interval", str(self.announce_interval_s), "--open"],
             self.logs / "tracker.log", pids=self.pids,
         ))
         self.seeder_url = await nursery.start(partial(

@@ -1,14 +1,16 @@
-"""``posswarm-stats``: read the tracker's /stats and show per-store progress and WAN/LAN bytes (WAN× = WAN bytes / release size)."""
+"""``posswarm-stats``: read the tracker's /stats and show per-store progress, stragglers and WAN amplification."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 
 import httpx
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 
 
@@ -21,62 +23,141 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``posswarm-stats``; returns the exit status."""
+class _Unreadable(Exception):
+    """The tracker could not be read; the message is the one line to print."""
+
+
+def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="posswarm-stats", description="per-store release progress and WAN-once figures from a tracker")
     p.add_argument("--tracker", required=True, help="tracker base URL, e.g. http://tracker:6969")
     p.add_argument("--release", help="only this release (NAME@VERSION, or an info-hash in hex)")
     p.add_argument("--store", help="only this store")
     p.add_argument("--json", action="store_true", help="print the raw /stats JSON")
+    p.add_argument("--watch", action="store_true", help="redraw the tables until Ctrl-C")
+    p.add_argument("--every", type=float, default=5.0, help="--watch: seconds between redraws (default 5)")
+    p.add_argument("--rounds", type=int, help="--watch: stop after this many redraws (default: never)")
+    p.add_argument("--fail-if-amplification-above", type=float, metavar="X",
+                   help="exit 1 naming the stores whose WAN amplification (WAN bytes / size) is above X")
+    p.add_argument("--fail-if-stalled", action="store_true",
+                   help="exit 1 naming the stores with stalled devices (no progress or announce for 3 intervals)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``posswarm-stats``; returns the exit status (1 = unreachable or an alert fired)."""
     try:
-        args = p.parse_args(argv)
+        args = _parser().parse_args(argv)
+        if args.every <= 0 or (args.rounds is not None and args.rounds < 1):
+            raise _UsageError("--every must be above 0 and --rounds at least 1")
     except _UsageError as exc:
         print(f"posswarm-stats: {exc}", file=sys.stderr)
         return 2
+    try:
+        if args.watch:
+            doc = _watch(args)
+        else:
+            doc = _fetch(args)
+            if args.json:
+                print(json.dumps(doc, indent=2, sort_keys=True))
+            else:
+                _console().print(_tables(doc))
+    except _Unreadable as exc:
+        print(f"posswarm-stats: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    alerts = alerts_of(doc, amplification_above=args.fail_if_amplification_above, stalled=args.fail_if_stalled)
+    for line in alerts:
+        print(f"posswarm-stats: {line}", file=sys.stderr)
+    return 1 if alerts else 0
+
+
+def alerts_of(doc: dict, *, amplification_above: float | None, stalled: bool) -> list[str]:
+    """One line per alert that fired, naming the release and its offending stores."""
+    lines = []
+    for name, release in doc["releases"].items():
+        stores = {k: s for k, s in release["stores"].items() if k != "-"}
+        if amplification_above is not None:
+            over = [f"{k} ({s['wan_amplification']:.2f})" for k, s in stores.items()
+                    if s.get("wan_amplification") is not None and s["wan_amplification"] > amplification_above]
+            if over:
+                lines.append(f"{name}: WAN amplification above {amplification_above:g} in {', '.join(over)}")
+        if stalled:
+            stuck = [f"{k} ({', '.join(s.get('stragglers', []))})" for k, s in stores.items()
+                     if s.get("devices_stalled")]
+            if stuck:
+                lines.append(f"{name}: stalled devices in {', '.join(stuck)}")
+    return lines
+
+
+def _watch(args) -> dict:
+    console = _console()
+    doc = _fetch(args)
+    with Live(_tables(doc), console=console, auto_refresh=False) as live:
+        rounds = 1
+        while args.rounds is None or rounds < args.rounds:
+            time.sleep(args.every)
+            doc = _fetch(args)
+            live.update(_tables(doc), refresh=True)
+            rounds += 1
+    return doc
+
+
+def _console() -> Console:
+    # Piped into a file or a CI log, rich would assume 80 columns and cut the straggler names.
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _fetch(args) -> dict:
     base = args.tracker.rstrip("/").removesuffix("/announce")
     params = {k: v for k, v in {"release": args.release, "store": args.store}.items() if v}
     try:
         response = httpx.get(f"{base}/stats", params=params, timeout=10.0)
         response.raise_for_status()
         doc = response.json()
-        releases = doc["releases"]
+        if not isinstance(doc["releases"], dict):
+            raise TypeError("releases")
+        return doc
     except (httpx.TransportError, httpx.InvalidURL, httpx.UnsupportedProtocol):
-        print(f"posswarm-stats: cannot reach tracker at {args.tracker} (is posswarm-tracker running?)", file=sys.stderr)
-        return 1
+        raise _Unreadable(f"cannot reach tracker at {args.tracker} (is posswarm-tracker running?)") from None
     except httpx.HTTPStatusError as exc:
-        print(f"posswarm-stats: tracker at {args.tracker} answered HTTP {exc.response.status_code} on /stats (is it a posswarm-tracker?)", file=sys.stderr)
-        return 1
+        raise _Unreadable(f"tracker at {args.tracker} answered HTTP {exc.response.status_code} on /stats "
+                          "(is it a posswarm-tracker?)") from None
     except (ValueError, KeyError, TypeError):
-        print(f"posswarm-stats: tracker at {args.tracker} sent /stats that is not posswarm stats JSON (is it a posswarm-tracker?)", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(doc, indent=2, sort_keys=True))
-        return 0
-    console = Console()
-    if not releases:
-        console.print("no releases announced yet")
-    for name, release in releases.items():
-        console.print(_release_table(name, release))
-    return 0
+        raise _Unreadable(f"tracker at {args.tracker} sent /stats that is not posswarm stats JSON "
+                          "(is it a posswarm-tracker?)") from None
+
+
+def _tables(doc: dict) -> Group:
+    if not doc["releases"]:
+        return Group("no releases announced yet")
+    return Group(*(_release_table(name, release) for name, release in doc["releases"].items()))
 
 
 def _release_table(name: str, release: dict) -> Table:
     size = release.get("size")
-    table = Table(title=f"{name}  ({_bytes(size) if size else 'size unknown'})", title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("store", "installed", "fetching", "cache", "WAN", "LAN", "WAN×"):
-        table.add_column(column, justify="left" if column in ("store", "cache") else "right", no_wrap=True)
+    amp = release.get("wan_amplification")
+    title = f"{name}  ({_bytes(size) if size else 'size unknown'}; WAN× {amp:.2f})" if amp is not None else (
+        f"{name}  ({_bytes(size) if size else 'size unknown'})")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("store", "installed", "fetching", "stalled", "cache", "WAN", "LAN", "WAN×", "stragglers"):
+        table.add_column(column, justify="left" if column in ("store", "cache", "stragglers") else "right",
+                         no_wrap=column != "stragglers")
     for store, s in release.get("stores", {}).items():
         total, installed = s.get("devices_total", 0), s.get("devices_installed", 0)
         cache = s.get("cache") or {}
         amplification = s.get("wan_amplification")
+        stalled = s.get("devices_stalled", 0)
         table.add_row(
             store,
             f"{installed}/{total} ({100 * installed / total:.0f} %)" if total else "0/0",
             str(s.get("devices_downloading", 0)),
+            f"[bold red]{stalled}[/]" if stalled else "0",
             str(cache.get("state", "?")),
             _bytes(s.get("wan_bytes", 0)),
             _bytes(s.get("lan_bytes", 0)),
             f"{amplification:.2f}" if amplification is not None else "-",
+            ", ".join(s.get("stragglers", [])) or "-",
         )
     return table
 

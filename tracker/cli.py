@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import sys
 
@@ -24,13 +25,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="posswarm-tracker", description="BitTorrent tracker with store-aware peer hand-out and /stats")
+    p = _Parser(prog="posswarm-tracker", description="BitTorrent tracker (HTTP and UDP) with store-aware peer hand-out and rollout stats")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    s = sub.add_parser("serve", help="answer /announce, /scrape and /stats")
+    s = sub.add_parser("serve", help="answer /announce, /scrape, /stats, /metrics and the dashboard at /")
     s.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:6969; port 0 = any free port)")
     s.add_argument("--interval", type=int, help="seconds between announces asked of clients (default 30)")
     s.add_argument("--policy", choices=sorted(handout.POLICIES), help="peer hand-out policy (default store-first)")
     s.add_argument("--cross-store", action="store_true", default=None, help="let caches fetch from other stores' caches")
+    s.add_argument("--udp", help="HOST:PORT for the BEP 15 UDP tracker too (default: HTTP only)")
+    s.add_argument("--open", action="store_true", default=None,
+                   help="track any torrent, no passkey (a public tracker; for labs and standard clients)")
+    s.add_argument("--catalog", help="private mode: the seeder's catalog URL, e.g. http://seeder:8000/catalog")
     s.add_argument("--config", help="TOML file with the keys documented in tracker/config.py")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
@@ -40,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``posswarm-tracker``; returns the exit status."""
     try:
         args = _parser().parse_args(argv)
-        overrides = {"interval": args.interval, "policy": args.policy, "cross_store": args.cross_store}
+        overrides = {"interval": args.interval, "policy": args.policy, "cross_store": args.cross_store,
+                     "udp": args.udp, "open": args.open, "catalog": args.catalog}
         if args.listen is not None:
             overrides["host"], overrides["port"] = tracker_config.parse_listen(args.listen)
         if args.config:
@@ -52,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(args.log_level, component="tracker")
     try:
+        # Every announce allocates; at the default threshold (700) the cyclic GC runs hundreds of
+        # times a second and its pauses set the p99 (measured at 2,000 announces/s: 37-43 ms -> 23-27 ms).
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         trio.run(_serve, config)
     except (PosswarmError, BaseExceptionGroup) as exc:
         error = _posswarm_error(exc)

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 from posswarm.errors import PosswarmError
-from tracker import handout
+from tracker import announce, handout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +24,14 @@ class TrackerConfig:
     numwant        -- peers handed out when the client does not say (default 50)
     max_numwant    -- most peers handed out whatever the client asks (default 200)
     max_query      -- longest accepted query string in bytes (default 4096)
+    udp            -- ``"HOST:PORT"`` for the BEP 15 UDP tracker (default none: HTTP only; port 0 = any free port)
+    open           -- accept any torrent without a passkey, like a public tracker (default false: private)
+    catalog        -- private mode: the seeder's catalog URL, polled for the published info-hashes (required then)
+    catalog_poll   -- seconds between catalog polls (default 30)
+    passkeys       -- private mode: table store id -> passkey; nodes announce to /announce/<passkey>
+                      (central seeders too: give them an entry of their own, e.g. central = "...")
+    peer_store     -- "memory" (default; one process) or "redis" (several trackers share one swarm view)
+    redis_url      -- peer_store = "redis": where (default "redis://127.0.0.1:6379/0")
     """
 
     host: str = "127.0.0.1"
@@ -37,10 +45,21 @@ class TrackerConfig:
     numwant: int = 50
     max_numwant: int = 200
     max_query: int = 4096
+    udp: str | None = None
+    open: bool = False
+    catalog: str | None = None
+    catalog_poll: int = 30
+    passkeys: dict[str, str] = dataclasses.field(default_factory=dict)
+    peer_store: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
 
     @property
     def effective_min_interval(self) -> int:
         return self.min_interval if self.min_interval is not None else min(10, self.interval)
+
+    @property
+    def udp_address(self) -> tuple[str, int] | None:
+        return parse_listen(self.udp) if self.udp is not None else None
 
     @property
     def effective_peer_ttl(self) -> int:
@@ -58,7 +77,8 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-_INT_KEYS = {"interval", "min_interval", "peer_ttl", "retain", "numwant", "max_numwant", "max_query"}
+_INT_KEYS = {"interval", "min_interval", "peer_ttl", "retain", "numwant", "max_numwant", "max_query", "catalog_poll"}
+PEER_STORES = ("memory", "redis")
 
 
 def validate(config: TrackerConfig) -> TrackerConfig:
@@ -78,6 +98,26 @@ def validate(config: TrackerConfig) -> TrackerConfig:
     if not isinstance(config.policy, str):
         raise PosswarmError(f"tracker config policy = {config.policy!r}: must be a policy name like \"store-first\"")
     handout.policy(config.policy)  # unknown name = error at start-up
+    if not isinstance(config.open, bool):
+        raise PosswarmError(f"tracker config open = {config.open!r}: must be true or false")
+    if config.udp is not None:
+        if not isinstance(config.udp, str):
+            raise PosswarmError(f"tracker config udp = {config.udp!r}: must be a string like \"0.0.0.0:6969\"")
+        parse_listen(config.udp)
+    if not isinstance(config.passkeys, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and announce.PASSKEY.fullmatch(v) for k, v in config.passkeys.items()
+    ):
+        raise PosswarmError("tracker config [passkeys]: each entry must be store = \"passkey\" (letters, digits, - _ . ~)")
+    if len(set(config.passkeys.values())) != len(config.passkeys):
+        raise PosswarmError("tracker config [passkeys]: two stores share a passkey (give each store its own)")
+    for key in ("catalog", "redis_url"):
+        value = getattr(config, key)
+        if value is not None and (not isinstance(value, str) or "://" not in value):
+            raise PosswarmError(f"tracker config {key} = {value!r}: must be a URL like \"http://seeder:8080/catalog\"")
+    if not config.open and not config.catalog:
+        raise PosswarmError("tracker: private mode needs catalog = \"http://seeder:PORT/catalog\" (or run with --open)")
+    if config.peer_store not in PEER_STORES:
+        raise PosswarmError(f"tracker config peer_store = {config.peer_store!r}: choose memory or redis")
     return config
 
 

@@ -1,71 +1,84 @@
-"""Runs the tracker: hypercorn (trio worker) serving the app, plus the periodic expiry of old announces."""
+"""Runs the tracker: the HTTP listener, the UDP tracker, the catalog poll and the expiry of old announces."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
 from posswarm import logs
 from posswarm.errors import PosswarmError
-from tracker.app import make_app
+from tracker import http_server, published, udp_server
+from tracker.access import Access
+from tracker.app import make_app, stats_source
 from tracker.config import TrackerConfig
+from tracker.desk import Desk
+from tracker.metrics import TrackerMetrics
 from tracker.peerstore import MemoryPeerStore, PeerStore
+
+log = logs.get("tracker")
+
+
+def open_peer_store(config: TrackerConfig) -> PeerStore:
+    """The store named by ``peer_store`` in the config."""
+    if config.peer_store == "redis":
+        from tracker.redis_store import RedisPeerStore  # only a Redis deployment needs redis-py
+
+        return RedisPeerStore.connect(config.redis_url, peer_ttl=config.effective_peer_ttl, retain=config.retain)
+    return MemoryPeerStore(peer_ttl=config.effective_peer_ttl, retain=config.retain)
 
 
 async def run(
     config: TrackerConfig,
     *,
     store: PeerStore | None = None,
+    access: Access | None = None,
     shutdown: trio.Event | None = None,
+    clock: Callable[[], float] = time.time,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled or ``shutdown`` is set; ``task_status.started(url)`` once the socket is bound.
+    """Serve until cancelled or ``shutdown`` is set; ``task_status.started(url)`` once every socket is bound.
 
-    With port 0 the URL carries the port the kernel chose: hypercorn's own task_status
-    reports the address of the socket it bound, so there is no bind-then-probe race.
+    With port 0 the URL carries the port the kernel chose. The clock
+    is wall time because trackers sharing a Redis store compare each other's timestamps.
+    ``access`` defaults to the config's rules; private mode then polls ``config.catalog``.
     """
-    store = store if store is not None else MemoryPeerStore(peer_ttl=config.effective_peer_ttl, retain=config.retain)
-    app = make_app(config, store, trio.current_time)
-    hc = HypercornConfig()
-    hc.bind = [f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"]
-    hc.accesslog = None
-    hc.loglevel = "WARNING"  # our own `listening` line replaces hypercorn's "Running on"
-    hc.graceful_timeout = 2.0
-    stop = shutdown if shutdown is not None else trio.Event()
-    bound = False
-    try:
-        async with trio.open_nursery() as nursery:
-
-            async def serve_until_stopped(task_status=trio.TASK_STATUS_IGNORED):
-                await serve(app, hc, shutdown_trigger=stop.wait, task_status=task_status)
-                nursery.cancel_scope.cancel()  # hypercorn finished its graceful stop; end the expiry task too
-
-            url = (await nursery.start(serve_until_stopped))[0]
-            bound = True
-            nursery.start_soon(_expire_forever, store, min(config.effective_peer_ttl, 60))
-            logs.get("tracker").info("listening", url=url, policy=config.policy, interval=config.interval)
-            task_status.started(url)
-    except BaseExceptionGroup as group:
-        failed = _bind_error(group)
-        if bound or failed is None:
-            raise
-        raise PosswarmError(
-            f"tracker: cannot listen on {config.host}:{config.port} ({failed.strerror}); pick a free port or another address"
-        ) from None
-
-
-def _bind_error(group: BaseExceptionGroup) -> OSError | None:
-    # hypercorn binds inside nested nurseries, so a busy port arrives as groups within groups.
-    matched, _ = group.split(OSError)
-    while isinstance(matched, BaseExceptionGroup):
-        matched = matched.exceptions[0]
-    return matched
+    store = store if store is not None else open_peer_store(config)
+    polled = access is None and not config.open
+    access = access if access is not None else Access(open=config.open, passkeys=config.passkeys)
+    desk = Desk(config, store, access)
+    metrics = TrackerMetrics(stats_source(desk, clock))
+    app = make_app(desk, clock, metrics)
+    async with trio.open_nursery() as nursery:
+        try:
+            url = await nursery.start(http_server.run, desk, app, config.host, config.port, clock, metrics)
+        except OSError as exc:
+            raise PosswarmError(
+                f"tracker: cannot listen on {config.host}:{config.port} ({exc.strerror}); "
+                "pick a free port or another address"
+            ) from None
+        udp = None
+        if config.udp_address is not None:
+            host, port = await nursery.start(
+                lambda task_status: udp_server.run(desk, *config.udp_address, clock, metrics=metrics,
+                                                   task_status=task_status)
+            )
+            udp = f"udp://[{host}]:{port}" if ":" in host else f"udp://{host}:{port}"
+        if polled:
+            await nursery.start(published.run, access, config.catalog, config.catalog_poll)
+        nursery.start_soon(_expire_forever, store, min(config.effective_peer_ttl, 60), clock)
+        log.info("listening", url=url, udp=udp, open=config.open, policy=config.policy,
+                 interval=config.interval, peer_store=config.peer_store)
+        task_status.started(url)
+        if shutdown is not None:
+            await shutdown.wait()
+            nursery.cancel_scope.cancel()
 
 
-async def _expire_forever(store: PeerStore, every: float) -> None:
+async def _expire_forever(store: PeerStore, every: float, clock: Callable[[], float]) -> None:
     while True:
         await trio.sleep(every)
-        gone = store.expire(trio.current_time())
+        gone = store.expire(clock())
         if gone:
-            logs.get("tracker").info("peers.expired", count=gone)
+            log.info("peers.expired", count=gone)

@@ -14,10 +14,16 @@ def summarize(
     now: float,
     *,
     peer_ttl: float,
+    stall_after: float | None = None,
     release: str | None = None,
     store: str | None = None,
 ) -> dict:
-    """The /stats document; ``release``/``store`` keep only that release or store."""
+    """The /stats document; ``release``/``store`` keep only that release or store.
+
+    A device is stalled when it has not installed and its last announce, or its last change of
+    ``left``, is older than ``stall_after`` (default ``peer_ttl``: three announce intervals).
+    """
+    stall_after = peer_ttl if stall_after is None else stall_after
     latest = _latest_per_node(records)
     releases: dict[str, dict] = {}
     for (release_key, _node), (peer, hashes) in sorted(latest.items()):
@@ -30,7 +36,25 @@ def summarize(
         if a.size is not None:
             r["size"] = max(r["size"] or 0, a.size)
         r["stores"].setdefault(store_key, []).append(peer)
-    return {"releases": {key: _release(r, now, peer_ttl) for key, r in releases.items()}}
+    return {
+        "releases": {key: _release(r, now, peer_ttl, stall_after) for key, r in releases.items()},
+        "stores": _versions_by_class(latest, store),
+    }
+
+
+def _versions_by_class(latest: dict[tuple[str, str], tuple[Peer, set[str]]], only_store: str | None) -> dict:
+    # Per store, which releases its devices run, per device class: what a rollout dashboard
+    # needs to see a store half on the old image.
+    stores: dict[str, dict] = {}
+    for (release_key, _node), (peer, _hashes) in sorted(latest.items()):
+        a = peer.announce
+        if a.role != "device" or a.store is None or (only_store is not None and a.store != only_store):
+            continue
+        row = stores.setdefault(a.store, {"installed_by_class": {}})
+        if a.installed:
+            by_release = row["installed_by_class"].setdefault(a.device_class or "-", {})
+            by_release[release_key] = by_release.get(release_key, 0) + 1
+    return stores
 
 
 def _latest_per_node(records: Iterable[Peer]) -> dict[tuple[str, str], tuple[Peer, set[str]]]:
@@ -47,40 +71,55 @@ def _latest_per_node(records: Iterable[Peer]) -> dict[tuple[str, str], tuple[Pee
     return latest
 
 
-def _release(r: dict, now: float, peer_ttl: float) -> dict:
-    stores = {key: _store(peers, r["size"], now, peer_ttl) for key, peers in sorted(r["stores"].items())}
+def _release(r: dict, now: float, peer_ttl: float, stall_after: float) -> dict:
+    stores = {key: _store(peers, r["size"], now, peer_ttl, stall_after) for key, peers in sorted(r["stores"].items())}
     # Central seeders may announce a store of their own; only stores with tills or a cache count.
     in_stores = [s for key, s in stores.items() if key != NO_STORE and (s["devices_total"] or s["cache"]["node"])]
+    wan = sum(s["wan_bytes"] for s in in_stores)
     return {
         "info_hashes": sorted(r["info_hashes"]),
         "size": r["size"],
         "stores_total": len(in_stores),
         "devices_total": sum(s["devices_total"] for s in in_stores),
         "devices_installed": sum(s["devices_installed"] for s in in_stores),
-        "wan_bytes": sum(s["wan_bytes"] for s in in_stores),
+        "devices_downloading": sum(s["devices_downloading"] for s in in_stores),
+        "devices_stalled": sum(s["devices_stalled"] for s in in_stores),
+        "wan_bytes": wan,
+        "lan_bytes": sum(s["lan_bytes"] for s in in_stores),
+        # 1.0 = every store's cache fetched the image over the WAN exactly once.
+        "wan_amplification": round(wan / (r["size"] * len(in_stores)), 4) if r["size"] and in_stores else None,
         "stores": stores,
     }
 
 
-def _store(peers: list[Peer], size: int | None, now: float, peer_ttl: float) -> dict:
-    devices = [p.announce for p in peers if p.announce.role == "device"]
+def _store(peers: list[Peer], size: int | None, now: float, peer_ttl: float, stall_after: float) -> dict:
+    devices = [p for p in peers if p.announce.role == "device"]
+    stalled = [p for p in devices if _stalled(p, now, stall_after)]
     caches = sorted((p for p in peers if p.announce.role == "cache"), key=lambda p: p.last_seen)
     wan = sum(p.announce.wan or 0 for p in peers)
     return {
         "devices_total": len(devices),
-        "devices_installed": sum(1 for d in devices if d.installed),
-        "devices_downloading": sum(1 for p in peers if p.announce.role == "device" and _downloading(p)),
+        "devices_installed": sum(1 for d in devices if d.announce.installed),
+        "devices_downloading": sum(1 for p in devices if _downloading(p) and p not in stalled),
+        "devices_stalled": len(stalled),
+        "stragglers": [p.announce.node_key for p in stalled],
         "cache": _cache(caches[-1]) if caches else {"node": None, "state": "absent", "wan_bytes": 0},
         "wan_bytes": wan,
         "lan_bytes": sum(p.announce.lan or 0 for p in peers),
         "size": size,
         "wan_amplification": round(wan / size, 4) if size else None,
-        "nodes": [_node(p, now, peer_ttl) for p in peers],
+        "nodes": [_node(p, now, peer_ttl, stall_after) for p in peers],
     }
 
 
 def _downloading(peer: Peer) -> bool:
     return not peer.stopped and not peer.announce.installed and peer.announce.left > 0
+
+
+def _stalled(peer: Peer, now: float, stall_after: float) -> bool:
+    return not peer.announce.installed and (
+        now - peer.last_seen > stall_after or now - peer.progressed_at > stall_after
+    )
 
 
 def _cache(peer: Peer) -> dict:
@@ -89,7 +128,7 @@ def _cache(peer: Peer) -> dict:
     return {"node": a.node_key, "state": state, "wan_bytes": a.wan or 0, "stopped": peer.stopped}
 
 
-def _node(peer: Peer, now: float, peer_ttl: float) -> dict:
+def _node(peer: Peer, now: float, peer_ttl: float, stall_after: float) -> dict:
     a = peer.announce
     return {
         "node": a.node_key,
@@ -104,4 +143,5 @@ def _node(peer: Peer, now: float, peer_ttl: float) -> dict:
         "last_seen_s": round(now - peer.last_seen, 1),
         "stopped": peer.stopped,
         "live": not peer.stopped and now - peer.last_seen <= peer_ttl,
+        "stalled": peer.announce.role == "device" and _stalled(peer, now, stall_after),
     }

@@ -29,7 +29,7 @@ async def feed(url):
 
 
 async def test_tables_show_progress_cache_and_wan_amplification(nursery, capsys):
-    url = await nursery.start(server.run, TrackerConfig(port=0))
+    url = await nursery.start(server.run, TrackerConfig(port=0, open=True))
     await feed(url)
     assert await trio.to_thread.run_sync(stats.main, ["--tracker", url]) == 0
     out = capsys.readouterr().out
@@ -51,6 +51,40 @@ def test_unreachable_tracker_is_one_line_exit_1(capsys):
 
 
 async def test_a_server_that_is_not_a_tracker_is_reported(nursery, capsys):
-    url = await nursery.start(server.run, TrackerConfig(port=0))
+    url = await nursery.start(server.run, TrackerConfig(port=0, open=True))
     assert await trio.to_thread.run_sync(stats.main, ["--tracker", url + "/nothing-here"]) == 1
     assert "answered HTTP 404" in capsys.readouterr().err
+
+
+class Clock:
+    now = 1_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+async def test_alert_exit_codes_name_the_offending_stores(nursery, capsys):
+    clock = Clock()
+    url = await nursery.start(lambda task_status: server.run(TrackerConfig(port=0, open=True, interval=10),
+                                                             clock=clock, task_status=task_status))
+    await feed(url)
+    run = lambda *argv: trio.to_thread.run_sync(stats.main, ["--tracker", url, *argv])  # noqa: E731
+    assert await run("--fail-if-amplification-above", "1.6", "--fail-if-stalled") == 0
+    assert await run("--fail-if-amplification-above", "1.2") == 1
+    assert capsys.readouterr().err == (
+        "posswarm-stats: pos-os@2026.11: WAN amplification above 1.2 in store-42 (1.50)\n")
+    clock.now += 31  # three 10 s intervals of silence: till-2 (not installed) is a straggler
+    assert await run("--fail-if-stalled", "--json") == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["releases"]["pos-os@2026.11"]["devices_stalled"] == 1
+    assert captured.err == "posswarm-stats: pos-os@2026.11: stalled devices in store-17 (till-2)\n"
+
+
+async def test_watch_redraws_then_stops_after_its_rounds(nursery, capsys):
+    url = await nursery.start(server.run, TrackerConfig(port=0, open=True))
+    await feed(url)
+    with trio.fail_after(20):
+        assert await trio.to_thread.run_sync(stats.main, ["--tracker", url, "--watch", "--every", "0.05",
+                                                          "--rounds", "3"]) == 0
+    assert "store-42" in capsys.readouterr().out
+    assert stats.main(["--tracker", url, "--watch", "--every", "0"]) == 2

@@ -4,6 +4,7 @@ import json
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -15,27 +16,32 @@ from tracker.cli import main
 BIN = Path(sys.executable).parent
 
 
-async def wait_for_listening(stream) -> str:
+async def wait_for_listening(stream) -> tuple[str, str]:
     buffered = b""
     async for chunk in stream:
         buffered += chunk
-        found = re.search(rb"event='listening'.*url='(http://[^']+)'", buffered)
+        found = re.search(rb"event='listening'.*url='(http://[^']+)'.*udp='udp://([^']+)'", buffered)
         if found:
-            return found.group(1).decode()
+            return found.group(1).decode(), found.group(2).decode()
     raise AssertionError(f"tracker exited before listening: {buffered.decode(errors='replace')}")
 
 
-async def test_serve_comes_up_is_read_by_posswarm_stats_and_exits_cleanly_on_ctrl_c():
+async def test_serve_comes_up_on_http_and_udp_is_read_by_posswarm_stats_and_exits_cleanly_on_ctrl_c():
     process = await trio.lowlevel.open_process(
-        [str(BIN / "posswarm-tracker"), "serve", "--listen", "127.0.0.1:0", "--interval", "5"],
+        [str(BIN / "posswarm-tracker"), "serve", "--listen", "127.0.0.1:0", "--interval", "5", "--open",
+         "--udp", "127.0.0.1:0"],
         stderr=subprocess.PIPE,
     )
     try:
         with trio.fail_after(30):
-            url = await wait_for_listening(process.stderr)
+            url, udp = await wait_for_listening(process.stderr)
+            host, port = udp.rsplit(":", 1)
+            with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:  # a BEP 15 connect
+                await client.sendto(struct.pack(">QII", 0x41727101980, 0, 77), (host, int(port)))
+                assert struct.unpack(">II", (await client.recv(16))[:8]) == (0, 77)
             stats = await trio.run_process([str(BIN / "posswarm-stats"), "--tracker", url, "--json"],
                                            capture_stdout=True)
-            assert json.loads(stats.stdout) == {"releases": {}}
+            assert json.loads(stats.stdout) == {"releases": {}, "stores": {}}
             process.send_signal(signal.SIGINT)
             assert await process.wait() == 0
     finally:
@@ -60,7 +66,7 @@ async def test_busy_port_is_a_one_line_error_exit_1():
         busy.listen()
         with trio.fail_after(30):
             done = await trio.run_process(
-                [str(BIN / "posswarm-tracker"), "serve", "--listen", f"127.0.0.1:{busy.getsockname()[1]}"],
+                [str(BIN / "posswarm-tracker"), "serve", "--open", "--listen", f"127.0.0.1:{busy.getsockname()[1]}"],
                 capture_stderr=True, check=False)
     assert done.returncode == 1
     assert done.stderr.decode().startswith("posswarm-tracker: tracker: cannot listen on 127.0.0.1:")

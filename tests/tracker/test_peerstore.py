@@ -1,6 +1,9 @@
-"""In-memory peer store: live swarm, stop, expiry and retention, all driven by ``now``."""
+"""Both peer stores (in-memory, and Redis on a real redis-server): live swarm, stop, expiry, retention, by ``now``."""
 
 import dataclasses
+import uuid
+
+import pytest
 
 from tracker.announce import Announce
 from tracker.peerstore import MemoryPeerStore
@@ -15,8 +18,21 @@ def ann(node, **kw):
     return Announce(**base)
 
 
-def test_live_swarm_counts_and_ttl():
-    store = MemoryPeerStore(peer_ttl=90, retain=1000)
+@pytest.fixture(params=["memory", "redis"])
+def new_store(request):
+    if request.param == "memory":
+        return MemoryPeerStore
+    import redis
+
+    from tracker.redis_store import RedisPeerStore
+
+    client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+    prefix = f"test-{uuid.uuid4().hex}:"  # every test its own keyspace on the shared server
+    return lambda **kw: RedisPeerStore(client, prefix=prefix, **kw)
+
+
+def test_live_swarm_counts_and_ttl(new_store):
+    store = new_store(peer_ttl=90, retain=1000)
     store.record(ann("a", port=1), now=0)
     store.record(ann("b", port=2, left=0, event="completed"), now=50)
     assert sorted(a.node for a in store.swarm(H, now=60)) == ["a", "b"]
@@ -25,8 +41,8 @@ def test_live_swarm_counts_and_ttl():
     assert store.counts(b"\x02" * 20, now=0) == (0, 0, 0)
 
 
-def test_stopped_leaves_the_swarm_but_stays_in_records():
-    store = MemoryPeerStore(peer_ttl=90, retain=1000)
+def test_stopped_leaves_the_swarm_but_stays_in_records(new_store):
+    store = new_store(peer_ttl=90, retain=1000)
     store.record(ann("a", wan=500), now=0)
     store.record(ann("a", wan=700, event="stopped"), now=5)
     assert store.swarm(H, now=5) == []
@@ -34,8 +50,8 @@ def test_stopped_leaves_the_swarm_but_stays_in_records():
     assert peer.stopped and peer.announce.wan == 700
 
 
-def test_reannounce_replaces_and_a_plain_client_restarting_on_its_address_replaces_the_old():
-    store = MemoryPeerStore(peer_ttl=90, retain=1000)
+def test_reannounce_replaces_and_a_plain_client_restarting_on_its_address_replaces_the_old(new_store):
+    store = new_store(peer_ttl=90, retain=1000)
     store.record(ann("a", left=10), now=0)
     store.record(ann("a", left=0), now=1)
     assert [a.left for a in store.swarm(H, now=1)] == [0]
@@ -46,8 +62,8 @@ def test_reannounce_replaces_and_a_plain_client_restarting_on_its_address_replac
     assert sorted(a.node_key for a in store.swarm(H, now=3)) == sorted(["a", restarted.node_key])
 
 
-def test_expire_forgets_after_retention_only():
-    store = MemoryPeerStore(peer_ttl=90, retain=1000)
+def test_expire_forgets_after_retention_only(new_store):
+    store = new_store(peer_ttl=90, retain=1000)
     store.record(ann("a", port=1), now=0)
     store.record(ann("b", port=2), now=500)
     assert store.expire(now=900) == 0
@@ -57,8 +73,19 @@ def test_expire_forgets_after_retention_only():
     assert store.info_hashes() == []
 
 
-def test_posswarm_nodes_sharing_a_nat_address_are_kept_apart():
-    store = MemoryPeerStore(peer_ttl=90, retain=1000)
+def test_posswarm_nodes_sharing_a_nat_address_are_kept_apart(new_store):
+    store = new_store(peer_ttl=90, retain=1000)
     store.record(ann("till-1", ip="203.0.113.5"), now=0)
     store.record(ann("till-2", ip="203.0.113.5"), now=1)
     assert sorted(a.node for a in store.swarm(H, now=1)) == ["till-1", "till-2"]
+
+
+def test_progress_time_moves_only_when_left_or_installed_changes(new_store):
+    store = new_store(peer_ttl=90, retain=1000)
+    store.record(ann("a", left=10), now=0)
+    store.record(ann("a", left=10), now=50)
+    (peer,) = store.records()
+    assert (peer.last_seen, peer.progressed_at) == (50, 0)
+    store.record(ann("a", left=5), now=60)
+    (peer,) = store.records()
+    assert peer.progressed_at == 60

@@ -16,7 +16,7 @@ H = bytes.fromhex("00263d252bff80c328") + bytes(range(200, 211))  # '&', '=', '%
 
 @pytest.fixture
 async def tracker(nursery):
-    url = await nursery.start(server.run, TrackerConfig(host="127.0.0.1", port=0, interval=5, min_interval=1))
+    url = await nursery.start(server.run, TrackerConfig(host="127.0.0.1", port=0, interval=5, min_interval=1, open=True))
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         yield client
 
@@ -93,10 +93,43 @@ async def test_shutdown_event_stops_the_server_and_the_port_is_released():
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             url = await nursery.start(lambda task_status: server.run(
-                TrackerConfig(port=0), shutdown=stop, task_status=task_status))
+                TrackerConfig(port=0, open=True), shutdown=stop, task_status=task_status))
             async with httpx.AsyncClient(base_url=url) as client:
-                assert (await client.get("/stats")).json() == {"releases": {}}
+                assert (await client.get("/stats")).json() == {"releases": {}, "stores": {}}
             stop.set()  # run() returns by itself; the nursery exit waits for it
         with pytest.raises(httpx.ConnectError):
             async with httpx.AsyncClient(base_url=url) as client:
                 await client.get("/stats")
+
+
+async def test_keep_alive_pipelining_http10_and_refusals_on_one_raw_connection(tracker):
+    host, port = tracker.base_url.host, tracker.base_url.port
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(host, port)
+        # Two pipelined requests on one connection, answered in order, then HTTP/1.0 closes it.
+        await stream.send_all(b"GET /scrape HTTP/1.1\r\nHost: t\r\n\r\nGET /stats HTTP/1.1\r\nHost: t\r\n\r\n"
+                              b"GET /scrape HTTP/1.0\r\n\r\n")
+        received = b""
+        while chunk := await stream.receive_some(65536):
+            received += chunk
+    assert received.count(b"HTTP/1.1 200 OK") == 3 and b'{"releases":{}' in received
+    assert received.endswith(b"Connection: close\r\n\r\nd5:filesdee")
+    for raw, status in ((b"POST /announce HTTP/1.1\r\n\r\n", b"405"), (b"GET /" + b"a" * 20000, b"413")):
+        with trio.fail_after(10):
+            stream = await trio.open_tcp_stream(host, port)
+            await stream.send_all(raw + b" HTTP/1.1\r\n\r\n" if raw.endswith(b"a") else raw)
+            answer = b""
+            while chunk := await stream.receive_some(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 " + status) and b"Connection: close" in answer
+
+
+async def test_a_client_trickling_its_request_is_cut_off(autojump_clock, nursery):
+    url = await nursery.start(server.run, TrackerConfig(port=0, open=True))
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    start = trio.current_time()
+    await stream.send_all(b"GET /announce?info_hash=")  # and never the rest
+    with trio.fail_after(60):
+        assert await stream.receive_some(100) == b""  # the tracker closed the connection
+    assert trio.current_time() - start >= 30

@@ -52,7 +52,7 @@ def test_node_rows_and_a_hybrid_torrent_counts_each_node_once():
     till = next(n for n in nodes if n["node"] == "till-a1")
     assert till == {"node": "till-a1", "role": "device", "class": "pos", "ip": "10.0.0.1", "port": till["port"],
                     "left": 0, "installed": True, "wan": 0, "lan": 1000, "last_seen_s": 10.0,
-                    "stopped": False, "live": True}
+                    "stopped": False, "live": True, "stalled": False}
     assert next(n for n in nodes if n["node"] == "till-a3")["live"] is False
 
 
@@ -64,3 +64,27 @@ def test_standard_client_is_keyed_by_info_hash_and_filters_work():
     assert plain["stores"]["-"]["cache"]["state"] == "absent"
     only_b = summarize(store.records(), now=30, peer_ttl=90, release="pos-os@1", store="B")
     assert list(only_b["releases"]) == ["pos-os@1"] and list(only_b["releases"]["pos-os@1"]["stores"]) == ["B"]
+
+
+def test_stalled_means_silent_or_no_progress_for_three_intervals():
+    store = make_store()
+    assert summarize(store.records(), now=30, peer_ttl=90)["releases"]["pos-os@1"]["stores"]["A"]["stragglers"] == []
+    for t in (40, 80, 120):  # announces keep coming, but left never moves
+        store.record(ann("till-a2", "device", "A", left=400, lan=600), now=t)
+    store.record(ann("till-b1", "device", "B", left=900), now=120)  # moved: not stalled
+    a = summarize(store.records(), now=125, peer_ttl=90)["releases"]["pos-os@1"]["stores"]["A"]
+    # till-a3 stopped mid-download at 20 and has been silent since: a straggler too.
+    assert (a["devices_stalled"], a["stragglers"], a["devices_downloading"]) == (2, ["till-a2", "till-a3"], 0)
+    assert next(n for n in a["nodes"] if n["node"] == "till-a2")["stalled"] is True
+    later = summarize(store.records(), now=300, peer_ttl=90)["releases"]["pos-os@1"]
+    assert later["stores"]["B"]["stragglers"] == ["till-b1"]  # silent since 120
+    assert later["devices_stalled"] == 3  # till-a2, till-a3 (stopped mid-download), till-b1; till-a1 installed
+
+
+def test_versions_installed_per_device_class_and_release_amplification():
+    store = make_store()
+    store.record(ann("till-a4", "device", "A", release="pos-os@0", installed=True, device_class="kiosk"), now=20)
+    doc = summarize(store.records(), now=30, peer_ttl=90)
+    assert doc["stores"]["A"]["installed_by_class"] == {"pos": {"pos-os@1": 1}, "kiosk": {"pos-os@0": 1}}
+    assert doc["stores"]["B"]["installed_by_class"] == {}
+    assert doc["releases"]["pos-os@1"]["wan_amplification"] == 1.2  # 2400 bytes for 2 stores of a 1000-byte image

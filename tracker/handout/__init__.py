@@ -40,10 +40,8 @@ def hand_out(
     Candidates are shuffled first and policies sort stably, so peers a policy ranks equal
     share the load instead of the first announcer getting every connection.
     """
-    others = [
-        c
-        for c in candidates
-        if c.node_key != requester.node_key and (c.ip, c.port) != (requester.ip, requester.port)
-    ]
-    (rng or random).shuffle(others)
+    me, node = (requester.ip, requester.port), requester.node
+    others = [c for c in candidates if (c.ip, c.port) != me and (node is None or c.node != node)]
+    # Sorting on a random key is a shuffle at C speed: this runs on every announce.
+    others.sort(key=lambda _c, r=(rng or random).random: r())
     return rank(requester, others, cross_store=cross_store)[:numwant]

@@ -1,0 +1,92 @@
+"""/metrics read by prometheus-client's own parser, and the HTML dashboard rendered by a real headless Chromium."""
+
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import quote_from_bytes
+
+import httpx
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from tracker import server
+from tracker.config import TrackerConfig
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+H = b"\x44" * 20
+EVIL = "<script>alert(1)</script>"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+class Clock:
+    now = 1_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+async def tracker(nursery):
+    clock = Clock()
+    url = await nursery.start(lambda task_status: server.run(TrackerConfig(port=0, open=True, interval=30),
+                                                             clock=clock, task_status=task_status))
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        for i, (node, role, store, left, wan, installed) in enumerate([
+            ("cache-17", "cache", "store-17", 0, 1000, 1),
+            ("till-1", "device", "store-17", 0, 0, 1),
+            ("till-2", "device", "store-17", 0, 0, 1),
+            ("till-3", "device", "store-17", 600, 0, 0),
+            ("cache-42", "cache", "store-42", 0, 2500, 0),
+            ("till-9", "device", "store-42", 1000, 0, 0),
+            ("till-x", "device", EVIL, 1000, 0, 0),
+        ]):
+            q = {"info_hash": H, "peer_id": node.encode().ljust(20, b"-"), "port": 6881, "uploaded": 0,
+                 "downloaded": 0, "left": left, "ip": f"127.0.0.{10 + i}", "node": node, "role": role, "store": store,
+                 "release": "pos-os@2026.11", "size": 1000, "wan": wan, "lan": 1000 - left, "installed": installed,
+                 "class": "pos"}
+            raw = "&".join(f"{k}={quote_from_bytes(v if isinstance(v, bytes) else str(v).encode(), safe='')}"
+                           for k, v in q.items())
+            assert b"failure" not in (await client.get("/announce?" + raw)).content
+        clock.now += 100  # three 30 s intervals without an announce: the uninstalled tills are stragglers
+        yield url, client
+
+
+async def test_metrics_are_per_store_and_release_never_per_device(tracker):
+    _, client = tracker
+    text = (await client.get("/metrics")).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    devices = {(s.labels["store"], s.labels["state"]): s.value for s in families["posswarm_store_devices"].samples}
+    assert devices[("store-17", "total")] == 3 and devices[("store-17", "installed")] == 2
+    assert devices[("store-17", "stalled")] == 1 and devices[("store-42", "stalled")] == 1
+    amp = {s.labels["store"]: s.value for s in families["posswarm_store_wan_amplification"].samples}
+    assert amp == {"store-17": 1.0, "store-42": 2.5, EVIL: 0.0}
+    cache = {s.labels["store"]: s.labels["state"] for s in families["posswarm_store_cache_state"].samples if s.value}
+    assert cache["store-17"] == "installed" and cache["store-42"] == "seeding"
+    installed = families["posswarm_store_installed_devices"].samples
+    assert {(s.labels["store"], s.labels["device_class"], s.value) for s in installed} == {("store-17", "pos", 2)}
+    requests = {s.labels["result"]: s.value for s in families["posswarm_tracker_requests"].samples
+                if s.name.endswith("_total") and s.labels["kind"] == "announce"}
+    assert requests == {"ok": 7}
+    assert not any(label in ("node", "peer", "ip") for f in families.values() for s in f.samples for label in s.labels)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium is not installed (CI installs it)")
+async def test_dashboard_in_headless_chromium(tracker):
+    url, _ = tracker
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "tracker-dashboard.png"
+    screenshot.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as profile, trio.fail_after(60):
+        base = ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+        dom = await trio.run_process([*base, "--dump-dom", url + "/"], capture_stdout=True, capture_stderr=True)
+        await trio.run_process([*base, "--window-size=1100,700", f"--screenshot={screenshot}", url + "/"],
+                               capture_stdout=True, capture_stderr=True)
+    html = dom.stdout.decode()
+    assert "pos-os@2026.11" in html and 'http-equiv="refresh"' in html
+    assert 'data-store="store-17"' in html and "width:66.7%" in html and "2/3" in html  # the progress bar
+    assert "till-3" in html and "till-9" in html and 'class="stalled"' in html
+    assert 'class="over">2.50<' in html  # store-42 pulled the image 2.5 times over its WAN
+    assert "<script>" not in html and "&lt;script&gt;" in html  # a hostile store id stays text
+    assert screenshot.stat().st_size > 5000

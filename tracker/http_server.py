@@ -1,0 +1,181 @@
+"""The tracker's HTTP listener (trio): announce and scrape answered inline, other paths handed to the Starlette app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+from posswarm import logs
+from tracker import announce, http_wire
+from tracker.desk import Desk
+from tracker.metrics import TrackerMetrics
+
+BENCODE = "text/plain"  # what BEP 3 trackers have always sent; clients ignore it
+IDLE_SECONDS = 30  # a connection that has not sent a whole request head within this is closed
+MAX_CONNECTIONS = 4096
+log = logs.get("tracker")
+
+
+def announce_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, remote: str | None, now: float) -> bytes:
+    """The bencoded answer to ``GET path?query`` on /announce[/<passkey>]: peers, or a failure reason."""
+    config = desk.config
+    try:
+        passkey = announce.passkey_of(path)
+        a = announce.parse_announce(query, remote, max_query=config.max_query, max_numwant=config.max_numwant)
+        answer = desk.announce(a, passkey, now)
+    except announce.BadRequest as exc:
+        log.info("announce.bad", reason=str(exc), remote=remote)
+        metrics.count("http", "announce", ok=False)
+        return announce.encode_failure(str(exc))
+    metrics.count("http", "announce", ok=True)
+    return announce.encode_announce(
+        interval=answer.interval,
+        min_interval=answer.min_interval,
+        complete=answer.complete,
+        incomplete=answer.incomplete,
+        peers=answer.peers,
+        compact=a.compact,
+    )
+
+
+def scrape_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, now: float) -> bytes:
+    """The bencoded answer on /scrape[/<passkey>] (BEP 48)."""
+    try:
+        passkey = announce.passkey_of(path)
+        files = desk.scrape(announce.parse_scrape(query, max_query=desk.config.max_query), passkey, now)
+    except announce.BadRequest as exc:
+        log.info("scrape.bad", reason=str(exc))
+        metrics.count("http", "scrape", ok=False)
+        return announce.encode_failure(str(exc))
+    metrics.count("http", "scrape", ok=True)
+    return announce.encode_scrape(files)
+
+
+async def run(
+    desk: Desk,
+    app,
+    host: str,
+    port: int,
+    clock: Callable[[], float],
+    metrics: TrackerMetrics,
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled; ``task_status.started(url)`` once listening (port 0 = the kernel's choice)."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound_host, bound_port = listeners[0].socket.getsockname()[:2]
+    url = f"http://[{bound_host}]:{bound_port}" if ":" in bound_host else f"http://{bound_host}:{bound_port}"
+    slots = trio.CapacityLimiter(MAX_CONNECTIONS)
+
+    async def connection(stream: trio.SocketStream) -> None:
+        try:
+            slots.acquire_nowait()
+        except trio.WouldBlock:
+            await stream.aclose()  # full: the client retries, as after any failed announce
+            return
+        try:
+            await _serve_connection(stream, desk, app, clock, metrics, (bound_host, bound_port))
+        finally:
+            slots.release()
+
+    task_status.started(url)
+    await trio.serve_listeners(connection, listeners)
+
+
+async def _serve_connection(stream, desk, app, clock, metrics, server) -> None:
+    try:
+        peer = stream.socket.getpeername()
+        remote = peer[0]
+    except OSError:
+        return
+    buffer = bytearray()
+    try:
+        while True:
+            end = http_wire.head_end(buffer)
+            # One deadline for the whole head, so a client trickling a byte at a time cannot hold a slot.
+            with trio.move_on_after(IDLE_SECONDS):
+                while end < 0:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return  # the client closed
+                    buffer += data
+                    end = http_wire.head_end(buffer)
+            if end < 0:
+                return  # idle or too slow
+            head = bytes(buffer[:end])
+            del buffer[:end]
+            request = http_wire.parse_head(head)
+            if request.path == "/announce" or request.path.startswith("/announce/"):
+                body = announce_body(desk, metrics, request.path, request.query, remote, clock())
+                response = http_wire.encode_response(200, body, BENCODE, keep_alive=request.keep_alive,
+                                                     head_only=request.method == "HEAD")
+            elif request.path == "/scrape" or request.path.startswith("/scrape/"):
+                body = scrape_body(desk, metrics, request.path, request.query, clock())
+                response = http_wire.encode_response(200, body, BENCODE, keep_alive=request.keep_alive,
+                                                     head_only=request.method == "HEAD")
+            else:
+                response = await _asgi(app, request, peer, server)
+            await stream.send_all(response)
+            if not request.keep_alive:
+                return
+    except http_wire.HttpError as exc:
+        response = http_wire.encode_response(exc.status, f"{exc}\n".encode(), "text/plain", keep_alive=False)
+        await _send_quietly(stream, response)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    except Exception:  # a bug of ours: the client gets a 500, the log the traceback, the tracker lives on
+        log.exception("http.crashed", remote=remote)
+        await _send_quietly(stream, http_wire.encode_response(500, b"tracker internal error\n", "text/plain",
+                                                              keep_alive=False))
+    finally:
+        await stream.aclose()
+
+
+async def _send_quietly(stream, data: bytes) -> None:
+    try:
+        await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+async def _asgi(app, request: http_wire.Request, client: tuple, server: tuple) -> bytes:
+    """Run one bodiless GET through an ASGI app and return the HTTP response bytes."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": request.method,
+        "scheme": "http",
+        "path": request.path,
+        "raw_path": request.path.encode("latin-1"),
+        "query_string": request.query,
+        "root_path": "",
+        "headers": request.headers,
+        "client": client[:2],
+        "server": server,
+    }
+    sent: list[dict] = []
+    asked = False
+
+    async def receive() -> dict:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await trio.sleep_forever()  # no disconnect to report while the app is still answering
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    content_type, extra = "application/octet-stream", []
+    for name, value in start.get("headers", []):
+        if name.lower() == b"content-type":
+            content_type = value.decode("latin-1")
+        elif name.lower() != b"content-length":
+            extra.append((name, value))
+    return http_wire.encode_response(start["status"], body, content_type, keep_alive=request.keep_alive,
+                                     head_only=request.method == "HEAD", extra=extra)

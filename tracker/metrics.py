@@ -1,0 +1,83 @@
+"""Prometheus exposition of /stats: per-store and per-release gauges, request counters; never a per-device label."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+CACHE_STATES = ("absent", "downloading", "seeding", "installed")
+DEVICE_STATES = ("total", "installed", "downloading", "stalled")
+
+
+class TrackerMetrics:
+    """One registry per tracker app (not the process-global one), so two apps in one process never clash."""
+
+    def __init__(self, stats_source: Callable[[], dict]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "posswarm_tracker_requests", "Announces and scrapes answered", ["transport", "kind", "result"],
+            registry=self.registry,
+        )
+        self.registry.register(_StatsCollector(stats_source))
+        self._children: dict[tuple[str, str, bool], object] = {}
+
+    def count(self, transport: str, kind: str, ok: bool) -> None:
+        # labels() costs a lock and a lookup; on the announce path the child is looked up once.
+        child = self._children.get((transport, kind, ok))
+        if child is None:
+            child = self._children[(transport, kind, ok)] = self.requests.labels(transport, kind, "ok" if ok else "refused")
+        child.inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StatsCollector:
+    """Reads the /stats document at scrape time: the figures are always those /stats would show."""
+
+    def __init__(self, source: Callable[[], dict]) -> None:
+        self._source = source
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        doc = self._source()
+        devices = GaugeMetricFamily("posswarm_store_devices", "Devices of a store on a release, by state",
+                                    labels=["release", "store", "state"])
+        cache = GaugeMetricFamily("posswarm_store_cache_state", "1 for the store cache's state on a release",
+                                  labels=["release", "store", "state"])
+        wan = GaugeMetricFamily("posswarm_store_wan_bytes", "Payload bytes the store received over the WAN",
+                                labels=["release", "store"])
+        lan = GaugeMetricFamily("posswarm_store_lan_bytes", "Payload bytes the store's nodes received on the LAN",
+                                labels=["release", "store"])
+        store_amp = GaugeMetricFamily("posswarm_store_wan_amplification", "Store WAN bytes / release size (1 = once)",
+                                      labels=["release", "store"])
+        stores = GaugeMetricFamily("posswarm_release_stores", "Stores with a cache or devices on a release",
+                                   labels=["release"])
+        release_amp = GaugeMetricFamily("posswarm_release_wan_amplification",
+                                        "WAN bytes / (size x stores) of a release", labels=["release"])
+        by_class = GaugeMetricFamily("posswarm_store_installed_devices", "Devices that installed a release, by class",
+                                     labels=["store", "device_class", "release"])
+        for name, r in doc["releases"].items():
+            stores.add_metric([name], r["stores_total"])
+            if r["wan_amplification"] is not None:
+                release_amp.add_metric([name], r["wan_amplification"])
+            for store, s in r["stores"].items():
+                for state in DEVICE_STATES:
+                    devices.add_metric([name, store, state], s[f"devices_{state}"])
+                for state in CACHE_STATES:
+                    cache.add_metric([name, store, state], 1 if s["cache"]["state"] == state else 0)
+                wan.add_metric([name, store], s["wan_bytes"])
+                lan.add_metric([name, store], s["lan_bytes"])
+                if s["wan_amplification"] is not None:
+                    store_amp.add_metric([name, store], s["wan_amplification"])
+        for store, row in doc["stores"].items():
+            for device_class, releases in row["installed_by_class"].items():
+                for name, count in releases.items():
+                    by_class.add_metric([store, device_class, name], count)
+        yield from (devices, cache, wan, lan, store_amp, stores, release_amp, by_class)

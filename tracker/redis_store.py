@@ -1,0 +1,100 @@
+"""PeerStore in Redis: several tracker processes behind one load balancer share one swarm view."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import msgpack
+import redis
+
+from posswarm.errors import PosswarmError
+from tracker.announce import Announce
+from tracker.peerstore import Peer, peer_key, successor
+
+_FIELDS = [f.name for f in dataclasses.fields(Announce)]
+
+
+class RedisPeerStore:
+    """Per torrent a Redis hash (peer key -> packed Peer) and a downloaded counter; a set of torrents.
+
+    Times are the trackers' wall clocks (``now``), so every tracker must run NTP, as any
+    host behind a load balancer does. Each call is one or two pipelined round trips.
+    """
+
+    def __init__(self, client: redis.Redis, *, peer_ttl: float, retain: float, prefix: str = "posswarm:") -> None:
+        self.peer_ttl = peer_ttl
+        self.retain = max(retain, peer_ttl)
+        self._r = client
+        self._p = prefix
+
+    @classmethod
+    def connect(cls, url: str, *, peer_ttl: float, retain: float) -> RedisPeerStore:
+        """A store on the Redis at ``url``; PosswarmError at start-up when it does not answer."""
+        try:
+            client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+            client.ping()
+        except (redis.RedisError, ValueError) as exc:
+            raise PosswarmError(f"tracker peer store: cannot reach Redis at {url} ({exc}); start redis-server or fix redis_url") from None
+        return cls(client, peer_ttl=peer_ttl, retain=retain)
+
+    def record(self, announce: Announce, now: float) -> None:
+        h, key = announce.info_hash.hex(), peer_key(announce)
+        old_raw = self._r.hget(self._swarm_key(h), key)
+        pipe = self._r.pipeline()
+        pipe.hset(self._swarm_key(h), key, _pack(successor(_unpack(old_raw) if old_raw else None, announce, now)))
+        pipe.sadd(self._p + "torrents", h)
+        if announce.event == "completed":
+            pipe.hincrby(self._p + "downloaded", h, 1)
+        pipe.execute()
+
+    def swarm(self, info_hash: bytes, now: float) -> list[Announce]:
+        return [p.announce for p in self._peers(info_hash.hex()) if self._live(p, now)]
+
+    def counts(self, info_hash: bytes, now: float) -> tuple[int, int, int]:
+        live = self.swarm(info_hash, now)
+        complete = sum(1 for a in live if a.left == 0)
+        downloaded = int(self._r.hget(self._p + "downloaded", info_hash.hex()) or 0)
+        return complete, len(live) - complete, downloaded
+
+    def info_hashes(self) -> list[bytes]:
+        return [bytes.fromhex(h.decode()) for h in self._r.smembers(self._p + "torrents")]
+
+    def records(self) -> Iterator[Peer]:
+        hashes = [h.decode() for h in self._r.smembers(self._p + "torrents")]
+        pipe = self._r.pipeline()
+        for h in hashes:
+            pipe.hvals(self._swarm_key(h))
+        for values in pipe.execute():
+            yield from (_unpack(v) for v in values)
+
+    def expire(self, now: float) -> int:
+        gone = 0
+        for h in [h.decode() for h in self._r.smembers(self._p + "torrents")]:
+            swarm = self._r.hgetall(self._swarm_key(h))
+            old = [key for key, raw in swarm.items() if now - _unpack(raw).last_seen > self.retain]
+            if old:
+                self._r.hdel(self._swarm_key(h), *old)
+                gone += len(old)
+            if len(old) == len(swarm):
+                self._r.pipeline().srem(self._p + "torrents", h).hdel(self._p + "downloaded", h).execute()
+        return gone
+
+    def _swarm_key(self, h: str) -> str:
+        return self._p + "swarm:" + h
+
+    def _peers(self, h: str) -> list[Peer]:
+        return [_unpack(v) for v in self._r.hvals(self._swarm_key(h))]
+
+    def _live(self, peer: Peer, now: float) -> bool:
+        return not peer.stopped and now - peer.last_seen <= self.peer_ttl
+
+
+def _pack(peer: Peer) -> bytes:
+    a = peer.announce
+    return msgpack.packb([[getattr(a, f) for f in _FIELDS], peer.last_seen, peer.stopped, peer.progressed])
+
+
+def _unpack(raw: bytes) -> Peer:
+    fields, last_seen, stopped, progressed = msgpack.unpackb(raw)
+    return Peer(Announce(**dict(zip(_FIELDS, fields))), last_seen, stopped, progressed)
