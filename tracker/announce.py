@@ -49,6 +49,7 @@ class Announce:
     wan: int | None = None
     lan: int | None = None
     installed: bool = False
+    ring: str | None = None  # the release's rollout ring as the node holds it (signed central state)
 
     @property
     def node_key(self) -> str:
@@ -136,6 +137,7 @@ def posswarm_keys(f: dict[str, list[bytes]]) -> dict:
         wan=_int(f, "wan", required=False),
         lan=_int(f, "lan", required=False),
         installed=installed == "1",
+        ring=_text(f, "ring", required=False, limit=64),
     )
 
 

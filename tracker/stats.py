@@ -88,8 +88,20 @@ def _release(r: dict, now: float, peer_ttl: float, stall_after: float) -> dict:
         "lan_bytes": sum(s["lan_bytes"] for s in in_stores),
         # 1.0 = every store's cache fetched the image over the WAN exactly once.
         "wan_amplification": round(wan / (r["size"] * len(in_stores)), 4) if r["size"] and in_stores else None,
+        "rings": _by_ring(in_stores),
         "stores": stores,
     }
+
+
+def _by_ring(stores: list[dict]) -> dict:
+    """Rollout progress per ring: the ring each store's nodes announce the release at (signed central state)."""
+    rings: dict[str, dict] = {}
+    for s in stores:
+        ring = rings.setdefault(s["ring"] or "-", {"stores": 0, "devices_total": 0, "devices_installed": 0})
+        ring["stores"] += 1
+        ring["devices_total"] += s["devices_total"]
+        ring["devices_installed"] += s["devices_installed"]
+    return rings
 
 
 def _store(peers: list[Peer], size: int | None, now: float, peer_ttl: float, stall_after: float) -> dict:
@@ -97,7 +109,9 @@ def _store(peers: list[Peer], size: int | None, now: float, peer_ttl: float, sta
     stalled = [p for p in devices if _stalled(p, now, stall_after)]
     caches = sorted((p for p in peers if p.announce.role == "cache"), key=lambda p: p.last_seen)
     wan = sum(p.announce.wan or 0 for p in peers)
+    rings = [p.announce.ring for p in sorted(peers, key=lambda p: p.last_seen) if p.announce.ring]
     return {
+        "ring": rings[-1] if rings else None,
         "devices_total": len(devices),
         "devices_installed": sum(1 for d in devices if d.announce.installed),
         "devices_downloading": sum(1 for p in devices if _downloading(p) and p not in stalled),

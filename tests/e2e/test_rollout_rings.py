@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import trio
 
 from posswarm.lab import Lab, bin_path, write_image
@@ -46,6 +47,14 @@ async def test_canary_elsewhere_then_promote_then_revoke(tmp_path):
         with trio.fail_after(60):
             await lab.wait_installed(NAME, "1.0")
         assert lab.release_of(lab.cache, NAME, "1.0")["rollout"] == {"sequence": 2, "state": "active", "ring": "all"}
+        with trio.fail_after(30):  # the network engineer's view: the tracker groups the rollout by ring
+            while True:
+                async with httpx.AsyncClient() as client:
+                    rings = (await client.get(f"{lab.tracker_url}/stats")).json()["releases"].get(
+                        f"{NAME}@1.0", {}).get("rings", {})
+                if rings.get("all", {}).get("devices_installed") == 2:
+                    break
+                await trio.sleep(0.5)  # nodes announce every 2 s in the lab
 
         await lab.publish(write_image(tmp_path / "b.img", 8, seed=2), "1.1", name=NAME)
         _release(lab, "promote", "1.1", "--to", "all")

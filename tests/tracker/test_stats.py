@@ -88,3 +88,22 @@ def test_versions_installed_per_device_class_and_release_amplification():
     assert doc["stores"]["A"]["installed_by_class"] == {"pos": {"pos-os@1": 1}, "kiosk": {"pos-os@0": 1}}
     assert doc["stores"]["B"]["installed_by_class"] == {}
     assert doc["releases"]["pos-os@1"]["wan_amplification"] == 1.2  # 2400 bytes for 2 stores of a 1000-byte image
+
+
+def test_rollout_progress_is_grouped_by_ring():
+    from tracker.announce import Announce
+    from tracker.peerstore import MemoryPeerStore
+    from tracker.stats import summarize
+
+    store = MemoryPeerStore(peer_ttl=90, retain=3600)
+    h = b"r" * 20
+    for node, shop, ring, installed in (("c1", "S1", "canary", True), ("t1", "S1", "canary", True),
+                                        ("c2", "S2", "wave-1", True), ("t2", "S2", "wave-1", False)):
+        role = "cache" if node.startswith("c") else "device"
+        store.record(Announce(h, node.encode().ljust(20, b"-"), "10.0.0.1", 6881, 0, 0, 0, store=shop, role=role,
+                              node=node, release="pos-os@1", size=100, installed=installed, ring=ring), now=0)
+    doc = summarize(store.records(), 1, peer_ttl=90)
+    release = doc["releases"]["pos-os@1"]
+    assert release["rings"] == {"canary": {"stores": 1, "devices_total": 1, "devices_installed": 1},
+                                "wave-1": {"stores": 1, "devices_total": 1, "devices_installed": 0}}
+    assert release["stores"]["S2"]["ring"] == "wave-1"
