@@ -1,0 +1,1 @@
+"""posswarm-netsim: an emulated network of stores (network namespaces, shaped links) running the real processes."""

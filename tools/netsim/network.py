@@ -1,0 +1,156 @@
+"""A built emulated network and the real processes in it: central tracker + seeder, each store's cache and devices."""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import tomli_w
+import trio
+
+from posswarm import status
+from posswarm.errors import PosswarmError
+from posswarm.keys import generate_keypair
+from posswarm.lab import bin_path, run_process
+from tools.netsim import netns
+from tools.netsim.topology import Node, Store, Topology
+
+STARTUP_TIMEOUT_S = 90.0
+ANNOUNCE_INTERVAL_S = 2
+CATALOG_POLL_S = 1.0  # how soon a cache sees a new release (the node's default is 10 s)
+
+
+@asynccontextmanager
+async def emulated_network(topo: Topology, workdir: Path):
+    """Build the namespaces of ``topo``; on the way out (whatever happened) kill what runs there and delete them."""
+    netns.check_can_start(topo.prefix)
+    try:  # build inside: Ctrl-C while it runs must still remove what it made
+        await trio.to_thread.run_sync(netns.build, topo)
+        yield Network(topo, workdir)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(netns.destroy, topo.namespaces())
+
+
+class Network:
+    """Paths, keys and URLs of one emulated network; processes run in nurseries the caller owns."""
+
+    def __init__(self, topo: Topology, workdir: Path) -> None:
+        self.topo = topo
+        self.workdir = workdir
+        self.logs = workdir / "logs"
+        self.releases = workdir / "central" / "releases"
+        for path in (self.logs, self.releases):
+            path.mkdir(parents=True, exist_ok=True)
+        self.private_key, self.public_key = generate_keypair(workdir / "central" / "keys")
+        self.tracker_url: str | None = None
+        self.seeder_url: str | None = None
+
+    async def start(self, nursery: trio.Nursery, name: str, namespace: str, cmd: list[str], kind: str) -> str:
+        """Run ``cmd`` inside ``namespace`` until ``nursery`` is cancelled; returns its ready value (URL, port)."""
+        return await nursery.start(self._supervise, name, netns.exec_prefix(namespace) + cmd, kind)
+
+    async def _supervise(self, name: str, cmd: list[str], kind: str, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        # if this process dies, 'posswarm-netsim clean' kills whatever still runs in the namespaces
+        await run_process(name, cmd, self.logs / f"{name}.log", kind=kind, task_status=task_status)
+        # only cancellation may end a process of the scenario: otherwise waits would run to their deadline
+        raise PosswarmError(f"{name} exited while the scenario ran (see {self.logs / name}.log)")
+
+    # ---- posswarm ----------------------------------------------------------------------------
+
+    async def start_posswarm(self, nursery: trio.Nursery) -> None:
+        """Tracker, seeder, then every store's nodes at once; returns when all are up and devices see their cache."""
+        with trio.fail_after(STARTUP_TIMEOUT_S):
+            central, ip = self.topo.central, self.topo.central_ip
+            self.tracker_url = await self.start(nursery, "tracker", central, [
+                bin_path("posswarm-tracker"), "serve", "--open", "--listen", f"{ip}:0",
+                "--interval", str(ANNOUNCE_INTERVAL_S),
+            ], "tracker")
+            self.seeder_url = await self.start(nursery, "seeder", central, [
+                bin_path("posswarm-seeder"), "serve", "--releases", str(self.releases),
+                "--key-pub", str(self.public_key), "--listen", f"{ip}:0", "--bt-listen", f"{ip}:0",
+                "--tracker", f"{self.tracker_url}/announce",
+            ], "seeder")
+            async with trio.open_nursery() as starting:
+                for store in self.topo.stores:
+                    for node in store.nodes:
+                        starting.start_soon(self._start_node, nursery, store, node)
+            await self._wait_discovered()
+
+    async def _start_node(self, nursery: trio.Nursery, store: Store, node: Node) -> None:
+        config = self.workdir / "nodes" / f"{node.node_id}.toml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(tomli_w.dumps(self.node_config(store, node)))
+        await self.start(nursery, node.node_id, node.namespace,
+                         [bin_path("posswarm"), "node", "--config", str(config)], "node")
+
+    def node_config(self, store: Store, node: Node) -> dict:
+        doc = {
+            "node": {
+                "id": node.node_id, "role": node.role, "store": store.store_id,
+                "class": "cache" if node.role == "cache" else "pos", "data_dir": str(self.data_dir(node)),
+                "address": node.address, "lan_network": store.lan_network,
+            },
+            "central": {"public_key": str(self.public_key), "tracker_url": f"{self.tracker_url}/announce"},
+            "timing": {"catalog_poll_s": CATALOG_POLL_S, "status_every_s": 0.5},
+        }
+        if node.role == "cache":
+            doc["central"]["catalog_url"] = self.seeder_url
+        return doc
+
+    def data_dir(self, node: Node) -> Path:
+        return self.workdir / "nodes" / node.node_id
+
+    def status_of(self, node: Node) -> dict | None:
+        try:
+            return status.read(self.data_dir(node) / "status.json")
+        except PosswarmError:
+            return None
+
+    def release_of(self, node: Node, name: str, version: str) -> dict | None:
+        for r in (self.status_of(node) or {}).get("releases", []):
+            if r["name"] == name and r["version"] == version:
+                return r
+        return None
+
+    async def _wait_discovered(self) -> None:
+        """Devices are up long before a release in a real store: do not count mDNS start-up as distribution."""
+        while True:
+            waiting = [d for s in self.topo.stores for d in s.devices
+                       if s.cache.node_id not in ((self.status_of(d) or {}).get("peers") or [])]
+            if not waiting:
+                return
+            await trio.sleep(0.2)  # polls files the nodes rewrite every 0.5 s
+
+    async def publish(self, payload: Path, name: str, version: str) -> float:
+        """Publish with the real CLI into central's releases; returns the wall-clock time it was done."""
+        cmd = [bin_path("posswarm-seeder"), "publish", str(payload), "--name", name, "--version", version,
+               "--key", str(self.private_key), "--out", str(self.releases)]
+        result = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
+        if result.returncode != 0:
+            raise PosswarmError(f"publish {name} {version} failed: {result.stderr.decode(errors='replace').strip()}")
+        return time.time()
+
+    async def wait_installed(self, name: str, version: str) -> None:
+        """Until every device has installed the release and every cache seeds it; callers set the deadline."""
+        nodes = [n for s in self.topo.stores for n in s.nodes]
+        while True:
+            releases = {n.node_id: self.release_of(n, name, version) or {} for n in nodes}
+            for node_id, r in releases.items():
+                if r.get("state") == "failed":
+                    raise PosswarmError(f"release {name} {version} failed on {node_id}: {r.get('error')}")
+            if all(r.get("state") in ("installed", "seeding") for r in releases.values()):
+                return
+            await trio.sleep(0.2)
+
+    # ---- the WAN, as the routers see it ----------------------------------------------------
+
+    def wan_counters(self) -> dict[int, netns.Counters]:
+        """Per store index: its router's WAN interface counters (rx = into the store)."""
+        return {s.index: netns.counters(s.router, "wan") for s in self.topo.stores}
+
+    def central_counters(self) -> netns.Counters:
+        """Central's side of every WAN link, summed (tx = what central sent to stores)."""
+        return sum((netns.counters(self.topo.central, s.central_port) for s in self.topo.stores),
+                   netns.Counters(0, 0, 0, 0))
