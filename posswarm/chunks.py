@@ -15,9 +15,13 @@ from pyfastcdc import FastCDC
 
 from posswarm.fsync import fsync_dir
 
-CHUNK_MIN = 256 * 1024
-CHUNK_AVG = 1024 * 1024
-CHUNK_MAX = 4 * 1024 * 1024
+# 256 KiB on average, not DESIGN.md's ~1 MiB: an update moves whole chunks, and re-chunking the same
+# 5 %-changed image moved 3.80x the changed bytes at 1 MiB, 1.61x at 512 KiB, 1.20x at 256 KiB
+# (posswarm-netsim --update-percent 5; docs/benchmarks.md). It also matches the 256 KiB piece size,
+# so a chunk is about one v2 piece.
+CHUNK_MIN = 64 * 1024
+CHUNK_AVG = 256 * 1024
+CHUNK_MAX = 1024 * 1024
 
 # One chunker for the process: its parameters are part of the release format (they decide
 # every chunk boundary, hence dedupe between versions), so never derive them from config.

@@ -65,7 +65,7 @@ async def test_tampered_releases_are_refused_with_one_line(central, tamper, says
     elif tamper == "torrent":
         torrent = directory / "release.torrent"
         data = bytearray(torrent.read_bytes())
-        data[data.index(b"6:pieces") + 12] ^= 0x01  # a v1 piece hash, inside the info dict
+        data[data.index(b"11:pieces root32:") + 20] ^= 0x01  # a file's merkle root, inside the info dict
         torrent.write_bytes(bytes(data))
     shelf = Shelf()
     shelf.put(central["good"], directory)
