@@ -83,6 +83,7 @@ class Node:
         self.announcer: Announcer | None = None
         self.storedata: StoreData | None = None  # sales and SKU catalog, when store.gossip_key_file is set
         self.rejected: dict[str, str] = {}  # "name@version" -> why this node refused it
+        self._handed_out: set[tuple[str, str, int]] = set()  # (release, ip, port) the tracker gave us
         self.rollouts: HeldRollouts | None = None  # set in run(), once the central key is loaded
         self.wan_caps_kbps = (config.wan_download_kbps, config.wan_upload_kbps)  # (down, up), 0 = none
         self._poll_now = trio.Event()
@@ -519,10 +520,14 @@ class Node:
                     log.info("peer.lost", node=event.node_id)
 
     def _tracker_peers(self, report: ReleaseReport, peers) -> None:
+        key = f"{report.name}@{report.version}"
         for ip, port in peers:
             if not self.config.is_cache and ipaddress.ip_address(ip) not in self.lan:
                 continue  # a device never talks to anything outside its store (the ip filter agrees)
-            self.torrents.connect_peer((ip, port), f"{report.name}@{report.version}")
+            if (key, ip, port) not in self._handed_out:
+                self._handed_out.add((key, ip, port))
+                log.info("peer.from_tracker", release=key, peer=f"{ip}:{port}")
+            self.torrents.connect_peer((ip, port), key)
 
     def _reports(self) -> list[ReleaseReport]:
         reports = []

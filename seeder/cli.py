@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--bt-listen", default="0.0.0.0:6881", help="BitTorrent HOST:PORT (default: 0.0.0.0:6881)")
     s.add_argument("--key-pub", required=True, type=Path, help="central.pub, to check releases before seeding them")
     s.add_argument("--tracker", default="", help="tracker announce URL (default: none)")
+    s.add_argument("--super-seed", action="store_true",
+                   help="BEP 16: give each piece to one cache until others have it, so stores that may seed each "
+                        "other (tracker --cross-store) take about one copy from central in all")
     s.add_argument("--web-seed", action="append", metavar="URL",
                    help="BEP 19 web seed base for caches, repeatable: 'self' (this seeder's HTTP) or a CDN/object "
                         "store URL holding a copy of RELEASES (default: none)")

@@ -29,7 +29,7 @@ class Seeder:
     """Central: watches the releases directory, verifies what appears there, seeds it and lists it."""
 
     def __init__(self, releases: Path, public_key_path: Path, *, http: tuple[str, int], bt: tuple[str, int],
-                 tracker_url: str = "", web_seeds: tuple[str, ...] = (), data_dir: Path | None = None, sales_db: str = "") -> None:
+                 tracker_url: str = "", web_seeds: tuple[str, ...] = (), super_seed: bool = False, data_dir: Path | None = None, sales_db: str = "") -> None:
         self.releases = releases
         # Store data (sales ingest, SKU catalog) lives beside the releases unless told otherwise.
         self.data_dir = data_dir or releases.parent / "central-data"
@@ -42,6 +42,7 @@ class Seeder:
             if seed != "self" and not seed.startswith(("http://", "https://")):
                 raise PosswarmError(f"--web-seed {seed!r}: use 'self' or an http(s):// URL serving a copy of RELEASES")
         self.web_seeds = tuple(web_seeds)
+        self.super_seed = super_seed
         self.shelf = Shelf()
         self.rollouts = RolloutWatch(self.public_key)  # rollout.msgpack changes after publish (release promote ...)
         self.rejected: dict[Path, str] = {}
@@ -88,7 +89,8 @@ class Seeder:
             try:
                 manifest = await trio.to_thread.run_sync(verify_release, directory, self.public_key)
                 await self.torrents.add(f"{manifest.name}@{manifest.version}",
-                                        (directory / "release.torrent").read_bytes(), directory)
+                                        (directory / "release.torrent").read_bytes(), directory,
+                                        super_seed=self.super_seed)
             except PosswarmError as exc:
                 self.rejected[directory] = str(exc)
                 log.error("release.rejected", dir=str(directory), reason=str(exc))
@@ -132,6 +134,7 @@ def serve_main(args) -> int:
         bt=parse_hostport(args.bt_listen, flag="--bt-listen"),
         tracker_url=getattr(args, "tracker", "") or "",
         web_seeds=tuple(getattr(args, "web_seed", None) or ()),
+        super_seed=bool(getattr(args, "super_seed", False)),
         data_dir=getattr(args, "data_dir", None),
         sales_db=getattr(args, "sales_db", "") or "",
     )

@@ -397,7 +397,7 @@ class TorrentSession:
 
     async def add(
         self, key: str, torrent: bytes, save_path: Path, *, peers: Iterable[tuple[str, int]] = (),
-        web_seeds: Iterable[str] = (),
+        web_seeds: Iterable[str] = (), super_seed: bool = False,
     ) -> None:
         """Add a torrent under ``key`` and return once libtorrent has it (checking what is on disk first).
 
@@ -431,6 +431,8 @@ class TorrentSession:
         atp.flags |= lt.torrent_flags.duplicate_is_error
         atp.peers = [p for p in (self._endpoint(p) for p in peers) if p is not None]
         atp.url_seeds = list(web_seeds)  # BEP 19; the server must answer Range (notes §3)
+        if super_seed:  # BEP 16: hand each piece to one peer until others have it (central with cross-store)
+            atp.flags |= lt.torrent_flags.super_seeding
         self._keys[ident] = key
         pending = self._adding[ident] = _Pending(save_path=Path(save_path))
         try:

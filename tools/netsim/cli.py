@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--lan-mbit", type=float, default=400.0, help="each LAN port's rate, both ways (default 400)")
     r.add_argument("--update-percent", type=float, default=None,
                    help="then publish an update with this %% of bytes changed and measure it too")
+    r.add_argument("--cross-store", action="store_true",
+                   help="caches may seed each other (tracker --cross-store) and central super-seeds (BEP 16)")
+    r.add_argument("--wan-cap-kbps", type=int, default=0,
+                   help="give every cache an all-day WAN window capping it at this rate (default: none)")
     r.add_argument("--deadline", type=float, default=600.0, help="seconds to wait for every device (default 600)")
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs, data)")
@@ -58,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             raise PosswarmError(f"--image-mb {args.image_mb}: the image must be at least 1 MiB")
         if args.update_percent is not None and not 0 < args.update_percent <= 100:
             raise PosswarmError(f"--update-percent {args.update_percent}: choose more than 0 and at most 100")
-        scenario = Scenario(args.stores, args.devices, args.image_mb, args.wan_mbit, args.lan_mbit,
-                            args.update_percent, args.deadline)
+        scenario = Scenario(stores=args.stores, devices=args.devices, image_mb=args.image_mb, wan_mbit=args.wan_mbit,
+                            lan_mbit=args.lan_mbit, update_percent=args.update_percent, cross_store=args.cross_store,
+                            wan_cap_kbps=args.wan_cap_kbps,
+                            deadline_s=args.deadline)
         result = run_with_workdir(lambda workdir: run(scenario, workdir), keep=args.keep)
     except PosswarmError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

@@ -22,12 +22,12 @@ CATALOG_POLL_S = 1.0  # how soon a cache sees a new release (the node's default 
 
 
 @asynccontextmanager
-async def emulated_network(topo: Topology, workdir: Path):
+async def emulated_network(topo: Topology, workdir: Path, *, cross_store: bool = False, wan_cap_kbps: int = 0):
     """Build the namespaces of ``topo``; on the way out (whatever happened) kill what runs there and delete them."""
     netns.check_can_start(topo.prefix)
     try:  # build inside: Ctrl-C while it runs must still remove what it made
         await trio.to_thread.run_sync(netns.build, topo)
-        yield Network(topo, workdir)
+        yield Network(topo, workdir, cross_store=cross_store, wan_cap_kbps=wan_cap_kbps)
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(netns.destroy, topo.namespaces())
@@ -36,9 +36,11 @@ async def emulated_network(topo: Topology, workdir: Path):
 class Network:
     """Paths, keys and URLs of one emulated network; processes run in nurseries the caller owns."""
 
-    def __init__(self, topo: Topology, workdir: Path) -> None:
+    def __init__(self, topo: Topology, workdir: Path, *, cross_store: bool = False, wan_cap_kbps: int = 0) -> None:
         self.topo = topo
         self.workdir = workdir
+        self.cross_store = cross_store  # caches may seed each other; central super-seeds (BEP 16)
+        self.wan_cap_kbps = wan_cap_kbps  # caches' own WAN cap, set as an all-day WAN window (0 = none)
         self.logs = workdir / "logs"
         self.releases = workdir / "central" / "releases"
         for path in (self.logs, self.releases):
@@ -65,12 +67,12 @@ class Network:
             central, ip = self.topo.central, self.topo.central_ip
             self.tracker_url = await self.start(nursery, "tracker", central, [
                 bin_path("posswarm-tracker"), "serve", "--open", "--listen", f"{ip}:0",
-                "--interval", str(ANNOUNCE_INTERVAL_S),
+                "--interval", str(ANNOUNCE_INTERVAL_S), *(["--cross-store"] if self.cross_store else []),
             ], "tracker")
             self.seeder_url = await self.start(nursery, "seeder", central, [
                 bin_path("posswarm-seeder"), "serve", "--releases", str(self.releases),
                 "--key-pub", str(self.public_key), "--listen", f"{ip}:0", "--bt-listen", f"{ip}:0",
-                "--tracker", f"{self.tracker_url}/announce",
+                "--tracker", f"{self.tracker_url}/announce", *(["--super-seed"] if self.cross_store else []),
             ], "seeder")
             async with trio.open_nursery() as starting:
                 for store in self.topo.stores:
@@ -97,6 +99,8 @@ class Network:
         }
         if node.role == "cache":
             doc["central"]["catalog_url"] = self.seeder_url
+            if self.wan_cap_kbps:
+                doc["wan"] = {"schedule": [f"daily 00:00-24:00 {self.wan_cap_kbps}"]}
         return doc
 
     def data_dir(self, node: Node) -> Path:

@@ -27,8 +27,20 @@ class Scenario:
     wan_mbit: float = 40.0
     lan_mbit: float = 400.0
     update_percent: float | None = None
+    cross_store: bool = False
+    wan_cap_kbps: int = 0
     deadline_s: float = 600.0
     prefix: str = PREFIX
+
+
+def _wan_cap(scenario: Scenario, stores: list[dict]) -> dict | None:
+    """How closely each cache kept to its WAN window's cap: payload bytes over its download time."""
+    if not scenario.wan_cap_kbps:
+        return None
+    achieved = [round(s["posswarm_wan_bytes"] * 8 / 1000 / (s["cache_installed_s"] - s["cache_learned_s"]))
+                for s in stores]
+    return {"kbps": scenario.wan_cap_kbps, "achieved_kbps": achieved,
+            "worst_off_percent": round(max(abs(a / scenario.wan_cap_kbps - 1) for a in achieved) * 100, 1)}
 
 
 def ideal_s(image_bytes: int, wan_mbit: float, lan_mbit: float) -> float:
@@ -40,7 +52,8 @@ async def run(scenario: Scenario, workdir: Path) -> dict:
     """Build the network, run posswarm in it, return the result document of ``posswarm-netsim run --json``."""
     topo = plan(scenario.stores, scenario.devices, wan_mbit=scenario.wan_mbit, lan_mbit=scenario.lan_mbit,
                 prefix=scenario.prefix)
-    async with emulated_network(topo, workdir) as net, trio.open_nursery() as nursery:
+    async with emulated_network(topo, workdir, cross_store=scenario.cross_store,
+                                wan_cap_kbps=scenario.wan_cap_kbps) as net, trio.open_nursery() as nursery:
         result = await rollout(net, nursery, scenario)
         nursery.cancel_scope.cancel()
     return result
@@ -65,6 +78,9 @@ async def rollout(net: Network, nursery: trio.Nursery, scenario: Scenario) -> di
         "ideal_s": round(ideal, 2),
         "completion_ratio": round(last / ideal, 3),
         "central_upload_bytes": first["central_upload_bytes"],
+        "central_upload_per_image": round(first["central_upload_bytes"] / size, 3),
+        "cross_store": scenario.cross_store,
+        "wan_cap": _wan_cap(scenario, first["stores"]),
         "publish_s": first["publish_s"],
         "wan_accounting_agrees": first["wan_accounting_agrees"],
         "wan_bytes_note": "router WAN counters minus 66 B of Ethernet/IP/TCP headers per frame (GSO off)",
