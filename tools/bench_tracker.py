@@ -118,11 +118,13 @@ async def _load(spec: dict) -> dict:
     first, count = spec.get("first", 0), spec.get("count")  # memory phase: announce peers first..first+count once
     latencies: list[float] = []
     failures = 0
+    pool = spec.get("peers", 10_000)
+    # Built before the clock starts, so neither the rate nor the first paced latencies pay for it.
+    http_pool = [_http_request(n) for n in range(min(pool, 20_000))] if transport == "http" else []
+    numbers = iter(range(first, first + count)) if count is not None else None
+    cpu = time.process_time()
     start = trio.current_time()
     deadline = start + duration
-    numbers = iter(range(first, first + count)) if count is not None else None
-    pool = spec.get("peers", 10_000)
-    http_pool = [_http_request(n) for n in range(min(pool, 20_000))] if transport == "http" else []
 
     def next_number(rng: random.Random) -> int | None:
         if numbers is not None:
@@ -194,12 +196,15 @@ async def _load(spec: dict) -> dict:
         for i in range(connections):
             nursery.start_soon(http_client if transport == "http" else udp_client, i)
     elapsed = trio.current_time() - start
+    # Who was the bottleneck: a load process near 100 % of its core means the tracker could answer more.
+    load_cpu = time.process_time() - cpu
     latencies.sort()
     return {
         "announces": len(latencies),
         "failures": failures,
         "seconds": round(elapsed, 2),
         "per_second": round(len(latencies) / elapsed) if elapsed else 0,
+        "load_cpu_percent": round(100 * load_cpu / elapsed) if elapsed else 0,
         "p50_ms": round(1000 * latencies[len(latencies) // 2], 2) if latencies else None,
         "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 2) if latencies else None,
     }
@@ -253,6 +258,11 @@ class _Tracker:
                 return int(line.split()[1]) * 1024
         return 0
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the tracker process has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -299,7 +309,9 @@ def _bench_one(name: str, args, workdir: Path) -> dict:
             base = {"host": "127.0.0.1", "port": port, "transport": transport, "connections": args.connections,
                     "peers": args.pool}
             _run_load({**base, "duration": 1.0})  # warm-up: swarms filled, code paths hot
-            result[f"{transport}_saturated"] = _run_load({**base, "duration": args.duration})
+            cpu = tracker.cpu_seconds()
+            saturated = result[f"{transport}_saturated"] = _run_load({**base, "duration": args.duration})
+            saturated["tracker_cpu_percent"] = round(100 * (tracker.cpu_seconds() - cpu) / saturated["seconds"])
             result[f"{transport}_paced"] = _run_load({**base, "duration": args.duration, "rate": args.rate})
     finally:
         tracker.stop()
@@ -358,14 +370,15 @@ def _print_table(results: list[dict], args) -> None:
 
     table = Table(title=f"tracker announces ({args.connections} clients, {args.duration:g} s per phase; "
                         f"paced at {args.rate}/s; memory at {args.peers} peers)")
-    for column in ("tracker", "transport", "announces/s", "p50 ms", "p99 ms", "paced p50 ms", "paced p99 ms",
-                   "failures"):
+    for column in ("tracker", "transport", "announces/s", "p50 ms", "p99 ms", "CPU % tracker/load", "paced p50 ms",
+                   "paced p99 ms", "failures"):
         table.add_column(column, justify="left" if column in ("tracker", "transport") else "right")
     for r in results:
         for transport in ("http", "udp"):
             sat, paced = r[f"{transport}_saturated"], r[f"{transport}_paced"]
             table.add_row(r["tracker"], transport, str(sat["per_second"]), str(sat["p50_ms"]), str(sat["p99_ms"]),
-                          str(paced["p50_ms"]), str(paced["p99_ms"]), str(sat["failures"] + paced["failures"]))
+                          f"{sat['tracker_cpu_percent']} / {sat['load_cpu_percent']}", str(paced["p50_ms"]),
+                          str(paced["p99_ms"]), str(sat["failures"] + paced["failures"]))
     console = Console(width=max(Console().width, 120))
     console.print(table)
     for r in results:

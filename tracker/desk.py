@@ -11,6 +11,9 @@ from tracker.announce import Announce
 from tracker.config import TrackerConfig
 from tracker.peerstore import PeerStore
 
+REFRESH = 1.0  # seconds a swarm's ranked hand-out lists are reused while its membership stands still
+SWEEP_EVERY = 4096  # rebuilds between sweeps of cached swarms that went stale
+
 
 @dataclasses.dataclass(frozen=True)
 class AnnounceAnswer:
@@ -18,35 +21,67 @@ class AnnounceAnswer:
     min_interval: int
     complete: int
     incomplete: int
-    peers: list[tuple[str, int, bytes]]  # (ip, port, peer_id)
+    handed: handout.Handed
+
+    @property
+    def peers(self) -> list[tuple[str, int, bytes]]:
+        """(ip, port, peer_id) of every peer handed out, for non-compact answers."""
+        return [(p.ip, p.port, p.peer_id) for p in self.handed.announces()]
+
+
+class _Swarm:
+    """One torrent's live peers as of ``built``, and its rankings by (requester role, requester store)."""
+
+    __slots__ = ("built", "changes", "live", "complete", "ranked")
+
+    def __init__(self, built: float, changes: int, live: list[Announce]) -> None:
+        self.built, self.changes, self.live = built, changes, live
+        self.complete = sum(1 for p in live if p.left == 0)
+        self.ranked: dict[tuple[str | None, str | None], handout.Ranked] = {}
 
 
 class Desk:
-    """Admits, records and answers; raises announce.BadRequest for anything refused."""
+    """Admits, records and answers; raises announce.BadRequest for anything refused.
+
+    Ranking the whole swarm on every announce was half the tracker's time, so a swarm's live list
+    and rankings are kept for up to ``REFRESH`` seconds. A store that counts its changes
+    (``MemoryPeerStore.changes``) drops them at once when a peer joins, leaves, completes or moves;
+    otherwise (the Redis store, shared with other trackers) every announce reads the store afresh.
+    """
 
     def __init__(self, config: TrackerConfig, store: PeerStore, access: Access, *, rng: random.Random | None = None):
         self.config, self.store, self.access = config, store, access
         self._rank = handout.policy(config.policy)
         self._rng = rng
+        self._changes = getattr(store, "changes", None)
+        self._swarms: dict[bytes, _Swarm] = {}
+        self._rebuilds = 0
 
     def announce(self, a: Announce, passkey: str | None, now: float) -> AnnounceAnswer:
         a = self.access.admit(a, passkey)
         self.store.record(a, now)
-        peers: list[tuple[str, int, bytes]] = []
-        live = self.store.swarm(a.info_hash, now)
+        swarm = self._swarm(a.info_hash, now)
+        handed = handout.NOBODY
         if a.event != "stopped":
-            chosen = handout.hand_out(
-                self._rank,
-                a,
-                live,
-                numwant=self.config.numwant if a.numwant is None else a.numwant,
-                cross_store=self.config.cross_store,
-                rng=self._rng,
-            )
-            peers = [(p.ip, p.port, p.peer_id) for p in chosen]
-        complete = sum(1 for p in live if p.left == 0)
-        return AnnounceAnswer(self.config.interval, self.config.effective_min_interval, complete, len(live) - complete,
-                              peers)
+            ranked = swarm.ranked.get((a.role, a.store))
+            if ranked is None:
+                ranked = swarm.ranked[(a.role, a.store)] = handout.Ranked(
+                    self._rank, a, swarm.live, cross_store=self.config.cross_store, rng=self._rng)
+            handed = ranked.cut(a, self.config.numwant if a.numwant is None else a.numwant)
+        return AnnounceAnswer(self.config.interval, self.config.effective_min_interval, swarm.complete,
+                              len(swarm.live) - swarm.complete, handed)
+
+    def _swarm(self, info_hash: bytes, now: float) -> _Swarm:
+        if self._changes is None:
+            return _Swarm(now, 0, self.store.swarm(info_hash, now))
+        changes = self._changes(info_hash)
+        swarm = self._swarms.get(info_hash)
+        if swarm is None or swarm.changes != changes or not swarm.built <= now < swarm.built + REFRESH:
+            self._rebuilds += 1
+            if self._rebuilds % SWEEP_EVERY == 0:  # torrents nobody announces any more leave no cache behind
+                self._swarms = {h: s for h, s in self._swarms.items() if s.built <= now < s.built + REFRESH}
+            swarm = self._swarms[info_hash] = _Swarm(now, changes, self.store.swarm(info_hash, now))
+        return swarm
 
     def scrape(self, info_hashes: list[bytes], passkey: str | None, now: float) -> dict[bytes, tuple[int, int, int]]:
         """{info_hash: (complete, incomplete, downloaded)} of the asked (or, with none asked, all) torrents we track."""

@@ -34,8 +34,9 @@ def announce_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, 
         min_interval=answer.min_interval,
         complete=answer.complete,
         incomplete=answer.incomplete,
-        peers=answer.peers,
+        peers=() if a.compact else answer.peers,
         compact=a.compact,
+        packed=answer.handed.compact() if a.compact else None,
     )
 
 
@@ -93,16 +94,17 @@ async def _serve_connection(stream, desk, app, clock, metrics, server) -> None:
     try:
         while True:
             end = http_wire.head_end(buffer)
-            # One deadline for the whole head, so a client trickling a byte at a time cannot hold a slot.
-            with trio.move_on_after(IDLE_SECONDS):
-                while end < 0:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return  # the client closed
-                    buffer += data
-                    end = http_wire.head_end(buffer)
             if end < 0:
-                return  # idle or too slow
+                # One deadline for the whole head, so a client trickling a byte at a time cannot hold a slot.
+                with trio.move_on_after(IDLE_SECONDS):
+                    while end < 0:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            return  # the client closed
+                        buffer += data
+                        end = http_wire.head_end(buffer)
+                if end < 0:
+                    return  # idle or too slow
             head = bytes(buffer[:end])
             del buffer[:end]
             request = http_wire.parse_head(head)

@@ -10,7 +10,7 @@ import redis
 
 from posswarm.errors import PosswarmError
 from tracker.announce import Announce
-from tracker.peerstore import Peer, peer_key, successor
+from tracker.peerstore import RECORD_FIELDS, Peer, peer_key, successor
 
 _FIELDS = [f.name for f in dataclasses.fields(Announce)]
 
@@ -97,4 +97,6 @@ def _pack(peer: Peer) -> bytes:
 
 def _unpack(raw: bytes) -> Peer:
     fields, last_seen, stopped, progressed = msgpack.unpackb(raw)
-    return Peer(Announce(**dict(zip(_FIELDS, fields))), last_seen, stopped, progressed)
+    values = dict(zip(_FIELDS, fields))  # _pack writes every Announce field
+    return Peer(*(values[name] for name in RECORD_FIELDS), last_seen=last_seen, stopped=stopped,
+                progressed=progressed)

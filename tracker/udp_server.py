@@ -48,9 +48,10 @@ def _answer(desk: Desk, request: udp_wire.AnnounceRequest | udp_wire.ScrapeReque
     try:
         if isinstance(request, udp_wire.AnnounceRequest):
             answer = desk.announce(request.announce, request.passkey, now)
+            ipv6 = ":" in request.announce.ip
             return udp_wire.encode_announce(
                 tid, interval=answer.interval, complete=answer.complete, incomplete=answer.incomplete,
-                peers=answer.peers, ipv6=":" in request.announce.ip,
+                ipv6=ipv6, packed=answer.handed.compact()[1 if ipv6 else 0],
             )
         # BEP 15 scrapes carry no URL data, so no passkey: a private tracker refuses them here.
         files = desk.scrape(request.info_hashes, None, now)

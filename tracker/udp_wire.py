@@ -106,7 +106,7 @@ def parse_request(
         path = _url_data(data[_ANNOUNCE.size:], tid)
         passkey, query = _passkey_and_query(path, tid)
         try:
-            extras = announce.posswarm_keys(announce.split_query(query))
+            extras = announce.posswarm_keys(announce.first_values(query))
         except BadRequest as exc:
             raise UdpBadRequest(str(exc), tid) from None
         # The packet's ip field is ignored, as public UDP trackers do: believing it would let anyone
@@ -140,11 +140,17 @@ def encode_connect(transaction_id: int, connection_id: int) -> bytes:
 
 
 def encode_announce(
-    transaction_id: int, *, interval: int, complete: int, incomplete: int, peers: Iterable[tuple[str, int, bytes]],
-    ipv6: bool,
+    transaction_id: int, *, interval: int, complete: int, incomplete: int,
+    peers: Iterable[tuple[str, int, bytes]] = (), ipv6: bool, packed: bytes | None = None,
 ) -> bytes:
-    """BEP 15 answer; peers of the requester's address family only (6-byte v4 or 18-byte v6 entries)."""
-    out = bytearray(struct.pack(">IIIII", ANNOUNCE, transaction_id, interval, incomplete, complete))
+    """BEP 15 answer; peers of the requester's address family only (6-byte v4 or 18-byte v6 entries).
+
+    ``packed`` = those entries already encoded; it replaces ``peers``.
+    """
+    head = struct.pack(">IIIII", ANNOUNCE, transaction_id, interval, incomplete, complete)
+    if packed is not None:
+        return head + packed
+    out = bytearray(head)
     for ip, port, _peer_id in peers:
         if (":" in ip) == ipv6:
             out += announce.compact_peer(ip, port)

@@ -162,3 +162,15 @@ def test_fuzz_well_formed_queries_with_random_values(fields):
     except BadRequest:
         return
     assert a.info_hash == fields["info_hash"] and a.peer_id == fields["peer_id"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.binary(max_size=40), st.lists(st.sampled_from([b"%", b"=", b"+", b" ", b"\r\n", b"\t", b"a",
+                                                                   b"F", b"0", b"9", b"g", b"_", b"\xff"]),
+                                                  max_size=16).map(b"".join)))
+def test_fast_percent_decoding_agrees_with_the_standard_library(raw):
+    # The C-speed path (binascii's quoted-printable decoder) must decode exactly as unquote_to_bytes does.
+    from urllib.parse import unquote_to_bytes
+
+    assert announce._unquote(raw) == unquote_to_bytes(raw.replace(b"+", b" "))
+    assert announce._unquote(quote_from_bytes(raw, safe="").encode()) == raw

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from posswarm.errors import PosswarmError
-from tracker import handout
+from tracker import announce, handout
 from tracker.announce import Announce
 
 _ports = iter(range(7000, 9000))
@@ -87,3 +87,27 @@ def test_numwant_cuts_the_ranked_list():
 def test_unknown_policy_is_a_start_up_error():
     with pytest.raises(PosswarmError, match="'nearest' does not exist.*store-first"):
         handout.policy("nearest")
+
+
+@pytest.mark.parametrize("policy", ["store-first", "completeness"])
+@pytest.mark.parametrize("v6", [False, True])
+def test_ranked_once_cut_per_requester_matches_hand_out_and_packs_the_same_peers(policy, v6):
+    # The tracker ranks a swarm once and cuts it per announce; the cut must be what hand_out gives,
+    # never the requester (by address, by node id, or tills sharing its NAT address), and its
+    # compact bytes must be those peers' entries in order.
+    swarm = [node(f"p{i}", ip="10.0.0.7" if i % 5 == 0 else f"10.0.1.{i}", left=i % 3) for i in range(40)]
+    swarm += [node(f"till{i}", "device", "A", ip="192.0.2.9", port=6881) for i in range(4)]
+    if v6:
+        swarm.append(node("six", ip="2001:db8::6", left=0))
+    for requester in [swarm[0], swarm[3], swarm[-2 if v6 else -1], node("stranger", ip="10.9.9.9")]:
+        ranked = handout.Ranked(handout.policy(policy), requester, swarm, rng=random.Random(3))
+        for numwant in (0, 1, 5, 50):
+            handed = ranked.cut(requester, numwant)
+            got = handed.announces()
+            assert len(got) == len(handed) == min(numwant, len(out(requester, policy, candidates=swarm, numwant=999)))
+            others = [p for p in ranked.peers if (p.ip, p.port) != (requester.ip, requester.port)
+                      and (p.node is None or p.node != requester.node)]
+            assert got == others[:numwant]
+            v4, v6_bytes = handed.compact()
+            assert v4 + v6_bytes == b"".join(announce.compact_peer(p.ip, p.port) for p in got if ":" not in p.ip) + \
+                b"".join(announce.compact_peer(p.ip, p.port) for p in got if ":" in p.ip)

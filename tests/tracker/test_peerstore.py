@@ -89,3 +89,16 @@ def test_progress_time_moves_only_when_left_or_installed_changes(new_store):
     store.record(ann("a", left=5), now=60)
     (peer,) = store.records()
     assert peer.progressed_at == 60
+
+
+def test_memory_records_share_repeated_texts_and_the_info_hash():
+    # Memory per peer (issue 4: <= 500 bytes at 100k peers): equal texts and hashes arriving as
+    # separate objects, as every parsed announce brings them, are stored once.
+    store = MemoryPeerStore(peer_ttl=90, retain=1000)
+    for n in (1, 2):
+        store.record(ann(f"till-{n}", info_hash=bytes(H), ip="".join(["10.0.", "0.1"]), store="".join(["st", "ore-7"]),
+                         role="device", release="".join(["pos@", "1"]), uploaded=10**12), now=n)
+    first, second = store.records()
+    assert first.info_hash is second.info_hash and first.ip is second.ip
+    assert first.store is second.store and first.release is second.release
+    assert (first.node, first.store, first.announce.ip) == ("till-1", "store-7", "10.0.0.1")
