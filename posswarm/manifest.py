@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass, replace
 
 import msgpack
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from posswarm import signed_doc
 from posswarm.errors import PosswarmError
 from posswarm.keys import key_id as _key_id
 
@@ -120,18 +120,10 @@ class Manifest:
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
         """Parse a canonical manifest; ManifestError (and nothing else) for any other input."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise ManifestError("manifest: not bytes (read the file in binary mode)")
-        data = bytes(data)
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise ManifestError(f"manifest: {len(data)} bytes exceeds the {MAX_MANIFEST_BYTES} byte limit (not a manifest?)")
-        try:
-            raw = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
-        except Exception as exc:  # msgpack raises a zoo of types (ValueError, StackError, ExtraData, ...)
-            raise ManifestError(f"manifest: not valid msgpack ({type(exc).__name__}; re-download it)") from None
+        raw = signed_doc.unpack(data, what="manifest", limit=MAX_MANIFEST_BYTES, error=ManifestError)
         m = _from_fields(raw)
         # One manifest, one encoding: equivalent re-encodings (e.g. int16 for a uint16) are tampering.
-        if m.to_bytes() != data:
+        if m.to_bytes() != bytes(data):
             raise ManifestError(f"release {m.release_id}: manifest is not canonically encoded (tampered or re-encoded; re-download it)")
         return m
 
@@ -283,16 +275,6 @@ def sign_manifest(m: Manifest, private_key: Ed25519PrivateKey) -> Manifest:
 def verify_manifest(data: bytes, public_key: Ed25519PublicKey) -> Manifest:
     """Parse ``data`` and check it is signed by ``public_key``; ManifestError otherwise."""
     m = Manifest.from_bytes(data)
-    trusted = _key_id(public_key)
-    if m.key_id != trusted:
-        raise ManifestError(
-            f"release {m.release_id}: manifest is signed by key {m.key_id}, which does not match key {trusted} "
-            "(wrong central.pub configured, or was it re-signed?)"
-        )
-    try:
-        if len(m.signature) != 64:
-            raise InvalidSignature
-        public_key.verify(m.signature, m.signed_bytes())
-    except InvalidSignature:
-        raise ManifestError(f"release {m.release_id}: manifest signature does not match key {trusted} (was it re-signed?)") from None
+    signed_doc.check_signature(release_id=m.release_id, what="manifest", signer=m.key_id, signature=m.signature,
+                               signed=m.signed_bytes(), public_key=public_key, error=ManifestError)
     return m

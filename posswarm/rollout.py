@@ -7,9 +7,9 @@ from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
 import msgpack
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from posswarm import signed_doc
 from posswarm.errors import PosswarmError
 from posswarm.keys import key_id as _key_id
 from posswarm.manifest import Manifest, check_component
@@ -91,18 +91,10 @@ class Rollout:
     @classmethod
     def from_bytes(cls, data: bytes) -> Rollout:
         """Parse a canonical rollout document; RolloutError (and nothing else) for any other input."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise RolloutError("rollout: not bytes (read the file in binary mode)")
-        data = bytes(data)
-        if len(data) > MAX_ROLLOUT_BYTES:
-            raise RolloutError(f"rollout: {len(data)} bytes exceeds the {MAX_ROLLOUT_BYTES} byte limit (not a rollout?)")
-        try:
-            raw = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
-        except Exception as exc:  # msgpack raises a zoo of types (ValueError, StackError, ExtraData, ...)
-            raise RolloutError(f"rollout: not valid msgpack ({type(exc).__name__}; re-download it)") from None
+        raw = signed_doc.unpack(data, what="rollout", limit=MAX_ROLLOUT_BYTES, error=RolloutError)
         r = _from_fields(raw)
         # One document, one encoding: an equivalent re-encoding is tampering.
-        if r.to_bytes() != data:
+        if r.to_bytes() != bytes(data):
             raise RolloutError(f"release {r.release_id}: rollout is not canonically encoded (tampered or re-encoded; re-download it)")
         return r
 
@@ -133,16 +125,8 @@ def verify_rollout(data: bytes, public_key: Ed25519PublicKey, *, name: str | Non
                    version: str | None = None) -> Rollout:
     """Parse ``data`` and check central signed it (and, if given, that it is for release ``name version``)."""
     r = Rollout.from_bytes(data)
-    trusted = _key_id(public_key)
-    if r.key_id != trusted:
-        raise RolloutError(f"release {r.release_id}: rollout is signed by key {r.key_id}, not {trusted} "
-                           "(wrong central.pub configured, or was it re-signed?)")
-    try:
-        if len(r.signature) != 64:
-            raise InvalidSignature
-        public_key.verify(r.signature, r.signed_bytes())
-    except InvalidSignature:
-        raise RolloutError(f"release {r.release_id}: rollout signature does not match key {trusted} (tampered? re-download it)") from None
+    signed_doc.check_signature(release_id=r.release_id, what="rollout", signer=r.key_id, signature=r.signature,
+                               signed=r.signed_bytes(), public_key=public_key, error=RolloutError)
     if (name is not None and r.name != name) or (version is not None and r.version != version):
         raise RolloutError(f"release {name} {version}: was handed the rollout of {r.release_id} (mixed up or replayed; ignored)")
     return r

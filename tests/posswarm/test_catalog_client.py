@@ -49,7 +49,7 @@ async def test_a_good_release_is_fetched_and_verified(central):
     ("tamper", "says"),
     [
         ("manifest_byte", "release pos-os 1.0: manifest"),
-        ("other_key", "does not match key"),
+        ("other_key", "is signed by key"),
         ("torrent", "torrent from"),
     ],
 )
