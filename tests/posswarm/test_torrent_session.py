@@ -116,7 +116,8 @@ async def test_lan_only_device_refuses_a_wan_seeder_but_takes_it_all_from_the_la
 
         # a copy of the release inside the store (the cache) is allowed
         cache_root = tmp_path / "cache"
-        shutil.copytree(seed_root, cache_root)
+        # the release files only: a seeding session writes its .resume beside them at any moment
+        shutil.copytree(seed_root, cache_root, ignore=shutil.ignore_patterns(".*"))
         cache = await start(nursery, "127.0.7.1", lan_network=STORE)
         await cache.add("r1", torrent, cache_root)
         device.connect_peer(("127.0.7.1", cache.listen_port), "r1")
