@@ -120,12 +120,8 @@ class Manifest:
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
         """Parse a canonical manifest; ManifestError (and nothing else) for any other input."""
-        raw = signed_doc.unpack(data, what="manifest", limit=MAX_MANIFEST_BYTES, error=ManifestError)
-        m = _from_fields(raw)
-        # One manifest, one encoding: equivalent re-encodings (e.g. int16 for a uint16) are tampering.
-        if m.to_bytes() != bytes(data):
-            raise ManifestError(f"release {m.release_id}: manifest is not canonically encoded (tampered or re-encoded; re-download it)")
-        return m
+        return signed_doc.parse_canonical(data, _from_fields, what="manifest", limit=MAX_MANIFEST_BYTES,
+                                          error=ManifestError)
 
 
 def _bad(what: str) -> ManifestError:

@@ -91,12 +91,8 @@ class Rollout:
     @classmethod
     def from_bytes(cls, data: bytes) -> Rollout:
         """Parse a canonical rollout document; RolloutError (and nothing else) for any other input."""
-        raw = signed_doc.unpack(data, what="rollout", limit=MAX_ROLLOUT_BYTES, error=RolloutError)
-        r = _from_fields(raw)
-        # One document, one encoding: an equivalent re-encoding is tampering.
-        if r.to_bytes() != bytes(data):
-            raise RolloutError(f"release {r.release_id}: rollout is not canonically encoded (tampered or re-encoded; re-download it)")
-        return r
+        return signed_doc.parse_canonical(data, _from_fields, what="rollout", limit=MAX_ROLLOUT_BYTES,
+                                          error=RolloutError)
 
 
 @dataclass(frozen=True)

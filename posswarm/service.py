@@ -39,15 +39,16 @@ def run_until_signalled(start: Callable[..., Awaitable[None]], *, program: str) 
         expected, unexpected = group.split(PosswarmError)
         if unexpected is not None:
             raise
-        for exc in _leaves(expected):
+        for exc in leaves(expected):
             print(f"{program}: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _leaves(group: BaseExceptionGroup):
+def leaves(group: BaseExceptionGroup):
+    """The exceptions inside (nested) exception groups, in order: what a person should be told about."""
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
+            yield from leaves(exc)
         else:
             yield exc

@@ -22,6 +22,16 @@ def unpack(data: object, *, what: str, limit: int, error: type[PosswarmError]) -
         raise error(f"{what}: not valid msgpack ({type(exc).__name__}; re-download it)") from None
 
 
+def parse_canonical(data: object, build, *, what: str, limit: int, error: type[PosswarmError]):
+    """``build(unpacked)``, refusing any encoding but the one ``.to_bytes()`` of the result gives back:
+    one document, one encoding, so an equivalent re-encoding (int16 for a uint16, ...) counts as tampering."""
+    doc = build(unpack(data, what=what, limit=limit, error=error))
+    if doc.to_bytes() != bytes(data):
+        raise error(f"release {doc.release_id}: {what} is not canonically encoded (tampered or re-encoded; "
+                    "re-download it)")
+    return doc
+
+
 def check_signature(*, release_id: str, what: str, signer: str, signature: bytes, signed: bytes,
                     public_key: Ed25519PublicKey, error: type[PosswarmError]) -> None:
     """``error`` naming the release and both keys unless the central key signed ``signed``."""

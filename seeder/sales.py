@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Protocol
@@ -25,6 +24,7 @@ from posswarm import logs
 from posswarm.errors import PosswarmError
 from posswarm.sales.durable import open_db, transaction
 from posswarm.sales.model import InvalidSale, Sale
+from posswarm.wallclock import now_ms
 
 log = logs.get("seeder.sales")
 
@@ -76,7 +76,7 @@ class SqliteSales:
 
     def ingest(self, store: str, sales: Iterable[Sale]) -> tuple[int, int]:
         """Store ``sales`` from ``store``; return (newly stored, duplicates ignored)."""
-        now = int(time.time() * 1000)
+        now = now_ms()
         stored = seen = 0
         with transaction(self._db, f"central sales {self.path}") as db:
             for sale in sales:
@@ -115,7 +115,7 @@ class PostgresSales:
             raise PosswarmError(f"sales db {_redact(dsn)}: {str(exc).strip().splitlines()[0]}; check the URL and server") from None
 
     def ingest(self, store: str, sales: Iterable[Sale]) -> tuple[int, int]:
-        now = int(time.time() * 1000)
+        now = now_ms()
         stored = seen = 0
         try:
             with self._db.transaction(), self._db.cursor() as cur:

@@ -10,8 +10,7 @@ from pathlib import Path
 import trio
 
 from posswarm import logs
-from posswarm.errors import PosswarmError
-from tools.netsim.cli import Terminated, run_with_workdir
+from tools.netsim.cli import run_reporting
 from tools.netsim.http_baseline import http_cache, http_central
 from tools.netsim.network import emulated_network
 from tools.netsim.run import Scenario, ideal_s, rollout
@@ -44,14 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"{PROG}: --devices {args.devices!r}: give device counts like 2,4,8", file=sys.stderr)
         return 2
-    try:
-        rows = run_with_workdir(lambda workdir: bench(args, counts, workdir))
-    except PosswarmError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, Terminated):
-        print(f"{PROG}: interrupted; every process and namespace was removed", file=sys.stderr)
-        return 130
+    code, rows = run_reporting(lambda workdir: bench(args, counts, workdir), prog=PROG)
+    if code:
+        return code
     if args.json:
         print(json.dumps(rows, indent=1))
     else:

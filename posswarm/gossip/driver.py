@@ -16,7 +16,6 @@ import itertools
 import math
 import secrets
 import struct
-import time
 from dataclasses import dataclass, field
 
 import trio
@@ -26,6 +25,7 @@ from posswarm.gossip import faults as fault_injection
 from posswarm.gossip import frames
 from posswarm.gossip.messages import Heartbeat, Message
 from posswarm.gossip.replay import ReplayWindow
+from posswarm.wallclock import now_ms
 
 log = logs.get("gossip")
 
@@ -329,7 +329,7 @@ class StoreChannel:
         peer.last_heard = now
 
     def _beat(self) -> Heartbeat:
-        return Heartbeat(self.node_id, self.role, int(time.time() * 1000), self.port)
+        return Heartbeat(self.node_id, self.role, now_ms(), self.port)
 
     def stats(self) -> dict:
         return {

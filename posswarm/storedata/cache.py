@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import trio
 
@@ -17,6 +15,7 @@ from posswarm.sku.entry import SkuEntry
 from posswarm.storedata import central
 from posswarm.storedata.sku_sync import SkuServer, batches
 from posswarm.storedata.sqlite_thread import SqliteThread
+from posswarm.wallclock import now_ms
 
 log = logs.get("storedata")
 
@@ -32,10 +31,6 @@ DIGEST_S = 1.0
 # A page of changes this small is pushed to every till at once; bigger ones go by anti-entropy.
 PUSH_CHANGES_MAX = 2000
 LONG_POLL_S = 25.0
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class CacheData:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 
 import trio
@@ -18,6 +17,7 @@ from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
 from posswarm.storedata.sku_sync import SkuServer
 from posswarm.storedata.sqlite_thread import SqliteThread
+from posswarm.wallclock import now_ms
 
 log = logs.get("storedata")
 
@@ -31,10 +31,6 @@ SKU_QUIET_S = 1.0
 APPLY_MAX = 50_000
 # Frames of a bulk transfer arrive a few ms apart; gather them so one commit covers thousands of SKUs.
 APPLY_GATHER_S = 0.05
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class DeviceData:

@@ -14,6 +14,7 @@ import trio
 
 from posswarm import logs
 from posswarm.errors import PosswarmError
+from posswarm.service import leaves
 from tools.netsim import netns
 from tools.netsim.run import Scenario, run
 from tools.netsim.topology import PREFIX
@@ -66,18 +67,33 @@ def main(argv: list[str] | None = None) -> int:
                             lan_mbit=args.lan_mbit, update_percent=args.update_percent, cross_store=args.cross_store,
                             wan_cap_kbps=args.wan_cap_kbps,
                             deadline_s=args.deadline)
-        result = run_with_workdir(lambda workdir: run(scenario, workdir), keep=args.keep)
     except PosswarmError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
-    except (KeyboardInterrupt, Terminated):
-        print(f"{PROG}: interrupted; every process and namespace was removed", file=sys.stderr)
+    except KeyboardInterrupt:  # during clean
+        print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    code, result = run_reporting(lambda workdir: run(scenario, workdir), prog=PROG, keep=args.keep)
+    if code:
+        return code
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         print(describe(result))
     return 0
+
+
+def run_reporting(start, *, prog: str, keep: bool = False) -> tuple[int, object]:
+    """(0, what ``run_with_workdir`` returned), or the exit code after one line on stderr: 1 for a
+    PosswarmError, 130 for Ctrl-C or SIGTERM (everything was torn down either way)."""
+    try:
+        return 0, run_with_workdir(start, keep=keep)
+    except PosswarmError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1, None
+    except (KeyboardInterrupt, Terminated):
+        print(f"{prog}: interrupted; every process and namespace was removed", file=sys.stderr)
+        return 130, None
 
 
 def run_with_workdir(start, *, keep: bool = False):
@@ -87,10 +103,10 @@ def run_with_workdir(start, *, keep: bool = False):
         return trio.run(_until_terminated, start, workdir)
     except BaseExceptionGroup as group:
         # a nursery wraps the one error that matters; show it as itself
-        leaves = list(_leaves(group))
+        found = list(leaves(group))
         # (an interruption first: the processes it stopped may have raised errors of their own)
         for kinds in ((Terminated, KeyboardInterrupt), (PosswarmError,), (trio.TooSlowError,)):
-            first = next((e for e in leaves if isinstance(e, kinds)), None)
+            first = next((e for e in found if isinstance(e, kinds)), None)
             if isinstance(first, trio.TooSlowError):
                 raise PosswarmError(TIMED_OUT) from None
             if first is not None:
@@ -119,14 +135,6 @@ async def _until_terminated(start, workdir: Path):
             async for _ in signals:
                 raise Terminated()
     return result
-
-
-def _leaves(group: BaseExceptionGroup):
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
 
 
 def describe(result: dict) -> str:
