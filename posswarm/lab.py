@@ -163,17 +163,34 @@ class Lab:
         return r is not None and r["state"] in ("installed", "seeding")
 
     async def wait_installed(self, name: str, version: str, *, on_tick=None) -> None:
-        """Until every node holds the release (devices installed, cache seeding); callers set the deadline."""
-        while True:
-            if on_tick:
-                on_tick()
-            failed = [(n.name, r["error"]) for n in self.nodes
-                      if (r := self.release_of(n, name, version)) and r["state"] == "failed"]
-            if failed:
-                raise PosswarmError(f"release {name} {version} failed on {failed[0][0]}: {failed[0][1]}")
-            if all(self.installed(n, name, version) for n in self.nodes):
-                return
-            await trio.sleep(0.25)  # status.json is rewritten every 0.5 s; this only polls files
+        """Until every node holds the release (devices installed, cache seeding); callers set the deadline.
+
+        When the deadline cancels the wait, each node's last state goes to stderr (a failing test shows it).
+        """
+        try:
+            while True:
+                if on_tick:
+                    on_tick()
+                failed = [(n.name, r["error"]) for n in self.nodes
+                          if (r := self.release_of(n, name, version)) and r["state"] == "failed"]
+                if failed:
+                    raise PosswarmError(f"release {name} {version} failed on {failed[0][0]}: {failed[0][1]}")
+                if all(self.installed(n, name, version) for n in self.nodes):
+                    return
+                await trio.sleep(0.25)  # status.json is rewritten every 0.5 s; this only polls files
+        except trio.Cancelled:
+            print(f"lab: gave up waiting for {name} {version} in {self.root}: {self.describe(name, version)}",
+                  file=sys.stderr)
+            raise
+
+    def describe(self, name: str, version: str) -> str:
+        """Where each node is with a release, from its status.json: 'till-01=downloading 40.0%, cache=absent'."""
+        parts = []
+        for n in self.nodes:
+            r = self.release_of(n, name, version)
+            state = "absent" if r is None else f"{r['state']} {r.get('percent', 0):.1f}%"
+            parts.append(f"{n.name}={state}" + (f" ({r['error']})" if r and r.get("error") else ""))
+        return ", ".join(parts)
 
 
 def write_image(path: Path, size_mb: int, *, seed: int | None = None) -> Path:

@@ -12,6 +12,7 @@ BENCHMARKS = {
     "sales": ("tools.bench_sales", "sales from tills to central under faults: lost, duplicated, latency"),
     "sku": ("tools.bench_sku", "SKU catalog to a fresh device; one price change to every device"),
     "control-plane": ("tools.bench_control_plane", "central CPU and memory with K store caches polling and announcing"),
+    "release": ("tools.bench_release", "delta updates, cross-store seeding and WAN caps on an emulated network"),
 }
 
 

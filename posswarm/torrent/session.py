@@ -31,6 +31,7 @@ from posswarm.torrent.settings import (
     SessionConfig,
     ip_filter_rules,
     peer_class_rules,
+    receive_buffer,
     session_settings,
     wan_peer_class,
 )
@@ -180,6 +181,7 @@ class TorrentSession:
         self.listen_port = 0
         self._ses = None
         self._wan_class = None
+        self._was_capped = config.download_limit_wan > 0  # ever capped: socket buffers no longer autotune
         self._torrents: dict[str, _Torrent] = {}
         self._keys: dict[str, str] = {}  # ident -> key, filled before the add so alerts find their key
         self._adding: dict[str, _Pending] = {}  # ident -> pending add
@@ -531,6 +533,10 @@ class TorrentSession:
         ses = self._running("wan limits")
         limits = {"label": "wan", "download_limit": download_bps, "upload_limit": upload_bps}
         await trio.to_thread.run_sync(ses.set_peer_class, self._wan_class, limits)  # waits on libtorrent's thread
+        # the cap is kept by reading slowly: a small receive buffer keeps the sender from bursting ahead
+        buffer = receive_buffer(download_bps, was_capped=self._was_capped)
+        self._was_capped = self._was_capped or download_bps > 0
+        await trio.to_thread.run_sync(ses.apply_settings, {"recv_socket_buffer_size": buffer})
 
     async def wan_limits(self) -> tuple[int, int]:
         """(download, upload) bytes/s caps libtorrent applies to WAN peers now (0 = none)."""

@@ -20,6 +20,7 @@ from posswarm.torrent import (
     TorrentFinished,
     TorrentSession,
 )
+from posswarm.torrent.settings import UNCAPPED_RECEIVE_BUFFER
 
 MiB = 1 << 20
 STORE = "127.0.7.0/24"  # the store LAN in these tests; the seeder lives outside it, on 127.0.8.x
@@ -284,6 +285,9 @@ async def test_wan_caps_change_while_running_and_leave_the_lan_alone():
         assert await cache.wan_limits() == (1_000_000, 0)
         await cache.set_wan_limits(500_000, 250_000)
         assert await cache.wan_limits() == (500_000, 250_000)
+        # a cap is kept by reading slowly, so the socket buffer shrinks with it (and grows when it lifts)
+        assert cache._ses.get_settings()["recv_socket_buffer_size"] == 125_000
         await cache.set_wan_limits(0, 0)
         assert await cache.wan_limits() == (0, 0)
+        assert cache._ses.get_settings()["recv_socket_buffer_size"] == UNCAPPED_RECEIVE_BUFFER
         nursery.cancel_scope.cancel()

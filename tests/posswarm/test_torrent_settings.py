@@ -58,6 +58,17 @@ def test_wan_class_carries_the_limits():
     }
 
 
+def test_a_capped_wan_gets_a_receive_buffer_of_a_quarter_second_at_the_cap():
+    # uncapped: the OS autotunes; capped: 0.25 s at the cap, never below 64 KiB
+    assert settings.receive_buffer(0) == 0
+    assert settings.receive_buffer(2_000_000) == 500_000
+    assert settings.receive_buffer(10_000) == settings.MIN_RECEIVE_BUFFER
+    # a socket once given a buffer no longer autotunes: when the cap lifts it gets room for a fast WAN
+    assert settings.receive_buffer(0, was_capped=True) == settings.UNCAPPED_RECEIVE_BUFFER
+    assert session_settings(SessionConfig("10.0.0.1", download_limit_wan=2_000_000))["recv_socket_buffer_size"] == 500_000
+    assert session_settings(SessionConfig("10.0.0.1"))["recv_socket_buffer_size"] == 0
+
+
 def test_lan_only_blocks_everything_but_the_store():
     assert ip_filter_rules(SessionConfig("10.20.0.5", lan_network="10.20.0.0/16")) == []
     rules = ip_filter_rules(SessionConfig("10.20.0.5", lan_network="10.20.0.0/16", lan_only=True))

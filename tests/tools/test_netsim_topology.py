@@ -11,7 +11,7 @@ from tools.netsim.topology import CENTRAL_IP, plan, setup_commands
 def test_plan_gives_every_store_its_own_lan_router_and_unique_names():
     topo = plan(3, 4, wan_mbit=40, lan_mbit=400, prefix="psn-t-")
     names = topo.namespaces()
-    assert len(names) == len(set(names)) == 1 + 3 * (1 + 1 + 4)
+    assert len(names) == len(set(names)) == 2 + 3 * (1 + 1 + 4)  # internet + central, per store router + nodes
     assert all(n.startswith("psn-t-") for n in names)
     lans = [ipaddress.IPv4Network(s.lan_network) for s in topo.stores]
     assert len(set(lans)) == 3 and all(lan.is_private for lan in lans)
@@ -32,10 +32,13 @@ def test_commands_shape_both_ends_of_every_wan_and_lan_link():
     tbf = [c for c in cmds if c[0] == "tc"]
     wan = [c for c in tbf if "40mbit" in c]
     lan = [c for c in tbf if "400mbit" in c]
-    assert len(wan) == 2 * 2  # central's port + the router's uplink, per store
+    assert len(wan) == 2 * 2  # the internet's port + the router's uplink, per store (central's own link is free)
     assert len(lan) == 2 * 3 * 2  # router port + node side, per node (cache and 2 devices), per store
-    assert {(c[2], c[6]) for c in wan} == {("psn-t-central", "w1"), ("psn-t-r1", "wan"),
-                                          ("psn-t-central", "w2"), ("psn-t-r2", "wan")}
+    assert {(c[2], c[6]) for c in wan} == {("psn-t-inet", "w1"), ("psn-t-r1", "wan"),
+                                          ("psn-t-inet", "w2"), ("psn-t-r2", "wan")}
+    # central has a link of its own: store-to-store traffic is routed by the internet, never through central
+    assert ["ip", "-n", "psn-t-central", "addr", "add", f"{CENTRAL_IP}/16", "dev", "up"] in cmds
+    assert not [c for c in cmds if c[:3] == ["ip", "netns", "exec"] and c[3] == "psn-t-central" and "sysctl" in c]
     # every namespace is created before anything is put in it, and every node gets a default route
     first_use = {ns: i for i, c in reversed(list(enumerate(cmds))) for ns in c if ns.startswith("psn-t-")}
     created = {c[3]: i for i, c in enumerate(cmds) if c[:3] == ["ip", "netns", "add"]}

@@ -10,11 +10,13 @@ from posswarm.errors import PosswarmError
 PREFIX = "psn-"
 MAX_STORES = 250
 MAX_DEVICES = 240
-# 10.213/16: "the internet", a bridge in central holding central (10.213.0.1) and router K (10.213.K.2);
+# 10.213/16: "the internet", a bridge in its own namespace holding central (10.213.0.1 on its own link),
+# the internet's router (10.213.0.254: stores reach each other through it) and router K (10.213.K.2);
 # 10.214.K.0/24: store K's LAN. Rarely used private ranges, only ever inside namespaces this tool creates.
-# Central's address sits on its bridge, not on lo: libtorrent binds its listen socket to the address's
-# device (ss shows 10.213.0.1%lo), and a socket bound to lo never sees what arrives on a WAN link.
+# Central has one link of its own into the internet, so its counters hold exactly what central sent and
+# received: store-to-store traffic (caches seeding each other) never crosses it.
 CENTRAL_IP = "10.213.0.1"
+INTERNET_ROUTER_IP = "10.213.0.254"
 WAN_NETWORK = "10.213.0.0/16"
 # Ethernet 14 + IPv4 20 + TCP 20 + timestamp option 12: what each WAN frame carries besides payload.
 # With GSO off on the WAN veths every frame is one wire packet, so payload = bytes - 66 x packets
@@ -41,7 +43,7 @@ class Store:
     lan_network: str
     gateway: str  # the router's address on the store LAN
     wan_router_ip: str  # the router's address on the WAN
-    central_port: str  # central's veth name for this store's WAN link (a port of central's WAN bridge)
+    internet_port: str  # the internet's end of this store's WAN link (a port of its bridge)
     cache: Node
     devices: tuple[Node, ...]
 
@@ -62,12 +64,16 @@ class Topology:
         return f"{self.prefix}central"
 
     @property
+    def internet(self) -> str:
+        return f"{self.prefix}inet"
+
+    @property
     def central_ip(self) -> str:
         return CENTRAL_IP
 
     def namespaces(self) -> list[str]:
-        """Every namespace, in creation order (central, then per store its router and nodes)."""
-        names = [self.central]
+        """Every namespace, in creation order (the internet, central, then per store its router and nodes)."""
+        names = [self.internet, self.central]
         for store in self.stores:
             names += [store.router, *(n.namespace for n in store.nodes)]
         return names
@@ -94,7 +100,7 @@ def plan(stores: int, devices: int, *, wan_mbit: float, lan_mbit: float, prefix:
         )
         planned.append(Store(
             index=k, store_id=f"S{k:03d}", router=f"{prefix}r{k}", lan_network=str(lan), gateway=str(lan[1]),
-            wan_router_ip=f"10.213.{k}.2", central_port=f"w{k}",
+            wan_router_ip=f"10.213.{k}.2", internet_port=f"w{k}",
             cache=cache, devices=tills,
         ))
     return Topology(prefix, float(wan_mbit), float(lan_mbit), tuple(planned))
@@ -117,33 +123,41 @@ def setup_commands(topo: Topology) -> list[list[str]]:
     """The ip/tc/sysctl commands that build ``topo``, in order (namespaces must not exist yet)."""
     cmds = [["ip", "netns", "add", ns] for ns in topo.namespaces()]
     cmds += [["ip", "-n", ns, "link", "set", "lo", "up"] for ns in topo.namespaces()]
-    c = topo.central
+    i, c = topo.internet, topo.central
     wan_prefixlen = WAN_NETWORK.split("/")[1]
     cmds += [
-        ["ip", "-n", c, "link", "add", "wan", "type", "bridge"],
-        ["ip", "-n", c, "addr", "add", f"{CENTRAL_IP}/{wan_prefixlen}", "dev", "wan"],
-        ["ip", "-n", c, "link", "set", "wan", "up"],
-        # central also routes between stores (caches may fetch from each other, tracker permitting)
-        ["ip", "netns", "exec", c, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+        ["ip", "-n", i, "link", "add", "wan", "type", "bridge"],
+        ["ip", "-n", i, "addr", "add", f"{INTERNET_ROUTER_IP}/{wan_prefixlen}", "dev", "wan"],
+        ["ip", "-n", i, "link", "set", "wan", "up"],
+        # the internet routes between stores (caches may fetch from each other, tracker permitting)
+        ["ip", "netns", "exec", i, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+        _veth(i, "central", c, "up"),
+        ["ip", "-n", i, "link", "set", "central", "master", "wan", "up"],
+        # central's address sits on its own link, not on lo (libtorrent binds to the address's device)
+        ["ip", "-n", c, "addr", "add", f"{CENTRAL_IP}/{wan_prefixlen}", "dev", "up"],
+        # one frame per skb, so interface counters give exact payload bytes (FRAME_OVERHEAD)
+        ["ip", "-n", c, "link", "set", "dev", "up", "gso_max_segs", "1", "up"],
+        ["ip", "-n", i, "link", "set", "dev", "central", "gso_max_segs", "1"],
     ]
     for s in topo.stores:
         r = s.router
-        cmds.append(_veth(c, s.central_port, r, "wan"))
+        cmds.append(_veth(i, s.internet_port, r, "wan"))
         cmds += [
-            ["ip", "-n", c, "link", "set", s.central_port, "master", "wan"],
+            ["ip", "-n", i, "link", "set", s.internet_port, "master", "wan"],
             ["ip", "-n", r, "addr", "add", f"{s.wan_router_ip}/{wan_prefixlen}", "dev", "wan"],
         ]
-        for ns, dev in ((c, s.central_port), (r, "wan")):
-            # one frame per skb, so interface counters give exact payload bytes (FRAME_OVERHEAD)
+        for ns, dev in ((i, s.internet_port), (r, "wan")):
             cmds.append(["ip", "-n", ns, "link", "set", "dev", dev, "gso_max_segs", "1", "up"])
             cmds.append(_shape(ns, dev, topo.wan_mbit))
         cmds += [
             ["ip", "-n", c, "route", "add", s.lan_network, "via", s.wan_router_ip],
+            ["ip", "-n", i, "route", "add", s.lan_network, "via", s.wan_router_ip],
             ["ip", "netns", "exec", r, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
             ["ip", "-n", r, "link", "add", "br0", "type", "bridge"],
             ["ip", "-n", r, "addr", "add", f"{s.gateway}/24", "dev", "br0"],
             ["ip", "-n", r, "link", "set", "br0", "up"],
-            ["ip", "-n", r, "route", "add", "default", "via", CENTRAL_IP],
+            # central is on-link (10.213/16); other stores' LANs go through the internet's router
+            ["ip", "-n", r, "route", "add", "default", "via", INTERNET_ROUTER_IP],
         ]
         prefixlen = ipaddress.IPv4Network(s.lan_network).prefixlen
         for node in s.nodes:
