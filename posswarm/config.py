@@ -43,7 +43,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "install.post_install": ("post_install", "device: command run after a switch, before the health check ('' = none)"),
     "install.health_timeout_s": ("health_timeout_s", "seconds the health check may take before it counts as failed"),
     "wan.download_limit_kbps": ("wan_download_kbps", "cache: WAN download cap in kbit/s (0 = none); LAN is never capped"),
-    "wan.upload_limit_kbps": ("wan_upload_kbps", "cache: WAN upload cap in kbit/s (0 = none)"),
+    "wan.upload_limit_kbps": ("wan_upload_kbps", "cache: WAN upload cap in kbit/s, i.e. to other stores' caches (0 = none)"),
     "wan.schedule": ("wan_schedule", "cache: weekly store-local windows capping the WAN, e.g. 'mon-fri 08:00-20:00 4000'"),
     "timing.catalog_poll_s": ("catalog_poll_s", "seconds between catalog polls"),
     "timing.status_every_s": ("status_every_s", "seconds between rewrites of status.json"),

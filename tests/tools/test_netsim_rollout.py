@@ -48,6 +48,31 @@ async def test_one_store_three_tills_all_install_and_the_image_crosses_the_wan_o
     assert result["completion_s"] >= result["ideal_s"] * 0.95
 
 
+async def test_cross_store_caches_seed_each_other_and_central_sends_less_than_a_copy_each(tmp_path):
+    reason = _namespaces_unavailable()
+    if reason:
+        pytest.skip(reason)
+    prefix = f"{PREFIX}t{os.getpid() % 10000}c-"
+    scenario = Scenario(stores=2, devices=1, image_mb=16, wan_mbit=40, lan_mbit=400, cross_store=True,
+                        deadline_s=180, prefix=prefix)
+    try:
+        result = await run(scenario, tmp_path)
+    finally:
+        left = netns.leftovers(prefix)
+    assert left == [], "netsim left namespaces behind"
+
+    image = result["image_bytes"]
+    for store in result["stores"]:
+        assert store["wan_bytes_in"] >= image  # every store got the whole image over its WAN ...
+        assert all(d["bytes_from_lan"] >= image for d in store["devices"])  # ... and its till only from the LAN
+    into_stores = sum(s["wan_bytes_in"] for s in result["stores"])
+    # ... but not all of it from central: central's own link carried clearly less than a copy per store,
+    # and what the stores took beyond it came from each other's caches (routed between the stores)
+    assert result["central_upload_bytes"] < 0.8 * 2 * image
+    assert into_stores - result["central_upload_bytes"] >= image // 4
+    assert result["wan_accounting_agrees"]
+
+
 def test_refuses_to_start_over_leftovers_and_clean_removes_them():
     reason = _namespaces_unavailable()
     if reason:
