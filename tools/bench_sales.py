@@ -66,6 +66,7 @@ class Rig:
         self.key_file.write_text(SECRET)
         self.central_data = self.root / "central" / "data"
         self.procs: dict[str, Proc] = {}
+        self.starting: set[str] = set()  # names whose start() is waiting for them to serve
         self.seeder_url: str | None = None
 
     def address(self, name: str) -> str:
@@ -126,6 +127,13 @@ class Rig:
 
     async def start(self, name: str, timeout: float = 60.0) -> None:
         """Start ``name`` and return once its log shows it is serving."""
+        self.starting.add(name)  # not a kill victim until it serves: a kill mid-start is not a fault we model
+        try:
+            await self._start(name, timeout)
+        finally:
+            self.starting.discard(name)
+
+    async def _start(self, name: str, timeout: float) -> None:
         proc = self.procs[name]
         seen = proc.log.stat().st_size if proc.log.exists() else 0
         with open(proc.log, "ab") as log:
@@ -152,8 +160,9 @@ class Rig:
             await process.wait()
 
     def alive(self, name: str) -> bool:
+        """Running and serving (a process still starting up is not counted)."""
         process = self.procs[name].process
-        return process is not None and process.poll() is None
+        return name not in self.starting and process is not None and process.poll() is None
 
     async def stop_all(self) -> None:
         for proc in self.procs.values():
