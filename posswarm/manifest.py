@@ -21,7 +21,6 @@ SIGNING_CONTEXT = b"posswarm-manifest-v1\x00"
 # Name and version become directory names on every device: one safe path component each.
 _COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _PATH_PART = re.compile(r"[^\x00-\x1f\x7f/\\]{1,255}")
-_KEY_ID = re.compile(r"[0-9a-f]{16}")
 _MAX_CHUNK = 256 * 1024 * 1024  # far above FastCDC's 4 MiB cap; only bounds garbage
 
 
@@ -124,24 +123,10 @@ class Manifest:
                                           error=ManifestError)
 
 
-def _bad(what: str) -> ManifestError:
-    return ManifestError(f"manifest: {what} (corrupt or not a posswarm manifest; re-download it)")
-
-
-def _take(d: dict, key: str, typ: type):
-    if key not in d:
-        raise _bad(f"field {key!r} is missing")
-    value = d[key]
-    # No field is a bool, and bool is an int subclass: a bool where a number belongs is malformed.
-    if not isinstance(value, typ) or isinstance(value, bool):
-        raise _bad(f"field {key!r} has the wrong type")
-    return value
-
-
-def _count(value, what: str, *, minimum: int = 0, maximum: int = 2**63 - 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
-        raise _bad(f"{what} is not an integer in [{minimum}, {maximum}]")
-    return value
+_FIELDS = signed_doc.Fields("manifest", ManifestError)
+_bad = _FIELDS.bad
+_take = _FIELDS.take
+_count = _FIELDS.count
 
 
 def _digest(value, what: str, length: int) -> bytes:
@@ -177,11 +162,7 @@ def _str_list(value, what: str) -> tuple[str, ...]:
 
 
 def _from_fields(raw) -> Manifest:
-    if not isinstance(raw, dict):
-        raise _bad("top level is not a map")
-    fmt = _take(raw, "format", int)
-    if fmt != FORMAT:
-        raise ManifestError(f"manifest: format {fmt} is not supported (this build reads format {FORMAT}; upgrade posswarm)")
+    raw = _FIELDS.top(raw, FORMAT)
     name = check_component(_take(raw, "name", str), "release name")
     version = check_component(_take(raw, "version", str), "release version")
     kind = _take(raw, "kind", str)
@@ -221,12 +202,7 @@ def _from_fields(raw) -> Manifest:
     piece_size = _count(_take(raw, "piece_size", int), "piece_size", minimum=16 * 1024, maximum=1 << 30)
     if piece_size & (piece_size - 1):
         raise _bad("piece_size is not a power of two")
-    key = _take(raw, "key_id", str)
-    if not _KEY_ID.fullmatch(key):
-        raise _bad("key_id is not 16 lowercase hex chars")
-    signature = _take(raw, "signature", bytes)
-    if len(signature) not in (0, 64):
-        raise _bad("signature is not 64 bytes")
+    key, signature = _FIELDS.signer(raw)
     return Manifest(
         name=name,
         version=version,
@@ -241,7 +217,7 @@ def _from_fields(raw) -> Manifest:
         created=_count(_take(raw, "created", int), "created"),
         key_id=key,
         signature=signature,
-        format=fmt,
+        format=FORMAT,  # the only one top() lets through
     )
 
 

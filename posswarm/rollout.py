@@ -26,7 +26,6 @@ MAX_RINGS = 32
 SIGNING_CONTEXT = b"posswarm-rollout-v1\x00"
 
 _RING = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
-_KEY_ID = re.compile(r"[0-9a-f]{16}")
 
 FETCH = "fetch"  # cache: fetch it over the WAN and offer it in the store
 INSTALL = "install"  # device: fetch it from the LAN and install it
@@ -164,23 +163,10 @@ def decide(rollout: Rollout, *, store: str, device_class: str, role: str) -> Dec
     return Decision(INSTALL, f"{rid}: ring {rollout.ring} reaches {device_class} devices of store {store}; install it")
 
 
-def _bad(what: str) -> RolloutError:
-    return RolloutError(f"rollout: {what} (corrupt or not a posswarm rollout; re-download it)")
-
-
-def _take(d: dict, key: str, typ: type):
-    if key not in d:
-        raise _bad(f"field {key!r} is missing")
-    value = d[key]
-    if not isinstance(value, typ) or isinstance(value, bool):  # bool is an int subclass and never a field here
-        raise _bad(f"field {key!r} has the wrong type")
-    return value
-
-
-def _count(value: int, what: str) -> int:
-    if not 0 <= value <= 2**63 - 1:
-        raise _bad(f"{what} is not an integer in [0, 2**63-1]")
-    return value
+_FIELDS = signed_doc.Fields("rollout", RolloutError)
+_bad = _FIELDS.bad
+_take = _FIELDS.take
+_count = _FIELDS.count
 
 
 def _patterns(value: list, what: str) -> tuple[str, ...]:
@@ -196,11 +182,7 @@ def _ring(value: str, what: str) -> str:
 
 
 def _from_fields(raw) -> Rollout:
-    if not isinstance(raw, dict):
-        raise _bad("top level is not a map")
-    fmt = _take(raw, "format", int)
-    if fmt != FORMAT:
-        raise RolloutError(f"rollout: format {fmt} is not supported (this build reads format {FORMAT}; upgrade posswarm)")
+    raw = _FIELDS.top(raw, FORMAT)
     name, version = _take(raw, "name", str), _take(raw, "version", str)
     try:
         check_component(name, "release name")
@@ -219,12 +201,7 @@ def _from_fields(raw) -> Rollout:
     ring = _ring(_take(raw, "ring", str), "ring")
     if ring not in rings:
         raise _bad(f"ring {ring!r} is not one of its rings")
-    key = _take(raw, "key_id", str)
-    if not _KEY_ID.fullmatch(key):
-        raise _bad("key_id is not 16 lowercase hex chars")
-    signature = _take(raw, "signature", bytes)
-    if len(signature) not in (0, 64):
-        raise _bad("signature is not 64 bytes")
+    key, signature = _FIELDS.signer(raw)
     return Rollout(
         name=name,
         version=version,
@@ -238,5 +215,5 @@ def _from_fields(raw) -> Rollout:
         created=_count(_take(raw, "created", int), "created"),
         key_id=key,
         signature=signature,
-        format=fmt,
+        format=FORMAT,  # the only one top() lets through
     )

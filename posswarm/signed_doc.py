@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import msgpack
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from posswarm.errors import PosswarmError
 from posswarm.keys import key_id
+
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
+MAX_COUNT = 2**63 - 1
 
 
 def unpack(data: object, *, what: str, limit: int, error: type[PosswarmError]) -> object:
@@ -46,3 +51,49 @@ def check_signature(*, release_id: str, what: str, signer: str, signature: bytes
     except InvalidSignature:
         raise error(f"release {release_id}: {what} signature does not match key {trusted} "
                     "(tampered or re-signed? re-download it)") from None
+
+
+class Fields:
+    """Typed reads of a signed document's fields. Every failure is one ``error`` saying what is wrong,
+    that the file is corrupt or not a posswarm ``what``, and to re-download it."""
+
+    def __init__(self, what: str, error: type[PosswarmError]) -> None:
+        self.what = what
+        self.error = error
+
+    def bad(self, problem: str) -> PosswarmError:
+        return self.error(f"{self.what}: {problem} (corrupt or not a posswarm {self.what}; re-download it)")
+
+    def top(self, raw: object, supported_format: int) -> dict:
+        """The document's top-level map, once its format is one this build reads."""
+        if not isinstance(raw, dict):
+            raise self.bad("top level is not a map")
+        fmt = self.take(raw, "format", int)
+        if fmt != supported_format:
+            raise self.error(f"{self.what}: format {fmt} is not supported (this build reads format "
+                             f"{supported_format}; upgrade posswarm)")
+        return raw
+
+    def take(self, d: dict, key: str, typ: type):
+        if key not in d:
+            raise self.bad(f"field {key!r} is missing")
+        value = d[key]
+        # No field is a bool, and bool is an int subclass: a bool where a number belongs is malformed.
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise self.bad(f"field {key!r} has the wrong type")
+        return value
+
+    def count(self, value, what: str, *, minimum: int = 0, maximum: int = MAX_COUNT) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+            raise self.bad(f"{what} is not an integer in [{minimum}, {maximum}]")
+        return value
+
+    def signer(self, d: dict) -> tuple[str, bytes]:
+        """(key_id, signature): who signed the document and the signature (empty before signing)."""
+        key = self.take(d, "key_id", str)
+        if not _KEY_ID.fullmatch(key):
+            raise self.bad("key_id is not 16 lowercase hex chars")
+        signature = self.take(d, "signature", bytes)
+        if len(signature) not in (0, 64):
+            raise self.bad("signature is not 64 bytes")
+        return key, signature
