@@ -13,6 +13,7 @@ from posswarm.sales.ledger import Ledger
 from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
 from posswarm.storedata import central
+from posswarm.storedata.inbox import handle_each
 from posswarm.storedata.sku_sync import SkuServer, batches
 from posswarm.storedata.sqlite_thread import SqliteThread
 from posswarm.wallclock import now_ms
@@ -59,7 +60,7 @@ class CacheData:
         try:
             async with httpx.AsyncClient(timeout=30.0) as client, trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._receive)
+                nursery.start_soon(handle_each, self.channel, self._handle)
                 nursery.start_soon(self._digests)
                 nursery.start_soon(self._forward, client)
                 nursery.start_soon(self._pull_sku, client)
@@ -80,13 +81,6 @@ class CacheData:
         return await self._sku_db.run(self.replica.get, code_or_barcode)
 
     # ---- from the tills -----------------------------------------------------------------------
-
-    async def _receive(self) -> None:
-        async for received in self.channel.inbox:
-            try:
-                await self._handle(received.node, received.message)
-            except PosswarmError as exc:  # a local file fault (disk full...): no ack goes out, the sender retries
-                log.error("storedata.message_failed", kind=received.message.KIND, node=received.node, reason=str(exc))
 
     async def _handle(self, node: str, message) -> None:
         if isinstance(message, SalesPush):

@@ -15,6 +15,7 @@ from posswarm.sales.model import Sale
 from posswarm.sales.outbox import Outbox
 from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
+from posswarm.storedata.inbox import handle_each
 from posswarm.storedata.sku_sync import SkuServer
 from posswarm.storedata.sqlite_thread import SqliteThread
 from posswarm.wallclock import now_ms
@@ -56,7 +57,7 @@ class DeviceData:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._receive)
+                nursery.start_soon(handle_each, self.channel, self._handle)
                 nursery.start_soon(self._push)
                 nursery.start_soon(self._ask_sku)
                 nursery.start_soon(self._apply_sku)
@@ -121,13 +122,6 @@ class DeviceData:
             self.channel.send(tills[self._replica_turn % len(tills)], SalesPush(tuple(copies)))
 
     # ---- messages -----------------------------------------------------------------------------
-
-    async def _receive(self) -> None:
-        async for received in self.channel.inbox:
-            try:
-                await self._handle(received.node, received.message)
-            except PosswarmError as exc:  # a local file fault (disk full...): no ack goes out, the sender retries
-                log.error("storedata.message_failed", kind=received.message.KIND, node=received.node, reason=str(exc))
 
     async def _handle(self, node: str, message) -> None:
         if isinstance(message, SalesAck):
