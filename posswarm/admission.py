@@ -13,6 +13,11 @@ def version_key(version: str) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", version) if p)
 
 
+def is_downgrade(version: str, than: str) -> bool:
+    """The one downgrade rule: ``version`` is older than ``than`` (a node never moves back by itself)."""
+    return version_key(version) < version_key(than)
+
+
 def refusal(manifest: Manifest, *, role: str, store: str, device_class: str, newest_held: str | None,
             held: set[str]) -> str | None:
     """None when the node may fetch ``manifest``; otherwise the one-line reason it must not.
@@ -30,6 +35,6 @@ def refusal(manifest: Manifest, *, role: str, store: str, device_class: str, new
                 f"not {device_class} of store {store}; refused")
     if manifest.version in held:
         return f"release {rid}: held on this node after a rollback (publish a newer version)"
-    if newest_held is not None and version_key(manifest.version) < version_key(newest_held):
+    if newest_held is not None and is_downgrade(manifest.version, newest_held):
         return f"release {rid}: older than {newest_held}, which this node already has; a downgrade is refused"
     return None

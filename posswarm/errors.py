@@ -8,3 +8,15 @@ class PosswarmError(Exception):
     e.g. ``release pos-os 2026.11: manifest signature does not match key 3f2a... (was it re-signed?)``.
     Command-line entry points print it and exit non-zero; they never print a traceback for it.
     """
+
+
+class Unreachable(PosswarmError):
+    """A network failure that may pass (a timeout, a refused connection, an HTTP error page).
+
+    Never a verdict: whatever needed the answer is retried later, and nothing is remembered as refused.
+    ``detail`` is the failure alone (``timed out``), for a caller that words the message itself.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message

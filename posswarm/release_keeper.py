@@ -1,9 +1,9 @@
-"""The releases a node carries, from a verified manifest to seeding or installed.
+"""The driver of the release life cycle: carries out what posswarm/lifecycle.py decides, feeds back what happened.
 
-The keeper lays a release out (reusing chunks the node holds), swarms it, BLAKE3-checks every chunk,
-installs it atomically on devices, fetches bad chunks again, scrubs what it serves, retries what failed
-for a passing reason (a full disk) and collects garbage. The node (posswarm/node.py) decides what to
-take; the keeper carries it from there.
+Every decision (take, refuse, install, hold, roll back, retry, what to keep) is lifecycle's; the keeper
+owns the I/O around it — laying a release out, the torrent session, BLAKE3 checks, installs, garbage
+collection — and turns each result into the next lifecycle event. State changes only in ``_handle``,
+called from this process's trio tasks; effects of one event run in order in one task.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from pathlib import Path
 
 import trio
 
-from posswarm import garbage, health, install, logs
-from posswarm.admission import version_key
+from posswarm import garbage, health, install, lifecycle, logs
 from posswarm.catalog.client import FetchedRelease
 from posswarm.catalog.shelf import Shelf
 from posswarm.chunks import ChunkStore, chunk_relpath
@@ -26,9 +25,10 @@ from posswarm.config import NodeConfig
 from posswarm.datadir import DataDir
 from posswarm.errors import PosswarmError
 from posswarm.fsync import replace_synced
-from posswarm.manifest import Manifest, verify_manifest
-from posswarm.release import verify_chunks
-from posswarm.rollout import HOLD, INSTALL, ROLL_BACK, Decision
+from posswarm.lifecycle import Effect, Event, Facts, Installed, NodeFacts, Record, ReleaseState
+from posswarm.manifest import ChunkRef, Manifest, verify_manifest
+from posswarm.release import MANIFEST_NAME, TORRENT_NAME, verify_chunks
+from posswarm.rollout import Decision
 from posswarm.torrent import session as torrents
 from posswarm.torrent.session import RESUME_FILE, TorrentSession
 
@@ -36,47 +36,41 @@ log = logs.get("node")
 
 
 @dataclass
-class Release:
-    """One release this node carries, and where it stands."""
+class Carried:
+    """What the keeper holds for one release beside its life-cycle record: where it lies and who seeds it."""
 
-    manifest: Manifest
-    directory: Path
-    state: str = "downloading"  # downloading | verifying | installing | installed | seeding | failed
-    learned_at: float = field(default_factory=time.time)
-    done_at: float | None = None
-    error: str | None = None
+    record: Record
+    directory: Path | None = None
     reused_bytes: int = 0
-    retry: bool = False  # failed for a reason that may pass (disk full): try again each poll
     seeds: tuple[tuple[str, int], ...] = ()  # where the catalog said it is seeded
     web_seeds: tuple[str, ...] = ()  # BEP 19 URLs (cache only: a device never leaves the store LAN)
-    bad_chunk_rounds: int = 0
+    fetched: FetchedRelease | None = None  # until it is laid out
+    bad: list[ChunkRef] = field(default_factory=list)  # chunks the last check found bad, for a refetch
 
     @property
-    def key(self) -> str:
-        return f"{self.manifest.name}@{self.manifest.version}"
-
-    @property
-    def ready(self) -> bool:
-        return self.state in ("installed", "seeding", "rolled_back", "superseded")
+    def manifest(self) -> Manifest | None:
+        return self.record.manifest
 
 
 class ReleaseKeeper:
-    """Every release this node carries, by "name@version". State is changed only by this process's trio tasks."""
+    """Every release this node carries, by "name@version"."""
 
     def __init__(self, config: NodeConfig, data: DataDir, chunks: ChunkStore, torrents: TorrentSession, shelf: Shelf,
                  public_key, *, decide: Callable[[str, str], Decision | None],
                  store_peers: Callable[[], list[tuple[str, int]]], changed: Callable[[], None]) -> None:
         self.config = config
+        self.node = NodeFacts(config.role, config.store, config.device_class)
         self.data = data
         self.chunks = chunks
         self.torrents = torrents
         self.shelf = shelf  # a cache offers its releases to its devices while it still downloads them
-        self.releases: dict[str, Release] = {}
+        self.releases: dict[str, Carried] = {}
         self._public_key = public_key
         self._decide = decide  # what central's signed rollout says for (name, version) here, if anything
         self._store_peers = store_peers  # this store's peers, (address, bt_port)
         self._changed = changed  # a release changed state: tell the tracker soon
         self._nursery: trio.Nursery | None = None
+        self._collecting = trio.Lock()
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Resume what an earlier run laid out, then follow the torrents and scrub; started(self) once resumed."""
@@ -87,163 +81,190 @@ class ReleaseKeeper:
             nursery.start_soon(self._scrub)
             task_status.started(self)
 
+    # ---- the one place state changes -----------------------------------------------------------------
+
+    def facts(self, record: Record) -> Facts:
+        name = record.name
+        records = [c.record for c in self.releases.values()]
+        return Facts(self.node, self.installed(name), self._decide(name, record.version),
+                     lifecycle.newest_carried(records, name) if self.node.is_cache else None)
+
+    def installed(self, name: str) -> Installed:
+        if self.node.is_cache:
+            return Installed()
+        root = self.data.installed(name)
+        return Installed(install.current_version(root), install.previous_version(root),
+                         frozenset(install.held_versions(root)))
+
+    def _handle(self, key: str, event: Event) -> tuple[Effect, ...]:
+        carried = self.releases[key]
+        before = carried.record
+        after, effects = lifecycle.step(before, event, self.facts(before), time.time())
+        carried.record = after
+        if after.state is not before.state:
+            _log_transition(before, after, event)
+        carried_out = tuple(e for e in effects if not isinstance(e, lifecycle.FetchManifest))
+        if carried_out:
+            self._nursery.start_soon(self._carry_out, key, carried_out)
+        return effects
+
+    async def _carry_out(self, key: str, effects: tuple[Effect, ...]) -> None:
+        for effect in effects:
+            carried = self.releases.get(key)
+            if carried is None:
+                return  # collected meanwhile
+            await self._EFFECTS[type(effect)](self, carried, effect)
+
+    # ---- what the node's catalog follower reports ------------------------------------------------------
+
+    def listed(self, name: str, version: str) -> bool:
+        """The catalog lists ``name version`` for this node; True when its manifest should be fetched."""
+        key = f"{name}@{version}"
+        if key not in self.releases:
+            self.releases[key] = Carried(lifecycle.listed(name, version, time.time()))
+        return any(isinstance(e, lifecycle.FetchManifest) for e in self._handle(key, lifecycle.Listed()))
+
+    def arrived(self, fetched: FetchedRelease, seeds: list[tuple[str, int]], web_seeds: list[str]) -> None:
+        """Its manifest and torrent checked out: lifecycle admits it (and it swarms) or refuses it."""
+        m = fetched.manifest
+        carried = self.releases[f"{m.name}@{m.version}"]
+        carried.fetched, carried.seeds, carried.web_seeds = fetched, tuple(seeds), tuple(web_seeds)
+        self._handle(carried.record.key, lifecycle.ManifestArrived(m))
+
+    def refused(self, name: str, version: str, reason: str) -> None:
+        self._handle(f"{name}@{version}", lifecycle.ManifestBad(reason))
+
+    def unreachable(self, name: str, version: str, reason: str) -> None:
+        self._handle(f"{name}@{version}", lifecycle.Unreachable(reason))
+
+    def follow_rollouts(self) -> None:
+        """Central's signed rollouts may have changed: every release hears it (revoke, resume a staged one)."""
+        for key in list(self.releases):
+            self._handle(key, lifecycle.RolloutChanged())
+
+    def follow_installs(self) -> None:
+        """``installed/`` may have changed (an operator's rollback, another install): states follow the disk."""
+        for key in list(self.releases):
+            self._handle(key, lifecycle.InstallsChanged())
+
+    def retry_failed(self) -> None:
+        for key, carried in list(self.releases.items()):
+            if carried.record.state is ReleaseState.FAILED and carried.record.retry:
+                p = self.progress(key)
+                torrent = "error" if p.state == "error" else "finished" if p.is_finished else "running"
+                self._handle(key, lifecycle.RetryDue(torrent))
+
+    def refresh_sources(self, catalog, seeds: list[tuple[str, int]]) -> None:
+        """Releases still on their way (e.g. resumed after a restart) hear of the catalog's sources again."""
+        entries = {(e.name, e.version): e for e in catalog.releases}
+        for key, carried in self.releases.items():
+            entry = entries.get((carried.record.name, carried.record.version))
+            if entry is None or carried.record.ready or key not in self.torrents.keys():
+                continue
+            for seed in seeds:
+                self.torrents.connect_peer(seed, key)
+            if self.node.is_cache:
+                self.torrents.add_web_seeds(key, catalog.web_seeds_of(entry))
+
+    def progress(self, key: str) -> torrents.Progress:
+        """The torrent's numbers; zeros while it is out of the session (being re-added after a bad chunk)."""
+        if key in self.torrents.keys():
+            return self.torrents.progress(key)
+        return torrents.Progress(key, "adding")
+
+    def records(self) -> list[Record]:
+        return [c.record for c in self.releases.values()]
+
+    # ---- events from the torrent session and the disk ------------------------------------------------
+
     async def _resume(self) -> None:
         """Pick up releases laid out by an earlier run; libtorrent re-checks what is on disk."""
-        for manifest_path in sorted(self.data.releases.glob("*/*/manifest.msgpack")):
+        for manifest_path in sorted(self.data.releases.glob(f"*/*/{MANIFEST_NAME}")):
             directory = manifest_path.parent
             try:
                 manifest = verify_manifest(manifest_path.read_bytes(), self._public_key)
-                torrent_bytes = (directory / "release.torrent").read_bytes()
+                (directory / TORRENT_NAME).stat()
             except (PosswarmError, OSError) as exc:
                 log.warning("release.skipped", dir=str(directory), reason=str(exc))
                 continue
             if not await trio.to_thread.run_sync(_sizes_match, manifest, directory):
                 # libtorrent 2.1.1 trusts resume data even over a truncated file (measured): check it all
                 (directory / RESUME_FILE).unlink(missing_ok=True)
-            release = Release(manifest, directory)
-            root = self.data.installed(manifest.name)
-            if manifest.version in (install.current_version(root), install.previous_version(root)):
-                release.state = "installed"  # status tells current from previous; neither is installed again
-            elif manifest.version in install.held_versions(root):
-                release.state = "rolled_back"
-            self.releases[release.key] = release
-            await self._swarm(release, torrent_bytes, [])
-            log.info("release.resumed", release=manifest.release_id, state=release.state)
+            key = f"{manifest.name}@{manifest.version}"
+            self.releases[key] = Carried(lifecycle.listed(manifest.name, manifest.version, time.time()), directory)
+            self._handle(key, lifecycle.Resumed(manifest))
+            log.info("release.resumed", release=manifest.release_id, state=self.releases[key].record.state.value)
 
-    async def follow_rollouts(self) -> None:
-        """Act on what central's signed rollouts say now: roll back revoked releases, install resumed ones."""
-        for release in list(self.releases.values()):
-            m = release.manifest
-            decision = self._decide(m.name, m.version)
-            if decision is None:
+    async def _torrent_events(self, events) -> None:
+        async for event in events:
+            if event.key not in self.releases:
                 continue
-            if decision.action == ROLL_BACK and release.state != "revoked":
-                if not self.config.is_cache:
-                    await trio.to_thread.run_sync(self._revoke, m)
-                release.state, release.error = "revoked", decision.reason  # after the switch: status never runs ahead
-                log.warning("release.revoked", release=m.release_id, reason=decision.reason)
-            elif decision.action == INSTALL and release.state == "paused":
-                release.state, release.error = "verifying", None
-                self._nursery.start_soon(self._finish, release)
+            if isinstance(event, torrents.TorrentFinished):
+                self._handle(event.key, lifecycle.TorrentFinished())
+            elif isinstance(event, torrents.TorrentError):
+                self._handle(event.key, lifecycle.TorrentFailed(_explain(event.reason)))
 
-    def _revoke(self, manifest: Manifest) -> None:
-        root = self.data.installed(manifest.name)
-        if install.current_version(root) == manifest.version:
-            try:
-                rolled_from, rolled_to = install.rollback(root)
-                log.warning("release.rolled_back", release=manifest.release_id, to=rolled_to)
-            except PosswarmError as exc:
-                log.error("release.revoked_but_running", release=manifest.release_id, reason=str(exc))
+    async def _scrub(self) -> None:
+        """Re-read every chunk a node serves now and then: libtorrent trusts its disk once a piece passed
+        (notes/libtorrent.md §9), and a cache serving silently rotten data is banned by every device."""
+        while True:
+            await trio.sleep(self.config.scrub_every_s)
+            for key, carried in list(self.releases.items()):
+                if carried.record.state not in lifecycle.SCRUBBED:
+                    continue
+                bad = await trio.to_thread.run_sync(verify_chunks, carried.manifest, carried.directory)
+                if bad and key in self.releases:
+                    log.error("scrub.found_corruption", release=carried.manifest.release_id, bad_chunks=len(bad))
+                    carried.bad = bad
+                    self._handle(key, lifecycle.ScrubFoundBad(len(bad), bad[0].hex))
+
+    # ---- effects -------------------------------------------------------------------------------------
+
+    async def _swarm(self, carried: Carried, effect: lifecycle.Swarm) -> None:
+        m = carried.manifest
+        key = carried.record.key
+        if carried.fetched is not None:  # a new release: lay it out first
+            fetched, carried.fetched = carried.fetched, None
+            carried.directory = self.data.release(m.name, m.version)
+            carried.reused_bytes = await trio.to_thread.run_sync(self._lay_out, fetched, carried.directory)
+            torrent_bytes = fetched.torrent_bytes
+            log.info("release.fetching", release=m.release_id, size=m.total_size, reused_bytes=carried.reused_bytes,
+                     seeds=len(carried.seeds))
         else:
-            install.hold(root, manifest.version)
-
-    def refresh_sources(self, catalog, seeds: list[tuple[str, int]]) -> None:
-        """Releases still on their way (e.g. resumed after a restart) hear of the catalog's sources again."""
-        entries = {(e.name, e.version): e for e in catalog.releases}
-        for release in self.releases.values():
-            entry = entries.get((release.manifest.name, release.manifest.version))
-            if entry is None or release.ready or release.key not in self.torrents.keys():
-                continue
-            for seed in seeds:
-                self.torrents.connect_peer(seed, release.key)
-            if self.config.is_cache:
-                self.torrents.add_web_seeds(release.key, catalog.web_seeds_of(entry))
-
-    async def take(self, fetched: FetchedRelease, seeds: list[tuple[str, int]], web_seeds: list[str]) -> None:
-        """Store a verified manifest + torrent, reuse chunks we hold, and start swarming it."""
-        m = fetched.manifest
-        directory = self.data.release(m.name, m.version)
-        reused = await trio.to_thread.run_sync(self._lay_out, fetched, directory)
-        release = Release(m, directory, reused_bytes=reused, seeds=tuple(seeds), web_seeds=tuple(web_seeds))
-        self.releases[release.key] = release
-        log.info("release.fetching", release=m.release_id, size=m.total_size, reused_bytes=reused, seeds=len(seeds))
-        await self._swarm(release, fetched.torrent_bytes, seeds)
+            torrent_bytes = await trio.to_thread.run_sync((carried.directory / TORRENT_NAME).read_bytes)
+        if self.node.is_cache:
+            self.shelf.put(m, carried.directory)  # devices may start swarming while we download
+        await self.torrents.add(key, torrent_bytes, carried.directory,
+                                peers=list(carried.seeds) + self._store_peers(), web_seeds=carried.web_seeds)
 
     def _lay_out(self, fetched: FetchedRelease, directory: Path) -> int:
         directory.mkdir(parents=True, exist_ok=True)
-        replace_synced(directory / "release.torrent", fetched.torrent_bytes)
-        replace_synced(directory / "manifest.msgpack", fetched.manifest_bytes)  # last: it means "laid out"
+        replace_synced(directory / TORRENT_NAME, fetched.torrent_bytes)
+        replace_synced(directory / MANIFEST_NAME, fetched.manifest_bytes)  # last: it means "laid out"
         reused = 0
         for chunk in fetched.manifest.unique_chunks():
             if not (directory / chunk_relpath(chunk.digest)).exists() and self.chunks.link_into(chunk.digest, directory):
                 reused += chunk.size
         return reused
 
-    async def _swarm(self, release: Release, torrent_bytes: bytes, seeds: list[tuple[str, int]]) -> None:
-        peers = list(seeds) + self._store_peers()
-        if self.config.is_cache:
-            self.shelf.put(release.manifest, release.directory)  # devices may start swarming while we download
-        await self.torrents.add(release.key, torrent_bytes, release.directory, peers=peers,
-                                web_seeds=release.web_seeds)
-        self._changed()
+    async def _verify(self, carried: Carried, effect: lifecycle.Verify) -> None:
+        bad = await trio.to_thread.run_sync(verify_chunks, carried.manifest, carried.directory)
+        carried.bad = bad
+        self._handle(carried.record.key, lifecycle.ChunksChecked(effect.ticket, len(bad), bad[0].hex if bad else ""))
 
-    def progress(self, release: Release) -> torrents.Progress:
-        """The torrent's numbers; zeros while it is out of the session (being re-added after a bad chunk)."""
-        if release.key in self.torrents.keys():
-            return self.torrents.progress(release.key)
-        return torrents.Progress(release.key, "adding")
-
-    async def _torrent_events(self, events) -> None:
-        async for event in events:
-            if isinstance(event, torrents.TorrentFinished):
-                release = self.releases.get(event.key)
-                if release and release.state in ("downloading", "failed"):
-                    release.state = "verifying"
-                    self._nursery.start_soon(self._finish, release)
-            elif isinstance(event, torrents.TorrentError):
-                release = self.releases.get(event.key)
-                if release and release.state == "downloading":
-                    release.state, release.error, release.retry = "failed", _explain(event.reason), True
-                    log.error("release.failed", release=release.manifest.release_id, reason=release.error)
-
-    async def _finish(self, release: Release) -> None:
-        """Every piece passed libtorrent's SHA checks; now BLAKE3 each chunk, then install (devices)."""
-        m = release.manifest
-        bad = await trio.to_thread.run_sync(verify_chunks, m, release.directory)
-        if bad:
-            await self._refetch(release, bad)
-            return
-        await trio.to_thread.run_sync(self._adopt_chunks, release)
-        if self.config.is_cache:
-            release.state = "seeding"
-        elif m.version in install.held_versions(self.data.installed(m.name)):
-            release.state = "rolled_back"
-        elif (decision := self._decide(m.name, m.version)) is not None and decision.action != INSTALL:
-            release.state = {HOLD: "paused", ROLL_BACK: "revoked"}.get(decision.action, "not for this device")
-            release.error = decision.reason
-            log.info("release.not_installed", release=m.release_id, reason=decision.reason)
-            return
-        elif self._outdated(m):  # a newer version runs already: never switch back without a rollback
-            previous = install.previous_version(self.data.installed(m.name))
-            release.state = "installed" if previous == m.version else "superseded"
+    async def _install(self, carried: Carried, effect: lifecycle.Install) -> None:
+        try:
+            problem = await trio.to_thread.run_sync(self._assemble_and_switch, carried.manifest, carried.directory)
+        except (PosswarmError, OSError) as exc:
+            self._handle(carried.record.key, lifecycle.InstallFailed(effect.ticket, _explain(exc)))
         else:
-            release.state = "installing"
-            try:
-                problem = await trio.to_thread.run_sync(self._install, release)
-            except (PosswarmError, OSError) as exc:
-                release.state, release.error, release.retry = "failed", _explain(exc), True
-                log.error("release.install_failed", release=m.release_id, reason=release.error)
-                return
-            release.state = "rolled_back" if problem else "installed"
-            release.error = problem
-        release.done_at = time.time()
-        release.retry = False
-        if release.state != "rolled_back":
-            release.error = None
-        log.info("release.ready", release=m.release_id, state=release.state,
-                 seconds=round(release.done_at - release.learned_at, 3))
-        await self._collect_garbage()
-        self._changed()
+            self._handle(carried.record.key, lifecycle.InstallDone(effect.ticket, problem))
+        self.follow_installs()
 
-    def _outdated(self, manifest: Manifest) -> bool:
-        current = install.current_version(self.data.installed(manifest.name))
-        return current is not None and version_key(manifest.version) < version_key(current)
-
-    def _install(self, release: Release) -> str | None:
-        """Assemble, switch ``current``, run the health check; on failure switch back. Returns the failure."""
-        m = release.manifest
+    def _assemble_and_switch(self, m: Manifest, directory: Path) -> str | None:
+        """Assemble, switch ``current``, run the hook and health check; on failure switch back. Returns the failure."""
         root = self.data.installed(m.name)
-        path = install.assemble(m, release.directory, root)
+        path = install.assemble(m, directory, root)
         old = install.activate(root, m.version)
         log.info("release.activated", release=m.release_id, previous=old or "")
         problem = None
@@ -261,85 +282,103 @@ class ReleaseKeeper:
         log.error("release.unhealthy", release=m.release_id, reason=problem, rolled_back_to=old)
         return f"{problem}; rolled back to {old}"
 
-    def _adopt_chunks(self, release: Release) -> None:
-        for chunk in release.manifest.unique_chunks():
-            self.chunks.adopt(release.directory / chunk_relpath(chunk.digest), chunk.digest)
-
-    async def _refetch(self, release: Release, bad) -> None:
-        """Chunks passed libtorrent's SHA checks but not BLAKE3 (a same-size corrupt file on disk, or a
-        SHA-1 collision): drop them and let libtorrent fetch them again, three rounds at most."""
-        m = release.manifest
-        release.bad_chunk_rounds += 1
-        log.error("release.corrupt_chunks", release=m.release_id, bad_chunks=len(bad), round=release.bad_chunk_rounds)
-        if release.bad_chunk_rounds > 3:
-            release.state = "failed"
-            release.error = f"{len(bad)} chunk(s) keep failing BLAKE3 (first {bad[0].hex[:16]}); is a peer or disk bad?"
-            return
+    async def _refetch(self, carried: Carried, effect: lifecycle.Refetch) -> None:
+        key, directory = carried.record.key, carried.directory
+        log.error("release.corrupt_chunks", release=carried.manifest.release_id, bad_chunks=len(carried.bad),
+                  round=carried.record.bad_chunk_rounds)
         # out of the session first: libtorrent keeps files open and would go on reading the bad inode
-        await self.torrents.remove(release.key)
-        (release.directory / RESUME_FILE).unlink(missing_ok=True)  # it would vouch for the old files
-        for chunk in bad:
-            here = release.directory / chunk_relpath(chunk.digest)
-            stored = self.chunks.path(chunk.digest)
-            if stored.exists() and here.exists() and os.path.samefile(here, stored):
-                stored.unlink()  # the same inode went bad on disk: the store's copy is no better
-            here.unlink(missing_ok=True)
-        release.state = "downloading"
-        torrent_bytes = (release.directory / "release.torrent").read_bytes()
-        await self.torrents.add(release.key, torrent_bytes, release.directory,
-                                peers=list(release.seeds) + self._store_peers(), web_seeds=release.web_seeds)
+        await self.torrents.remove(key)
+        (directory / RESUME_FILE).unlink(missing_ok=True)  # it would vouch for the old files
 
-    async def _scrub(self) -> None:
-        """Re-read every chunk a node serves now and then: libtorrent trusts its disk once a piece passed
-        (notes/libtorrent.md §9), and a cache serving silently rotten data is banned by every device."""
-        while True:
-            await trio.sleep(self.config.scrub_every_s)
-            for release in list(self.releases.values()):
-                if release.state not in ("seeding", "installed"):
-                    continue
-                bad = await trio.to_thread.run_sync(verify_chunks, release.manifest, release.directory)
-                if bad:
-                    log.error("scrub.found_corruption", release=release.manifest.release_id, bad_chunks=len(bad))
-                    release.bad_chunk_rounds = 0
-                    await self._refetch(release, bad)
+        def drop_bad() -> bytes:
+            for chunk in carried.bad:
+                here, stored = directory / chunk_relpath(chunk.digest), self.chunks.path(chunk.digest)
+                if stored.exists() and here.exists() and os.path.samefile(here, stored):
+                    stored.unlink()  # the same inode went bad on disk: the store's copy is no better
+                here.unlink(missing_ok=True)
+            return (directory / TORRENT_NAME).read_bytes()
 
-    async def retry_failed(self) -> None:
-        for release in list(self.releases.values()):
-            if release.state != "failed" or not release.retry:
-                continue
-            log.info("release.retry", release=release.manifest.release_id, after=release.error)
-            release.state, release.error = "downloading", None
-            p = self.progress(release)
-            if p.state == "error":
-                self.torrents.resume(release.key)
-            elif p.is_finished:
-                release.state = "verifying"
-                self._nursery.start_soon(self._finish, release)
+        torrent_bytes = await trio.to_thread.run_sync(drop_bad)
+        await self.torrents.add(key, torrent_bytes, directory, peers=list(carried.seeds) + self._store_peers(),
+                                web_seeds=carried.web_seeds)
 
-    async def _collect_garbage(self) -> None:
-        """Keep per release name: current and previous (devices) or the two newest (cache); drop the rest."""
-        keep: dict[str, set[str]] = {}
-        for name in {r.manifest.name for r in self.releases.values()}:
-            versions = sorted((r.manifest.version for r in self.releases.values() if r.manifest.name == name),
-                              key=version_key)
-            if self.config.is_cache:
-                keep[name] = set(versions[-2:])
-            else:
-                root = self.data.installed(name)
-                keep[name] = {v for v in (install.current_version(root), install.previous_version(root)) if v}
-                keep[name] |= {r.manifest.version for r in self.releases.values()
-                               if r.manifest.name == name and not r.ready}  # still on their way
-        for name, version in garbage.stale_releases(self.data, keep):
-            key = f"{name}@{version}"
-            if key in self.releases:
-                await self.torrents.remove(key)
-                self.shelf.remove(name, version)
-                del self.releases[key]
-            await trio.to_thread.run_sync(garbage.remove_release, self.data, name, version)
-            log.info("release.removed", release=f"{name} {version}")
-        chunks, freed = await trio.to_thread.run_sync(garbage.prune_chunks, self.data.chunk_store)
-        if chunks:
-            log.info("chunks.pruned", chunks=chunks, bytes=freed)
+    async def _resume_torrent(self, carried: Carried, effect: lifecycle.ResumeTorrent) -> None:
+        self.torrents.resume(carried.record.key)
+
+    async def _roll_back(self, carried: Carried, effect: lifecycle.RollBack) -> None:
+        m = carried.manifest
+        try:
+            rolled_from, rolled_to = await trio.to_thread.run_sync(install.rollback, self.data.installed(m.name))
+            log.warning("release.rolled_back", release=m.release_id, to=rolled_to)
+        except PosswarmError as exc:
+            log.error("release.revoked_but_running", release=m.release_id, reason=str(exc))
+        self.follow_installs()
+
+    async def _hold(self, carried: Carried, effect: lifecycle.Hold) -> None:
+        m = carried.manifest
+        await trio.to_thread.run_sync(install.hold, self.data.installed(m.name), m.version)
+
+    async def _adopt(self, carried: Carried, effect: lifecycle.AdoptChunks) -> None:
+        def adopt() -> None:
+            for chunk in carried.manifest.unique_chunks():
+                self.chunks.adopt(carried.directory / chunk_relpath(chunk.digest), chunk.digest)
+
+        await trio.to_thread.run_sync(adopt)
+
+    async def _collect(self, carried: Carried, effect: lifecycle.Collect) -> None:
+        """Keep what lifecycle.versions_to_keep says; drop other release directories and unlinked chunks."""
+        async with self._collecting:
+            names = {r.name for r in self.records()}
+            keep = lifecycle.versions_to_keep(self.records(), self.node, {n: self.installed(n) for n in names})
+            for name, version in garbage.stale_releases(self.data, keep):
+                key = f"{name}@{version}"
+                if key in self.releases:
+                    await self.torrents.remove(key)
+                    self.shelf.remove(name, version)
+                    del self.releases[key]
+                await trio.to_thread.run_sync(garbage.remove_release, self.data, name, version)
+                log.info("release.removed", release=f"{name} {version}")
+            chunks, freed = await trio.to_thread.run_sync(garbage.prune_chunks, self.data.chunk_store)
+            if chunks:
+                log.info("chunks.pruned", chunks=chunks, bytes=freed)
+
+    async def _refuse(self, carried: Carried, effect: lifecycle.Refuse) -> None:
+        log.error("release.rejected", release=f"{carried.record.name} {carried.record.version}", reason=effect.reason)
+
+    async def _announce(self, carried: Carried, effect: lifecycle.Announce) -> None:
+        self._changed()
+
+    _EFFECTS = {
+        lifecycle.Swarm: _swarm,
+        lifecycle.Verify: _verify,
+        lifecycle.Install: _install,
+        lifecycle.Refetch: _refetch,
+        lifecycle.ResumeTorrent: _resume_torrent,
+        lifecycle.RollBack: _roll_back,
+        lifecycle.Hold: _hold,
+        lifecycle.AdoptChunks: _adopt,
+        lifecycle.Collect: _collect,
+        lifecycle.Refuse: _refuse,
+        lifecycle.Announce: _announce,
+    }
+
+
+def _log_transition(before: Record, after: Record, event: Event) -> None:
+    rid = f"{after.name} {after.version}"
+    S = ReleaseState
+    if after.state in lifecycle.READY and after.state is not S.STAGED or after.state is S.REVOKED:
+        seconds = round(after.done_at - after.learned_at, 3) if after.done_at else None
+        (log.warning if after.state is S.REVOKED else log.info)(
+            "release.ready" if after.state is not S.REVOKED else "release.revoked",
+            release=rid, state=after.state.value, seconds=seconds, reason=after.reason or "")
+    elif after.state is S.FAILED:
+        log.error("release.failed", release=rid, after=type(event).__name__, reason=after.reason)
+    elif after.state is S.STAGED:
+        log.info("release.not_installed", release=rid, reason=after.reason)
+    elif before.state is S.FAILED:
+        log.info("release.retry", release=rid, after=before.reason)
+    else:
+        log.debug("release.state", release=rid, state=after.state.value)
 
 
 def _sizes_match(manifest: Manifest, directory: Path) -> bool:

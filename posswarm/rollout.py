@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from fnmatch import fnmatchcase
 
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -13,6 +12,7 @@ from posswarm import signed_doc
 from posswarm.errors import PosswarmError
 from posswarm.keys import key_id as _key_id
 from posswarm.manifest import Manifest, check_component
+from posswarm.targeting import matches
 
 FORMAT = 1
 ROLLOUT_NAME = "rollout.msgpack"  # beside manifest.msgpack in RELEASES/NAME/VERSION
@@ -150,11 +150,11 @@ def decide(rollout: Rollout, *, store: str, device_class: str, role: str) -> Dec
     rid = f"release {rollout.release_id} (rollout {rollout.sequence})"
     if rollout.state == "revoked":
         return Decision(ROLL_BACK, f"{rid}: revoked by central; a node running it goes back to its previous release")
-    if not any(fnmatchcase(store, p) for p in rollout.stores):
+    if not matches(rollout.stores, store):
         return Decision(NOT_FOR_YOU, f"{rid}: for stores {list(rollout.stores)}, not store {store}")
-    if not any(fnmatchcase(store, p) for p in rollout.reached):
+    if not matches(rollout.reached, store):
         return Decision(NOT_FOR_YOU, f"{rid}: ring {rollout.ring} has not reached store {store} yet (waits for a promotion)")
-    if role == "device" and not any(fnmatchcase(device_class, c) for c in rollout.device_classes):
+    if role == "device" and not matches(rollout.device_classes, device_class):
         return Decision(NOT_FOR_YOU, f"{rid}: for device classes {list(rollout.device_classes)}, not {device_class}")
     if rollout.state == "paused":
         return Decision(HOLD, f"{rid}: paused at ring {rollout.ring}; keep what you have, start nothing new")

@@ -7,7 +7,9 @@ from pathlib import Path
 import httpx
 
 from posswarm import logs
+from posswarm.catalog.client import get_bounded
 from posswarm.catalog.model import Catalog
+from posswarm.errors import PosswarmError, Unreachable
 from posswarm.fsync import replace_synced
 from posswarm.rollout import (
     MAX_ROLLOUT_BYTES,
@@ -59,20 +61,25 @@ class HeldRollouts:
                 continue
             url = f"{base_url.rstrip('/')}{entry.path}/{ROLLOUT_NAME}"
             try:
-                response = await client.get(url)
-                response.raise_for_status()
-                if len(response.content) > MAX_ROLLOUT_BYTES:
-                    raise RolloutError(f"release {entry.release_id}: rollout from {url} is too large; refused")
-                candidate = verify_rollout(response.content, self.public_key, name=entry.name, version=entry.version)
+                data = await get_bounded(client, url, MAX_ROLLOUT_BYTES, what=f"release {entry.release_id}: rollout")
+                candidate = verify_rollout(data, self.public_key, name=entry.name, version=entry.version)
                 rollout = newer(held[0] if held else None, candidate)
-            except (httpx.HTTPError, RolloutError) as exc:
+            except Unreachable as exc:  # not a verdict: asked again on the next poll (a revocation must arrive)
+                log.warning("rollout.unreachable", release=entry.release_id, reason=str(exc)[:300])
+                continue
+            except PosswarmError as exc:  # a bad signature, garbage, a replay: this sequence is not asked again
                 self._refused[key] = entry.rollout_sequence
                 log.error("rollout.refused", release=entry.release_id, reason=str(exc).splitlines()[0][:300])
                 continue
             if held is not None and rollout is held[0]:
                 continue
-            replace_synced(self.directory / f"{entry.name}@{entry.version}.msgpack", response.content)
-            self._held[key] = (rollout, response.content)
+            try:
+                replace_synced(self.directory / f"{entry.name}@{entry.version}.msgpack", data)
+            except OSError as exc:  # a full disk: not taken now, asked again on the next poll
+                log.error("rollout.unsaved", release=entry.release_id,
+                          reason=f"cannot write it ({exc.strerror}); free space on the data disk, the node retries")
+                continue
+            self._held[key] = (rollout, data)
             log.info("rollout.taken", release=entry.release_id, sequence=rollout.sequence, state=rollout.state,
                      ring=rollout.ring)
             taken.append(rollout)

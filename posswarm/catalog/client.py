@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import httpx
 
-from posswarm.catalog.model import Catalog, CatalogEntry
-from posswarm.errors import PosswarmError
-from posswarm.manifest import Manifest, verify_manifest
-from posswarm.release import torrent_info_hashes
-
-MAX_MANIFEST_BYTES = 64 << 20
-MAX_TORRENT_BYTES = 64 << 20
+from posswarm.catalog.model import MAX_CATALOG_BYTES, Catalog, CatalogEntry
+from posswarm.errors import PosswarmError, Unreachable
+from posswarm.manifest import MAX_MANIFEST_BYTES, Manifest, verify_manifest
+from posswarm.release import MANIFEST_NAME, MAX_TORRENT_BYTES, TORRENT_NAME, torrent_info_hashes
 
 
 @dataclass(frozen=True)
@@ -25,19 +23,25 @@ class FetchedRelease:
 
 
 async def fetch_catalog(client: httpx.AsyncClient, base_url: str) -> Catalog:
+    """The catalog at ``base_url``: Unreachable when it cannot be had, PosswarmError when it is garbage."""
+    url = f"{base_url.rstrip('/')}/catalog"
     try:
-        response = await client.get(f"{base_url.rstrip('/')}/catalog")
-        response.raise_for_status()
-        doc = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        raise PosswarmError(f"catalog at {base_url}: cannot read it ({_describe(exc)}); is the server up?") from None
+        body = await get_bounded(client, url, MAX_CATALOG_BYTES, what=f"catalog at {base_url}")
+    except Unreachable as exc:
+        raise Unreachable(f"catalog at {base_url}: cannot read it ({exc.detail}); is the server up?") from None
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise PosswarmError(f"catalog at {base_url}: not JSON ({_describe(exc)}); is that a posswarm server?") from None
     return Catalog.from_json(doc, source=base_url)
 
 
 async def fetch_release(client: httpx.AsyncClient, base_url: str, entry: CatalogEntry, public_key) -> FetchedRelease:
-    """Download manifest + torrent for ``entry``; PosswarmError unless the central key signed both."""
+    """Download manifest + torrent for ``entry``; PosswarmError unless the central key signed both
+    (Unreachable, its subclass, when the network failed: that is retried, never remembered)."""
     base = f"{base_url.rstrip('/')}{entry.path}"
-    manifest_bytes = await _get(client, f"{base}/manifest.msgpack", MAX_MANIFEST_BYTES, entry)
+    what = f"release {entry.release_id}"
+    manifest_bytes = await get_bounded(client, f"{base}/{MANIFEST_NAME}", MAX_MANIFEST_BYTES, what=what)
     try:
         manifest = verify_manifest(manifest_bytes, public_key)
     except PosswarmError as exc:
@@ -47,7 +51,7 @@ async def fetch_release(client: httpx.AsyncClient, base_url: str, entry: Catalog
         raise PosswarmError(
             f"release {entry.release_id}: {base_url} served the manifest of {manifest.release_id} (catalog is wrong)"
         )
-    torrent_bytes = await _get(client, f"{base}/release.torrent", MAX_TORRENT_BYTES, entry)
+    torrent_bytes = await get_bounded(client, f"{base}/{TORRENT_NAME}", MAX_TORRENT_BYTES, what=what)
     if torrent_info_hashes(torrent_bytes) != (manifest.info_hash_v1, manifest.info_hash_v2):
         raise PosswarmError(
             f"release {manifest.release_id}: torrent from {base_url} does not match the signed manifest (torrent replaced?)"
@@ -55,18 +59,23 @@ async def fetch_release(client: httpx.AsyncClient, base_url: str, entry: Catalog
     return FetchedRelease(manifest, manifest_bytes, torrent_bytes)
 
 
-async def _get(client: httpx.AsyncClient, url: str, limit: int, entry: CatalogEntry) -> bytes:
+async def get_bounded(client: httpx.AsyncClient, url: str, limit: int, *, what: str) -> bytes:
+    """The body at ``url``, never holding more than ``limit`` bytes of it: a declared or streamed body over
+    the limit is refused before it is read. Unreachable for network and HTTP errors."""
     try:
         async with client.stream("GET", url) as response:
             response.raise_for_status()
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise PosswarmError(f"{what}: {url} is {declared} bytes, over the limit of {limit}; refused")
             body = bytearray()
             async for part in response.aiter_bytes():
                 body += part
                 if len(body) > limit:
-                    raise PosswarmError(f"release {entry.release_id}: {url} is larger than {limit} bytes; refused")
+                    raise PosswarmError(f"{what}: {url} is larger than {limit} bytes; refused")
             return bytes(body)
     except httpx.HTTPError as exc:
-        raise PosswarmError(f"release {entry.release_id}: cannot fetch {url} ({_describe(exc)})") from None
+        raise Unreachable(f"{what}: cannot fetch {url} ({_describe(exc)})", _describe(exc)) from None
 
 
 def _describe(exc: Exception) -> str:

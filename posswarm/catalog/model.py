@@ -9,6 +9,8 @@ from posswarm.errors import PosswarmError
 from posswarm.manifest import Manifest, Targets
 
 MAX_RELEASES = 10_000
+# 10,000 entries of well under 1 KiB each; the body is refused past this before it is parsed.
+MAX_CATALOG_BYTES = 16 * 1024 * 1024
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
