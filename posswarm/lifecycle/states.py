@@ -38,7 +38,7 @@ SCRUBBED = frozenset({ReleaseState.SEEDING, ReleaseState.INSTALLED})
 #: States that count as "installed" for the tracker (a cache's seeding is its installed).
 ANNOUNCED_INSTALLED = frozenset({ReleaseState.INSTALLED, ReleaseState.SEEDING})
 #: Device states that only say which slot of ``installed/NAME`` the version is in; the disk decides them.
-_ON_DISK = frozenset({ReleaseState.INSTALLED, ReleaseState.PREVIOUS, ReleaseState.SUPERSEDED,
+ON_DISK = frozenset({ReleaseState.INSTALLED, ReleaseState.PREVIOUS, ReleaseState.SUPERSEDED,
                       ReleaseState.ROLLED_BACK})
 
 

@@ -38,8 +38,8 @@ from posswarm.lifecycle.events import (
     Unreachable,
 )
 from posswarm.lifecycle.states import (
-    _ON_DISK,
     MAX_BAD_CHUNK_ROUNDS,
+    ON_DISK,
     SCRUBBED,
     Facts,
     Installed,
@@ -50,26 +50,38 @@ from posswarm.rollout import INSTALL, ROLL_BACK
 
 S = ReleaseState
 
+#: The states in which each event means something. Anywhere else it changes nothing: a late result, a
+#: repeated notice or a report about a release that moved on is not an error, only news that came too late.
+APPLIES_IN: dict[type, frozenset[ReleaseState]] = {
+    Listed: frozenset({S.LISTED}),
+    ManifestArrived: frozenset({S.LISTED}),
+    ManifestBad: frozenset({S.LISTED}),
+    Unreachable: frozenset({S.LISTED}),
+    Resumed: frozenset({S.LISTED}),
+    TorrentFinished: frozenset({S.DOWNLOADING, S.FAILED}),
+    TorrentFailed: frozenset({S.DOWNLOADING}),
+    ChunksChecked: frozenset({S.VERIFYING}),
+    ScrubFoundBad: SCRUBBED,
+    InstallDone: frozenset({S.INSTALLING, S.REVOKED}),  # revoked while installing: the install is undone
+    InstallFailed: frozenset({S.INSTALLING}),
+    RolloutChanged: frozenset(ReleaseState) - {S.LISTED, S.REFUSED, S.REVOKED},
+    InstallsChanged: ON_DISK,
+    RetryDue: frozenset({S.FAILED}),
+}
+
 
 def step(record: Record, event: Event, facts: Facts, now: float) -> tuple[Record, tuple[Effect, ...]]:
     """The record after ``event``, and what the drivers must do about it. Never raises for a late event."""
-    handler = _HANDLERS[type(event)]
-    return handler(record, event, facts, now)
-
-
-def _same(record: Record) -> tuple[Record, tuple[Effect, ...]]:
-    return record, ()
+    if record.state not in APPLIES_IN[type(event)]:
+        return record, ()
+    return _HANDLERS[type(event)](record, event, facts, now)
 
 
 def _on_listed(r: Record, e: Listed, f: Facts, now: float):
-    if r.state is S.LISTED:
-        return r, (FetchManifest(),)
-    return _same(r)
+    return r, (FetchManifest(),)
 
 
 def _on_manifest(r: Record, e: ManifestArrived, f: Facts, now: float):
-    if r.state is not S.LISTED:
-        return _same(r)
     m = e.manifest
     reason = refusal(m, role=f.node.role, store=f.node.store, device_class=f.node.device_class,
                      newest_held=f.newest_carried if f.node.is_cache else f.installed.current,
@@ -80,30 +92,25 @@ def _on_manifest(r: Record, e: ManifestArrived, f: Facts, now: float):
 
 
 def _on_manifest_bad(r: Record, e: ManifestBad, f: Facts, now: float):
-    if r.state is not S.LISTED:
-        return _same(r)
     return replace(r, state=S.REFUSED, reason=e.reason), (Refuse(e.reason),)
 
 
 def _on_unreachable(r: Record, e: Unreachable, f: Facts, now: float):
-    return (replace(r, reason=e.reason), ()) if r.state is S.LISTED else _same(r)
+    return replace(r, reason=e.reason), ()  # still listed: the next poll asks again
 
 
 def _on_resumed(r: Record, e: Resumed, f: Facts, now: float):
     """An earlier run laid it out: what is on disk says where it stands; libtorrent re-checks the files."""
-    if r.state is not S.LISTED:
-        return _same(r)
     r = replace(r, manifest=e.manifest)
     v, disk = r.version, f.installed
     if not f.node.is_cache and (v in (disk.current, disk.previous) or v in disk.held):
-        state = _slot_state(v, disk)
-        return replace(r, state=state, done_at=now, reason=_held_reason(r, disk)), (Swarm(),)
+        return replace(r, state=_slot_state(v, disk), done_at=now, reason=_held_reason(r, disk)), (Swarm(),)
     return replace(r, state=S.DOWNLOADING), (Swarm(),)
 
 
 def _on_torrent_finished(r: Record, e: TorrentFinished, f: Facts, now: float):
-    if r.state not in (S.DOWNLOADING, S.FAILED) or (r.state is S.FAILED and not r.retry):
-        return _same(r)
+    if r.state is S.FAILED and not r.retry:
+        return r, ()
     return _verify(r)
 
 
@@ -113,22 +120,18 @@ def _verify(r: Record):
 
 
 def _on_torrent_failed(r: Record, e: TorrentFailed, f: Facts, now: float):
-    if r.state is not S.DOWNLOADING:
-        return _same(r)
     return replace(r, state=S.FAILED, reason=e.reason, retry=True), (Announce(),)
 
 
 def _on_chunks_checked(r: Record, e: ChunksChecked, f: Facts, now: float):
-    if r.state is not S.VERIFYING or e.ticket != r.ticket:
-        return _same(r)
+    if e.ticket != r.ticket:
+        return r, ()
     if e.bad:
         return _bad_chunks(r, e.bad, e.first_bad, r.bad_chunk_rounds + 1)
     return _place(r, f, now)
 
 
 def _on_scrub_found_bad(r: Record, e: ScrubFoundBad, f: Facts, now: float):
-    if r.state not in SCRUBBED:
-        return _same(r)
     return _bad_chunks(r, e.bad, e.first_bad, 1)
 
 
@@ -161,24 +164,26 @@ def _place(r: Record, f: Facts, now: float):
 
 
 def _on_install_done(r: Record, e: InstallDone, f: Facts, now: float):
-    if r.state is not S.INSTALLING or e.ticket != r.ticket:
-        return _same(r)
+    if e.ticket != r.ticket:
+        return r, ()
+    if r.state is S.REVOKED:  # central revoked it while it was being installed: go back at once
+        return r, ((RollBack(),) if e.problem is None else ())
     state = S.INSTALLED if e.problem is None else S.ROLLED_BACK
     return (replace(r, state=state, reason=e.problem, done_at=now, retry=False, bad_chunk_rounds=0),
             (Collect(), Announce()))
 
 
 def _on_install_failed(r: Record, e: InstallFailed, f: Facts, now: float):
-    if r.state is not S.INSTALLING or e.ticket != r.ticket:
-        return _same(r)
+    if e.ticket != r.ticket:
+        return r, ()
     return replace(r, state=S.FAILED, reason=e.reason, retry=True), (Announce(),)
 
 
 def _on_rollout_changed(r: Record, e: RolloutChanged, f: Facts, now: float):
     d = f.decision
-    if d is None or r.manifest is None or r.state in (S.REFUSED, S.LISTED):
-        return _same(r)
-    if d.action == ROLL_BACK and r.state is not S.REVOKED:
+    if d is None:
+        return r, ()
+    if d.action == ROLL_BACK:
         if f.node.is_cache:
             effects: tuple[Effect, ...] = (Announce(),)
         else:
@@ -186,21 +191,19 @@ def _on_rollout_changed(r: Record, e: RolloutChanged, f: Facts, now: float):
         return replace(r, state=S.REVOKED, reason=d.reason, retry=False), effects
     if d.action == INSTALL and r.state is S.STAGED:
         return _verify(r)  # chunks are checked again before they become what runs
-    return _same(r)
+    return r, ()
 
 
 def _on_installs_changed(r: Record, e: InstallsChanged, f: Facts, now: float):
-    if f.node.is_cache or r.state not in _ON_DISK:
-        return _same(r)
     state = _slot_state(r.version, f.installed)
-    if state is r.state:
-        return _same(r)
-    return replace(r, state=state, reason=_held_reason(r, f.installed) if state is S.ROLLED_BACK else None), (Announce(),)
+    if f.node.is_cache or state is r.state:
+        return r, ()
+    return replace(r, state=state, reason=_held_reason(r, f.installed)), (Announce(),)
 
 
 def _on_retry_due(r: Record, e: RetryDue, f: Facts, now: float):
-    if r.state is not S.FAILED or not r.retry:
-        return _same(r)
+    if not r.retry:
+        return r, ()
     if e.torrent == "finished":
         return _verify(r)
     effects = (ResumeTorrent(),) if e.torrent == "error" else ()
