@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from posswarm.lab import Lab, write_image
+from tools.lab import Lab, write_image
 
 NAME = "pos-image"
 
