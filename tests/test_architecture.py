@@ -26,6 +26,7 @@ PURE = (
     "posswarm/catalog/model.py",
     "posswarm/catalog/shelf.py",
     "posswarm/discovery/records.py",
+    "posswarm/endpoint.py",
     "posswarm/gossip/faults.py",
     "posswarm/gossip/frames.py",
     "posswarm/gossip/messages.py",
