@@ -16,7 +16,7 @@ log = logs.get("torrent")
 
 #: Resume data of a *finished* torrent, in its save_path: the next start skips re-hashing the whole
 #: release. Never for unfinished ones: pieces verified after the last save would be fetched again,
-#: while a full check keeps every verified piece. It only checks file sizes (notes §2), so the node
+#: while a full check keeps every verified piece. It only checks file sizes, so the node
 #: BLAKE3-checks chunks before installing and scrubs what it seeds.
 RESUME_FILE = ".resume"
 
@@ -44,7 +44,7 @@ def prepare(atp, save_path: Path, key: str, *, peers: Iterable[tuple[str, int]],
     atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused | lt.torrent_flags.seed_mode)
     atp.flags |= lt.torrent_flags.duplicate_is_error
     atp.peers = [p for p in (peer_endpoint(p) for p in peers) if p is not None]
-    atp.url_seeds = list(web_seeds)  # BEP 19; the server must answer Range (notes §3)
+    atp.url_seeds = list(web_seeds)  # BEP 19; the server must answer Range
     if super_seed:  # BEP 16: hand each piece to one peer until others have it (central with cross-store)
         atp.flags |= lt.torrent_flags.super_seeding
     return atp

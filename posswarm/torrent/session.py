@@ -54,7 +54,7 @@ __all__ = [
 
 log = logs.get("torrent")
 
-POLL_INTERVAL = 0.5  # notes §8: per-connection counters vanish with the connection; poll often, bank the last
+POLL_INTERVAL = 0.5  # per-connection counters vanish with the connection: poll often, bank the last
 LISTEN_TIMEOUT = 10.0
 FLUSH_TIMEOUT = 60.0
 
@@ -126,7 +126,7 @@ class TorrentSession:
             ses = lt.session(lt.session_params(session_settings(config)))
         except (RuntimeError, KeyError) as e:
             raise PosswarmError(f"torrent session {config.listen_ip}: libtorrent refused the settings ({e})") from None
-        # an fd, not set_alert_notify: a Python callback on libtorrent's thread deadlocks (notes §0)
+        # an fd, not set_alert_notify: a Python callback on libtorrent's thread deadlocks
         ses.set_alert_fd(write_fd)
         wan = self._wan_class = ses.create_peer_class("wan")
         ses.set_peer_class(wan, wan_peer_class(config))
@@ -146,7 +146,7 @@ class TorrentSession:
         del ses
 
         def drop() -> None:
-            # the destructor joins libtorrent's threads; run it here, not on trio's thread (notes §10)
+            # the destructor joins libtorrent's threads; run it here, not on trio's thread
             box.pop()
 
         await trio.to_thread.run_sync(drop)
@@ -352,7 +352,7 @@ class TorrentSession:
         return list(self._torrents)
 
     async def set_wan_limits(self, download_bps: int, upload_bps: int) -> None:
-        """Cap traffic with peers outside the store LAN (0 = none); LAN peers are never capped (notes §6)."""
+        """Cap traffic with peers outside the store LAN (0 = none); LAN peers are never capped."""
         ses = self._running("wan limits")
         limits = {"label": "wan", "download_limit": download_bps, "upload_limit": upload_bps}
         await trio.to_thread.run_sync(ses.set_peer_class, self._wan_class, limits)  # waits on libtorrent's thread
