@@ -13,8 +13,6 @@ from pathlib import Path
 import blake3
 from pyfastcdc import FastCDC
 
-from posswarm.fsync import fsync_dir
-
 # 256 KiB on average, not DESIGN.md's ~1 MiB: an update moves whole chunks, and re-chunking the same
 # 5 %-changed image moved 3.80x the changed bytes at 1 MiB, 1.61x at 512 KiB, 1.20x at 256 KiB
 # (posswarm-netsim --update-percent 5; docs/benchmarks.md). It also matches the 256 KiB piece size,
@@ -47,24 +45,9 @@ def cuts(path: Path) -> Iterator[Cut]:
         yield Cut(c.offset, c.length, blake3.blake3(c.data).digest(), c.data)
 
 
-def cut_file(path: Path) -> Iterator[tuple[int, int, bytes]]:
-    """(offset, length, BLAKE3 digest) of each chunk of ``path``; the same bytes always cut the same way."""
-    for c in cuts(path):
-        yield c.offset, c.length, c.digest
-
-
 def chunk_relpath(digest: bytes) -> str:
     h = digest.hex()
     return f"chunks/{h[:2]}/{h}"
-
-
-def file_blake3(path: Path) -> bytes:
-    """BLAKE3 of a whole file, read through mmap without holding the GIL."""
-    hasher = blake3.blake3()
-    if os.stat(path).st_size:
-        hasher.update_mmap(str(path))
-    return hasher.digest()
-
 
 
 def _place(dest: Path, fill) -> None:
@@ -109,24 +92,6 @@ class ChunkStore:
             return self.path(digest).stat().st_size == size
         except OSError:
             return False
-
-    def put_bytes(self, digest: bytes, data, *, sync: bool = True) -> Path:
-        """Store ``data`` as chunk ``digest`` (temp file, fsync, rename); a no-op if already there."""
-        dest = self.path(digest)
-        if self.has(digest, len(data)):
-            return dest
-
-        def fill(tmp: Path) -> None:
-            with open(tmp, "xb") as f:
-                f.write(data)
-                if sync:
-                    f.flush()
-                    os.fsync(f.fileno())
-
-        _place(dest, fill)
-        if sync:
-            fsync_dir(dest.parent)
-        return dest
 
     def link_into(self, digest: bytes, dest_root: Path) -> bool:
         """Hard-link chunk ``digest`` to ``dest_root/chunks/..`` (copy across filesystems); False if absent."""

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "rollback":
             return _rollback(args)
         if args.command == "demo":
-            from posswarm.demo import demo_main
+            from tools.demo import demo_main
 
             return demo_main(args)
         if args.command in ("sale", "sku"):

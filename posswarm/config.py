@@ -5,13 +5,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from posswarm import wan_window
 from posswarm.errors import PosswarmError
+from posswarm.toml_file import load_toml
 
 ROLES = ("cache", "device")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -92,16 +92,14 @@ class NodeConfig:
         return self.role == "cache"
 
 
+def kbps_to_bytes_per_s(kbps: int) -> int:
+    """A cap in kbit/s, as the config and WAN links count (1 kbit = 1000 bits), in the bytes/s libtorrent takes."""
+    return kbps * 1000 // 8
+
+
 def load(path: Path) -> NodeConfig:
     """Read and check a node config file; PosswarmError names the file, the key and the fix."""
-    try:
-        raw = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise PosswarmError(f"config {path}: no such file (pass --config with the node's TOML file)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PosswarmError(f"config {path}: cannot read it ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PosswarmError(f"config {path}: not valid TOML ({exc})") from None
+    raw = load_toml(path, "config", fix="pass --config with the node's TOML file")
     return from_dict(raw, source=str(path))
 
 

@@ -6,12 +6,13 @@ import shutil
 from pathlib import Path
 
 from posswarm.datadir import DataDir
+from posswarm.release import MANIFEST_NAME
 
 
 def stale_releases(data: DataDir, keep: dict[str, set[str]]) -> list[tuple[str, str]]:
     """(name, version) of laid-out releases not in ``keep`` (name -> versions to keep)."""
     found = []
-    for manifest in data.releases.glob("*/*/manifest.msgpack"):
+    for manifest in data.releases.glob(f"*/*/{MANIFEST_NAME}"):
         name, version = manifest.parent.parent.name, manifest.parent.name
         if version not in keep.get(name, set()):
             found.append((name, version))
@@ -21,7 +22,7 @@ def stale_releases(data: DataDir, keep: dict[str, set[str]]) -> list[tuple[str, 
 def remove_release(data: DataDir, name: str, version: str) -> None:
     """Delete a release directory: manifest first, so a crash half-way leaves no 'laid out' release behind."""
     directory = data.release(name, version)
-    (directory / "manifest.msgpack").unlink(missing_ok=True)
+    (directory / MANIFEST_NAME).unlink(missing_ok=True)
     shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -18,7 +18,7 @@ from posswarm.catalog.follower import CatalogFollower
 from posswarm.catalog.http import catalog_app
 from posswarm.catalog.shelf import Shelf
 from posswarm.chunks import ChunkStore
-from posswarm.config import NodeConfig
+from posswarm.config import NodeConfig, kbps_to_bytes_per_s
 from posswarm.datadir import DataDir
 from posswarm.discovery import mdns
 from posswarm.discovery.records import Advert
@@ -30,7 +30,6 @@ from posswarm.store_peers import StorePeers
 from posswarm.storedata.service import StoreData
 from posswarm.torrent.session import SessionConfig, TorrentSession
 from posswarm.wan_caps import WanCaps
-from posswarm.wan_window import bytes_per_s
 
 log = logs.get("node")
 
@@ -64,7 +63,7 @@ class Node:
             self.shelf.put_rollout(rollout, data)  # a cache relays them to its devices
         session = TorrentSession(SessionConfig(
             listen_ip=c.address, listen_port=c.bt_port, lan_network=str(self.lan), lan_only=not c.is_cache,
-            download_limit_wan=bytes_per_s(c.wan_download_kbps), upload_limit_wan=bytes_per_s(c.wan_upload_kbps)))
+            download_limit_wan=kbps_to_bytes_per_s(c.wan_download_kbps), upload_limit_wan=kbps_to_bytes_per_s(c.wan_upload_kbps)))
         async with trio.open_nursery() as nursery:
             self.torrents = await nursery.start(session.run)
             self.wan = WanCaps(c, self.torrents)

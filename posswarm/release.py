@@ -15,7 +15,12 @@ from posswarm.manifest import ChunkRef, Manifest, verify_manifest
 
 MANIFEST_NAME = "manifest.msgpack"
 TORRENT_NAME = "release.torrent"
-MAX_TORRENT_BYTES = 256 * 1024 * 1024
+# Every place that reads a release.torrent bounds it by this. Measured (v2-only, 256 KiB pieces): ~215
+# bytes per chunk, file-tree entry plus piece layers, so a 4 GiB image (~16k chunks of 256 KiB on average)
+# has a ~3.5 MB torrent, and even all-minimum 64 KiB chunks (~65k) stay near 10 MB. 64 MiB leaves room for
+# images of ~25 GiB at worst-case chunking while keeping a hostile server from making a node buffer and
+# parse hundreds of MiB of bencode.
+MAX_TORRENT_BYTES = 64 * 1024 * 1024
 
 
 class ReleaseError(PosswarmError):

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import trio
 
 from posswarm import logs, wan_window
-from posswarm.config import NodeConfig
+from posswarm.config import NodeConfig, kbps_to_bytes_per_s
 from posswarm.torrent.session import TorrentSession
 
 log = logs.get("node")
@@ -34,7 +34,7 @@ class WanCaps:
             now = datetime.now(zone)
             caps = (wan_window.cap_at(windows, now, c.wan_download_kbps), wan_window.cap_at(windows, now, c.wan_upload_kbps))
             if caps != applied:
-                await self.torrents.set_wan_limits(wan_window.bytes_per_s(caps[0]), wan_window.bytes_per_s(caps[1]))
+                await self.torrents.set_wan_limits(kbps_to_bytes_per_s(caps[0]), kbps_to_bytes_per_s(caps[1]))
                 log.info("wan.caps", download_kbps=caps[0], upload_kbps=caps[1], local_time=now.strftime("%a %H:%M"))
                 applied = self.kbps = caps
             await trio.sleep(CHECK_EVERY_S)

@@ -68,7 +68,3 @@ def cap_at(windows: list[Window], local: datetime, base_kbps: int) -> int:
     lowest = min(caps)
     return lowest if base_kbps == 0 else min(lowest, base_kbps)
 
-
-def bytes_per_s(kbps: int) -> int:
-    """A cap in kbit/s (as configs and windows write it) in bytes a second (as libtorrent takes it); 0 = none."""
-    return kbps * 1000 // 8

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from posswarm.errors import PosswarmError
 from posswarm.rollout import MAX_RINGS
+from posswarm.toml_file import load_toml
 
 CONFIG_NAME = "rollouts.toml"  # default place: RELEASES/rollouts.toml
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
@@ -52,12 +52,7 @@ def _unique(patterns) -> tuple[str, ...]:
 
 def load(path: Path) -> RolloutsConfig:
     """The config in TOML file ``path``; a one-line PosswarmError naming the file and the key otherwise."""
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PosswarmError(f"rollouts config {path}: cannot read it ({exc.strerror}; check --rollout-config)") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PosswarmError(f"rollouts config {path}: not valid TOML ({str(exc).splitlines()[0]})") from None
+    raw = load_toml(path, "rollouts config", fix="check --rollout-config")
     return parse(raw, source=str(path))
 
 

@@ -11,9 +11,10 @@ from posswarm.announce import NodeIdentity, ReleaseReport
 from posswarm.announcer import Announcer
 from posswarm.catalog.http import catalog_app
 from posswarm.catalog.shelf import Shelf
+from posswarm.endpoint import parse_endpoint
 from posswarm.errors import PosswarmError
 from posswarm.keys import load_public_key
-from posswarm.release import verify_release
+from posswarm.release import MANIFEST_NAME, TORRENT_NAME, verify_release
 from posswarm.service import run_until_signalled
 from posswarm.torrent.session import SessionConfig, TorrentSession
 from seeder.rollout_watch import RolloutWatch
@@ -81,7 +82,7 @@ class Seeder:
     async def scan(self) -> None:
         """Verify and start seeding every release directory not seen yet (publish renames them into place)."""
         await self.rollouts.refresh(self.shelf)
-        for manifest_path in sorted(self.releases.glob("*/*/manifest.msgpack")):
+        for manifest_path in sorted(self.releases.glob(f"*/*/{MANIFEST_NAME}")):
             directory = manifest_path.parent
             key = (directory.parent.name, directory.name)
             if key in self.shelf or directory in self.rejected or not await self.rollouts.ready(directory):
@@ -89,7 +90,7 @@ class Seeder:
             try:
                 manifest = await trio.to_thread.run_sync(verify_release, directory, self.public_key)
                 await self.torrents.add(f"{manifest.name}@{manifest.version}",
-                                        (directory / "release.torrent").read_bytes(), directory,
+                                        (directory / TORRENT_NAME).read_bytes(), directory,
                                         super_seed=self.super_seed)
             except PosswarmError as exc:
                 self.rejected[directory] = str(exc)
@@ -118,20 +119,13 @@ class Seeder:
         return reports
 
 
-def parse_hostport(text: str, *, flag: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise PosswarmError(f"{flag} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
-    return host, int(port)
-
-
 def serve_main(args) -> int:
     """Entry for the ``serve`` subcommand (argparse namespace from seeder.cli)."""
     seeder = Seeder(
         Path(args.releases),
         Path(args.key_pub),
-        http=parse_hostport(args.listen, flag="--listen"),
-        bt=parse_hostport(args.bt_listen, flag="--bt-listen"),
+        http=parse_endpoint(args.listen, what="--listen", example="0.0.0.0:8080", any_port=True),
+        bt=parse_endpoint(args.bt_listen, what="--bt-listen", example="0.0.0.0:6881", any_port=True),
         tracker_url=getattr(args, "tracker", "") or "",
         web_seeds=tuple(getattr(args, "web_seed", None) or ()),
         super_seed=bool(getattr(args, "super_seed", False)),

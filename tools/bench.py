@@ -18,18 +18,12 @@ BENCHMARKS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
+    if not argv or argv[0] in ("-h", "--help"):
         lines = [f"  {name:<13} {doc}" for name, (_, doc) in BENCHMARKS.items()]
         print("usage: posswarm-bench BENCHMARK [options]\n\nbenchmarks:\n" + "\n".join(lines), file=sys.stderr)
-        if argv and argv[0] not in ("-h", "--help"):
-            print(f"posswarm-bench: unknown benchmark {argv[0]!r}", file=sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    module_name, _ = BENCHMARKS[argv[0]]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        print(f"posswarm-bench: benchmark {argv[0]!r} is not built yet", file=sys.stderr)
+        return 0 if argv else 2
+    if argv[0] not in BENCHMARKS:
+        print(f"posswarm-bench: no benchmark {argv[0][:40]!r} (choose one of: {', '.join(BENCHMARKS)})", file=sys.stderr)
         return 2
-    return module.main(argv[1:])
+    module_name, _ = BENCHMARKS[argv[0]]
+    return importlib.import_module(module_name).main(argv[1:])

@@ -19,7 +19,7 @@ import trio
 from posswarm.announce import NodeIdentity, ReleaseReport, announce_url, parse_reply
 from posswarm.catalog.client import fetch_catalog
 from posswarm.errors import PosswarmError
-from posswarm.lab import Lab, write_image
+from tools.lab import Lab, write_image
 
 CLOCK_TICKS = 100  # os.sysconf("SC_CLK_TCK") on Linux
 

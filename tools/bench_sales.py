@@ -27,8 +27,8 @@ import trio
 
 from posswarm.errors import PosswarmError
 from posswarm.keys import generate_keypair
-from posswarm.lab import bin_path
 from posswarm.sales.model import Sale
+from tools.lab import bin_path
 
 GOSSIP_PORT = 7946
 SECRET = "bench-store-secret-" + "0123456789abcdef"

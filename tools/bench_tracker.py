@@ -28,7 +28,7 @@ from urllib.parse import quote_from_bytes
 
 import trio
 
-from posswarm.lab import bin_path
+from tools.lab import bin_path
 
 PEERS_PER_TORRENT = 100
 UDP_TIMEOUT = 1.0

@@ -7,7 +7,6 @@ A device tries every catalog source it knows, the last good one first, and never
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable
 
@@ -114,8 +113,6 @@ class CatalogFollower:
 def _seed(text: str) -> tuple[str, int] | None:
     """A catalog's seed ``ip:port``, or None for one that is not (a peer's garbage is skipped, not fatal)."""
     try:
-        host, port = parse_endpoint(text, what="catalog seed")
-        ipaddress.ip_address(host)  # libtorrent connects to addresses, not names
-    except (PosswarmError, ValueError):
+        return parse_endpoint(text, what="catalog seed", ip_only=True)  # libtorrent connects to addresses
+    except PosswarmError:
         return None
-    return host, port

@@ -17,7 +17,7 @@ from posswarm.errors import PosswarmError
 
 log = logs.get("discovery")
 
-# Resolution is normally answered from zeroconf's cache in ~1 ms (notes §3a); the timeout only
+# Resolution is normally answered from zeroconf's cache in ~1 ms; the timeout only
 # matters for a peer whose SRV/TXT have not arrived yet, which zeroconf re-queries meanwhile.
 RESOLVE_TIMEOUT_MS = 3000
 # unregister (goodbye) + browser cancel + close measured well under 1 s; past this we abandon
@@ -56,7 +56,7 @@ class _Resolved:
 
 def _register(zc: Zeroconf, info: ServiceInfo, advert: Advert) -> None:
     """Probe and announce our name (blocks ~1.6 s). A node restarted after a crash or power cut finds its
-    own last announcement still cached by its peers (no goodbye was sent; notes §3c): the name is "taken"
+    own last announcement still cached by its peers (no goodbye was sent): the name is "taken"
     at our own address. That one we reclaim; a holder at another address is a real duplicate node id."""
     try:
         zc.register_service(info)
@@ -89,7 +89,7 @@ async def run(advert: Advert, events: trio.MemorySendChannel, *, task_status=tri
     browser: ServiceBrowser | None = None
     try:
         try:
-            # Probing and announcing block ~1.6 s (notes §3b).
+            # Probing and announcing block ~1.6 s.
             await trio.to_thread.run_sync(_register, zc, info, advert, abandon_on_cancel=True)
         except NonUniqueNameException:
             raise PosswarmError(
@@ -100,7 +100,7 @@ async def run(advert: Advert, events: trio.MemorySendChannel, *, task_status=tri
         log.info("mdns.registered", node=advert.node_id, store=advert.store, address=advert.address, bt_port=advert.bt_port)
 
         token = trio.lowlevel.current_trio_token()
-        # Unbounded: send_nowait on a full channel from run_sync_soon crashed trio (notes §5).
+        # Unbounded: send_nowait on a full channel from run_sync_soon crashed trio.
         seen_send, seen_recv = trio.open_memory_channel[object](math.inf)
 
         def deliver(item: object) -> None:  # runs on trio's thread
@@ -110,7 +110,7 @@ async def run(advert: Advert, events: trio.MemorySendChannel, *, task_status=tri
                 pass  # we are shutting down
 
         def on_change(zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
-            # Runs on the browser's thread: an exception here kills it silently (notes §5).
+            # Runs on the browser's thread: an exception here kills it silently.
             try:
                 if name.lower() != own_name.lower():
                     token.run_sync_soon(deliver, _Seen(name, state_change))
@@ -192,7 +192,7 @@ def _lookup(zc: Zeroconf, name: str) -> Advert | None:
 
 def _open_zeroconf(advert: Advert) -> Zeroconf:
     try:
-        # use_asyncio=False: otherwise zeroconf attaches to any running asyncio loop (notes §5).
+        # use_asyncio=False: otherwise zeroconf attaches to any running asyncio loop.
         return Zeroconf(interfaces=[advert.address], ip_version=IPVersion.V4Only, use_asyncio=False)
     except (OSError, RuntimeError, ValueError) as exc:
         raise PosswarmError(

@@ -9,6 +9,7 @@ import trio
 from posswarm import http_service, logs
 from posswarm.config import NodeConfig
 from posswarm.discovery.records import Advert
+from posswarm.endpoint import parse_endpoint
 from posswarm.errors import PosswarmError
 from posswarm.fsync import replace_synced
 from posswarm.gossip import faults
@@ -39,10 +40,7 @@ def parse_seeds(text: str) -> list[tuple[str, int]]:
     """``"10.20.0.1:7946, 10.20.0.2:7946"`` as (host, port) pairs."""
     seeds = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-            raise PosswarmError(f"store.gossip_seeds: {item!r} is not HOST:PORT, e.g. 10.20.0.1:7946")
-        seeds.append((host, int(port)))
+        seeds.append(parse_endpoint(item, what="store.gossip_seeds", example="10.20.0.1:7946"))
     return seeds
 
 

@@ -1,4 +1,4 @@
-"""Bank per-connection byte counters into a torrent's LAN / WAN / web-seed totals (notes §8)."""
+"""Bank per-connection byte counters into a torrent's LAN / WAN / web-seed totals."""
 
 from __future__ import annotations
 

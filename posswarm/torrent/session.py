@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -15,8 +13,8 @@ import trio
 from posswarm import logs
 from posswarm.errors import PosswarmError
 from posswarm.fsync import replace_synced
-from posswarm.torrent import alerts
-from posswarm.torrent.accounting import PeerSample, SourceTally
+from posswarm.torrent import add_params, alerts
+from posswarm.torrent.add_params import RESUME_FILE
 from posswarm.torrent.alerts import (  # the events are re-exported: callers need only this module
     Event,
     HashFailed,
@@ -27,6 +25,9 @@ from posswarm.torrent.alerts import (  # the events are re-exported: callers nee
     TorrentError,
     TorrentFinished,
 )
+from posswarm.torrent.fanout import Subscribers
+from posswarm.torrent.holdings import Holdings, Pending
+from posswarm.torrent.progress import Progress, progress_of, sample
 from posswarm.torrent.settings import (
     SessionConfig,
     ip_filter_rules,
@@ -42,6 +43,7 @@ __all__ = [
     "PeerBanned",
     "PeerBlocked",
     "Progress",
+    "RESUME_FILE",
     "SessionConfig",
     "TorrentAdded",
     "TorrentChecked",
@@ -52,112 +54,9 @@ __all__ = [
 
 log = logs.get("torrent")
 
-POLL_INTERVAL = 0.5  # notes §8: per-connection counters vanish with the connection; poll often, bank the last
+POLL_INTERVAL = 0.5  # per-connection counters vanish with the connection: poll often, bank the last
 LISTEN_TIMEOUT = 10.0
 FLUSH_TIMEOUT = 60.0
-_WEB_SEED = lt.peer_info.web_seed | lt.peer_info.http_seed
-_STATES = {
-    "queued_for_checking": "checking",
-    "checking_files": "checking",
-    "checking_resume_data": "checking",
-    "downloading_metadata": "downloading",
-    "downloading": "downloading",
-    "finished": "finished",
-    "seeding": "seeding",
-    "allocating": "allocating",
-}
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where one torrent stands. Byte counts are payload; wan/lan/web split what was received by source
-    (web seeds crossed the WAN as well, so WAN traffic is wan_bytes + web_bytes)."""
-
-    key: str
-    state: str  # adding | checking | downloading | finished | seeding | error
-    done_bytes: int = 0  # wanted bytes verified
-    wanted_bytes: int = 0
-    is_finished: bool = False
-    num_peers: int = 0
-    wan_bytes: int = 0
-    lan_bytes: int = 0
-    web_bytes: int = 0
-    upload_bytes: int = 0
-    upload_lan_bytes: int = 0
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class _Status:
-    """The fields of a torrent_status we keep, copied out in the worker thread."""
-
-    state: str
-    done_bytes: int
-    wanted_bytes: int
-    is_finished: bool
-    num_peers: int
-    error: str | None
-
-
-#: Resume data of a *finished* torrent, in its save_path: the next start skips re-hashing the whole
-#: release. Never for unfinished ones: pieces verified after the last save would be fetched again,
-#: while a full check keeps every verified piece. It only checks file sizes (notes §2), so the node
-#: BLAKE3-checks chunks before installing and scrubs what it seeds.
-RESUME_FILE = ".resume"
-
-
-@dataclass
-class _Torrent:
-    key: str
-    ident: str
-    handle: object
-    tally: SourceTally
-    save_path: Path
-    status: _Status | None = None
-    finished: bool = False
-    flushed: trio.Event = field(default_factory=trio.Event)
-
-
-@dataclass
-class _Pending:
-    """An add or remove waiting for its alert."""
-
-    event: trio.Event = field(default_factory=trio.Event)
-    delete_files: bool = False
-    error: str | None = None
-    save_path: Path | None = None
-
-
-def _sample(handles: list[tuple[str, object]]) -> dict[str, tuple[_Status, list[PeerSample]]]:
-    """Read status and peer counters of some torrents (blocking libtorrent calls: run in a worker thread)."""
-    out = {}
-    for key, handle in handles:
-        try:
-            st = handle.status()
-            peers = handle.get_peer_info()
-        except RuntimeError:  # removed meanwhile
-            continue
-        error = st.errc.message() if st.errc.value() else None
-        status = _Status(
-            state="error" if error else _STATES.get(st.state.name, st.state.name),
-            done_bytes=int(st.total_wanted_done),
-            wanted_bytes=int(st.total_wanted),
-            is_finished=bool(st.is_finished or st.is_seeding),
-            num_peers=int(st.num_peers),
-            error=error,
-        )
-        samples = [
-            PeerSample(
-                remote=(str(p.ip[0]), int(p.ip[1])),
-                local=(str(local[0]), int(local[1])) if (local := p.local_endpoint()) else ("", 0),
-                is_web_seed=bool(p.connection_type & _WEB_SEED),
-                downloaded=int(p.total_download),
-                uploaded=int(p.total_upload),
-            )
-            for p in peers
-        ]
-        out[key] = (status, samples)
-    return out
 
 
 def _filter(rules: list[tuple[str, str, int]]):
@@ -182,11 +81,10 @@ class TorrentSession:
         self._ses = None
         self._wan_class = None
         self._was_capped = config.download_limit_wan > 0  # ever capped: socket buffers no longer autotune
-        self._torrents: dict[str, _Torrent] = {}
-        self._keys: dict[str, str] = {}  # ident -> key, filled before the add so alerts find their key
-        self._adding: dict[str, _Pending] = {}  # ident -> pending add
-        self._removing: dict[str, _Pending] = {}  # ident -> pending remove
-        self._subscribers: list[trio.MemorySendChannel] = []
+        self._held = Holdings(config.lan_network)
+        self._torrents = self._held.torrents  # key -> Held
+        self._keys = self._held.keys  # ident -> key
+        self._subscribers = Subscribers()
         self._refresh_lock = trio.Lock()
         self._listening = trio.Event()
         self._listen_error: str | None = None
@@ -228,7 +126,7 @@ class TorrentSession:
             ses = lt.session(lt.session_params(session_settings(config)))
         except (RuntimeError, KeyError) as e:
             raise PosswarmError(f"torrent session {config.listen_ip}: libtorrent refused the settings ({e})") from None
-        # an fd, not set_alert_notify: a Python callback on libtorrent's thread deadlocks (notes §0)
+        # an fd, not set_alert_notify: a Python callback on libtorrent's thread deadlocks
         ses.set_alert_fd(write_fd)
         wan = self._wan_class = ses.create_peer_class("wan")
         ses.set_peer_class(wan, wan_peer_class(config))
@@ -239,14 +137,8 @@ class TorrentSession:
         return ses
 
     async def _close(self) -> None:
-        for pending in [*self._adding.values(), *self._removing.values()]:
-            pending.error = "the session closed"
-            pending.event.set()
-        for send in self._subscribers:
-            send.close()
-        self._subscribers = []
-        for torrent in self._torrents.values():
-            torrent.handle = None
+        self._held.close()
+        self._subscribers.close()
         ses, self._ses = self._ses, None
         if ses is None:
             return
@@ -254,7 +146,7 @@ class TorrentSession:
         del ses
 
         def drop() -> None:
-            # the destructor joins libtorrent's threads; run it here, not on trio's thread (notes §10)
+            # the destructor joins libtorrent's threads; run it here, not on trio's thread
             box.pop()
 
         await trio.to_thread.run_sync(drop)
@@ -287,27 +179,14 @@ class TorrentSession:
                     self._listen_error = f"{address}: {reason}"
                     self._listening.set()
             case alerts.AddDone(ident=ident, handle=handle, error=error):
-                pending = self._adding.get(ident)
-                key = self._keys.get(ident)
-                if error is None and key is not None and key not in self._torrents:
-                    self._torrents[key] = _Torrent(key, ident, handle, SourceTally(self.config.lan_network),
-                                                   pending.save_path if pending else Path("."))
+                if (key := self._held.added(ident, handle, error)) is not None:
                     self._ordered_send.send_nowait(TorrentAdded(key))
-                if pending is not None:
-                    pending.error = error
-                    pending.event.set()
             case alerts.Removed(ident=ident):
-                pending = self._removing.get(ident)
-                if pending is not None and not pending.delete_files:
-                    pending.event.set()
+                self._held.removed(ident)
             case alerts.Deleted(ident=ident, error=error):
-                pending = self._removing.get(ident)
-                if pending is not None and pending.delete_files:
-                    pending.error = error
-                    pending.event.set()
+                self._held.deleted(ident, error)
             case alerts.Flushed(key=key):
-                if (torrent := self._torrents.get(key)) is not None:
-                    torrent.flushed.set()
+                self._held.flushed(key)
             case alerts.AlertsDropped():
                 log.warning("session.alerts_dropped", ip=self.config.listen_ip)
             case _:
@@ -322,7 +201,7 @@ class TorrentSession:
                     torrent = self._torrents.get(key)
                     if torrent is None or torrent.status is None:
                         continue
-                    self._send(TorrentChecked(key, torrent.status.done_bytes))
+                    self._subscribers.send(TorrentChecked(key, torrent.status.done_bytes))
                     if torrent.status.is_finished:
                         await self._finish(key)
                 case alerts.Completed(key=key):
@@ -334,7 +213,7 @@ class TorrentSession:
                 case _:
                     if isinstance(fact, alerts.TorrentError):
                         log.warning("torrent.error", key=fact.key, reason=fact.reason)
-                    self._send(fact)
+                    self._subscribers.send(fact)
 
     async def _finish(self, key: str) -> None:
         torrent = self._torrents.get(key)
@@ -358,7 +237,7 @@ class TorrentSession:
             torrent.handle.save_resume_data(lt.torrent_handle.save_info_dict)
         except (AttributeError, RuntimeError):  # removed meanwhile
             pass
-        self._send(TorrentFinished(key))
+        self._subscribers.send(TorrentFinished(key))
 
     async def _poll(self) -> None:
         while True:
@@ -373,29 +252,18 @@ class TorrentSession:
             handles = [(k, t.handle) for k in keys if (t := self._torrents.get(k)) and t.handle is not None]
             if not handles:
                 return
-            sampled = await trio.to_thread.run_sync(_sample, handles)
+            sampled = await trio.to_thread.run_sync(sample, handles)
             for key, (status, samples) in sampled.items():
                 torrent = self._torrents.get(key)
                 if torrent is not None:
                     torrent.status = status
                     torrent.tally.observe(samples)
 
-    def _send(self, event: Event) -> None:
-        for send in list(self._subscribers):
-            try:
-                send.send_nowait(event)
-            except trio.WouldBlock:
-                log.warning("session.subscriber_behind", dropped=type(event).__name__)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._subscribers.remove(send)
-
     # --- the API the node calls ----------------------------------------------------------
 
     def subscribe(self, buffer: int = 1000) -> trio.MemoryReceiveChannel:
         """A channel of every event published from now on (see the class docstring)."""
-        send, receive = trio.open_memory_channel(buffer)
-        self._subscribers.append(send)
-        return receive
+        return self._subscribers.subscribe(buffer)
 
     async def add(
         self, key: str, torrent: bytes, save_path: Path, *, peers: Iterable[tuple[str, int]] = (),
@@ -406,42 +274,26 @@ class TorrentSession:
         Adding the same key with the same torrent again only connects the peers given.
         """
         ses = self._running(key)
-        try:
-            atp = lt.load_torrent_buffer(bytes(torrent))
-        except RuntimeError as e:
-            raise PosswarmError(f"torrent {key}: not a valid .torrent ({e}); re-fetch the release's torrent") from None
-        ident = alerts.ident_of(atp.ti.info_hashes())
+        atp = add_params.load(key, torrent)
+        ident = add_params.ident(atp)
+        adding = self._held.adding
         if self._keys.get(ident) == key:  # added, or being added, already
-            if ident in self._adding:
-                await self._adding[ident].event.wait()
+            if ident in adding:
+                await adding[ident].event.wait()
             if key not in self._torrents:
                 raise PosswarmError(f"torrent {key}: an earlier add of it failed (see the log); try again")
             for peer in peers:
                 self.connect_peer(peer, key)
             return
-        if key in self._keys.values():
-            raise PosswarmError(f"torrent {key}: already added with a different torrent (remove it first)")
-        if ident in self._keys:
-            raise PosswarmError(
-                f"torrent {key}: the same torrent is already added as {self._keys[ident]} (remove that one first)"
-            )
-        atp = self._with_resume_data(atp, Path(save_path), key)
-        atp.save_path = str(save_path)
-        # no seed_mode; resume data only of a finished release: hard-linked chunks must be checked;
-        # not auto-managed (and so not paused): the node, not libtorrent's queue, decides what runs
-        atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused | lt.torrent_flags.seed_mode)
-        atp.flags |= lt.torrent_flags.duplicate_is_error
-        atp.peers = [p for p in (self._endpoint(p) for p in peers) if p is not None]
-        atp.url_seeds = list(web_seeds)  # BEP 19; the server must answer Range (notes §3)
-        if super_seed:  # BEP 16: hand each piece to one peer until others have it (central with cross-store)
-            atp.flags |= lt.torrent_flags.super_seeding
+        self._held.check_new(key, ident)
+        atp = add_params.prepare(atp, Path(save_path), key, peers=peers, web_seeds=web_seeds, super_seed=super_seed)
         self._keys[ident] = key
-        pending = self._adding[ident] = _Pending(save_path=Path(save_path))
+        pending = adding[ident] = Pending(save_path=Path(save_path))
         try:
             ses.async_add_torrent(atp)
             await pending.event.wait()
         finally:
-            del self._adding[ident]
+            del adding[ident]
         if pending.error is not None or key not in self._torrents:
             del self._keys[ident]
             raise PosswarmError(
@@ -451,24 +303,9 @@ class TorrentSession:
         await self.refresh([key])
         log.info("torrent.added", key=key, save_path=str(save_path))
 
-    @staticmethod
-    def _with_resume_data(atp, save_path: Path, key: str):
-        """The add parameters from the release's resume data when it is for this very torrent."""
-        try:
-            resumed = lt.read_resume_data((save_path / RESUME_FILE).read_bytes())
-        except FileNotFoundError:
-            return atp
-        except (OSError, RuntimeError) as e:
-            log.warning("torrent.resume_data_unusable", key=key, reason=str(e))
-            return atp
-        if resumed.ti is None or alerts.ident_of(resumed.ti.info_hashes()) != alerts.ident_of(atp.ti.info_hashes()):
-            log.warning("torrent.resume_data_unusable", key=key, reason="it is for another torrent")
-            return atp
-        return resumed
-
     def connect_peer(self, addr: tuple[str, int], key: str | None = None) -> None:
         """Ask libtorrent to connect to a peer for one torrent, or for every torrent; a bad address is dropped."""
-        endpoint = self._endpoint(addr)
+        endpoint = add_params.peer_endpoint(addr)
         if endpoint is None:
             return
         torrents = self._torrents.values() if key is None else [t for t in [self._torrents.get(key)] if t]
@@ -488,7 +325,8 @@ class TorrentSession:
         del self._torrents[key]
         torrent.tally.close()
         torrent.flushed.set()  # a finish in progress need not wait for it
-        pending = self._removing[torrent.ident] = _Pending(delete_files=delete_files)
+        removing = self._held.removing
+        pending = removing[torrent.ident] = Pending(delete_files=delete_files)
         try:
             flags = lt.session.delete_files if delete_files else 0
             try:
@@ -497,7 +335,7 @@ class TorrentSession:
                 return
             await pending.event.wait()
         finally:
-            del self._removing[torrent.ident]
+            del removing[torrent.ident]
             self._keys.pop(torrent.ident, None)
         if pending.error is not None:
             raise PosswarmError(f"torrent {key}: removal did not complete ({pending.error}); delete its files by hand")
@@ -508,28 +346,13 @@ class TorrentSession:
         torrent = self._torrents.get(key)
         if torrent is None:
             raise PosswarmError(f"torrent {key}: not in this session (was it added, or already removed?)")
-        totals = torrent.tally.totals()
-        st = torrent.status or _Status("adding", 0, 0, False, 0, None)
-        return Progress(
-            key=key,
-            state=st.state,
-            done_bytes=st.done_bytes,
-            wanted_bytes=st.wanted_bytes,
-            is_finished=st.is_finished,
-            num_peers=st.num_peers,
-            wan_bytes=totals.wan,
-            lan_bytes=totals.lan,
-            web_bytes=totals.web,
-            upload_bytes=totals.uploaded,
-            upload_lan_bytes=totals.upload_lan,
-            error=st.error,
-        )
+        return progress_of(key, torrent.status, torrent.tally.totals())
 
     def keys(self) -> list[str]:
         return list(self._torrents)
 
     async def set_wan_limits(self, download_bps: int, upload_bps: int) -> None:
-        """Cap traffic with peers outside the store LAN (0 = none); LAN peers are never capped (notes §6)."""
+        """Cap traffic with peers outside the store LAN (0 = none); LAN peers are never capped."""
         ses = self._running("wan limits")
         limits = {"label": "wan", "download_limit": download_bps, "upload_limit": upload_bps}
         await trio.to_thread.run_sync(ses.set_peer_class, self._wan_class, limits)  # waits on libtorrent's thread
@@ -567,17 +390,3 @@ class TorrentSession:
         if self._ses is None:
             raise PosswarmError(f"torrent {key}: the torrent session is not running (start TorrentSession.run first)")
         return self._ses
-
-    @staticmethod
-    def _endpoint(addr) -> tuple[str, int] | None:
-        try:
-            ip, port = addr
-            ip = str(ipaddress.ip_address(ip))
-            port = int(port)
-        except (TypeError, ValueError):
-            log.info("peer.bad_address", addr=repr(addr)[:80])
-            return None
-        if not 0 < port < 65536:
-            log.info("peer.bad_address", addr=repr(addr)[:80])
-            return None
-        return (ip, port)

@@ -39,7 +39,7 @@ _ALL_V6 = ("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
 class SessionConfig:
     """Where a node's libtorrent session listens, what counts as its store LAN, and its WAN limits."""
 
-    listen_ip: str  # e.g. "127.0.1.10"; also the outgoing interface (notes §5: else loopback peers collide)
+    listen_ip: str  # e.g. "127.0.1.10"; also the outgoing interface (else peers on loopback collide)
     listen_port: int = 0  # 0 = ephemeral; the real port comes from listen_succeeded_alert
     lan_network: str | None = None  # CIDR of the store LAN: peers inside are "lan", others "wan"
     lan_only: bool = False  # devices: refuse every address outside lan_network, both directions
@@ -74,7 +74,7 @@ def lan_network_of(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 def session_settings(config: SessionConfig) -> dict:
-    """The settings pack of notes §5: TCP-only LAN swarm, no discovery of its own, counters that survive."""
+    """The settings of a store swarm: TCP-only LAN swarm, no discovery of its own, counters that survive."""
     ip = config.listen_ip
     host = f"[{ip}]" if ":" in ip else ip
     settings = {
@@ -85,7 +85,7 @@ def session_settings(config: SessionConfig) -> dict:
         "enable_lsd": False,
         "enable_upnp": False,
         "enable_natpmp": False,
-        # uTP loses datagrams to small UDP receive buffers and crawls (notes §0); TCP runs at line rate
+        # uTP loses datagrams to small UDP receive buffers and crawls; TCP runs at line rate
         "enable_outgoing_utp": False,
         "enable_incoming_utp": False,
         "allow_multiple_connections_per_ip": True,  # many nodes behind one NAT, or on one test host
@@ -98,7 +98,7 @@ def session_settings(config: SessionConfig) -> dict:
         "unchoke_slots_limit": -1,
         "alert_queue_size": 10000,
         "alert_mask": ALERT_MASK,
-        "stop_tracker_timeout": 0,  # teardown must not wait 5 s on a tracker (notes §10)
+        "stop_tracker_timeout": 0,  # teardown must not wait 5 s on a tracker
         "recv_socket_buffer_size": receive_buffer(config.download_limit_wan),
         # a capped download reads in quota-sized gulps; with the default 500 ms tick and 3 s of queued
         # requests the gulps came seconds apart at line rate. 100 ms and 1 s keep them small and even
@@ -106,7 +106,7 @@ def session_settings(config: SessionConfig) -> dict:
         "request_queue_time": 1,
     }
     if config.listen_port:
-        # a fixed port must fail loudly rather than silently move to the next one (notes §4)
+        # a fixed port must fail loudly rather than silently move to the next one
         settings["max_retry_port_bind"] = 0
         settings["listen_system_port_fallback"] = False
     return settings
@@ -130,7 +130,7 @@ def _ranges(config: SessionConfig) -> tuple[tuple[str, str], ...]:
 def peer_class_rules(config: SessionConfig, wan_class: int) -> list[tuple[str, str, int]]:
     """Peer-class filter rules (first, last, class bitmask): the LAN is local and unlimited, the rest "wan".
 
-    These replace libtorrent's built-in private-range rules (notes §6), so 10/8 etc. outside the
+    These replace libtorrent's built-in private-range rules, so 10/8 etc. outside the
     store are WAN too.
     """
     rules = [(*_ALL_V4, 1 << wan_class), (*_ALL_V6, 1 << wan_class)]

@@ -10,10 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import blake3
 import pytest
 import trio
 
-from posswarm.lab import Lab, write_image
+from tools.lab import Lab, write_image
 
 NAME = "pos-image"
 
@@ -186,8 +187,6 @@ async def test_killed_at_random_points_a_device_never_exposes_a_partial_current(
 
 
 async def test_a_cache_finds_rot_on_its_own_disk_and_fetches_the_chunk_again(tmp_path):
-    from posswarm.chunks import file_blake3
-
     lab = Lab(tmp_path, devices=1)
     async with trio.open_nursery() as nursery:
         with trio.fail_after(60):
@@ -202,9 +201,9 @@ async def test_a_cache_finds_rot_on_its_own_disk_and_fetches_the_chunk_again(tmp
             byte = f.read(1)
             f.seek(1000)
             f.write(bytes([byte[0] ^ 0x40]))
-        assert file_blake3(rotten).hex() != rotten.name
+        assert blake3.blake3(rotten.read_bytes()).hexdigest() != rotten.name
         with trio.fail_after(60):
-            while not (rotten.exists() and file_blake3(rotten).hex() == rotten.name  # good again: fetched anew
+            while not (rotten.exists() and blake3.blake3(rotten.read_bytes()).hexdigest() == rotten.name  # fetched anew
                        and _release(lab.status_of(lab.cache) or {}, "1.0").get("state") == "seeding"):
                 await trio.sleep(0.2)  # polls the file and status.json
         await lab.start_node(nursery, lab.devices[0])

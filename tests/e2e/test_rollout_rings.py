@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from posswarm.lab import Lab, bin_path, write_image
+from tools.lab import Lab, bin_path, write_image
 
 NAME = "pos-image"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from posswarm.lab import Lab, change_image, write_image
+from tools.lab import Lab, change_image, write_image
 
 NAME = "pos-image"
 

@@ -6,11 +6,22 @@ import random
 import blake3
 import pytest
 
-from posswarm.chunks import CHUNK_MAX, CHUNK_MIN, ChunkStore, chunk_relpath, cut_file, file_blake3
+from posswarm.chunks import CHUNK_MAX, CHUNK_MIN, ChunkStore, chunk_relpath, cuts
 
 
 def random_bytes(n: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(n)
+
+
+def cut_list(path) -> list[tuple[int, int, bytes]]:
+    return [(c.offset, c.length, c.digest) for c in cuts(path)]
+
+
+def verified_file(tmp_path, body: bytes, name: str = "downloaded"):
+    """A file whose bytes were checked elsewhere (a finished torrent, a publish), and its digest."""
+    path = tmp_path / name
+    path.write_bytes(body)
+    return path, blake3.blake3(body).digest()
 
 
 @pytest.fixture(scope="module")
@@ -21,14 +32,15 @@ def data() -> bytes:
 def test_cuts_cover_the_file_and_name_chunks_by_blake3(tmp_path, data):
     path = tmp_path / "img"
     path.write_bytes(data)
-    cuts = list(cut_file(path))
-    assert len(cuts) > 3
+    found = list(cuts(path))
+    assert len(found) > 3
     offset = 0
-    for i, (off, length, digest) in enumerate(cuts):
-        assert off == offset
-        assert length <= CHUNK_MAX and (length >= CHUNK_MIN or i == len(cuts) - 1)
-        assert digest == blake3.blake3(data[off : off + length]).digest()
-        offset += length
+    for i, cut in enumerate(found):
+        assert cut.offset == offset
+        assert cut.length <= CHUNK_MAX and (cut.length >= CHUNK_MIN or i == len(found) - 1)
+        assert cut.digest == blake3.blake3(data[cut.offset : cut.offset + cut.length]).digest()
+        assert bytes(cut.data) == data[cut.offset : cut.offset + cut.length]
+        offset += cut.length
     assert offset == len(data)
 
 
@@ -36,23 +48,22 @@ def test_same_bytes_same_cuts(tmp_path, data):
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(data)
     b.write_bytes(data)
-    assert list(cut_file(a)) == list(cut_file(b))
+    assert cut_list(a) == cut_list(b)
 
 
 def test_inserting_at_the_front_keeps_most_chunks(tmp_path, data):
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(data)
     b.write_bytes(b"new header" * 777 + data)
-    before = {d for _, _, d in cut_file(a)}
-    after = [d for _, _, d in cut_file(b)]
+    before = {d for _, _, d in cut_list(a)}
+    after = [d for _, _, d in cut_list(b)]
     shared = sum(d in before for d in after)
     assert shared >= len(after) - 2, (shared, len(after))
 
 
 def test_empty_file_has_no_chunks(tmp_path):
     (tmp_path / "e").write_bytes(b"")
-    assert list(cut_file(tmp_path / "e")) == []
-    assert file_blake3(tmp_path / "e") == blake3.blake3(b"").digest()
+    assert cut_list(tmp_path / "e") == []
 
 
 def test_chunk_relpath():
@@ -60,27 +71,27 @@ def test_chunk_relpath():
     assert chunk_relpath(d) == "chunks/3f/3fa2" + "00" * 30
 
 
-def test_store_put_has_and_idempotence(tmp_path):
+def test_store_adopt_has_and_idempotence(tmp_path):
     store = ChunkStore(tmp_path / "store")
     body = b"chunk body"
-    d = blake3.blake3(body).digest()
+    src, d = verified_file(tmp_path, body)
     assert not store.has(d, len(body))
-    path = store.put_bytes(d, body)
+    path = store.adopt(src, d)
     assert path == tmp_path / "store" / chunk_relpath(d)
     assert path.read_bytes() == body and store.has(d, len(body)) and not store.has(d, len(body) + 1)
     inode = path.stat().st_ino
-    store.put_bytes(d, body)
-    assert path.stat().st_ino == inode  # not rewritten
+    other, _ = verified_file(tmp_path, body, name="again")
+    store.adopt(other, d)
+    assert path.stat().st_ino == inode  # not replaced
     assert list(store.digests()) == [d]
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp-")]
 
 
 def test_link_into_hard_links_and_reports_absence(tmp_path):
     store = ChunkStore(tmp_path / "store")
-    body = os.urandom(1000)
-    d = blake3.blake3(body).digest()
+    src, d = verified_file(tmp_path, os.urandom(1000))
     assert store.link_into(d, tmp_path / "release") is False
-    store.put_bytes(d, body)
+    store.adopt(src, d)
     assert store.link_into(d, tmp_path / "release") is True
     linked = tmp_path / "release" / chunk_relpath(d)
     assert linked.stat().st_ino == store.path(d).stat().st_ino
@@ -89,9 +100,8 @@ def test_link_into_hard_links_and_reports_absence(tmp_path):
 
 def test_link_into_replaces_a_wrong_file(tmp_path):
     store = ChunkStore(tmp_path / "store")
-    body = b"good"
-    d = blake3.blake3(body).digest()
-    store.put_bytes(d, body)
+    src, d = verified_file(tmp_path, b"good")
+    store.adopt(src, d)
     bad = tmp_path / "release" / chunk_relpath(d)
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"evil")
@@ -101,9 +111,7 @@ def test_link_into_replaces_a_wrong_file(tmp_path):
 
 def test_adopt_links_an_existing_file(tmp_path):
     store = ChunkStore(tmp_path / "store")
-    src = tmp_path / "downloaded"
-    src.write_bytes(b"verified elsewhere")
-    d = file_blake3(src)
+    src, d = verified_file(tmp_path, b"verified elsewhere")
     path = store.adopt(src, d)
     assert path.stat().st_ino == src.stat().st_ino
     assert store.has(d, src.stat().st_size)

@@ -75,3 +75,9 @@ def test_every_key_is_documented():
     doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
     missing = [key for key in config.KEYS if f"`{key}`" not in doc]
     assert not missing, f"docs/configuration.md lacks {missing}"
+
+
+def test_wan_caps_in_kbit_become_bytes_per_second():
+    assert config.kbps_to_bytes_per_s(0) == 0  # no cap stays no cap
+    assert config.kbps_to_bytes_per_s(8) == 1000
+    assert config.kbps_to_bytes_per_s(16_000) == 2_000_000  # a 16 Mbit/s store line

@@ -29,7 +29,7 @@ def _rot(root: Path) -> None:
 
 def _liar(root: Path, torrent: bytes, ip: str):
     """The adversary (not code under test): a plain libtorrent session seeding a good copy, which is then
-    corrupted on disk; libtorrent trusts its disk once checked and serves the rot (notes/libtorrent.md §9)."""
+    corrupted on disk; libtorrent trusts its disk once checked and serves the rot."""
     ses = lt.session(lt.session_params({
         "listen_interfaces": f"{ip}:0", "outgoing_interfaces": ip, "enable_dht": False, "enable_lsd": False,
         "enable_upnp": False, "enable_natpmp": False, "enable_outgoing_utp": False, "enable_incoming_utp": False,

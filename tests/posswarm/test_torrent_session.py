@@ -256,7 +256,7 @@ async def test_a_finished_release_restarts_from_resume_data_and_a_changed_size_f
                 await trio.sleep(0.05)  # written from the save_resume_data alert, right after the finish
         nursery.cancel_scope.cancel()
     chunk = sorted((root / "chunks").rglob("*/*"))[0]
-    with open(chunk, "r+b") as f:  # same size, other bytes: resume data cannot tell (notes §2)
+    with open(chunk, "r+b") as f:  # same size, other bytes: resume data cannot tell
         f.write(b"\xff" * 16)
     async with trio.open_nursery() as nursery:
         again = await start(nursery, "127.0.7.42")

@@ -12,7 +12,7 @@ import trio
 from posswarm import status
 from posswarm.errors import PosswarmError
 from posswarm.keys import generate_keypair
-from posswarm.lab import bin_path, run_process
+from tools.lab import bin_path, run_process
 from tools.netsim import netns
 from tools.netsim.topology import Node, Store, Topology
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 
 from posswarm import logs
-from posswarm.lab import change_image, write_image
+from tools.lab import change_image, write_image
 from tools.netsim.network import Network, emulated_network
 from tools.netsim.rates import Sample, steady_rate
 from tools.netsim.topology import PREFIX, plan

@@ -11,8 +11,8 @@ from starlette.applications import Starlette
 from starlette.staticfiles import StaticFiles
 
 from posswarm import http_service, logs
+from posswarm.endpoint import parse_endpoint
 from posswarm.service import run_until_signalled
-from seeder.server import parse_hostport
 
 log = logs.get("static")
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", required=True, help="HOST:PORT (port 0 = any free port)")
     args = p.parse_args(argv)
     logs.configure("info", component="static")
-    host, port = parse_hostport(args.listen, flag="--listen")
+    host, port = parse_endpoint(args.listen, what="--listen", any_port=True)
     # Starlette's FileResponse answers Range with 206, as nginx or an object store would
     app = Starlette()
     app.mount("/", StaticFiles(directory=args.directory))

@@ -167,7 +167,7 @@ def setup_commands(topo: Topology) -> list[list[str]]:
                 ["ip", "-n", r, "link", "set", node.router_port, "master", "br0", "up"],
                 ["ip", "-n", n, "addr", "add", f"{node.address}/{prefixlen}", "dev", "eth0"],
                 ["ip", "-n", n, "link", "set", "eth0", "up"],
-                # a default route: sockets without IP_MULTICAST_IF get ENETUNREACH otherwise (notes §3d)
+                # a default route: sockets without IP_MULTICAST_IF get ENETUNREACH otherwise
                 ["ip", "-n", n, "route", "add", "default", "via", s.gateway],
                 _shape(r, node.router_port, topo.lan_mbit),  # towards the node: its download
                 _shape(n, "eth0", topo.lan_mbit),  # from the node: its upload

@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from posswarm.errors import PosswarmError
-from posswarm.lab import Lab, write_image
+from tools.lab import Lab, write_image
 
 RELEASE = "pos-image"
 VERSION = "2026.11.0"
