@@ -17,7 +17,8 @@ from pathlib import Path
 
 import trio
 
-from posswarm import garbage, health, install, lifecycle, logs
+from posswarm import garbage, install, lifecycle, logs
+from posswarm.activation import activate_release
 from posswarm.catalog.client import FetchedRelease
 from posswarm.catalog.shelf import Shelf
 from posswarm.chunks import ChunkStore, chunk_relpath
@@ -206,7 +207,7 @@ class ReleaseKeeper:
 
     async def _scrub(self) -> None:
         """Re-read every chunk a node serves now and then: libtorrent trusts its disk once a piece passed
-        (notes/libtorrent.md §9), and a cache serving silently rotten data is banned by every device."""
+        (measured with libtorrent 2.1), and a cache serving silently rotten data is banned by every device."""
         while True:
             await trio.sleep(self.config.scrub_every_s)
             for key, carried in list(self.releases.items()):
@@ -254,33 +255,14 @@ class ReleaseKeeper:
 
     async def _install(self, carried: Carried, effect: lifecycle.Install) -> None:
         try:
-            problem = await trio.to_thread.run_sync(self._assemble_and_switch, carried.manifest, carried.directory)
+            m = carried.manifest
+            problem = await trio.to_thread.run_sync(activate_release, self.config, m, carried.directory,
+                                                    self.data.installed(m.name))
         except (PosswarmError, OSError) as exc:
             self._handle(carried.record.key, lifecycle.InstallFailed(effect.ticket, _explain(exc)))
         else:
             self._handle(carried.record.key, lifecycle.InstallDone(effect.ticket, problem))
         self.follow_installs()
-
-    def _assemble_and_switch(self, m: Manifest, directory: Path) -> str | None:
-        """Assemble, switch ``current``, run the hook and health check; on failure switch back. Returns the failure."""
-        root = self.data.installed(m.name)
-        path = install.assemble(m, directory, root)
-        old = install.activate(root, m.version)
-        log.info("release.activated", release=m.release_id, previous=old or "")
-        problem = None
-        for what, command in (("post-install hook", self.config.post_install), ("health check", self.config.health_check)):
-            if command and problem is None:
-                problem = health.check(command, name=m.name, version=m.version, path=path, kind=m.kind,
-                                       timeout_s=self.config.health_timeout_s, what=what)
-        if problem is None:
-            return None
-        if old is None:
-            install.hold(root, m.version)
-            log.error("release.unhealthy", release=m.release_id, reason=problem, rolled_back_to="")
-            return f"{problem}; nothing to roll back to"
-        install.rollback(root)
-        log.error("release.unhealthy", release=m.release_id, reason=problem, rolled_back_to=old)
-        return f"{problem}; rolled back to {old}"
 
     async def _refetch(self, carried: Carried, effect: lifecycle.Refetch) -> None:
         key, directory = carried.record.key, carried.directory

@@ -25,7 +25,9 @@ MAX_RINGS = 32
 # Prefixed to what is signed so a rollout signature can never pass for a manifest's, nor the reverse.
 SIGNING_CONTEXT = b"posswarm-rollout-v1\x00"
 
-_RING = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+#: A ring or group name, in rollout documents and in the seeder's rollouts.toml.
+RING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+RING_NAME_RULE = "1-64 of A-Z a-z 0-9 . _ + -"
 
 FETCH = "fetch"  # cache: fetch it over the WAN and offer it in the store
 INSTALL = "install"  # device: fetch it from the LAN and install it
@@ -176,8 +178,8 @@ def _patterns(value: list, what: str) -> tuple[str, ...]:
 
 
 def _ring(value: str, what: str) -> str:
-    if not _RING.fullmatch(value):
-        raise _bad(f"{what} {value[:64]!r} is not a ring name (1-64 of A-Z a-z 0-9 . _ + -)")
+    if not RING_NAME.fullmatch(value):
+        raise _bad(f"{what} {value[:64]!r} is not a ring name ({RING_NAME_RULE})")
     return value
 
 

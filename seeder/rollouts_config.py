@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from posswarm.errors import PosswarmError
-from posswarm.rollout import MAX_RINGS
+from posswarm.rollout import MAX_RINGS, RING_NAME, RING_NAME_RULE
 from posswarm.toml_file import load_toml
 
 CONFIG_NAME = "rollouts.toml"  # default place: RELEASES/rollouts.toml
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _KEYS = {"rings", "ring_stores", "groups"}
 
 
@@ -67,8 +65,8 @@ def parse(raw: dict, *, source: str) -> RolloutsConfig:
     if not isinstance(rings, list) or not 0 < len(rings) <= MAX_RINGS:
         raise bad(f"'rings' must be a list of 1-{MAX_RINGS} ring names in promotion order")
     for r in rings:
-        if not isinstance(r, str) or not _NAME.fullmatch(r):
-            raise bad(f"ring {r!r} is not a name (1-64 of A-Z a-z 0-9 . _ + -)")
+        if not isinstance(r, str) or not RING_NAME.fullmatch(r):
+            raise bad(f"ring {r!r} is not a name ({RING_NAME_RULE})")
     if len(set(rings)) != len(rings):
         raise bad("'rings' names a ring twice")
     ring_stores = _pattern_table(raw.get("ring_stores", {}), "ring_stores", bad)
@@ -89,8 +87,8 @@ def _pattern_table(table, key: str, bad) -> dict[str, tuple[str, ...]]:
         raise bad(f"'{key}' must be a table of name = [store ids or globs]")
     out = {}
     for name, patterns in table.items():
-        if not _NAME.fullmatch(name):
-            raise bad(f"{key}.{name}: {name!r} is not a name (1-64 of A-Z a-z 0-9 . _ + -)")
+        if not RING_NAME.fullmatch(name):
+            raise bad(f"{key}.{name}: {name!r} is not a name ({RING_NAME_RULE})")
         if (not isinstance(patterns, list) or not patterns
                 or not all(isinstance(p, str) and 0 < len(p) <= 256 for p in patterns)):
             raise bad(f"{key}.{name} must be a non-empty list of store ids or globs")

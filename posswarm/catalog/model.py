@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from posswarm.errors import PosswarmError
-from posswarm.manifest import Manifest, Targets
+from posswarm.manifest import Manifest, Targets, check_component
+from posswarm.release import MANIFEST_NAME, TORRENT_NAME
 
 MAX_RELEASES = 10_000
 # 10,000 entries of well under 1 KiB each; the body is refused past this before it is parsed.
 MAX_CATALOG_BYTES = 16 * 1024 * 1024
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -73,8 +72,8 @@ class Catalog:
                         "device_classes": list(e.targets.device_classes),
                         "ring": e.targets.ring,
                     },
-                    "manifest": f"{e.path}/manifest.msgpack",
-                    "torrent": f"{e.path}/release.torrent",
+                    "manifest": f"{e.path}/{MANIFEST_NAME}",
+                    "torrent": f"{e.path}/{TORRENT_NAME}",
                     "rollout_sequence": e.rollout_sequence,
                 }
                 for e in self.releases
@@ -122,11 +121,12 @@ def _text(value: object) -> str:
 
 
 def _component(value: object) -> str:
-    """A name or version: it becomes a URL path segment and a directory name."""
+    """A name or version: it becomes a URL path segment and a directory name (the manifest's one rule)."""
     text = _text(value)
-    if not _SAFE.match(text) or text in (".", ".."):
-        raise ValueError(f"unsafe release name or version {text!r:.40}")
-    return text
+    try:
+        return check_component(text, "release name or version")
+    except PosswarmError:
+        raise ValueError(f"unsafe release name or version {text!r:.40}") from None
 
 
 def _url(value: object) -> str:

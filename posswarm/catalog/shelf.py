@@ -7,10 +7,11 @@ from pathlib import Path
 
 from posswarm.catalog.model import Catalog, CatalogEntry
 from posswarm.manifest import Manifest
+from posswarm.release import MANIFEST_NAME, TORRENT_NAME
 from posswarm.rollout import Rollout
 
 #: The files of a release directory that the catalog serves; chunks too, as a BEP 19 web seed.
-SERVED_FILES = ("manifest.msgpack", "release.torrent")
+SERVED_FILES = (MANIFEST_NAME, TORRENT_NAME)
 _CHUNK = re.compile(r"^chunks/([0-9a-f]{2})/\1[0-9a-f]{62}$")
 
 

@@ -1,0 +1,38 @@
+"""Make a verified release what runs on a device: assemble it, switch ``current``, run the hook and health check,
+and switch back (or hold it) when they fail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from posswarm import health, install, logs
+from posswarm.config import NodeConfig
+from posswarm.manifest import Manifest
+
+log = logs.get("node")
+
+
+def activate_release(config: NodeConfig, manifest: Manifest, release_dir: Path, installed_root: Path) -> str | None:
+    """Install ``manifest``'s payload from ``release_dir``; None when it runs, else why it was rolled back.
+
+    Raises PosswarmError or OSError for a failure that may pass (a full disk, a chunk gone bad on disk):
+    nothing was switched then, and the life cycle retries.
+    """
+    m = manifest
+    path = install.assemble(m, release_dir, installed_root)
+    old = install.activate(installed_root, m.version)
+    log.info("release.activated", release=m.release_id, previous=old or "")
+    problem = None
+    for what, command in (("post-install hook", config.post_install), ("health check", config.health_check)):
+        if command and problem is None:
+            problem = health.check(command, name=m.name, version=m.version, path=path, kind=m.kind,
+                                   timeout_s=config.health_timeout_s, what=what)
+    if problem is None:
+        return None
+    if old is None:
+        install.hold(installed_root, m.version)
+        log.error("release.unhealthy", release=m.release_id, reason=problem, rolled_back_to="")
+        return f"{problem}; nothing to roll back to"
+    install.rollback(installed_root)
+    log.error("release.unhealthy", release=m.release_id, reason=problem, rolled_back_to=old)
+    return f"{problem}; rolled back to {old}"
