@@ -10,7 +10,7 @@ import blake3
 
 from posswarm.chunks import chunk_relpath
 from posswarm.errors import PosswarmError
-from posswarm.fsync import fsync_dir
+from posswarm.fsync import fsync_dir, replace_synced
 from posswarm.manifest import Manifest
 
 _STAGING_PREFIX = ".staging-"
@@ -106,10 +106,8 @@ def rollback(installed_root: Path) -> tuple[str, str]:
 
 def hold(installed_root: Path, version: str) -> None:
     held = held_versions(installed_root) | {version}
-    tmp = installed_root / ".held.tmp"
-    tmp.write_text("".join(f"{v}\n" for v in sorted(held)))
-    os.replace(tmp, installed_root / "held")
-    fsync_dir(installed_root)
+    installed_root.mkdir(parents=True, exist_ok=True)
+    replace_synced(installed_root / "held", "".join(f"{v}\n" for v in sorted(held)).encode())  # survives a power cut
 
 
 def held_versions(installed_root: Path) -> set[str]:

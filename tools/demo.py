@@ -78,11 +78,15 @@ async def _demo(root: Path, args, console: Console) -> dict:
         with Live(_progress_table(lab, published), console=console, refresh_per_second=4) as live:
             try:
                 with trio.fail_after(args.timeout):
-                    await lab.wait_installed(RELEASE, VERSION,
+                    await lab.wait_installed(RELEASE, VERSION, fail_on_exit=True,
                                              on_tick=lambda: live.update(_progress_table(lab, published)))
-            except (trio.TooSlowError, PosswarmError) as exc:
+            except trio.TooSlowError:
                 all_installed = False
-                console.print(f"[red]not every device installed the image: {exc or 'timed out'}[/]")
+                console.print(f"[red]not every device installed the image within {args.timeout} s: "
+                              f"{lab.describe(RELEASE, VERSION)} (logs in {lab.logs}; --keep keeps them)[/]")
+            except PosswarmError as exc:
+                all_installed = False
+                console.print(f"[red]not every device installed the image: {exc}[/]")
             live.update(_progress_table(lab, published))
         result = _result(lab, published, image.stat().st_size, all_installed)
         result["tracker"] = await _tracker_view(lab)

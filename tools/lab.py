@@ -66,6 +66,7 @@ class Lab:
         self.tracker_url: str | None = None
         self.seeder_url: str | None = None
         self.pids: dict[str, int] = {}
+        self.exited: dict[str, str] = {}  # name -> how a process that had started ended (a node that died)
         self.nodes: list[LabNode] = [self._node("cache", "cache", f"127.{self.net}.1.1")]
         for i in range(devices):
             self.nodes.append(self._node(f"till-{i + 1:02d}", "device", f"127.{self.net}.1.{10 + i}"))
@@ -91,7 +92,7 @@ class Lab:
             run_process, "tracker",
             [bin_path("posswarm-tracker"), "serve", "--listen", f"{self.central_ip}:0",
              "--interval", str(self.announce_interval_s), "--open"],
-            self.logs / "tracker.log", pids=self.pids,
+            self.logs / "tracker.log", pids=self.pids, exited=self.exited,
         ))
         self.seeder_url = await nursery.start(partial(
             run_process, "seeder",
@@ -99,15 +100,16 @@ class Lab:
              "--listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
              "--bt-listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
              "--tracker", f"{self.tracker_url}/announce"],
-            self.logs / "seeder.log", pids=self.pids,
+            self.logs / "seeder.log", pids=self.pids, exited=self.exited,
         ))
 
     async def start_node(self, nursery: trio.Nursery, node: LabNode, *, extra: dict | None = None) -> None:
         """Start (or restart) a node; ``extra`` adds config sections, e.g. {"install": {"health_check": ...}}."""
         self.write_config(node, extra=extra)
+        self.exited.pop(node.name, None)
         await nursery.start(partial(
             run_process, node.name, [bin_path("posswarm"), "node", "--config", str(node.config)],
-            self.logs / f"{node.name}.log", kind="node",
+            self.logs / f"{node.name}.log", kind="node", exited=self.exited,
         ))
 
     def write_config(self, node: LabNode, *, extra: dict | None = None) -> None:
@@ -162,15 +164,19 @@ class Lab:
         r = self.release_of(node, name, version)
         return r is not None and r["state"] in ("installed", "seeding")
 
-    async def wait_installed(self, name: str, version: str, *, on_tick=None) -> None:
+    async def wait_installed(self, name: str, version: str, *, on_tick=None, fail_on_exit: bool = False) -> None:
         """Until every node holds the release (devices installed, cache seeding); callers set the deadline.
 
         When the deadline cancels the wait, each node's last state goes to stderr (a failing test shows it).
+        With ``fail_on_exit`` a process of the lab that died meanwhile ends the wait with a PosswarmError.
         """
         try:
             while True:
                 if on_tick:
                     on_tick()
+                if fail_on_exit and self.exited:
+                    who, how = next(iter(self.exited.items()))
+                    raise PosswarmError(f"{who} {how}")
                 failed = [(n.name, r["error"]) for n in self.nodes
                           if (r := self.release_of(n, name, version)) and r["state"] == "failed"]
                 if failed:
@@ -216,8 +222,12 @@ def change_image(src: Path, dst: Path, *, percent: float, regions: int = 3, seed
 
 
 async def run_process(name: str, cmd: list[str], log_path: Path, *, kind: str | None = None,
-                      pids: dict[str, int] | None = None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+                      pids: dict[str, int] | None = None, exited: dict[str, str] | None = None,
+                      task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run ``cmd`` until cancelled, its stderr copied to ``log_path``; started(value) when its ready line shows.
+
+    A process that ends by itself after it was ready is written into ``exited`` (name -> code and its last
+    log lines), so whoever waits on the whole store can say which part died instead of timing out.
 
     On cancellation the process gets SIGTERM (our services stop cleanly on it) and SIGKILL 5 s later.
     No PR_SET_PDEATHSIG: it fires when the *thread* that forked exits, and trio forks in a worker thread
@@ -243,9 +253,11 @@ async def run_process(name: str, cmd: list[str], log_path: Path, *, kind: str | 
                         ready = True
                         task_status.started(found.group(1).decode())
         code = await proc.wait()
+        tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-3:])
         if not ready:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-            raise PosswarmError(f"{name} exited with code {code} before it was ready: {' | '.join(tail)}")
+            raise PosswarmError(f"{name} exited with code {code} before it was ready: {tail}")
+        if exited is not None:
+            exited[name] = f"exited with code {code} after it started: {tail}"
     finally:
         with trio.CancelScope(shield=True):
             if proc.returncode is None:
