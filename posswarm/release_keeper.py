@@ -97,16 +97,18 @@ class ReleaseKeeper:
         return Installed(install.current_version(root), install.previous_version(root),
                          frozenset(install.held_versions(root)))
 
-    def _handle(self, key: str, event: Event) -> tuple[Effect, ...]:
-        carried = self.releases[key]
+    def _handle(self, key: str, event: Event, *, carry_out: bool = True) -> tuple[Effect, ...]:
+        """Step the life cycle; its effects run in a task of their own (``carry_out``) or the caller awaits them."""
+        carried = self.releases.get(key)
+        if carried is None:
+            return ()  # collected meanwhile: news about it is news too late
         before = carried.record
         after, effects = lifecycle.step(before, event, self.facts(before), time.time())
         carried.record = after
         if after.state is not before.state:
             _log_transition(before, after, event)
-        carried_out = tuple(e for e in effects if not isinstance(e, lifecycle.FetchManifest))
-        if carried_out:
-            self._nursery.start_soon(self._carry_out, key, carried_out)
+        if carry_out and any(not isinstance(e, lifecycle.FetchManifest) for e in effects):
+            self._nursery.start_soon(self._carry_out, key, effects)
         return effects
 
     async def _carry_out(self, key: str, effects: tuple[Effect, ...]) -> None:
@@ -114,7 +116,8 @@ class ReleaseKeeper:
             carried = self.releases.get(key)
             if carried is None:
                 return  # collected meanwhile
-            await self._EFFECTS[type(effect)](self, carried, effect)
+            if not isinstance(effect, lifecycle.FetchManifest):  # the catalog follower's to carry out
+                await self._EFFECTS[type(effect)](self, carried, effect)
 
     # ---- what the node's catalog follower reports ------------------------------------------------------
 
@@ -193,7 +196,8 @@ class ReleaseKeeper:
                 (directory / RESUME_FILE).unlink(missing_ok=True)
             key = f"{manifest.name}@{manifest.version}"
             self.releases[key] = Carried(lifecycle.listed(manifest.name, manifest.version, time.time()), directory)
-            self._handle(key, lifecycle.Resumed(manifest))
+            # in the session before the first catalog poll, which hands it the catalog's seeds again
+            await self._carry_out(key, self._handle(key, lifecycle.Resumed(manifest), carry_out=False))
             log.info("release.resumed", release=manifest.release_id, state=self.releases[key].record.state.value)
 
     async def _torrent_events(self, events) -> None:
