@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import msgpack
 import tomli_w
 import trio
 
 from posswarm.errors import PosswarmError
 from posswarm.keys import generate_keypair
 from posswarm.lab import bin_path
-from posswarm.sales.model import Sale
+from posswarm.sales import stored
 
 GOSSIP_PORT = 7946
 SECRET = "bench-store-secret-" + "0123456789abcdef"
@@ -211,7 +210,7 @@ def outbox_sales(rig: Rig) -> dict[tuple, int]:
     found = {}
     for name in rig.device_names:
         for (body,) in _read(rig.data_dir(name) / "outbox.sqlite", "SELECT body FROM sale"):
-            sale = Sale.from_wire(msgpack.unpackb(body))
+            sale = stored.unpack(body)
             found[sale.key] = sale.total_cents
     return found
 

@@ -80,7 +80,15 @@ class Sale:
         """Rebuild from :meth:`to_wire` output; anything malformed raises :class:`InvalidSale`."""
         if not isinstance(wire, (list, tuple)) or len(wire) != 7:
             raise InvalidSale("sale: wire form is not a 7-item list (sender on a different posswarm version?)")
-        device_id, incarnation, seq, created_ms, lines, total_cents, tenders = wire
+        return cls.from_fields(*wire)
+
+    @classmethod
+    def from_fields(cls, device_id, incarnation, seq, created_ms, lines, total_cents, tenders) -> Sale:
+        """Build from plain values, ``lines`` as ``[[sku, qty, unit_cents]]`` and ``tenders`` as ``[[kind, cents]]``.
+
+        Both the wire form and the stored form (:mod:`posswarm.sales.stored`) end here, so a sale
+        read from either is checked by the same rules.
+        """
         who = f"sale {device_id!r:.70}/{seq!r:.20}"
         return cls(
             device_id, incarnation, seq, created_ms, parse_lines(lines, who), total_cents, parse_tenders(tenders, who)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 
-import msgpack
-
 from posswarm.errors import PosswarmError
-from posswarm.sales.durable import open_db, transaction
+from posswarm.sales import marks, stored
 from posswarm.sales.model import Sale, parse_lines, parse_tenders
+from posswarm.sqlite_file import open_db, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identity (
@@ -38,14 +37,6 @@ CREATE TABLE IF NOT EXISTS replica_acked (
     PRIMARY KEY (device_id, incarnation)
 ) WITHOUT ROWID;
 """
-
-
-def _pack(sale: Sale) -> bytes:
-    return msgpack.packb(sale.to_wire())
-
-
-def _unpack(body: bytes) -> Sale:
-    return Sale.from_wire(msgpack.unpackb(body))
 
 
 class Outbox:
@@ -92,30 +83,20 @@ class Outbox:
                 total_cents=sum(line.cents for line in parsed_lines),
                 tenders=parsed_tenders,
             )
-            self._db.execute("INSERT INTO sale (seq, body) VALUES (?, ?)", (seq, _pack(sale)))
+            self._db.execute("INSERT INTO sale (seq, body) VALUES (?, ?)", (seq, stored.pack(sale)))
         return sale
 
     def last(self) -> Sale | None:
         """The newest committed sale: reprint it after a crash, never charge again."""
         row = self._db.execute("SELECT body FROM sale ORDER BY seq DESC LIMIT 1").fetchone()
-        return _unpack(row[0]) if row else None
+        return stored.unpack(row[0]) if row else None
 
     def unacked(self, limit: int = 64, *, after: int = 0) -> list[Sale]:
         """Oldest un-acked sales with seq > ``after`` first (the cache's hwm only moves over a contiguous run)."""
         rows = self._db.execute(
             "SELECT body FROM sale WHERE acked = 0 AND seq > ? ORDER BY seq LIMIT ?", (after, limit)
         )
-        return [_unpack(body) for (body,) in rows]
-
-    def ack(self, incarnation: str, hwm: int) -> int:
-        """The cache stored every sale up to ``hwm``; return how many became acked.
-
-        An ack for another incarnation (this till before it was re-imaged) is ignored.
-        """
-        if incarnation != self.incarnation:
-            return 0
-        with transaction(self._db, self._what) as db:
-            return db.execute("UPDATE sale SET acked = 1 WHERE seq <= ? AND acked = 0", (hwm,)).rowcount
+        return [stored.unpack(body) for (body,) in rows]
 
     def hold_replica(self, sales: Iterable[Sale]) -> int:
         """Keep copies of other devices' sales until the cache acks them; return how many are new."""
@@ -124,56 +105,49 @@ class Outbox:
             for sale in sales:
                 if sale.device_id == self.device_id and sale.incarnation == self.incarnation:
                     continue
-                row = db.execute(
-                    "SELECT hwm FROM replica_acked WHERE device_id = ? AND incarnation = ?",
-                    (sale.device_id, sale.incarnation),
-                ).fetchone()
-                if row and sale.seq <= row[0]:
-                    continue
+                if marks.covers(self._replica_mark(db, sale.device_id, sale.incarnation), sale.seq):
+                    continue  # a late gossip copy of a sale the cache already has
                 held += db.execute(
                     "INSERT OR IGNORE INTO replica VALUES (?, ?, ?, ?)",
-                    (sale.device_id, sale.incarnation, sale.seq, _pack(sale)),
+                    (sale.device_id, sale.incarnation, sale.seq, stored.pack(sale)),
                 ).rowcount
         return held
+
+    @staticmethod
+    def _replica_mark(db, device_id: str, incarnation: str) -> int | None:
+        row = db.execute(
+            "SELECT hwm FROM replica_acked WHERE device_id = ? AND incarnation = ?", (device_id, incarnation)
+        ).fetchone()
+        return row[0] if row else None
 
     def replicas_unacked(self, limit: int = 64) -> list[Sale]:
         """Held copies of other devices' sales, oldest seq first per device."""
         rows = self._db.execute(
             "SELECT body FROM replica ORDER BY device_id, incarnation, seq LIMIT ?", (limit,)
         )
-        return [_unpack(body) for (body,) in rows]
-
-    def drop_replicas(self, device_id: str, incarnation: str, hwm: int) -> int:
-        """The cache acked ``device_id`` up to ``hwm``: forget our copies; return how many went."""
-        with transaction(self._db, self._what) as db:
-            db.execute(
-                "INSERT INTO replica_acked VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET hwm = MAX(hwm, excluded.hwm)",
-                (device_id, incarnation, hwm),
-            )
-            return db.execute(
-                "DELETE FROM replica WHERE device_id = ? AND incarnation = ? AND seq <= ?",
-                (device_id, incarnation, hwm),
-            ).rowcount
+        return [stored.unpack(body) for (body,) in rows]
 
     def settle(self, hwms: Mapping[tuple[str, str], int]) -> tuple[int, int]:
-        """Apply a cache digest in one transaction; return (own sales newly acked, carried copies dropped)."""
+        """Apply a cache digest (or one ack) in one transaction; return (own sales newly acked, carried copies dropped).
+
+        A mark says every seq up to it is stored, hence the ``seq <= mark`` ranges below.
+        A mark for another incarnation of this till (before it was re-imaged) is ignored.
+        """
         with transaction(self._db, self._what) as db:
             own = dropped = 0
             mine = hwms.get((self.device_id, self.incarnation))
             if mine:
                 own = db.execute("UPDATE sale SET acked = 1 WHERE seq <= ? AND acked = 0", (mine,)).rowcount
             for device, incarnation in db.execute("SELECT DISTINCT device_id, incarnation FROM replica").fetchall():
-                hwm = hwms.get((device, incarnation))
-                if hwm:
-                    db.execute(
-                        "INSERT INTO replica_acked VALUES (?, ?, ?)"
-                        " ON CONFLICT DO UPDATE SET hwm = MAX(hwm, excluded.hwm)",
-                        (device, incarnation, hwm),
-                    )
-                    dropped += db.execute(
-                        "DELETE FROM replica WHERE device_id = ? AND incarnation = ? AND seq <= ?",
-                        (device, incarnation, hwm),
-                    ).rowcount
+                offered = hwms.get((device, incarnation))
+                if not offered:
+                    continue
+                mark = marks.later(self._replica_mark(db, device, incarnation), offered)
+                db.execute("INSERT OR REPLACE INTO replica_acked VALUES (?, ?, ?)", (device, incarnation, mark))
+                dropped += db.execute(
+                    "DELETE FROM replica WHERE device_id = ? AND incarnation = ? AND seq <= ?",
+                    (device, incarnation, mark),
+                ).rowcount
             return own, dropped
 
     def counts(self) -> dict[str, int]:

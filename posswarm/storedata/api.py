@@ -10,9 +10,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from posswarm.errors import PosswarmError
-from posswarm.sales.durable import StoreFileError
 from posswarm.sales.model import Sale
 from posswarm.sku.entry import SkuEntry
+from posswarm.sqlite_file import StoreFileError
 
 MAX_BODY = 1 << 20
 

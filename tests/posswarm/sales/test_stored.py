@@ -1,0 +1,36 @@
+"""The stored form of a sale: its own format number, every known format reads, unknown ones are refused clearly."""
+
+import msgpack
+import pytest
+
+from posswarm.sales import stored
+from posswarm.sales.model import InvalidSale, Line, Sale, Tender
+
+SALE = Sale("till-1", "ab" * 16, 7, 1_700_000_000_000, (Line("SKU1", 2, 150), Line("SKU2", -1, 99)), 201,
+            (Tender("card", 201),))  # fmt: skip
+FIELDS = ["till-1", "ab" * 16, 7, 1_700_000_000_000, [["SKU1", 2, 150], ["SKU2", -1, 99]], 201, [["card", 201]]]
+
+
+def test_new_rows_carry_the_format_number_and_read_back():
+    body = stored.pack(SALE)
+    assert msgpack.unpackb(body) == [stored.FORMAT, *FIELDS]
+    assert stored.unpack(body) == SALE
+
+
+def test_format_0_rows_written_before_numbering_still_read():
+    assert stored.unpack(msgpack.packb(FIELDS)) == SALE
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (msgpack.packb([stored.FORMAT + 1, *FIELDS, "new"]), "row format 2 is not one this posswarm reads"),
+        (b"\xc1not msgpack", "not msgpack"),
+        (msgpack.packb({"device_id": "till-1"}), "not a list"),
+        (msgpack.packb([stored.FORMAT, *FIELDS[:-1]]), "row has 6 fields"),
+        (msgpack.packb([stored.FORMAT, *FIELDS[:5], 999, FIELDS[6]]), "not the sum of its lines"),
+    ],
+)
+def test_a_row_this_code_cannot_read_is_a_one_line_error(body, message):
+    with pytest.raises(InvalidSale, match=message):
+        stored.unpack(body)
