@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -13,6 +14,7 @@ from posswarm.errors import PosswarmError
 from posswarm.sales.model import Sale
 from posswarm.sku.entry import SkuEntry
 from posswarm.sqlite_file import StoreFileError
+from posswarm.storedata.local_only import LocalOnly
 
 MAX_BODY = 1 << 20
 
@@ -87,7 +89,7 @@ def local_app(data) -> Starlette:
     async def status(request: Request) -> Response:
         return JSONResponse(await data.status())
 
-    return Starlette(routes=[
+    return Starlette(middleware=[Middleware(LocalOnly)], routes=[
         Route("/sales", record, methods=["POST"]),
         Route("/sales/last", last),
         Route("/sales/days", day_totals),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from tools.bench_sales import run_scenario
+from tools.bench_sales import run_flood, run_scenario
 
 
 async def test_every_committed_sale_reaches_central_exactly_once(tmp_path):
@@ -22,3 +22,17 @@ async def test_every_committed_sale_reaches_central_exactly_once(tmp_path):
     assert result["at_central"] == result["in_outboxes"] == result["at_cache"], why
     assert result["central_cents"] == result["outbox_cents"], why
     assert result["committed_cents"] <= result["central_cents"], why
+
+
+async def test_a_flood_of_gossip_connections_does_not_stop_a_till_selling(tmp_path):
+    # 1,100 idle connections against a till whose process has the usual 1,024 descriptors.
+    result = await run_flood(tmp_path, connections=1100, sources=150, sales=150, rate=20, fd_limit=1024)
+    print("flood result:", result)
+    why = str(result)
+    assert result["till_alive"], why
+    assert result["failed"] == 0 and result["calm_status"] == {201: 150} and result["flood_status"] == {201: 150}, why
+    assert result["committed"] == result["in_outbox"] == result["at_cache"] == 300, why
+    refused = result["till_gossip_refused"] or {}
+    assert refused.get("total", 0) + refused.get("per_address", 0) > 0, why
+    assert result["till_max_held"] <= 256, why
+    assert result["flood_p99_ms"] < 1000, why  # a sale still answers well inside a second

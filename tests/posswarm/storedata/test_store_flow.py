@@ -179,7 +179,8 @@ async def test_local_api_commits_before_answering(nursery, tmp_path):
         other.close()
         bad = await client.post("/sales", json={"lines": [{"sku": "SKU1", "qty": 0, "unit_cents": 50}]})
         assert bad.status_code == 400 and "quantity" in bad.json()["error"]
-        assert (await client.post("/sales", content=b"{nope")).status_code == 400
+        bad_json = await client.post("/sales", content=b"{nope", headers={"content-type": "application/json"})
+        assert bad_json.status_code == 400 and "not JSON" in bad_json.json()["error"]
         assert (await client.get("/sales/last")).json()["seq"] == 1
         assert (await client.get("/sku/NOPE")).status_code == 404
 
