@@ -163,16 +163,12 @@ def open_sales(url: str) -> SalesStore:
 
 def sale_record(store: str, sale: Sale) -> dict:
     """The export form of one sale (one JSON line)."""
-    return {
-        "store": store, "device_id": sale.device_id, "incarnation": sale.incarnation, "seq": sale.seq,
-        "created_ms": sale.created_ms, "total_cents": sale.total_cents,
-        "lines": [{"sku": line.sku, "qty": line.qty, "unit_cents": line.unit_cents} for line in sale.lines],
-        "tenders": [{"kind": tender.kind, "cents": tender.cents} for tender in sale.tenders],
-    }
+    return {"store": store, **sale.to_json()}
 
 
+# txn last: a column added at the end keeps every earlier column where readers expect it.
 CSV_HEADER = ["store", "device_id", "incarnation", "seq", "created_ms", "sale_total_cents",
-              "line", "sku", "qty", "unit_cents", "line_cents"]
+              "line", "sku", "qty", "unit_cents", "line_cents", "txn"]
 
 
 def export(store: SalesStore, out: IO[str], fmt: str) -> int:
@@ -188,7 +184,7 @@ def export(store: SalesStore, out: IO[str], fmt: str) -> int:
         for shop, sale in store.rows():
             for number, line in enumerate(sale.lines, 1):
                 writer.writerow([shop, sale.device_id, sale.incarnation, sale.seq, sale.created_ms, sale.total_cents,
-                                 number, line.sku, line.qty, line.unit_cents, line.cents])
+                                 number, line.sku, line.qty, line.unit_cents, line.cents, sale.txn or ""])
             count += 1
     else:
         raise PosswarmError(f"sales export: unknown format {fmt!r}; use jsonl or csv")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 from posswarm.errors import PosswarmError
 from posswarm.sales import marks, stored
@@ -21,6 +22,11 @@ CREATE TABLE IF NOT EXISTS sale (
     acked INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sale_unacked ON sale(seq) WHERE acked = 0;
+-- The POS's transaction ids (Idempotency-Key), committed with their sale: a retry finds its sale.
+CREATE TABLE IF NOT EXISTS txn (
+    txn TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID;
 -- Other devices' sales we carry for them until the cache has them (store-and-forward).
 CREATE TABLE IF NOT EXISTS replica (
     device_id TEXT NOT NULL,
@@ -37,6 +43,17 @@ CREATE TABLE IF NOT EXISTS replica_acked (
     PRIMARY KEY (device_id, incarnation)
 ) WITHOUT ROWID;
 """
+
+
+class Recorded(NamedTuple):
+    """What :meth:`Outbox.record` did: the sale, and whether it was an earlier one under the same txn id."""
+
+    sale: Sale
+    repeat: bool
+
+
+class TxnConflict(PosswarmError):
+    """A transaction id already recorded with a different basket or payment."""
 
 
 class Outbox:
@@ -68,11 +85,29 @@ class Outbox:
     def close(self) -> None:
         self._db.close()
 
-    def record(self, lines: Sequence[tuple[str, int, int]], tenders: Sequence[tuple[str, int]], now_ms: int) -> Sale:
-        """Commit a new sale and return it; only after this returns may the receipt print."""
+    def record(self, lines: Sequence[tuple[str, int, int]], tenders: Sequence[tuple[str, int]], now_ms: int,
+               txn: str | None = None) -> Recorded:
+        """Commit a new sale and return it (``repeat`` False); only after this returns may the receipt print.
+
+        With the POS's transaction id ``txn``, a sale already recorded under it is returned instead
+        (``repeat`` True) if its lines and tenders are the same, and :class:`TxnConflict` is
+        raised if they differ: a retry after a crash or a lost answer never charges twice.
+        """
         parsed_lines = parse_lines(lines)
         parsed_tenders = parse_tenders(tenders)
         with transaction(self._db, self._what):
+            if txn is not None:
+                row = self._db.execute(
+                    "SELECT sale.body FROM txn JOIN sale USING (seq) WHERE txn.txn = ?", (txn,)
+                ).fetchone()
+                if row is not None:
+                    original = stored.unpack(row[0])
+                    if (original.lines, original.tenders) != (parsed_lines, parsed_tenders):
+                        raise TxnConflict(
+                            f"sale txn {txn!r}: already recorded as sale {original.seq} with other lines or"
+                            " tenders; a new sale needs a new transaction id"
+                        )
+                    return Recorded(original, True)
             (seq,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM sale").fetchone()
             sale = Sale(
                 device_id=self.device_id,
@@ -82,9 +117,12 @@ class Outbox:
                 lines=parsed_lines,
                 total_cents=sum(line.cents for line in parsed_lines),
                 tenders=parsed_tenders,
+                txn=txn,
             )
             self._db.execute("INSERT INTO sale (seq, body) VALUES (?, ?)", (seq, stored.pack(sale)))
-        return sale
+            if txn is not None:
+                self._db.execute("INSERT INTO txn VALUES (?, ?)", (txn, seq))
+        return Recorded(sale, False)
 
     def last(self) -> Sale | None:
         """The newest committed sale: reprint it after a crash, never charge again."""

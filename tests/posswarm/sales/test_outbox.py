@@ -7,11 +7,11 @@ import pytest
 
 from posswarm.errors import PosswarmError
 from posswarm.sales.model import InvalidSale, Line, Sale, Tender
-from posswarm.sales.outbox import Outbox
+from posswarm.sales.outbox import Outbox, TxnConflict
 
 
 def _sell(outbox, n, now_ms=1_700_000_000_000):
-    return [outbox.record([("SKU1", 1, 100 + i)], [("cash", 100 + i)], now_ms + i) for i in range(n)]
+    return [outbox.record([("SKU1", 1, 100 + i)], [("cash", 100 + i)], now_ms + i).sale for i in range(n)]
 
 
 def test_seqs_are_contiguous_and_survive_reopen(tmp_path):
@@ -117,3 +117,27 @@ def _legacy_row(sale):
     return [sale.device_id, sale.incarnation, sale.seq, sale.created_ms,
             [[line.sku, line.qty, line.unit_cents] for line in sale.lines], sale.total_cents,
             [[tender.kind, tender.cents] for tender in sale.tenders]]  # fmt: skip
+
+
+def test_a_txn_id_records_the_sale_once_across_retries_and_reopen(tmp_path):
+    path = str(tmp_path / "outbox.db")
+    outbox = Outbox(path, "till-1")
+    first = outbox.record([("SKU1", 2, 150)], [("card", 300)], 1_000, txn="POS7-000123")
+    assert first.repeat is False and first.sale.txn == "POS7-000123" and first.sale.seq == 1
+    again = outbox.record([("SKU1", 2, 150)], [("card", 300)], 2_000, txn="POS7-000123")
+    assert again == (first.sale, True)  # the original, its time included, not a second sale
+    outbox.close()
+    outbox = Outbox(path, "till-1")  # a crash or restart keeps the promise: it is in the same file
+    assert outbox.record([("SKU1", 2, 150)], [("card", 300)], 3_000, txn="POS7-000123") == (first.sale, True)
+    with pytest.raises(TxnConflict, match="'POS7-000123': already recorded as sale 1 with other lines or tenders"):
+        outbox.record([("SKU1", 3, 150)], [("card", 450)], 4_000, txn="POS7-000123")
+    assert outbox.record([("SKU1", 2, 150)], [("card", 300)], 5_000).sale.seq == 2  # no key: a new sale
+    assert outbox.record([("SKU1", 2, 150)], [("card", 300)], 6_000, txn="POS7-000124").sale.seq == 3
+    assert outbox.counts()["committed"] == 3
+
+
+def test_a_bad_txn_id_commits_nothing():
+    outbox = Outbox(":memory:", "till-1")
+    with pytest.raises(InvalidSale, match="transaction id"):
+        outbox.record([("SKU1", 1, 100)], [("cash", 100)], 0, txn="has a space")
+    assert outbox.last() is None

@@ -120,7 +120,7 @@ async def test_catalog_out_sales_back_exactly_once(nursery, tmp_path):
     recorded = []
     for n in range(20):
         till = tills[n % 2]
-        recorded.append(await till.record([("SKU0001", 2, 101), ("SKU0007", 1, 999)], [("card", 1201)]))
+        recorded.append((await till.record([("SKU0001", 2, 101), ("SKU0007", 1, 999)], [("card", 1201)])).sale)
 
     await _until(lambda: central.sales.totals() == (20, 20 * 1201))
     # Nothing left un-acked on the tills, and the cache's aggregates match.
@@ -147,7 +147,7 @@ async def test_a_tills_sale_survives_its_disk_dying_before_the_cache_saw_it(nurs
     till2, _ = await _start_device(nursery, tmp_path, "till-2", None)
     till1.channel.add_peer("till-2", "127.0.0.1", till2.channel.port, "device")
     till2.channel.add_peer("till-1", "127.0.0.1", till1.channel.port, "device")
-    sale = await till1.record([("SKU1", 1, 250)], [("cash", 250)])
+    sale = (await till1.record([("SKU1", 1, 250)], [("cash", 250)])).sale
     async def carried(n):
         return (await _counts(till2))["carried"] == n
 
