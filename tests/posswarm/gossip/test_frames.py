@@ -10,6 +10,7 @@ from posswarm.gossip import frames
 from posswarm.gossip.frames import FrameRejected, Reason
 from posswarm.gossip.messages import (
     Heartbeat,
+    Hello,
     SalesAck,
     SalesDigest,
     SalesPush,
@@ -28,6 +29,7 @@ SALE = Sale("till-1", "ab" * 16, 7, 1_700_000_000_000, (Line("SKU1", 2, 150), Li
 
 MESSAGES = [
     Heartbeat("till-1", "device", 1_700_000_000_000, 7946),
+    Hello("till-1", "device", 7946),
     SalesPush((SALE, SALE)),
     SalesAck("till-1", "ab" * 16, 41),
     SalesDigest({("till-1", "ab" * 16): 41, ("till-2", "cd" * 16): 0}),

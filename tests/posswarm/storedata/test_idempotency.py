@@ -68,3 +68,19 @@ async def test_the_shell_command_passes_the_txn(nursery, tmp_path, capsys):
     assert '"repeat": true' in out and '"seq": 1' in out and '"txn": "POS7-9"' in out
     assert await trio.to_thread.run_sync(cli.main, [*argv[:-1], "no spaces please"]) == 1
     assert "--txn" in capsys.readouterr().err
+
+
+async def test_concurrent_retries_with_one_key_record_one_sale(nursery, tmp_path):
+    url, _ = await _till(nursery, tmp_path)
+    answers: list[httpx.Response] = []
+    async with httpx.AsyncClient(base_url=url) as client:
+
+        async def post() -> None:
+            answers.append(await client.post("/sales", json=BASKET, headers={"Idempotency-Key": "POS7-55"}))
+
+        async with trio.open_nursery() as posts:  # a POS that retries before the first answer came back
+            for _ in range(6):
+                posts.start_soon(post)
+        assert sorted(a.status_code for a in answers) == [200] * 5 + [201]
+        assert {a.json()["seq"] for a in answers} == {1}
+        assert (await client.get("/storedata")).json()["sales"]["committed"] == 1
