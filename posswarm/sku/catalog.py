@@ -169,10 +169,6 @@ class SkuReplica:
             digests[bucket] = digest
         return digests
 
-    def root_digest(self) -> bytes:
-        """One hash of the whole replica: equal roots mean no anti-entropy round is needed."""
-        return blake3.blake3(b"".join(self.bucket_digests())).digest(16)
-
     def entries_in(self, buckets: Iterable[int]) -> list[SkuEntry]:
         """Every entry (tombstones too) in ``buckets``: what a peer with other digests needs."""
         found: list[SkuEntry] = []

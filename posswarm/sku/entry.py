@@ -1,4 +1,4 @@
-"""One SKU catalog entry, its wire form, and the last-writer-wins rule that merges two of them."""
+"""One SKU catalog entry, its wire form, and the last-writer-wins rule that decides between two of them."""
 
 from __future__ import annotations
 
@@ -95,8 +95,3 @@ def wins(theirs: Version, mine: Version | None) -> bool:
     two entries arrive in never changes which one is kept (commutative).
     """
     return mine is None or theirs > mine
-
-
-def merge(mine: SkuEntry | None, theirs: SkuEntry) -> SkuEntry:
-    """The entry a replica keeps of the two."""
-    return theirs if wins(theirs.version, None if mine is None else mine.version) else mine

@@ -238,16 +238,16 @@ async def test_a_till_that_was_off_catches_up_by_anti_entropy(nursery, tmp_path)
     till, scope = await _start_device(nursery, tmp_path, "till-1", cache.channel.port)
 
     async def till_root_is(expected):
-        return await till._sku_db.run(till.replica.root_digest) == expected
+        return await till._sku_db.run(till.replica.bucket_digests) == expected
 
     async def cache_root_is_central():
-        return await cache._sku_db.run(cache.replica.root_digest) == central.catalog.replica.root_digest()
+        return await cache._sku_db.run(cache.replica.bucket_digests) == central.catalog.replica.bucket_digests()
 
-    await _until(lambda: till_root_is(central.catalog.replica.root_digest()))
+    await _until(lambda: till_root_is(central.catalog.replica.bucket_digests()))
     scope.cancel()  # the till is switched off for the night ...
     changed = [(c, b, n, p * 2, t) for c, b, n, p, t in rows[:300]]  # 300 repriced, 200 gone
     central.catalog.import_rows(sku.read_csv(_csv(tmp_path / "b.csv", changed)), replace=True)
     await _until(cache_root_is_central)
     till, _ = await _start_device(nursery, tmp_path, "till-1", cache.channel.port)  # ... and back, same files
-    await _until(lambda: till_root_is(central.catalog.replica.root_digest()))
+    await _until(lambda: till_root_is(central.catalog.replica.bucket_digests()))
     assert (await till.lookup("SKU0299")).price_cents == 2 * 399 and await till.lookup("SKU0300") is None
