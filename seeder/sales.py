@@ -22,8 +22,9 @@ from starlette.routing import Route
 
 from posswarm import logs
 from posswarm.errors import PosswarmError
-from posswarm.sales.durable import open_db, transaction
+from posswarm.sales import stored
 from posswarm.sales.model import InvalidSale, Sale
+from posswarm.sqlite_file import open_db, transaction
 from posswarm.wallclock import now_ms
 
 log = logs.get("seeder.sales")
@@ -77,19 +78,19 @@ class SqliteSales:
     def ingest(self, store: str, sales: Iterable[Sale]) -> tuple[int, int]:
         """Store ``sales`` from ``store``; return (newly stored, duplicates ignored)."""
         now = now_ms()
-        stored = seen = 0
+        added = seen = 0
         with transaction(self._db, f"central sales {self.path}") as db:
             for sale in sales:
                 seen += 1
-                stored += db.execute(
+                added += db.execute(
                     f"INSERT OR IGNORE INTO sale ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (store, *sale.key, sale.created_ms, sale.total_cents, now, msgpack.packb(sale.to_wire())),
+                    (store, *sale.key, sale.created_ms, sale.total_cents, now, stored.pack(sale)),
                 ).rowcount
-        return stored, seen - stored
+        return added, seen - added
 
     def rows(self) -> Iterator[tuple[str, Sale]]:
         for store, body in self._db.execute("SELECT store, body FROM sale ORDER BY store, device_id, incarnation, seq"):
-            yield store, Sale.from_wire(msgpack.unpackb(body))
+            yield store, stored.unpack(body)
 
     def totals(self) -> tuple[int, int]:
         return tuple(self._db.execute("SELECT COUNT(*), COALESCE(SUM(total_cents), 0) FROM sale").fetchone())
@@ -116,25 +117,25 @@ class PostgresSales:
 
     def ingest(self, store: str, sales: Iterable[Sale]) -> tuple[int, int]:
         now = now_ms()
-        stored = seen = 0
+        added = seen = 0
         try:
             with self._db.transaction(), self._db.cursor() as cur:
                 for sale in sales:
                     seen += 1
                     cur.execute(
                         f"INSERT INTO sale ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        (store, *sale.key, sale.created_ms, sale.total_cents, now, msgpack.packb(sale.to_wire())),
+                        (store, *sale.key, sale.created_ms, sale.total_cents, now, stored.pack(sale)),
                     )
-                    stored += cur.rowcount
+                    added += cur.rowcount
         except self._psycopg.Error as exc:
             raise PosswarmError(f"central sales (postgresql): write failed ({exc}); the cache will retry") from None
-        return stored, seen - stored
+        return added, seen - added
 
     def rows(self) -> Iterator[tuple[str, Sale]]:
         with self._db.cursor() as cur:
             cur.execute("SELECT store, body FROM sale ORDER BY store, device_id, incarnation, seq")
             for store, body in cur:
-                yield store, Sale.from_wire(msgpack.unpackb(bytes(body)))
+                yield store, stored.unpack(bytes(body))
         self._db.rollback()
 
     def totals(self) -> tuple[int, int]:
@@ -162,16 +163,12 @@ def open_sales(url: str) -> SalesStore:
 
 def sale_record(store: str, sale: Sale) -> dict:
     """The export form of one sale (one JSON line)."""
-    return {
-        "store": store, "device_id": sale.device_id, "incarnation": sale.incarnation, "seq": sale.seq,
-        "created_ms": sale.created_ms, "total_cents": sale.total_cents,
-        "lines": [{"sku": line.sku, "qty": line.qty, "unit_cents": line.unit_cents} for line in sale.lines],
-        "tenders": [{"kind": tender.kind, "cents": tender.cents} for tender in sale.tenders],
-    }
+    return {"store": store, **sale.to_json()}
 
 
+# txn last: a column added at the end keeps every earlier column where readers expect it.
 CSV_HEADER = ["store", "device_id", "incarnation", "seq", "created_ms", "sale_total_cents",
-              "line", "sku", "qty", "unit_cents", "line_cents"]
+              "line", "sku", "qty", "unit_cents", "line_cents", "txn"]
 
 
 def export(store: SalesStore, out: IO[str], fmt: str) -> int:
@@ -187,7 +184,7 @@ def export(store: SalesStore, out: IO[str], fmt: str) -> int:
         for shop, sale in store.rows():
             for number, line in enumerate(sale.lines, 1):
                 writer.writerow([shop, sale.device_id, sale.incarnation, sale.seq, sale.created_ms, sale.total_cents,
-                                 number, line.sku, line.qty, line.unit_cents, line.cents])
+                                 number, line.sku, line.qty, line.unit_cents, line.cents, sale.txn or ""])
             count += 1
     else:
         raise PosswarmError(f"sales export: unknown format {fmt!r}; use jsonl or csv")
@@ -215,12 +212,12 @@ def routes(store: SalesStore) -> list[Route]:
             return JSONResponse({"error": f"sales ingest from {shop}: {exc}"}, 400)
         try:
             async with lock:
-                stored, duplicates = await trio.to_thread.run_sync(store.ingest, shop, sales)
+                added, duplicates = await trio.to_thread.run_sync(store.ingest, shop, sales)
         except (PosswarmError, sqlite3.Error) as exc:
             log.error("sales.store_failed", store=shop, reason=str(exc))
             return JSONResponse({"error": str(exc)}, 503)
-        log.info("sales.ingested", store=shop, stored=stored, duplicates=duplicates)
-        return JSONResponse({"stored": stored, "duplicates": duplicates})
+        log.info("sales.ingested", store=shop, stored=added, duplicates=duplicates)
+        return JSONResponse({"stored": added, "duplicates": duplicates})
 
     async def totals(request: Request) -> Response:
         async with lock:

@@ -3,6 +3,8 @@
 Real processes on loopback (a seeder, a cache and N devices, each ``posswarm node`` on its own
 127.X.1.Y with mDNS), real SQLite files; afterwards every committed sale must be at central
 exactly once. Prints ``{committed, at_cache, at_central, lost, duplicated, p50_ms, p99_ms, ...}``.
+With ``--flood N``: one till's gossip port is held by N idle connections while its POS sells, and
+the sale latencies with and without the flood are printed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -21,13 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import msgpack
 import tomli_w
 import trio
 
 from posswarm.errors import PosswarmError
 from posswarm.keys import generate_keypair
-from posswarm.sales.model import Sale
+from posswarm.sales import stored
 from tools.lab import bin_path
 
 GOSSIP_PORT = 7946
@@ -52,6 +54,7 @@ class Rig:
     devices: int
     faults: str = ""
     sku_poll_s: float = 2.0
+    fd_limit: int | None = None  # RLIMIT_NOFILE for the node processes (1,024 is most systems' default)
     net: int = field(default_factory=lambda: random.randint(16, 250))
     store: str = field(default_factory=lambda: f"bench-{random.getrandbits(32):08x}")
 
@@ -139,7 +142,7 @@ class Rig:
         with open(proc.log, "ab") as log:
             proc.process = await trio.lowlevel.open_process(
                 proc.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=self._limit_fds if self.fd_limit else None)
         proc.starts += 1
         with trio.fail_after(timeout):
             while True:
@@ -151,6 +154,10 @@ class Rig:
                     tail = proc.log.read_text(errors="replace").strip().splitlines()[-3:]
                     raise PosswarmError(f"{name} exited with {proc.process.returncode}: {' | '.join(tail)}")
                 await trio.sleep(0.05)
+
+    def _limit_fds(self) -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(self.fd_limit, hard), hard))
 
     async def kill(self, name: str) -> None:
         """SIGKILL: no goodbye, no flush; whatever was committed must survive."""
@@ -211,7 +218,7 @@ def outbox_sales(rig: Rig) -> dict[tuple, int]:
     found = {}
     for name in rig.device_names:
         for (body,) in _read(rig.data_dir(name) / "outbox.sqlite", "SELECT body FROM sale"):
-            sale = Sale.from_wire(msgpack.unpackb(body))
+            sale = stored.unpack(body)
             found[sale.key] = sale.total_cents
     return found
 
@@ -274,7 +281,7 @@ async def _chaos(rig: Rig, kill_every: float, outage: float, rng: random.Random,
             nursery.start_soon(kills)
 
 
-def _percentile(values: list[int], p: float) -> float | None:
+def percentile(values: list[int], p: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
@@ -335,8 +342,8 @@ async def run_scenario(root: Path, *, devices: int = 3, sales: int = 300, drop: 
             "committed_cents": sum(committed.values()),
             "outbox_cents": sum(truth.values()),
             "central_cents": sum(row[3] for row in central),
-            "p50_ms": _percentile(latencies, 50),
-            "p99_ms": _percentile(latencies, 99),
+            "p50_ms": percentile(latencies, 50),
+            "p99_ms": percentile(latencies, 99),
             "selling_s": round(selling_s, 1),
             "drain_s": round(drain_s, 1),
             **stats,
@@ -357,20 +364,30 @@ def main(argv: list[str]) -> int:
     p.add_argument("--kill-every", type=float, default=0.0, help="SIGKILL a random node about every SEC (0 = never)")
     p.add_argument("--cache-outage", type=float, default=0.0, help="keep the cache down SEC while tills sell")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--flood", type=int, default=0, metavar="N",
+                   help="instead: hold N idle connections on one till's gossip port while it sells --sales per phase")
     p.add_argument("--keep", type=Path, default=None, help="work in this (new) directory and keep logs and files")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="posswarm-bench-sales-") as tmp:
         root = args.keep or Path(tmp)
-        result = trio.run(lambda: run_scenario(
-            root, devices=args.devices, sales=args.sales, drop=args.drop, dup=args.dup, reorder=args.reorder,
-            kill_every=args.kill_every, cache_outage=args.cache_outage, rate=args.rate, seed=args.seed))
+        if args.flood:
+            from tools.bench_gossip_flood import run_flood  # it builds on this module's Rig
+
+            result = trio.run(lambda: run_flood(root, connections=args.flood, sales=args.sales, rate=args.rate))
+        else:
+            result = trio.run(lambda: run_scenario(
+                root, devices=args.devices, sales=args.sales, drop=args.drop, dup=args.dup, reorder=args.reorder,
+                kill_every=args.kill_every, cache_outage=args.cache_outage, rate=args.rate, seed=args.seed))
     if args.json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
             print(f"{key:>20}: {value}")
-    ok = result["lost"] == 0 and result["duplicated"] == 0 and result["outbox_cents"] == result["central_cents"]
+    if args.flood:
+        ok = result["failed"] == 0 and result["committed"] == result["at_cache"] == 2 * args.sales
+    else:
+        ok = result["lost"] == 0 and result["duplicated"] == 0 and result["outbox_cents"] == result["central_cents"]
     if not ok:
-        print("posswarm-bench sales: FAILED: sales lost, duplicated or money totals differ", file=sys.stderr)
+        print("posswarm-bench sales: FAILED: sales lost, failed, duplicated or money totals differ", file=sys.stderr)
     return 0 if ok else 1

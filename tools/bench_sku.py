@@ -19,7 +19,7 @@ from pathlib import Path
 import trio
 
 from seeder.sku import CentralCatalog
-from tools.bench_sales import Rig, _percentile
+from tools.bench_sales import Rig, percentile
 
 
 def _rows(count: int, price_of=lambda i: 100 + i % 9000) -> list[dict]:
@@ -108,8 +108,8 @@ async def run_benchmark(root: Path, *, skus: int = 100_000, devices: int = 4, ch
             "cache_full_catalog_s": round(cache_s, 2),
             "fresh_device_full_catalog_s": round(held - up, 2),
             "fresh_device_full_catalog_from_spawn_s": round(held - spawned, 2),
-            "price_change_to_all_devices_p50_s": round(_percentile(delays, 50), 3),
-            "price_change_to_all_devices_p99_s": round(_percentile(delays, 99), 3),
+            "price_change_to_all_devices_p50_s": round(percentile(delays, 50), 3),
+            "price_change_to_all_devices_p99_s": round(percentile(delays, 99), 3),
             "price_changes": changes,
         }
     finally:

@@ -85,15 +85,19 @@ def encode(message: Message, *, key: bytes, store: str, sender: str, counter: in
 def decode(data: bytes, *, key: bytes, store: str) -> Frame:
     """Check and unpack a received frame; any fault raises :class:`FrameRejected`, nothing else.
 
-    Version and store are read before the tag is checked. They are unauthenticated at that
-    point and only used to pick a more useful drop reason (a neighbouring store on the same
-    segment shows up as ``wrong_store``, not as a forgery).
+    The tag is checked first, over the raw envelope bytes: nothing a peer without the store
+    secret sends is ever parsed (no msgpack decoder run on hostile input, no allocation it
+    chooses). Only an authenticated envelope is unpacked and its fields checked.
     """
     if len(data) > MAX_FRAME:
         raise FrameRejected(Reason.OVERSIZED, f"{len(data)} bytes, limit {MAX_FRAME}")
     if len(data) <= TAG_SIZE:
         raise FrameRejected(Reason.MALFORMED, f"{len(data)} bytes is shorter than a tag")
     envelope, tag = bytes(data[:-TAG_SIZE]), bytes(data[-TAG_SIZE:])
+    if not hmac.compare_digest(_tag(envelope, key), tag):
+        raise FrameRejected(
+            Reason.BAD_TAG, "tag does not match the store secret (tampered, another store, or another secret)"
+        )
     try:
         fields = msgpack.unpackb(envelope, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several types on garbage; all mean the same here
@@ -103,17 +107,15 @@ def decode(data: bytes, *, key: bytes, store: str) -> Frame:
     version, frame_store, sender, counter, kind, body = fields
     if version != VERSION or type(version) is not int:
         raise FrameRejected(Reason.BAD_VERSION, f"version {version!r}, we speak {VERSION}")
-    if frame_store != store:
-        raise FrameRejected(Reason.WRONG_STORE, f"for store {frame_store!r}, we are {store!r}")
-    if not hmac.compare_digest(_tag(envelope, key), tag):
-        raise FrameRejected(Reason.BAD_TAG, "tag does not match the store secret (tampered, or another secret)")
+    if frame_store != store:  # only a store sharing our secret gets here: a copied key file
+        raise FrameRejected(Reason.WRONG_STORE, f"for store {frame_store!r:.70}, we are {store!r}")
     if not isinstance(sender, str) or not 0 < len(sender) <= 128:
         raise FrameRejected(Reason.MALFORMED, "sender must be 1-128 characters")
     if type(counter) is not int or counter < 0:
         raise FrameRejected(Reason.MALFORMED, "counter must be a non-negative integer")
     message_type = KINDS.get(kind) if isinstance(kind, str) else None
     if message_type is None:
-        raise FrameRejected(Reason.MALFORMED, f"unknown kind {kind!r}")
+        raise FrameRejected(Reason.MALFORMED, f"unknown kind {kind!r:.40}")
     try:
         message = message_type.from_body(body)
     except (BadBody, PosswarmError, TypeError, ValueError) as exc:

@@ -61,6 +61,31 @@ class Heartbeat:
 
 
 @dataclass(frozen=True, slots=True)
+class Hello:
+    """Prove you hold the store key: all a node sends to a peer it knows only from mDNS or a seed.
+
+    The receiver, having checked the tag, knows the sender is of the store and answers with a
+    heartbeat, which proves the receiver in turn. Same fields as a heartbeat, but it is not one:
+    it carries no clock, is sent at a slow, backed-off rate, and makes nobody count the peer alive.
+    """
+
+    KIND: ClassVar[str] = "hello"
+    node: str
+    role: str
+    port: int
+
+    def to_body(self) -> list:
+        return [self.node, self.role, self.port]
+
+    @classmethod
+    def from_body(cls, body: object) -> Hello:
+        _check(isinstance(body, list) and len(body) == 3, "hello needs 3 fields")
+        node, role, port = body
+        _check(_is_text(node) and _is_text(role) and _is_int(port) and port <= 65535, "hello field types")
+        return cls(node, role, port)
+
+
+@dataclass(frozen=True, slots=True)
 class SalesPush:
     """Sales the sender holds un-acked (its own, or replicas it carries for another till)."""
 
@@ -163,5 +188,5 @@ class SkuRequest:
         return cls(tuple(buckets))
 
 
-Message = Heartbeat | SalesPush | SalesAck | SalesDigest | SkuDigest | SkuEntries | SkuRequest
+Message = Heartbeat | Hello | SalesPush | SalesAck | SalesDigest | SkuDigest | SkuEntries | SkuRequest
 KINDS: dict[str, type] = {kind.KIND: kind for kind in Message.__args__}

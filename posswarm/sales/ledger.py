@@ -7,11 +7,10 @@ import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import msgpack
-
 from posswarm.errors import PosswarmError
-from posswarm.sales.durable import open_db, transaction
+from posswarm.sales import marks, stored
 from posswarm.sales.model import Sale
+from posswarm.sqlite_file import open_db, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sale (
@@ -85,7 +84,7 @@ class Ledger:
         The mark is the highest seq such that 1..seq are all stored: a gap holds it back, so a
         device acked up to it can still resend the missing sale. Devices whose sales were all
         duplicates are included too: their ack was probably lost.
-        ``now_ms`` is kept with each newly stored sale, for latency figures.
+        ``now_ms`` is kept with each newly stored sale (``stored_ms``): till-to-ledger latency for the benchmarks.
         """
         touched: set[DeviceKey] = set()
         with transaction(self._db, self._what) as db:
@@ -94,7 +93,7 @@ class Ledger:
                 inserted = db.execute(
                     "INSERT OR IGNORE INTO sale (device_id, incarnation, seq, created_ms, total_cents, body, stored_ms)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (*sale.key, sale.created_ms, sale.total_cents, msgpack.packb(sale.to_wire()), now_ms),
+                    (*sale.key, sale.created_ms, sale.total_cents, stored.pack(sale), now_ms),
                 ).rowcount
                 if inserted:
                     self._count(db, sale)
@@ -110,13 +109,11 @@ class Ledger:
 
     def _advance(self, db, device: DeviceKey) -> int:
         row = db.execute("SELECT hwm FROM hwm WHERE device_id = ? AND incarnation = ?", device).fetchone()
-        hwm = start = row[0] if row else 0
-        for (seq,) in db.execute(
-            "SELECT seq FROM sale WHERE device_id = ? AND incarnation = ? AND seq > ? ORDER BY seq", (*device, hwm)
-        ):
-            if seq != hwm + 1:
-                break
-            hwm = seq
+        start = row[0] if row else 0
+        above = db.execute(
+            "SELECT seq FROM sale WHERE device_id = ? AND incarnation = ? AND seq > ? ORDER BY seq", (*device, start)
+        )
+        hwm = marks.advance(start, (seq for (seq,) in above))
         if hwm != start or row is None:
             db.execute("INSERT OR REPLACE INTO hwm VALUES (?, ?, ?)", (*device, hwm))
         return hwm
@@ -130,7 +127,7 @@ class Ledger:
         rows = self._db.execute(
             "SELECT body FROM sale WHERE forwarded = 0 ORDER BY device_id, incarnation, seq LIMIT ?", (limit,)
         )
-        return [Sale.from_wire(msgpack.unpackb(body)) for (body,) in rows]
+        return [stored.unpack(body) for (body,) in rows]
 
     def unforwarded_count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM sale WHERE forwarded = 0").fetchone()[0]
@@ -146,10 +143,6 @@ class Ledger:
                     tuple(key),
                 ).rowcount
             return marked
-
-    def latencies_ms(self) -> list[int]:
-        """Per sale, device commit to ledger commit (two nodes' wall clocks: meaningful on one host or under NTP)."""
-        return [d for (d,) in self._db.execute("SELECT stored_ms - created_ms FROM sale WHERE stored_ms > 0")]
 
     def totals(self) -> Totals:
         sales, cents = self._db.execute("SELECT COUNT(*), COALESCE(SUM(total_cents), 0) FROM sale").fetchone()

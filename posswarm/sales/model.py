@@ -13,6 +13,8 @@ MAX_ABS = 2**53
 MAX_LINES = 1000
 MAX_TENDERS = 16
 _INCARNATION = re.compile(r"[0-9a-f]{8,64}")
+# The POS's transaction id (the local API's Idempotency-Key): visible ASCII, as HTTP headers carry it.
+TXN = re.compile(r"[\x21-\x7e]{1,64}")
 
 
 class InvalidSale(PosswarmError):
@@ -46,6 +48,7 @@ class Sale:
 
     ``incarnation`` is random hex minted when the device's outbox database is created, so a
     re-imaged till that starts again at seq 1 never collides with its earlier sales.
+    ``txn`` is the POS's own transaction id when it gave one: it travels with the sale to central.
     """
 
     device_id: str
@@ -55,6 +58,7 @@ class Sale:
     lines: tuple[Line, ...]
     total_cents: int
     tenders: tuple[Tender, ...]
+    txn: str | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -64,8 +68,11 @@ class Sale:
         return (self.device_id, self.incarnation, self.seq)
 
     def to_wire(self) -> list:
-        """Positional msgpack-ready form (half the size of a map, measured 148 B for 3 lines)."""
-        return [
+        """Positional msgpack-ready form (half the size of a map, measured 148 B for 3 lines).
+
+        7 items, or 8 with a ``txn``: a sale without one still reaches nodes of the version before txn ids.
+        """
+        wire = [
             self.device_id,
             self.incarnation,
             self.seq,
@@ -74,16 +81,36 @@ class Sale:
             self.total_cents,
             [[tender.kind, tender.cents] for tender in self.tenders],
         ]
+        return wire if self.txn is None else [*wire, self.txn]
+
+    def to_json(self) -> dict:
+        """The sale as the local API answers it and central exports it."""
+        return {
+            "device_id": self.device_id, "incarnation": self.incarnation, "seq": self.seq,
+            "created_ms": self.created_ms, "total_cents": self.total_cents,
+            "lines": [{"sku": line.sku, "qty": line.qty, "unit_cents": line.unit_cents} for line in self.lines],
+            "tenders": [{"kind": tender.kind, "cents": tender.cents} for tender in self.tenders],
+            "txn": self.txn,
+        }
 
     @classmethod
     def from_wire(cls, wire: object) -> Sale:
         """Rebuild from :meth:`to_wire` output; anything malformed raises :class:`InvalidSale`."""
-        if not isinstance(wire, (list, tuple)) or len(wire) != 7:
-            raise InvalidSale("sale: wire form is not a 7-item list (sender on a different posswarm version?)")
-        device_id, incarnation, seq, created_ms, lines, total_cents, tenders = wire
+        if not isinstance(wire, (list, tuple)) or len(wire) not in (7, 8):
+            raise InvalidSale("sale: wire form is not a 7- or 8-item list (sender on a different posswarm version?)")
+        return cls.from_fields(*wire)
+
+    @classmethod
+    def from_fields(cls, device_id, incarnation, seq, created_ms, lines, total_cents, tenders, txn=None) -> Sale:
+        """Build from plain values, ``lines`` as ``[[sku, qty, unit_cents]]`` and ``tenders`` as ``[[kind, cents]]``.
+
+        Both the wire form and the stored form (:mod:`posswarm.sales.stored`) end here, so a sale
+        read from either is checked by the same rules.
+        """
         who = f"sale {device_id!r:.70}/{seq!r:.20}"
         return cls(
-            device_id, incarnation, seq, created_ms, parse_lines(lines, who), total_cents, parse_tenders(tenders, who)
+            device_id, incarnation, seq, created_ms, parse_lines(lines, who), total_cents, parse_tenders(tenders, who),
+            txn,
         )
 
 
@@ -150,6 +177,8 @@ def validate(sale: Sale) -> None:
             raise InvalidSale(f"{who}: every tender needs a kind of 1-32 characters")
         if not _is_int(tender.cents, -MAX_ABS, MAX_ABS):
             raise InvalidSale(f"{who}: tender {tender.kind!r} amount must be whole cents")
+    if sale.txn is not None and not (isinstance(sale.txn, str) and TXN.fullmatch(sale.txn)):
+        raise InvalidSale(f"{who}: transaction id must be 1-64 visible ASCII characters (no spaces)")
     expected = sum(line.cents for line in sale.lines)
     if not _is_int(sale.total_cents, -MAX_ABS, MAX_ABS) or sale.total_cents != expected:
         raise InvalidSale(f"{who}: total {sale.total_cents!r} is not the sum of its lines ({expected})")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-
-import msgpack
+from typing import NamedTuple
 
 from posswarm.errors import PosswarmError
-from posswarm.sales.durable import open_db, transaction
+from posswarm.sales import marks, stored
 from posswarm.sales.model import Sale, parse_lines, parse_tenders
+from posswarm.sqlite_file import open_db, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identity (
@@ -22,6 +22,11 @@ CREATE TABLE IF NOT EXISTS sale (
     acked INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sale_unacked ON sale(seq) WHERE acked = 0;
+-- The POS's transaction ids (Idempotency-Key), committed with their sale: a retry finds its sale.
+CREATE TABLE IF NOT EXISTS txn (
+    txn TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID;
 -- Other devices' sales we carry for them until the cache has them (store-and-forward).
 CREATE TABLE IF NOT EXISTS replica (
     device_id TEXT NOT NULL,
@@ -40,12 +45,15 @@ CREATE TABLE IF NOT EXISTS replica_acked (
 """
 
 
-def _pack(sale: Sale) -> bytes:
-    return msgpack.packb(sale.to_wire())
+class Recorded(NamedTuple):
+    """What :meth:`Outbox.record` did: the sale, and whether it was an earlier one under the same txn id."""
+
+    sale: Sale
+    repeat: bool
 
 
-def _unpack(body: bytes) -> Sale:
-    return Sale.from_wire(msgpack.unpackb(body))
+class TxnConflict(PosswarmError):
+    """A transaction id already recorded with a different basket or payment."""
 
 
 class Outbox:
@@ -77,11 +85,29 @@ class Outbox:
     def close(self) -> None:
         self._db.close()
 
-    def record(self, lines: Sequence[tuple[str, int, int]], tenders: Sequence[tuple[str, int]], now_ms: int) -> Sale:
-        """Commit a new sale and return it; only after this returns may the receipt print."""
+    def record(self, lines: Sequence[tuple[str, int, int]], tenders: Sequence[tuple[str, int]], now_ms: int,
+               txn: str | None = None) -> Recorded:
+        """Commit a new sale and return it (``repeat`` False); only after this returns may the receipt print.
+
+        With the POS's transaction id ``txn``, a sale already recorded under it is returned instead
+        (``repeat`` True) if its lines and tenders are the same, and :class:`TxnConflict` is
+        raised if they differ: a retry after a crash or a lost answer never charges twice.
+        """
         parsed_lines = parse_lines(lines)
         parsed_tenders = parse_tenders(tenders)
         with transaction(self._db, self._what):
+            if txn is not None:
+                row = self._db.execute(
+                    "SELECT sale.body FROM txn JOIN sale USING (seq) WHERE txn.txn = ?", (txn,)
+                ).fetchone()
+                if row is not None:
+                    original = stored.unpack(row[0])
+                    if (original.lines, original.tenders) != (parsed_lines, parsed_tenders):
+                        raise TxnConflict(
+                            f"sale txn {txn!r}: already recorded as sale {original.seq} with other lines or"
+                            " tenders; a new sale needs a new transaction id"
+                        )
+                    return Recorded(original, True)
             (seq,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM sale").fetchone()
             sale = Sale(
                 device_id=self.device_id,
@@ -91,31 +117,24 @@ class Outbox:
                 lines=parsed_lines,
                 total_cents=sum(line.cents for line in parsed_lines),
                 tenders=parsed_tenders,
+                txn=txn,
             )
-            self._db.execute("INSERT INTO sale (seq, body) VALUES (?, ?)", (seq, _pack(sale)))
-        return sale
+            self._db.execute("INSERT INTO sale (seq, body) VALUES (?, ?)", (seq, stored.pack(sale)))
+            if txn is not None:
+                self._db.execute("INSERT INTO txn VALUES (?, ?)", (txn, seq))
+        return Recorded(sale, False)
 
     def last(self) -> Sale | None:
         """The newest committed sale: reprint it after a crash, never charge again."""
         row = self._db.execute("SELECT body FROM sale ORDER BY seq DESC LIMIT 1").fetchone()
-        return _unpack(row[0]) if row else None
+        return stored.unpack(row[0]) if row else None
 
     def unacked(self, limit: int = 64, *, after: int = 0) -> list[Sale]:
         """Oldest un-acked sales with seq > ``after`` first (the cache's hwm only moves over a contiguous run)."""
         rows = self._db.execute(
             "SELECT body FROM sale WHERE acked = 0 AND seq > ? ORDER BY seq LIMIT ?", (after, limit)
         )
-        return [_unpack(body) for (body,) in rows]
-
-    def ack(self, incarnation: str, hwm: int) -> int:
-        """The cache stored every sale up to ``hwm``; return how many became acked.
-
-        An ack for another incarnation (this till before it was re-imaged) is ignored.
-        """
-        if incarnation != self.incarnation:
-            return 0
-        with transaction(self._db, self._what) as db:
-            return db.execute("UPDATE sale SET acked = 1 WHERE seq <= ? AND acked = 0", (hwm,)).rowcount
+        return [stored.unpack(body) for (body,) in rows]
 
     def hold_replica(self, sales: Iterable[Sale]) -> int:
         """Keep copies of other devices' sales until the cache acks them; return how many are new."""
@@ -124,56 +143,49 @@ class Outbox:
             for sale in sales:
                 if sale.device_id == self.device_id and sale.incarnation == self.incarnation:
                     continue
-                row = db.execute(
-                    "SELECT hwm FROM replica_acked WHERE device_id = ? AND incarnation = ?",
-                    (sale.device_id, sale.incarnation),
-                ).fetchone()
-                if row and sale.seq <= row[0]:
-                    continue
+                if marks.covers(self._replica_mark(db, sale.device_id, sale.incarnation), sale.seq):
+                    continue  # a late gossip copy of a sale the cache already has
                 held += db.execute(
                     "INSERT OR IGNORE INTO replica VALUES (?, ?, ?, ?)",
-                    (sale.device_id, sale.incarnation, sale.seq, _pack(sale)),
+                    (sale.device_id, sale.incarnation, sale.seq, stored.pack(sale)),
                 ).rowcount
         return held
+
+    @staticmethod
+    def _replica_mark(db, device_id: str, incarnation: str) -> int | None:
+        row = db.execute(
+            "SELECT hwm FROM replica_acked WHERE device_id = ? AND incarnation = ?", (device_id, incarnation)
+        ).fetchone()
+        return row[0] if row else None
 
     def replicas_unacked(self, limit: int = 64) -> list[Sale]:
         """Held copies of other devices' sales, oldest seq first per device."""
         rows = self._db.execute(
             "SELECT body FROM replica ORDER BY device_id, incarnation, seq LIMIT ?", (limit,)
         )
-        return [_unpack(body) for (body,) in rows]
-
-    def drop_replicas(self, device_id: str, incarnation: str, hwm: int) -> int:
-        """The cache acked ``device_id`` up to ``hwm``: forget our copies; return how many went."""
-        with transaction(self._db, self._what) as db:
-            db.execute(
-                "INSERT INTO replica_acked VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET hwm = MAX(hwm, excluded.hwm)",
-                (device_id, incarnation, hwm),
-            )
-            return db.execute(
-                "DELETE FROM replica WHERE device_id = ? AND incarnation = ? AND seq <= ?",
-                (device_id, incarnation, hwm),
-            ).rowcount
+        return [stored.unpack(body) for (body,) in rows]
 
     def settle(self, hwms: Mapping[tuple[str, str], int]) -> tuple[int, int]:
-        """Apply a cache digest in one transaction; return (own sales newly acked, carried copies dropped)."""
+        """Apply a cache digest (or one ack) in one transaction; return (own sales newly acked, carried copies dropped).
+
+        A mark says every seq up to it is stored, hence the ``seq <= mark`` ranges below.
+        A mark for another incarnation of this till (before it was re-imaged) is ignored.
+        """
         with transaction(self._db, self._what) as db:
             own = dropped = 0
             mine = hwms.get((self.device_id, self.incarnation))
             if mine:
                 own = db.execute("UPDATE sale SET acked = 1 WHERE seq <= ? AND acked = 0", (mine,)).rowcount
             for device, incarnation in db.execute("SELECT DISTINCT device_id, incarnation FROM replica").fetchall():
-                hwm = hwms.get((device, incarnation))
-                if hwm:
-                    db.execute(
-                        "INSERT INTO replica_acked VALUES (?, ?, ?)"
-                        " ON CONFLICT DO UPDATE SET hwm = MAX(hwm, excluded.hwm)",
-                        (device, incarnation, hwm),
-                    )
-                    dropped += db.execute(
-                        "DELETE FROM replica WHERE device_id = ? AND incarnation = ? AND seq <= ?",
-                        (device, incarnation, hwm),
-                    ).rowcount
+                offered = hwms.get((device, incarnation))
+                if not offered:
+                    continue
+                mark = marks.later(self._replica_mark(db, device, incarnation), offered)
+                db.execute("INSERT OR REPLACE INTO replica_acked VALUES (?, ?, ?)", (device, incarnation, mark))
+                dropped += db.execute(
+                    "DELETE FROM replica WHERE device_id = ? AND incarnation = ? AND seq <= ?",
+                    (device, incarnation, mark),
+                ).rowcount
             return own, dropped
 
     def counts(self) -> dict[str, int]:

@@ -8,9 +8,9 @@ import blake3
 
 from posswarm import logs
 from posswarm.errors import PosswarmError
-from posswarm.sales.durable import open_db, transaction
-from posswarm.sku.entry import SkuEntry
+from posswarm.sku.entry import SkuEntry, Version, wins
 from posswarm.sku.hlc import MAX_SKEW_MS, unpack
+from posswarm.sqlite_file import open_db, transaction
 
 log = logs.get("sku")
 
@@ -47,17 +47,12 @@ CREATE TABLE IF NOT EXISTS bucket (
 
 _COLUMNS = "code, hlc, origin, deleted, barcode, name, price_cents, tax_class"
 
-# Row-value comparison: SQLite compares TEXT and BLOB bytewise, which is the same order as
-# Python's str (UTF-8 preserves code point order) and bytes, so this is exactly entry.merge.
-_UPSERT = """
-INSERT INTO sku (code, bucket, hlc, origin, deleted, barcode, name, price_cents, tax_class, leaf)
+_WRITE = """
+INSERT OR REPLACE INTO sku (code, bucket, hlc, origin, deleted, barcode, name, price_cents, tax_class, leaf)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (code) DO UPDATE SET
-    hlc = excluded.hlc, origin = excluded.origin, deleted = excluded.deleted,
-    barcode = excluded.barcode, name = excluded.name, price_cents = excluded.price_cents,
-    tax_class = excluded.tax_class, leaf = excluded.leaf
-WHERE (excluded.hlc, excluded.origin, excluded.leaf) > (sku.hlc, sku.origin, sku.leaf)
 """
+# Codes per version lookup: well under SQLite's host-parameter limit.
+_LOOKUP = 500
 
 
 def bucket_of(code: str, buckets: int = BUCKETS) -> int:
@@ -105,30 +100,46 @@ class SkuReplica:
         With ``now_ms``, entries stamped more than MAX_SKEW_MS ahead of it are refused: such an
         entry would win every later write until real time caught up.
         """
-        rows, touched, refused = [], set(), 0
+        fresh, refused = [], 0
         for entry in entries:
             if now_ms is not None and unpack(entry.hlc)[0] > now_ms + MAX_SKEW_MS:
                 refused += 1
                 continue
-            bucket = bucket_of(entry.code)
-            touched.add(bucket)
-            rows.append((
-                entry.code, bucket, entry.hlc, entry.origin, int(entry.deleted),
-                entry.barcode, entry.name, entry.price_cents, entry.tax_class, entry.leaf,
-            ))  # fmt: skip
+            fresh.append(entry)
         if refused:
             self.refused += refused
             log.warning("sku.refused_future", count=refused, limit_ms=MAX_SKEW_MS,
                         hint="a clock is ahead: check NTP on central and on this node")
-        rows.sort()  # by code: B-tree inserts in key order are several times faster than random ones
+        fresh.sort(key=lambda e: e.code)  # B-tree writes in key order are several times faster than random ones
         with transaction(self._db, self._what) as db:
-            before = db.total_changes
-            db.executemany(_UPSERT, rows)
-            changed = db.total_changes - before
-            if changed:
-                for bucket in touched:
-                    self._rehash(db, bucket)
-        return changed
+            held = self._versions(db, {entry.code for entry in fresh})
+            winners: dict[str, tuple] = {}
+            for entry in fresh:
+                version = entry.version
+                if wins(version, held.get(entry.code)):
+                    held[entry.code] = version
+                    winners[entry.code] = (
+                        entry.code, bucket_of(entry.code), entry.hlc, entry.origin, int(entry.deleted),
+                        entry.barcode, entry.name, entry.price_cents, entry.tax_class, version[2],
+                    )  # fmt: skip
+            db.executemany(_WRITE, winners.values())
+            for bucket in {row[1] for row in winners.values()}:
+                self._rehash(db, bucket)
+        return len(winners)
+
+    @staticmethod
+    def _versions(db, codes: set[str]) -> dict[str, Version]:
+        """The held ``(hlc, origin, leaf)`` of each of ``codes`` that is in the replica."""
+        ordered = sorted(codes)
+        held: dict[str, Version] = {}
+        for start in range(0, len(ordered), _LOOKUP):
+            chunk = ordered[start : start + _LOOKUP]
+            params = ",".join("?" * len(chunk))
+            for code, hlc, origin, leaf in db.execute(
+                f"SELECT code, hlc, origin, leaf FROM sku WHERE code IN ({params})", chunk
+            ):
+                held[code] = (hlc, origin, leaf)
+        return held
 
     def _rehash(self, db, bucket: int) -> None:
         digest = blake3.blake3()
@@ -157,10 +168,6 @@ class SkuReplica:
         for bucket, digest in self._db.execute("SELECT bucket, digest FROM bucket"):
             digests[bucket] = digest
         return digests
-
-    def root_digest(self) -> bytes:
-        """One hash of the whole replica: equal roots mean no anti-entropy round is needed."""
-        return blake3.blake3(b"".join(self.bucket_digests())).digest(16)
 
     def entries_in(self, buckets: Iterable[int]) -> list[SkuEntry]:
         """Every entry (tombstones too) in ``buckets``: what a peer with other digests needs."""

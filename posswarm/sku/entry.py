@@ -1,4 +1,4 @@
-"""One SKU catalog entry, its wire form, and the last-writer-wins rule that merges two of them."""
+"""One SKU catalog entry, its wire form, and the last-writer-wins rule that decides between two of them."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ class SkuEntry:
         return blake3.blake3(msgpack.packb(self.to_wire())).digest(16)
 
     @property
-    def version(self) -> tuple[int, str, bytes]:
+    def version(self) -> Version:
         """Merge order. (hlc, origin) as in any LWW map; the leaf breaks the tie that a
         buggy writer reusing an HLC could create, so every replica still picks the same winner."""
         return (self.hlc, self.origin, self.leaf)
@@ -84,8 +84,14 @@ def _is_text(value: object, longest: int) -> bool:
     return True
 
 
-def merge(mine: SkuEntry | None, theirs: SkuEntry) -> SkuEntry:
-    """The entry a replica keeps: the greater :attr:`~SkuEntry.version` (commutative, idempotent)."""
-    if mine is None or theirs.version > mine.version:
-        return theirs
-    return mine
+Version = tuple[int, str, bytes]
+""":attr:`SkuEntry.version`: ``(hlc, origin, leaf)``."""
+
+
+def wins(theirs: Version, mine: Version | None) -> bool:
+    """Last writer wins: whether an entry of version ``theirs`` replaces the held one (``None``: none held).
+
+    Strictly greater, so applying the same entry twice changes nothing (idempotent), and the order
+    two entries arrive in never changes which one is kept (commutative).
+    """
+    return mine is None or theirs > mine

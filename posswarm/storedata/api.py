@@ -5,25 +5,18 @@ from __future__ import annotations
 import json
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from posswarm.errors import PosswarmError
-from posswarm.sales.durable import StoreFileError
-from posswarm.sales.model import Sale
+from posswarm.sales.outbox import TxnConflict
 from posswarm.sku.entry import SkuEntry
+from posswarm.sqlite_file import StoreFileError
+from posswarm.storedata.local_only import LocalOnly
 
 MAX_BODY = 1 << 20
-
-
-def sale_json(sale: Sale) -> dict:
-    return {
-        "device_id": sale.device_id, "incarnation": sale.incarnation, "seq": sale.seq,
-        "created_ms": sale.created_ms, "total_cents": sale.total_cents,
-        "lines": [{"sku": line.sku, "qty": line.qty, "unit_cents": line.unit_cents} for line in sale.lines],
-        "tenders": [{"kind": tender.kind, "cents": tender.cents} for tender in sale.tenders],
-    }
 
 
 def sku_json(entry: SkuEntry) -> dict:
@@ -60,19 +53,25 @@ def local_app(data) -> Starlette:
             return _error(413, f"sale: body over {MAX_BODY} bytes")
         try:
             lines, tenders = parse_sale_request(_json(body))
-            sale = await data.record(lines, tenders)
+            # The POS's transaction id: a retry with it gets the sale already recorded, never a second one.
+            recorded = await data.record(lines, tenders, request.headers.get("idempotency-key"))
         except StoreFileError as exc:  # our disk, not the sale: the POS must not print, and may retry
             return _error(503, str(exc))
+        except TxnConflict as exc:
+            return _error(409, str(exc))
         except PosswarmError as exc:
             return _error(400, str(exc))
         # Answered only now: the sale is committed (fsync) to the outbox, so the receipt may print.
-        return JSONResponse(sale_json(sale), 201)
+        doc = {**recorded.sale.to_json(), "repeat": recorded.repeat}
+        if recorded.repeat:
+            return JSONResponse(doc, 200, headers={"Idempotent-Replayed": "true"})
+        return JSONResponse(doc, 201)
 
     async def last(request: Request) -> Response:
         if not hasattr(data, "last_sale"):
             return _error(404, "sales are recorded on a device, not on the store cache")
         sale = await data.last_sale()
-        return JSONResponse(sale_json(sale)) if sale else _error(404, "no sale recorded yet")
+        return JSONResponse(sale.to_json()) if sale else _error(404, "no sale recorded yet")
 
     async def sku(request: Request) -> Response:
         code = request.path_params["code"]
@@ -87,7 +86,7 @@ def local_app(data) -> Starlette:
     async def status(request: Request) -> Response:
         return JSONResponse(await data.status())
 
-    return Starlette(routes=[
+    return Starlette(middleware=[Middleware(LocalOnly)], routes=[
         Route("/sales", record, methods=["POST"]),
         Route("/sales/last", last),
         Route("/sales/days", day_totals),

@@ -9,6 +9,7 @@ from urllib.parse import quote
 import httpx
 
 from posswarm.errors import PosswarmError
+from posswarm.sales.model import TXN
 
 
 def add_commands(sub) -> None:
@@ -20,6 +21,8 @@ def add_commands(sub) -> None:
                         help="a basket line (repeatable); negative QTY is a return")
     record.add_argument("--tender", action="append", default=[], metavar="KIND:CENTS",
                         help="how it was paid (repeatable; default: cash for the total)")
+    record.add_argument("--txn", metavar="ID",
+                        help="the POS transaction id (Idempotency-Key): repeating the command records the sale once")
     _where(sale_actions.add_parser("last", help="the last committed sale (reprint it after a crash)"))
 
     sku = sub.add_parser("sku", help="look up the store's SKU catalog on this node (works while the cache is down)")
@@ -58,9 +61,13 @@ def run(args) -> int:
     base = _api(args)
     try:
         if args.command == "sale" and args.action == "record":
+            if args.txn is not None and not TXN.fullmatch(args.txn):
+                raise PosswarmError(f"--txn {args.txn!r:.80}: a transaction id is 1-64 visible ASCII characters")
             lines = [dict(zip(("sku", "qty", "unit_cents"), _field(t, 3, "--line"))) for t in args.line]
             tenders = [dict(zip(("kind", "cents"), _field(t, 2, "--tender"))) for t in args.tender]
-            response = httpx.post(f"{base}/sales", json={"lines": lines, "tenders": tenders}, timeout=30)
+            headers = {"Idempotency-Key": args.txn} if args.txn else {}
+            response = httpx.post(f"{base}/sales", json={"lines": lines, "tenders": tenders}, headers=headers,
+                                  timeout=30)
         elif args.command == "sale":
             response = httpx.get(f"{base}/sales/last", timeout=10)
         else:

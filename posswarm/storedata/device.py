@@ -12,7 +12,7 @@ from posswarm.errors import PosswarmError
 from posswarm.gossip.driver import StoreChannel
 from posswarm.gossip.messages import SalesAck, SalesDigest, SalesPush, SkuDigest, SkuEntries, SkuRequest
 from posswarm.sales.model import Sale
-from posswarm.sales.outbox import Outbox
+from posswarm.sales.outbox import Outbox, Recorded
 from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
 from posswarm.storedata.inbox import handle_each
@@ -70,11 +70,12 @@ class DeviceData:
 
     # ---- the local API's calls --------------------------------------------------------------
 
-    async def record(self, lines: Sequence[tuple[str, int, int]], tenders: Sequence[tuple[str, int]]) -> Sale:
-        """Commit a sale (fsync) and return it; the push to the cache starts right away."""
-        sale = await self._sales_db.run(self.outbox.record, lines, tenders, now_ms())
+    async def record(self, lines: Sequence[tuple[str, int, int]], tenders: Sequence[tuple[str, int]],
+                     txn: str | None = None) -> Recorded:
+        """Commit a sale (fsync) and return it, or the one already recorded under ``txn``; the push starts at once."""
+        recorded = await self._sales_db.run(self.outbox.record, lines, tenders, now_ms(), txn)
         self._kick.set()
-        return sale
+        return recorded
 
     async def last_sale(self) -> Sale | None:
         return await self._sales_db.run(self.outbox.last)

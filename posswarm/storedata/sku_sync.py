@@ -43,9 +43,6 @@ class SkuServer:
         self._busy: set[str] = set()
         self.entries_sent = 0
 
-    def busy(self, node: str) -> bool:
-        return node in self._busy
-
     async def answer_digest(self, node: str, theirs: tuple[bytes, ...]) -> None:
         if node in self._busy:
             return

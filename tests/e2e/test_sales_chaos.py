@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import random
 
-from tools.bench_sales import run_scenario
+import httpx
+import trio
+
+from tools.bench_gossip_flood import run_flood
+from tools.bench_sales import Rig, central_sales, run_scenario
+from tools.lab import bin_path
 
 
 async def test_every_committed_sale_reaches_central_exactly_once(tmp_path):
@@ -22,3 +28,47 @@ async def test_every_committed_sale_reaches_central_exactly_once(tmp_path):
     assert result["at_central"] == result["in_outboxes"] == result["at_cache"], why
     assert result["central_cents"] == result["outbox_cents"], why
     assert result["committed_cents"] <= result["central_cents"], why
+
+
+async def test_a_flood_of_gossip_connections_does_not_stop_a_till_selling(tmp_path):
+    # 1,100 idle connections against a till whose process has the usual 1,024 descriptors.
+    result = await run_flood(tmp_path, connections=1100, sources=150, sales=150, rate=20, fd_limit=1024)
+    print("flood result:", result)
+    why = str(result)
+    assert result["till_alive"], why
+    assert result["failed"] == 0 and result["calm_status"] == {201: 150} and result["flood_status"] == {201: 150}, why
+    assert result["committed"] == result["in_outbox"] == result["at_cache"] == 300, why
+    refused = result["till_gossip_refused"] or {}
+    assert refused.get("total", 0) + refused.get("per_address", 0) > 0, why
+    assert result["till_max_held"] <= 256, why
+    assert result["flood_p99_ms"] < 1000, why  # a sale still answers well inside a second
+
+
+async def test_a_pos_retry_with_its_transaction_id_is_one_sale_across_a_till_crash(tmp_path):
+    rig = Rig(tmp_path, 1)
+    till = rig.device_names[0]
+    basket = {"lines": [{"sku": "SKU0001", "qty": 2, "unit_cents": 150}], "tenders": [{"kind": "card", "cents": 300}]}
+    key = {"Idempotency-Key": "POS7-000123"}
+    try:
+        with trio.fail_after(120):
+            await rig.start_all()
+            await rig.wait_connected()
+        async with httpx.AsyncClient(timeout=10) as client:
+            first = await client.post(f"{rig.api_url(till)}/sales", json=basket, headers=key)
+            assert first.status_code == 201, first.text
+            await rig.kill(till)  # SIGKILL right after the answer: as if the POS never heard it
+            await rig.start(till)
+            retry = await client.post(f"{rig.api_url(till)}/sales", json=basket, headers=key)
+            assert retry.status_code == 200 and retry.json() == {**first.json(), "repeat": True}, retry.text
+        with trio.fail_after(60):
+            while len(central_sales(rig)) < 1:
+                await trio.sleep(0.25)
+        out = tmp_path / "export.jsonl"
+        done = await trio.run_process([bin_path("posswarm-seeder"), "sales", "export", "--data-dir",
+                                       str(rig.central_data), "--out", str(out)], capture_stderr=True)
+        assert done.returncode == 0, done.stderr
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [(r["device_id"], r["seq"], r["txn"]) for r in rows] == [(till, first.json()["seq"], "POS7-000123")]
+    finally:
+        with trio.CancelScope(shield=True):
+            await rig.stop_all()

@@ -153,3 +153,20 @@ def test_csv_errors_name_the_line(tmp_path):
     (tmp_path / "c.csv").write_text("code,barcode,name,price_cents,tax_class\nA1,400,Pen,1.50,S\n")
     with pytest.raises(sales.PosswarmError, match="c.csv:2: price_cents '1.50'"):
         read_csv(tmp_path / "c.csv")
+
+
+def test_the_pos_transaction_id_reaches_the_export(tmp_path):
+    store = sales.open_sales(str(tmp_path / "sales.sqlite"))
+    with_txn = Sale("till-1", "ab" * 16, 1, 1_700_000_000_000, (Line("SKU1", 1, 300),), 300, (Tender("cash", 300),),
+                    txn="POS7-000123")  # fmt: skip
+    # Over the wire as the cache sends it (8 items), next to a sale without one (7 items, as older caches send).
+    wires = msgpack.unpackb(msgpack.packb([with_txn.to_wire(), _sale("till-1", 2).to_wire()]))
+    assert [len(w) for w in wires] == [8, 7]
+    store.ingest("S042", [Sale.from_wire(w) for w in wires])
+    out = io.StringIO()
+    sales.export(store, out, "jsonl")
+    assert [json.loads(line)["txn"] for line in out.getvalue().splitlines()] == ["POS7-000123", None]
+    out = io.StringIO()
+    sales.export(store, out, "csv")
+    assert [r["txn"] for r in csv.DictReader(io.StringIO(out.getvalue()))] == ["POS7-000123", ""]
+    store.close()

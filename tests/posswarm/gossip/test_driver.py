@@ -24,11 +24,19 @@ async def _until(predicate, timeout: float = 10.0) -> None:
             await trio.sleep(0.02)
 
 
+async def _joined(till: StoreChannel, cache: StoreChannel) -> None:
+    """``till`` learns ``cache`` as mDNS would; both prove themselves with the store key."""
+    till.add_peer(cache.node_id, "127.0.0.1", cache.port, cache.role)
+    await _until(lambda: till.alive() == [cache.node_id] and cache.alive() == [till.node_id])
+
+
 async def test_messages_flow_and_heartbeats_teach_the_way_back(nursery):
     cache, till = _channel("cache", "cache"), _channel("till-1")
     await nursery.start(cache.run)
     await nursery.start(till.run)
-    till.add_peer("cache", "127.0.0.1", cache.port, "cache")  # as mDNS would; the cache learns the till by heartbeat
+    till.add_peer("cache", "127.0.0.1", cache.port, "cache")  # as mDNS would; the cache learns the till by its hello
+    assert not till.send("cache", SkuRequest((1, 2, 3))), "nothing but a hello before the cache proved itself"
+    await _until(lambda: till.alive("cache") == ["cache"])
     assert till.send("cache", SkuRequest((1, 2, 3)))
     with trio.fail_after(5):
         got = await cache.inbox.receive()
@@ -57,8 +65,9 @@ async def test_foreign_forged_oversized_and_garbage_frames_are_counted_not_fatal
         got = await cache.inbox.receive()
     assert got.message == SkuRequest((7,))
     await _until(lambda: sum(cache.dropped.values()) >= 4)
-    assert cache.dropped["wrong_store"] == 1 and cache.dropped["bad_tag"] == 1
-    assert cache.dropped["malformed"] == 1 and cache.dropped["replay"] == 1
+    assert cache.dropped["wrong_store"] == 1 and cache.dropped["replay"] == 1
+    # Garbage is never parsed: without a valid tag it is a bad tag like the forgery, not "malformed".
+    assert cache.dropped["bad_tag"] == 2 and cache.dropped["malformed"] == 0
     await stream.send_all(struct.pack("!I", frames.MAX_FRAME + 1))  # a length we refuse to buffer: hang up
     await _until(lambda: cache.dropped["oversized"] == 1)
     with trio.fail_after(5):
@@ -66,7 +75,7 @@ async def test_foreign_forged_oversized_and_garbage_frames_are_counted_not_fatal
     # ... and still serves honest peers.
     till = _channel("till-3")
     await nursery.start(till.run)
-    till.add_peer("cache", "127.0.0.1", cache.port, "cache")
+    await _joined(till, cache)
     till.send("cache", SkuRequest((9,)))
     with trio.fail_after(5):
         assert (await cache.inbox.receive()).message == SkuRequest((9,))
@@ -77,7 +86,7 @@ async def test_injected_faults_drop_and_duplicate(nursery):
     till = _channel("till-1", faults=Faults(drop=0.3, dup=0.5, reorder=0.3), seed=7)
     await nursery.start(cache.run)
     await nursery.start(till.run)
-    till.add_peer("cache", "127.0.0.1", cache.port, "cache")
+    await _joined(till, cache)
     for i in range(200):
         till.send("cache", SkuRequest((i,)))
         await trio.sleep(0)
@@ -93,13 +102,23 @@ async def test_injected_faults_drop_and_duplicate(nursery):
 
 
 async def test_unreachable_peer_is_counted_and_send_never_blocks(nursery):
-    till = _channel("till-1")
+    cache, till = _channel("cache", "cache"), _channel("till-1")
+    cache_scope = trio.CancelScope()
+    nursery.start_soon(_run_in, cache_scope, cache)
+    await _until(lambda: cache.port != 0)
     await nursery.start(till.run)
-    till.add_peer("cache", "127.0.0.1", 1, "cache")  # nothing listens on port 1
+    await _joined(till, cache)
+    cache_scope.cancel()  # the cache goes away; the till still knows it as proven
+    await _until(lambda: till.alive() == [])
     for _ in range(1000):
         till.send("cache", SkuRequest((1,)))
     await _until(lambda: till.dropped["unreachable"] + till.dropped["queue_full"] >= 1000)
-    assert till.alive() == []
+    assert till.alive() == [] and till.known() == ["cache"]
+
+
+async def _run_in(scope: trio.CancelScope, channel: StoreChannel) -> None:
+    with scope:
+        await channel.run()
 
 
 async def test_reorder_alone_loses_nothing(nursery):
@@ -107,7 +126,7 @@ async def test_reorder_alone_loses_nothing(nursery):
     till = _channel("till-1", faults=Faults(reorder=0.4), seed=3)
     await nursery.start(cache.run)
     await nursery.start(till.run)
-    till.add_peer("cache", "127.0.0.1", cache.port, "cache")
+    await _joined(till, cache)
     for i in range(100):
         till.send("cache", SkuRequest((i,)))
     seen: list[int] = []
@@ -134,7 +153,7 @@ async def test_random_bytes_on_the_socket_never_hurt_the_node(nursery):
         await stream.aclose()
     till = _channel("till-1")
     await nursery.start(till.run)
-    till.add_peer("cache", "127.0.0.1", cache.port, "cache")
+    await _joined(till, cache)
     till.send("cache", SkuRequest((4,)))
     with trio.fail_after(5):
         assert (await cache.inbox.receive()).message == SkuRequest((4,))

@@ -10,6 +10,7 @@ from posswarm.gossip import frames
 from posswarm.gossip.frames import FrameRejected, Reason
 from posswarm.gossip.messages import (
     Heartbeat,
+    Hello,
     SalesAck,
     SalesDigest,
     SalesPush,
@@ -28,6 +29,7 @@ SALE = Sale("till-1", "ab" * 16, 7, 1_700_000_000_000, (Line("SKU1", 2, 150), Li
 
 MESSAGES = [
     Heartbeat("till-1", "device", 1_700_000_000_000, 7946),
+    Hello("till-1", "device", 7946),
     SalesPush((SALE, SALE)),
     SalesAck("till-1", "ab" * 16, 41),
     SalesDigest({("till-1", "ab" * 16): 41, ("till-2", "cd" * 16): 0}),
@@ -116,9 +118,25 @@ def test_authentic_but_malformed_frames_are_malformed(fields):
     assert _reason(_forge(fields)) is Reason.MALFORMED
 
 
-@pytest.mark.parametrize("data", [b"", b"\x01" * 16, b"\xc1" + bytes(16), b"\x92\x01" + bytes(16)])
-def test_short_or_garbage_is_malformed(data):
+@pytest.mark.parametrize("data", [b"", b"\x01" * 16])
+def test_shorter_than_a_tag_is_malformed(data):
     assert _reason(data) is Reason.MALFORMED
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        b"\xc1",  # not msgpack
+        b"\x92\x01",  # truncated msgpack
+        b"\xdd\xff\xff\xff\xff",  # an array claiming 4 billion items
+        msgpack.packb([1, "S043", "x", 1, "heartbeat", ["a", "device", 1, 7946]]),  # another store, unsigned
+        msgpack.packb([2, STORE, "x", 1, "heartbeat", ["a", "device", 1, 7946]]),  # another version, unsigned
+    ],
+)
+def test_without_the_secret_nothing_is_parsed_every_frame_is_a_bad_tag(envelope):
+    # The tag is checked before the envelope is unpacked: garbage, a claimed store or a claimed
+    # version from someone without the secret all end the same way, unread.
+    assert _reason(envelope + bytes(frames.TAG_SIZE)) is Reason.BAD_TAG
 
 
 @settings(max_examples=400, deadline=None)

@@ -6,10 +6,15 @@ from hypothesis import strategies as st
 
 from posswarm.errors import PosswarmError
 from posswarm.sku.catalog import BUCKETS, SkuReplica, bucket_of, differing_buckets
-from posswarm.sku.entry import InvalidSkuEntry, SkuEntry, merge
+from posswarm.sku.entry import InvalidSkuEntry, SkuEntry, wins
 from posswarm.sku.hlc import MAX_SKEW_MS, pack
 
 T = 1_700_000_000_000
+
+
+def merge(mine, theirs):
+    """The pure rule folded over entries: what every replica must end up holding."""
+    return theirs if wins(theirs.version, None if mine is None else mine.version) else mine
 
 
 def _all(replica):
@@ -128,7 +133,7 @@ def test_anti_entropy_converges_two_diverged_replicas_in_one_round(shared, only_
     b.apply(only_b + shared)
     anti_entropy_round(a, b)
     assert _all(a) == _all(b)
-    assert a.root_digest() == b.root_digest()
+    assert a.bucket_digests() == b.bucket_digests()
     assert anti_entropy_round(a, b) == []
     winners = {}
     for entry in shared + only_a + only_b:
@@ -149,4 +154,34 @@ def test_one_changed_sku_among_100k_costs_one_bucket(tmp_path):
     central.apply([repriced])
     assert anti_entropy_round(central, store) == [bucket_of("SKU031337")]
     assert store.get("SKU031337").price_cents == 1
-    assert central.root_digest() == store.root_digest()
+    assert central.bucket_digests() == store.bucket_digests()
+
+
+V1 = (pack(T, 0), "central", b"\x01" * 16)
+
+
+@pytest.mark.parametrize(
+    ("theirs", "mine", "expected"),
+    [
+        (V1, None, True),  # nothing held: anything wins
+        (V1, V1, False),  # the same entry again changes nothing
+        ((pack(T, 1), "central", b"\x00" * 16), V1, True),  # a later clock wins whatever the rest
+        ((pack(T - 1, 0), "store-042", b"\xff" * 16), V1, False),  # an older clock loses whatever the rest
+        ((pack(T, 0), "store-042", b"\x00" * 16), V1, True),  # clock tie: origin decides
+        ((pack(T, 0), "central", b"\x02" * 16), V1, True),  # clock and origin tie: the leaf decides
+        ((pack(T, 0), "central", b"\x00" * 16), V1, False),
+    ],
+)
+def test_last_writer_wins_rule(theirs, mine, expected):
+    assert wins(theirs, mine) is expected
+    if mine is not None and theirs != mine:
+        assert wins(mine, theirs) is not expected  # exactly one of two different versions wins
+
+
+def test_a_batch_holding_two_versions_of_a_sku_keeps_the_newer_in_either_order():
+    old = SkuEntry("SKU1", pack(T, 0), "central", price_cents=150)
+    new = SkuEntry("SKU1", pack(T, 1), "central", price_cents=120)
+    for batch in ([old, new], [new, old]):
+        replica = SkuReplica(":memory:")
+        assert replica.apply(batch) == 1
+        assert replica.entry("SKU1") == new

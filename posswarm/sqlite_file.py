@@ -1,4 +1,4 @@
-"""Open and write the store's SQLite files the durable way: WAL, synchronous=FULL, one transaction per change."""
+"""Open and write the node's and central's SQLite files the durable way: WAL, synchronous=FULL, one transaction per change."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ class StoreFileError(PosswarmError):
     """A SQLite file that cannot be opened or written (not a database, disk full, read-only)."""
 
 
-def open_db(path: str, what: str, schema: str, *, synchronous: str = "FULL") -> sqlite3.Connection:
+def open_db(path: str, what: str, schema: str, *, synchronous: str = "FULL", file_format: int = 1) -> sqlite3.Connection:
     """Open ``path`` (``":memory:"`` for tests), apply ``schema``; raise StoreFileError naming ``what``.
 
     synchronous=FULL because a sale acked or printed must survive power loss; measured
     2,390 commits/s here, far above a store's sale rate (notes/gossip-mdns.md §2).
     ``check_same_thread=False``: the trio driver calls us from worker threads, one at a time.
+    ``file_format`` is kept in ``PRAGMA user_version``: a file written by a newer posswarm is
+    refused (a downgrade must not misread it), an older one is stamped once its schema is applied.
     """
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -27,7 +29,16 @@ def open_db(path: str, what: str, schema: str, *, synchronous: str = "FULL") -> 
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")
+        (found,) = conn.execute("PRAGMA user_version").fetchone()
+        if found > file_format:
+            conn.close()
+            raise StoreFileError(
+                f"{what} {path}: file format {found} is newer than this posswarm reads ({file_format});"
+                " upgrade posswarm on this node (the file is left untouched)"
+            )
         conn.executescript(schema)
+        if found < file_format:
+            conn.execute(f"PRAGMA user_version={int(file_format)}")
     except sqlite3.Error as exc:
         conn.close()
         raise StoreFileError(
