@@ -48,7 +48,8 @@ class CatalogFollower:
         self._poll_now.set()
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with httpx.AsyncClient(timeout=15.0) as client:
+        # A source that does not answer a connect within 3 s is skipped for the next one (a LAN answers in ms).
+        async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=3.0)) as client:
             task_status.started(self)
             while True:
                 found = await self._read_catalog(client)
