@@ -86,6 +86,12 @@ def announce_url(tracker_url: str, who: NodeIdentity, report: ReleaseReport, eve
     return f"{tracker_url}{sep}info_hash={quote_from_bytes(report.info_hash_v1)}&{urlencode(params)}"
 
 
+def shown_url(tracker_url: str) -> str:
+    """The tracker URL as a log line or status may show it: the passkey in ``/announce/<passkey>`` is a secret."""
+    base, sep, _ = tracker_url.partition("/announce/")
+    return f"{base}/announce/<passkey>" if sep else tracker_url
+
+
 def parse_reply(body: bytes, *, tracker_url: str) -> AnnounceReply:
     """Read a bencoded reply; a ``failure reason`` or garbage becomes a PosswarmError naming the tracker."""
     if len(body) > MAX_REPLY_BYTES:

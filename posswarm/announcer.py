@@ -9,7 +9,7 @@ import httpx
 import trio
 
 from posswarm import logs
-from posswarm.announce import NodeIdentity, ReleaseReport, announce_url, parse_reply
+from posswarm.announce import MAX_REPLY_BYTES, NodeIdentity, ReleaseReport, announce_url, parse_reply, shown_url
 from posswarm.errors import PosswarmError
 
 log = logs.get("announcer")
@@ -72,7 +72,7 @@ class Announcer:
             try:
                 reply = await self._announce(client, report, event)
             except PosswarmError as exc:
-                if self.last_error != str(exc):
+                if self.last_error != str(exc):  # said once, not at every round
                     log.warning("announce.failed", reason=str(exc))
                 self.last_error = str(exc)
                 continue
@@ -87,11 +87,17 @@ class Announcer:
 
     async def _announce(self, client: httpx.AsyncClient, report: ReleaseReport, event: str):
         url = announce_url(self.tracker_url, self.who, report, event)
+        shown = shown_url(self.tracker_url)  # the passkey in the URL is a secret: never in a log line
         try:
-            response = await client.get(url)
+            async with client.stream("GET", url) as response:
+                body = bytearray()
+                async for part in response.aiter_bytes():
+                    body += part
+                    if len(body) > MAX_REPLY_BYTES:  # parse_reply refuses it; read no further than that
+                        break
         except httpx.HTTPError as exc:
-            raise PosswarmError(f"tracker {self.tracker_url}: unreachable ({type(exc).__name__}); will retry") from None
-        return parse_reply(response.content, tracker_url=self.tracker_url)
+            raise PosswarmError(f"tracker {shown}: unreachable ({type(exc).__name__}); will retry") from None
+        return parse_reply(bytes(body), tracker_url=shown)
 
     async def _stopped(self, client: httpx.AsyncClient) -> None:
         for report in self._reports():

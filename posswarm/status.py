@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from posswarm import lifecycle
+from posswarm.announce import shown_url
 from posswarm.errors import PosswarmError
 
 
@@ -66,7 +67,7 @@ def node_document(node) -> dict:
         "wan_caps_kbps": {"download": node.wan.kbps[0], "upload": node.wan.kbps[1]},
         "catalog": {"url": follower.url, "last_ok": follower.last_ok, "error": follower.last_error},
         "tracker": {
-            "url": _without_passkey(c.tracker_url),
+            "url": shown_url(c.tracker_url) if c.tracker_url else None,
             "last_ok": announcer.last_contact if announcer else None,
             "last_error": announcer.last_error if announcer else None,
         },
@@ -74,9 +75,3 @@ def node_document(node) -> dict:
         "updated": time.time(),
     }
 
-
-def _without_passkey(url: str | None) -> str | None:
-    """The tracker URL as status may show it: a passkey (``/announce/<passkey>``) is a secret."""
-    if not url or "/announce/" not in url:
-        return url
-    return url.split("/announce/", 1)[0] + "/announce/<passkey>"

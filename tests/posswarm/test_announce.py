@@ -6,10 +6,12 @@ from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
 import fastbencode
 import pytest
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from posswarm.announce import NodeIdentity, ReleaseReport, announce_url, parse_reply
+from posswarm.announce import NodeIdentity, ReleaseReport, announce_url, parse_reply, shown_url
+from posswarm.announcer import Announcer
 from posswarm.errors import PosswarmError
 
 WHO = NodeIdentity("till-01", "S042", "device", "pos", "10.20.0.11", 6881)
@@ -59,3 +61,20 @@ def test_garbage_replies_raise_only_posswarm_errors(body):
         parse_reply(body, tracker_url="t")
     except PosswarmError:
         pass
+
+
+def test_a_passkey_is_never_shown():
+    assert shown_url("http://t:6969/announce/9f8e7d6c5b4a39281706f5e4d3c2b1a0") == "http://t:6969/announce/<passkey>"
+    assert shown_url("http://t:6969/announce") == "http://t:6969/announce"
+
+
+async def test_an_unreachable_tracker_is_reported_without_its_passkey():
+    secret = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+    announcer = Announcer(f"http://127.0.0.1:9/announce/{secret}", WHO, lambda: [REPORT], lambda report, peers: None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(announcer.run)
+        with trio.fail_after(10):
+            while announcer.last_error is None:
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    assert "unreachable" in announcer.last_error and secret not in announcer.last_error
