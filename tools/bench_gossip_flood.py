@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from tools.bench_sales import GOSSIP_PORT, Rig, cache_sales, outbox_sales, percentile
+from tools.sales_rig import GOSSIP_PORT, Rig, cache_sales, outbox_sales, percentile
 
 
 def _ms(values: list[float], p: float) -> float | None:

@@ -11,225 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import resource
-import signal
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import tomli_w
 import trio
 
-from posswarm.errors import PosswarmError
-from posswarm.keys import generate_keypair
-from posswarm.sales import stored
-from tools.lab import bin_path
-
-GOSSIP_PORT = 7946
-SECRET = "bench-store-secret-" + "0123456789abcdef"
-
-
-@dataclass
-class Proc:
-    name: str
-    cmd: list[str]
-    log: Path
-    ready: str
-    process: trio.Process | None = None
-    starts: int = 0
-
-
-@dataclass
-class Rig:
-    """One store on loopback: central seeder, one cache, N devices, each a killable process."""
-
-    root: Path
-    devices: int
-    faults: str = ""
-    sku_poll_s: float = 2.0
-    fd_limit: int | None = None  # RLIMIT_NOFILE for the node processes (1,024 is most systems' default)
-    net: int = field(default_factory=lambda: random.randint(16, 250))
-    store: str = field(default_factory=lambda: f"bench-{random.getrandbits(32):08x}")
-
-    def __post_init__(self) -> None:
-        self.logs = self.root / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-        keys = self.root / "central" / "keys"
-        keys.mkdir(parents=True)
-        (self.root / "central" / "releases").mkdir()
-        self.private_key, self.public_key = generate_keypair(keys)
-        self.key_file = self.root / "store.key"
-        self.key_file.write_text(SECRET)
-        self.central_data = self.root / "central" / "data"
-        self.procs: dict[str, Proc] = {}
-        self.starting: set[str] = set()  # names whose start() is waiting for them to serve
-        self.seeder_url: str | None = None
-
-    def address(self, name: str) -> str:
-        return f"127.{self.net}.1.1" if name == "cache" else f"127.{self.net}.1.{10 + int(name.split('-')[1])}"
-
-    @property
-    def device_names(self) -> list[str]:
-        return [f"till-{i + 1:02d}" for i in range(self.devices)]
-
-    def data_dir(self, name: str) -> Path:
-        return self.root / "nodes" / name
-
-    async def start_all(self) -> None:
-        seeder_ip = f"127.{self.net}.0.3"
-        self.procs["seeder"] = Proc("seeder", [
-            bin_path("posswarm-seeder"), "serve", "--releases", str(self.root / "central" / "releases"),
-            "--key-pub", str(self.public_key), "--listen", f"{seeder_ip}:0", "--bt-listen", f"{seeder_ip}:0",
-            "--data-dir", str(self.central_data)], self.logs / "seeder.log", "event='listening'")
-        await self.start("seeder")
-        text = (self.logs / "seeder.log").read_text()
-        self.seeder_url = text.split("event='listening'", 1)[1].split("url='", 1)[1].split("'", 1)[0]
-        for name in ["cache", *self.device_names]:
-            self._node_proc(name)
-        async with trio.open_nursery() as nursery:
-            for name in ["cache", *self.device_names]:
-                nursery.start_soon(self.start, name)
-
-    def _node_proc(self, name: str) -> None:
-        self.procs[name] = Proc(name, [bin_path("posswarm"), "node", "--config", str(self._config(name))],
-                                self.logs / f"{name}.log", "event='storedata.started'")
-
-    def add_device(self) -> str:
-        """One more (fresh) till; start it with :meth:`start`."""
-        self.devices += 1
-        name = self.device_names[-1]
-        self._node_proc(name)
-        return name
-
-    def _config(self, name: str) -> Path:
-        role = "cache" if name == "cache" else "device"
-        doc = {
-            "node": {"id": name, "role": role, "store": self.store, "class": "cache" if role == "cache" else "pos",
-                     "data_dir": str(self.data_dir(name)), "address": self.address(name),
-                     "lan_network": f"127.{self.net}.1.0/24", "log_level": "info"},
-            "central": {"public_key": str(self.public_key)},
-            "store": {"gossip_key_file": str(self.key_file), "gossip_port": GOSSIP_PORT, "api_port": 0,
-                      "gossip_faults": self.faults},
-            "timing": {"status_every_s": 1.0, "catalog_poll_s": 30.0, "sku_poll_s": self.sku_poll_s},
-        }
-        if role == "cache":
-            doc["central"]["catalog_url"] = self.seeder_url
-        else:  # mDNS finds the cache too; the seed makes the run independent of multicast on a busy host
-            doc["store"]["gossip_seeds"] = f"{self.address('cache')}:{GOSSIP_PORT}"
-        path = self.root / "nodes" / f"{name}.toml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(tomli_w.dumps(doc))
-        return path
-
-    async def start(self, name: str, timeout: float = 60.0) -> None:
-        """Start ``name`` and return once its log shows it is serving."""
-        self.starting.add(name)  # not a kill victim until it serves: a kill mid-start is not a fault we model
-        try:
-            await self._start(name, timeout)
-        finally:
-            self.starting.discard(name)
-
-    async def _start(self, name: str, timeout: float) -> None:
-        proc = self.procs[name]
-        seen = proc.log.stat().st_size if proc.log.exists() else 0
-        with open(proc.log, "ab") as log:
-            proc.process = await trio.lowlevel.open_process(
-                proc.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=self._limit_fds if self.fd_limit else None)
-        proc.starts += 1
-        with trio.fail_after(timeout):
-            while True:
-                with open(proc.log, "rb") as f:
-                    f.seek(seen)
-                    if proc.ready.encode() in f.read():
-                        return
-                if proc.process.poll() is not None:
-                    tail = proc.log.read_text(errors="replace").strip().splitlines()[-3:]
-                    raise PosswarmError(f"{name} exited with {proc.process.returncode}: {' | '.join(tail)}")
-                await trio.sleep(0.05)
-
-    def _limit_fds(self) -> None:
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(self.fd_limit, hard), hard))
-
-    async def kill(self, name: str) -> None:
-        """SIGKILL: no goodbye, no flush; whatever was committed must survive."""
-        process = self.procs[name].process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            await process.wait()
-
-    def alive(self, name: str) -> bool:
-        """Running and serving (a process still starting up is not counted)."""
-        process = self.procs[name].process
-        return name not in self.starting and process is not None and process.poll() is None
-
-    async def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.process is not None and proc.process.poll() is None:
-                proc.process.terminate()
-        for proc in self.procs.values():
-            if proc.process is not None:
-                with trio.move_on_after(5):
-                    await proc.process.wait()
-                if proc.process.poll() is None:
-                    proc.process.kill()
-                    await proc.process.wait()
-
-    def sees_cache(self, name: str) -> bool:
-        """The device's status.json says its gossip channel hears the cache."""
-        try:
-            doc = json.loads((self.data_dir(name) / "status.json").read_text())
-            return bool(doc["storedata"]["gossip"]["peers"]["cache"]["alive"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
-
-    async def wait_connected(self, timeout: float = 30.0) -> None:
-        with trio.fail_after(timeout):
-            while not all(self.sees_cache(name) for name in self.device_names):
-                await trio.sleep(0.1)
-
-    def api_url(self, name: str) -> str | None:
-        try:
-            return (self.data_dir(name) / "api.url").read_text().strip()
-        except OSError:
-            return None
-
-
-def _read(path: Path, query: str) -> list[tuple]:
-    if not path.exists():
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        return db.execute(query).fetchall()
-    finally:
-        db.close()
-
-
-def outbox_sales(rig: Rig) -> dict[tuple, int]:
-    """Every sale committed on any till: identity -> cents (the ground truth)."""
-    found = {}
-    for name in rig.device_names:
-        for (body,) in _read(rig.data_dir(name) / "outbox.sqlite", "SELECT body FROM sale"):
-            sale = stored.unpack(body)
-            found[sale.key] = sale.total_cents
-    return found
-
-
-def central_sales(rig: Rig) -> list[tuple]:
-    return _read(rig.central_data / "sales.sqlite", "SELECT device_id, incarnation, seq, total_cents FROM sale")
-
-
-def cache_sales(rig: Rig) -> list[tuple]:
-    return _read(rig.data_dir("cache") / "ledger.sqlite",
-                 "SELECT device_id, incarnation, seq, total_cents, stored_ms - created_ms FROM sale")
+from tools.bench_gossip_flood import run_flood
+from tools.sales_rig import Rig, cache_sales, central_sales, outbox_sales, percentile
 
 
 async def _sell(rig: Rig, name: str, rate: float, quota: list[int], committed: dict, rng: random.Random) -> None:
@@ -279,13 +71,6 @@ async def _chaos(rig: Rig, kill_every: float, outage: float, rng: random.Random,
             nursery.start_soon(cache_outage)
         if kill_every > 0:
             nursery.start_soon(kills)
-
-
-def percentile(values: list[int], p: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return float(ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))])
 
 
 async def run_scenario(root: Path, *, devices: int = 3, sales: int = 300, drop: float = 0.0, dup: float = 0.0,
@@ -372,8 +157,6 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="posswarm-bench-sales-") as tmp:
         root = args.keep or Path(tmp)
         if args.flood:
-            from tools.bench_gossip_flood import run_flood  # it builds on this module's Rig
-
             result = trio.run(lambda: run_flood(root, connections=args.flood, sales=args.sales, rate=args.rate))
         else:
             result = trio.run(lambda: run_scenario(

@@ -19,7 +19,7 @@ from pathlib import Path
 import trio
 
 from seeder.sku import CentralCatalog
-from tools.bench_sales import Rig, percentile
+from tools.sales_rig import Rig, percentile
 
 
 def _rows(count: int, price_of=lambda i: 100 + i % 9000) -> list[dict]:

@@ -9,8 +9,9 @@ import httpx
 import trio
 
 from tools.bench_gossip_flood import run_flood
-from tools.bench_sales import Rig, central_sales, run_scenario
+from tools.bench_sales import run_scenario
 from tools.lab import bin_path
+from tools.sales_rig import Rig, central_sales
 
 
 async def test_every_committed_sale_reaches_central_exactly_once(tmp_path):
