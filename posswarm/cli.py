@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     act = sub.add_parser("activate-pending", help="as root: answer the node's privileged activation requests "
                          "(run by posswarm-activate.service; see docs/deployment.md)")
     act.add_argument("--config", required=True, help="the node's TOML file (install.privileged_hook)")
+    act.add_argument("--work-dir", default="/var/lib/posswarm-activate",
+                     help="root's own directory for the verified copy a hook runs on (default: %(default)s)")
 
     demo = sub.add_parser("demo", help="a whole store on this machine: tracker, seeder, cache and devices")
     demo.add_argument("--devices", type=int, default=4)
@@ -104,7 +106,7 @@ def _activate_pending(args) -> int:
 
     config = node_config.load(Path(args.config))
     logs.configure(config.log_level, component="activate")
-    privileged.activate_pending(config)
+    privileged.activate_pending(config, Path(args.work_dir))
     return 0
 
 

@@ -1,21 +1,26 @@
 """The privileged activation path: the sandboxed node asks, through a spool directory, and a root oneshot
 (``posswarm activate-pending``, started by ``posswarm-activate.path``) checks the request against the node's
-``installed/`` tree, runs ``install.privileged_hook`` and answers with a result file."""
+``installed/`` tree, rebuilds the payload from the signed release into a directory of root's own, runs
+``install.privileged_hook`` on that copy and answers with a result file."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from posswarm import health, install, logs
+from posswarm.chunks import chunk_relpath
 from posswarm.config import NodeConfig
 from posswarm.errors import PosswarmError
 from posswarm.fsync import fsync_dir
-from posswarm.manifest import ManifestError, check_component
+from posswarm.keys import load_public_key
+from posswarm.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, check_component, verify_manifest
+from posswarm.release import MANIFEST_NAME
 
 log = logs.get("privileged")
 
@@ -89,8 +94,12 @@ def request_and_wait(config: NodeConfig, *, name: str, version: str, kind: str, 
 # --- root's side ------------------------------------------------------------------------------------------
 
 
-def activate_pending(config: NodeConfig) -> int:
-    """Answer every request in the spool; returns how many were answered. What root runs, once per trigger."""
+def activate_pending(config: NodeConfig, work_dir: Path) -> int:
+    """Answer every request in the spool; returns how many were answered. What root runs, once per trigger.
+
+    ``work_dir`` is root's alone (posswarm-activate.service's StateDirectory): each payload is rebuilt there
+    from the signed release before its hook runs.
+    """
     spool = spool_dir(config.data_dir)
     answered = 0
     for _ in range(_BATCH):
@@ -101,7 +110,7 @@ def activate_pending(config: NodeConfig) -> int:
         stem = request_file.name[: -len(REQUEST)]
         try:
             req = _parse_request(_read_bounded(request_file, _REQUEST_LIMIT), stem)
-            problem = _apply(config, req)
+            problem = _apply(config, req, work_dir)
             release, version = req.release, req.version
         except PosswarmError as exc:
             problem = str(exc)
@@ -138,7 +147,7 @@ def _parse_request(raw: bytes, stem: str) -> Request:
     return req
 
 
-def _apply(config: NodeConfig, req: Request) -> str | None:
+def _apply(config: NodeConfig, req: Request, work_dir: Path) -> str | None:
     """Run the hook when the request matches what the node has really installed; why not otherwise."""
     where = f"{WHAT} for {req.release} {req.version}"
     if not config.privileged_hook:
@@ -155,10 +164,50 @@ def _apply(config: NodeConfig, req: Request) -> str | None:
     left = req.deadline - time.time()
     if left <= 0:
         return f"{where}: the node stopped waiting {-left:.0f} s ago; refused"
-    timeout_s = min(config.privileged_timeout_s, left)
-    done = health.run(config.privileged_hook, cwd=payload, timeout_s=timeout_s,
-                      env=health.environment(name=req.release, version=req.version, path=payload, kind=req.kind))
+    try:
+        copy = _verified_copy(config, req, work_dir)
+    except PosswarmError as exc:
+        return f"{where}: {exc}; refused"
+    except OSError as exc:  # root's disk, not the request: say so, the node rolls back and a later try may pass
+        return f"{where}: cannot build root's copy in {work_dir} ({exc.strerror}); refused"
+    timeout_s = min(config.privileged_timeout_s, req.deadline - time.time())
+    try:
+        done = health.run(config.privileged_hook, cwd=copy, timeout_s=timeout_s,
+                          env=health.environment(name=req.release, version=req.version, path=copy, kind=req.kind))
+    finally:
+        shutil.rmtree(copy.parent, ignore_errors=True)
     return health.explain(done, what=WHAT, command=config.privileged_hook, timeout_s=timeout_s)
+
+
+def _verified_copy(config: NodeConfig, req: Request, work_dir: Path) -> Path:
+    """Rebuild the payload from the node's release directory into ``work_dir``, checked against the signed manifest.
+
+    The node's installed copy is the node's to change at any moment (it may be the one compromised), so root
+    runs its hook on bytes it assembled itself and checked against the central key: what a hook writes to a
+    partition is what central signed, or nothing.
+    """
+    release_dir = config.data_dir / "releases" / req.release / req.version
+    m = verify_manifest(_read_bounded(release_dir / MANIFEST_NAME, MAX_MANIFEST_BYTES),
+                        load_public_key(config.public_key))
+    if (m.name, m.version, m.kind) != (req.release, req.version, req.kind):
+        raise PosswarmError(f"the signed manifest is {m.name} {m.version} ({m.kind}), not what was asked ({req.kind})")
+    _check_chunk_files(m, release_dir)
+    work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    root = work_dir / req.release
+    shutil.rmtree(root, ignore_errors=True)  # only root writes here: a leftover is a run cut short
+    return install.assemble(m, release_dir, root)
+
+
+def _check_chunk_files(m: Manifest, release_dir: Path) -> None:
+    # assemble() reads each chunk whole: a symlink to /dev/zero or an oversized file must not get that far
+    for chunk in m.unique_chunks():
+        path = release_dir / chunk_relpath(chunk.digest)
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            raise PosswarmError(f"chunk {chunk.hex[:16]} cannot be read ({exc.strerror})") from None
+        if not stat.S_ISREG(st.st_mode) or st.st_size != chunk.size:
+            raise PosswarmError(f"chunk {chunk.hex[:16]} is not a regular file of {chunk.size} bytes")
 
 
 # --- files both sides trust only so far ----------------------------------------------------------------------

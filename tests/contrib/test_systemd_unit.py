@@ -29,7 +29,7 @@ def directives(text: str) -> dict[str, list[str]]:
         line = line.strip()
         if line and not line.startswith(("#", ";", "[")):
             key, _, value = line.partition("=")
-            found.setdefault(key, []).append(value)
+            found.setdefault(key, []).append(" ".join(value.split()))
     return found
 
 
@@ -79,7 +79,9 @@ def test_the_activation_path_starts_the_root_oneshot_on_a_request():
     assert path["Unit"] == ["posswarm-activate.service"]
     service = directives((UNITS / "posswarm-activate.service").read_text())
     assert service["Type"] == ["oneshot"] and "User" not in service
-    assert service["ExecStart"] == ["/opt/posswarm/venv/bin/posswarm activate-pending --config /etc/posswarm/node.toml"]
+    assert service["ExecStart"] == ["/opt/posswarm/venv/bin/posswarm activate-pending --config /etc/posswarm/node.toml "
+                                    "--work-dir /var/lib/posswarm-activate"]
+    assert service["StateDirectoryMode"] == ["0700"]
 
 
 @needs_systemd_analyze

@@ -22,7 +22,7 @@ POSSWARM = Path(sys.executable).with_name("posswarm")
 
 
 class Store:
-    """One device's data directory, its config file, and releases of till-app published for it."""
+    """One device's data directory (releases of till-app published straight into it), its config file."""
 
     def __init__(self, tmp_path: Path):
         private, self.pub = generate_keypair(tmp_path / "keys")
@@ -30,6 +30,7 @@ class Store:
         self.tmp = tmp_path
         self.data = tmp_path / "data"
         self.spool = privileged.spool_dir(self.data)
+        self.work = tmp_path / "root-work"  # posswarm-activate.service's StateDirectory
         self.installed = self.data / "installed" / "till-app"
         self.payload = tmp_path / "app"
         self.payload.mkdir()
@@ -50,10 +51,10 @@ class Store:
         return str(script)
 
     def publish(self, version: str):
-        return publish(self.payload, name="till-app", version=version, private_key=self.key, out=self.tmp / "releases")
+        return publish(self.payload, name="till-app", version=version, private_key=self.key, out=self.data / "releases")
 
     def activate(self, cfg: config.NodeConfig, version: str) -> str | None:
-        return activate_release(cfg, self.publish(version), self.tmp / "releases" / "till-app" / version,
+        return activate_release(cfg, self.publish(version), self.data / "releases" / "till-app" / version,
                                 self.installed)
 
     async def path_unit(self, env: dict[str, str] | None = None) -> None:
@@ -61,14 +62,18 @@ class Store:
         with trio.fail_after(60):
             while not list(self.spool.glob("*.request")):
                 await trio.sleep(0.05)
-            await trio.run_process([str(POSSWARM), "activate-pending", "--config", str(self.tmp / "node.toml")],
-                                   env=env, capture_stderr=True)
+            await self.activate_pending(env)
+
+    async def activate_pending(self, env: dict[str, str] | None = None) -> None:
+        await trio.run_process([str(POSSWARM), "activate-pending", "--config", str(self.tmp / "node.toml"),
+                                "--work-dir", str(self.work)], env=env, capture_stderr=True)
 
 
 async def test_root_applies_the_release_the_node_switched_to(tmp_path):
     store = Store(tmp_path)
     seen = tmp_path / "seen.txt"
-    cfg = store.config(privileged_hook=store.hook(f'env > {seen}\necho "flashed $POSSWARM_VERSION"'))
+    copied = tmp_path / "copied.bin"
+    cfg = store.config(privileged_hook=store.hook(f'env > {seen}\ncp till.bin {copied}\necho "flashed $POSSWARM_VERSION"'))
     problem = "not run"
 
     async def node():
@@ -82,7 +87,10 @@ async def test_root_applies_the_release_the_node_switched_to(tmp_path):
     assert install.current_version(store.installed) == "1.0"
     env = dict(line.split("=", 1) for line in seen.read_text().splitlines())
     assert (env["POSSWARM_RELEASE"], env["POSSWARM_VERSION"], env["POSSWARM_KIND"]) == ("till-app", "1.0", "app")
-    assert Path(env["POSSWARM_PATH"]) == (store.installed / "1.0").resolve()
+    # the hook ran on root's own copy, rebuilt from the signed release, and that copy is gone again
+    assert Path(env["POSSWARM_PATH"]) == store.work / "till-app" / "1.0"
+    assert copied.read_bytes() == (store.payload / "till.bin").read_bytes()
+    assert list(store.work.iterdir()) == []
     assert "CENTRAL_DB_PASSWORD" not in env  # root's own environment stays root's
     assert list(store.spool.iterdir()) == []  # request and result both consumed
 
@@ -140,8 +148,7 @@ async def test_root_trusts_the_file_system_not_the_request(tmp_path):
     (store.spool / "junk@1.request").write_bytes(b"\xff" * 10)
     (store.spool / "big@1.request").write_bytes(b" " * 100_000)
     (store.spool / "link@1.request").symlink_to("/etc/shadow")
-    await trio.run_process([str(POSSWARM), "activate-pending", "--config", str(tmp_path / "node.toml")],
-                           capture_stderr=True)
+    await store.activate_pending()
     assert not marker.exists()
     assert list(store.spool.glob("*.request")) == []
     answers = {p.name[: -len(".result")]: json.loads(p.read_text())["problem"] for p in store.spool.glob("*.result")}
@@ -159,8 +166,35 @@ async def test_root_trusts_the_file_system_not_the_request(tmp_path):
     (store.spool / "till-app@1.1.request").write_text(json.dumps(
         {"release": "till-app", "version": "1.1", "kind": "app", "path": str(store.installed / "1.1"),
          "deadline": later}))
-    assert privileged.activate_pending(cfg) == 1
+    assert privileged.activate_pending(cfg, store.work) == 1
     assert marker.exists()
+
+
+async def test_root_applies_what_central_signed_not_what_the_node_has_on_disk(tmp_path):
+    store = Store(tmp_path)
+    copied = tmp_path / "copied.bin"
+    assert await trio.to_thread.run_sync(store.activate, store.config(), "1.0") is None
+    cfg = store.config(privileged_hook=store.hook(f"cp till.bin {copied}"))
+    request = {"release": "till-app", "version": "1.0", "kind": "app", "path": str(store.installed / "1.0"),
+               "deadline": 4102444800.0}
+    store.spool.mkdir()
+    # a compromised node rewrites its installed payload: root's copy is rebuilt from the signed chunks anyway
+    (store.installed / "1.0" / "till.bin").write_bytes(b"rootkit")
+    (store.spool / "till-app@1.0.request").write_text(json.dumps(request))
+    assert privileged.activate_pending(cfg, store.work) == 1
+    assert json.loads((store.spool / "till-app@1.0.result").read_text())["problem"] is None
+    assert copied.read_bytes() == (store.payload / "till.bin").read_bytes()
+    # ... and when it rewrites a chunk too, nothing central did not sign reaches the hook
+    copied.unlink()
+    chunk = next((store.data / "releases" / "till-app" / "1.0" / "chunks").rglob("*/*"))
+    size = chunk.stat().st_size
+    chunk.unlink()  # a hard link into the publisher's chunk store: replace it, do not edit it in place
+    chunk.write_bytes(b"x" * size)
+    (store.spool / "till-app@1.0.request").write_text(json.dumps(request))
+    assert privileged.activate_pending(cfg, store.work) == 1
+    problem = json.loads((store.spool / "till-app@1.0.result").read_text())["problem"]
+    assert "BLAKE3 does not match the manifest" in problem and problem.endswith("refused")
+    assert not copied.exists()
 
 
 @pytest.mark.parametrize(("keys", "named"), [
