@@ -86,7 +86,7 @@ def request_and_wait(config: NodeConfig, *, name: str, version: str, kind: str, 
         problem = answer.get("problem")
         if problem is not None and not isinstance(problem, str):
             raise ValueError("'problem' is not a string")
-    except (OSError, ValueError) as exc:
+    except (PosswarmError, OSError, ValueError) as exc:
         return f"{WHAT}: result file {result_file} is unreadable ({exc}); check the posswarm-activate journal"
     return problem or None
 

@@ -206,3 +206,15 @@ async def test_root_applies_what_central_signed_not_what_the_node_has_on_disk(tm
 def test_bad_privileged_settings_are_named(tmp_path, keys, named):
     with pytest.raises(PosswarmError, match=named.replace("(", r"\(")):
         Store(tmp_path).config(**keys)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can answer as another user")
+async def test_roots_answer_belongs_to_the_node_that_owns_the_spool(tmp_path):
+    store = Store(tmp_path)
+    store.config(privileged_hook=store.hook("exit 0"))
+    store.spool.mkdir(parents=True)
+    os.chown(store.spool, 65534, 65534)  # the node's user (nobody standing in for posswarm)
+    (store.spool / "till-app@1.0.request").write_text("{}")
+    await store.activate_pending()
+    answer = (store.spool / "till-app@1.0.result").stat()
+    assert (answer.st_uid, answer.st_gid, answer.st_mode & 0o777) == (65534, 65534, 0o600)
