@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -218,3 +219,54 @@ async def test_roots_answer_belongs_to_the_node_that_owns_the_spool(tmp_path):
     await store.activate_pending()
     answer = (store.spool / "till-app@1.0.result").stat()
     assert (answer.st_uid, answer.st_gid, answer.st_mode & 0o777) == (65534, 65534, 0o600)
+
+
+async def test_a_running_device_applies_a_release_through_root_and_rolls_back_when_root_says_no(tmp_path):
+    """The whole path with real processes: tracker, seeder, cache, a device node, and the "path unit" loop
+    starting ``posswarm activate-pending`` for each request the device leaves in its spool."""
+    from tools.lab import Lab, write_image
+
+    lab = Lab(tmp_path, devices=1)
+    till = lab.devices[0]
+    applied = tmp_path / "applied.txt"
+    hook = tmp_path / "write-partition.sh"
+    hook.write_text(f'#!/bin/sh\n[ "$POSSWARM_VERSION" != "1.1" ] || {{ echo "partition B is bad" >&2; exit 5; }}\n'
+                    f'echo "$POSSWARM_VERSION $(cksum < image.bin)" >> {applied}\n')
+    hook.chmod(0o755)
+    spool = privileged.spool_dir(till.data_dir)
+
+    async def path_unit():
+        while True:
+            if list(spool.glob("*.request")):
+                await trio.run_process([str(POSSWARM), "activate-pending", "--config", str(till.config),
+                                        "--work-dir", str(tmp_path / "root-work")], capture_stderr=True)
+            await trio.sleep(0.05)  # polls the spool as the path unit's inotify watch would see it
+
+    async def release_state(version: str) -> tuple[str, str]:
+        while True:
+            r = lab.release_of(till, "pos-image", version)
+            if r and r["state"] in ("installed", "seeding", "rolled_back", "failed"):
+                return r["state"], r["error"]
+            await trio.sleep(0.2)
+
+    images = {v: write_image(tmp_path / f"{v}.img", 3, seed=i) for i, v in enumerate(("1.0", "1.1"))}
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(90):
+            await lab.start_central(nursery)
+            await lab.start_node(nursery, lab.cache)
+            await lab.start_node(nursery, till, extra={"install": {"privileged_hook": str(hook),
+                                                                   "privileged_timeout_s": 60.0}})
+        nursery.start_soon(path_unit)
+        await lab.publish(images["1.0"], "1.0")
+        with trio.fail_after(120):
+            assert (await release_state("1.0"))[0] in ("installed", "seeding")
+        cksum = subprocess.run(["cksum"], stdin=images["1.0"].open("rb"), capture_output=True, text=True).stdout
+        assert applied.read_text() == f"1.0 {cksum}"
+        await lab.publish(images["1.1"], "1.1")
+        with trio.fail_after(120):
+            state, error = await release_state("1.1")
+        assert state == "rolled_back"
+        assert error == f"privileged hook {str(hook)!r} exited with 5: partition B is bad; rolled back to 1.0"
+        assert install.current_version(till.data_dir / "installed" / "pos-image") == "1.0"
+        assert applied.read_text() == f"1.0 {cksum}"
+        nursery.cancel_scope.cancel()
