@@ -1,11 +1,12 @@
-"""Make a verified release what runs on a device: assemble it, switch ``current``, run the hook and health check,
-and switch back (or hold it) when they fail."""
+"""Make a verified release what runs on a device: assemble it, switch ``current``, run the hooks (post-install,
+then the privileged one through root, see posswarm/privileged.py) and the health check, and switch back (or hold
+it) when one fails."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from posswarm import health, install, logs
+from posswarm import health, install, logs, privileged
 from posswarm.config import NodeConfig
 from posswarm.manifest import Manifest
 
@@ -23,10 +24,14 @@ def activate_release(config: NodeConfig, manifest: Manifest, release_dir: Path, 
     old = install.activate(installed_root, m.version)
     log.info("release.activated", release=m.release_id, previous=old or "")
     problem = None
-    for what, command in (("post-install hook", config.post_install), ("health check", config.health_check)):
-        if command and problem is None:
-            problem = health.check(command, name=m.name, version=m.version, path=path, kind=m.kind,
-                                   timeout_s=config.health_timeout_s, what=what)
+    if config.post_install:
+        problem = health.check(config.post_install, name=m.name, version=m.version, path=path, kind=m.kind,
+                               timeout_s=config.health_timeout_s, what="post-install hook")
+    if config.privileged_hook and problem is None:  # root applies what the sandboxed node cannot (a partition)
+        problem = privileged.request_and_wait(config, name=m.name, version=m.version, kind=m.kind, path=path)
+    if config.health_check and problem is None:
+        problem = health.check(config.health_check, name=m.name, version=m.version, path=path, kind=m.kind,
+                               timeout_s=config.health_timeout_s)
     if problem is None:
         return None
     if old is None:

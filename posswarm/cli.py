@@ -1,4 +1,5 @@
-"""The ``posswarm`` command: run a node, verify a release, show a node's status, run the demo."""
+"""The ``posswarm`` command: run a node, verify a release, show a node's status, apply a node's privileged
+activations, run the demo."""
 
 from __future__ import annotations
 
@@ -37,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--config", help="the node's TOML file")
     where.add_argument("--data-dir", help="the node's data directory")
 
+    act = sub.add_parser("activate-pending", help="as root: answer the node's privileged activation requests "
+                         "(run by posswarm-activate.service; see docs/deployment.md)")
+    act.add_argument("--config", required=True, help="the node's TOML file (install.privileged_hook)")
+    act.add_argument("--work-dir", default="/var/lib/posswarm-activate",
+                     help="root's own directory for the verified copy a hook runs on (default: %(default)s)")
+
     demo = sub.add_parser("demo", help="a whole store on this machine: tracker, seeder, cache and devices")
     demo.add_argument("--devices", type=int, default=4)
     demo.add_argument("--image-mb", type=int, default=64)
@@ -63,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             return _status(args)
         if args.command == "rollback":
             return _rollback(args)
+        if args.command == "activate-pending":
+            return _activate_pending(args)
         if args.command == "demo":
             from tools.demo import demo_main
 
@@ -89,6 +98,16 @@ def _node(args) -> int:
     from posswarm.service import run_until_signalled
 
     return run_until_signalled(Node(config).run, program=PROG)
+
+
+def _activate_pending(args) -> int:
+    from posswarm import config as node_config
+    from posswarm import privileged
+
+    config = node_config.load(Path(args.config))
+    logs.configure(config.log_level, component="activate")
+    privileged.activate_pending(config, Path(args.work_dir))
+    return 0
 
 
 def _data_dir(args):

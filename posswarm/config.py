@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shlex
 import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -42,6 +43,9 @@ KEYS: dict[str, tuple[str, str]] = {
     "install.health_check": ("health_check", "device: command run after a switch; non-zero exit rolls back ('' = none)"),
     "install.post_install": ("post_install", "device: command run after a switch, before the health check ('' = none)"),
     "install.health_timeout_s": ("health_timeout_s", "seconds the health check may take before it counts as failed"),
+    "install.privileged_hook": ("privileged_hook", "device: command root runs for the node after a switch, via"
+                                " posswarm-activate.path ('' = no privileged path); see docs/deployment.md"),
+    "install.privileged_timeout_s": ("privileged_timeout_s", "seconds the node waits for the privileged hook's result"),
     "wan.download_limit_kbps": ("wan_download_kbps", "cache: WAN download cap in kbit/s (0 = none); LAN is never capped"),
     "wan.upload_limit_kbps": ("wan_upload_kbps", "cache: WAN upload cap in kbit/s, i.e. to other stores' caches (0 = none)"),
     "wan.schedule": ("wan_schedule", "cache: weekly store-local windows capping the WAN, e.g. 'mon-fri 08:00-20:00 4000'"),
@@ -80,6 +84,8 @@ class NodeConfig:
     health_check: str = ""
     health_timeout_s: float = 60.0
     post_install: str = ""
+    privileged_hook: str = ""
+    privileged_timeout_s: float = 300.0
     wan_download_kbps: int = 0
     wan_upload_kbps: int = 0
     wan_schedule: tuple[str, ...] = ()
@@ -180,9 +186,18 @@ def _check(c: NodeConfig, source: str) -> None:
             raise PosswarmError(f"{source}: '{key}' must be >= 0 (0 = no cap), got {value}")
     for key, value in (("timing.catalog_poll_s", c.catalog_poll_s), ("timing.status_every_s", c.status_every_s),
                        ("timing.sku_poll_s", c.sku_poll_s),
-                       ("install.health_timeout_s", c.health_timeout_s), ("timing.scrub_every_s", c.scrub_every_s)):
+                       ("install.health_timeout_s", c.health_timeout_s), ("timing.scrub_every_s", c.scrub_every_s),
+                       ("install.privileged_timeout_s", c.privileged_timeout_s)):
         if value <= 0:
             raise PosswarmError(f"{source}: '{key}' must be > 0 seconds, got {value}")
+    if c.privileged_hook:
+        try:
+            words = shlex.split(c.privileged_hook)
+        except ValueError as exc:
+            raise PosswarmError(f"{source}: 'install.privileged_hook' cannot be split into words ({exc})") from None
+        if not words or not words[0].startswith("/"):
+            raise PosswarmError(f"{source}: 'install.privileged_hook' {c.privileged_hook!r} must start with an"
+                                " absolute path (root runs it; no PATH search)")
     if c.gossip_key_file and not Path(c.gossip_key_file).is_file():
         raise PosswarmError(f"{source}: 'store.gossip_key_file' {c.gossip_key_file} does not exist"
                             " (copy the store's gossip key there, the same file on every node of the store)")
