@@ -15,6 +15,7 @@ class DataDir:
         installed/NAME/VERSION/  an assembled, verified payload
         installed/NAME/current   symlink to the running version; ``previous`` to the one before
         status.json              what ``posswarm status`` and the demo read
+        activate/                requests to root's privileged hook and its answers (posswarm/privileged.py)
     """
 
     root: Path
@@ -32,6 +33,10 @@ class DataDir:
 
     def installed(self, name: str) -> Path:
         return self.root / "installed" / name
+
+    @property
+    def activation_spool(self) -> Path:
+        return self.root / "activate"
 
     @property
     def status_file(self) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 from posswarm import health, install, logs
 from posswarm.chunks import chunk_relpath
 from posswarm.config import NodeConfig
+from posswarm.datadir import DataDir
 from posswarm.errors import PosswarmError
 from posswarm.fsync import fsync_dir
 from posswarm.keys import load_public_key
@@ -24,7 +25,6 @@ from posswarm.release import MANIFEST_NAME
 
 log = logs.get("privileged")
 
-SPOOL = "activate"
 REQUEST = ".request"
 RESULT = ".result"
 #: A request is a handful of short fields; a result holds at most the hook's kept output tail.
@@ -38,7 +38,7 @@ WHAT = "privileged hook"
 
 def spool_dir(data_dir: Path) -> Path:
     """Where requests and results live: ``DATA_DIR/activate`` (what posswarm-activate.path watches)."""
-    return data_dir / SPOOL
+    return DataDir(data_dir).activation_spool
 
 
 @dataclass(frozen=True)
