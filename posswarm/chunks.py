@@ -1,4 +1,4 @@
-"""Content-defined chunking (FastCDC + BLAKE3) and the on-disk chunk store."""
+"""Content-defined chunking (FastCDC + BLAKE3), a chunk's stored (zstd) form, and the on-disk chunk store."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import errno
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import blake3
+import zstandard
 from pyfastcdc import FastCDC
 
+from posswarm.errors import PosswarmError
 from posswarm.fsync import fsync_dir
 
 # 256 KiB on average, not DESIGN.md's ~1 MiB: an update moves whole chunks, and re-chunking the same
@@ -51,6 +54,86 @@ def cut_file(path: Path) -> Iterator[tuple[int, int, bytes]]:
     """(offset, length, BLAKE3 digest) of each chunk of ``path``; the same bytes always cut the same way."""
     for c in cuts(path):
         yield c.offset, c.length, c.digest
+
+
+# A chunk is stored, seeded and sent as one zstd frame when that is smaller than its content, else as its
+# content. The level is part of the release format: the same chunk must always give the same stored bytes
+# (a torrent's merkle roots and hard-link reuse between versions depend on it), so never derive it from
+# config. Level 3 (zstd's default): see docs/benchmarks.md "Compressed chunks" for the measured sweep.
+ZSTD_LEVEL = 3
+# zstd's largest window at level 3 is 2 MiB and a chunk is at most CHUNK_MAX: a frame asking a device for
+# more memory than that was not written by a publisher.
+MAX_WINDOW = 8 * 1024 * 1024
+
+_codecs = threading.local()  # zstd contexts are not thread-safe and are costly to make: one per thread
+
+
+class ChunkError(PosswarmError):
+    """A stored chunk that does not decode to the content its manifest entry promises."""
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    c = getattr(_codecs, "compressor", None)
+    if c is None:
+        # Content size in the header (a device checks it before decoding); no checksum (BLAKE3 covers it);
+        # one thread (multi-threaded zstd writes different bytes).
+        c = _codecs.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True,
+                                                          write_checksum=False, threads=0)
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_codecs, "decompressor", None)
+    if d is None:
+        d = _codecs.decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+    return d
+
+
+def pack(content) -> bytes:
+    """The stored form of chunk ``content``: its zstd frame if shorter, else the content as it is.
+
+    So a stored chunk is compressed exactly when it is shorter than its content; nothing else records it.
+    """
+    frame = _compressor().compress(content)
+    return frame if len(frame) < len(content) else bytes(content)
+
+
+def unpack(stored: bytes, length: int) -> bytes:
+    """The content of a stored chunk that must hold exactly ``length`` bytes; ChunkError otherwise.
+
+    Stored bytes come from peers and disks: the frame's declared size is checked against ``length``
+    before anything is decoded, so no input makes a device produce more than ``length`` bytes.
+    """
+    if len(stored) == length:
+        return stored
+    if not 0 < len(stored) < length:
+        raise ChunkError(f"has {len(stored)} stored bytes for {length} bytes of content")
+    try:
+        frame = zstandard.get_frame_parameters(stored)
+    except zstandard.ZstdError:
+        raise ChunkError("is not a zstd frame") from None
+    if frame.content_size != length or frame.dict_id != 0 or frame.window_size > MAX_WINDOW:
+        raise ChunkError(f"is a zstd frame of {frame.content_size} bytes (window {frame.window_size}, "
+                         f"dictionary {frame.dict_id}), not of {length} bytes")
+    try:
+        content = _decompressor().decompress(stored, allow_extra_data=False)
+    except zstandard.ZstdError as exc:
+        raise ChunkError(f"does not decompress ({exc})") from None
+    if len(content) != length:  # the library sizes its buffer by the header; never trust that it filled it
+        raise ChunkError(f"decompresses to {len(content)} bytes, not {length}")
+    return content
+
+
+def read_content(path: Path, size: int, length: int) -> bytes:
+    """The content of the chunk file ``path`` that must be ``size`` bytes stored, ``length`` decoded.
+
+    OSError if it cannot be read; ChunkError if its size or encoding is wrong (its BLAKE3 is the caller's).
+    """
+    with open(path, "rb") as f:
+        stored = f.read(size + 1)  # bounded: a grown file is refused without reading all of it
+    if len(stored) != size:
+        raise ChunkError(f"has {os.stat(path).st_size} bytes, not {size}")
+    return unpack(stored, length)
 
 
 def chunk_relpath(digest: bytes) -> str:
@@ -104,11 +187,19 @@ class ChunkStore:
         return self.root / chunk_relpath(digest)
 
     def has(self, digest: bytes, size: int) -> bool:
-        """Present with the right size (content is trusted: only verified bytes ever get in)."""
+        """Present with the right stored size (content is trusted: only verified bytes ever get in)."""
+        return self.stored_size(digest) == size
+
+    def stored_size(self, digest: bytes) -> int | None:
+        """The size of chunk ``digest`` as stored here, or None if it is absent.
+
+        A publisher re-uses the stored form it finds rather than compressing again, so one chunk has
+        one stored form for the store's whole life, whatever zstd build or level published it first.
+        """
         try:
-            return self.path(digest).stat().st_size == size
+            return self.path(digest).stat().st_size
         except OSError:
-            return False
+            return None
 
     def put_bytes(self, digest: bytes, data, *, sync: bool = True) -> Path:
         """Store ``data`` as chunk ``digest`` (temp file, fsync, rename); a no-op if already there."""
@@ -128,10 +219,14 @@ class ChunkStore:
             fsync_dir(dest.parent)
         return dest
 
-    def link_into(self, digest: bytes, dest_root: Path) -> bool:
-        """Hard-link chunk ``digest`` to ``dest_root/chunks/..`` (copy across filesystems); False if absent."""
+    def link_into(self, digest: bytes, dest_root: Path, size: int | None = None) -> bool:
+        """Hard-link chunk ``digest`` to ``dest_root/chunks/..`` (copy across filesystems); False if absent.
+
+        With ``size``, also False when the store holds another stored form (an older, uncompressed
+        publish): linking it would let the torrent rewrite, in place, an inode other releases share.
+        """
         src = self.path(digest)
-        if not src.is_file():
+        if not src.is_file() or (size is not None and self.stored_size(digest) != size):
             return False
         dest = Path(dest_root) / chunk_relpath(digest)
         try:

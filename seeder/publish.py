@@ -7,7 +7,9 @@ import shutil
 import stat
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import blake3
 import libtorrent as lt
 
 from posswarm import logs
-from posswarm.chunks import ChunkStore, chunk_relpath, cuts
+from posswarm.chunks import ChunkStore, chunk_relpath, cuts, pack
 from posswarm.errors import PosswarmError
 from posswarm.fsync import fsync_dir, fsync_file, write_synced
 from posswarm.manifest import (
@@ -36,6 +38,11 @@ log = logs.get("publish")
 STORE_DIR = ".chunks"  # central chunk store inside RELEASES; never a release name (names start alnum)
 IMAGE_PATH = "image.bin"  # an image release's single payload file, whatever the source file was called
 MIN_PIECE_SIZE = 16 * 1024  # BEP 52: v2 pieces are power-of-two multiples of 16 KiB blocks
+
+# zstd gives up the GIL, so chunks compress on every core while the main thread cuts and hashes; the
+# window bounds memory (at most this many chunks of at most CHUNK_MAX each wait to be written).
+PACKERS = os.cpu_count() or 1
+PACK_WINDOW = 64
 
 Progress = Callable[[int, int], None]
 
@@ -204,42 +211,64 @@ def _raise_walk_error(exc: OSError) -> None:
 def _cut_payload(
     sources: list[_Source], tmp: Path, store: ChunkStore, report: Progress, work: int
 ) -> tuple[tuple[PayloadFile, ...], bytes, dict[bytes, int]]:
-    """Cut every file once: chunk refs, the whole-payload BLAKE3, and the chunks new to ``store``."""
+    """Cut every file once: chunk refs, the whole-payload BLAKE3, and the chunks new to ``store``.
+
+    New chunks are compressed on every core while this thread cuts and hashes (both at disk speed);
+    at most a bounded window of chunks is in memory at once, whatever the payload's size.
+    """
     whole = blake3.blake3()  # measured: threads do not help at ~1 MiB per update
-    seen: set[bytes] = set()
+    stored: dict[bytes, int] = {}  # every chunk of the payload: its stored size
     new: dict[bytes, int] = {}
-    files = []
+    cut_lists: list[tuple[_Source, list[tuple[bytes, int]]]] = []
+    pending: deque[tuple[bytes, Future]] = deque()
     done = 0
-    for src in sources:
-        refs = []
-        try:
-            for cut in cuts(src.path):
-                whole.update(cut.data)
-                refs.append(ChunkRef(cut.digest, cut.length))
-                if cut.digest not in seen:
-                    seen.add(cut.digest)
-                    if not store.has(cut.digest, cut.length) or not store.link_into(cut.digest, tmp):
-                        # No fsync per chunk: all new chunks are synced together below, before the store sees them.
-                        dest = tmp / chunk_relpath(cut.digest)
-                        dest.parent.mkdir(parents=True, exist_ok=True)
-                        with open(dest, "wb") as f:
-                            f.write(cut.data)
-                        new[cut.digest] = cut.length
-                done += cut.length
-                report(done, work)
-            st = src.path.stat()
-        except OSError as exc:
-            raise PosswarmError(f"payload file {src.path}: cannot read it ({exc.strerror}; check permissions)") from None
-        if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns) or sum(r.size for r in refs) != src.size:
-            raise PosswarmError(f"payload file {src.path}: changed while publishing (publish from a stable copy)")
-        files.append(PayloadFile(src.name, src.mode, src.size, tuple(refs)))
+
+    def write_next() -> None:
+        digest, packing = pending.popleft()
+        data = packing.result()
+        # No fsync per chunk: all new chunks are synced together below, before the store sees them.
+        dest = tmp / chunk_relpath(digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest, "wb") as f:
+            f.write(data)
+        stored[digest] = new[digest] = len(data)
+
+    with ThreadPoolExecutor(max_workers=PACKERS, thread_name_prefix="pack") as pool:
+        for src in sources:
+            lengths = []
+            try:
+                for cut in cuts(src.path):
+                    whole.update(cut.data)
+                    lengths.append((cut.digest, cut.length))
+                    if cut.digest not in stored:
+                        # The store's stored form, never a fresh one: one chunk, one file, in every release.
+                        size = store.stored_size(cut.digest)
+                        if size is not None and size <= cut.length and store.link_into(cut.digest, tmp, size):
+                            stored[cut.digest] = size
+                        else:
+                            stored[cut.digest] = 0  # being packed
+                            pending.append((cut.digest, pool.submit(pack, bytes(cut.data))))
+                            while len(pending) > PACK_WINDOW:
+                                write_next()
+                    done += cut.length
+                    report(done, work)
+                st = src.path.stat()
+            except OSError as exc:
+                raise PosswarmError(f"payload file {src.path}: cannot read it ({exc.strerror}; check permissions)") from None
+            if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns) or sum(n for _, n in lengths) != src.size:
+                raise PosswarmError(f"payload file {src.path}: changed while publishing (publish from a stable copy)")
+            cut_lists.append((src, lengths))
+        while pending:
+            write_next()
+    files = tuple(PayloadFile(src.name, src.mode, src.size, tuple(ChunkRef(d, stored[d], n) for d, n in lengths))
+                  for src, lengths in cut_lists)
     for digest in new:
         fsync_file(tmp / chunk_relpath(digest))
     for sub in {(tmp / chunk_relpath(d)).parent for d in new}:
         fsync_dir(sub)
     for digest in new:
         store.adopt(tmp / chunk_relpath(digest), digest)
-    return tuple(files), whole.digest(), new
+    return files, whole.digest(), new
 
 
 def _make_torrent(release_dir: Path, piece_size: int, created: int, report: Callable[[int], None], total: int,
