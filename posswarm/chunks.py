@@ -22,9 +22,9 @@ from posswarm.fsync import fsync_dir
 # 5 %-changed image moved 3.80x the changed bytes at 1 MiB, 1.61x at 512 KiB, 1.20x at 256 KiB
 # (posswarm-netsim --update-percent 5; docs/benchmarks.md). It also matches the 256 KiB piece size,
 # so a chunk is about one v2 piece.
-CHUNK_MIN = 64 * 1024
-CHUNK_AVG = 256 * 1024
-CHUNK_MAX = 1024 * 1024
+CHUNK_MIN = 8 * 1024
+CHUNK_AVG = 32 * 1024
+CHUNK_MAX = 128 * 1024
 
 # One chunker for the process: its parameters are part of the release format (they decide
 # every chunk boundary, hence dedupe between versions), so never derive them from config.
@@ -150,9 +150,10 @@ def file_blake3(path: Path) -> bytes:
 
 
 
-def _place(dest: Path, fill) -> None:
+def _place(dest: Path, fill, *, parent_exists: bool = False) -> None:
     """Create ``dest`` atomically: ``fill(tmp_path)`` writes a sibling temp name, then rename over."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not parent_exists:
+        dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".tmp-{dest.name[:16]}-{secrets.token_hex(6)}"
     try:
         fill(tmp)
@@ -182,6 +183,7 @@ class ChunkStore:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._dirs: set[Path] = set()  # chunk directories known to exist
 
     def path(self, digest: bytes) -> Path:
         return self.root / chunk_relpath(digest)
@@ -248,7 +250,9 @@ class ChunkStore:
         if self.has(digest, src_path.stat().st_size):
             return dest
 
-        _place(dest, lambda tmp: _link_or_copy(src_path, tmp))
+        # A publish adopts thousands of chunks into the same 256 directories: make each once.
+        _place(dest, lambda tmp: _link_or_copy(src_path, tmp), parent_exists=dest.parent in self._dirs)
+        self._dirs.add(dest.parent)
         return dest
 
     def digests(self) -> Iterator[bytes]:

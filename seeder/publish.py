@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import shutil
 import stat
@@ -213,7 +215,7 @@ def _cut_payload(
 ) -> tuple[tuple[PayloadFile, ...], bytes, dict[bytes, int]]:
     """Cut every file once: chunk refs, the whole-payload BLAKE3, and the chunks new to ``store``.
 
-    New chunks are compressed on every core while this thread cuts and hashes (both at disk speed);
+    New chunks are compressed and written on every core while this thread cuts and hashes;
     at most a bounded window of chunks is in memory at once, whatever the payload's size.
     """
     whole = blake3.blake3()  # measured: threads do not help at ~1 MiB per update
@@ -221,17 +223,12 @@ def _cut_payload(
     new: dict[bytes, int] = {}
     cut_lists: list[tuple[_Source, list[tuple[bytes, int]]]] = []
     pending: deque[tuple[bytes, Future]] = deque()
+    made: set[Path] = set()
     done = 0
 
     def write_next() -> None:
         digest, packing = pending.popleft()
-        data = packing.result()
-        # No fsync per chunk: all new chunks are synced together below, before the store sees them.
-        dest = tmp / chunk_relpath(digest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(dest, "wb") as f:
-            f.write(data)
-        stored[digest] = new[digest] = len(data)
+        stored[digest] = new[digest] = packing.result()
 
     with ThreadPoolExecutor(max_workers=PACKERS, thread_name_prefix="pack") as pool:
         for src in sources:
@@ -247,7 +244,11 @@ def _cut_payload(
                             stored[cut.digest] = size
                         else:
                             stored[cut.digest] = 0  # being packed
-                            pending.append((cut.digest, pool.submit(pack, bytes(cut.data))))
+                            dest = tmp / chunk_relpath(cut.digest)
+                            if dest.parent not in made:
+                                dest.parent.mkdir(parents=True, exist_ok=True)
+                                made.add(dest.parent)
+                            pending.append((cut.digest, pool.submit(_pack_into, dest, bytes(cut.data))))
                             while len(pending) > PACK_WINDOW:
                                 write_next()
                     done += cut.length
@@ -262,13 +263,57 @@ def _cut_payload(
             write_next()
     files = tuple(PayloadFile(src.name, src.mode, src.size, tuple(ChunkRef(d, stored[d], n) for d, n in lengths))
                   for src, lengths in cut_lists)
+    _sync_chunks(tmp, new)
+    for digest in new:
+        store.adopt(tmp / chunk_relpath(digest), digest)
+    return files, whole.digest(), new
+
+
+def _pack_into(dest: Path, content: bytes) -> int:
+    """Write chunk ``content`` in its stored form to ``dest``; its stored size.
+
+    Runs on the packing threads, file and all: creating thousands of small files from the cutting
+    thread left it waiting for the GIL (measured: 1.6 s of a 4.5 s publish of 128 MiB).
+    No fsync here: all new chunks are synced together, before the store sees them.
+    """
+    data = pack(content)
+    with open(dest, "wb") as f:
+        f.write(data)
+    return len(data)
+
+
+def _sync_chunks(tmp: Path, new: dict[bytes, int]) -> None:
+    """Make every new chunk file and its directory entry durable before the store links them.
+
+    One syncfs(2) for the lot where the system has it: an fsync per file cost more than cutting,
+    hashing and compressing together at 32 KiB chunks (measured: 3.3 s of a 7.6 s publish of 128 MiB).
+    """
+    if new and _syncfs(tmp):
+        return
     for digest in new:
         fsync_file(tmp / chunk_relpath(digest))
     for sub in {(tmp / chunk_relpath(d)).parent for d in new}:
         fsync_dir(sub)
-    for digest in new:
-        store.adopt(tmp / chunk_relpath(digest), digest)
-    return files, whole.digest(), new
+
+
+def _syncfs(path: Path) -> bool:
+    """syncfs(2) the filesystem holding ``path``; False where libc has none (then fsync file by file)."""
+    syncfs = getattr(_libc(), "syncfs", None)
+    if syncfs is None:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if syncfs(fd) != 0:  # since Linux 5.8 it reports write-back errors, as fsync does
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)
+    return True
+
+
+@functools.cache
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _make_torrent(release_dir: Path, piece_size: int, created: int, report: Callable[[int], None], total: int,
