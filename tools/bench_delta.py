@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import blake3
+import libtorrent as lt
 import zstandard
 from pyfastcdc import FastCDC
 
@@ -95,6 +96,75 @@ def decode_rate(release_dir: Path) -> float:
         if blake3.blake3(read_content(release_dir / chunk_relpath(c.digest), c.size, c.length)).digest() != c.digest:
             raise PosswarmError(f"release {m.release_id}: chunk {c.hex} does not verify (the benchmark is broken)")
     return sum(c.length for c in m.unique_chunks()) / max(time.process_time() - started, 1e-9) / 1e6
+
+
+def transfer(torrent: bytes, seed_dir: Path, fetch_dir: Path, *, timeout_s: float = 600.0) -> dict:
+    """Fetch ``torrent`` from a libtorrent seeding ``seed_dir`` into ``fetch_dir`` on loopback: seconds and bytes.
+
+    Whatever ``fetch_dir`` already holds is checked first and not fetched, as a node's linked chunks are not.
+    """
+    settings = {"enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
+                "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.piece_progress_notification,
+                "allow_multiple_connections_per_ip": True}
+    sessions, handles = [], []
+    for address, where in (("127.0.14.1", seed_dir), ("127.0.14.2", fetch_dir)):
+        ses = lt.session({**settings, "listen_interfaces": f"{address}:0"})
+        atp = lt.load_torrent_buffer(torrent)
+        atp.save_path = str(where)
+        sessions.append(ses)
+        handles.append(ses.add_torrent(atp))
+    seeding, fetching = handles
+    deadline = time.monotonic() + timeout_s
+
+    def until(done, what: str) -> None:
+        while not done():  # on libtorrent's alerts, never a sleep
+            if time.monotonic() > deadline:
+                raise PosswarmError(f"loopback transfer: {what} within {timeout_s:.0f} s (is the machine overloaded?)")
+            for ses in sessions:
+                ses.wait_for_alert(50)
+                ses.pop_alerts()
+
+    until(lambda: seeding.status().is_seeding, "the seeder did not find its files complete")
+    until(lambda: fetching.status().state != lt.torrent_status.checking_files and fetching.status().has_metadata,
+          "the fetching side did not check its files")
+    started, cpu = time.monotonic(), time.process_time()
+    fetching.connect_peer(("127.0.14.1", sessions[0].listen_port()))
+    until(lambda: fetching.status().is_seeding, "the fetching side did not complete")
+    status = fetching.status()
+    return {"seconds": time.monotonic() - started, "cpu_seconds": time.process_time() - cpu,
+            "payload_download": status.total_payload_download, "failed": status.total_failed_bytes}
+
+
+def torrent_cost(release_dir: Path, workdir: Path) -> list[dict]:
+    """Does a torrent of thousands of small chunk files cost libtorrent anything? The release's chunk files,
+    then the same bytes packed into 1 MiB files: torrent size, hashing time, loopback transfer."""
+    packed = workdir / "packed" / "chunks"
+    packed.mkdir(parents=True)
+    out, n = None, 0
+    for path in sorted((release_dir / "chunks").rglob("*")):
+        if path.is_file():
+            if out is None or out.tell() >= MiB:
+                out = open(packed / f"{n:06d}", "wb")
+                n += 1
+            out.write(path.read_bytes())
+    rows = []
+    for what, root in (("chunk files", release_dir), ("packed into 1 MiB files", packed.parent)):
+        files = lt.list_files(str(root / "chunks"))  # as publish builds a release's torrent
+        total = sum(p.stat().st_size for p in (root / "chunks").rglob("*") if p.is_file())
+        started = time.monotonic()
+        ct = lt.create_torrent(files, 256 * 1024, flags=lt.create_torrent.v2_only)
+        lt.set_piece_hashes(ct, str(root))
+        torrent = lt.bencode(ct.generate())
+        hashed = time.monotonic() - started
+        fetch = workdir / f"fetch-{len(rows)}"
+        moved = transfer(torrent, root, fetch)
+        rows.append({"what": what, "files": len(files), "bytes": total, "torrent": len(torrent),
+                     "hash_seconds": round(hashed, 2), "transfer_seconds": round(moved["seconds"], 2),
+                     "transfer_mbs": round(total / moved["seconds"] / 1e6, 1),
+                     "cpu_seconds": round(moved["cpu_seconds"], 2)})
+        shutil.rmtree(fetch)
+    shutil.rmtree(packed.parent)
+    return rows
 
 
 def dd_seconds(image: Path, scratch: Path) -> float:
@@ -215,7 +285,9 @@ def bench(args, workdir: Path) -> dict:
               "build_seconds": round(built_s, 1), "chunk_sizes": [CHUNK_MIN, CHUNK_AVG, CHUNK_MAX],
               "zstd_level": ZSTD_LEVEL, "rows": []}
     dd = dd_seconds(v1, workdir)
+    cpu = time.process_time()  # all threads of this process: the publish's CPU, whatever the machine's load
     first = publish_release(v1, name="pos-os", version="1", private_key=key, out=releases)
+    result["publish_cpu_s_per_gb"] = round((time.process_time() - cpu) / (size / 1e9), 2)
     casync_v1, casync_s = casync_store(v1, workdir / "v1.caibx", workdir / "cstore-v1")
     full = wire_of_release(first.path)
     result["dd_mbs"] = round(size / dd / 1e6, 1)
@@ -249,6 +321,7 @@ def bench(args, workdir: Path) -> dict:
         row["ratio"] = round(row["posswarm"] / max(row["casync"], 1), 3)
     if args.sweep:
         result["sweep"] = sweep(v1, updates)
+        result["torrent_cost"] = torrent_cost(first.path, workdir)
     for kind in kinds:
         updates[kind].unlink()
     if not args.no_random:
@@ -298,7 +371,8 @@ def table(r: dict) -> str:
                      f"| **{row['ratio']:.3f} ×** | {row['posswarm_chunks']:,} / {row['casync_chunks']:,} "
                      f"| {row['posswarm_metadata'] / 1024:,.0f} KiB / {row['casync_metadata'] / 1024:,.0f} KiB |")
     lines += ["", f"`zstd -3` of the whole image: {_mib(r['zstd_image'])}. Publish {r['publish_mbs']} MB/s "
-              f"against `dd conv=fsync` {r['dd_mbs']} MB/s ({r['publish_mbs'] / r['dd_mbs']:.0%}); casync make "
+              f"against `dd conv=fsync` {r['dd_mbs']} MB/s ({r['publish_mbs'] / r['dd_mbs']:.0%}), "
+              f"{r['publish_cpu_s_per_gb']} CPU-s per GB; casync make "
               f"{r['casync_make_mbs']} MB/s; one core decodes and verifies {r['decode_mbs']} MB/s of content."]
     if "sweep" in r:
         kinds = [k for k in r["sweep"][0] if k not in ("min", "avg", "max", "level", "full", "chunks", "pack_mbs")]
@@ -308,6 +382,12 @@ def table(r: dict) -> str:
             cells = " | ".join(_mib(s[k]) if k in s else "" for k in kinds)
             lines.append(f"| {s['min'] >> 10}/{s['avg'] >> 10}/{s['max'] >> 10} KiB | {s['level']} | {_mib(s['full'])} "
                          f"| {cells} | {s['chunks']:,} | {s['pack_mbs']} |")
+    if "torrent_cost" in r:
+        lines += ["", "| the full image's torrent | files | torrent | hashing | loopback transfer | CPU (both ends) |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for t in r["torrent_cost"]:
+            lines.append(f"| {t['what']} | {t['files']:,} | {t['torrent'] / 1024:,.0f} KiB | {t['hash_seconds']} s "
+                         f"| {t['transfer_seconds']} s ({t['transfer_mbs']} MB/s) | {t['cpu_seconds']} s |")
     if "random" in r:
         x = r["random"]
         lines += ["", f"Random bytes ({x['size'] >> 20} MiB, {_mib(x['changed'])} replaced in 3 regions): full image "

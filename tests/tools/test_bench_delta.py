@@ -7,9 +7,7 @@ import argparse
 import hashlib
 import os
 import shutil
-import time
 
-import libtorrent as lt
 import pytest
 
 from posswarm.chunks import ChunkStore, chunk_relpath
@@ -65,15 +63,6 @@ def test_each_kind_of_change_touches_what_it_says(pair, tmp_path):
         images.next_tree(work / "tree-v1", tmp_path / "x", "rewrite")
 
 
-def _until(condition, sessions, deadline: float, what: str) -> None:
-    """Wait on libtorrent's alerts (never a sleep) until ``condition()``, failing past ``deadline``."""
-    while not condition():
-        assert time.monotonic() < deadline, what
-        for ses in sessions:
-            ses.wait_for_alert(50)
-            ses.pop_alerts()
-
-
 def test_the_update_bytes_computed_from_the_releases_are_what_libtorrent_moves(pair, tmp_path):
     work, v1, v2, _ = pair
     key = load_private_key(generate_keypair(tmp_path / "keys")[0])
@@ -93,24 +82,8 @@ def test_the_update_bytes_computed_from_the_releases_are_what_libtorrent_moves(p
     for c in two.manifest.unique_chunks():
         store.link_into(c.digest, node / "2", size=c.size)
 
-    settings = {"enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
-                "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.piece_progress_notification,
-                "allow_multiple_connections_per_ip": True}
-    seeder = lt.session({**settings, "listen_interfaces": "127.0.14.1:0"})
-    leech = lt.session({**settings, "listen_interfaces": "127.0.14.2:0"})
-    torrent = (two.path / TORRENT_NAME).read_bytes()
-    handles = []
-    for ses, where in ((seeder, two.path), (leech, node / "2")):
-        atp = lt.load_torrent_buffer(torrent)
-        atp.save_path = str(where)
-        handles.append(ses.add_torrent(atp))
-    seeding, fetching = handles
-    deadline = time.monotonic() + 60
-    _until(lambda: seeding.status().is_seeding, [seeder], deadline, "the seeder never found its release complete")
-    fetching.connect_peer(("127.0.14.1", seeder.listen_port()))
-    _until(lambda: fetching.status().is_seeding, [seeder, leech], deadline, "the node never completed version 2")
-    assert fetching.status().total_payload_download == wire["stored"]
-    assert fetching.status().total_failed_bytes == 0
+    moved = bench_delta.transfer((two.path / TORRENT_NAME).read_bytes(), two.path, node / "2", timeout_s=60)
+    assert moved["payload_download"] == wire["stored"] and moved["failed"] == 0
     verify_release(two.path, key.public_key())
     shutil.copy(two.path / "manifest.msgpack", node / "2")
     shutil.copy(two.path / TORRENT_NAME, node / "2")
@@ -119,7 +92,7 @@ def test_the_update_bytes_computed_from_the_releases_are_what_libtorrent_moves(p
 
 @needs_tools
 def test_the_benchmark_runs_casync_beside_posswarm_and_writes_its_table(tmp_path):
-    args = argparse.Namespace(image_mb=24, changes="upgrade,scattered", sweep=False, no_random=True,
+    args = argparse.Namespace(image_mb=24, changes="upgrade,scattered", sweep=True, no_random=True,
                               workdir=tmp_path, write_docs=False, json=False)
     result = bench_delta.bench(args, tmp_path)
     full, upgrade, scattered = result["rows"]
@@ -134,5 +107,8 @@ def test_the_benchmark_runs_casync_beside_posswarm_and_writes_its_table(tmp_path
     bench_delta.write_docs(bench_delta.table(result), doc)  # a rerun replaces its block
     text = doc.read_text()
     assert text.count(bench_delta.BEGIN) == 1 and f"Commit `{result['commit']}`" in text and "before" in text
-    assert "| update: scattered |" in text
+    assert "| update: scattered |" in text and "| packed into 1 MiB files |" in text
+    assert len(result["sweep"]) == len(bench_delta.SWEEP_SIZES) + len(bench_delta.SWEEP_LEVELS) - 1
+    chunk_files, packed = result["torrent_cost"]
+    assert chunk_files["bytes"] == packed["bytes"] == full["posswarm"] and chunk_files["files"] > packed["files"]
     assert os.listdir(tmp_path)  # the caller's workdir is left for the caller
