@@ -18,10 +18,11 @@ from pyfastcdc import FastCDC
 from posswarm.errors import PosswarmError
 from posswarm.fsync import fsync_dir
 
-# 256 KiB on average, not DESIGN.md's ~1 MiB: an update moves whole chunks, and re-chunking the same
-# 5 %-changed image moved 3.80x the changed bytes at 1 MiB, 1.61x at 512 KiB, 1.20x at 256 KiB
-# (posswarm-netsim --update-percent 5; docs/benchmarks.md). It also matches the 256 KiB piece size,
-# so a chunk is about one v2 piece.
+# 8/32/128 KiB, chosen on real ext4 images (posswarm-bench delta --sweep; docs/benchmarks.md "Delta
+# updates on real images"): an image build moves files around, so an update renews the chunks around
+# every moved or changed file, and smaller chunks renew less. 256 KiB (chosen on random data with three
+# contiguous edits) sent 1.6x casync's bytes for a package upgrade; 32 KiB sends less than casync's
+# 64 KiB while compressing the full image within 2 % of it. Each chunk is one torrent file of one piece.
 CHUNK_MIN = 8 * 1024
 CHUNK_AVG = 32 * 1024
 CHUNK_MAX = 128 * 1024
