@@ -102,6 +102,14 @@ class Manifest:
                     out.append(c)
         return out
 
+    @property
+    def stored_size(self) -> int:
+        """Bytes of the torrent's files (each chunk once, as stored): what a node holding nothing fetches.
+
+        Compare download progress and WAN bytes with this, not with ``total_size`` (the content's size).
+        """
+        return sum(c.size for c in self.unique_chunks())
+
     def _fields(self) -> dict:
         # Key order is part of the canonical encoding; never reorder, only append in a new format.
         return {
