@@ -248,6 +248,15 @@ class ChunkStore:
         """Hard-link an existing, already verified file into the store as chunk ``digest``."""
         dest = self.path(digest)
         src_path = Path(src_path)
+        if dest.parent in self._dirs:
+            try:
+                os.link(src_path, dest)  # the common case, new to the store: one atomic link, nothing to replace
+                return dest
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOTSUP):
+                    raise
         if self.has(digest, src_path.stat().st_size):
             return dest
 
