@@ -180,3 +180,19 @@ def test_a_compressed_chunk_is_verified_by_what_it_decodes_to(tmp_path, key):
     with pytest.raises(ReleaseError, match=f"release pos-os 1: chunk {victim.hex} is corrupt"):
         verify_release(rel, key.public_key())
     assert verify_chunks(m, rel) == [victim]
+
+
+def test_a_release_published_before_format_2_still_verifies(tmp_path, key):
+    # What a format-1 publisher left on disk: every chunk stored as it is, a manifest saying format 1.
+    from dataclasses import replace
+
+    from posswarm.manifest import sign_manifest
+
+    img = tmp_path / "img"
+    img.write_bytes(random.Random(4).randbytes(1 * MiB))  # incompressible: every chunk stored as it is
+    m = publish(img, name="pos-os", version="1", private_key=key, out=tmp_path / "rel")
+    rel = tmp_path / "rel" / "pos-os" / "1"
+    assert not any(c.compressed for c in m.unique_chunks())
+    old = sign_manifest(replace(m, format=1), key)
+    (rel / "manifest.msgpack").write_bytes(old.to_bytes())
+    assert verify_release(rel, key.public_key()) == old and old.format == 1
