@@ -60,7 +60,7 @@ def cut_file(path: Path) -> Iterator[tuple[int, int, bytes]]:
 # A chunk is stored, seeded and sent as one zstd frame when that is smaller than its content, else as its
 # content. The level is part of the release format: the same chunk must always give the same stored bytes
 # (a torrent's merkle roots and hard-link reuse between versions depend on it), so never derive it from
-# config. Level 3 (zstd's default): see docs/benchmarks.md "Compressed chunks" for the measured sweep.
+# config. Level 3 (zstd's default): docs/benchmarks.md "Delta updates on real images" has the measured sweep.
 ZSTD_LEVEL = 3
 # zstd's largest window at level 3 is 2 MiB and a chunk is at most CHUNK_MAX: a frame asking a device for
 # more memory than that was not written by a publisher.
