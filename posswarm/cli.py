@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="a whole store on this machine: tracker, seeder, cache and devices")
     demo.add_argument("--devices", type=int, default=4)
     demo.add_argument("--image-mb", type=int, default=64)
+    demo.add_argument("--payload", default="real", choices=("real", "random"),
+                      help="real: an ext4 image of this machine's own files, as a POS image is (default); "
+                           "random: incompressible bytes, the worst case")
     demo.add_argument("--json", action="store_true", help="one JSON object on stdout; progress on stderr")
     demo.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
     demo.add_argument("--keep", action="store_true", help="keep the demo's temp directory (logs, data dirs)")

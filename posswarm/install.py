@@ -8,7 +8,7 @@ from pathlib import Path
 
 import blake3
 
-from posswarm.chunks import chunk_relpath
+from posswarm.chunks import ChunkError, chunk_relpath, read_content
 from posswarm.errors import PosswarmError
 from posswarm.fsync import fsync_dir, replace_synced
 from posswarm.manifest import Manifest
@@ -37,12 +37,11 @@ def assemble(manifest: Manifest, release_dir: Path, installed_root: Path) -> Pat
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as out:
                 for chunk in entry.chunks:
-                    data = (release_dir / chunk_relpath(chunk.digest)).read_bytes()
-                    if len(data) != chunk.size:
-                        raise PosswarmError(
-                            f"release {manifest.release_id}: chunk {chunk.hex[:16]} has {len(data)} bytes, "
-                            f"manifest says {chunk.size} (it will be fetched again)"
-                        )
+                    try:
+                        data = read_content(release_dir / chunk_relpath(chunk.digest), chunk.size, chunk.length)
+                    except ChunkError as exc:
+                        raise PosswarmError(f"release {manifest.release_id}: chunk {chunk.hex[:16]} {exc} "
+                                            "(it will be fetched again)") from None
                     whole.update(data)
                     out.write(data)
                 out.flush()

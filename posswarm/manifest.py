@@ -12,7 +12,10 @@ from posswarm import signed_doc
 from posswarm.errors import PosswarmError
 from posswarm.keys import key_id as _key_id
 
-FORMAT = 1
+# Format 2: chunks are stored compressed, so each chunk entry carries its stored size beside its content
+# length. Format 1 (every chunk stored as it is) is still read: releases published before stay usable.
+FORMAT = 2
+FORMATS = (1, 2)
 KINDS = ("image", "app", "oci")  # a file, a directory tree, an OCI image layout
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 # Prefixed to what is signed so a manifest signature can never be replayed as any other signed message.
@@ -30,12 +33,26 @@ class ManifestError(PosswarmError):
 
 @dataclass(frozen=True)
 class ChunkRef:
-    digest: bytes  # 32-byte BLAKE3
-    size: int
+    """One chunk: its BLAKE3, the size of its file (on disk, in the torrent, on the wire) and of its content.
+
+    ``size < length`` means the file is a zstd frame of the content; ``size == length``, the content itself.
+    """
+
+    digest: bytes  # 32-byte BLAKE3 of the content
+    size: int  # bytes of the stored chunk file
+    length: int | None = None  # bytes of content; None: the same as size (stored as it is)
+
+    def __post_init__(self) -> None:
+        if self.length is None:
+            object.__setattr__(self, "length", self.size)
 
     @property
     def hex(self) -> str:
         return self.digest.hex()
+
+    @property
+    def compressed(self) -> bool:
+        return self.size < self.length
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,14 @@ class Manifest:
                     out.append(c)
         return out
 
+    @property
+    def stored_size(self) -> int:
+        """Bytes of the torrent's files (each chunk once, as stored): what a node holding nothing fetches.
+
+        Compare download progress and WAN bytes with this, not with ``total_size`` (the content's size).
+        """
+        return sum(c.size for c in self.unique_chunks())
+
     def _fields(self) -> dict:
         # Key order is part of the canonical encoding; never reorder, only append in a new format.
         return {
@@ -92,7 +117,7 @@ class Manifest:
             "name": self.name,
             "version": self.version,
             "kind": self.kind,
-            "files": [[f.path, f.mode, f.size, [[c.digest, c.size] for c in f.chunks]] for f in self.files],
+            "files": [[f.path, f.mode, f.size, [_chunk_entry(c, self.format) for c in f.chunks]] for f in self.files],
             "total_size": self.total_size,
             "payload_blake3": self.payload_blake3,
             "info_hash_v1": self.info_hash_v1,
@@ -121,6 +146,10 @@ class Manifest:
         """Parse a canonical manifest; ManifestError (and nothing else) for any other input."""
         return signed_doc.parse_canonical(data, _from_fields, what="manifest", limit=MAX_MANIFEST_BYTES,
                                           error=ManifestError)
+
+
+def _chunk_entry(c: ChunkRef, fmt: int) -> list:
+    return [c.digest, c.size] if fmt == 1 else [c.digest, c.length, c.size]
 
 
 _FIELDS = signed_doc.Fields("manifest", ManifestError)
@@ -161,14 +190,31 @@ def _str_list(value, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _chunk(c, fmt: int) -> ChunkRef:
+    if fmt == 1:
+        if not isinstance(c, list) or len(c) != 2:
+            raise _bad("a chunk entry is not [digest, size]")
+        length = size = _count(c[1], "a chunk size", minimum=1, maximum=_MAX_CHUNK)
+    else:
+        if not isinstance(c, list) or len(c) != 3:
+            raise _bad("a chunk entry is not [digest, length, stored size]")
+        length = _count(c[1], "a chunk length", minimum=1, maximum=_MAX_CHUNK)
+        # Compressing never pays past the content's own size: such a chunk is stored as it is.
+        size = _count(c[2], "a chunk's stored size", minimum=1, maximum=length)
+    return ChunkRef(_digest(c[0], "a chunk digest", 32), size, length)
+
+
 def _from_fields(raw) -> Manifest:
-    raw = _FIELDS.top(raw, FORMAT)
+    # Each format is checked by top() against itself; anything else gets its "upgrade posswarm" error.
+    fmt = raw.get("format") if isinstance(raw, dict) else None
+    raw = _FIELDS.top(raw, fmt if fmt in FORMATS and not isinstance(fmt, bool) else FORMAT)
     name = check_component(_take(raw, "name", str), "release name")
     version = check_component(_take(raw, "version", str), "release version")
     kind = _take(raw, "kind", str)
     if kind not in KINDS:
         raise _bad(f"kind {kind[:32]!r} is not one of {', '.join(KINDS)}")
     files = []
+    refs: dict[bytes, ChunkRef] = {}
     for entry in _take(raw, "files", list):
         if not isinstance(entry, list) or len(entry) != 4:
             raise _bad("a file entry is not [path, mode, size, chunks]")
@@ -178,13 +224,13 @@ def _from_fields(raw) -> Manifest:
         size = _count(size, "a file size")
         if not isinstance(chunk_list, list):
             raise _bad("a file's chunk list is not a list")
-        chunks = []
-        for c in chunk_list:
-            if not isinstance(c, list) or len(c) != 2:
-                raise _bad("a chunk entry is not [digest, size]")
-            chunks.append(ChunkRef(_digest(c[0], "a chunk digest", 32), _count(c[1], "a chunk size", minimum=1, maximum=_MAX_CHUNK)))
-        if sum(c.size for c in chunks) != size:
-            raise _bad(f"file {path!r}: chunk sizes do not add up to its size")
+        chunks = [_chunk(c, fmt) for c in chunk_list]
+        for c in chunks:
+            # One chunk is one torrent file: two sizes for one digest cannot both be right.
+            if refs.setdefault(c.digest, c) != c:
+                raise _bad(f"chunk {c.hex[:16]} is listed with two different sizes")
+        if sum(c.length for c in chunks) != size:
+            raise _bad(f"file {path!r}: chunk lengths do not add up to its size")
         files.append(PayloadFile(path, mode, size, tuple(chunks)))
     _check_file_set(kind, files)
     total_size = _count(_take(raw, "total_size", int), "total_size")
@@ -217,7 +263,7 @@ def _from_fields(raw) -> Manifest:
         created=_count(_take(raw, "created", int), "created"),
         key_id=key,
         signature=signature,
-        format=FORMAT,  # the only one top() lets through
+        format=fmt,  # one of FORMATS: top() lets no other through
     )
 
 

@@ -150,7 +150,7 @@ class Node:
             p = self.keeper.progress(key)
             ring = (self.rollout_summary(m.name, m.version) or {}).get("ring", "")
             reports.append(ReleaseReport(
-                m.name, m.version, m.info_hash_v1, m.total_size, max(0, p.wanted_bytes - p.done_bytes),
+                m.name, m.version, m.info_hash_v1, m.stored_size, max(0, p.wanted_bytes - p.done_bytes),  # bytes on the wire
                 p.wan_bytes + p.web_bytes, p.lan_bytes, p.upload_bytes,
                 carried.record.state in lifecycle.ANNOUNCED_INSTALLED, ring))
         return reports

@@ -9,7 +9,7 @@ from pathlib import Path
 import blake3
 import fastbencode
 
-from posswarm.chunks import chunk_relpath
+from posswarm.chunks import ChunkError, chunk_relpath, read_content
 from posswarm.errors import PosswarmError
 from posswarm.manifest import ChunkRef, Manifest, verify_manifest
 
@@ -103,6 +103,11 @@ def torrent_chunk_files(torrent_bytes: bytes) -> set[str]:
     return set(torrent_chunk_sizes(torrent_bytes))
 
 
+def wire_size(release_dir: Path) -> int:
+    """Bytes a node holding none of the release's chunks fetches: its stored (compressed) chunk files."""
+    return sum(torrent_chunk_sizes((Path(release_dir) / TORRENT_NAME).read_bytes()).values())
+
+
 def torrent_piece_size(torrent_bytes: bytes) -> int:
     size = _decode_torrent(torrent_bytes)[b"info"].get(b"piece length")
     if not isinstance(size, int):
@@ -111,19 +116,24 @@ def torrent_piece_size(torrent_bytes: bytes) -> int:
 
 
 def chunk_problem(ref: ChunkRef, root: Path) -> str | None:
-    """Why chunk ``ref`` under ``root`` is unusable ("missing", "...size...", "corrupt ..."), or None if good."""
+    """Why chunk ``ref`` under ``root`` is unusable ("missing", "...size...", "corrupt ..."), or None if good.
+
+    libtorrent has checked the stored bytes against the torrent's SHA-256 tree; this checks what they
+    decode to: a frame of exactly the manifest's length whose content has the chunk's BLAKE3.
+    """
     path = Path(root) / chunk_relpath(ref.digest)
     try:
         size = path.stat().st_size
         if size != ref.size:
             return f"has {size} bytes, not {ref.size}"
-        hasher = blake3.blake3()
-        hasher.update_mmap(str(path))
+        content = read_content(path, ref.size, ref.length)
     except FileNotFoundError:
         return "is missing"
     except OSError as exc:
         return f"cannot be read ({exc.strerror})"
-    if hasher.digest() != ref.digest:
+    except ChunkError as exc:
+        return f"is corrupt (it {exc})"
+    if blake3.blake3(content).digest() != ref.digest:
         return "is corrupt (BLAKE3 mismatch)"
     return None
 

@@ -248,7 +248,9 @@ class ReleaseKeeper:
         replace_synced(directory / MANIFEST_NAME, fetched.manifest_bytes)  # last: it means "laid out"
         reused = 0
         for chunk in fetched.manifest.unique_chunks():
-            if not (directory / chunk_relpath(chunk.digest)).exists() and self.chunks.link_into(chunk.digest, directory):
+            # only the same stored form: libtorrent would rewrite, in place, an inode other releases share
+            here = directory / chunk_relpath(chunk.digest)
+            if not here.exists() and self.chunks.link_into(chunk.digest, directory, size=chunk.size):
                 reused += chunk.size
         return reused
 

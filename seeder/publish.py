@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import shutil
 import stat
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +19,7 @@ import blake3
 import libtorrent as lt
 
 from posswarm import logs
-from posswarm.chunks import ChunkStore, chunk_relpath, cuts
+from posswarm.chunks import ChunkStore, chunk_relpath, cuts, pack
 from posswarm.errors import PosswarmError
 from posswarm.fsync import fsync_dir, fsync_file, write_synced
 from posswarm.manifest import (
@@ -36,6 +40,11 @@ log = logs.get("publish")
 STORE_DIR = ".chunks"  # central chunk store inside RELEASES; never a release name (names start alnum)
 IMAGE_PATH = "image.bin"  # an image release's single payload file, whatever the source file was called
 MIN_PIECE_SIZE = 16 * 1024  # BEP 52: v2 pieces are power-of-two multiples of 16 KiB blocks
+
+# zstd gives up the GIL, so chunks compress on every core while the main thread cuts and hashes; the
+# window bounds memory (at most this many chunks of at most CHUNK_MAX each wait to be written).
+PACKERS = os.cpu_count() or 1
+PACK_WINDOW = 64
 
 Progress = Callable[[int, int], None]
 
@@ -204,42 +213,107 @@ def _raise_walk_error(exc: OSError) -> None:
 def _cut_payload(
     sources: list[_Source], tmp: Path, store: ChunkStore, report: Progress, work: int
 ) -> tuple[tuple[PayloadFile, ...], bytes, dict[bytes, int]]:
-    """Cut every file once: chunk refs, the whole-payload BLAKE3, and the chunks new to ``store``."""
+    """Cut every file once: chunk refs, the whole-payload BLAKE3, and the chunks new to ``store``.
+
+    New chunks are compressed and written on every core while this thread cuts and hashes;
+    at most a bounded window of chunks is in memory at once, whatever the payload's size.
+    """
     whole = blake3.blake3()  # measured: threads do not help at ~1 MiB per update
-    seen: set[bytes] = set()
+    stored: dict[bytes, int] = {}  # every chunk of the payload: its stored size
     new: dict[bytes, int] = {}
-    files = []
+    cut_lists: list[tuple[_Source, list[tuple[bytes, int]]]] = []
+    pending: deque[tuple[bytes, Future]] = deque()
+    made: set[Path] = set()
     done = 0
-    for src in sources:
-        refs = []
-        try:
-            for cut in cuts(src.path):
-                whole.update(cut.data)
-                refs.append(ChunkRef(cut.digest, cut.length))
-                if cut.digest not in seen:
-                    seen.add(cut.digest)
-                    if not store.has(cut.digest, cut.length) or not store.link_into(cut.digest, tmp):
-                        # No fsync per chunk: all new chunks are synced together below, before the store sees them.
-                        dest = tmp / chunk_relpath(cut.digest)
-                        dest.parent.mkdir(parents=True, exist_ok=True)
-                        with open(dest, "wb") as f:
-                            f.write(cut.data)
-                        new[cut.digest] = cut.length
-                done += cut.length
-                report(done, work)
-            st = src.path.stat()
-        except OSError as exc:
-            raise PosswarmError(f"payload file {src.path}: cannot read it ({exc.strerror}; check permissions)") from None
-        if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns) or sum(r.size for r in refs) != src.size:
-            raise PosswarmError(f"payload file {src.path}: changed while publishing (publish from a stable copy)")
-        files.append(PayloadFile(src.name, src.mode, src.size, tuple(refs)))
+
+    def write_next() -> None:
+        digest, packing = pending.popleft()
+        stored[digest] = new[digest] = packing.result()
+
+    with ThreadPoolExecutor(max_workers=PACKERS, thread_name_prefix="pack") as pool:
+        for src in sources:
+            lengths = []
+            try:
+                for cut in cuts(src.path):
+                    whole.update(cut.data)
+                    lengths.append((cut.digest, cut.length))
+                    if cut.digest not in stored:
+                        # The store's stored form, never a fresh one: one chunk, one file, in every release.
+                        size = store.stored_size(cut.digest)
+                        if size is not None and size <= cut.length and store.link_into(cut.digest, tmp, size):
+                            stored[cut.digest] = size
+                        else:
+                            stored[cut.digest] = 0  # being packed
+                            dest = tmp / chunk_relpath(cut.digest)
+                            if dest.parent not in made:
+                                dest.parent.mkdir(parents=True, exist_ok=True)
+                                made.add(dest.parent)
+                            pending.append((cut.digest, pool.submit(_pack_into, dest, bytes(cut.data))))
+                            while len(pending) > PACK_WINDOW:
+                                write_next()
+                    done += cut.length
+                    report(done, work)
+                st = src.path.stat()
+            except OSError as exc:
+                raise PosswarmError(f"payload file {src.path}: cannot read it ({exc.strerror}; check permissions)") from None
+            if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns) or sum(n for _, n in lengths) != src.size:
+                raise PosswarmError(f"payload file {src.path}: changed while publishing (publish from a stable copy)")
+            cut_lists.append((src, lengths))
+        while pending:
+            write_next()
+    files = tuple(PayloadFile(src.name, src.mode, src.size, tuple(ChunkRef(d, stored[d], n) for d, n in lengths))
+                  for src, lengths in cut_lists)
+    _sync_chunks(tmp, new)
+    for digest in new:
+        store.adopt(tmp / chunk_relpath(digest), digest)
+    return files, whole.digest(), new
+
+
+def _pack_into(dest: Path, content: bytes) -> int:
+    """Write chunk ``content`` in its stored form to ``dest``; its stored size.
+
+    Runs on the packing threads, file and all: creating thousands of small files from the cutting
+    thread left it waiting for the GIL (measured: 1.6 s of a 4.5 s publish of 128 MiB).
+    No fsync here: all new chunks are synced together, before the store sees them.
+    """
+    data = pack(content)
+    with open(dest, "wb") as f:
+        f.write(data)
+    return len(data)
+
+
+def _sync_chunks(tmp: Path, new: dict[bytes, int]) -> None:
+    """Make every new chunk file and its directory entry durable before the store links them.
+
+    One syncfs(2) for the lot where the system has it: an fsync per file cost more than cutting,
+    hashing and compressing together at 32 KiB chunks (measured: 3.3 s of a 7.6 s publish of 128 MiB).
+    """
+    if new and _syncfs(tmp):
+        return
     for digest in new:
         fsync_file(tmp / chunk_relpath(digest))
     for sub in {(tmp / chunk_relpath(d)).parent for d in new}:
         fsync_dir(sub)
-    for digest in new:
-        store.adopt(tmp / chunk_relpath(digest), digest)
-    return tuple(files), whole.digest(), new
+
+
+def _syncfs(path: Path) -> bool:
+    """syncfs(2) the filesystem holding ``path``; False where libc has none (then fsync file by file)."""
+    syncfs = getattr(_libc(), "syncfs", None)
+    if syncfs is None:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if syncfs(fd) != 0:  # since Linux 5.8 it reports write-back errors, as fsync does
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)
+    return True
+
+
+@functools.cache
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _make_torrent(release_dir: Path, piece_size: int, created: int, report: Callable[[int], None], total: int,

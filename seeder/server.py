@@ -115,7 +115,7 @@ class Seeder:
         reports = []
         for m in self.shelf.manifests():
             p = self.torrents.progress(f"{m.name}@{m.version}")
-            reports.append(ReleaseReport(m.name, m.version, m.info_hash_v1, m.total_size, 0, 0, 0, p.upload_bytes, True))
+            reports.append(ReleaseReport(m.name, m.version, m.info_hash_v1, m.stored_size, 0, 0, 0, p.upload_bytes, True))
         return reports
 
 

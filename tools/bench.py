@@ -13,6 +13,7 @@ BENCHMARKS = {
     "sku": ("tools.bench_sku", "SKU catalog to a fresh device; one price change to every device"),
     "control-plane": ("tools.bench_control_plane", "central CPU and memory with K store caches polling and announcing"),
     "release": ("tools.bench_release", "delta updates, cross-store seeding and WAN caps on an emulated network"),
+    "delta": ("tools.bench_delta", "bytes on the wire for a real ext4 image and its updates vs casync"),
 }
 
 

@@ -59,14 +59,16 @@ async def bench(args, counts: list[int], workdir: Path) -> list[dict]:
     """For each N, in one network of 1 store x N devices: posswarm, then the two HTTP baselines."""
     rows = []
     for n in counts:
-        scenario = Scenario(1, n, args.image_mb, args.wan_mbit, args.lan_mbit, deadline_s=args.deadline)
+        # random bytes: the HTTP baselines serve the image as it is; with a real image they must serve it
+        # zstd-compressed, as a retailer would publish it, before the figures compare like with like
+        scenario = Scenario(1, n, args.image_mb, args.wan_mbit, args.lan_mbit, deadline_s=args.deadline, payload="random")
         topo = plan(1, n, wan_mbit=args.wan_mbit, lan_mbit=args.lan_mbit)
         (workdir / f"n{n}").mkdir()
         async with emulated_network(topo, workdir / f"n{n}") as net:
             async with trio.open_nursery() as swarm:
                 swarm_result = await rollout(net, swarm, scenario)
                 swarm.cancel_scope.cancel()  # the baselines get the machine to themselves
-            image = net.workdir / "v1" / "image.bin"
+            image = net.workdir / "payload" / "v1.img"
             async with trio.open_nursery() as http:
                 central = await http_central(net, http, image, args.deadline)
                 cache = await http_cache(net, http, image, args.deadline)

@@ -6,7 +6,17 @@ import random
 import blake3
 import pytest
 
-from posswarm.chunks import CHUNK_MAX, CHUNK_MIN, ChunkStore, chunk_relpath, cuts
+from posswarm.chunks import (
+    CHUNK_MAX,
+    CHUNK_MIN,
+    ChunkError,
+    ChunkStore,
+    chunk_relpath,
+    cuts,
+    pack,
+    read_content,
+    unpack,
+)
 
 
 def random_bytes(n: int, seed: int) -> bytes:
@@ -115,3 +125,66 @@ def test_adopt_links_an_existing_file(tmp_path):
     path = store.adopt(src, d)
     assert path.stat().st_ino == src.stat().st_ino
     assert store.has(d, src.stat().st_size)
+
+
+def text_bytes(n: int, seed: int) -> bytes:
+    """Compressible like real files are: words from a small vocabulary."""
+    rng = random.Random(seed)
+    words = [rng.randbytes(rng.randint(2, 9)).hex() for _ in range(300)]
+    out = bytearray()
+    while len(out) < n:
+        out += " ".join(rng.choices(words, k=12)).encode() + b"\n"
+    return bytes(out[:n])
+
+
+def test_a_compressible_chunk_is_stored_as_a_zstd_frame_and_decodes_to_its_content():
+    content = text_bytes(200_000, seed=3)
+    stored = pack(content)
+    assert len(stored) < len(content) // 2 and stored[:4] == b"\x28\xb5\x2f\xfd"
+    assert unpack(stored, len(content)) == content
+    assert pack(content) == stored  # pinned level, one thread: the same chunk always stores the same bytes
+
+
+def test_an_incompressible_chunk_is_stored_as_it_is(data):
+    content = data[:100_000]
+    assert pack(content) == content
+    assert unpack(content, len(content)) == content
+
+
+def test_decoding_is_bounded_by_the_manifest_length_and_refuses_anything_else():
+    content = text_bytes(100_000, seed=4)
+    stored = pack(content)
+    bomb = pack(b"\0" * (64 * 1024 * 1024))  # 64 MiB of zeros in a few KiB: a hostile peer's offer
+    with pytest.raises(ChunkError, match="zstd frame of 67108864 bytes .*not of 100000 bytes"):
+        unpack(bomb, len(content))
+    with pytest.raises(ChunkError, match="not a zstd frame"):
+        unpack(b"\0" * 100, len(content))
+    with pytest.raises(ChunkError, match="does not decompress"):
+        unpack(stored[:-5], len(content))
+    with pytest.raises(ChunkError, match="does not decompress"):
+        unpack(stored[:-5] + b"junk\0", len(content))  # same size, wrong bytes
+    with pytest.raises(ChunkError, match="does not decompress"):
+        unpack(stored + b"xy", len(content))  # trailing bytes a scrub must notice
+    with pytest.raises(ChunkError, match="stored bytes for"):
+        unpack(content + b"!", len(content))
+
+
+def test_read_content_checks_the_stored_size_first(tmp_path):
+    content = text_bytes(50_000, seed=5)
+    path = tmp_path / "c"
+    path.write_bytes(pack(content) + b"grown")
+    with pytest.raises(ChunkError, match=f"has {path.stat().st_size} bytes, not {path.stat().st_size - 5}"):
+        read_content(path, path.stat().st_size - 5, len(content))
+    path.write_bytes(pack(content))
+    assert read_content(path, path.stat().st_size, len(content)) == content
+
+
+def test_link_into_with_a_size_refuses_another_stored_form(tmp_path):
+    store = ChunkStore(tmp_path / "store")
+    content = text_bytes(50_000, seed=6)
+    d = blake3.blake3(content).digest()
+    store.adopt(verified_file(tmp_path, content)[0], d)  # stored as it is (a format-1 publish)
+    assert store.stored_size(d) == len(content)
+    assert store.link_into(d, tmp_path / "release", size=len(pack(content))) is False
+    assert not (tmp_path / "release" / chunk_relpath(d)).exists()
+    assert store.link_into(d, tmp_path / "release", size=len(content)) is True

@@ -55,3 +55,20 @@ def test_a_corrupt_chunk_never_becomes_current(published):
     assert not root.joinpath("2.0").exists()
     assert not [p for p in root.iterdir() if p.name.startswith(".staging")]
     assert install.current_version(root) is None
+
+
+def test_a_chunk_that_decodes_to_more_than_its_manifest_says_is_refused_before_decoding(published):
+    from posswarm.chunks import pack
+
+    make, tmp = published
+    manifest = make("3.0")
+    release_dir = tmp / "releases" / "till-app" / "3.0"
+    victim = next(c for f in manifest.files for c in f.chunks if c.compressed)
+    path = release_dir / "chunks" / victim.hex[:2] / victim.hex
+    bomb = pack(b"\0" * (64 * 1024 * 1024))[: victim.size].ljust(victim.size, b"\0")  # same size, 64 MiB inside
+    path.unlink()
+    path.write_bytes(bomb)
+    root = tmp / "installed" / "till-app"
+    with pytest.raises(PosswarmError, match=f"chunk {victim.hex[:16]} is a zstd frame of 67108864 bytes"):
+        install.assemble(manifest, release_dir, root)
+    assert not root.joinpath("3.0").exists() and install.current_version(root) is None

@@ -68,11 +68,42 @@ def test_round_trip_image_and_app():
 
 def test_encoding_is_pinned():
     # The manifest bytes are signed and compared by hash across versions of posswarm: a change here is a format change.
-    assert blake3.blake3(sample().to_bytes()).hexdigest() == (
+    compressed = (PayloadFile("image.bin", 0o644, 30, (ChunkRef(A, 7, 10), ChunkRef(B, 20))),)
+    assert blake3.blake3(sample(files=compressed).to_bytes()).hexdigest() == (
+        "5aebc822bdb58d2c5e08c1cc0810a70aee5a697d4c33f1b7ac5f5159ecdcd7a3"
+    )
+    # Format 1 (every chunk stored as it is) encodes exactly as the releases published before format 2.
+    assert blake3.blake3(sample(format=1).to_bytes()).hexdigest() == (
         "8cbd529302c7e46117adda102ef9cb1606296fcd7153c6a19e6a20f7ab483371"
     )
     assert sample().signed_bytes().startswith(b"posswarm-manifest-v1\x00")
     assert b"\x06" * 64 not in sample().signed_bytes()
+
+
+def test_format_1_manifests_still_read_and_format_2_carries_stored_sizes():
+    old = sample(format=1)
+    back = Manifest.from_bytes(old.to_bytes())
+    assert back.format == 1 and back == old
+    assert all(c.size == c.length and not c.compressed for c in back.unique_chunks())
+    new = sample(files=(PayloadFile("image.bin", 0o644, 30, (ChunkRef(A, 7, 10), ChunkRef(B, 20))),))
+    back = Manifest.from_bytes(new.to_bytes())
+    assert back.format == 2 and [(c.size, c.length, c.compressed) for c in back.unique_chunks()] == [
+        (7, 10, True), (20, 20, False)]
+
+
+def test_a_chunk_stored_larger_than_its_content_or_listed_twice_differently_is_refused():
+    grown = sample(files=(PayloadFile("image.bin", 0o644, 30, (ChunkRef(A, 11, 10), ChunkRef(B, 20))),))
+    with pytest.raises(ManifestError, match="stored size is not an integer"):
+        Manifest.from_bytes(grown.to_bytes())
+    twice = sample(files=(PayloadFile("image.bin", 0o644, 30, (ChunkRef(A, 7, 10), ChunkRef(A, 10, 10),
+                                                                ChunkRef(B, 10, 10))),))
+    with pytest.raises(ManifestError, match="two different sizes"):
+        Manifest.from_bytes(twice.to_bytes())
+
+
+def test_an_unknown_format_says_to_upgrade():
+    with pytest.raises(ManifestError, match="format 3 is not supported .*reads format 2; upgrade posswarm"):
+        Manifest.from_bytes(sample(format=3).to_bytes())
 
 
 def test_release_id_and_unique_chunks_in_first_seen_order():

@@ -160,3 +160,39 @@ def test_fuzz_mutated_torrent_only_raises_release_error(published, data):
             parse(mutated)
         except ReleaseError:
             pass
+
+
+def test_a_compressed_chunk_is_verified_by_what_it_decodes_to(tmp_path, key):
+    img = tmp_path / "img"
+    rng = random.Random(3)
+    words = [rng.randbytes(6).hex().encode() for _ in range(500)]
+    img.write_bytes(b" ".join(rng.choices(words, k=400_000)))  # compressible, like real files
+    m = publish(img, name="pos-os", version="1", private_key=key, out=tmp_path / "rel")
+    rel = tmp_path / "rel" / "pos-os" / "1"
+    assert verify_release(rel, key.public_key()) == m
+    victim = next(c for c in m.unique_chunks() if c.compressed)
+    assert victim.size < victim.length // 2
+    path = rel / chunk_relpath(victim.digest)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    path.unlink()  # a hard link into the central store: replace, do not edit in place
+    path.write_bytes(bytes(data))
+    with pytest.raises(ReleaseError, match=f"release pos-os 1: chunk {victim.hex} is corrupt"):
+        verify_release(rel, key.public_key())
+    assert verify_chunks(m, rel) == [victim]
+
+
+def test_a_release_published_before_format_2_still_verifies(tmp_path, key):
+    # What a format-1 publisher left on disk: every chunk stored as it is, a manifest saying format 1.
+    from dataclasses import replace
+
+    from posswarm.manifest import sign_manifest
+
+    img = tmp_path / "img"
+    img.write_bytes(random.Random(4).randbytes(1 * MiB))  # incompressible: every chunk stored as it is
+    m = publish(img, name="pos-os", version="1", private_key=key, out=tmp_path / "rel")
+    rel = tmp_path / "rel" / "pos-os" / "1"
+    assert not any(c.compressed for c in m.unique_chunks())
+    old = sign_manifest(replace(m, format=1), key)
+    (rel / "manifest.msgpack").write_bytes(old.to_bytes())
+    assert verify_release(rel, key.public_key()) == old and old.format == 1

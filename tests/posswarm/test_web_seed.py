@@ -27,7 +27,8 @@ async def test_a_cache_completes_from_the_seeders_http_alone_and_counts_it_as_we
         shelf.web_seeds = (url,)
         async with httpx.AsyncClient() as client:
             catalog = Catalog.from_json((await client.get(f"{url}/catalog")).json(), source=url)
-            chunk = next((release_dir / "chunks").glob("*/*"))
+            # Web seeds serve the stored (compressed) chunk files, the same bytes the torrent lists.
+            chunk = max((release_dir / "chunks").glob("*/*"), key=lambda p: p.stat().st_size)
             part = await client.get(f"{url}/releases/pos-os/1.0/chunks/{chunk.parent.name}/{chunk.name}",
                                     headers={"Range": "bytes=10-19"})
             assert part.status_code == 206 and part.content == chunk.read_bytes()[10:20]
@@ -49,5 +50,6 @@ async def test_a_cache_completes_from_the_seeders_http_alone_and_counts_it_as_we
         assert p.web_bytes >= unique and p.lan_bytes == 0 and p.wan_bytes == 0
         for c in manifest.unique_chunks():
             got = (tmp_path / "cache" / "chunks" / c.hex[:2] / c.hex).read_bytes()
-            assert len(got) == c.size
+            assert got == (release_dir / "chunks" / c.hex[:2] / c.hex).read_bytes() and len(got) == c.size
+        assert any(c.compressed for c in manifest.unique_chunks())
         nursery.cancel_scope.cancel()

@@ -155,3 +155,43 @@ def test_the_same_payload_under_two_versions_makes_two_torrents(tmp_path):
     two = publish(payload, name="pos-os", version="1.0.1", private_key=key, out=tmp_path / "r")
     assert one.payload_blake3 == two.payload_blake3
     assert one.info_hash_v1 != two.info_hash_v1 and one.info_hash_v2 != two.info_hash_v2
+
+
+def text_file(path, size, seed):
+    rng = random.Random(seed)
+    words = [rng.randbytes(rng.randint(2, 8)).hex().encode() for _ in range(2000)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b" ".join(rng.choices(words, k=size // 6))[:size])
+    return path
+
+
+def test_two_central_stores_publish_the_same_chunks_as_the_same_compressed_files(tmp_path, key):
+    img = text_file(tmp_path / "img", 3 * MiB, seed=11)
+    one = publish(img, name="pos-os", version="1", private_key=key, out=tmp_path / "a", now=1_800_000_000)
+    two = publish(img, name="pos-os", version="1", private_key=key, out=tmp_path / "b", now=1_800_000_000)
+    assert one.files == two.files and one.info_hash_v2 == two.info_hash_v2  # same stored bytes, same merkle roots
+    assert all(c.compressed for c in one.unique_chunks()[:-1])
+    stored = sum(c.size for c in one.unique_chunks())
+    assert stored < 0.7 * img.stat().st_size, stored
+    for c in one.unique_chunks():
+        rel = chunk_relpath(c.digest)
+        assert (tmp_path / "a" / "pos-os" / "1" / rel).read_bytes() == (tmp_path / "b" / "pos-os" / "1" / rel).read_bytes()
+
+
+def test_a_chunk_keeps_the_stored_form_the_central_store_already_has(tmp_path, key):
+    from posswarm.chunks import ChunkStore
+
+    img = text_file(tmp_path / "img", 1 * MiB, seed=12)
+    first = publish(img, name="pos-os", version="1", private_key=key, out=tmp_path / "rel")
+    chunk = first.unique_chunks()[0]
+    store = ChunkStore(tmp_path / "rel" / ".chunks")
+    content = (tmp_path / "img").read_bytes()[: chunk.length]
+    store.path(chunk.digest).unlink()
+    (tmp_path / "format-1").write_bytes(content)
+    store.adopt(tmp_path / "format-1", chunk.digest)  # as a format-1 publish left it: stored as it is
+    second = publish(img, name="pos-os", version="2", private_key=key, out=tmp_path / "rel")
+    again = next(c for c in second.unique_chunks() if c.digest == chunk.digest)
+    assert (again.size, again.length) == (chunk.length, chunk.length) and not again.compressed
+    linked = tmp_path / "rel" / "pos-os" / "2" / chunk_relpath(chunk.digest)
+    assert linked.stat().st_ino == store.path(chunk.digest).stat().st_ino
+    verify_release(tmp_path / "rel" / "pos-os" / "2", key.public_key())

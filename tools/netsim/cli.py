@@ -15,6 +15,7 @@ import trio
 from posswarm import logs
 from posswarm.errors import PosswarmError
 from posswarm.service import leaves
+from tools import payloads
 from tools.netsim import netns
 from tools.netsim.run import Scenario, run
 from tools.netsim.topology import PREFIX
@@ -34,10 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--stores", type=int, default=1, help="stores, each a router + cache + devices (default 1)")
     r.add_argument("--devices", type=int, default=3, help="devices per store (default 3)")
     r.add_argument("--image-mb", type=int, default=64, help="image size in MiB (default 64)")
+    r.add_argument("--payload", default="real", choices=payloads.KINDS,
+                   help="real: an ext4 image of this machine's files, and its next build after a package "
+                        "upgrade (default); random: incompressible bytes, the worst case")
     r.add_argument("--wan-mbit", type=float, default=40.0, help="each store's WAN rate, both ways (default 40)")
     r.add_argument("--lan-mbit", type=float, default=400.0, help="each LAN port's rate, both ways (default 400)")
     r.add_argument("--update-percent", type=float, default=None,
-                   help="then publish an update with this %% of bytes changed and measure it too")
+                   help="then publish an update and measure it too: with --payload random, this %% of the bytes "
+                        "changed; with a real image, its next build (the percent only switches the update on)")
     r.add_argument("--cross-store", action="store_true",
                    help="caches may seed each other (tracker --cross-store) and central super-seeds (BEP 16)")
     r.add_argument("--wan-cap-kbps", type=int, default=0,
@@ -65,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             raise PosswarmError(f"--update-percent {args.update_percent}: choose more than 0 and at most 100")
         scenario = Scenario(stores=args.stores, devices=args.devices, image_mb=args.image_mb, wan_mbit=args.wan_mbit,
                             lan_mbit=args.lan_mbit, update_percent=args.update_percent, cross_store=args.cross_store,
-                            wan_cap_kbps=args.wan_cap_kbps,
-                            deadline_s=args.deadline)
+                            wan_cap_kbps=args.wan_cap_kbps, deadline_s=args.deadline,
+                            payload=payloads.check_kind(args.payload))
     except PosswarmError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
@@ -139,8 +144,9 @@ async def _until_terminated(start, workdir: Path):
 
 def describe(result: dict) -> str:
     """The result as a few readable lines."""
-    size = result["image_bytes"]
-    lines = [f"image {size / 2**20:.0f} MiB, WAN {result['wan_mbit']:g} Mbit/s, LAN {result['lan_mbit']:g} Mbit/s"]
+    size = result["stored_bytes"]  # every "x image" below is against what the wire must carry at least once
+    lines = [f"image {result['image_bytes'] / 2**20:.0f} MiB ({result['payload']}; {size / 2**20:.1f} MiB stored), "
+             f"WAN {result['wan_mbit']:g} Mbit/s, LAN {result['lan_mbit']:g} Mbit/s"]
     for s in result["stores"]:
         devices = ", ".join(f"{d['installed_s']:.1f}" for d in s["devices"])
         lines.append(f"  store {s['store']}: WAN in {s['wan_bytes_in'] / size:.3f} x image "

@@ -10,7 +10,8 @@ from pathlib import Path
 import trio
 
 from posswarm import logs
-from tools.lab import change_image, write_image
+from posswarm.release import wire_size
+from tools import payloads
 from tools.netsim.network import Network, emulated_network
 from tools.netsim.rates import Sample, steady_rate
 from tools.netsim.topology import PREFIX, plan
@@ -34,6 +35,7 @@ class Scenario:
     wan_cap_kbps: int = 0
     deadline_s: float = 600.0
     prefix: str = PREFIX
+    payload: str = "real"  # tools/payloads.py: a real ext4 image, or "random" (the incompressible worst case)
 
 
 def _wan_cap(scenario: Scenario, stores: list[dict]) -> dict | None:
@@ -92,23 +94,26 @@ async def run(scenario: Scenario, workdir: Path) -> dict:
 async def rollout(net: Network, nursery: trio.Nursery, scenario: Scenario) -> dict:
     """Start posswarm in ``net`` (processes live in ``nursery``), distribute the image and the update."""
     await net.start_posswarm(nursery)
-    (net.workdir / "v1").mkdir()
-    image = write_image(net.workdir / "v1" / "image.bin", scenario.image_mb, seed=1)
+    image = payloads.first(net.workdir / "payload", scenario.image_mb, scenario.payload)
     size = image.stat().st_size
     first = await distribute(net, image, "1.0", scenario.deadline_s)
+    # what crosses a WAN at best: the release's stored (compressed) chunk files, once
+    stored = wire_size(net.releases / RELEASE / "1.0")
     last = max(d["installed_s"] for s in first["stores"] for d in s["devices"])
-    ideal = ideal_s(size, scenario.wan_mbit, scenario.lan_mbit)
+    ideal = ideal_s(stored, scenario.wan_mbit, scenario.lan_mbit)
     result = {
         "image_bytes": size,
+        "stored_bytes": stored,
+        "payload": scenario.payload,
         "wan_mbit": scenario.wan_mbit,
         "lan_mbit": scenario.lan_mbit,
         "stores": first["stores"],
-        "wan_amplification": round(max(s["wan_bytes_in"] for s in first["stores"]) / size, 4),
+        "wan_amplification": round(max(s["wan_bytes_in"] for s in first["stores"]) / stored, 4),
         "completion_s": round(last, 2),
         "ideal_s": round(ideal, 2),
         "completion_ratio": round(last / ideal, 3),
         "central_upload_bytes": first["central_upload_bytes"],
-        "central_upload_per_image": round(first["central_upload_bytes"] / size, 3),
+        "central_upload_per_image": round(first["central_upload_bytes"] / stored, 3),
         "cross_store": scenario.cross_store,
         "wan_cap": _wan_cap(scenario, first["stores"]),
         "publish_s": first["publish_s"],
@@ -116,9 +121,8 @@ async def rollout(net: Network, nursery: trio.Nursery, scenario: Scenario) -> di
         "wan_bytes_note": "router WAN counters minus 66 B of Ethernet/IP/TCP headers per frame (GSO off)",
     }
     if scenario.update_percent:
-        (net.workdir / "v2").mkdir()
-        update = net.workdir / "v2" / "image.bin"
-        changed = change_image(image, update, percent=scenario.update_percent)
+        update, changed = payloads.update(net.workdir / "payload", image, scenario.image_mb, scenario.payload,
+                                          percent=scenario.update_percent)
         second = await distribute(net, update, "1.1", scenario.deadline_s)
         wan = max(s["wan_bytes_in"] for s in second["stores"])
         result["update"] = {
