@@ -11,7 +11,7 @@ import blake3
 from posswarm.chunks import ChunkError, chunk_relpath, read_content
 from posswarm.errors import PosswarmError
 from posswarm.fsync import fsync_dir, replace_synced
-from posswarm.manifest import Manifest
+from posswarm.manifest import Manifest, safe_mode
 
 _STAGING_PREFIX = ".staging-"
 
@@ -46,7 +46,7 @@ def assemble(manifest: Manifest, release_dir: Path, installed_root: Path) -> Pat
                     out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
-            os.chmod(target, entry.mode & 0o7777)
+            os.chmod(target, safe_mode(entry.mode))
         if whole.digest() != manifest.payload_blake3:
             raise PosswarmError(
                 f"release {manifest.release_id}: assembled payload BLAKE3 does not match the manifest "

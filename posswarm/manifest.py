@@ -23,6 +23,8 @@ SIGNING_CONTEXT = b"posswarm-manifest-v1\x00"
 
 # Name and version become directory names on every device: one safe path component each.
 _COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+#: Names a node gives entries beside the versions in ``installed/NAME`` (and its data dir): never a name or version.
+RESERVED = frozenset({"current", "previous", "held", "activate", "chunks", "releases", "installed", "rollouts"})
 _PATH_PART = re.compile(r"[^\x00-\x1f\x7f/\\]{1,255}")
 _MAX_CHUNK = 256 * 1024 * 1024  # far above FastCDC's 4 MiB cap; only bounds garbage
 
@@ -168,10 +170,18 @@ def check_component(value: str, what: str) -> str:
     """``value`` if it is a safe single directory name, else ManifestError naming ``what``."""
     if not isinstance(value, str) or not _COMPONENT.fullmatch(value):
         raise ManifestError(
-            f"{what} {value!r}: not a safe directory name "
+            f"{what} {value!r:.140}: not a safe directory name "
             "(use 1-128 of A-Z a-z 0-9 . _ + -, starting with a letter or digit)"
         )
+    if value.lower() in RESERVED:
+        raise ManifestError(f"{what} {value!r}: reserved for the node's own bookkeeping; choose another")
     return value
+
+
+def safe_mode(mode: int) -> int:
+    """The mode a payload file gets: 0755 when anyone may execute it, else 0644. Never setuid, setgid,
+    sticky or writable by others, whatever the publisher's file had (a till applies it as root)."""
+    return 0o755 if mode & 0o111 else 0o644
 
 
 def check_payload_path(value: str) -> str:

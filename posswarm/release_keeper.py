@@ -28,7 +28,7 @@ from posswarm.errors import PosswarmError
 from posswarm.fsync import replace_synced
 from posswarm.lifecycle import Effect, Event, Facts, Installed, NodeFacts, Record, ReleaseState
 from posswarm.manifest import ChunkRef, Manifest, verify_manifest
-from posswarm.release import MANIFEST_NAME, TORRENT_NAME, verify_chunks
+from posswarm.release import MANIFEST_NAME, TORRENT_NAME, sizes_match, verify_chunks
 from posswarm.rollout import Decision
 from posswarm.torrent import session as torrents
 from posswarm.torrent.session import RESUME_FILE, TorrentSession
@@ -116,8 +116,17 @@ class ReleaseKeeper:
             carried = self.releases.get(key)
             if carried is None:
                 return  # collected meanwhile
-            if not isinstance(effect, lifecycle.FetchManifest):  # the catalog follower's to carry out
+            if isinstance(effect, lifecycle.FetchManifest):  # the catalog follower's to carry out
+                continue
+            try:
                 await self._EFFECTS[type(effect)](self, carried, effect)
+            except (OSError, PosswarmError) as exc:  # a full disk, a vanished file: never the node's end
+                reason = _explain(exc)
+                log.error("release.step_failed", release=f"{carried.record.name} {carried.record.version}",
+                          step=type(effect).__name__, reason=reason)
+                if isinstance(effect, (lifecycle.Swarm, lifecycle.Refetch)):
+                    self._handle(key, lifecycle.LayOutFailed(reason))  # retried on the next catalog poll
+                    return
 
     # ---- what the node's catalog follower reports ------------------------------------------------------
 
@@ -155,7 +164,10 @@ class ReleaseKeeper:
         for key, carried in list(self.releases.items()):
             if carried.record.state is ReleaseState.FAILED and carried.record.retry:
                 p = self.progress(key)
-                torrent = "error" if p.state == "error" else "finished" if p.is_finished else "running"
+                if key not in self.torrents.keys():
+                    torrent = "absent"
+                else:
+                    torrent = "error" if p.state == "error" else "finished" if p.is_finished else "running"
                 self._handle(key, lifecycle.RetryDue(torrent))
 
     def refresh_sources(self, catalog, seeds: list[tuple[str, int]]) -> None:
@@ -191,7 +203,7 @@ class ReleaseKeeper:
             except (PosswarmError, OSError) as exc:
                 log.warning("release.skipped", dir=str(directory), reason=str(exc))
                 continue
-            if not await trio.to_thread.run_sync(_sizes_match, manifest, directory):
+            if not await trio.to_thread.run_sync(sizes_match, manifest, directory):
                 # libtorrent 2.1.1 trusts resume data even over a truncated file (measured): check it all
                 (directory / RESUME_FILE).unlink(missing_ok=True)
             key = f"{manifest.name}@{manifest.version}"
@@ -228,10 +240,11 @@ class ReleaseKeeper:
     async def _swarm(self, carried: Carried, effect: lifecycle.Swarm) -> None:
         m = carried.manifest
         key = carried.record.key
-        if carried.fetched is not None:  # a new release: lay it out first
-            fetched, carried.fetched = carried.fetched, None
+        if carried.fetched is not None:  # a new release: lay it out first (again, after a failed try)
+            fetched = carried.fetched
             carried.directory = self.data.release(m.name, m.version)
             carried.reused_bytes = await trio.to_thread.run_sync(self._lay_out, fetched, carried.directory)
+            carried.fetched = None
             torrent_bytes = fetched.torrent_bytes
             log.info("release.fetching", release=m.release_id, size=m.total_size, reused_bytes=carried.reused_bytes,
                      seeds=len(carried.seeds))
@@ -367,17 +380,6 @@ def _log_transition(before: Record, after: Record, event: Event) -> None:
         log.info("release.retry", release=rid, after=before.reason)
     else:
         log.debug("release.state", release=rid, state=after.state.value)
-
-
-def _sizes_match(manifest: Manifest, directory: Path) -> bool:
-    """Every chunk file is there with its manifest size (a stat each: cheap, unlike hashing)."""
-    for chunk in manifest.unique_chunks():
-        try:
-            if (directory / chunk_relpath(chunk.digest)).stat().st_size != chunk.size:
-                return False
-        except FileNotFoundError:
-            return False
-    return True
 
 
 def _explain(failure: object) -> str:

@@ -29,6 +29,7 @@ from posswarm.manifest import (
     Targets,
     check_component,
     check_payload_path,
+    safe_mode,
     sign_manifest,
 )
 from posswarm.release import MANIFEST_NAME, TORRENT_NAME, torrent_chunk_files, torrent_info_hashes
@@ -177,7 +178,7 @@ def _list_payload(payload: Path) -> tuple[str, list[_Source]]:
     except OSError as exc:
         raise PosswarmError(f"payload {payload}: cannot read it ({exc.strerror}; check the path)") from None
     if stat.S_ISREG(st.st_mode):
-        return "image", [_Source(payload, IMAGE_PATH, stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns)]
+        return "image", [_Source(payload, IMAGE_PATH, safe_mode(st.st_mode), st.st_size, st.st_mtime_ns)]
     if not stat.S_ISDIR(st.st_mode):
         raise PosswarmError(f"payload {payload}: not a regular file or a directory")
     sources = []
@@ -196,7 +197,7 @@ def _list_payload(payload: Path) -> tuple[str, list[_Source]]:
                 check_payload_path(rel)
             except PosswarmError as exc:
                 raise PosswarmError(f"payload {payload}: {exc}") from None
-            sources.append(_Source(path, rel, stat.S_IMODE(est.st_mode), est.st_size, est.st_mtime_ns))
+            sources.append(_Source(path, rel, safe_mode(est.st_mode), est.st_size, est.st_mtime_ns))
     if not sources:
         raise PosswarmError(f"payload {payload}: is empty (nothing to publish)")
     sources.sort(key=lambda s: s.name)

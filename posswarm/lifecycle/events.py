@@ -95,11 +95,19 @@ class InstallsChanged:
 
 
 @dataclass(frozen=True)
+class LayOutFailed:
+    """Laying the release out or putting it in the torrent session failed for a reason that may pass (a full disk)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class RetryDue:
-    """The catalog poll came round; ``torrent`` is the torrent's own state: finished, error or running."""
+    """The catalog poll came round; ``torrent`` is the torrent's own state: finished, error, running, or absent
+    (not in the session: its lay-out failed)."""
 
     torrent: str
 
 
 Event = (Listed | ManifestArrived | ManifestBad | Unreachable | Resumed | TorrentFinished | TorrentFailed
-         | ChunksChecked | ScrubFoundBad | InstallDone | InstallFailed | RolloutChanged | InstallsChanged | RetryDue)
+         | ChunksChecked | ScrubFoundBad | InstallDone | InstallFailed | RolloutChanged | InstallsChanged | LayOutFailed | RetryDue)

@@ -26,6 +26,7 @@ from posswarm.lifecycle.events import (
     InstallDone,
     InstallFailed,
     InstallsChanged,
+    LayOutFailed,
     Listed,
     ManifestArrived,
     ManifestBad,
@@ -66,6 +67,7 @@ APPLIES_IN: dict[type, frozenset[ReleaseState]] = {
     InstallFailed: frozenset({S.INSTALLING}),
     RolloutChanged: frozenset(ReleaseState) - {S.LISTED, S.REFUSED, S.REVOKED},
     InstallsChanged: ON_DISK,
+    LayOutFailed: frozenset({S.DOWNLOADING}),
     RetryDue: frozenset({S.FAILED}),
 }
 
@@ -201,12 +203,16 @@ def _on_installs_changed(r: Record, e: InstallsChanged, f: Facts, now: float):
     return replace(r, state=state, reason=_held_reason(r, f.installed)), (Announce(),)
 
 
+def _on_lay_out_failed(r: Record, e: LayOutFailed, f: Facts, now: float):
+    return replace(r, state=S.FAILED, reason=e.reason, retry=True), (Announce(),)
+
+
 def _on_retry_due(r: Record, e: RetryDue, f: Facts, now: float):
     if not r.retry:
         return r, ()
     if e.torrent == "finished":
         return _verify(r)
-    effects = (ResumeTorrent(),) if e.torrent == "error" else ()
+    effects = {"error": (ResumeTorrent(),), "absent": (Swarm(),)}.get(e.torrent, ())
     return replace(r, state=S.DOWNLOADING, reason=None, retry=False), effects
 
 
@@ -238,5 +244,6 @@ _HANDLERS = {
     InstallFailed: _on_install_failed,
     RolloutChanged: _on_rollout_changed,
     InstallsChanged: _on_installs_changed,
+    LayOutFailed: _on_lay_out_failed,
     RetryDue: _on_retry_due,
 }

@@ -117,6 +117,10 @@ TRANSITIONS = [
      ["ResumeTorrent"], None),
     ("retry: torrent finished verifies", record(S.FAILED, retry=True), lc.RetryDue("finished"), facts(), S.VERIFYING,
      ["Verify"], None),
+    ("lay-out failed (disk full): retried", record(S.DOWNLOADING), lc.LayOutFailed("disk full"), facts(), S.FAILED,
+     ["Announce"], "disk full"),
+    ("retry: a release out of the session is laid out again", record(S.FAILED, retry=True), lc.RetryDue("absent"),
+     facts(), S.DOWNLOADING, ["Swarm"], None),
     ("no retry after bad chunks for good", record(S.FAILED, retry=False), lc.RetryDue("finished"), facts(), S.FAILED,
      [], None),
     ("a late torrent notice changes nothing", record(S.INSTALLED), lc.TorrentFinished(), facts(current="2.0"),
@@ -196,8 +200,8 @@ def histories(draw):
             lc.ChunksChecked(ticket), lc.ChunksChecked(ticket), lc.ChunksChecked(ticket), lc.ChunksChecked(ticket, 1, "ab" * 32),
             lc.ScrubFoundBad(1, "ab" * 32), lc.InstallDone(ticket), lc.InstallDone(ticket),
             lc.InstallDone(ticket, "health check failed"), lc.InstallFailed(ticket, "disk full"), lc.RolloutChanged(),
-            lc.RolloutChanged(), lc.InstallsChanged(), lc.RetryDue("finished"), lc.RetryDue("error"),
-            lc.RetryDue("running"))))
+            lc.RolloutChanged(), lc.InstallsChanged(), lc.LayOutFailed("disk full"), lc.RetryDue("finished"),
+            lc.RetryDue("error"), lc.RetryDue("running"), lc.RetryDue("absent"))))
         steps.append((event, known))
     return version, steps
 
