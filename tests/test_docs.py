@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from posswarm.lifecycle import ReleaseState
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
@@ -38,3 +40,8 @@ def test_every_path_architecture_md_names_exists():
     assert len(named) > 50
     missing = {p for p in named if "*" not in p and not (ROOT / p).exists()}
     assert missing == set()
+
+
+def test_every_release_state_is_documented():
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    assert [s.value for s in ReleaseState if f"| `{s.value}` |" not in text] == []
