@@ -179,9 +179,9 @@ def check_component(value: str, what: str) -> str:
 
 
 def safe_mode(mode: int) -> int:
-    """The mode a payload file gets: 0755 when anyone may execute it, else 0644. Never setuid, setgid,
-    sticky or writable by others, whatever the publisher's file had (a till applies it as root)."""
-    return 0o755 if mode & 0o111 else 0o644
+    """The mode a payload file gets: the publisher's, masked to 0755. Never setuid, setgid, sticky or writable
+    by group or others (a till applies it as root), but a file kept private (0600) stays private."""
+    return mode & 0o755
 
 
 def check_payload_path(value: str) -> str:

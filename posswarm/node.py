@@ -24,7 +24,6 @@ from posswarm.discovery import mdns
 from posswarm.discovery.records import Advert
 from posswarm.keys import load_public_key
 from posswarm.release_keeper import ReleaseKeeper
-from posswarm.rollout import Decision
 from posswarm.rollout_store import HeldRollouts
 from posswarm.store_peers import StorePeers
 from posswarm.storedata.service import StoreData
@@ -75,12 +74,11 @@ class Node:
             self.peers = StorePeers(c.node_id, c.store, self.lan, connect=self.torrents.connect_peer,
                                     storedata=self.storedata, on_cache=self._cache_found)
             keeper = ReleaseKeeper(c, self.data, ChunkStore(self.data.chunk_store), self.torrents, self.shelf,
-                                   public_key, decide=self._decision, store_peers=self.peers.swarm_addresses,
-                                   changed=self._kick_tracker)
+                                   public_key, rollouts=self.rollouts, peers=self.peers, on_change=self._kick_tracker)
             self.keeper = await nursery.start(keeper.run)  # resumes what an earlier run laid out
             self.follower = await nursery.start(CatalogFollower(
                 self.keeper, self.rollouts, self.shelf, public_key, sources=self._catalog_sources,
-                decide=self._decision, poll_s=c.catalog_poll_s).run)
+                poll_s=c.catalog_poll_s).run)
             send, receive = trio.open_memory_channel(1000)
             nursery.start_soon(self.peers.run, receive)
             await nursery.start(mdns.run, self._advert(), send)
@@ -120,10 +118,6 @@ class Node:
     def _kick_tracker(self) -> None:
         if self.announcer:
             self.announcer.kick()
-
-    def _decision(self, name: str, version: str) -> Decision | None:
-        c = self.config
-        return self.rollouts.decision(name, version, store=c.store, device_class=c.device_class, role=c.role)
 
     def rollout_summary(self, name: str, version: str) -> dict | None:
         held = self.rollouts.get(name, version)

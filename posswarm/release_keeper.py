@@ -30,6 +30,8 @@ from posswarm.lifecycle import Effect, Event, Facts, Installed, NodeFacts, Recor
 from posswarm.manifest import ChunkRef, Manifest, verify_manifest
 from posswarm.release import MANIFEST_NAME, TORRENT_NAME, sizes_match, verify_chunks
 from posswarm.rollout import Decision
+from posswarm.rollout_store import HeldRollouts
+from posswarm.store_peers import StorePeers
 from posswarm.torrent import session as torrents
 from posswarm.torrent.session import RESUME_FILE, TorrentSession
 
@@ -57,8 +59,7 @@ class ReleaseKeeper:
     """Every release this node carries, by "name@version"."""
 
     def __init__(self, config: NodeConfig, data: DataDir, chunks: ChunkStore, torrents: TorrentSession, shelf: Shelf,
-                 public_key, *, decide: Callable[[str, str], Decision | None],
-                 store_peers: Callable[[], list[tuple[str, int]]], changed: Callable[[], None]) -> None:
+                 public_key, *, rollouts: HeldRollouts, peers: StorePeers, on_change: Callable[[], None]) -> None:
         self.config = config
         self.node = NodeFacts(config.role, config.store, config.device_class)
         self.data = data
@@ -67,9 +68,9 @@ class ReleaseKeeper:
         self.shelf = shelf  # a cache offers its releases to its devices while it still downloads them
         self.releases: dict[str, Carried] = {}
         self._public_key = public_key
-        self._decide = decide  # what central's signed rollout says for (name, version) here, if anything
-        self._store_peers = store_peers  # this store's peers, (address, bt_port)
-        self._changed = changed  # a release changed state: tell the tracker soon
+        self.rollouts = rollouts  # central's signed rollouts this node holds
+        self.peers = peers  # this store's peers, as mDNS reported them
+        self._on_change = on_change  # a release changed state: tell the tracker soon
         self._nursery: trio.Nursery | None = None
         self._collecting = trio.Lock()
 
@@ -87,8 +88,13 @@ class ReleaseKeeper:
     def facts(self, record: Record) -> Facts:
         name = record.name
         records = [c.record for c in self.releases.values()]
-        return Facts(self.node, self.installed(name), self._decide(name, record.version),
+        return Facts(self.node, self.installed(name), self.decision(name, record.version),
                      lifecycle.newest_carried(records, name) if self.node.is_cache else None)
+
+    def decision(self, name: str, version: str) -> Decision | None:
+        """What central's signed rollout says this node does about ``name version``; None = follow the manifest."""
+        n = self.node
+        return self.rollouts.decision(name, version, store=n.store, device_class=n.device_class, role=n.role)
 
     def installed(self, name: str) -> Installed:
         if self.node.is_cache:
@@ -253,7 +259,7 @@ class ReleaseKeeper:
         if self.node.is_cache:
             self.shelf.put(m, carried.directory)  # devices may start swarming while we download
         await self.torrents.add(key, torrent_bytes, carried.directory,
-                                peers=list(carried.seeds) + self._store_peers(), web_seeds=carried.web_seeds)
+                                peers=list(carried.seeds) + self.peers.swarm_addresses(), web_seeds=carried.web_seeds)
 
     def _lay_out(self, fetched: FetchedRelease, directory: Path) -> int:
         directory.mkdir(parents=True, exist_ok=True)
@@ -300,7 +306,7 @@ class ReleaseKeeper:
             return (directory / TORRENT_NAME).read_bytes()
 
         torrent_bytes = await trio.to_thread.run_sync(drop_bad)
-        await self.torrents.add(key, torrent_bytes, directory, peers=list(carried.seeds) + self._store_peers(),
+        await self.torrents.add(key, torrent_bytes, directory, peers=list(carried.seeds) + self.peers.swarm_addresses(),
                                 web_seeds=carried.web_seeds)
 
     async def _resume_torrent(self, carried: Carried, effect: lifecycle.ResumeTorrent) -> None:
@@ -347,7 +353,7 @@ class ReleaseKeeper:
         log.error("release.rejected", release=f"{carried.record.name} {carried.record.version}", reason=effect.reason)
 
     async def _announce(self, carried: Carried, effect: lifecycle.Announce) -> None:
-        self._changed()
+        self._on_change()
 
     _EFFECTS = {
         lifecycle.Swarm: _swarm,

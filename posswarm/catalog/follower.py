@@ -20,7 +20,6 @@ from posswarm.catalog.shelf import Shelf
 from posswarm.endpoint import parse_endpoint
 from posswarm.errors import PosswarmError, Unreachable
 from posswarm.release_keeper import ReleaseKeeper
-from posswarm.rollout import Decision
 from posswarm.rollout_store import HeldRollouts
 
 log = logs.get("node")
@@ -30,14 +29,12 @@ class CatalogFollower:
     """Polls every ``poll_s`` seconds, or at once after ``poll_now()`` (a cache appeared on the LAN)."""
 
     def __init__(self, keeper: ReleaseKeeper, rollouts: HeldRollouts, shelf: Shelf, public_key, *,
-                 sources: Callable[[], list[str]], decide: Callable[[str, str], Decision | None],
-                 poll_s: float) -> None:
+                 sources: Callable[[], list[str]], poll_s: float) -> None:
         self.keeper = keeper
         self.rollouts = rollouts
         self.shelf = shelf
         self._public_key = public_key
         self._sources = sources  # catalog base URLs to try, in order of preference
-        self._decide = decide
         self._poll_s = poll_s
         self._poll_now = trio.Event()
         self.url: str | None = None  # the source the last good catalog came from
@@ -92,7 +89,7 @@ class CatalogFollower:
         entries = {(e.name, e.version): e for e in catalog.releases}
         offers = [lifecycle.Offer(e.name, e.version, e.targets.stores, e.targets.device_classes)
                   for e in catalog.releases]
-        decisions = {k: d for k in entries if (d := self._decide(*k)) is not None}
+        decisions = {k: d for k in entries if (d := self.keeper.decision(*k)) is not None}
         known = {key: c.record for key, c in self.keeper.releases.items()}
         for offer in lifecycle.choose(offers, known, self.keeper.node, decisions):
             entry = entries[(offer.name, offer.version)]

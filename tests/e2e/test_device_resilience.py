@@ -109,8 +109,11 @@ async def test_cache_killed_mid_download_resumes_without_fetching_verified_chunk
         artifacts = Path(__file__).parents[2] / "test-artifacts"
         artifacts.mkdir(exist_ok=True)
         (artifacts / "cache-sigkill-resume.json").write_text(json.dumps(figures, indent=1))
-        # what the restarted cache fetched is what it lacked: verified pieces were kept (slack: pieces in flight)
-        assert after["bytes_from_wan"] <= size - before_kill + (2 << 20), (after, before_kill)
+        # what the restarted cache fetched is what it lacked: verified pieces were kept. The slack is what was
+        # in flight at the kill: libtorrent keeps request_queue_time (1 s) of the capped rate requested, and
+        # blocks received but not yet on disk; under a loaded CI machine that measured up to 2.6 MB.
+        in_flight = throttle["wan"]["download_limit_kbps"] * 1000 // 8 * 1 + (1 << 20)
+        assert after["bytes_from_wan"] <= size - before_kill + in_flight, (after, before_kill)
         device = lab.release_of(lab.devices[0], NAME, "1.0")
         assert device["state"] == "installed" and device["bytes_from_wan"] == 0
         nursery.cancel_scope.cancel()

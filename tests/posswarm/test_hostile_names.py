@@ -40,8 +40,8 @@ def test_publish_refuses_a_reserved_or_dot_version_in_one_line(tmp_path, version
 
 
 @pytest.mark.parametrize(("mode", "safe"), [(0o4755, 0o755), (0o2775, 0o755), (0o777, 0o755), (0o1666, 0o644),
-                                            (0o600, 0o644), (0o700, 0o755)])
-def test_modes_are_masked_to_0755_or_0644(mode, safe):
+                                            (0o600, 0o600), (0o700, 0o700), (0o666, 0o644)])
+def test_modes_are_masked_to_0755(mode, safe):
     assert safe_mode(mode) == safe
 
 
