@@ -40,11 +40,11 @@ def announce_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, 
     )
 
 
-def scrape_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, now: float) -> bytes:
+def scrape_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, remote: str, now: float) -> bytes:
     """The bencoded answer on /scrape[/<passkey>] (BEP 48)."""
     try:
         passkey = announce.passkey_of(path)
-        files = desk.scrape(announce.parse_scrape(query, max_query=desk.config.max_query), passkey, now)
+        files = desk.scrape(announce.parse_scrape(query, max_query=desk.config.max_query), passkey, now, remote)
     except announce.BadRequest as exc:
         log.info("scrape.bad", reason=str(exc))
         metrics.count("http", "scrape", ok=False)
@@ -113,7 +113,7 @@ async def _serve_connection(stream, desk, app, clock, metrics, server) -> None:
                 response = http_wire.encode_response(200, body, BENCODE, keep_alive=request.keep_alive,
                                                      head_only=request.method == "HEAD")
             elif request.path == "/scrape" or request.path.startswith("/scrape/"):
-                body = scrape_body(desk, metrics, request.path, request.query, clock())
+                body = scrape_body(desk, metrics, request.path, request.query, remote, clock())
                 response = http_wire.encode_response(200, body, BENCODE, keep_alive=request.keep_alive,
                                                      head_only=request.method == "HEAD")
             else:

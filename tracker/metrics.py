@@ -22,6 +22,10 @@ class TrackerMetrics:
             "posswarm_tracker_requests", "Announces and scrapes answered", ["transport", "kind", "result"],
             registry=self.registry,
         )
+        self.udp_dropped = Counter(
+            "posswarm_tracker_udp_dropped", "UDP datagrams not served: garbage (silence) or an unproven connection id",
+            ["reason"], registry=self.registry,
+        )
         self.registry.register(_StatsCollector(stats_source))
         self._children: dict[tuple[str, str, bool], object] = {}
 
@@ -31,6 +35,9 @@ class TrackerMetrics:
         if child is None:
             child = self._children[(transport, kind, ok)] = self.requests.labels(transport, kind, "ok" if ok else "refused")
         child.inc()
+
+    def dropped(self, reason: str) -> None:
+        self.udp_dropped.labels(reason).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
