@@ -73,7 +73,7 @@ class TrackerConfig:
     central_passkeys: list[str] = dataclasses.field(default_factory=list)
     passkey_guesses: int = 20
     trusted_proxies: list[str] = dataclasses.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
-    stats_every: int = 2
+    stats_every: float = 2.0
     max_connections: int = 4096
     max_connections_per_address: int = 256
     header_timeout: int = 10
@@ -106,7 +106,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 _INT_KEYS = {"interval", "min_interval", "peer_ttl", "max_peer_ttl", "retain", "numwant", "max_numwant", "max_query",
-             "catalog_poll", "max_records", "max_records_per_store", "passkey_guesses", "stats_every",
+             "catalog_poll", "max_records", "max_records_per_store", "passkey_guesses",
              "max_connections", "max_connections_per_address", "header_timeout", "idle_timeout"}
 MIN_PASSKEY_BITS = 128
 _ALPHABETS = ((string.digits, 10), (string.hexdigits, 16), (string.ascii_letters + string.digits, 62))
@@ -149,6 +149,9 @@ def validate(config: TrackerConfig) -> TrackerConfig:
         value = getattr(config, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise PosswarmError(f"tracker config {key} = {value!r}: must be a whole number >= 1 (fix the config file or flag)")
+    if isinstance(config.stats_every, bool) or not isinstance(config.stats_every, int | float) or not (
+            0 < config.stats_every <= 3600):
+        raise PosswarmError(f"tracker config stats_every = {config.stats_every!r}: must be seconds in (0, 3600], e.g. 2")
     if config.effective_min_interval > config.interval:
         raise PosswarmError(
             f"tracker config min_interval = {config.min_interval} is above interval = {config.interval} (lower min_interval)"

@@ -26,6 +26,10 @@ class TrackerMetrics:
             "posswarm_tracker_udp_dropped", "UDP datagrams not served: garbage (silence) or an unproven connection id",
             ["reason"], registry=self.registry,
         )
+        self.refused = Counter(
+            "posswarm_tracker_connections_refused", "HTTP connections closed on arrival: its address or the tracker full",
+            registry=self.registry,
+        )
         self.registry.register(_StatsCollector(stats_source))
         self._children: dict[tuple[str, str, bool], object] = {}
 
@@ -35,6 +39,9 @@ class TrackerMetrics:
         if child is None:
             child = self._children[(transport, kind, ok)] = self.requests.labels(transport, kind, "ok" if ok else "refused")
         child.inc()
+
+    def refused_connection(self) -> None:
+        self.refused.inc()
 
     def dropped(self, reason: str) -> None:
         self.udp_dropped.labels(reason).inc()

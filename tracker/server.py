@@ -11,7 +11,7 @@ from posswarm import logs
 from posswarm.errors import PosswarmError
 from tracker import http_server, published, udp_server
 from tracker.access import Access
-from tracker.app import make_app, stats_source
+from tracker.app import StatsSnapshot, make_app
 from tracker.config import TrackerConfig
 from tracker.desk import Desk
 from tracker.metrics import TrackerMetrics
@@ -56,8 +56,9 @@ async def run(
     polled = access is None and not config.open
     access = access if access is not None else access_rules(config)
     desk = Desk(config, store, access)
-    metrics = TrackerMetrics(stats_source(desk, clock))
-    app = make_app(desk, clock, metrics)
+    snapshot = StatsSnapshot(desk, clock, config.stats_every)
+    metrics = TrackerMetrics(lambda: snapshot.doc)
+    app = make_app(snapshot, metrics)
     async with trio.open_nursery() as nursery:
         try:
             url = await nursery.start(http_server.run, desk, app, config.host, config.port, clock, metrics)
