@@ -57,7 +57,7 @@ async def run(
     access = access if access is not None else access_rules(config)
     desk = Desk(config, store, access)
     snapshot = StatsSnapshot(desk, clock, config.stats_every)
-    metrics = TrackerMetrics(lambda: snapshot.doc)
+    metrics = TrackerMetrics()
     app = make_app(snapshot, metrics)
     async with trio.open_nursery() as nursery:
         try:

@@ -36,7 +36,7 @@ def probes() -> list[bytes]:
 async def test_no_reply_is_larger_than_its_request_before_a_valid_connection_id(nursery, capfd):
     config = TrackerConfig(open=True)
     desk = Desk(config, MemoryPeerStore(peer_ttl=90, retain=1000), Access(open=True))
-    metrics = TrackerMetrics(lambda: {"releases": {}, "stores": {}})
+    metrics = TrackerMetrics()
     tracker = await nursery.start(lambda task_status: udp_server.run(desk, "127.0.0.1", 0, lambda: 10_000.0,
                                                                      metrics=metrics, task_status=task_status))
     sent = received = 0
