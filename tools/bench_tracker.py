@@ -181,7 +181,8 @@ async def _load(spec: dict) -> dict:
     production = spec.get("production", False)
     if transport == "attack":
         return await attack(host, port, sources=[f"127.0.200.{i + 1}" for i in range(spec["sources"])],
-                            per_source=spec["per_source"], until=trio.current_time() + duration)
+                            per_source=spec["per_source"], until=trio.current_time() + duration,
+                            trickle_every=spec["trickle_every"])
     # Built before the clock starts, so neither the rate nor the first paced latencies pay for it.
     http_pool = [_http_request(n, production) for n in range(min(pool, 20_000))] if transport == "http" else []
     numbers = iter(range(first, first + count)) if count is not None else None
@@ -461,11 +462,14 @@ def _bench_production(args, workdir: Path) -> dict:
         if args.attack:
             code = "import sys; from tools.bench_tracker import main; sys.exit(main(sys.argv[1:]))"
             spec = {"host": "127.0.0.1", "port": http, "transport": "attack", "connections": 0,
-                    "duration": args.duration + 12, "sources": args.attack_sources, "per_source": 256}
+                    "duration": args.duration + 12, "sources": args.attack_sources, "per_source": 256,
+                    "trickle_every": args.attack_trickle}
             attacker = subprocess.Popen([sys.executable, "-c", code, "--load-worker", json.dumps(spec)],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=lambda: _pin(1))
             time.sleep(12)  # let the attack fill every slot and reach its steady state (header_timeout is 10 s)
-            result["http_paced_under_attack"] = _run_load({**base, "duration": args.duration, "rate": args.rate})
+            cpu = tracker.cpu_seconds()
+            attacked = result["http_paced_under_attack"] = _run_load({**base, "duration": args.duration, "rate": args.rate})
+            attacked["tracker_cpu_percent"] = round(100 * (tracker.cpu_seconds() - cpu) / attacked["seconds"])
             out, err = attacker.communicate(timeout=60)
             if attacker.returncode != 0:
                 raise SystemExit(f"posswarm-bench tracker: the attack process failed:\n{err.decode(errors='replace')}")
@@ -493,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --production: the paced phase again under a slowloris and connection flood")
     p.add_argument("--attack-sources", type=int, default=20,
                    help="source addresses of the attack, 256 connections each (default 20: above the 4096 slots)")
+    p.add_argument("--attack-trickle", type=float, default=2.0,
+                   help="seconds between the bytes each attacking connection sends (default 2)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--load-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
