@@ -139,6 +139,8 @@ def parse_announce(query: bytes, remote_ip: str | None, *, max_query: int = 4096
     # The socket's address is who sent it; ``ip=`` is only a claim, judged by Access.admit.
     ip = _address(remote_ip if remote_ip is not None else ip_text)
     lan_ip = _address(ip_text) if ip_text is not None and remote_ip is not None else None
+    if lan_ip is not None and not _reachable(lan_ip):
+        lan_ip = None  # ip=0.0.0.0 (a seeder listening on every address) or multicast: nobody to hand out
     return Announce(
         info_hash=info_hash,
         peer_id=peer_id,
@@ -309,6 +311,12 @@ def _address(text: str | None) -> str:
     if text is None:
         raise BadRequest("no peer address: send ip=A.B.C.D")
     return _canonical_address(text)
+
+
+@functools.lru_cache(maxsize=65536)
+def _reachable(address: str) -> bool:
+    parsed = ipaddress.ip_address(address)
+    return not (parsed.is_unspecified or parsed.is_multicast)
 
 
 @functools.lru_cache(maxsize=65536)  # the same few thousand store addresses announce all day

@@ -26,8 +26,8 @@ class TrackerConfig:
     max_peer_ttl   -- longest time a quiet peer is still handed out (default 1800): within peer_ttl..max_peer_ttl a
                       peer stays 3 x its own observed re-announce gap (rtorrent waits 600 s whatever it is told)
     retain         -- seconds a node's last announce is kept for /stats after it went quiet (default 86400)
-    max_records    -- most announce records the tracker keeps in all (default 1000000; memory store)
-    max_records_per_store -- most records one store's passkey may hold (default 10000; memory store)
+    max_records    -- most announce records the tracker keeps in all (default 1000000)
+    max_records_per_store -- most records one store's passkey may hold (default 10000)
     numwant        -- peers handed out when the client does not say (default 50)
     max_numwant    -- most peers handed out whatever the client asks (default 200)
     max_query      -- longest accepted query string in bytes (default 4096)

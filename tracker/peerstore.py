@@ -171,6 +171,30 @@ class PeerStore(Protocol):
 EVICT_EVERY = 5.0  # seconds between scans for quiet records to free when a cap is reached (a scan reads every record)
 
 
+class Admission:
+    """Whether a new record may be kept: under the caps, after freeing quiet records (at most every EVICT_EVERY s).
+
+    A random node= on every announce must not grow the tracker without bound: new records stop at
+    the caps; records no longer handed out (kept only for /stats) are freed to make room first.
+    """
+
+    def __init__(self, caps: Caps) -> None:
+        self.caps = caps
+        self._freed_at = float("-inf")
+
+    def admit(self, store: str | None, now: float, counts: Callable[[], tuple[int, int]],
+              free_quiet: Callable[[], object]) -> None:
+        """RecordsFull unless a record may be added; ``counts()`` = (records in all, records of ``store``)."""
+        try:
+            self.caps.check(*counts(), store)
+        except RecordsFull:
+            if now - self._freed_at < EVICT_EVERY:
+                raise
+            self._freed_at = now
+            free_quiet()
+            self.caps.check(*counts(), store)
+
+
 class MemoryPeerStore:
     """PeerStore in a dict: one process, lost on restart (nodes re-announce within an interval)."""
 
@@ -179,7 +203,7 @@ class MemoryPeerStore:
         self.peer_ttl = peer_ttl
         self.lifetimes = Lifetimes(peer_ttl, max(peer_ttl, max_peer_ttl if max_peer_ttl is not None else peer_ttl))
         self.retain = max(retain, self.lifetimes.max_peer_ttl)
-        self.caps = caps or Caps()
+        self.admission = Admission(caps or Caps())
         self._swarms: dict[bytes, dict[str | bytes, Peer]] = {}
         self._hashes: dict[bytes, bytes] = {}
         self._downloaded: dict[bytes, int] = {}
@@ -187,7 +211,6 @@ class MemoryPeerStore:
         self._change_count = 0
         self._total = 0
         self._per_store: dict[str, int] = {}
-        self._evicted_at = float("-inf")
 
     def changes(self, info_hash: bytes) -> int:
         """A number that moves whenever a torrent's hand-out could: a peer joins, stops, expires or completes.
@@ -215,20 +238,11 @@ class MemoryPeerStore:
             self._downloaded[shared] = self._downloaded.get(shared, 0) + 1
 
     def _admit_new(self, store: str | None, now: float) -> None:
-        # A random node= on every announce must not grow the tracker without bound: new records stop
-        # at the caps; quiet records are freed (at most every EVICT_EVERY s) to make room first.
-        in_store = self._per_store.get(store, 0) if store is not None else 0
-        try:
-            self.caps.check(self._total, in_store, store)
-        except RecordsFull:
-            if now - self._evicted_at < EVICT_EVERY:
-                raise
-            self._evicted_at = now
-            self._forget(lambda p: not live(p, now))
-            self.caps.check(self._total, self._per_store.get(store, 0) if store is not None else 0, store)
+        self.admission.admit(store, now, lambda: (self._total, self._per_store.get(store, 0)),
+                             lambda: self._forget(lambda p: not live(p, now)))
         self._total += 1
         if store is not None:
-            self._per_store[store] = in_store + 1
+            self._per_store[store] = self._per_store.get(store, 0) + 1
 
     def swarm(self, info_hash: bytes, now: float) -> list[Announce]:
         return [p for p in self._swarms.get(info_hash, {}).values() if not p.stopped and now <= p.live_until]

@@ -22,13 +22,14 @@ log = logs.get("tracker")
 
 def open_peer_store(config: TrackerConfig) -> PeerStore:
     """The store named by ``peer_store`` in the config."""
+    caps = Caps(config.max_records, config.max_records_per_store)
     if config.peer_store == "redis":
         from tracker.redis_store import RedisPeerStore  # only a Redis deployment needs redis-py
 
         return RedisPeerStore.connect(config.redis_url, peer_ttl=config.effective_peer_ttl, retain=config.retain,
-                                      max_peer_ttl=config.max_peer_ttl)
+                                      max_peer_ttl=config.max_peer_ttl, caps=caps)
     return MemoryPeerStore(peer_ttl=config.effective_peer_ttl, retain=config.retain, max_peer_ttl=config.max_peer_ttl,
-                           caps=Caps(config.max_records, config.max_records_per_store))
+                           caps=caps)
 
 
 def access_rules(config: TrackerConfig) -> Access:
