@@ -32,10 +32,11 @@ class AnnounceAnswer:
 class _Swarm:
     """One torrent's live peers as of ``built``, and its rankings by (requester role, requester store)."""
 
-    __slots__ = ("built", "changes", "live", "complete", "ranked")
+    __slots__ = ("built", "changes", "live", "stores", "complete", "ranked")
 
     def __init__(self, built: float, changes: int, live: list[Announce]) -> None:
         self.built, self.changes, self.live = built, changes, live
+        self.stores = isolation.Stores(live)
         self.complete = sum(1 for p in live if p.left == 0)
         self.ranked: dict[tuple[str | None, str | None], handout.Ranked] = {}
 
@@ -67,7 +68,7 @@ class Desk:
             if ranked is None:
                 requester = handout.Requester.of(a)
                 # Isolation first, the policy second: a policy only orders what the requester may see.
-                allowed = isolation.visible_to(requester, swarm.live, cross_store=self.config.cross_store)
+                allowed = isolation.visible_to(requester, swarm.stores, cross_store=self.config.cross_store)
                 ranked = swarm.ranked[(a.role, a.store)] = handout.Ranked(self._rank, requester, allowed, rng=self._rng)
             handed = ranked.cut(a, self.config.numwant if a.numwant is None else a.numwant)
         return AnnounceAnswer(self.config.interval, self.config.effective_min_interval, swarm.complete,

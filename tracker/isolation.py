@@ -30,6 +30,41 @@ def visible(requester: Requester, peer: Candidate, *, cross_store: bool) -> bool
     return cross_store and requester.role == "cache" and peer.role == "cache"
 
 
-def visible_to(requester: Requester, peers: Sequence[C], *, cross_store: bool) -> list[C]:
-    """The peers ``requester`` may be handed, in their order."""
-    return [p for p in peers if visible(requester, p, cross_store=cross_store)]
+class Stores:
+    """A swarm's peers grouped by store, so a requester's share is its groups, not a pass over every peer.
+
+    A release's swarm holds every store's nodes (40,000 in a chain of 1,000 stores); each store's
+    devices and cache are ranked apart, so filtering the whole swarm per store would cost the
+    swarm's size a thousand times a second.
+    """
+
+    __slots__ = ("peers", "_by_store", "_caches")
+
+    def __init__(self, peers: Sequence[C]) -> None:
+        self.peers = peers
+        self._by_store: dict[str | None, list[C]] | None = None
+        self._caches: list[C] = []
+
+    def of(self, store: str | None) -> list[C]:
+        if self._by_store is None:
+            self._by_store = {}
+            for p in self.peers:
+                self._by_store.setdefault(p.store, []).append(p)
+            self._caches = [p for p in self.peers if p.role == "cache"]
+        return self._by_store.get(store, [])
+
+    def caches(self) -> list[C]:
+        self.of(None)
+        return self._caches
+
+
+def visible_to(requester: Requester, stores: Stores, *, cross_store: bool) -> list[C]:
+    """The peers ``requester`` may be handed: exactly those ``visible`` allows, found by store."""
+    if requester.store == CENTRAL:
+        return [p for p in stores.peers if p.role != "device"]
+    share = list(stores.of(requester.store))
+    if requester.role != "device":
+        share += stores.of(CENTRAL)
+    if cross_store and requester.role == "cache":
+        share += [p for p in stores.caches() if p.store not in (requester.store, CENTRAL)]
+    return share

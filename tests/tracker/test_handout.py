@@ -34,7 +34,8 @@ def names(peers):
 
 def out(requester, policy="store-first", cross_store=False, candidates=EVERYONE, numwant=50):
     """What the desk does: the isolation rule, then the policy, then the cut."""
-    allowed = isolation.visible_to(handout.Requester.of(requester), candidates, cross_store=cross_store)
+    allowed = isolation.visible_to(handout.Requester.of(requester), isolation.Stores(candidates),
+                                   cross_store=cross_store)
     return handout.hand_out(handout.policy(policy), requester, allowed, numwant=numwant, rng=random.Random(7))
 
 
@@ -51,7 +52,7 @@ def test_cache_gets_seeders_first_then_its_store_and_no_other_store_unless_allow
 
 
 def test_equal_peers_are_shuffled_so_load_spreads():
-    allowed = isolation.visible_to(handout.Requester.of(CACHE_A), EVERYONE, cross_store=False)
+    allowed = isolation.visible_to(handout.Requester.of(CACHE_A), isolation.Stores(EVERYONE), cross_store=False)
     orders = {tuple(names(handout.hand_out(handout.policy("store-first"), CACHE_A, allowed, numwant=50,
                                            rng=random.Random(seed)))) for seed in range(20)}
     assert len(orders) == 2

@@ -97,5 +97,16 @@ def test_a_policy_that_returns_everything_it_is_given_still_cannot_leak():
               for n, (store, role) in enumerate([("A", "cache"), ("B", "cache"), (CENTRAL, None), ("A", "device"),
                                                  ("B", None)])]
     everything = handout.Ranked(lambda requester, candidates: list(candidates), me,
-                                isolation.visible_to(me, placed, cross_store=True))
+                                isolation.visible_to(me, isolation.Stores(placed), cross_store=True))
     assert sorted(a.node for a in everything.peers) == ["n0", "n3"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(peers, st.sampled_from((*STORES, CENTRAL, None)), st.sampled_from(("cache", "device", "seeder", None)),
+       st.booleans())
+def test_the_by_store_lookup_is_exactly_the_rule(swarm, store, role, cross_store):
+    placed = [dataclasses.replace(announce(n, s, r, left)[0], store=s) for n, (s, r, left) in enumerate(swarm)]
+    me = handout.Requester(role, store)
+    found = isolation.visible_to(me, isolation.Stores(placed), cross_store=cross_store)
+    assert sorted(a.node for a in found) == sorted(
+        a.node for a in placed if isolation.visible(me, a, cross_store=cross_store))
