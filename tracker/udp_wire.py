@@ -73,7 +73,7 @@ class ConnectionIds:
         return connection_id in (self._id(ip, port, slot), self._id(ip, port, slot - 1))
 
     def _id(self, ip: str, port: int, slot: int) -> int:
-        message = ipaddress.ip_address(ip).packed + port.to_bytes(2, "big") + slot.to_bytes(8, "big", signed=True)
+        message = announce.packed_ip(ip) + port.to_bytes(2, "big") + slot.to_bytes(8, "big", signed=True)
         return int.from_bytes(blake3.blake3(message, key=self._secret).digest(8), "big")
 
 
