@@ -62,3 +62,4 @@ async def test_no_reply_is_larger_than_its_request_before_a_valid_connection_id(
     assert dropped == {"garbage": 6 * 20, "unproven": 6 * 20}
     out, err = capfd.readouterr()
     assert "udp." not in out + err  # counted, never a log line per packet
+    print(f"before a handshake: {received} bytes answered to {sent} sent ({received / sent:.3f})")
