@@ -92,9 +92,9 @@ class Access:
 
     def store_of(self, passkey: str | None, address: str, now: float) -> str:
         """The store ``passkey`` belongs to (CENTRAL for central's); Denied, counted against ``address``, otherwise."""
-        if not self.guesses.allows(address, now):
-            raise Denied()
-        store = self._store_of.get(passkey) if passkey is not None else None
+        if passkey is None or not self.guesses.allows(address, now):
+            raise Denied()  # no passkey is no guess (a BEP 15 scrape cannot carry one): not counted
+        store = self._store_of.get(passkey)
         if store is None:
             self.guesses.failed(address, now)
             raise Denied()

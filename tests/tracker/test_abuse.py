@@ -164,6 +164,10 @@ def test_a_guessing_address_recovers_and_others_are_not_affected():
     with pytest.raises(Denied):
         access.store_of(KEYS["A"], "127.0.0.2", now)
     assert access.store_of(KEYS["A"], "127.0.0.2", now + 12.1) == "A"  # a token back after 60 / 5 s
+    for _ in range(10):  # no passkey at all (a BEP 15 scrape has none) is refused, but is no guess
+        with pytest.raises(Denied):
+            access.store_of(None, "127.0.0.4", now)
+    assert access.store_of(KEYS["B"], "127.0.0.4", now) == "B"
 
 
 async def test_a_standard_client_re_announcing_every_600_s_stays_in_the_swarm():
