@@ -24,7 +24,8 @@ def announce_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, 
         a = announce.parse_announce(query, remote, max_query=config.max_query, max_numwant=config.max_numwant)
         answer = desk.announce(a, passkey, now)
     except announce.BadRequest as exc:
-        log.info("announce.bad", reason=str(exc), remote=remote)
+        # A guesser's refusals are counted, not logged one by one (the node refused logs it on its side).
+        (log.debug if isinstance(exc, announce.Denied) else log.info)("announce.bad", reason=str(exc), remote=remote)
         metrics.count("http", "announce", ok=False)
         return announce.encode_failure(str(exc))
     metrics.count("http", "announce", ok=True)
@@ -45,7 +46,7 @@ def scrape_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, re
         passkey = announce.passkey_of(path)
         files = desk.scrape(announce.parse_scrape(query, max_query=desk.config.max_query), passkey, now, remote)
     except announce.BadRequest as exc:
-        log.info("scrape.bad", reason=str(exc))
+        (log.debug if isinstance(exc, announce.Denied) else log.info)("scrape.bad", reason=str(exc), remote=remote)
         metrics.count("http", "scrape", ok=False)
         return announce.encode_failure(str(exc))
     metrics.count("http", "scrape", ok=True)

@@ -67,6 +67,8 @@ def hand_out(
 ) -> list[Announce]:
     """At most ``numwant`` of ``candidates`` for ``requester``, never itself, ordered by ``rank``.
 
+    ``candidates`` are what the isolation rule let ``requester`` see (the desk runs it first).
+
     Candidates are shuffled first and policies sort stably, so peers a policy ranks equal
     share the load instead of the first announcer getting every connection.
     """
