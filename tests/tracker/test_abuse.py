@@ -190,3 +190,27 @@ async def test_a_standard_client_re_announcing_every_600_s_stays_in_the_swarm():
         got = await announce(client, KEYS["A"], None, 6884, left=10, peer_id=b"-TR3000-last--------")
         assert "127.0.0.1:6881" not in compact(got[b"peers"])
         nursery.cancel_scope.cancel()
+
+
+async def test_the_seeder_and_a_store_announce_as_posswarm_sends_it(nursery):
+    # The query posswarm/announce.py builds for the seeder (seeder/server.py: store "central", role
+    # seeder, ip= its BitTorrent address) and for a store's cache, each to its own passkey's URL.
+    from posswarm.announce import NodeIdentity, ReleaseReport, announce_url, parse_reply
+    from posswarm.errors import PosswarmError
+
+    client = await start(nursery)
+    base = str(client.base_url)
+    report = ReleaseReport("pos-os", "2026.11", H, 1000, 0, 0, 0, 0, True)
+    seeder = NodeIdentity("central-seeder", "central", "seeder", "seeder", "0.0.0.0", 6881)
+    cache = NodeIdentity("cache-a", "A", "cache", "cache", "10.20.0.2", 6882)
+    with trio.fail_after(10):
+        async with httpx.AsyncClient() as http:
+            url = announce_url(f"{base}/announce/{CENTRAL}", seeder, report, "started")
+            parse_reply((await http.get(url)).content, tracker_url=base)
+            url = announce_url(f"{base}/announce/{KEYS['A']}", cache, report, "started")
+            reply = parse_reply((await http.get(url)).content, tracker_url=base)
+            # --bt-listen 0.0.0.0 says ip=0.0.0.0: the cache is handed the address the tracker saw.
+            assert reply.peers == (("127.0.0.1", 6881),)
+            with pytest.raises(PosswarmError, match="role=seeder needs central's passkey"):
+                url = announce_url(f"{base}/announce/{KEYS['A']}", seeder, report)
+                parse_reply((await http.get(url)).content, tracker_url=base)
