@@ -54,6 +54,18 @@ def tracker_gc():
     gc.set_threshold(*before)
 
 
+async def until_closed(url: str, n: int) -> float:
+    """Seconds from sending an announce with ``Connection: close`` to the end of the connection."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    t0 = time.monotonic()
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        await stream.send_all(f"GET /announce?info_hash={'%01' * 20}&peer_id=-PS0100-c{n:011d}&port=7001&uploaded=0"
+                              f"&downloaded=0&left=1 HTTP/1.1\r\nConnection: close\r\n\r\n".encode())
+        while await stream.receive_some(65536):
+            pass
+    return time.monotonic() - t0
+
+
 async def test_announces_are_not_held_up_by_stats_readers(nursery, tracker_gc):
     clock = time.time
     config = TrackerConfig(port=0, open=True)  # a rebuild every stats_every (2 s) at most, however many readers
@@ -72,11 +84,15 @@ async def test_announces_are_not_held_up_by_stats_readers(nursery, tracker_gc):
                                                    check=False))
                 await trio.sleep(1)  # the readers' interpreter starting (a head start, not a wait for the tracker)
                 latencies = [await timed_announce(till, n) for n in range(200)]
+                # A connection the tracker closes must end at once: a snapshot child holding a copy of
+                # its socket would keep it open (no FIN) until the child left.
+                closed = [await until_closed(url, n) for n in range(20)]
                 readers.terminate()
     latencies.sort()
     quiet.sort()
     # On the loop, every /stats request was a rebuild (one_summary, 0.1-2 s here) and held every announce behind it.
     assert latencies[100] < one_summary / 4 and latencies[198] < one_summary / 2, (one_summary, latencies[100::49])
+    assert max(closed) < one_summary / 2, (one_summary, sorted(closed)[-3:])
     print(f"quiet p50 {quiet[100] * 1000:.1f} ms p99 {quiet[198] * 1000:.1f} ms; "
           f"one /stats summary {one_summary * 1000:.0f} ms; announce p50 {latencies[100] * 1000:.1f} ms, "
           f"p99 {latencies[198] * 1000:.1f} ms while 3 readers ask for /stats back to back")
