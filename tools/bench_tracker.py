@@ -7,6 +7,12 @@ CPU 1 (this same module, ``--load-worker``). For each tracker and transport it m
 * paced: the same clients announce at ``--rate`` per second in total, latency counted from the
   scheduled send time (so a stall is not hidden by the clients waiting for it) -> p50/p99;
 * memory: resident-set growth after ``--peers`` distinct peers (100 per torrent) announced over UDP.
+
+``--production`` adds a posswarm-tracker row the way central runs it: private mode (store passkeys,
+a catalog of the torrents), store-first, and every client announcing as a till of its own store
+from its own source address (127.0.x.y), with ``ip=`` its LAN address. ``--attack`` repeats the
+paced HTTP phase while a third process holds connections open with half-sent request heads
+(slowloris) and opens and drops connections as fast as it can (flood), all to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -44,11 +50,64 @@ def _peer(n: int) -> tuple[bytes, bytes, int]:
             1024 + n % 60000)
 
 
-def _http_request(n: int) -> bytes:
+STORES = 250  # --production: clients are tills of this many stores, one store per source address
+PASSKEY = "bench-{store:04d}-a1B2c3D4e5F6g7H8i9"
+
+
+def _store_of(n: int) -> int:
+    return n % STORES
+
+
+def _http_request(n: int, production: bool = False) -> bytes:
     info_hash, peer_id, port = _peer(n)
     q = (f"info_hash={quote_from_bytes(info_hash, safe='')}&peer_id={quote_from_bytes(peer_id, safe='')}"
          f"&port={port}&uploaded=0&downloaded=0&left={n % 2}&compact=1&numwant=50")
-    return f"GET /announce?{q} HTTP/1.1\r\nHost: tracker\r\n\r\n".encode()
+    path = "/announce"
+    if production:  # a till of its store, as posswarm/announce.py sends it
+        store = _store_of(n)
+        path += "/" + PASSKEY.format(store=store)
+        q += (f"&store=S{store:04d}&role=device&class=pos&node=till-{n}&release=pos-os@{n // PEERS_PER_TORRENT}"
+              f"&size=1000&wan=0&lan={n % 1000}&installed={n % 2}&ip=10.{store // 250}.{store % 250}.{n % 250 + 1}")
+    return f"GET {path}?{q} HTTP/1.1\r\nHost: tracker\r\n\r\n".encode()
+
+
+def _source_address(store: int) -> str:
+    return f"127.0.{1 + store // 250}.{store % 250 + 1}"
+
+
+async def attack(host: str, port: int, *, sources: list[str], per_source: int, until: float,
+                 trickle_every: float = 0.5) -> dict:
+    """Slowloris and connection flood until ``until`` (trio time): ``per_source`` connections per source
+    address that send half a request head and then a byte every ``trickle_every`` s, reopened as soon
+    as the tracker closes them. Returns how many connections were opened and how many the tracker ended."""
+    counts = {"opened": 0, "ended_by_tracker": 0}
+
+    async def one(source: str) -> None:
+        while trio.current_time() < until:
+            try:
+                stream = await trio.open_tcp_stream(host, port, local_address=source)
+            except OSError:
+                await trio.sleep(0.01)
+                continue
+            counts["opened"] += 1
+            try:
+                await stream.send_all(b"GET /announce?info_hash=")
+                while trio.current_time() < until:
+                    with trio.move_on_after(trickle_every):
+                        if await stream.receive_some(1024) == b"":
+                            counts["ended_by_tracker"] += 1
+                            break
+                    await stream.send_all(b"a")
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                counts["ended_by_tracker"] += 1
+            finally:
+                await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        for source in sources:
+            for _ in range(per_source):
+                nursery.start_soon(one, source)
+    return counts
 
 
 def _udp_announce(cid: int, tid: int, n: int) -> bytes:
@@ -59,14 +118,14 @@ def _udp_announce(cid: int, tid: int, n: int) -> bytes:
 class _Http:
     """One keep-alive HTTP/1.1 connection; reconnects when the server closes (opentracker closes every time)."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port, self.stream, self.buffer = host, port, None, b""
+    def __init__(self, host: str, port: int, source: str | None = None) -> None:
+        self.host, self.port, self.source, self.stream, self.buffer = host, port, source, None, b""
 
     async def ask(self, request: bytes) -> bool:
         """Send one request and read its answer; True when it is not a bencoded failure."""
         reused = self.stream is not None
         if self.stream is None:
-            self.stream = await trio.open_tcp_stream(self.host, self.port)
+            self.stream = await trio.open_tcp_stream(self.host, self.port, local_address=self.source)
             self.buffer = b""
         try:
             await self.stream.send_all(request)
@@ -119,8 +178,13 @@ async def _load(spec: dict) -> dict:
     latencies: list[float] = []
     failures = 0
     pool = spec.get("peers", 10_000)
+    production = spec.get("production", False)
+    if transport == "attack":
+        return await attack(host, port, sources=[f"127.0.200.{i + 1}" for i in range(spec["sources"])],
+                            per_source=spec["per_source"], until=trio.current_time() + duration,
+                            trickle_every=spec["trickle_every"])
     # Built before the clock starts, so neither the rate nor the first paced latencies pay for it.
-    http_pool = [_http_request(n) for n in range(min(pool, 20_000))] if transport == "http" else []
+    http_pool = [_http_request(n, production) for n in range(min(pool, 20_000))] if transport == "http" else []
     numbers = iter(range(first, first + count)) if count is not None else None
     cpu = time.process_time()
     start = trio.current_time()
@@ -133,22 +197,27 @@ async def _load(spec: dict) -> dict:
 
     async def http_client(i: int) -> None:
         nonlocal failures
-        rng, conn = random.Random(i), _Http(host, port)
+        # Production: each client is a store's NAT address, and announces as that store's tills only.
+        source = _source_address(i % STORES) if production else None
+        rng, conn = random.Random(i), _Http(host, port, source)
         step = connections / rate if rate else 0.0
         scheduled = start + i * step / connections
         while (now := trio.current_time()) < deadline:
             n = next_number(rng)
             if n is None:
                 return
+            if production:  # a peer of this client's store
+                n = n - _store_of(n) + i % STORES
+                n = n if n < pool else n - STORES
             if rate:
                 scheduled += step
                 await trio.sleep_until(scheduled)
             t0 = scheduled if rate else now
             try:
-                answered = await conn.ask(http_pool[n] if n < len(http_pool) else _http_request(n))
+                answered = await conn.ask(http_pool[n] if n < len(http_pool) else _http_request(n, production))
             except (OSError, EOFError, trio.BrokenResourceError, ValueError):
                 answered = False
-                conn = _Http(host, port)
+                conn = _Http(host, port, source)
             if answered:
                 latencies.append(trio.current_time() - t0)
             else:
@@ -277,6 +346,53 @@ def _posswarm(http: int, udp: int) -> _Tracker:
                                          "--policy", "completeness"], http, udp)
 
 
+class _Catalog:
+    """A seeder's /catalog listing every torrent the load announces, so a private tracker tracks them (v1 hashes)."""
+
+    def __init__(self, peers: int) -> None:
+        import http.server
+        import threading
+
+        torrents = range(max(peers, 1) // PEERS_PER_TORRENT + 1)
+        doc = {"format": 1, "seeds": [], "releases": [
+            {"name": "pos-os", "version": str(t), "kind": "image", "size": 1000,
+             "info_hash_v1": _peer(t * PEERS_PER_TORRENT)[0].hex(),
+             "targets": {"stores": [], "device_classes": [], "ring": "all"},
+             "manifest": f"/releases/pos-os/{t}/manifest.msgpack", "torrent": f"/releases/pos-os/{t}/release.torrent"}
+            for t in torrents]}
+        body = json.dumps(doc).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the stdlib's name)
+                found = self.path == "/catalog"
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Length", str(len(body) if found else 0))
+                self.end_headers()
+                if found:
+                    self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/catalog"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _production(http: int, udp: int, workdir: Path, catalog: str) -> _Tracker:
+    # Central's way: private, store-first, a passkey per store, ip= believed from no proxy.
+    config = workdir / "tracker.toml"
+    passkeys = "".join(f'S{store:04d} = "{PASSKEY.format(store=store)}"\n' for store in range(STORES))
+    config.write_text(f'listen = "127.0.0.1:{http}"\nudp = "127.0.0.1:{udp}"\ncatalog = "{catalog}"\n'
+                      f'policy = "store-first"\ntrusted_proxies = []\n[passkeys]\n{passkeys}')
+    return _Tracker("posswarm-tracker (production)", [bin_path("posswarm-tracker"), "serve", "--config", str(config),
+                                                      "--log-level", "error"], http, udp)
+
+
 def _whitelist(workdir: Path, peers: int) -> None:
     # Debian builds opentracker as a closed tracker (WANT_ACCESSLIST_WHITE): it refuses any torrent
     # not listed, so list every torrent the load announces (hex info-hashes, one a line).
@@ -329,6 +445,41 @@ def _bench_one(name: str, args, workdir: Path) -> dict:
     return result
 
 
+def _bench_production(args, workdir: Path) -> dict:
+    """The production row: HTTP saturated and paced, then paced again under attack if asked."""
+    catalog = _Catalog(args.pool)
+    http, udp = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
+    tracker = _production(http, udp, workdir, catalog.url)
+    result: dict = {"tracker": tracker.name}
+    try:
+        base = {"host": "127.0.0.1", "port": http, "transport": "http", "connections": args.connections,
+                "peers": args.pool, "production": True}
+        _run_load({**base, "duration": 1.0})  # warm-up: the catalog polled, swarms filled, code paths hot
+        cpu = tracker.cpu_seconds()
+        saturated = result["http_saturated"] = _run_load({**base, "duration": args.duration})
+        saturated["tracker_cpu_percent"] = round(100 * (tracker.cpu_seconds() - cpu) / saturated["seconds"])
+        result["http_paced"] = _run_load({**base, "duration": args.duration, "rate": args.rate})
+        if args.attack:
+            code = "import sys; from tools.bench_tracker import main; sys.exit(main(sys.argv[1:]))"
+            spec = {"host": "127.0.0.1", "port": http, "transport": "attack", "connections": 0,
+                    "duration": args.duration + 12, "sources": args.attack_sources, "per_source": 256,
+                    "trickle_every": args.attack_trickle}
+            attacker = subprocess.Popen([sys.executable, "-c", code, "--load-worker", json.dumps(spec)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=lambda: _pin(1))
+            time.sleep(12)  # let the attack fill every slot and reach its steady state (header_timeout is 10 s)
+            cpu = tracker.cpu_seconds()
+            attacked = result["http_paced_under_attack"] = _run_load({**base, "duration": args.duration, "rate": args.rate})
+            attacked["tracker_cpu_percent"] = round(100 * (tracker.cpu_seconds() - cpu) / attacked["seconds"])
+            out, err = attacker.communicate(timeout=60)
+            if attacker.returncode != 0:
+                raise SystemExit(f"posswarm-bench tracker: the attack process failed:\n{err.decode(errors='replace')}")
+            result["attack"] = json.loads(out)
+    finally:
+        tracker.stop()
+        catalog.close()
+    return result
+
+
 # ---- the command ----------------------------------------------------------------------------------
 
 
@@ -340,12 +491,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", type=int, default=10_000, help="distinct peers the load announces as (default 10000)")
     p.add_argument("--peers", type=int, default=100_000, help="peers for the memory measurement (default 100000)")
     p.add_argument("--skip-opentracker", action="store_true", help="measure posswarm-tracker only")
+    p.add_argument("--production", action="store_true",
+                   help="measure the production path only: private passkeys, store-first, a source address per store")
+    p.add_argument("--attack", action="store_true",
+                   help="with --production: the paced phase again under a slowloris and connection flood")
+    p.add_argument("--attack-sources", type=int, default=20,
+                   help="source addresses of the attack, 256 connections each (default 20: above the 4096 slots)")
+    p.add_argument("--attack-trickle", type=float, default=2.0,
+                   help="seconds between the bytes each attacking connection sends (default 2)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--load-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.load_worker:
         gc.set_threshold(50_000, 20, 100)  # the load's own GC pauses would count as tracker latency
         print(json.dumps(trio.run(_load, json.loads(args.load_worker))))
+        return 0
+    if args.production:
+        with tempfile.TemporaryDirectory(prefix="bench-tracker-") as workdir:
+            result = _bench_production(args, Path(workdir))
+        print(json.dumps(result, indent=2))
         return 0
     names = ["posswarm-tracker"]
     if not args.skip_opentracker:

@@ -1,53 +1,120 @@
-"""Who may use the tracker: open mode takes any torrent; private mode takes published releases and store passkeys."""
+"""Who may use the tracker and as whom: store passkeys, central's passkeys, trusted proxies, and the guess limit."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
 
-from tracker.announce import Announce, BadRequest
+from tracker.announce import Announce, BadRequest, Denied
+from tracker.isolation import CENTRAL
+
+LOOPBACK = ("127.0.0.0/8", "::1/128")  # default trusted proxies: only this host itself
+MAX_ADDRESSES = 65536  # addresses an address table remembers (memory bound; the oldest go first)
+
+
+class GuessLimit:
+    """At most ``per_minute`` wrong passkeys a minute from one address (a token bucket, ``per_minute`` deep).
+
+    While an address has no token left, none of its passkeys is even looked up, right or wrong:
+    otherwise a guesser would still learn which guess was right.
+    """
+
+    def __init__(self, per_minute: int) -> None:
+        self.rate, self.depth = per_minute / 60.0, float(per_minute)
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
+
+    def _tokens(self, address: str, now: float) -> float:
+        tokens, at = self._buckets.get(address, (self.depth, now))
+        return min(self.depth, tokens + max(0.0, now - at) * self.rate)
+
+    def allows(self, address: str, now: float) -> bool:
+        return address not in self._buckets or self._tokens(address, now) >= 1.0
+
+    def failed(self, address: str, now: float) -> None:
+        tokens = self._tokens(address, now) - 1.0
+        self._buckets.pop(address, None)  # re-inserted last: the dict's order is least recently failed first
+        if len(self._buckets) >= MAX_ADDRESSES:
+            for old in list(self._buckets)[:MAX_ADDRESSES // 4]:
+                del self._buckets[old]
+        self._buckets[address] = (tokens, now)
 
 
 class Access:
-    """The private-tracker rules, fed the published info-hashes by whoever polls the catalog."""
+    """The tracker's admission rules, fed the published info-hashes by whoever polls the catalog.
 
-    def __init__(self, *, open: bool, passkeys: Mapping[str, str] | None = None) -> None:
+    Private mode: a store's passkey places an announce in that store; only a central passkey
+    may announce as a seeder (or in no store). Open mode takes any torrent and believes the
+    store an announce names (a lab tracker), but still only a seeder is central.
+    ``ip=`` is believed for every viewer only from ``trusted_proxies`` (or central); from anyone
+    else it is the announcer's LAN address, handed to its own store alone (tracker/handout.address).
+    """
+
+    def __init__(self, *, open: bool, passkeys: Mapping[str, str] | None = None, central: Iterable[str] = (),
+                 trusted_proxies: Sequence[str] = LOOPBACK, guesses_per_minute: int = 20) -> None:
         self.open = open
         self._store_of = {key: store for store, key in (passkeys or {}).items()}
+        self._store_of.update({key: CENTRAL for key in central})
+        self._proxies = [ipaddress.ip_network(n) for n in trusted_proxies]
+        self._trusted: dict[str, bool] = {}
+        self.guesses = GuessLimit(guesses_per_minute)
         self.published: frozenset[bytes] = frozenset()
 
     def publish(self, info_hashes: Iterable[bytes]) -> None:
         """Replace the set of trackable torrents (a release withdrawn from the catalog stops being tracked)."""
         self.published = frozenset(info_hashes)
 
-    def admit(self, a: Announce, passkey: str | None) -> Announce:
-        """``a`` as the tracker should record it, or BadRequest naming why it is refused.
-
-        The passkey names the store; a posswarm node that also says ``store=`` must agree with it,
-        and a plain client (no ``store=``) is placed in its passkey's store.
-        """
+    def admit(self, a: Announce, passkey: str | None, now: float) -> Announce:
+        """``a`` as the tracker should record it (store, address), or BadRequest naming why it is refused."""
         if self.open:
-            return a
-        store = self._store(passkey)
+            if a.store == CENTRAL and a.role != "seeder":
+                raise BadRequest(f"store id {CENTRAL!r} is central's own (give this node its store's id)")
+            return self._placed(a, CENTRAL if a.role == "seeder" else a.store, self._trusted_proxy(a.ip))
+        store = self.store_of(passkey, a.ip, now)
         if a.info_hash not in self.published:
             raise BadRequest(f"torrent {a.info_hash.hex()} is not a published release (publish it on the seeder first)")
+        if store == CENTRAL:
+            if a.role not in (None, "seeder") or a.store not in (None, CENTRAL):
+                raise BadRequest("central's passkey is for central's seeders: announce a store's nodes with its passkey")
+            return self._placed(a, CENTRAL, True)
+        if a.role == "seeder":
+            raise BadRequest("role=seeder needs central's passkey: a store's nodes announce as cache or device")
         if a.store is not None and a.store != store:
             raise BadRequest(f"store {a.store!r} does not match the passkey's store (use {a.store}'s own tracker URL)")
-        if a.store is None and a.role != "seeder":
-            return dataclasses.replace(a, store=store)
-        return a
+        return self._placed(a, store, self._trusted_proxy(a.ip))
 
-    def scrapeable(self, info_hashes: list[bytes], passkey: str | None) -> list[bytes] | None:
-        """The hashes a scrape may report (None = every tracked torrent); BadRequest for a bad passkey."""
+    def scrapeable(self, info_hashes: list[bytes], passkey: str | None, address: str, now: float) -> list[bytes] | None:
+        """The hashes a scrape may report (None = every tracked torrent); Denied for a bad passkey."""
         if self.open:
             return info_hashes or None
-        self._store(passkey)
+        self.store_of(passkey, address, now)
         return [h for h in info_hashes if h in self.published] if info_hashes else sorted(self.published)
 
-    def _store(self, passkey: str | None) -> str:
-        if passkey is None:
-            raise BadRequest("this tracker is private: announce to /announce/<passkey> (ask central IT for it)")
+    def store_of(self, passkey: str | None, address: str, now: float) -> str:
+        """The store ``passkey`` belongs to (CENTRAL for central's); Denied, counted against ``address``, otherwise."""
+        if passkey is None or not self.guesses.allows(address, now):
+            raise Denied()  # no passkey is no guess (a BEP 15 scrape cannot carry one): not counted
         store = self._store_of.get(passkey)
         if store is None:
-            raise BadRequest("unknown passkey (check the tracker URL in the node's config)")
+            self.guesses.failed(address, now)
+            raise Denied()
         return store
+
+    def _placed(self, a: Announce, store: str | None, trusted: bool) -> Announce:
+        if a.lan_ip is None:
+            return a if a.store == store else dataclasses.replace(a, store=store)
+        if trusted:  # a proxy in front of the client (or central itself): its ip= is the client's address
+            return dataclasses.replace(a, store=store, ip=a.lan_ip, lan_ip=None)
+        # A storeless client's (or a would-be seeder's) claim is nobody's LAN: dropped.
+        lan_ip = a.lan_ip if store not in (None, CENTRAL) else None
+        return dataclasses.replace(a, store=store, lan_ip=lan_ip)
+
+    def _trusted_proxy(self, ip: str) -> bool:
+        trusted = self._trusted.get(ip)
+        if trusted is None:
+            address = ipaddress.ip_address(ip)
+            trusted = any(address in n for n in self._proxies if n.version == address.version)
+            if len(self._trusted) >= MAX_ADDRESSES:
+                self._trusted.clear()
+            self._trusted[ip] = trusted
+        return trusted

@@ -7,7 +7,6 @@ import dataclasses
 import functools
 import ipaddress
 import re
-import socket
 from collections.abc import Iterable
 from urllib.parse import unquote_to_bytes
 
@@ -23,8 +22,18 @@ _DIGITS = re.compile(rb"[0-9]{1,19}")  # 19 digits stay below 2**63, what bencod
 PASSKEY = re.compile(r"[A-Za-z0-9_.~-]{1,64}")
 
 
+DENIED = "access denied (check the tracker URL in this node's config: /announce/<your passkey>, from central IT)"
+
+
 class BadRequest(PosswarmError):
     """The client sent something we cannot use; the message is the BEP 3 ``failure reason``."""
+
+
+class Denied(BadRequest):
+    """A refusal about credentials: always the same words, so a guesser learns nothing from them."""
+
+    def __init__(self) -> None:
+        super().__init__(DENIED)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)  # slots: a tracker holds one per peer (memory per peer)
@@ -51,6 +60,9 @@ class Announce:
     lan: int | None = None
     installed: bool = False
     ring: str | None = None  # the release's rollout ring as the node holds it (signed central state)
+    # The ``ip=`` the announce gave, when it differs from ``ip``: believed for the announcer's own store
+    # only (its LAN address behind the store NAT), unless a trusted proxy sent it (tracker/access.py).
+    lan_ip: str | None = None
 
     @property
     def node_key(self) -> str:
@@ -124,7 +136,11 @@ def parse_announce(query: bytes, remote_ip: str | None, *, max_query: int = 4096
         raise BadRequest(f"compact={compact!r}: expected 0 or 1")
     numwant = _int(f, "numwant", required=False)
     ip_text = _text(f, "ip", required=False, limit=45)
-    ip = _address(ip_text if ip_text is not None else remote_ip)
+    # The socket's address is who sent it; ``ip=`` is only a claim, judged by Access.admit.
+    ip = _address(remote_ip if remote_ip is not None else ip_text)
+    lan_ip = _address(ip_text) if ip_text is not None and remote_ip is not None else None
+    if lan_ip is not None and not _reachable(lan_ip):
+        lan_ip = None  # ip=0.0.0.0 (a seeder listening on every address) or multicast: nobody to hand out
     return Announce(
         info_hash=info_hash,
         peer_id=peer_id,
@@ -136,6 +152,7 @@ def parse_announce(query: bytes, remote_ip: str | None, *, max_query: int = 4096
         event=event,
         compact=compact != "0",
         numwant=None if numwant is None else min(numwant, max_numwant),
+        lan_ip=None if lan_ip == ip else lan_ip,
         # A standard client sends none of posswarm's keys: skip their ten look-ups.
         **(posswarm_keys(f) if not _POSSWARM_KEYS.isdisjoint(f) else {}),
     )
@@ -182,7 +199,7 @@ def passkey_of(path: str) -> str | None:
     if len(parts) == 1:
         return None
     if not PASSKEY.fullmatch(parts[1]):
-        raise BadRequest("malformed passkey (ask central IT for your store's tracker URL)")
+        raise Denied()
     return parts[1]
 
 
@@ -238,8 +255,12 @@ def encode_announce(
 @functools.lru_cache(maxsize=4096)  # ~200 bytes an entry: bounded well below the memory of the swarms
 def compact_peer(ip: str, port: int) -> bytes:
     """6-byte IPv4 (BEP 23) or 18-byte IPv6 (BEP 7) peer entry; cached, as the same peers are handed out all day."""
-    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    return socket.inet_pton(family, ip) + port.to_bytes(2, "big")
+    return packed_ip(ip) + port.to_bytes(2, "big")
+
+
+@functools.lru_cache(maxsize=16384)  # ipaddress takes ~5 us an address: store LANs reuse the same few thousand
+def packed_ip(ip: str) -> bytes:
+    return (ipaddress.IPv6Address(ip) if ":" in ip else ipaddress.IPv4Address(ip)).packed
 
 
 def encode_scrape(files: dict[bytes, tuple[int, int, int]]) -> bytes:
@@ -294,10 +315,17 @@ def _raw(f: dict[str, bytes], key: str, *, required: bool) -> bytes | None:
 def _address(text: str | None) -> str:
     if text is None:
         raise BadRequest("no peer address: send ip=A.B.C.D")
-    try:  # the common case, plain dotted IPv4, without ipaddress's cost
-        return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text))
-    except OSError:
-        pass
+    return _canonical_address(text)
+
+
+@functools.lru_cache(maxsize=65536)
+def _reachable(address: str) -> bool:
+    parsed = ipaddress.ip_address(address)
+    return not (parsed.is_unspecified or parsed.is_multicast)
+
+
+@functools.lru_cache(maxsize=65536)  # the same few thousand store addresses announce all day
+def _canonical_address(text: str) -> str:
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

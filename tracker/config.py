@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
+import string
 import tomllib
 from pathlib import Path
 
 from posswarm.errors import PosswarmError
-from tracker import announce, handout
+from tracker import announce, handout, isolation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,8 +22,12 @@ class TrackerConfig:
     min_interval   -- seconds a client must wait at least between announces (default min(10, interval))
     policy         -- peer hand-out policy: "store-first" (default) or "completeness"
     cross_store    -- store-first: may a store's cache be handed other stores' caches? (default false)
-    peer_ttl       -- seconds without an announce before a peer is no longer handed out (default 3 x interval)
+    peer_ttl       -- shortest time a quiet peer is still handed out, in seconds (default 3 x interval)
+    max_peer_ttl   -- longest time a quiet peer is still handed out (default 1800): within peer_ttl..max_peer_ttl a
+                      peer stays 3 x its own observed re-announce gap (rtorrent waits 600 s whatever it is told)
     retain         -- seconds a node's last announce is kept for /stats after it went quiet (default 86400)
+    max_records    -- most announce records the tracker keeps in all (default 1000000)
+    max_records_per_store -- most records one store's passkey may hold (default 10000)
     numwant        -- peers handed out when the client does not say (default 50)
     max_numwant    -- most peers handed out whatever the client asks (default 200)
     max_query      -- longest accepted query string in bytes (default 4096)
@@ -29,7 +36,17 @@ class TrackerConfig:
     catalog        -- private mode: the seeder's catalog URL, polled for the published info-hashes (required then)
     catalog_poll   -- seconds between catalog polls (default 30)
     passkeys       -- private mode: table store id -> passkey; nodes announce to /announce/<passkey>
-                      (central seeders too: give them an entry of their own, e.g. central = "...")
+    central_passkeys -- private mode: passkeys of central's seeders, the only ones that may announce role=seeder
+                      (and be handed every store's caches); default none. Every passkey: at least 128 bits
+                      (e.g. 22 characters of ``python3 -c 'import secrets; print(secrets.token_urlsafe(16))'``)
+    passkey_guesses -- wrong passkeys an address may send per minute before it is refused outright (default 20)
+    trusted_proxies -- CIDRs whose ``ip=`` is believed for every viewer (default ["127.0.0.0/8", "::1/128"]);
+                      from anyone else ``ip=`` is only handed to the announcer's own store (its LAN address)
+    stats_every    -- seconds between rebuilds of the /stats, dashboard and /metrics snapshot (default 2)
+    max_connections -- HTTP connections open at once (default 4096)
+    max_connections_per_address -- HTTP connections one address may hold (default 256: a store's NAT)
+    header_timeout -- seconds a client has to send a whole request head once it started one (default 10)
+    idle_timeout   -- seconds a kept-alive connection may wait for its next request (default 30)
     peer_store     -- "memory" (default; one process) or "redis" (several trackers share one swarm view)
     redis_url      -- peer_store = "redis": where (default "redis://127.0.0.1:6379/0")
     """
@@ -41,7 +58,10 @@ class TrackerConfig:
     policy: str = "store-first"
     cross_store: bool = False
     peer_ttl: int | None = None
+    max_peer_ttl: int = 1800
     retain: int = 86400
+    max_records: int = 1_000_000
+    max_records_per_store: int = 10_000
     numwant: int = 50
     max_numwant: int = 200
     max_query: int = 4096
@@ -50,6 +70,14 @@ class TrackerConfig:
     catalog: str | None = None
     catalog_poll: int = 30
     passkeys: dict[str, str] = dataclasses.field(default_factory=dict)
+    central_passkeys: list[str] = dataclasses.field(default_factory=list)
+    passkey_guesses: int = 20
+    trusted_proxies: list[str] = dataclasses.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    stats_every: float = 2.0
+    max_connections: int = 4096
+    max_connections_per_address: int = 256
+    header_timeout: int = 10
+    idle_timeout: int = 30
     peer_store: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
 
@@ -77,7 +105,41 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-_INT_KEYS = {"interval", "min_interval", "peer_ttl", "retain", "numwant", "max_numwant", "max_query", "catalog_poll"}
+_INT_KEYS = {"interval", "min_interval", "peer_ttl", "max_peer_ttl", "retain", "numwant", "max_numwant", "max_query",
+             "catalog_poll", "max_records", "max_records_per_store", "passkey_guesses",
+             "max_connections", "max_connections_per_address", "header_timeout", "idle_timeout"}
+MIN_PASSKEY_BITS = 128
+_ALPHABETS = ((string.digits, 10), (string.hexdigits, 16), (string.ascii_letters + string.digits, 62))
+
+
+def passkey_bits(passkey: str) -> float:
+    """What a passkey can hold at most: its length times the bits of the smallest alphabet it is drawn from."""
+    for alphabet, size in _ALPHABETS:
+        if all(c in alphabet for c in passkey):
+            return len(passkey) * math.log2(size)
+    return len(passkey) * math.log2(66)  # announce.PASSKEY's letters, digits and - _ . ~
+
+
+def _check_passkeys(config: TrackerConfig) -> None:
+    entries = dict(config.passkeys) if isinstance(config.passkeys, dict) else None
+    if entries is None or not all(isinstance(k, str) and isinstance(v, str) and announce.PASSKEY.fullmatch(v)
+                                  for k, v in entries.items()):
+        raise PosswarmError("tracker config [passkeys]: each entry must be store = \"passkey\" (letters, digits, - _ . ~)")
+    if isolation.CENTRAL in entries:
+        raise PosswarmError(f"tracker config [passkeys] {isolation.CENTRAL}: central's seeders have their own credential "
+                            f"now; move that passkey to central_passkeys = [\"...\"]")
+    central = config.central_passkeys
+    if not isinstance(central, list) or not all(isinstance(k, str) and announce.PASSKEY.fullmatch(k) for k in central):
+        raise PosswarmError("tracker config central_passkeys: must be a list of passkeys (letters, digits, - _ . ~)")
+    named = [(f"[passkeys] {store}", key) for store, key in entries.items()]
+    named += [(f"central_passkeys[{i}]", key) for i, key in enumerate(central)]
+    for name, key in named:
+        if passkey_bits(key) < MIN_PASSKEY_BITS:
+            raise PosswarmError(
+                f"tracker config {name}: passkey holds {passkey_bits(key):.0f} bits, at least {MIN_PASSKEY_BITS} are "
+                "needed (make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(16))')")
+    if len({key for _, key in named}) != len(named):
+        raise PosswarmError("tracker config: two entries share a passkey (give each store, and central, its own)")
 PEER_STORES = ("memory", "redis")
 
 
@@ -87,6 +149,9 @@ def validate(config: TrackerConfig) -> TrackerConfig:
         value = getattr(config, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise PosswarmError(f"tracker config {key} = {value!r}: must be a whole number >= 1 (fix the config file or flag)")
+    if isinstance(config.stats_every, bool) or not isinstance(config.stats_every, int | float) or not (
+            0 < config.stats_every <= 3600):
+        raise PosswarmError(f"tracker config stats_every = {config.stats_every!r}: must be seconds in (0, 3600], e.g. 2")
     if config.effective_min_interval > config.interval:
         raise PosswarmError(
             f"tracker config min_interval = {config.min_interval} is above interval = {config.interval} (lower min_interval)"
@@ -104,12 +169,17 @@ def validate(config: TrackerConfig) -> TrackerConfig:
         if not isinstance(config.udp, str):
             raise PosswarmError(f"tracker config udp = {config.udp!r}: must be a string like \"0.0.0.0:6969\"")
         parse_listen(config.udp)
-    if not isinstance(config.passkeys, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and announce.PASSKEY.fullmatch(v) for k, v in config.passkeys.items()
-    ):
-        raise PosswarmError("tracker config [passkeys]: each entry must be store = \"passkey\" (letters, digits, - _ . ~)")
-    if len(set(config.passkeys.values())) != len(config.passkeys):
-        raise PosswarmError("tracker config [passkeys]: two stores share a passkey (give each store its own)")
+    _check_passkeys(config)
+    if not isinstance(config.trusted_proxies, list) or not all(isinstance(n, str) for n in config.trusted_proxies):
+        raise PosswarmError("tracker config trusted_proxies: must be a list of CIDRs like [\"10.0.0.5/32\"]")
+    for network in config.trusted_proxies:
+        try:
+            ipaddress.ip_network(network)
+        except ValueError:
+            raise PosswarmError(f"tracker config trusted_proxies: {network!r} is not a CIDR like \"10.0.0.5/32\"") from None
+    if config.max_peer_ttl < config.effective_peer_ttl:
+        raise PosswarmError(f"tracker config max_peer_ttl = {config.max_peer_ttl} is below peer_ttl = "
+                            f"{config.effective_peer_ttl} (raise max_peer_ttl)")
     for key in ("catalog", "redis_url"):
         value = getattr(config, key)
         if value is not None and (not isinstance(value, str) or "://" not in value):

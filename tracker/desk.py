@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from tracker import handout
+from tracker import handout, isolation
 from tracker.access import Access
 from tracker.announce import Announce
 from tracker.config import TrackerConfig
@@ -26,16 +26,17 @@ class AnnounceAnswer:
     @property
     def peers(self) -> list[tuple[str, int, bytes]]:
         """(ip, port, peer_id) of every peer handed out, for non-compact answers."""
-        return [(p.ip, p.port, p.peer_id) for p in self.handed.announces()]
+        return self.handed.peers()
 
 
 class _Swarm:
     """One torrent's live peers as of ``built``, and its rankings by (requester role, requester store)."""
 
-    __slots__ = ("built", "changes", "live", "complete", "ranked")
+    __slots__ = ("built", "changes", "live", "stores", "complete", "ranked")
 
     def __init__(self, built: float, changes: int, live: list[Announce]) -> None:
         self.built, self.changes, self.live = built, changes, live
+        self.stores = isolation.Stores(live)
         self.complete = sum(1 for p in live if p.left == 0)
         self.ranked: dict[tuple[str | None, str | None], handout.Ranked] = {}
 
@@ -58,15 +59,17 @@ class Desk:
         self._rebuilds = 0
 
     def announce(self, a: Announce, passkey: str | None, now: float) -> AnnounceAnswer:
-        a = self.access.admit(a, passkey)
+        a = self.access.admit(a, passkey, now)
         self.store.record(a, now)
         swarm = self._swarm(a.info_hash, now)
         handed = handout.NOBODY
         if a.event != "stopped":
             ranked = swarm.ranked.get((a.role, a.store))
             if ranked is None:
-                ranked = swarm.ranked[(a.role, a.store)] = handout.Ranked(
-                    self._rank, a, swarm.live, cross_store=self.config.cross_store, rng=self._rng)
+                requester = handout.Requester.of(a)
+                # Isolation first, the policy second: a policy only orders what the requester may see.
+                allowed = isolation.visible_to(requester, swarm.stores, cross_store=self.config.cross_store)
+                ranked = swarm.ranked[(a.role, a.store)] = handout.Ranked(self._rank, requester, allowed, rng=self._rng)
             handed = ranked.cut(a, self.config.numwant if a.numwant is None else a.numwant)
         return AnnounceAnswer(self.config.interval, self.config.effective_min_interval, swarm.complete,
                               len(swarm.live) - swarm.complete, handed)
@@ -83,9 +86,10 @@ class Desk:
             swarm = self._swarms[info_hash] = _Swarm(now, changes, self.store.swarm(info_hash, now))
         return swarm
 
-    def scrape(self, info_hashes: list[bytes], passkey: str | None, now: float) -> dict[bytes, tuple[int, int, int]]:
+    def scrape(self, info_hashes: list[bytes], passkey: str | None, now: float, address: str
+               ) -> dict[bytes, tuple[int, int, int]]:
         """{info_hash: (complete, incomplete, downloaded)} of the asked (or, with none asked, all) torrents we track."""
-        wanted = self.access.scrapeable(info_hashes, passkey)
+        wanted = self.access.scrapeable(info_hashes, passkey, address, now)
         known = set(self.store.info_hashes())
         # BEP 48: no info_hash = every torrent; unknown hashes are simply absent from ``files``.
         return {h: self.store.counts(h, now) for h in (wanted if wanted is not None else sorted(known)) if h in known}

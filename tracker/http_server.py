@@ -8,12 +8,11 @@ import trio
 
 from posswarm import logs
 from tracker import announce, http_wire
+from tracker.connections import ConnectionTable
 from tracker.desk import Desk
 from tracker.metrics import TrackerMetrics
 
 BENCODE = "text/plain"  # what BEP 3 trackers have always sent; clients ignore it
-IDLE_SECONDS = 30  # a connection that has not sent a whole request head within this is closed
-MAX_CONNECTIONS = 4096
 log = logs.get("tracker")
 
 
@@ -25,7 +24,8 @@ def announce_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, 
         a = announce.parse_announce(query, remote, max_query=config.max_query, max_numwant=config.max_numwant)
         answer = desk.announce(a, passkey, now)
     except announce.BadRequest as exc:
-        log.info("announce.bad", reason=str(exc), remote=remote)
+        # A guesser's refusals are counted, not logged one by one (the node refused logs it on its side).
+        (log.debug if isinstance(exc, announce.Denied) else log.info)("announce.bad", reason=str(exc), remote=remote)
         metrics.count("http", "announce", ok=False)
         return announce.encode_failure(str(exc))
     metrics.count("http", "announce", ok=True)
@@ -40,13 +40,13 @@ def announce_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, 
     )
 
 
-def scrape_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, now: float) -> bytes:
+def scrape_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, remote: str, now: float) -> bytes:
     """The bencoded answer on /scrape[/<passkey>] (BEP 48)."""
     try:
         passkey = announce.passkey_of(path)
-        files = desk.scrape(announce.parse_scrape(query, max_query=desk.config.max_query), passkey, now)
+        files = desk.scrape(announce.parse_scrape(query, max_query=desk.config.max_query), passkey, now, remote)
     except announce.BadRequest as exc:
-        log.info("scrape.bad", reason=str(exc))
+        (log.debug if isinstance(exc, announce.Denied) else log.info)("scrape.bad", reason=str(exc), remote=remote)
         metrics.count("http", "scrape", ok=False)
         return announce.encode_failure(str(exc))
     metrics.count("http", "scrape", ok=True)
@@ -67,57 +67,85 @@ async def run(
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound_host, bound_port = listeners[0].socket.getsockname()[:2]
     url = f"http://[{bound_host}]:{bound_port}" if ":" in bound_host else f"http://{bound_host}:{bound_port}"
-    slots = trio.CapacityLimiter(MAX_CONNECTIONS)
+    config = desk.config
+    table = ConnectionTable(config.max_connections, config.max_connections_per_address)
 
     async def connection(stream: trio.SocketStream) -> None:
         try:
-            slots.acquire_nowait()
-        except trio.WouldBlock:
+            remote = stream.socket.getpeername()[0]
+        except OSError:
+            await stream.aclose()
+            return
+        scope = trio.CancelScope()
+        admitted, evicted = table.admit(scope, remote)
+        if evicted is not None:
+            evicted.cancel()  # the longest wait for a request head gives up its slot
+        if not admitted:
+            metrics.refused_connection()
             await stream.aclose()  # full: the client retries, as after any failed announce
             return
         try:
-            await _serve_connection(stream, desk, app, clock, metrics, (bound_host, bound_port))
+            with scope:
+                await _serve_connection(stream, desk, app, clock, metrics, (bound_host, bound_port), table, scope)
         finally:
-            slots.release()
+            table.close(scope)
+            await stream.aclose()
 
     task_status.started(url)
     await trio.serve_listeners(connection, listeners)
 
 
-async def _serve_connection(stream, desk, app, clock, metrics, server) -> None:
-    try:
-        peer = stream.socket.getpeername()
-        remote = peer[0]
-    except OSError:
-        return
+async def _read_head(stream, buffer: bytearray, config) -> int:
+    """Index past the next request head in ``buffer`` (reading as needed), or -1 when the client closed or dawdled.
+
+    ``idle_timeout`` for the first byte of a request, then ``header_timeout`` for the whole head:
+    a client trickling a byte at a time holds its slot for ``header_timeout`` at most.
+    """
+    end = http_wire.head_end(buffer)
+    if end >= 0:
+        return end
+    if not buffer:
+        with trio.move_on_after(config.idle_timeout):
+            data = await stream.receive_some(65536)
+            if not data:
+                return -1
+            buffer += data
+        if not buffer:
+            return -1
+        end = http_wire.head_end(buffer)
+    with trio.move_on_after(config.header_timeout):
+        while end < 0:
+            data = await stream.receive_some(65536)
+            if not data:
+                return -1
+            buffer += data
+            end = http_wire.head_end(buffer)
+    return end
+
+
+async def _serve_connection(stream, desk, app, clock, metrics, server, table, handle) -> None:
+    remote = stream.socket.getpeername()
     buffer = bytearray()
     try:
         while True:
-            end = http_wire.head_end(buffer)
+            table.waiting(handle)
+            end = await _read_head(stream, buffer, desk.config)
             if end < 0:
-                # One deadline for the whole head, so a client trickling a byte at a time cannot hold a slot.
-                with trio.move_on_after(IDLE_SECONDS):
-                    while end < 0:
-                        data = await stream.receive_some(65536)
-                        if not data:
-                            return  # the client closed
-                        buffer += data
-                        end = http_wire.head_end(buffer)
-                if end < 0:
-                    return  # idle or too slow
+                return  # closed, idle or too slow
+            table.busy(handle)
             head = bytes(buffer[:end])
             del buffer[:end]
             request = http_wire.parse_head(head)
             if request.path == "/announce" or request.path.startswith("/announce/"):
-                body = announce_body(desk, metrics, request.path, request.query, remote, clock())
+                body = announce_body(desk, metrics, request.path, request.query, remote[0], clock())
                 response = http_wire.encode_response(200, body, BENCODE, keep_alive=request.keep_alive,
                                                      head_only=request.method == "HEAD")
             elif request.path == "/scrape" or request.path.startswith("/scrape/"):
-                body = scrape_body(desk, metrics, request.path, request.query, clock())
+                body = scrape_body(desk, metrics, request.path, request.query, remote[0], clock())
                 response = http_wire.encode_response(200, body, BENCODE, keep_alive=request.keep_alive,
                                                      head_only=request.method == "HEAD")
             else:
-                response = await _asgi(app, request, peer, server)
+                response = await _asgi(app, request, remote, server)
             await stream.send_all(response)
             if not request.keep_alive:
                 return
@@ -127,11 +155,9 @@ async def _serve_connection(stream, desk, app, clock, metrics, server) -> None:
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     except Exception:  # a bug of ours: the client gets a 500, the log the traceback, the tracker lives on
-        log.exception("http.crashed", remote=remote)
+        log.exception("http.crashed", remote=remote[0])
         await _send_quietly(stream, http_wire.encode_response(500, b"tracker internal error\n", "text/plain",
                                                               keep_alive=False))
-    finally:
-        await stream.aclose()
 
 
 async def _send_quietly(stream, data: bytes) -> None:

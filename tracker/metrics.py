@@ -1,4 +1,4 @@
-"""Prometheus exposition of /stats: per-store and per-release gauges, request counters; never a per-device label."""
+"""Prometheus exposition: request counters, and the per-store and per-release gauges of /stats; never a per-device label."""
 
 from __future__ import annotations
 
@@ -16,13 +16,20 @@ DEVICE_STATES = ("total", "installed", "downloading", "stalled")
 class TrackerMetrics:
     """One registry per tracker app (not the process-global one), so two apps in one process never clash."""
 
-    def __init__(self, stats_source: Callable[[], dict]) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter(
             "posswarm_tracker_requests", "Announces and scrapes answered", ["transport", "kind", "result"],
             registry=self.registry,
         )
-        self.registry.register(_StatsCollector(stats_source))
+        self.udp_dropped = Counter(
+            "posswarm_tracker_udp_dropped", "UDP datagrams not served: garbage (silence) or an unproven connection id",
+            ["reason"], registry=self.registry,
+        )
+        self.refused = Counter(
+            "posswarm_tracker_connections_refused", "HTTP connections closed on arrival: its address or the tracker full",
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, str, bool], object] = {}
 
     def count(self, transport: str, kind: str, ok: bool) -> None:
@@ -32,12 +39,25 @@ class TrackerMetrics:
             child = self._children[(transport, kind, ok)] = self.requests.labels(transport, kind, "ok" if ok else "refused")
         child.inc()
 
+    def refused_connection(self) -> None:
+        self.refused.inc()
+
+    def dropped(self, reason: str) -> None:
+        self.udp_dropped.labels(reason).inc()
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
+def stats_exposition(doc: dict) -> bytes:
+    """The per-store and per-release gauges of a /stats document, in the exposition format (after the counters)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_StatsCollector(lambda: doc))
+    return generate_latest(registry)
+
+
 class _StatsCollector:
-    """Reads the /stats document at scrape time: the figures are always those /stats would show."""
+    """Reads a /stats document: the figures are always those /stats shows."""
 
     def __init__(self, source: Callable[[], dict]) -> None:
         self._source = source

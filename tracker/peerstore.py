@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from sys import intern
 from typing import Protocol
 
-from tracker.announce import Announce, compact_peer
+from tracker.announce import Announce, BadRequest, compact_peer
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -35,9 +35,11 @@ class Peer:
     lan: int | None
     installed: bool
     ring: str | None
+    lan_ip: str | None
     last_seen: float
     stopped: bool = False
     progressed: float | None = None  # last time ``left`` or ``installed`` changed; None = last_seen
+    live_until: float = 0.0  # handed out until then: three of its own re-announce gaps (see ``lifetime``)
 
     # Announce fields a record does not keep, as constants so the record still reads as an Announce.
     uploaded = downloaded = 0
@@ -57,29 +59,91 @@ class Peer:
 
 
 # The Announce fields a record keeps, in the order Peer takes them.
-RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Peer) if f.name not in ("last_seen", "stopped", "progressed"))
+RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Peer)
+                      if f.name not in ("last_seen", "stopped", "progressed", "live_until"))
 _kept_values = operator.attrgetter(*RECORD_FIELDS)
 
 
 def peer_key(announce: Announce) -> str | bytes:
-    """Whose record an announce replaces: a posswarm node by its node id, a plain client by its ip:port.
+    """Whose record an announce replaces: a posswarm node by store and node id, a plain client by store and ip:port.
+
+    The store is part of the key (Access placed the announce in its passkey's store), so store B,
+    which can read store A's node ids on /stats, still cannot replace store A's records.
 
     A plain client that restarts comes back with a fresh peer_id on the same ip:port, and its old
     record is a dead predecessor, so the address is the identity (as opentracker has it). Not so for
     posswarm nodes: behind a store's NAT many tills share ip:port as the tracker sees it, and their
     node ids tell them apart. The address is kept in its compact 6/18-byte form: the smallest key.
     """
-    return announce.node if announce.node is not None else compact_peer(announce.ip, announce.port)
+    store = announce.store
+    if announce.node is not None:
+        return announce.node if store is None else f"{store}\0{announce.node}"  # a node id is printable: no NUL
+    address = compact_peer(announce.ip, announce.port)
+    return address if store is None else store.encode() + b"\0" + address
 
 
-def successor(old: Peer | None, announce: Announce, now: float, *, values: list | None = None) -> Peer:
+@dataclasses.dataclass(frozen=True)
+class Lifetimes:
+    """How long a quiet peer stays in the hand-out: ``peer_ttl`` at least, ``max_peer_ttl`` at most.
+
+    Within those, three of the peer's own re-announce gaps: transmission follows the tracker's
+    interval, rtorrent re-announces every 600 s whatever it is told, and both must stay in the swarm.
+    A standard client's gap is unknown until its second announce, so its first one keeps it for
+    ``max_peer_ttl``; a posswarm node (it sends ``node=``) follows the interval, so ``peer_ttl`` then.
+    """
+
+    peer_ttl: float
+    max_peer_ttl: float
+
+    def live_until(self, old: Peer | None, announce: Announce, now: float) -> float:
+        if announce.event == "stopped":
+            return now
+        if old is not None and not old.stopped:
+            if announce.event == "":  # a routine re-announce: the gap since the last one is its cadence
+                ttl = 3 * (now - old.last_seen)
+            else:  # started/completed come at any moment (completed right after a download): keep the cadence
+                ttl = old.live_until - old.last_seen
+        else:
+            ttl = self.peer_ttl if announce.node is not None else self.max_peer_ttl
+        return now + min(self.max_peer_ttl, max(self.peer_ttl, ttl))
+
+
+def successor(old: Peer | None, announce: Announce, now: float, lifetimes: Lifetimes, *,
+              values: list | None = None) -> Peer:
     """The record that replaces ``old`` (this node's previous record of the torrent) after ``announce``.
 
     ``values`` = the kept fields of the announce as the record should hold them (default: as they came).
     """
     moved = old is None or (old.left, old.installed) != (announce.left, announce.installed)
     return Peer(*(_kept_values(announce) if values is None else values), last_seen=now,
-                stopped=announce.event == "stopped", progressed=now if moved else old.progressed_at)
+                stopped=announce.event == "stopped", progressed=now if moved else old.progressed_at,
+                live_until=lifetimes.live_until(old, announce, now))
+
+
+def live(peer: Peer, now: float) -> bool:
+    """Is ``peer`` handed out as of ``now``? Announced within its lifetime and not stopped."""
+    return not peer.stopped and now <= peer.live_until
+
+
+class RecordsFull(BadRequest):
+    """A new record would pass a cap; the message names the cap and the key that raises it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Caps:
+    """Bounds on retained records: in all, and per store (a passkey is one store; central has its own)."""
+
+    max_records: int = 1_000_000
+    max_records_per_store: int = 10_000
+
+    def check(self, total: int, in_store: int, store: str | None) -> None:
+        if total >= self.max_records:
+            raise RecordsFull(f"the tracker holds {total} records, its limit (max_records = {self.max_records}); "
+                              "quiet ones are freed after their TTL, or raise max_records")
+        if store is not None and in_store >= self.max_records_per_store:
+            raise RecordsFull(f"store {store} has {in_store} records on this tracker, its limit "
+                              f"(max_records_per_store = {self.max_records_per_store}); quiet ones are freed "
+                              "after their TTL, or raise the limit if the store really runs that many")
 
 
 class PeerStore(Protocol):
@@ -104,17 +168,49 @@ class PeerStore(Protocol):
         """Forget records older than the retention; returns how many went."""
 
 
+EVICT_EVERY = 5.0  # seconds between scans for quiet records to free when a cap is reached (a scan reads every record)
+
+
+class Admission:
+    """Whether a new record may be kept: under the caps, after freeing quiet records (at most every EVICT_EVERY s).
+
+    A random node= on every announce must not grow the tracker without bound: new records stop at
+    the caps; records no longer handed out (kept only for /stats) are freed to make room first.
+    """
+
+    def __init__(self, caps: Caps) -> None:
+        self.caps = caps
+        self._freed_at = float("-inf")
+
+    def admit(self, store: str | None, now: float, counts: Callable[[], tuple[int, int]],
+              free_quiet: Callable[[], object]) -> None:
+        """RecordsFull unless a record may be added; ``counts()`` = (records in all, records of ``store``)."""
+        try:
+            self.caps.check(*counts(), store)
+        except RecordsFull:
+            if now - self._freed_at < EVICT_EVERY:
+                raise
+            self._freed_at = now
+            free_quiet()
+            self.caps.check(*counts(), store)
+
+
 class MemoryPeerStore:
     """PeerStore in a dict: one process, lost on restart (nodes re-announce within an interval)."""
 
-    def __init__(self, *, peer_ttl: float, retain: float) -> None:
+    def __init__(self, *, peer_ttl: float, retain: float, max_peer_ttl: float | None = None,
+                 caps: Caps | None = None) -> None:
         self.peer_ttl = peer_ttl
-        self.retain = max(retain, peer_ttl)
+        self.lifetimes = Lifetimes(peer_ttl, max(peer_ttl, max_peer_ttl if max_peer_ttl is not None else peer_ttl))
+        self.retain = max(retain, self.lifetimes.max_peer_ttl)
+        self.admission = Admission(caps or Caps())
         self._swarms: dict[bytes, dict[str | bytes, Peer]] = {}
         self._hashes: dict[bytes, bytes] = {}
         self._downloaded: dict[bytes, int] = {}
         self._changes: dict[bytes, int] = {}  # info_hash -> the store's change count at its last change
         self._change_count = 0
+        self._total = 0
+        self._per_store: dict[str, int] = {}
 
     def changes(self, info_hash: bytes) -> int:
         """A number that moves whenever a torrent's hand-out could: a peer joins, stops, expires or completes.
@@ -128,19 +224,28 @@ class MemoryPeerStore:
         self._changes[info_hash] = self._change_count
 
     def record(self, announce: Announce, now: float) -> None:
+        key = peer_key(announce)
+        swarm = self._swarms.get(announce.info_hash)
+        old = swarm.get(key) if swarm is not None else None
+        if old is None:
+            self._admit_new(announce.store, now)
         shared = self._hashes.setdefault(announce.info_hash, announce.info_hash)
         swarm = self._swarms.setdefault(shared, {})
-        key = peer_key(announce)
-        old = swarm.get(key)
-        new = swarm[key] = successor(old, announce, now, values=_lean(announce, shared))
+        new = swarm[key] = successor(old, announce, now, self.lifetimes, values=_lean(announce, shared))
         if old is None or _handed_out_as(old) != _handed_out_as(new):
             self._changed(shared)
         if announce.event == "completed":
             self._downloaded[shared] = self._downloaded.get(shared, 0) + 1
 
+    def _admit_new(self, store: str | None, now: float) -> None:
+        self.admission.admit(store, now, lambda: (self._total, self._per_store.get(store, 0)),
+                             lambda: self._forget(lambda p: not live(p, now)))
+        self._total += 1
+        if store is not None:
+            self._per_store[store] = self._per_store.get(store, 0) + 1
+
     def swarm(self, info_hash: bytes, now: float) -> list[Announce]:
-        cutoff = now - self.peer_ttl
-        return [p for p in self._swarms.get(info_hash, {}).values() if not p.stopped and p.last_seen >= cutoff]
+        return [p for p in self._swarms.get(info_hash, {}).values() if not p.stopped and now <= p.live_until]
 
     def counts(self, info_hash: bytes, now: float) -> tuple[int, int, int]:
         live = self.swarm(info_hash, now)
@@ -155,12 +260,18 @@ class MemoryPeerStore:
             yield from swarm.values()
 
     def expire(self, now: float) -> int:
+        return self._forget(lambda p: now - p.last_seen > self.retain)
+
+    def _forget(self, old: Callable[[Peer], bool]) -> int:
         gone = 0
         for info_hash in list(self._swarms):
             swarm = self._swarms[info_hash]
-            for key in [k for k, p in swarm.items() if now - p.last_seen > self.retain]:
-                del swarm[key]
+            for key in [k for k, p in swarm.items() if old(p)]:
+                store = swarm.pop(key).store
                 gone += 1
+                self._total -= 1
+                if store is not None:
+                    self._per_store[store] -= 1
                 self._changed(info_hash)
             if not swarm:
                 del self._swarms[info_hash], self._hashes[info_hash], self._changes[info_hash]
@@ -182,11 +293,11 @@ def _lean(a: Announce, info_hash: bytes) -> list:
 
 _INFO_HASH = RECORD_FIELDS.index("info_hash")
 _SHARED_TEXTS = [RECORD_FIELDS.index(name)
-                 for name in ("ip", "store", "role", "device_class", "release", "ring")]
+                 for name in ("ip", "store", "role", "device_class", "release", "ring", "lan_ip")]
 
 
 def _handed_out_as(peer: Peer) -> tuple:
     # What the hand-out policies and the answer read of a record; ``left`` only as complete or
     # not, so a downloading peer's progress does not throw the swarm's rankings away on every announce.
     a = peer.announce
-    return peer.stopped, a.ip, a.port, a.peer_id, a.left == 0, a.role, a.store, a.node
+    return peer.stopped, a.ip, a.lan_ip, a.port, a.peer_id, a.left == 0, a.role, a.store, a.node

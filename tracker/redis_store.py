@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import msgpack
 import redis
 
 from posswarm.errors import PosswarmError
 from tracker.announce import Announce
-from tracker.peerstore import RECORD_FIELDS, Peer, peer_key, successor
+from tracker.peerstore import RECORD_FIELDS, Admission, Caps, Lifetimes, Peer, live, peer_key, successor
 
 _FIELDS = [f.name for f in dataclasses.fields(Announce)]
+_TOTAL = "\0total"  # the all-stores count's field: no store id holds a NUL
 
 
 class RedisPeerStore:
@@ -22,34 +23,44 @@ class RedisPeerStore:
     host behind a load balancer does. Each call is one or two pipelined round trips.
     """
 
-    def __init__(self, client: redis.Redis, *, peer_ttl: float, retain: float, prefix: str = "posswarm:") -> None:
+    def __init__(self, client: redis.Redis, *, peer_ttl: float, retain: float, max_peer_ttl: float | None = None,
+                 caps: Caps | None = None, prefix: str = "posswarm:") -> None:
         self.peer_ttl = peer_ttl
-        self.retain = max(retain, peer_ttl)
+        self.lifetimes = Lifetimes(peer_ttl, max(peer_ttl, max_peer_ttl if max_peer_ttl is not None else peer_ttl))
+        self.retain = max(retain, self.lifetimes.max_peer_ttl)
+        self.admission = Admission(caps or Caps())
         self._r = client
         self._p = prefix
 
     @classmethod
-    def connect(cls, url: str, *, peer_ttl: float, retain: float) -> RedisPeerStore:
+    def connect(cls, url: str, *, peer_ttl: float, retain: float, max_peer_ttl: float | None = None,
+                caps: Caps | None = None) -> RedisPeerStore:
         """A store on the Redis at ``url``; PosswarmError at start-up when it does not answer."""
         try:
             client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
             client.ping()
         except (redis.RedisError, ValueError) as exc:
             raise PosswarmError(f"tracker peer store: cannot reach Redis at {url} ({exc}); start redis-server or fix redis_url") from None
-        return cls(client, peer_ttl=peer_ttl, retain=retain)
+        return cls(client, peer_ttl=peer_ttl, retain=retain, max_peer_ttl=max_peer_ttl, caps=caps)
 
     def record(self, announce: Announce, now: float) -> None:
         h, key = announce.info_hash.hex(), peer_key(announce)
         old_raw = self._r.hget(self._swarm_key(h), key)
         pipe = self._r.pipeline()
-        pipe.hset(self._swarm_key(h), key, _pack(successor(_unpack(old_raw) if old_raw else None, announce, now)))
+        if old_raw is None:
+            self._admit_new(announce.store, now)
+            pipe.hincrby(self._counts, _TOTAL, 1)
+            if announce.store is not None:
+                pipe.hincrby(self._counts, announce.store, 1)
+        pipe.hset(self._swarm_key(h), key, _pack(successor(_unpack(old_raw) if old_raw else None, announce, now,
+                                                                  self.lifetimes)))
         pipe.sadd(self._p + "torrents", h)
         if announce.event == "completed":
             pipe.hincrby(self._p + "downloaded", h, 1)
         pipe.execute()
 
     def swarm(self, info_hash: bytes, now: float) -> list[Announce]:
-        return [p.announce for p in self._peers(info_hash.hex()) if self._live(p, now)]
+        return [p.announce for p in self._peers(info_hash.hex()) if live(p, now)]
 
     def counts(self, info_hash: bytes, now: float) -> tuple[int, int, int]:
         live = self.swarm(info_hash, now)
@@ -68,15 +79,36 @@ class RedisPeerStore:
         for values in pipe.execute():
             yield from (_unpack(v) for v in values)
 
+    @property
+    def _counts(self) -> str:
+        return self._p + "records"  # field per store, and _TOTAL: shared by every tracker on this Redis
+
+    def _admit_new(self, store: str | None, now: float) -> None:
+        # Counts shared by every tracker on this Redis; two admitting at once may pass a cap by one each.
+        def counts() -> tuple[int, int]:
+            total, in_store = self._r.hmget(self._counts, _TOTAL, store if store is not None else _TOTAL)
+            return int(total or 0), int(in_store or 0)
+
+        self.admission.admit(store, now, counts, lambda: self._forget(lambda p: not live(p, now)))
+
     def expire(self, now: float) -> int:
+        return self._forget(lambda p: now - p.last_seen > self.retain)
+
+    def _forget(self, old: Callable[[Peer], bool]) -> int:
         gone = 0
         for h in [h.decode() for h in self._r.smembers(self._p + "torrents")]:
-            swarm = self._r.hgetall(self._swarm_key(h))
-            old = [key for key, raw in swarm.items() if now - _unpack(raw).last_seen > self.retain]
-            if old:
-                self._r.hdel(self._swarm_key(h), *old)
-                gone += len(old)
-            if len(old) == len(swarm):
+            swarm = {key: _unpack(raw) for key, raw in self._r.hgetall(self._swarm_key(h)).items()}
+            going = [key for key, peer in swarm.items() if old(peer)]
+            if going:
+                pipe = self._r.pipeline()
+                pipe.hdel(self._swarm_key(h), *going)
+                pipe.hincrby(self._counts, _TOTAL, -len(going))
+                for key in going:
+                    if swarm[key].store is not None:
+                        pipe.hincrby(self._counts, swarm[key].store, -1)
+                pipe.execute()
+                gone += len(going)
+            if len(going) == len(swarm):
                 self._r.pipeline().srem(self._p + "torrents", h).hdel(self._p + "downloaded", h).execute()
         return gone
 
@@ -86,17 +118,16 @@ class RedisPeerStore:
     def _peers(self, h: str) -> list[Peer]:
         return [_unpack(v) for v in self._r.hvals(self._swarm_key(h))]
 
-    def _live(self, peer: Peer, now: float) -> bool:
-        return not peer.stopped and now - peer.last_seen <= self.peer_ttl
-
 
 def _pack(peer: Peer) -> bytes:
     a = peer.announce
-    return msgpack.packb([[getattr(a, f) for f in _FIELDS], peer.last_seen, peer.stopped, peer.progressed])
+    return msgpack.packb([[getattr(a, f) for f in _FIELDS], peer.last_seen, peer.stopped, peer.progressed,
+                          peer.live_until])
 
 
 def _unpack(raw: bytes) -> Peer:
-    fields, last_seen, stopped, progressed = msgpack.unpackb(raw)
-    values = dict(zip(_FIELDS, fields))  # _pack writes every Announce field
-    return Peer(*(values[name] for name in RECORD_FIELDS), last_seen=last_seen, stopped=stopped,
-                progressed=progressed)
+    fields, last_seen, stopped, progressed, *later = msgpack.unpackb(raw)
+    values = dict(zip(_FIELDS, fields))  # _pack writes every Announce field (lan_ip: absent before it existed)
+    # A record an older tracker wrote has no live_until: live for no longer than its next announce says.
+    return Peer(*(values.get(name) for name in RECORD_FIELDS), last_seen=last_seen, stopped=stopped,
+                progressed=progressed, live_until=later[0] if later else last_seen)

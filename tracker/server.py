@@ -11,22 +11,31 @@ from posswarm import logs
 from posswarm.errors import PosswarmError
 from tracker import http_server, published, udp_server
 from tracker.access import Access
-from tracker.app import make_app, stats_source
+from tracker.app import StatsSnapshot, make_app
 from tracker.config import TrackerConfig
 from tracker.desk import Desk
 from tracker.metrics import TrackerMetrics
-from tracker.peerstore import MemoryPeerStore, PeerStore
+from tracker.peerstore import Caps, MemoryPeerStore, PeerStore
 
 log = logs.get("tracker")
 
 
 def open_peer_store(config: TrackerConfig) -> PeerStore:
     """The store named by ``peer_store`` in the config."""
+    caps = Caps(config.max_records, config.max_records_per_store)
     if config.peer_store == "redis":
         from tracker.redis_store import RedisPeerStore  # only a Redis deployment needs redis-py
 
-        return RedisPeerStore.connect(config.redis_url, peer_ttl=config.effective_peer_ttl, retain=config.retain)
-    return MemoryPeerStore(peer_ttl=config.effective_peer_ttl, retain=config.retain)
+        return RedisPeerStore.connect(config.redis_url, peer_ttl=config.effective_peer_ttl, retain=config.retain,
+                                      max_peer_ttl=config.max_peer_ttl, caps=caps)
+    return MemoryPeerStore(peer_ttl=config.effective_peer_ttl, retain=config.retain, max_peer_ttl=config.max_peer_ttl,
+                           caps=caps)
+
+
+def access_rules(config: TrackerConfig) -> Access:
+    """The admission rules the config describes (the published hashes come later, from the catalog)."""
+    return Access(open=config.open, passkeys=config.passkeys, central=config.central_passkeys,
+                  trusted_proxies=config.trusted_proxies, guesses_per_minute=config.passkey_guesses)
 
 
 async def run(
@@ -46,10 +55,11 @@ async def run(
     """
     store = store if store is not None else open_peer_store(config)
     polled = access is None and not config.open
-    access = access if access is not None else Access(open=config.open, passkeys=config.passkeys)
+    access = access if access is not None else access_rules(config)
     desk = Desk(config, store, access)
-    metrics = TrackerMetrics(stats_source(desk, clock))
-    app = make_app(desk, clock, metrics)
+    snapshot = StatsSnapshot(desk, clock, config.stats_every)
+    metrics = TrackerMetrics()
+    app = make_app(snapshot, metrics)
     async with trio.open_nursery() as nursery:
         try:
             url = await nursery.start(http_server.run, desk, app, config.host, config.port, clock, metrics)

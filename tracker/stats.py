@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tracker.peerstore import Peer
+from tracker.peerstore import Peer, live
 
 NO_STORE = "-"  # the store key of nodes that sent no store: central seeders, standard clients
 
@@ -26,7 +26,7 @@ def summarize(
     stall_after = peer_ttl if stall_after is None else stall_after
     latest = _latest_per_node(records)
     releases: dict[str, dict] = {}
-    for (release_key, _node), (peer, hashes) in sorted(latest.items()):
+    for (release_key, _store, _node), (peer, hashes) in sorted(latest.items()):
         a = peer.announce
         store_key = a.store if a.store is not None else NO_STORE
         if (release is not None and release_key != release) or (store is not None and store_key != store):
@@ -42,11 +42,11 @@ def summarize(
     }
 
 
-def _versions_by_class(latest: dict[tuple[str, str], tuple[Peer, set[str]]], only_store: str | None) -> dict:
+def _versions_by_class(latest: dict[tuple[str, str, str], tuple[Peer, set[str]]], only_store: str | None) -> dict:
     # Per store, which releases its devices run, per device class: what a rollout dashboard
     # needs to see a store half on the old image.
     stores: dict[str, dict] = {}
-    for (release_key, _node), (peer, _hashes) in sorted(latest.items()):
+    for (release_key, _store, _node), (peer, _hashes) in sorted(latest.items()):
         a = peer.announce
         if a.role != "device" or a.store is None or (only_store is not None and a.store != only_store):
             continue
@@ -57,13 +57,14 @@ def _versions_by_class(latest: dict[tuple[str, str], tuple[Peer, set[str]]], onl
     return stores
 
 
-def _latest_per_node(records: Iterable[Peer]) -> dict[tuple[str, str], tuple[Peer, set[str]]]:
+def _latest_per_node(records: Iterable[Peer]) -> dict[tuple[str, str, str], tuple[Peer, set[str]]]:
     # A hybrid v1+v2 torrent is announced once per info-hash; counting both would double
     # every node, so keep each node's newest record per release and remember both hashes.
-    latest: dict[tuple[str, str], tuple[Peer, set[str]]] = {}
+    # Per store too: a node id is only unique within its store (and another store may reuse it).
+    latest: dict[tuple[str, str, str], tuple[Peer, set[str]]] = {}
     for peer in records:
         a = peer.announce
-        key = (a.release if a.release is not None else a.info_hash.hex(), a.node_key)
+        key = (a.release if a.release is not None else a.info_hash.hex(), a.store or NO_STORE, a.node_key)
         seen = latest.get(key)
         hashes = (seen[1] if seen else set()) | {a.info_hash.hex()}
         newest = peer if seen is None or peer.last_seen >= seen[0].last_seen else seen[0]
@@ -156,6 +157,6 @@ def _node(peer: Peer, now: float, peer_ttl: float, stall_after: float) -> dict:
         "lan": a.lan or 0,
         "last_seen_s": round(now - peer.last_seen, 1),
         "stopped": peer.stopped,
-        "live": not peer.stopped and now - peer.last_seen <= peer_ttl,
+        "live": live(peer, now),
         "stalled": peer.announce.role == "device" and _stalled(peer, now, stall_after),
     }

@@ -18,32 +18,47 @@ from tracker.metrics import TrackerMetrics
 log = logs.get("tracker")
 
 
+UNPROVEN = "connection id expired or not issued to you (connect again)"
+
+
 def answer_datagram(
     desk: Desk, ids: udp_wire.ConnectionIds, data: bytes, ip: str, port: int, now: float,
     metrics: TrackerMetrics | None = None,
 ) -> bytes | None:
-    """The reply to one datagram from ``ip:port``, or None when it deserves silence."""
-    kind = "other"
+    """The reply to one datagram from ``ip:port``, or None when it deserves silence.
+
+    Until a datagram carries a connection id we issued to its address, that address may be
+    spoofed: it gets nothing longer than what it sent (a connect answer is 16 bytes, as is the
+    connect; an unproven announce or scrape gets an error cut to its own size), and no log line.
+    """
+    head = udp_wire.parse_header(data)
+    if head is None:
+        _dropped(metrics, "garbage")
+        return None
+    connection_id, action, tid = head
+    if action == udp_wire.CONNECT:
+        return udp_wire.encode_connect(tid, ids.issue(ip, port, now))
+    if not ids.valid(connection_id, ip, port, now):
+        _dropped(metrics, "unproven")
+        return udp_wire.encode_error(tid, UNPROVEN, limit=len(data))
+    kind = "announce" if action == udp_wire.ANNOUNCE else "scrape"
     try:
         request = udp_wire.parse_request(data, ip, max_numwant=desk.config.max_numwant)
-        if request is None:
-            return None
-        if isinstance(request, udp_wire.Connect):
-            return udp_wire.encode_connect(request.transaction_id, ids.issue(ip, port, now))
-        kind = "announce" if isinstance(request, udp_wire.AnnounceRequest) else "scrape"
-        if not ids.valid(request.connection_id, ip, port, now):
-            raise udp_wire.UdpBadRequest("connection id expired or not issued to you (connect again)",
-                                         request.transaction_id)
-        reply = _answer(desk, request, now)
+        reply = _answer(desk, request, ip, now)
     except udp_wire.UdpBadRequest as exc:
-        log.info("udp.bad", reason=str(exc), remote=ip)
+        log.debug("udp.bad", reason=str(exc), remote=ip)  # a proven address; debug: a client may send many
         _count(metrics, kind, False)
         return udp_wire.encode_error(exc.transaction_id, str(exc))
     _count(metrics, kind, True)
     return reply
 
 
-def _answer(desk: Desk, request: udp_wire.AnnounceRequest | udp_wire.ScrapeRequest, now: float) -> bytes:
+def _dropped(metrics: TrackerMetrics | None, reason: str) -> None:
+    if metrics is not None:
+        metrics.dropped(reason)
+
+
+def _answer(desk: Desk, request: udp_wire.AnnounceRequest | udp_wire.ScrapeRequest, ip: str, now: float) -> bytes:
     tid = request.transaction_id
     try:
         if isinstance(request, udp_wire.AnnounceRequest):
@@ -54,7 +69,7 @@ def _answer(desk: Desk, request: udp_wire.AnnounceRequest | udp_wire.ScrapeReque
                 ipv6=ipv6, packed=answer.handed.compact()[1 if ipv6 else 0],
             )
         # BEP 15 scrapes carry no URL data, so no passkey: a private tracker refuses them here.
-        files = desk.scrape(request.info_hashes, None, now)
+        files = desk.scrape(request.info_hashes, None, now, ip)
     except BadRequest as exc:
         raise udp_wire.UdpBadRequest(str(exc), tid) from None
     # BEP 15 answers every asked hash in order; an unknown torrent has all-zero counts.

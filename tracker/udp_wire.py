@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import socket
 import struct
 from collections.abc import Iterable
 
@@ -74,9 +73,22 @@ class ConnectionIds:
         return connection_id in (self._id(ip, port, slot), self._id(ip, port, slot - 1))
 
     def _id(self, ip: str, port: int, slot: int) -> int:
-        packed = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
-        message = packed + port.to_bytes(2, "big") + slot.to_bytes(8, "big", signed=True)
+        message = announce.packed_ip(ip) + port.to_bytes(2, "big") + slot.to_bytes(8, "big", signed=True)
         return int.from_bytes(blake3.blake3(message, key=self._secret).digest(8), "big")
+
+
+def parse_header(data: bytes) -> tuple[int, int, int] | None:
+    """(connection_id, action, transaction_id) of a datagram that could be BEP 15; None for what is not.
+
+    Only a connect with the magic, an announce or a scrape of a sane size pass: anything else is
+    not a tracker request at all, and answering it would make us a reflector.
+    """
+    if not 16 <= len(data) <= MAX_DATAGRAM:
+        return None
+    connection_id, action, tid = _HEADER.unpack_from(data)
+    if action == CONNECT:
+        return (connection_id, action, tid) if connection_id == PROTOCOL_ID else None
+    return (connection_id, action, tid) if action in (ANNOUNCE, SCRAPE) else None
 
 
 def parse_request(
@@ -84,15 +96,15 @@ def parse_request(
 ) -> Connect | AnnounceRequest | ScrapeRequest | None:
     """One datagram -> a request; None for what deserves no answer; UdpBadRequest for an error packet.
 
-    Unanswered: short or oversized datagrams, unknown actions and connects without the magic
-    (they are not BEP 15 at all, and answering would make us a reflector). The connection id is
-    *not* checked here: that needs the clock and the secret, the driver's job.
+    The connection id is *not* checked here: that needs the clock and the secret, the driver's
+    job, and the driver checks it before it calls this, so no error goes to an unproven address.
     """
-    if not 16 <= len(data) <= MAX_DATAGRAM:
+    head = parse_header(data)
+    if head is None:
         return None
-    connection_id, action, tid = _HEADER.unpack_from(data)
+    connection_id, action, tid = head
     if action == CONNECT:
-        return Connect(tid) if connection_id == PROTOCOL_ID else None
+        return Connect(tid)
     if action == ANNOUNCE:
         if len(data) < _ANNOUNCE.size:
             raise UdpBadRequest(f"announce is {len(data)} bytes, expected at least {_ANNOUNCE.size}", tid)
@@ -165,8 +177,9 @@ def encode_scrape(transaction_id: int, counts: Iterable[tuple[int, int, int]]) -
     return bytes(out)
 
 
-def encode_error(transaction_id: int, message: str) -> bytes:
-    return struct.pack(">II", ERROR, transaction_id) + message.encode("utf-8", "replace")[:512]
+def encode_error(transaction_id: int, message: str, *, limit: int = 520) -> bytes:
+    """An error packet of at most ``limit`` bytes (the message is cut to fit)."""
+    return (struct.pack(">II", ERROR, transaction_id) + message.encode("utf-8", "replace"))[:max(8, limit)]
 
 
 def _url_data(options: bytes, tid: int) -> bytes:

@@ -65,8 +65,8 @@ class Clock:
 
 async def test_alert_exit_codes_name_the_offending_stores(nursery, capsys):
     clock = Clock()
-    url = await nursery.start(lambda task_status: server.run(TrackerConfig(port=0, open=True, interval=10),
-                                                             clock=clock, task_status=task_status))
+    config = TrackerConfig(port=0, open=True, interval=10, stats_every=0.001)  # a fresh /stats after the clock jumps
+    url = await nursery.start(lambda task_status: server.run(config, clock=clock, task_status=task_status))
     await feed(url)
     run = lambda *argv: trio.to_thread.run_sync(stats.main, ["--tracker", url, *argv])  # noqa: E731
     assert await run("--fail-if-amplification-above", "1.6", "--fail-if-stalled") == 0

@@ -1,11 +1,50 @@
-"""A real redis-server on a loopback port in a temp dir, shared by the tracker tests that need one."""
+"""Real processes the tracker tests share: a redis-server on a loopback port, posswarm-tracker itself."""
 
+import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
+import trio
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def tracker_process(nursery):
+    """``await tracker_process(config_path)`` -> the URL of a ``posswarm-tracker serve`` process, stopped after the test."""
+
+    async def start(config: Path) -> str:
+        process = await trio.lowlevel.open_process([str(BIN / "posswarm-tracker"), "serve", "--config", str(config)],
+                                                   stderr=subprocess.PIPE)
+
+        async def stop():
+            try:
+                await trio.sleep_forever()
+            finally:
+                process.terminate()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+
+        async def drain():  # a full stderr pipe would stall the tracker
+            async for _chunk in process.stderr:
+                pass
+
+        nursery.start_soon(stop)
+        buffered = b""
+        while chunk := await process.stderr.receive_some(65536):
+            buffered += chunk
+            found = re.search(rb"event='listening'.*url='(http://[^']+)'", buffered)
+            if found:
+                nursery.start_soon(drain)
+                return found.group(1).decode()
+        raise AssertionError(f"tracker exited before listening: {buffered.decode(errors='replace')}")
+
+    return start
 
 
 @pytest.fixture(scope="session")

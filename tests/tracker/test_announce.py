@@ -35,12 +35,17 @@ def test_standard_client_announce_is_parsed_with_binary_info_hash():
     assert a.role is None and a.store is None and a.node_key == "peer-" + PEER_ID.hex()
 
 
-def test_posswarm_keys_and_ip_parameter_override_the_remote_address():
+def test_posswarm_keys_are_parsed_and_the_ip_parameter_is_kept_as_a_claim_beside_the_socket_address():
     q = query(ip="127.0.3.4", store="store-17", role="device", node="till-3", release="pos-os@2026.11",
               size=1000, wan=0, lan=400, installed=1, **{"class": "pos"})
     a = parse_announce(q, "127.0.0.1")
-    assert (a.ip, a.store, a.role, a.device_class, a.node, a.release) == (
-        "127.0.3.4", "store-17", "device", "pos", "till-3", "pos-os@2026.11")
+    # The socket's address is the peer's; ip= is only believed later, by Access (trusted proxies, own store).
+    assert (a.ip, a.lan_ip, a.store, a.role, a.device_class, a.node, a.release) == (
+        "127.0.0.1", "127.0.3.4", "store-17", "device", "pos", "till-3", "pos-os@2026.11")
+    assert parse_announce(query(ip="127.0.0.1"), "127.0.0.1").lan_ip is None
+    # A seeder listening on 0.0.0.0 says so in ip=; that is nobody's address: the socket's is used.
+    assert parse_announce(query(ip="0.0.0.0"), "10.1.1.1").lan_ip is None
+    assert parse_announce(query(ip="224.0.0.251"), "10.1.1.1").lan_ip is None
     assert (a.size, a.wan, a.lan, a.installed, a.node_key) == (1000, 0, 400, True, "till-3")
 
 

@@ -5,18 +5,21 @@ import pytest
 from posswarm.errors import PosswarmError
 from tracker import config
 
+LONG = "Qx7-" + "a1B2c3D4e5F6g7H8i9J0"  # 24 characters of a 66-letter alphabet: above 128 bits
+
 
 def test_defaults_and_toml_with_overrides(tmp_path):
     assert config.TrackerConfig().effective_peer_ttl == 90
     assert config.TrackerConfig(interval=5).effective_min_interval == 5
     path = tmp_path / "tracker.toml"
     path.write_text('listen = "[::1]:0"\ninterval = 60\npolicy = "completeness"\ncross_store = true\n'
-                    'udp = "127.0.0.1:0"\ncatalog = "http://seeder:8000/catalog"\n'
-                    '[passkeys]\nstore-17 = "k17"\nstore-42 = "k42"\n')
+                    'udp = "127.0.0.1:0"\ncatalog = "http://seeder:8000/catalog"\ncentral_passkeys = ["central-Q1w2E3r4T5y6U7i8"]\n'
+                    '[passkeys]\nstore-17 = "k17-a1B2c3D4e5F6g7H8i9J0"\nstore-42 = "k42-Z9y8X7w6V5u4T3s2R1q0"\n')
     c = config.load(path, interval=None, policy="store-first")
     assert (c.host, c.port, c.interval, c.policy, c.cross_store) == ("::1", 0, 60, "store-first", True)
     assert (c.open, c.udp_address, c.passkeys, c.peer_store) == (
-        False, ("127.0.0.1", 0), {"store-17": "k17", "store-42": "k42"}, "memory")
+        False, ("127.0.0.1", 0), {"store-17": "k17-a1B2c3D4e5F6g7H8i9J0", "store-42": "k42-Z9y8X7w6V5u4T3s2R1q0"}, "memory")
+    assert c.central_passkeys == ["central-Q1w2E3r4T5y6U7i8"] and c.trusted_proxies == ["127.0.0.0/8", "::1/128"]
     assert config.load(path, open=True).open is True
 
 
@@ -33,7 +36,16 @@ def test_defaults_and_toml_with_overrides(tmp_path):
         ('catalog = 5', "catalog = 5: must be a URL"),
         ('open = true\nudp = "nowhere"', "expected HOST:PORT"),
         ('open = true\npeer_store = "etcd"', "choose memory or redis"),
-        ('open = true\n[passkeys]\na = "k"\nb = "k"', "two stores share a passkey"),
+        ('open = true\n[passkeys]\na = "%s"\nb = "%s"' % (LONG, LONG), "two entries share a passkey"),
+        ('open = true\ncentral_passkeys = ["%s"]\n[passkeys]\na = "%s"' % (LONG, LONG), "two entries share a passkey"),
+        # 128 bits at least, judged by the alphabet the passkey is drawn from; one line naming the entry and the fix.
+        ('open = true\n[passkeys]\nstore-9 = "k"', r"\[passkeys\] store-9: passkey holds 6 bits, at least 128 .*token_urlsafe"),
+        ('open = true\n[passkeys]\nstore-9 = "%s"' % ("ab12" * 7), "holds 112 bits"),  # 28 hex digits
+        ('open = true\ncentral_passkeys = ["short"]', r"central_passkeys\[0\]: passkey holds"),
+        ('open = true\n[passkeys]\ncentral = "%s"' % LONG, "move that passkey to central_passkeys"),
+        ('open = true\ntrusted_proxies = ["10.0.0.300/32"]', "trusted_proxies: '10.0.0.300/32' is not a CIDR"),
+        ('open = true\nmax_peer_ttl = 10', "max_peer_ttl = 10 is below peer_ttl = 90"),
+        ('open = true\nmax_records_per_store = 0', "max_records_per_store = 0: must be a whole number"),
         ('open = true\n[passkeys]\na = "no spaces"', "each entry must be store"),
     ],
 )

@@ -1,12 +1,13 @@
-"""Hand-out policies: who may see whom, in what order, never yourself."""
+"""Hand-out: who may see whom (the isolation rule), in what order (the policies), never yourself."""
 
 import random
 
 import pytest
 
 from posswarm.errors import PosswarmError
-from tracker import announce, handout
+from tracker import announce, handout, isolation
 from tracker.announce import Announce
+from tracker.isolation import CENTRAL
 
 _ports = iter(range(7000, 9000))
 
@@ -17,7 +18,7 @@ def node(name, role=None, store=None, left=100, ip="10.0.0.1", port=None):
                     store=store, role=role, node=name if role else None)
 
 
-SEEDER = node("seeder", "seeder", left=0)
+SEEDER = node("seeder", "seeder", CENTRAL, left=0)
 CACHE_A = node("cache-a", "cache", "A")
 CACHE_B = node("cache-b", "cache", "B", left=0)
 TILL_A1 = node("till-a1", "device", "A", left=0)
@@ -32,8 +33,10 @@ def names(peers):
 
 
 def out(requester, policy="store-first", cross_store=False, candidates=EVERYONE, numwant=50):
-    return handout.hand_out(handout.policy(policy), requester, candidates, numwant=numwant,
-                            cross_store=cross_store, rng=random.Random(7))
+    """What the desk does: the isolation rule, then the policy, then the cut."""
+    allowed = isolation.visible_to(handout.Requester.of(requester), isolation.Stores(candidates),
+                                   cross_store=cross_store)
+    return handout.hand_out(handout.policy(policy), requester, allowed, numwant=numwant, rng=random.Random(7))
 
 
 def test_device_sees_only_its_own_store_cache_first_never_itself():
@@ -49,7 +52,8 @@ def test_cache_gets_seeders_first_then_its_store_and_no_other_store_unless_allow
 
 
 def test_equal_peers_are_shuffled_so_load_spreads():
-    orders = {tuple(names(handout.hand_out(handout.policy("store-first"), CACHE_A, EVERYONE, numwant=50,
+    allowed = isolation.visible_to(handout.Requester.of(CACHE_A), isolation.Stores(EVERYONE), cross_store=False)
+    orders = {tuple(names(handout.hand_out(handout.policy("store-first"), CACHE_A, allowed, numwant=50,
                                            rng=random.Random(seed)))) for seed in range(20)}
     assert len(orders) == 2
 
@@ -58,15 +62,17 @@ def test_cache_never_gets_other_stores_devices_even_cross_store():
     assert "till-b1" not in names(out(CACHE_A, cross_store=True))
 
 
-def test_standard_client_gets_everyone_seeders_first():
+def test_a_client_in_no_store_gets_central_and_other_storeless_clients_never_a_store():
     plain = node("other-plain", ip="10.9.9.9")
-    got = names(out(plain))
-    assert got[0] == "seeder" and sorted(got) == sorted(names(EVERYONE))
-    assert set(got[1:4]) == {"cache-b", "till-a1", "plain"}  # complete peers before incomplete ones
+    assert names(out(plain)) == ["seeder", "plain"]
+    # Placed in store A (private mode does that with A's passkey): A's peers and central, still not B.
+    got = names(out(node("plain-a", store="A", ip="10.9.9.8")))
+    assert got[0] == "seeder" and sorted(got[1:]) == ["cache-a", "till-a1", "till-a2"]
 
 
-def test_seeder_is_handed_seeders_and_caches_only():
-    assert sorted(names(out(node("seeder-2", "seeder", left=0)))) == ["cache-a", "cache-b", "seeder"]
+def test_central_is_handed_seeders_caches_and_plain_clients_never_devices():
+    got = names(out(node("seeder-2", "seeder", CENTRAL, left=0)))
+    assert got[0] == "seeder" and sorted(got[1:3]) == ["cache-a", "cache-b"] and got[3:] == ["plain"]
 
 
 def test_same_address_with_another_peer_id_counts_as_self():
@@ -76,7 +82,8 @@ def test_same_address_with_another_peer_id_counts_as_self():
 
 def test_completeness_orders_by_bytes_left_with_seeders_ahead():
     half = node("half", "device", "A", left=50)
-    got = names(out(PLAIN, policy="completeness", candidates=[TILL_A2, half, TILL_A1, SEEDER, PLAIN]))
+    got = names(out(node("cache-a2", "cache", "A"), policy="completeness",
+                    candidates=[TILL_A2, half, TILL_A1, SEEDER, PLAIN]))
     assert got == ["seeder", "till-a1", "half", "till-a2"]
 
 
@@ -100,11 +107,11 @@ def test_ranked_once_cut_per_requester_matches_hand_out_and_packs_the_same_peers
     if v6:
         swarm.append(node("six", ip="2001:db8::6", left=0))
     for requester in [swarm[0], swarm[3], swarm[-2 if v6 else -1], node("stranger", ip="10.9.9.9")]:
-        ranked = handout.Ranked(handout.policy(policy), requester, swarm, rng=random.Random(3))
+        ranked = handout.Ranked(handout.policy(policy), handout.Requester.of(requester), swarm, rng=random.Random(3))
         for numwant in (0, 1, 5, 50):
             handed = ranked.cut(requester, numwant)
             got = handed.announces()
-            assert len(got) == len(handed) == min(numwant, len(out(requester, policy, candidates=swarm, numwant=999)))
+            assert len(got) == len(handed) == min(numwant, len(handout.hand_out(handout.policy(policy), requester, swarm, numwant=999)))
             others = [p for p in ranked.peers if (p.ip, p.port) != (requester.ip, requester.port)
                       and (p.node is None or p.node != requester.node)]
             assert got == others[:numwant]

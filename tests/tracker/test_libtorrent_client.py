@@ -35,7 +35,7 @@ async def stats_of(url):
 
 async def test_libtorrent_hybrid_announce_is_understood(nursery, tmp_path):
     store = SignallingStore(peer_ttl=90, retain=1000)
-    url = await nursery.start(lambda task_status: server.run(TrackerConfig(port=0, open=True), store=store,
+    url = await nursery.start(lambda task_status: server.run(TrackerConfig(port=0, open=True, stats_every=0.01), store=store,
                                                              task_status=task_status))
     payload = tmp_path / "image.bin"
     payload.write_bytes(bytes(range(256)) * 4096)

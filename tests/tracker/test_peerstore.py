@@ -102,3 +102,26 @@ def test_memory_records_share_repeated_texts_and_the_info_hash():
     assert first.info_hash is second.info_hash and first.ip is second.ip
     assert first.store is second.store and first.release is second.release
     assert (first.node, first.store, first.announce.ip) == ("till-1", "store-7", "10.0.0.1")
+
+
+def test_new_records_stop_at_the_caps_and_quiet_ones_make_room(new_store):
+    from tracker.peerstore import EVICT_EVERY, Caps, RecordsFull
+
+    store = new_store(peer_ttl=90, retain=10_000, caps=Caps(max_records=6, max_records_per_store=3))
+    for n in range(3):
+        store.record(ann(f"a{n}", store="A"), now=0)
+    with pytest.raises(RecordsFull, match="store A has 3 records on this tracker"):
+        store.record(ann("a3", store="A"), now=1)
+    store.record(ann("a1", store="A", left=0), now=2)  # a known node goes on announcing
+    for n in range(3):
+        store.record(ann(f"b{n}", store="B"), now=3)
+    with pytest.raises(RecordsFull, match="max_records = 6"):
+        store.record(ann("c0", store="C"), now=4)
+    # Once records are no longer handed out (their TTL is over), a newcomer at a cap frees them (a scan at most
+    # every EVICT_EVERY s); b0 announced again, so it stays.
+    later = 3 + 90 + EVICT_EVERY + 1
+    store.record(ann("b0", store="B"), now=later - 1)
+    store.record(ann("a3", store="A"), now=later)
+    assert sorted(p.node for p in store.records()) == ["a3", "b0"]
+    store.record(ann("a4", store="A"), now=later)  # the counts went down with the records
+    store.record(ann("a5", store="A"), now=later)

@@ -12,9 +12,11 @@ from starlette.routing import Route
 
 from posswarm import http_service
 from tracker import published, server
+from tracker.announce import DENIED
 from tracker.config import TrackerConfig
 
 UNPUBLISHED = b"\x33" * 20
+K17, K42, KC = "k17-a1B2c3D4e5F6g7H8i9J0", "k42-Z9y8X7w6V5u4T3s2R1q0", "kc-Mn0pQr1sTu2vWx3yZa4bC"
 
 
 def hybrid_torrent(tmp_path) -> tuple[bytes, bytes, bytes]:
@@ -46,7 +48,7 @@ async def private(nursery, tmp_path):
     torrent, v1, v2 = hybrid_torrent(tmp_path)
     seeder = await nursery.start(http_service.run, catalog_app(torrent, [entry("pos-os", v1.hex())]), "127.0.0.1")
     config = TrackerConfig(port=0, open=False, catalog=f"{seeder}/catalog",
-                           passkeys={"store-17": "k17", "store-42": "k42", "central": "kc"})
+                           passkeys={"store-17": K17, "store-42": K42}, central_passkeys=[KC])
     url = await nursery.start(server.run, config)  # started() comes after the first catalog poll
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         yield client, v1, v2
@@ -62,20 +64,22 @@ async def announce(client, path, info_hash, **extra):
 
 async def test_only_published_hashes_with_a_known_passkey_are_tracked(private):
     client, v1, v2 = private
-    assert b"tracker is private" in (await announce(client, "/announce", v1))[b"failure reason"]
-    assert b"unknown passkey" in (await announce(client, "/announce/k99", v1))[b"failure reason"]
-    assert b"not a published release" in (await announce(client, "/announce/k17", UNPUBLISHED))[b"failure reason"]
-    assert b"does not match the passkey" in (await announce(client, "/announce/k17", v1, store="store-42",
+    # No passkey, a malformed one, an unknown one: the same words, so a guesser learns nothing.
+    for path in ("/announce", "/announce/k9!", "/announce/k99"):
+        assert (await announce(client, path, v1))[b"failure reason"] == DENIED.encode()
+    assert b"not a published release" in (await announce(client, f"/announce/{K17}", UNPUBLISHED))[b"failure reason"]
+    assert b"does not match the passkey" in (await announce(client, f"/announce/{K17}", v1, store="store-42",
                                                             role="device"))[b"failure reason"]
     # Both hashes of the hybrid torrent: v1 from the catalog, v2 from the torrent it points to.
     for info_hash in (v1, v2):
-        assert b"failure reason" not in await announce(client, "/announce/k17", info_hash)
-    assert b"failure reason" not in await announce(client, "/announce/kc", v1, role="seeder", node="seeder", left=0)
+        assert b"failure reason" not in await announce(client, f"/announce/{K17}", info_hash)
+    assert b"failure reason" not in await announce(client, f"/announce/{KC}", v1, role="seeder", node="seeder",
+                                                   left=0, store="central")
     stats = (await client.get("/stats")).json()
     # The plain client (no release=, so keyed by info-hash) was placed in its passkey's store.
     assert "store-17" in stats["releases"][v1.hex()]["stores"]
 
-    files = fastbencode.bdecode((await client.get("/scrape/k17")).content)[b"files"]
+    files = fastbencode.bdecode((await client.get(f"/scrape/{K17}")).content)[b"files"]
     assert set(files) == {v1, v2}
     assert b"failure reason" in fastbencode.bdecode((await client.get("/scrape")).content)
 

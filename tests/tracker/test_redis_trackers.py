@@ -1,6 +1,5 @@
 """Two posswarm-tracker processes on one real redis-server answer for one swarm."""
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,28 +13,6 @@ BIN = Path(sys.executable).parent
 H = b"\x55" * 20
 
 
-async def start_tracker(nursery, config: Path) -> str:
-    process = await trio.lowlevel.open_process([str(BIN / "posswarm-tracker"), "serve", "--config", str(config)],
-                                               stderr=subprocess.PIPE)
-
-    async def stop():
-        try:
-            await trio.sleep_forever()
-        finally:
-            process.terminate()
-            with trio.CancelScope(shield=True):
-                await process.wait()
-
-    nursery.start_soon(stop)
-    buffered = b""
-    async for chunk in process.stderr:
-        buffered += chunk
-        found = re.search(rb"event='listening'.*url='(http://[^']+)'", buffered)
-        if found:
-            return found.group(1).decode()
-    raise AssertionError(f"tracker exited before listening: {buffered.decode(errors='replace')}")
-
-
 async def announce(url, node, ip, left, **extra):
     q = {"info_hash": H, "peer_id": node.encode().ljust(20, b"-"), "port": 6881, "uploaded": 0, "downloaded": 0,
          "left": left, "ip": ip, "node": node, "release": "pos-os@3", "size": 100, "compact": 1, **extra}
@@ -45,12 +22,12 @@ async def announce(url, node, ip, left, **extra):
         return fastbencode.bdecode((await client.get(f"{url}/announce?{raw}")).content)
 
 
-async def test_two_trackers_share_one_swarm_view(nursery, tmp_path, redis_url):
+async def test_two_trackers_share_one_swarm_view(nursery, tmp_path, redis_url, tracker_process):
     config = tmp_path / "tracker.toml"
     config.write_text(f'listen = "127.0.0.1:0"\nopen = true\npeer_store = "redis"\nredis_url = "{redis_url}"\n'
                       'policy = "completeness"\n')
     with trio.fail_after(30):
-        first, second = await start_tracker(nursery, config), await start_tracker(nursery, config)
+        first, second = await tracker_process(config), await tracker_process(config)
         assert first != second
         await announce(first, "seed-1", "127.0.0.2", 0, event="completed")
         answer = await announce(second, "leech-1", "127.0.0.3", 100, event="started")

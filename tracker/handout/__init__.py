@@ -1,22 +1,52 @@
-"""Peer hand-out: policies chosen by name, and the sample-rank-cut step around them."""
+"""Peer hand-out: the policies' contract, policies chosen by name, and the sample-rank-cut step around them."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 from posswarm.errors import PosswarmError
 from tracker.announce import Announce, compact_peer
-from tracker.handout import completeness, store_first
 
-# rank(requester, candidates, *, cross_store) -> candidates it may see, best first. A policy may read the
-# requester's role and store only: the tracker reuses one ranking for every requester sharing them.
-Policy = Callable[..., list[Announce]]
 
-POLICIES: dict[str, Policy] = {
-    "store-first": store_first.rank,
-    "completeness": completeness.rank,
-}
+@dataclasses.dataclass(frozen=True, slots=True)
+class Requester:
+    """All a policy may know of who asks: role and store. The tracker reuses one ranking for every requester sharing them."""
+
+    role: str | None
+    store: str | None
+
+    @classmethod
+    def of(cls, a: Announce) -> Requester:
+        return cls(a.role, a.store)
+
+
+class Candidate(Protocol):
+    """All a policy may read of a peer it ranks (the records themselves, read-only through this view)."""
+
+    @property
+    def role(self) -> str | None: ...
+
+    @property
+    def store(self) -> str | None: ...
+
+    @property
+    def left(self) -> int: ...
+
+
+C = TypeVar("C", bound=Candidate)
+
+# rank(requester, candidates) -> the same candidates, best first. Store isolation has already run
+# (tracker/isolation.py, in the desk): a policy orders what the requester may see, it never widens it.
+Policy = Callable[[Requester, Sequence[C]], list[C]]
+
+
+def _policies() -> dict[str, Policy]:
+    from tracker.handout import completeness, store_first  # they import this module's contract
+
+    return {"store-first": store_first.rank, "completeness": completeness.rank}
 
 
 def policy(name: str) -> Policy:
@@ -33,15 +63,25 @@ def hand_out(
     candidates: Sequence[Announce],
     *,
     numwant: int,
-    cross_store: bool = False,
     rng: random.Random | None = None,
 ) -> list[Announce]:
-    """At most ``numwant`` peers for ``requester``, never itself, ordered by ``rank``.
+    """At most ``numwant`` of ``candidates`` for ``requester``, never itself, ordered by ``rank``.
+
+    ``candidates`` are what the isolation rule let ``requester`` see (the desk runs it first).
 
     Candidates are shuffled first and policies sort stably, so peers a policy ranks equal
     share the load instead of the first announcer getting every connection.
     """
-    return Ranked(rank, requester, candidates, cross_store=cross_store, rng=rng).cut(requester, numwant).announces()
+    return Ranked(rank, Requester.of(requester), candidates, rng=rng).cut(requester, numwant).announces()
+
+
+def address(viewer_store: str | None, peer: Announce) -> str:
+    """The address ``peer`` is handed out at to a requester of ``viewer_store``.
+
+    A node's own ``ip=`` (its LAN address behind the store's NAT) is for its own store only;
+    everybody else gets the address the tracker saw (or a trusted proxy reported).
+    """
+    return peer.lan_ip if peer.lan_ip is not None and peer.store == viewer_store else peer.ip
 
 
 class Ranked:
@@ -53,15 +93,16 @@ class Ranked:
     packed once too, so most answers are a slice of one bytes object.
     """
 
-    __slots__ = ("peers", "_packed", "_blob")
+    __slots__ = ("peers", "store", "_packed", "_blob")
 
-    def __init__(self, rank: Policy, requester: Announce, candidates: Sequence[Announce], *,
-                 cross_store: bool = False, rng: random.Random | None = None) -> None:
+    def __init__(self, rank: Policy, requester: Requester, candidates: Sequence[Announce], *,
+                 rng: random.Random | None = None) -> None:
         shuffled = list(candidates)
         # Sorting on a random key is a shuffle at C speed.
         shuffled.sort(key=lambda _c, r=(rng or random).random: r())
-        self.peers = rank(requester, shuffled, cross_store=cross_store)
-        packed = [compact_peer(p.ip, p.port) for p in self.peers]
+        self.peers = rank(requester, shuffled)
+        self.store = store = requester.store
+        packed = [compact_peer(address(store, p), p.port) for p in self.peers]
         # An all-IPv4 swarm (the usual one) keeps a single bytes object: 6 bytes a peer, not a list of 40-byte ones.
         all_v4 = all(len(c) == 6 for c in packed)
         self._blob = b"".join(packed) if all_v4 else None
@@ -69,7 +110,7 @@ class Ranked:
 
     def cut(self, requester: Announce, numwant: int) -> Handed:
         """The first ``numwant`` ranked peers that are not ``requester`` (same address, or same node id)."""
-        me, node, n = compact_peer(requester.ip, requester.port), requester.node, len(self.peers)
+        me, node, n = compact_peer(address(self.store, requester), requester.port), requester.node, len(self.peers)
         skip: list[int] = []
         start, end = 0, min(numwant, n)
         # Grow the window by one for each "me" inside it (tills behind one NAT share an address).
@@ -113,6 +154,11 @@ class Handed:
         peers, skip = self._ranked.peers, self._skip
         return [peers[i] for i in range(self._end) if i not in skip]
 
+    def peers(self) -> list[tuple[str, int, bytes]]:
+        """(ip, port, peer_id) of each peer handed out, at the address this requester is to use."""
+        store = self._ranked.store if self._ranked is not None else None
+        return [(address(store, p), p.port, p.peer_id) for p in self.announces()]
+
     def compact(self) -> tuple[bytes, bytes]:
         """(6-byte IPv4 entries, 18-byte IPv6 entries), in hand-out order."""
         ranked = self._ranked
@@ -126,3 +172,6 @@ class Handed:
 
 
 NOBODY = Handed(None, 0, [])
+
+
+POLICIES: dict[str, Policy] = _policies()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tracker.announce import Announce
+from tracker.handout import C, Requester
 
 
-def rank(requester: Announce, candidates: Sequence[Announce], *, cross_store: bool = False) -> list[Announce]:
+def rank(requester: Requester, candidates: Sequence[C]) -> list[C]:
     """Every candidate, ordered by bytes left (0 = complete), central seeders ahead of equals.
 
-    Ignores stores entirely (``cross_store`` is accepted for a uniform signature): this is
-    the plain-swarm baseline the benchmarks compare store-first against.
+    Ignores stores (the tracker's isolation rule has already kept only what the requester may see):
+    this is the plain-swarm baseline the benchmarks compare store-first against.
     """
     return sorted(candidates, key=lambda c: (c.left, c.role != "seeder"))

@@ -1,38 +1,38 @@
-"""Hand-out policy "store-first": devices see only their store; caches see central first."""
+"""Hand-out policy "store-first": a device's store cache first; a cache's central seeders first."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tracker.announce import Announce
+from tracker.handout import C, Candidate, Requester
 
 
-def rank(requester: Announce, candidates: Sequence[Announce], *, cross_store: bool = False) -> list[Announce]:
-    """Candidates ``requester`` may connect to, best first (stable within a tier).
+def rank(requester: Requester, candidates: Sequence[C]) -> list[C]:
+    """``candidates`` best first (stable within a tier); which peers are candidates is the isolation rule's call.
 
-    device   -> its store's peers only, the store cache first, then complete peers; never
-                seeders (the WAN is the cache's job) and never another store.
-    cache    -> central seeders, then its own store's peers, then (only with ``cross_store``)
-                other stores' caches; never another store's devices.
-    seeder   -> other seeders, then caches; devices never talk to central.
-    no role  -> a standard BitTorrent client: everyone, seeders and complete peers first.
+    device   -> its store cache, then complete peers, then the rest.
+    cache    -> central seeders, then its own store's peers, then other stores' caches.
+    seeder   -> other seeders, then caches, then the rest.
+    no role  -> a standard BitTorrent client: seeders, then complete peers, then the rest.
     """
-    tiers = [(t, c) for c in candidates if (t := _tier(requester, c, cross_store)) is not None]
-    return [c for _, c in sorted(tiers, key=lambda tc: tc[0])]
+    tier = _TIERS.get(requester.role, _plain)
+    return sorted(candidates, key=lambda c: tier(requester, c))
 
 
-def _tier(me: Announce, peer: Announce, cross_store: bool) -> int | None:
-    same_store = peer.store is not None and peer.store == me.store
-    if me.role == "device":
-        if not same_store or peer.role == "seeder":
-            return None
-        return 0 if peer.role == "cache" else 1 if peer.left == 0 else 2
-    if me.role == "cache":
-        if peer.role == "seeder":
-            return 0
-        if same_store:
-            return 1
-        return 2 if cross_store and peer.role == "cache" else None
-    if me.role == "seeder":
-        return {"seeder": 0, "cache": 1}.get(peer.role)
+def _device(me: Requester, peer: Candidate) -> int:
+    return 0 if peer.role == "cache" else 1 if peer.left == 0 else 2
+
+
+def _cache(me: Requester, peer: Candidate) -> int:
+    return 0 if peer.role == "seeder" else 1 if peer.store == me.store else 2
+
+
+def _seeder(me: Requester, peer: Candidate) -> int:
+    return {"seeder": 0, "cache": 1}.get(peer.role, 2)
+
+
+def _plain(me: Requester, peer: Candidate) -> int:
     return 0 if peer.role == "seeder" else 1 if peer.left == 0 else 2
+
+
+_TIERS = {"device": _device, "cache": _cache, "seeder": _seeder}
