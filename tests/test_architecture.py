@@ -58,7 +58,9 @@ PURE = (
     "tracker/handout/__init__.py",
     "tracker/handout/completeness.py",
     "tracker/handout/store_first.py",
+    "tracker/connections.py",
     "tracker/http_wire.py",
+    "tracker/isolation.py",
     "tracker/peerstore.py",
     "tracker/stats.py",
     "tracker/udp_wire.py",
@@ -75,11 +77,6 @@ CLOCKS = frozenset({
     "datetime.datetime.now", "datetime.datetime.utcnow", "datetime.datetime.today", "datetime.date.today",
     "trio.current_time", "trio.sleep", "posswarm.wallclock.now_ms",
 })
-
-# These pack and unpack addresses with socket.inet_pton/inet_ntop, which touch no network; they may import
-# socket for exactly those names until they use ipaddress's .packed instead.
-ADDRESS_PACKING = {"tracker/announce.py", "tracker/udp_wire.py"}
-ADDRESS_PACKING_NAMES = {"inet_pton", "inet_ntop", "AF_INET", "AF_INET6"}
 
 MAX_LINES = 400
 # A module longer than MAX_LINES, with the reason it may be for now. Empty today: keep it so.
@@ -147,8 +144,6 @@ def _io_imports(path: str) -> list[str]:
     out = []
     for name, line in _imports(path):
         library = next((lib for lib in sorted(IO_LIBRARIES) if name == lib or name.startswith(lib + ".")), None)
-        if library == "socket" and path in ADDRESS_PACKING:
-            continue  # checked by test_address_packing_uses_no_network
         if library is not None and (found := f"{path}:{line} imports {library}") not in out:
             out.append(found)
     return out
@@ -224,19 +219,6 @@ def test_pure_core_reaches_no_io_through_other_modules(path):
         for problem in _io_imports(modules[name]) + _clock_reads(modules[name])
     ]
     assert problems == []
-
-
-@pytest.mark.parametrize("path", sorted(ADDRESS_PACKING))
-def test_address_packing_uses_no_network(path):
-    used = {
-        node.attr for node in ast.walk(_tree(path))
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "socket"
-    }
-    from_socket = {
-        alias.name for node in ast.walk(_tree(path))
-        if isinstance(node, ast.ImportFrom) and node.module == "socket" for alias in node.names
-    }
-    assert used | from_socket <= ADDRESS_PACKING_NAMES
 
 
 def test_the_checks_find_io_and_clocks(tmp_path):

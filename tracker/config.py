@@ -6,10 +6,11 @@ import dataclasses
 import ipaddress
 import math
 import string
-import tomllib
 from pathlib import Path
 
+from posswarm.endpoint import parse_endpoint
 from posswarm.errors import PosswarmError
+from posswarm.toml_file import load_toml
 from tracker import announce, handout, isolation
 
 
@@ -96,13 +97,8 @@ class TrackerConfig:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); PosswarmError when malformed."""
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise PosswarmError(f"listen address {text!r}: expected HOST:PORT, e.g. 0.0.0.0:6969 (port 0 = any free port)")
-    return host, int(port)
+    """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); PosswarmError when malformed (port 0 = any free port)."""
+    return parse_endpoint(text, what="listen address", example="0.0.0.0:6969", any_port=True)
 
 
 _INT_KEYS = {"interval", "min_interval", "peer_ttl", "max_peer_ttl", "retain", "numwant", "max_numwant", "max_query",
@@ -193,12 +189,7 @@ def validate(config: TrackerConfig) -> TrackerConfig:
 
 def load(path: str | Path, **overrides) -> TrackerConfig:
     """Read a TOML file (unknown keys are errors), apply non-None ``overrides``, validate."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PosswarmError(f"tracker config {path}: cannot read it ({exc.strerror}); check the path") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PosswarmError(f"tracker config {path}: not valid TOML ({exc}); fix the file") from None
+    data = load_toml(path, "tracker config", fix="check the path given to --config")
     return from_mapping(data, source=str(path), **overrides)
 
 

@@ -8,12 +8,11 @@ import httpx
 import trio
 
 from posswarm import logs
-from posswarm.catalog.client import fetch_catalog
+from posswarm.catalog.client import fetch_catalog, get_bounded
 from posswarm.errors import PosswarmError
-from posswarm.release import torrent_info_hashes
+from posswarm.release import MAX_TORRENT_BYTES, TORRENT_NAME, torrent_info_hashes
 from tracker.access import Access
 
-MAX_TORRENT_BYTES = 64 << 20
 _HEX40 = re.compile(r"[0-9a-fA-F]{40}")
 log = logs.get("tracker")
 
@@ -38,11 +37,9 @@ async def published_hashes(client: httpx.AsyncClient, catalog_url: str, known: d
         hashes.add(v1)
         if entry.info_hash_v1 not in known:
             try:
-                response = await client.get(f"{base}{entry.path}/release.torrent")
-                response.raise_for_status()
-                if len(response.content) > MAX_TORRENT_BYTES:
-                    raise PosswarmError("torrent too large")
-                torrent_v1, v2 = torrent_info_hashes(response.content)
+                torrent = await get_bounded(client, f"{base}{entry.path}/{TORRENT_NAME}", MAX_TORRENT_BYTES,
+                                            what=f"release {entry.release_id}")
+                torrent_v1, v2 = torrent_info_hashes(torrent)
             except (httpx.HTTPError, PosswarmError) as exc:
                 log.info("catalog.torrent_unreadable", release=entry.release_id, reason=str(exc))
                 continue  # v1 alone is tracked; the v2 hash follows on a later poll

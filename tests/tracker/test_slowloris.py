@@ -5,7 +5,7 @@ from urllib.parse import quote_from_bytes
 
 import trio
 
-from tools.bench_tracker import attack
+from tools.tracker_load import attack
 
 H = b"\x88" * 20
 SOURCES = [f"127.0.200.{i}" for i in range(1, 9)]  # 8 attacking addresses x 16 = 128 connections for 64 slots
