@@ -47,7 +47,7 @@ class Lab:
     """Addresses, keys and process handles of one lab; every run picks a random 127.X net and store id."""
 
     def __init__(self, root: Path, *, devices: int, net: int | None = None, store: str | None = None,
-                 announce_interval_s: int = 2, catalog_poll_s: float = 1.0) -> None:
+                 announce_interval_s: int = 2, catalog_poll_s: float = 1.0, timestamp_expiry_s: float = 86400.0) -> None:
         if not 1 <= devices <= 200:
             raise PosswarmError(f"--devices {devices}: choose 1..200 devices")
         self.root = root
@@ -57,6 +57,7 @@ class Lab:
         self.lan_network = f"127.{self.net}.1.0/24"
         self.announce_interval_s = announce_interval_s
         self.catalog_poll_s = catalog_poll_s
+        self.timestamp_expiry_s = timestamp_expiry_s  # of central's signed timestamp (the seeder renews it)
         self.logs = root / "logs"
         self.releases = root / "central" / "releases"
         self.keys = root / "central" / "keys"
@@ -100,6 +101,7 @@ class Lab:
             run_process, "seeder",
             [bin_path("posswarm-seeder"), "serve", "--releases", str(self.releases),
              "--timestamp-key", str(self.central_keys.key("timestamp")),
+             "--timestamp-expiry-s", str(self.timestamp_expiry_s),
              "--listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
              "--bt-listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
              "--tracker", f"{self.tracker_url}/announce"],

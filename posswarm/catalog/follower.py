@@ -128,8 +128,10 @@ class CatalogFollower:
         seeds = [s for s in (_seed(text) for text in catalog.seeds) if s is not None]
         self.keeper.refresh_sources(catalog, seeds)
         entries = {(e.name, e.version): e for e in catalog.releases}
+        # A release whose signed rollout this node does not hold yet is not taken: without the document the
+        # manifest's targets would apply, the widest reach, however central has paused or revoked it.
         offers = [lifecycle.Offer(e.name, e.version, e.targets.stores, e.targets.device_classes)
-                  for e in catalog.releases]
+                  for e in catalog.releases if self.rollouts.holds(e)]
         decisions = {k: d for k in entries if (d := self._decide(*k)) is not None}
         known = {key: c.record for key, c in self.keeper.releases.items()}
         chosen = lifecycle.choose(offers, known, self.keeper.node, decisions, central_fresh=fresh)
