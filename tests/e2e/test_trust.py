@@ -129,6 +129,15 @@ def _release(lab: Lab, action: str, version: str) -> None:
     _seeder(lab, "release", action, NAME, version, "--releases", str(lab.releases), "--key", str(lab.private_key))
 
 
+async def _central_with_release(nursery, lab: Lab, tmp_path, *, canary: bool = False, size_mb: int = 1) -> None:
+    """Central up with release 1.0 published (at a canary ring elsewhere with ``canary``) and signed into targets."""
+    if canary:
+        (lab.releases / "rollouts.toml").write_text('rings = ["canary", "all"]\n[ring_stores]\ncanary = ["S-canary-*"]\n')
+    await lab.start_central(nursery)
+    await lab.publish(write_image(tmp_path / "a.img", size_mb, seed=1), "1.0", name=NAME)
+    await _wait_targets_list(lab.seeder_url, f"{NAME}/1.0/manifest.msgpack")
+
+
 def _device_via(fake: FakeCache, **more) -> dict:
     return {"store": {"cache_url": fake.url}, **more}
 
@@ -142,9 +151,7 @@ async def test_a_fake_cache_cannot_give_a_fresh_till_an_old_release_or_a_strippe
     old_world_till, stripped_till = lab.devices
     async with trio.open_nursery() as nursery:
         with trio.fail_after(90):
-            await lab.start_central(nursery)
-            await lab.publish(write_image(tmp_path / "a.img", 2, seed=1), "1.0", name=NAME)
-            await _wait_targets_list(lab.seeder_url, f"{NAME}/1.0/manifest.msgpack")
+            await _central_with_release(nursery, lab, tmp_path, size_mb=2)
             old_world = await _world(lab.seeder_url)  # 1.0 active, ring all: the world a mirror could replay
             _release(lab, "revoke", "1.0")
             await _wait_targets_list(lab.seeder_url, f"{NAME}/1.0/rollout.msgpack", sequence=1)
@@ -180,12 +187,9 @@ async def test_a_fake_cache_cannot_give_a_fresh_till_an_old_release_or_a_strippe
 async def test_a_replayed_older_snapshot_and_timestamp_are_refused(tmp_path):
     lab = Lab(tmp_path, devices=1)
     till = lab.devices[0]
-    (lab.releases / "rollouts.toml").write_text('rings = ["canary", "all"]\n[ring_stores]\ncanary = ["S-canary-*"]\n')
     async with trio.open_nursery() as nursery:
         with trio.fail_after(90):
-            await lab.start_central(nursery)
-            await lab.publish(write_image(tmp_path / "a.img", 1, seed=1), "1.0", name=NAME)
-            await _wait_targets_list(lab.seeder_url, f"{NAME}/1.0/manifest.msgpack")
+            await _central_with_release(nursery, lab, tmp_path, canary=True)
             old_world = await _world(lab.seeder_url)  # still valid: within its day
             _release(lab, "pause", "1.0")
             await _wait_targets_list(lab.seeder_url, f"{NAME}/1.0/rollout.msgpack", sequence=2)
@@ -210,9 +214,7 @@ async def test_a_leaked_release_key_is_refused_after_rotation(tmp_path):
     till = lab.devices[0]
     async with trio.open_nursery() as nursery:
         with trio.fail_after(90):
-            await lab.start_central(nursery)
-            await lab.publish(write_image(tmp_path / "a.img", 1, seed=1), "1.0", name=NAME)
-            await _wait_targets_list(lab.seeder_url, f"{NAME}/1.0/manifest.msgpack")
+            await _central_with_release(nursery, lab, tmp_path)
             leaked = load_private_key(lab.private_key)
             out = _seeder(lab, "keys", "rotate", "targets", "--keys", str(lab.keys), "--releases", str(lab.releases))
             assert "root of trust version 2" in out
@@ -250,11 +252,9 @@ async def test_a_leaked_release_key_is_refused_after_rotation(tmp_path):
 async def test_a_rollout_at_the_last_sequence_from_a_leaked_key_is_refused_and_a_newer_one_arrives(tmp_path):
     lab = Lab(tmp_path, devices=1)
     till = lab.devices[0]
-    (lab.releases / "rollouts.toml").write_text('rings = ["canary", "all"]\n[ring_stores]\ncanary = ["S-canary-*"]\n')
     async with trio.open_nursery() as nursery:
         with trio.fail_after(120):
-            await lab.start_central(nursery)
-            await lab.publish(write_image(tmp_path / "a.img", 1, seed=1), "1.0", name=NAME)  # canary elsewhere
+            await _central_with_release(nursery, lab, tmp_path, canary=True)  # canary elsewhere
             await _wait_targets_list(lab.seeder_url, f"{NAME}/1.0/rollout.msgpack", sequence=1)
             leaked = load_private_key(lab.private_key)
             _seeder(lab, "keys", "rotate", "targets", "--keys", str(lab.keys), "--releases", str(lab.releases))
@@ -288,8 +288,7 @@ async def test_a_revocation_cut_off_mid_fetch_arrives_on_a_later_poll(tmp_path):
     till = lab.devices[0]
     async with trio.open_nursery() as nursery:
         with trio.fail_after(90):
-            await lab.start_central(nursery)
-            await lab.publish(write_image(tmp_path / "a.img", 1, seed=1), "1.0", name=NAME)
+            await _central_with_release(nursery, lab, tmp_path)
             fake = await _start_fake(nursery, lab, lab.seeder_url, 1)
             await lab.start_node(nursery, till, extra=_device_via(fake))
             await _refreshes(lab, till)
