@@ -26,8 +26,8 @@ import tomli_w
 import trio
 
 from posswarm.errors import PosswarmError
-from seeder.keys_cli import init_keys
 from posswarm.sales.model import Sale
+from seeder.keys_cli import init_keys
 from tools.lab import bin_path
 
 GOSSIP_PORT = 7946
