@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from securesystemslib.signer import Key
@@ -140,14 +140,16 @@ def _resign_releases(releases: Path, revoked: set[str], key) -> int:
     """Re-sign with ``key`` every manifest and rollout whose inner signature is by a revoked key."""
     count = 0
     for manifest_path in sorted(releases.glob(f"*/*/{MANIFEST_NAME}")):
-        for path, cls, sign in ((manifest_path, Manifest, sign_manifest),
-                                (manifest_path.parent / ROLLOUT_NAME, Rollout, sign_rollout)):
-            if not path.exists():
-                continue
-            doc = cls.from_bytes(path.read_bytes())
-            if doc.key_id in revoked:
-                replace_synced(path, sign(doc, key).to_bytes())
-                count += 1
+        manifest = Manifest.from_bytes(manifest_path.read_bytes())
+        if manifest.key_id in revoked:
+            replace_synced(manifest_path, sign_manifest(manifest, key).to_bytes())
+            count += 1
+        rollout_path = manifest_path.parent / ROLLOUT_NAME
+        if rollout_path.exists() and (rollout := Rollout.from_bytes(rollout_path.read_bytes())).key_id in revoked:
+            # One sequence higher: a seeder or node holding the old document takes only a higher one.
+            renewed = sign_rollout(replace(rollout, sequence=rollout.sequence + 1), key)
+            replace_synced(rollout_path, renewed.to_bytes())
+            count += 1
     return count
 
 

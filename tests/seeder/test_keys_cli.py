@@ -12,6 +12,7 @@ from tuf.api.metadata import Metadata, Root, Targets
 
 from posswarm.keys import key_id, load_private_key
 from posswarm.manifest import Manifest, verify_manifest
+from posswarm.rollout import Rollout
 from posswarm.trust.roles import ENROLMENT_FIELD, RETIRED_FIELD, release_keys
 from tests.seeder.test_cli import assert_one_line_error
 
@@ -70,6 +71,7 @@ def test_rotating_root_is_signed_by_the_old_root_and_the_new_key(central):
 def test_rotating_the_release_key_keeps_old_releases_and_revoking_it_re_signs_them(central):
     keys, releases = central
     old_key = load_private_key(keys / "targets.key")
+    ok("release", "pause", "pos-os", "1.0", "--releases", releases, "--key", keys / "targets.key")  # rollout 1
     ok("keys", "rotate", "targets", "--keys", keys, "--releases", releases)
     new = root(releases, 2)
     root(releases, 1).verify_delegate("root", new)
@@ -81,7 +83,9 @@ def test_rotating_the_release_key_keeps_old_releases_and_revoking_it_re_signs_th
     verify_manifest(manifest.read_bytes(), ring)
 
     out = ok("keys", "revoke", key_id(old_key.public_key()), "--keys", keys, "--releases", releases)
-    assert "re-signed 1 " in out
+    assert "re-signed 2 " in out  # the manifest, and the rollout one sequence higher
+    rollout = Rollout.from_bytes((releases / "pos-os" / "1.0" / "rollout.msgpack").read_bytes())
+    assert (rollout.sequence, rollout.state) == (2, "paused")
     revoked = root(releases, 3)
     assert key_id(old_key.public_key()) not in release_keys(revoked.signed).ids()
     assert not revoked.signed.unrecognized_fields[RETIRED_FIELD]
