@@ -29,6 +29,7 @@ from posswarm.trust.client import CentralTrust
 from posswarm.trust.state import TrustError
 
 log = logs.get("node")
+MAX_BACKOFF = 4  # poll intervals between tries while no catalog source answers
 
 
 class CatalogFollower:
@@ -58,8 +59,10 @@ class CatalogFollower:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with httpx.AsyncClient(timeout=15.0) as client:
             task_status.started(self)
+            failed_polls = 0
             while True:
                 found = await self._read_catalog(client)
+                failed_polls = 0 if found is not None else failed_polls + 1
                 if found is not None:
                     await self._follow(client, *found)
                 elif self.trust.state is not None:
@@ -68,7 +71,9 @@ class CatalogFollower:
                     await self._follow(client, None, Catalog(self.trust.state.releases))
                 self.keeper.follow_installs()  # an operator's `posswarm rollback` shows in the states
                 self.keeper.retry_failed()
-                with trio.move_on_after(self._poll_s):
+                # Backoff while no source answers (an offline store): up to 4 polls apart; a cache
+                # appearing on the LAN (poll_now) ends the wait at once.
+                with trio.move_on_after(self._poll_s * min(2 ** max(failed_polls - 1, 0), MAX_BACKOFF)):
                     await self._poll_now.wait()
                 self._poll_now = trio.Event()
 
