@@ -43,6 +43,7 @@ class Seeder:
         self._legacy = [load_public_key(public_key_path)] if public_key_path is not None else []
         self.public_key = KeyRing(self._legacy)
         self._root_stamp: tuple | None = None
+        self._files_stamp: tuple | None = None
         self.timestamp_key = timestamp_key
         if timestamp_expiry_s < 2:  # seconds only make sense in tests; central runs with hours or a day
             raise PosswarmError(f"--timestamp-expiry-s {timestamp_expiry_s}: too short (use at least 2 s; default 1 day)")
@@ -134,7 +135,9 @@ class Seeder:
             # Read each time: `keys rotate timestamp` replaces the file under the running seeder.
             if self.repository.renew_timestamp(load_private_key(self.timestamp_key), self.timestamp_expiry_s):
                 log.info("tuf.timestamp", expires_in_s=self.timestamp_expiry_s)
-        self.shelf.tuf = self.repository.files()
+        stamp = self.repository.stamp()
+        if stamp != self._files_stamp:  # targets.json can be megabytes: read again only when it changed
+            self.shelf.tuf, self._files_stamp = self.repository.files(), stamp
 
     async def _scan_forever(self) -> None:
         while True:

@@ -88,6 +88,11 @@ class Repository:
                 out[name] = (self.dir / name).read_bytes()
         return out
 
+    def stamp(self) -> tuple:
+        """(name, mtime_ns, size, inode) of every metadata file: changes whenever one is rewritten."""
+        return tuple(sorted((p.name, st.st_mtime_ns, st.st_size, st.st_ino)
+                            for p in self.dir.glob("*.json") if (st := p.stat())))
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Two operators (a publish and a promote) must not both write targets version N+1."""
