@@ -64,12 +64,17 @@ class HeldRollouts:
             try:
                 data = await get_bounded(client, url, MAX_ROLLOUT_BYTES, what=f"release {entry.release_id}: rollout")
                 check_bytes(entry, "rollout", entry.rollout, data)  # bound to its manifest in the signed targets
-                candidate = verify_rollout(data, self.public_key, name=entry.name, version=entry.version)
-                rollout = newer(held[0] if held else None, candidate)
             except Unreachable as exc:  # not a verdict: asked again on the next poll (a revocation must arrive)
                 log.warning("rollout.unreachable", release=entry.release_id, reason=str(exc)[:300])
                 continue
-            except PosswarmError as exc:  # a bad signature, garbage, a replay: this sequence is not asked again
+            except PosswarmError as exc:  # this source served other (or too many) bytes than central listed: ask again
+                log.error("rollout.refused", release=entry.release_id, source=base_url,
+                          reason=f"{exc}; asked again on the next poll")
+                continue
+            try:
+                candidate = verify_rollout(data, self.public_key, name=entry.name, version=entry.version)
+                rollout = newer(held[0] if held else None, candidate)
+            except PosswarmError as exc:  # the listed document itself is bad: this sequence is not asked again
                 self._refused[key] = entry.rollout_sequence
                 log.error("rollout.refused", release=entry.release_id, reason=str(exc).splitlines()[0][:300])
                 continue

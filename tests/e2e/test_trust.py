@@ -275,7 +275,11 @@ async def test_a_rollout_at_the_last_sequence_from_a_leaked_key_is_refused_and_a
             assert not held.exists() or Rollout.from_bytes(held.read_bytes()).sequence < MAX_COUNT
             assert (await _refreshes(lab, till, 1))["releases"] == []
 
+            # A forgery is the source's fault, not the document's: central's own sequence 1 arrives once served.
             del fake.swap[f"/releases/{NAME}/1.0/rollout.msgpack"]
+            while not held.exists():
+                await trio.sleep(0.1)
+            assert Rollout.from_bytes(held.read_bytes()).sequence == 1
             _release(lab, "pause", "1.0")  # central's next, legitimately signed rollout
             while not held.exists() or Rollout.from_bytes(held.read_bytes()).sequence != 2:
                 await trio.sleep(0.1)
