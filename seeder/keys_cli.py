@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from securesystemslib.signer import Key
+from tuf.api.exceptions import RepositoryError
 from tuf.api.metadata import Metadata, Root
 
 from posswarm.errors import PosswarmError
@@ -34,6 +35,10 @@ def add_command(sub) -> None:
         a.add_argument("--keys", required=True, type=Path, help="keys directory (ROLE.key files and root.json)")
         a.add_argument("--releases", required=True, type=Path, help="releases directory (the seeder's RELEASES)")
     i.add_argument("--timestamp-expiry-s", type=int, default=86400, help="first timestamp's life (default: 1 day)")
+    i.add_argument("--root-keys", type=int, default=1,
+                   help="root keys to make (root.key, root.2.key, ...; one per officer; default 1)")
+    i.add_argument("--root-threshold", type=int, default=1,
+                   help="how many root keys must sign a new root (default 1)")
 
 
 def run(args) -> int:
@@ -54,21 +59,29 @@ class CentralKeys:
         return self.dir / ROOT_FILE
 
 
-def init_keys(keys_dir: Path, releases: Path, *, timestamp_expiry_s: int = 86400) -> CentralKeys:
-    """One Ed25519 key per role in ``keys_dir``, the first root.json there, and RELEASES/.tuf signed with them."""
+def init_keys(keys_dir: Path, releases: Path, *, timestamp_expiry_s: int = 86400, root_keys: int = 1,
+              root_threshold: int = 1) -> CentralKeys:
+    """One Ed25519 key per role in ``keys_dir`` (``root_keys`` for root), the first root.json there, and
+    RELEASES/.tuf signed with them."""
     repo = Repository(releases)
     if repo.exists():
         raise PosswarmError(f"TUF repository {repo.dir}: already initialised (rotate keys with `posswarm-seeder keys "
                             "rotate`, never re-initialise: nodes would refuse it)")
     Path(releases).mkdir(parents=True, exist_ok=True)
+    if not 1 <= root_keys <= 16:
+        raise PosswarmError(f"--root-keys {root_keys}: choose 1..16")
+    if not 1 <= root_threshold <= root_keys:
+        raise PosswarmError(f"--root-threshold {root_threshold}: must be 1..{root_keys} (the root keys made)")
     keys = {role: load_private_key(generate_keypair(keys_dir, role)[0]) for role in ROLES}
-    repo.init(keys, timestamp_expiry_s=timestamp_expiry_s)
+    more = tuple(load_private_key(generate_keypair(keys_dir, f"root.{i}")[0]) for i in range(2, root_keys + 1))
+    repo.init(keys, more_root_keys=more, root_threshold=root_threshold, timestamp_expiry_s=timestamp_expiry_s)
     _copy_root(repo, keys_dir)
     return CentralKeys(Path(keys_dir))
 
 
 def _init(args) -> int:
-    keys = init_keys(args.keys, args.releases, timestamp_expiry_s=args.timestamp_expiry_s)
+    keys = init_keys(args.keys, args.releases, timestamp_expiry_s=args.timestamp_expiry_s,
+                     root_keys=args.root_keys, root_threshold=args.root_threshold)
     for role in ROLES:
         print(f"{role}: {keys.key(role)} (key id {key_id(load_private_key(keys.key(role)).public_key())})")
     print(f"root of trust version 1 -> {keys.root} (copy it to every node as central.root)")
@@ -77,7 +90,8 @@ def _init(args) -> int:
 
 def _rotate(args) -> int:
     repo = Repository(args.releases)
-    old_root_key = _key(args.keys, "root")
+    old_root_keys = _root_keys(args.keys)
+    _check_quorum(repo.root(), old_root_keys, args.keys)  # before any key file moves
     old_key_file = args.keys / f"{args.role}.key"
     old_key = _key(args.keys, args.role)
     retired = args.keys / f"{args.role}.{key_id(old_key.public_key())}.retired.key"
@@ -95,7 +109,7 @@ def _rotate(args) -> int:
                 root.unrecognized_fields.setdefault(RETIRED_FIELD, {})[keyid] = key.to_dict()
         root.add_key(tuf_key(new_key.public_key()), args.role)
         # The old root's threshold and, for the root role, the new key too: a node checks both.
-        signers = [old_root_key] + ([new_key] if args.role == "root" else [])
+        signers = old_root_keys + ([new_key] if args.role == "root" else [])
         _sign_and_write(repo, md, signers)
     _copy_root(repo, args.keys)
     if args.role in ("targets", "snapshot"):
@@ -113,6 +127,7 @@ def _revoke(args) -> int:
     with repo.lock():
         md = _next_root(repo)
         root = md.signed
+        _check_quorum(repo.root(), _root_keys(args.keys), args.keys)
         hits = [(keyid, role) for role in ROLES for keyid in root.roles[role].keyids
                 if wanted in (keyid, _short(root, keyid))]
         retired = root.unrecognized_fields.get(RETIRED_FIELD, {})
@@ -127,7 +142,7 @@ def _revoke(args) -> int:
         short_ids = {_short(root, k) for k, _ in hits if k in root.keys} | {_short_of(retired[k]) for k in retired_hits}
         for k in retired_hits:
             del retired[k]
-        _sign_and_write(repo, md, [_key(args.keys, "root")])
+        _sign_and_write(repo, md, _root_keys(args.keys))
     _copy_root(repo, args.keys)
     resigned = _resign_releases(args.releases, short_ids, _key(args.keys, "targets"))
     repo.update_targets(_key(args.keys, "targets"), _key(args.keys, "snapshot"))
@@ -162,9 +177,26 @@ def _next_root(repo: Repository) -> Metadata[Root]:
 
 
 def _sign_and_write(repo: Repository, md: Metadata[Root], keys) -> None:
+    """Sign the next root and write it, once both the old root's threshold and its own are met (a node
+    checks both: a root that fails them would strand every store)."""
     for key in keys:
         md.sign(signer(key), append=True)
+    old = repo.root()
+    try:
+        old.verify_delegate("root", md)
+        md.verify_delegate("root", md)
+    except RepositoryError as exc:  # python-tuf's UnsignedMetadataError: a threshold missed
+        raise PosswarmError(f"root of trust version {md.signed.version}: not enough root signatures ({exc}); "
+                            "gather the root keys of the threshold into --keys and run it again") from None
     repo.write_root(md)
+
+
+def _check_quorum(root: Metadata[Root], keys: list, keys_dir: Path) -> None:
+    role = root.signed.roles["root"]
+    present = {tuf_key(k.public_key()).keyid for k in keys} & set(role.keyids)
+    if len(present) < role.threshold:
+        raise PosswarmError(f"root keys in {keys_dir}: {len(present)} of the {role.threshold} the root threshold "
+                            "needs; gather them (root.key, root.2.key, ...) into --keys and run it again")
 
 
 def _short(root: Root, keyid: str) -> str:
@@ -174,6 +206,12 @@ def _short(root: Root, keyid: str) -> str:
 def _short_of(key_dict: dict) -> str:
     public = ed25519_of(Key.from_dict("x", dict(key_dict)))
     return key_id(public) if public is not None else ""
+
+
+def _root_keys(keys_dir: Path) -> list:
+    """Every root key in the keys directory (root.key, root.2.key, ...): together they meet the old root's
+    threshold. Where the root keys live apart (one per officer), gather them for the signing."""
+    return [load_private_key(p) for p in sorted(keys_dir.glob("root*.key")) if ".retired." not in p.name]
 
 
 def _key(keys_dir: Path, role: str):

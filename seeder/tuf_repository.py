@@ -106,18 +106,26 @@ class Repository:
 
     # ---- changes -----------------------------------------------------------------------------
 
-    def init(self, keys: dict[str, object], *, timestamp_expiry_s: int = DEFAULT_TIMESTAMP_EXPIRY_S) -> Metadata[Root]:
-        """Root version 1 naming one key per role (threshold 1), and empty targets, snapshot and timestamp."""
+    def init(self, keys: dict[str, object], *, more_root_keys: tuple = (), root_threshold: int = 1,
+             timestamp_expiry_s: int = DEFAULT_TIMESTAMP_EXPIRY_S) -> Metadata[Root]:
+        """Root version 1 naming one key per role (threshold 1; the root role may hold more keys and need
+        ``root_threshold`` of them), and empty targets, snapshot and timestamp."""
         if self.exists():
             raise PosswarmError(f"TUF repository {self.dir}: already initialised (rotate keys with "
                                 "`posswarm-seeder keys rotate`, never re-initialise: nodes would refuse it)")
+        root_keys = [keys["root"], *more_root_keys]
+        if not 1 <= root_threshold <= len(root_keys):
+            raise PosswarmError(f"--root-threshold {root_threshold}: must be 1..{len(root_keys)} (the root keys made)")
         root = Root(version=1, expires=now_utc() + ROOT_EXPIRY, consistent_snapshot=False,
-                    roles={role: Role([], 1) for role in ROLES},
+                    roles={role: Role([], root_threshold if role == "root" else 1) for role in ROLES},
                     unrecognized_fields={ENROLMENT_FIELD: {"keyids": [], "threshold": 1}})
         for role in ROLES:
             root.add_key(tuf_key(keys[role].public_key()), role)
+        for key in more_root_keys:
+            root.add_key(tuf_key(key.public_key()), "root")
         md = Metadata(root)
-        md.sign(signer(keys["root"]))
+        for key in root_keys:
+            md.sign(signer(key), append=True)
         with self.lock():
             self.write_root(md)
             self._sign_targets(keys["targets"], keys["snapshot"], 0)

@@ -102,3 +102,21 @@ def test_a_role_s_last_key_cannot_be_revoked_and_unknown_keys_are_named(central)
                           "last 1 key(s)", "keys rotate targets")
     assert_one_line_error(run("keys", "revoke", "0123456789abcdef", "--keys", keys, "--releases", releases), 1,
                           "not in the root of trust")
+
+
+def test_a_root_of_three_officers_needs_two_to_sign_a_new_root(tmp_path):
+    keys, releases = tmp_path / "keys", tmp_path / "releases"
+    ok("keys", "init", "--keys", keys, "--releases", releases, "--root-keys", "3", "--root-threshold", "2")
+    first = root(releases, 1)
+    assert len(first.signed.roles["root"].keyids) == 3 and first.signed.roles["root"].threshold == 2
+    (keys / "root.3.key").unlink()  # one officer is away: two of three still sign
+    ok("keys", "rotate", "snapshot", "--keys", keys, "--releases", releases)
+    first.verify_delegate("root", root(releases, 2))
+    (keys / "root.2.key").unlink()  # one key left: below the threshold, nothing is written or moved
+    before = sorted(p.name for p in keys.iterdir())
+    assert_one_line_error(run("keys", "rotate", "targets", "--keys", keys, "--releases", releases), 1,
+                          "1 of the 2 the root threshold needs")
+    assert sorted(p.name for p in keys.iterdir()) == before
+    assert not (releases / ".tuf" / "3.root.json").exists()
+    assert_one_line_error(run("keys", "init", "--keys", tmp_path / "k2", "--releases", tmp_path / "r2",
+                              "--root-keys", "2", "--root-threshold", "3"), 1, "--root-threshold 3")
