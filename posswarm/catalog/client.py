@@ -11,7 +11,7 @@ from posswarm.catalog.model import MAX_CATALOG_BYTES, Catalog, CatalogEntry
 from posswarm.errors import PosswarmError, Unreachable
 from posswarm.manifest import MAX_MANIFEST_BYTES, Manifest, verify_manifest
 from posswarm.release import MANIFEST_NAME, MAX_TORRENT_BYTES, TORRENT_NAME, torrent_info_hashes
-from posswarm.trust.state import check_bytes
+from posswarm.trust.state import TrustError, check_bytes
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,9 @@ async def fetch_release(client: httpx.AsyncClient, base_url: str, entry: Catalog
     manifest_bytes = await get_bounded(client, f"{base}/{MANIFEST_NAME}", MAX_MANIFEST_BYTES, what=what)
     try:
         check_bytes(entry, "manifest", entry.manifest, manifest_bytes)
+    except TrustError as exc:  # the source's fault, not the release's: a forging or stale cache; asked again
+        raise Unreachable(f"{exc}; from {base_url}, asked again on the next poll", "other bytes than central listed") from None
+    try:
         manifest = verify_manifest(manifest_bytes, public_key)
     except PosswarmError as exc:
         text = str(exc)

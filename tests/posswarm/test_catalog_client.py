@@ -13,7 +13,7 @@ from posswarm import http_service
 from posswarm.catalog.client import fetch_catalog, fetch_release
 from posswarm.catalog.http import catalog_app
 from posswarm.catalog.shelf import Shelf
-from posswarm.errors import PosswarmError
+from posswarm.errors import PosswarmError, Unreachable
 from posswarm.keys import generate_keypair, load_private_key, load_public_key
 from posswarm.trust.state import digest_of
 from seeder.publish import publish
@@ -90,6 +90,8 @@ async def test_tampered_releases_are_refused_with_one_line(central, tamper, says
                 await fetch_release(client, url, replace(catalog.releases[0], manifest=listed), central["public"])
         message = str(caught.value)
         assert says in message and "\n" not in message
+        # Bytes other than central listed are the source's fault: retried, never a verdict on the release.
+        assert isinstance(caught.value, Unreachable) == (tamper == "manifest_byte")
         nursery.cancel_scope.cancel()
 
 
