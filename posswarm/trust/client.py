@@ -120,24 +120,29 @@ class CentralTrust:
     def _refresh_sync(self, url: str) -> CentralState:
         base = url.rstrip("/")
         with httpx.Client(timeout=self.timeout_s) as client:
-            updater = Updater(str(self.dir), f"{base}/tuf/", fetcher=_Fetcher(client), config=LIMITS, bootstrap=None)
             try:
+                updater = Updater(str(self.dir), f"{base}/tuf/", fetcher=_Fetcher(client), config=LIMITS, bootstrap=None)
                 updater.refresh()
-            except tuf_errors.DownloadError as exc:
-                raise Unreachable(f"central state via {base}: cannot fetch it ({_first_line(exc)}); is the source up?",
-                                  _first_line(exc)) from None
-            except httpx.HTTPError as exc:
+            except (tuf_errors.DownloadError, httpx.HTTPError) as exc:
                 raise Unreachable(f"central state via {base}: cannot fetch it ({_first_line(exc)}); is the source up?",
                                   _first_line(exc)) from None
             except tuf_errors.ExpiredMetadataError as exc:
                 raise TrustError(f"central state via {base}: refused, {_first_line(exc)} (central's timestamp "
                                  "expired: an offline or replaying source; nothing new is installed from it)") from None
+            except OSError as exc:  # a full or read-only data disk: not a verdict on central
+                raise Unreachable(f"central state via {base}: cannot keep it in {self.dir} ({exc.strerror}; free space "
+                                  "on the data disk, the node retries)", str(exc.strerror)) from None
             except (tuf_errors.RepositoryError, ValueError) as exc:
                 raise TrustError(f"central state via {base}: refused, {type(exc).__name__}: {_first_line(exc)} "
                                  "(a replayed, forged or stripped document; kept the state verified before)") from None
-        root = self._local_root()
+        try:
+            root = self._local_root()
+            state = _verified_local(self.dir, root)
+        except (OSError, ValueError, tuf_errors.RepositoryError, PosswarmError) as exc:
+            raise TrustError(f"central state via {base}: refused, what python-tuf kept in {self.dir} does not "
+                             f"verify ({_first_line(exc)}); the next refresh fetches it again") from None
         self.keyring.replace(release_keys(root.signed).keys())
-        return _verified_local(self.dir, root)
+        return state
 
     def fresh(self, now: float) -> bool:
         return self.state is not None and self.state.fresh(now, self.grace_s)
