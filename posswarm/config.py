@@ -29,7 +29,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "node.bt_port": ("bt_port", "libtorrent listen port (0 = any free port)"),
     "node.http_port": ("http_port", "cache only: port of the store catalog the devices read (0 = any free port)"),
     "node.log_level": ("log_level", "debug, info, warning or error"),
-    "central.public_key": ("public_key", "path of the central Ed25519 public key (central.pub); the one thing trusted"),
+    "central.root": ("root", "path of central's root of trust (root.json from `posswarm-seeder keys init`); the one thing trusted"),
+    "central.expiry_grace_s": ("expiry_grace_s", "seconds past the expiry of central's signed timestamp before new installs stop"),
     "central.catalog_url": ("catalog_url", "cache only: URL of the central seeder, e.g. 'http://central:8080'"),
     "central.tracker_url": ("tracker_url", "announce URL of the tracker ('' = do not announce)"),
     "store.cache_url": ("cache_url", "device only: the store cache's URL where mDNS is blocked ('' = find it by mDNS)"),
@@ -53,7 +54,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "timing.status_every_s": ("status_every_s", "seconds between rewrites of status.json"),
     "timing.scrub_every_s": ("scrub_every_s", "seconds between re-reads of every held chunk against its BLAKE3"),
 }
-REQUIRED = ("node.role", "node.store", "node.address", "node.lan_network", "central.public_key")
+REQUIRED = ("node.role", "node.store", "node.address", "node.lan_network", "central.root")
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class NodeConfig:
     store: str
     address: str
     lan_network: str
-    public_key: Path
+    root: Path
     node_id: str = field(default_factory=socket.gethostname)
     device_class: str = "pos"
     data_dir: Path = Path("/var/lib/posswarm")
@@ -72,6 +73,7 @@ class NodeConfig:
     http_port: int = 0
     log_level: str = "info"
     catalog_url: str = ""
+    expiry_grace_s: float = 3600.0
     tracker_url: str = ""
     cache_url: str = ""
     gossip_key_file: str = ""
@@ -137,7 +139,7 @@ def from_dict(raw: dict, *, source: str = "config") -> NodeConfig:
         if not ok:
             kind = "list of strings" if want.startswith("tuple") else want.lower()
             raise PosswarmError(f"{source}: '{key}' must be a {kind}, got {value!r}")
-    for key in ("data_dir", "public_key"):
+    for key in ("data_dir", "root"):
         if key in kwargs:
             kwargs[key] = Path(kwargs[key])
     if "wan_schedule" in kwargs:
@@ -201,5 +203,7 @@ def _check(c: NodeConfig, source: str) -> None:
     if c.gossip_key_file and not Path(c.gossip_key_file).is_file():
         raise PosswarmError(f"{source}: 'store.gossip_key_file' {c.gossip_key_file} does not exist"
                             " (copy the store's gossip key there, the same file on every node of the store)")
-    if not c.public_key.is_file():
-        raise PosswarmError(f"{source}: 'central.public_key' {c.public_key} does not exist (copy central.pub there)")
+    if not c.root.is_file():
+        raise PosswarmError(f"{source}: 'central.root' {c.root} does not exist (copy central's root.json there)")
+    if c.expiry_grace_s < 0:
+        raise PosswarmError(f"{source}: 'central.expiry_grace_s' must be >= 0 seconds, got {c.expiry_grace_s}")

@@ -1,4 +1,4 @@
-"""Central's Ed25519 signing key: generate, load, and name it by a short key id."""
+"""Central's Ed25519 signing keys: generate, load, name each by a short key id, and hold a set of trusted ones."""
 
 from __future__ import annotations
 
@@ -11,14 +11,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from posswarm.errors import PosswarmError
 
-PRIVATE_NAME = "central.key"
-PUBLIC_NAME = "central.pub"
 
-
-def generate_keypair(out_dir: Path) -> tuple[Path, Path]:
-    """Write a new ``central.key`` (PEM PKCS8, 0600) and ``central.pub`` into ``out_dir``."""
+def generate_keypair(out_dir: Path, name: str = "central") -> tuple[Path, Path]:
+    """Write a new ``NAME.key`` (PEM PKCS8, 0600) and ``NAME.pub`` into ``out_dir``."""
     out_dir = Path(out_dir)
-    priv_path, pub_path = out_dir / PRIVATE_NAME, out_dir / PUBLIC_NAME
+    priv_path, pub_path = out_dir / f"{name}.key", out_dir / f"{name}.pub"
     for path in (priv_path, pub_path):
         if path.exists():
             raise PosswarmError(f"key file {path}: already exists (refusing to overwrite a signing key; pick another --out)")
@@ -91,3 +88,34 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     """First 16 hex chars of BLAKE3 over the raw 32-byte public key."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return blake3.blake3(raw).hexdigest()[:16]
+
+
+class KeyRing:
+    """The release keys a node trusts for the inner signature of manifests and rollouts, by key id.
+
+    Built from the root of trust (posswarm/trust/roles.py): a key the root no longer lists is not here,
+    so a document signed by a revoked key fails its signature check."""
+
+    def __init__(self, keys: list[Ed25519PublicKey]) -> None:
+        self._keys = {key_id(k): k for k in keys}
+
+    def replace(self, keys: list[Ed25519PublicKey]) -> None:
+        """Take the keys of a newer root (every holder of this ring sees the change)."""
+        self._keys = {key_id(k): k for k in keys}
+
+    def keys(self) -> list[Ed25519PublicKey]:
+        return list(self._keys.values())
+
+    def get(self, kid: str) -> Ed25519PublicKey | None:
+        return self._keys.get(kid)
+
+    def ids(self) -> list[str]:
+        return sorted(self._keys)
+
+
+def trusted_key(trusted: Ed25519PublicKey | KeyRing, signer: str) -> tuple[Ed25519PublicKey | None, str]:
+    """The key among ``trusted`` with id ``signer`` (None if none) and how to name what is trusted in an error."""
+    if isinstance(trusted, KeyRing):
+        return trusted.get(signer), "any release key of the root of trust (" + ", ".join(trusted.ids()) + ")"
+    kid = key_id(trusted)
+    return (trusted if kid == signer else None), kid

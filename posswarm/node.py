@@ -22,12 +22,12 @@ from posswarm.config import NodeConfig, kbps_to_bytes_per_s
 from posswarm.datadir import DataDir
 from posswarm.discovery import mdns
 from posswarm.discovery.records import Advert
-from posswarm.keys import load_public_key
 from posswarm.release_keeper import ReleaseKeeper
 from posswarm.rollout_store import HeldRollouts
 from posswarm.store_peers import StorePeers
 from posswarm.storedata.service import StoreData
 from posswarm.torrent.session import SessionConfig, TorrentSession
+from posswarm.trust.client import CentralTrust
 from posswarm.wan_caps import WanCaps
 
 log = logs.get("node")
@@ -50,16 +50,22 @@ class Node:
         self.announcer: Announcer | None = None
         self.storedata: StoreData | None = None  # sales and SKU catalog, when store.gossip_key_file is set
         self.rollouts: HeldRollouts | None = None
+        self.trust: CentralTrust | None = None
         self._handed_out: set[tuple[str, str, int]] = set()  # (release, ip, port) the tracker gave us, logged once
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         c = self.config
-        public_key = load_public_key(c.public_key)
         self.data.create()
+        # The root of trust (TUF, posswarm/trust): its release keys check manifests and rollouts.
+        self.trust = CentralTrust(c.root, self.data.root / "tuf", grace_s=c.expiry_grace_s)
+        await trio.to_thread.run_sync(self.trust.load)
+        public_key = self.trust.keyring
         self.rollouts = HeldRollouts(self.data.root / "rollouts", public_key)
         await trio.to_thread.run_sync(self.rollouts.load)
         for _, (rollout, data) in self.rollouts.items():
             self.shelf.put_rollout(rollout, data)  # a cache relays them to its devices
+        if c.is_cache:  # and central's metadata it verified before, until a fresh one arrives
+            self.shelf.tuf = await trio.to_thread.run_sync(self.trust.relay_files)
         session = TorrentSession(SessionConfig(
             listen_ip=c.address, listen_port=c.bt_port, lan_network=str(self.lan), lan_only=not c.is_cache,
             download_limit_wan=kbps_to_bytes_per_s(c.wan_download_kbps), upload_limit_wan=kbps_to_bytes_per_s(c.wan_upload_kbps)))
@@ -77,7 +83,7 @@ class Node:
                                    public_key, rollouts=self.rollouts, peers=self.peers, on_change=self._kick_tracker)
             self.keeper = await nursery.start(keeper.run)  # resumes what an earlier run laid out
             self.follower = await nursery.start(CatalogFollower(
-                self.keeper, self.rollouts, self.shelf, public_key, sources=self._catalog_sources,
+                self.keeper, self.rollouts, self.shelf, self.trust, sources=self._catalog_sources,
                 poll_s=c.catalog_poll_s).run)
             send, receive = trio.open_memory_channel(1000)
             nursery.start_soon(self.peers.run, receive)

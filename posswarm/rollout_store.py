@@ -8,7 +8,7 @@ import httpx
 
 from posswarm import logs
 from posswarm.catalog.client import get_bounded
-from posswarm.catalog.model import Catalog
+from posswarm.catalog.model import Catalog, CatalogEntry
 from posswarm.errors import PosswarmError, Unreachable
 from posswarm.fsync import replace_synced
 from posswarm.rollout import (
@@ -21,6 +21,7 @@ from posswarm.rollout import (
     newer,
     verify_rollout,
 )
+from posswarm.trust.state import check_bytes, digest_of
 
 log = logs.get("rollouts")
 
@@ -62,12 +63,18 @@ class HeldRollouts:
             url = f"{base_url.rstrip('/')}{entry.path}/{ROLLOUT_NAME}"
             try:
                 data = await get_bounded(client, url, MAX_ROLLOUT_BYTES, what=f"release {entry.release_id}: rollout")
-                candidate = verify_rollout(data, self.public_key, name=entry.name, version=entry.version)
-                rollout = newer(held[0] if held else None, candidate)
+                check_bytes(entry, "rollout", entry.rollout, data)  # bound to its manifest in the signed targets
             except Unreachable as exc:  # not a verdict: asked again on the next poll (a revocation must arrive)
                 log.warning("rollout.unreachable", release=entry.release_id, reason=str(exc)[:300])
                 continue
-            except PosswarmError as exc:  # a bad signature, garbage, a replay: this sequence is not asked again
+            except PosswarmError as exc:  # this source served other (or too many) bytes than central listed: ask again
+                log.error("rollout.refused", release=entry.release_id, source=base_url,
+                          reason=f"{exc}; asked again on the next poll")
+                continue
+            try:
+                candidate = verify_rollout(data, self.public_key, name=entry.name, version=entry.version)
+                rollout = newer(held[0] if held else None, candidate)
+            except PosswarmError as exc:  # the listed document itself is bad: this sequence is not asked again
                 self._refused[key] = entry.rollout_sequence
                 log.error("rollout.refused", release=entry.release_id, reason=str(exc).splitlines()[0][:300])
                 continue
@@ -84,6 +91,11 @@ class HeldRollouts:
                      ring=rollout.ring)
             taken.append(rollout)
         return taken
+
+    def holds(self, entry: CatalogEntry) -> bool:
+        """Whether the rollout central's signed targets list for ``entry`` is the one held (or there is none)."""
+        held = self._held.get((entry.name, entry.version))
+        return entry.rollout is None or (held is not None and digest_of(held[1]) == entry.rollout)
 
     def decision(self, name: str, version: str, *, store: str, device_class: str, role: str) -> Decision | None:
         """What the held document says this node does about the release; None when it has none."""

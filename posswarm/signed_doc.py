@@ -9,7 +9,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from posswarm.errors import PosswarmError
-from posswarm.keys import key_id
+from posswarm.keys import KeyRing, trusted_key
 
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 MAX_COUNT = 2**63 - 1
@@ -38,12 +38,13 @@ def parse_canonical(data: object, build, *, what: str, limit: int, error: type[P
 
 
 def check_signature(*, release_id: str, what: str, signer: str, signature: bytes, signed: bytes,
-                    public_key: Ed25519PublicKey, error: type[PosswarmError]) -> None:
-    """``error`` naming the release and both keys unless the central key signed ``signed``."""
-    trusted = key_id(public_key)
-    if signer != trusted:
+                    public_key: Ed25519PublicKey | KeyRing, error: type[PosswarmError]) -> None:
+    """``error`` naming the release and both keys unless a trusted key (one, or a ring of them) signed ``signed``."""
+    key, trusted = trusted_key(public_key, signer)
+    if key is None:
         raise error(f"release {release_id}: {what} is signed by key {signer}, not {trusted} "
-                    "(wrong central.pub configured, or was it re-signed?)")
+                    "(a revoked or unknown key, or the wrong root of trust configured; was it re-signed?)")
+    public_key, trusted = key, signer
     try:
         if len(signature) != 64:
             raise InvalidSignature

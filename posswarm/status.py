@@ -66,6 +66,8 @@ def node_document(node) -> dict:
         "peers": sorted(node.peers.peers), "releases": releases, "installed": installed, "rejected": refused,
         "wan_caps_kbps": {"download": node.wan.kbps[0], "upload": node.wan.kbps[1]},
         "catalog": {"url": follower.url, "last_ok": follower.last_ok, "error": follower.last_error},
+        # Central's signed state: fresh or why not (an offline store installs nothing new), versions, refusals.
+        "central_state": follower.trust.status(time.time()),
         "tracker": {
             "url": shown_url(c.tracker_url) if c.tracker_url else None,
             "last_ok": announcer.last_contact if announcer else None,

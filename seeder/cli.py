@@ -1,4 +1,4 @@
-"""`posswarm-seeder`: keygen, publish and serve at central."""
+"""`posswarm-seeder`: keys, publish and serve at central."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from posswarm import logs
 from posswarm.errors import PosswarmError
 from posswarm.keys import generate_keypair, key_id, load_private_key
-from seeder import rollout_cli
+from seeder import keys_cli, rollout_cli
 
 PROG = "posswarm-seeder"
 
@@ -21,14 +21,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="stderr log level (default: info for serve, warning otherwise)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    k = sub.add_parser("keygen", help="create central.key / central.pub")
+    keys_cli.add_command(sub)
+    k = sub.add_parser("keygen", help="create a lone central.key / central.pub (prefer `keys init`: roles and rotation)")
     k.add_argument("--out", required=True, type=Path, help="directory for the key pair")
 
     pub = sub.add_parser("publish", help="publish a file (image) or directory (app) as a signed release")
     pub.add_argument("path", type=Path, help="payload file or directory")
     pub.add_argument("--name", required=True, help="release name, e.g. pos-os")
     pub.add_argument("--version", required=True, help="release version, e.g. 2026.11")
-    pub.add_argument("--key", required=True, type=Path, help="central.key (Ed25519 PEM)")
+    pub.add_argument("--key", required=True, type=Path, help="the release signing key: KEYS/targets.key from `keys init`")
+    add_snapshot_key(pub)
     pub.add_argument("--out", required=True, type=Path, help="releases directory")
     pub.add_argument("--store", action="append", default=[], help="target store id (repeatable; default all)")
     pub.add_argument("--class", dest="classes", action="append", default=[], help="target device class (repeatable; default all)")
@@ -40,7 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--releases", required=True, type=Path, help="releases directory")
     s.add_argument("--listen", default="0.0.0.0:8080", help="HTTP HOST:PORT (default: 0.0.0.0:8080)")
     s.add_argument("--bt-listen", default="0.0.0.0:6881", help="BitTorrent HOST:PORT (default: 0.0.0.0:6881)")
-    s.add_argument("--key-pub", required=True, type=Path, help="central.pub, to check releases before seeding them")
+    s.add_argument("--key-pub", type=Path, default=None,
+                   help="central.pub, only for a RELEASES without a TUF repository (`keys init` makes one)")
+    s.add_argument("--timestamp-key", type=Path, default=None,
+                   help="the online timestamp key (KEYS/timestamp.key): renews central's signed timestamp")
+    s.add_argument("--timestamp-expiry-s", type=float, default=86400.0,
+                   help="life of each signed timestamp; nodes start no new installs once it lapses (default: 1 day)")
     s.add_argument("--tracker", default="", help="tracker announce URL (default: none)")
     s.add_argument("--super-seed", action="store_true",
                    help="BEP 16: give each piece to one cache until others have it, so stores that may seed each "
@@ -101,6 +108,7 @@ def _publish(args) -> int:
             result = publish_release(args.path, progress=lambda d, t: bar.update(task, completed=d, total=t), **kwargs)
     else:
         result = publish_release(args.path, **kwargs)
+    update_signed_state(args.out, key, args.snapshot_key, key_path=args.key)
     m = result.manifest
     mb = m.total_size / 1e6
     rate = mb / result.seconds if result.seconds > 0 else 0.0
@@ -111,6 +119,25 @@ def _publish(args) -> int:
     if first_rollout is not None:
         print(f"rollout: ring {m.targets.ring}, active (rollout 1); promote with `{PROG} release promote {m.name} {m.version}`")
     return 0
+
+
+def add_snapshot_key(parser) -> None:
+    parser.add_argument("--snapshot-key", type=Path, default=None,
+                        help="the snapshot key (default: snapshot.key beside --key)")
+
+
+def update_signed_state(releases: Path, targets_key, snapshot_key_path: Path | None, *, key_path: Path | None = None) -> None:
+    """Re-list RELEASES in central's signed targets and snapshot (the running seeder renews the timestamp)."""
+    from seeder.tuf_repository import Repository
+
+    repo = Repository(releases)
+    if not repo.exists():
+        print(f"{PROG}: warning: {releases} has no TUF repository; nodes take nothing from it until "
+              f"`{PROG} keys init --releases {releases}` makes one", file=sys.stderr)
+        return
+    path = snapshot_key_path or (key_path or Path("targets.key")).with_name("snapshot.key")
+    version = repo.update_targets(targets_key, load_private_key(path))
+    print(f"signed targets version {version}")
 
 
 def _serve(args) -> int:
@@ -133,7 +160,7 @@ def _sku(args) -> int:
     return sku_cli.run(args)
 
 
-_COMMANDS = {"keygen": _keygen, "publish": _publish, "serve": _serve, "sales": _sales, "sku": _sku,
+_COMMANDS = {"keys": keys_cli.run, "keygen": _keygen, "publish": _publish, "serve": _serve, "sales": _sales, "sku": _sku,
              "release": rollout_cli.run}
 
 

@@ -17,6 +17,7 @@ from posswarm.release import MANIFEST_NAME, read_manifest
 from posswarm.rollout import ROLLOUT_NAME, Rollout, implied_rollout, sign_rollout, verify_rollout
 from seeder import rollouts_config
 from seeder.rollouts_config import RolloutsConfig
+from seeder.tuf_repository import Repository
 
 ACTIONS = ("promote", "pause", "resume", "revoke", "show")
 
@@ -37,9 +38,11 @@ def add_command(sub) -> None:
         a.add_argument("version", help="release version, e.g. 2026.11")
         a.add_argument("--releases", required=True, type=Path, help="releases directory (the seeder's RELEASES)")
         if action == "show":
-            a.add_argument("--key-pub", required=True, type=Path, help="central.pub, to check the rollout's signature")
+            a.add_argument("--key-pub", type=Path, default=None,
+                           help="central.pub to check the rollout's signature (default: the release keys of RELEASES/.tuf)")
             continue
-        a.add_argument("--key", required=True, type=Path, help="central.key (Ed25519 PEM) to sign the new rollout")
+        a.add_argument("--key", required=True, type=Path, help="the release signing key (KEYS/targets.key) to sign the new rollout")
+        a.add_argument("--snapshot-key", type=Path, default=None, help="the snapshot key (default: snapshot.key beside --key)")
         if action == "promote":
             a.add_argument("--to", default=None, metavar="RING", help="target ring (default: the next ring)")
             a.add_argument("--rollout-config", type=Path, default=None,
@@ -85,15 +88,30 @@ def run(args) -> int:
         raise PosswarmError(f"release {args.name} {args.version}: not published in {args.releases} "
                             f"(no {directory / MANIFEST_NAME}; check the name, version and --releases)")
     if args.action == "show":
-        print(describe(current(directory, load_public_key(args.key_pub))))
+        print(describe(current(directory, load_public_key(args.key_pub) if args.key_pub else trusted(args.releases))))
         return 0
     key = load_private_key(args.key)
     config = None
     if args.action == "promote":
         config = rollouts_config.for_releases(args.releases, args.rollout_config) or RolloutsConfig()
-    r = change(directory, key, lambda old: transition(old, args.action, config=config, to=getattr(args, "to", None)))
+    r = change(directory, key, lambda old: transition(old, args.action, config=config, to=getattr(args, "to", None)),
+               trusted=trusted(args.releases, key))
     print(f"{describe_line(r)} -> {directory / ROLLOUT_NAME}")
+    from seeder.cli import update_signed_state
+
+    update_signed_state(Path(args.releases), key, args.snapshot_key, key_path=args.key)
     return 0
+
+
+def trusted(releases: Path, key=None):
+    """The keys an existing rollout may be signed by: the repository's release keys (old ones included after a
+    rotation), else just the signing key itself (a RELEASES without a TUF repository)."""
+    repo = Repository(releases)
+    if repo.exists():
+        return repo.keyring()
+    if key is None:
+        raise PosswarmError(f"release show: {releases} has no TUF repository; pass --key-pub")
+    return key.public_key()
 
 
 def current(directory: Path, public_key) -> Rollout:
@@ -108,13 +126,14 @@ def current(directory: Path, public_key) -> Rollout:
     return verify_rollout(data, public_key, name=directory.parent.name, version=directory.name)
 
 
-def change(directory: Path, private_key, step: Callable[[Rollout], Rollout], now: int | None = None) -> Rollout:
+def change(directory: Path, private_key, step: Callable[[Rollout], Rollout], now: int | None = None, *,
+           trusted=None) -> Rollout:
     """Apply ``step`` to the current rollout and write the result signed, one sequence higher, atomically."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         # Two operators changing one release at once must not both write sequence N+1.
         fcntl.flock(fd, fcntl.LOCK_EX)
-        old = current(directory, private_key.public_key())
+        old = current(directory, trusted if trusted is not None else private_key.public_key())
         new = replace(step(old), sequence=old.sequence + 1, created=int(time.time()) if now is None else now)
         signed = sign_rollout(new, private_key)
         try:

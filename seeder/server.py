@@ -13,11 +13,12 @@ from posswarm.catalog.http import catalog_app
 from posswarm.catalog.shelf import Shelf
 from posswarm.endpoint import parse_endpoint
 from posswarm.errors import PosswarmError
-from posswarm.keys import load_public_key
+from posswarm.keys import KeyRing, load_private_key, load_public_key
 from posswarm.release import MANIFEST_NAME, TORRENT_NAME, verify_release
 from posswarm.service import run_until_signalled
 from posswarm.torrent.session import SessionConfig, TorrentSession
 from seeder.rollout_watch import RolloutWatch
+from seeder.tuf_repository import DEFAULT_TIMESTAMP_EXPIRY_S, Repository
 
 log = logs.get("seeder")
 
@@ -29,13 +30,24 @@ SCAN_EVERY_S = 0.5
 class Seeder:
     """Central: watches the releases directory, verifies what appears there, seeds it and lists it."""
 
-    def __init__(self, releases: Path, public_key_path: Path, *, http: tuple[str, int], bt: tuple[str, int],
-                 tracker_url: str = "", web_seeds: tuple[str, ...] = (), super_seed: bool = False, data_dir: Path | None = None, sales_db: str = "") -> None:
+    def __init__(self, releases: Path, public_key_path: Path | None = None, *, http: tuple[str, int], bt: tuple[str, int],
+                 tracker_url: str = "", web_seeds: tuple[str, ...] = (), super_seed: bool = False, data_dir: Path | None = None, sales_db: str = "",
+                 timestamp_key: Path | None = None, timestamp_expiry_s: float = DEFAULT_TIMESTAMP_EXPIRY_S) -> None:
         self.releases = releases
         # Store data (sales ingest, SKU catalog) lives beside the releases unless told otherwise.
         self.data_dir = data_dir or releases.parent / "central-data"
         self.sales_db = sales_db or str(self.data_dir / "sales.sqlite")
-        self.public_key = load_public_key(public_key_path)
+        # The release keys of RELEASES/.tuf's root (they change with `keys rotate`); a bare central.pub
+        # only where there is no repository yet (nodes take nothing from such a seeder: nothing is signed).
+        self.repository = Repository(releases)
+        self._legacy = [load_public_key(public_key_path)] if public_key_path is not None else []
+        self.public_key = KeyRing(self._legacy)
+        self._root_stamp: tuple | None = None
+        self._files_stamp: tuple | None = None
+        self.timestamp_key = timestamp_key
+        if timestamp_expiry_s < 2:  # seconds only make sense in tests; central runs with hours or a day
+            raise PosswarmError(f"--timestamp-expiry-s {timestamp_expiry_s}: too short (use at least 2 s; default 1 day)")
+        self.timestamp_expiry_s = timestamp_expiry_s
         self.http = http
         self.bt = bt
         self.tracker_url = tracker_url
@@ -81,6 +93,7 @@ class Seeder:
 
     async def scan(self) -> None:
         """Verify and start seeding every release directory not seen yet (publish renames them into place)."""
+        await self._follow_repository()
         await self.rollouts.refresh(self.shelf)
         for manifest_path in sorted(self.releases.glob(f"*/*/{MANIFEST_NAME}")):
             directory = manifest_path.parent
@@ -101,6 +114,30 @@ class Seeder:
             log.info("release.seeding", release=manifest.release_id, size=manifest.total_size)
             if self.announcer:
                 self.announcer.kick()
+
+    async def _follow_repository(self) -> None:
+        """Take a rotated root's release keys, renew the timestamp (new snapshot, new root, half its life
+        gone) with the online key, and offer the repository's files under ``/tuf/``."""
+        if not await trio.to_thread.run_sync(self.repository.exists):
+            return
+        try:
+            await trio.to_thread.run_sync(self._follow_repository_sync)
+        except (PosswarmError, OSError, ValueError) as exc:
+            log.error("tuf.unavailable", dir=str(self.repository.dir), reason=str(exc).splitlines()[0][:300])
+
+    def _follow_repository_sync(self) -> None:
+        st = (self.repository.dir / "root.json").stat()
+        if (st.st_mtime_ns, st.st_size, st.st_ino) != self._root_stamp:
+            self.public_key.replace(self.repository.keyring().keys() or self._legacy)
+            self._root_stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            log.info("tuf.root", version=self.repository.root().signed.version, release_keys=self.public_key.ids())
+        if self.timestamp_key is not None:
+            # Read each time: `keys rotate timestamp` replaces the file under the running seeder.
+            if self.repository.renew_timestamp(load_private_key(self.timestamp_key), self.timestamp_expiry_s):
+                log.info("tuf.timestamp", expires_in_s=self.timestamp_expiry_s)
+        stamp = self.repository.stamp()
+        if stamp != self._files_stamp:  # targets.json can be megabytes: read again only when it changed
+            self.shelf.tuf, self._files_stamp = self.repository.files(), stamp
 
     async def _scan_forever(self) -> None:
         while True:
@@ -123,7 +160,7 @@ def serve_main(args) -> int:
     """Entry for the ``serve`` subcommand (argparse namespace from seeder.cli)."""
     seeder = Seeder(
         Path(args.releases),
-        Path(args.key_pub),
+        Path(args.key_pub) if getattr(args, "key_pub", None) else None,
         http=parse_endpoint(args.listen, what="--listen", example="0.0.0.0:8080", any_port=True),
         bt=parse_endpoint(args.bt_listen, what="--bt-listen", example="0.0.0.0:6881", any_port=True),
         tracker_url=getattr(args, "tracker", "") or "",
@@ -131,6 +168,11 @@ def serve_main(args) -> int:
         super_seed=bool(getattr(args, "super_seed", False)),
         data_dir=getattr(args, "data_dir", None),
         sales_db=getattr(args, "sales_db", "") or "",
+        timestamp_key=getattr(args, "timestamp_key", None),
+        timestamp_expiry_s=getattr(args, "timestamp_expiry_s", DEFAULT_TIMESTAMP_EXPIRY_S),
     )
+    if seeder.timestamp_key is None:
+        log.warning("tuf.no_timestamp_key", fix="pass --timestamp-key (keys/timestamp.key): without it central's "
+                    "timestamp is never renewed and every node stops installing once it expires")
 
     return run_until_signalled(seeder.run, program="posswarm-seeder")

@@ -25,6 +25,8 @@ PURE = (
     "posswarm/announce.py",
     "posswarm/catalog/model.py",
     "posswarm/catalog/shelf.py",
+    "posswarm/trust/roles.py",
+    "posswarm/trust/state.py",
     "posswarm/discovery/records.py",
     "posswarm/endpoint.py",
     "posswarm/gossip/faults.py",

@@ -18,7 +18,7 @@ import trio
 
 from posswarm import status
 from posswarm.errors import PosswarmError
-from posswarm.keys import generate_keypair
+from seeder.keys_cli import init_keys
 
 _READY = {
     "tracker": re.compile(rb"event='listening'.*?url='([^']+)'"),
@@ -47,7 +47,7 @@ class Lab:
     """Addresses, keys and process handles of one lab; every run picks a random 127.X net and store id."""
 
     def __init__(self, root: Path, *, devices: int, net: int | None = None, store: str | None = None,
-                 announce_interval_s: int = 2, catalog_poll_s: float = 1.0) -> None:
+                 announce_interval_s: int = 2, catalog_poll_s: float = 1.0, timestamp_expiry_s: float = 86400.0) -> None:
         if not 1 <= devices <= 200:
             raise PosswarmError(f"--devices {devices}: choose 1..200 devices")
         self.root = root
@@ -57,12 +57,15 @@ class Lab:
         self.lan_network = f"127.{self.net}.1.0/24"
         self.announce_interval_s = announce_interval_s
         self.catalog_poll_s = catalog_poll_s
+        self.timestamp_expiry_s = timestamp_expiry_s  # of central's signed timestamp (the seeder renews it)
         self.logs = root / "logs"
         self.releases = root / "central" / "releases"
         self.keys = root / "central" / "keys"
         for path in (self.logs, self.releases, self.keys):
             path.mkdir(parents=True, exist_ok=True)
-        self.private_key, self.public_key = generate_keypair(self.keys)
+        # Central's role keys and root of trust, as `posswarm-seeder keys init` makes them.
+        self.central_keys = init_keys(self.keys, self.releases)
+        self.private_key, self.root_of_trust = self.central_keys.key("targets"), self.central_keys.root
         self.tracker_url: str | None = None
         self.seeder_url: str | None = None
         self.pids: dict[str, int] = {}
@@ -96,7 +99,9 @@ class Lab:
         ))
         self.seeder_url = await nursery.start(partial(
             run_process, "seeder",
-            [bin_path("posswarm-seeder"), "serve", "--releases", str(self.releases), "--key-pub", str(self.public_key),
+            [bin_path("posswarm-seeder"), "serve", "--releases", str(self.releases),
+             "--timestamp-key", str(self.central_keys.key("timestamp")),
+             "--timestamp-expiry-s", str(self.timestamp_expiry_s),
              "--listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
              "--bt-listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
              "--tracker", f"{self.tracker_url}/announce"],
@@ -119,7 +124,7 @@ class Lab:
                 "class": "cache" if node.role == "cache" else "pos",
                 "data_dir": str(node.data_dir), "address": node.address, "lan_network": self.lan_network,
             },
-            "central": {"public_key": str(self.public_key), "tracker_url": f"{self.tracker_url}/announce"},
+            "central": {"root": str(self.root_of_trust), "tracker_url": f"{self.tracker_url}/announce"},
             "timing": {"catalog_poll_s": self.catalog_poll_s, "status_every_s": 0.5},
         }
         if node.role == "cache":

@@ -17,8 +17,8 @@ import tomli_w
 import trio
 
 from posswarm.errors import PosswarmError
-from posswarm.keys import generate_keypair
 from posswarm.sales import stored
+from seeder.keys_cli import init_keys
 from tools.lab import bin_path
 
 GOSSIP_PORT = 7946
@@ -53,7 +53,7 @@ class Rig:
         keys = self.root / "central" / "keys"
         keys.mkdir(parents=True)
         (self.root / "central" / "releases").mkdir()
-        self.private_key, self.public_key = generate_keypair(keys)
+        self.central_keys = init_keys(keys, self.root / "central" / "releases")
         self.key_file = self.root / "store.key"
         self.key_file.write_text(SECRET)
         self.central_data = self.root / "central" / "data"
@@ -75,7 +75,8 @@ class Rig:
         seeder_ip = f"127.{self.net}.0.3"
         self.procs["seeder"] = Proc("seeder", [
             bin_path("posswarm-seeder"), "serve", "--releases", str(self.root / "central" / "releases"),
-            "--key-pub", str(self.public_key), "--listen", f"{seeder_ip}:0", "--bt-listen", f"{seeder_ip}:0",
+            "--timestamp-key", str(self.central_keys.key("timestamp")), "--listen", f"{seeder_ip}:0",
+            "--bt-listen", f"{seeder_ip}:0",
             "--data-dir", str(self.central_data)], self.logs / "seeder.log", "event='listening'")
         await self.start("seeder")
         text = (self.logs / "seeder.log").read_text()
@@ -103,7 +104,7 @@ class Rig:
             "node": {"id": name, "role": role, "store": self.store, "class": "cache" if role == "cache" else "pos",
                      "data_dir": str(self.data_dir(name)), "address": self.address(name),
                      "lan_network": f"127.{self.net}.1.0/24", "log_level": "info"},
-            "central": {"public_key": str(self.public_key)},
+            "central": {"root": str(self.central_keys.root)},
             "store": {"gossip_key_file": str(self.key_file), "gossip_port": GOSSIP_PORT, "api_port": 0,
                       "gossip_faults": self.faults},
             "timing": {"status_every_s": 1.0, "catalog_poll_s": 30.0, "sku_poll_s": self.sku_poll_s},

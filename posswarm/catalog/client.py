@@ -11,6 +11,7 @@ from posswarm.catalog.model import MAX_CATALOG_BYTES, Catalog, CatalogEntry
 from posswarm.errors import PosswarmError, Unreachable
 from posswarm.manifest import MAX_MANIFEST_BYTES, Manifest, verify_manifest
 from posswarm.release import MANIFEST_NAME, MAX_TORRENT_BYTES, TORRENT_NAME, torrent_info_hashes
+from posswarm.trust.state import TrustError, check_bytes
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,18 @@ async def fetch_catalog(client: httpx.AsyncClient, base_url: str) -> Catalog:
 
 
 async def fetch_release(client: httpx.AsyncClient, base_url: str, entry: CatalogEntry, public_key) -> FetchedRelease:
-    """Download manifest + torrent for ``entry``; PosswarmError unless the central key signed both
-    (Unreachable, its subclass, when the network failed: that is retried, never remembered)."""
+    """Download manifest + torrent for ``entry``; PosswarmError unless the manifest is the one central's signed
+    targets list, a release key signed it, and the torrent matches it (Unreachable, its subclass, when the
+    network failed: that is retried, never remembered)."""
     base = f"{base_url.rstrip('/')}{entry.path}"
     what = f"release {entry.release_id}"
+    if entry.manifest is None:  # before any byte is fetched: an unsigned listing is never acted on
+        check_bytes(entry, "manifest", None, b"")
     manifest_bytes = await get_bounded(client, f"{base}/{MANIFEST_NAME}", MAX_MANIFEST_BYTES, what=what)
+    try:
+        check_bytes(entry, "manifest", entry.manifest, manifest_bytes)
+    except TrustError as exc:  # the source's fault, not the release's: a forging or stale cache; asked again
+        raise Unreachable(f"{exc}; from {base_url}, asked again on the next poll", "other bytes than central listed") from None
     try:
         manifest = verify_manifest(manifest_bytes, public_key)
     except PosswarmError as exc:

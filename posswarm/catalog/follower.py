@@ -1,8 +1,11 @@
 """Follow a catalog source (central for a cache, the store's caches for a device) and report it to the keeper.
 
-Each poll reads the catalog, takes newer signed rollouts, asks posswarm/lifecycle.py which releases this
-node should take now, fetches and checks their manifests, and hands every result to the release keeper.
-A device tries every catalog source it knows, the last good one first, and never sticks to one that fails.
+Each poll refreshes central's signed state (TUF, posswarm/trust/client.py) through the source, reads the
+source's unsigned catalog for its seeds and web seeds only, takes newer signed rollouts, asks
+posswarm/lifecycle which releases this node should take now, fetches and checks their manifests against
+the signed digests, and hands every result to the release keeper. A device tries every catalog source it
+knows, the last good one first, and never sticks to one that fails. When no source gives a fresh state,
+the node keeps what it has and the life cycle hears that central's state is stale: nothing new starts.
 """
 
 from __future__ import annotations
@@ -21,22 +24,28 @@ from posswarm.endpoint import parse_endpoint
 from posswarm.errors import PosswarmError, Unreachable
 from posswarm.release_keeper import ReleaseKeeper
 from posswarm.rollout_store import HeldRollouts
+from posswarm.trust.client import CentralTrust
+from posswarm.trust.state import TrustError
 
 log = logs.get("node")
+MAX_BACKOFF = 4  # poll intervals between tries while no catalog source answers
 
 
 class CatalogFollower:
     """Polls every ``poll_s`` seconds, or at once after ``poll_now()`` (a cache appeared on the LAN)."""
 
-    def __init__(self, keeper: ReleaseKeeper, rollouts: HeldRollouts, shelf: Shelf, public_key, *,
+    def __init__(self, keeper: ReleaseKeeper, rollouts: HeldRollouts, shelf: Shelf, trust: CentralTrust, *,
                  sources: Callable[[], list[str]], poll_s: float) -> None:
         self.keeper = keeper
         self.rollouts = rollouts
         self.shelf = shelf
-        self._public_key = public_key
+        self.trust = trust
+        self._public_key = trust.keyring
         self._sources = sources  # catalog base URLs to try, in order of preference
         self._poll_s = poll_s
         self._poll_now = trio.Event()
+        self._stale_logged: str | None = None
+        self._pending_relay = None  # a cache: the verified state to relay once its rollouts are held
         self.url: str | None = None  # the source the last good catalog came from
         self.last_ok: float | None = None
         self.last_error: str | None = None
@@ -48,13 +57,21 @@ class CatalogFollower:
         # A source that does not answer a connect within 3 s is skipped for the next one (a LAN answers in ms).
         async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=3.0)) as client:
             task_status.started(self)
+            failed_polls = 0
             while True:
                 found = await self._read_catalog(client)
+                failed_polls = 0 if found is not None else failed_polls + 1
                 if found is not None:
                     await self._follow(client, *found)
+                elif self.trust.state is not None:
+                    # No source gave a fresh state: act on the one verified before, which only holds
+                    # (revocations still apply) once it is past its expiry and grace.
+                    await self._follow(client, None, Catalog(self.trust.state.releases))
                 self.keeper.follow_installs()  # an operator's `posswarm rollback` shows in the states
                 self.keeper.retry_failed()
-                with trio.move_on_after(self._poll_s):
+                # Backoff while no source answers (an offline store): up to 4 polls apart; a cache
+                # appearing on the LAN (poll_now) ends the wait at once.
+                with trio.move_on_after(self._poll_s * min(2 ** max(failed_polls - 1, 0), MAX_BACKOFF)):
                     await self._poll_now.wait()
                 self._poll_now = trio.Event()
 
@@ -66,32 +83,64 @@ class CatalogFollower:
         return sources
 
     async def _read_catalog(self, client: httpx.AsyncClient) -> tuple[str, Catalog] | None:
+        """Central's signed releases via the first source that gives a verified state, with that source's
+        (unsigned) seeds and web seeds; None when none does."""
         errors = []
         for url in self._candidates():
             try:
-                catalog = await fetch_catalog(client, url)
-            except PosswarmError as exc:
+                state = await self.trust.refresh(url)
+            except TrustError as exc:
+                errors.append(str(exc))
+                log.error("central_state.refused", source=url, reason=str(exc)[:300])
+                continue
+            except Unreachable as exc:
                 errors.append(str(exc))
                 continue
+            for line in state.skipped:
+                log.warning("central_state.target_skipped", reason=line)
+            try:
+                hint = await fetch_catalog(client, url)
+            except PosswarmError as exc:  # seeds are a hint: the release list never comes from here
+                log.warning("catalog.hint_unreadable", source=url, reason=str(exc)[:300])
+                hint = Catalog(())
             self.url, self.last_ok, self.last_error = url, time.time(), None
-            return url, catalog
+            if self.keeper.node.is_cache:
+                self._pending_relay = state
+            return url, Catalog(state.releases, hint.seeds, hint.web_seeds)
         if errors and self.last_error != errors[-1]:
             log.warning("catalog.unreachable", reason=errors[-1], tried=len(errors))
         self.last_error = errors[-1] if errors else None
         return None
 
-    async def _follow(self, client: httpx.AsyncClient, url: str, catalog: Catalog) -> None:
-        for rollout in await self.rollouts.refresh(client, url, catalog):
-            self.shelf.put_rollout(rollout, self.rollouts.get(rollout.name, rollout.version)[1])
+    async def _follow(self, client: httpx.AsyncClient, url: str | None, catalog: Catalog) -> None:
+        fresh = self.trust.fresh(time.time())
+        if url is not None:
+            for rollout in await self.rollouts.refresh(client, url, catalog):
+                self.shelf.put_rollout(rollout, self.rollouts.get(rollout.name, rollout.version)[1])
+            # A cache relays central's metadata to its devices once it holds every rollout it lists: else a
+            # device would fetch an older rollout from it and refuse that sequence for a digest mismatch.
+            relay = self._pending_relay
+            if relay is not None and all(self.rollouts.holds(e) for e in relay.releases):
+                self.shelf.tuf = await trio.to_thread.run_sync(self.trust.relay_files)
+                self._pending_relay = None
         self.keeper.follow_rollouts()
+        why = self.trust.why_not_fresh(time.time())
+        if why is not None and why != self._stale_logged:
+            log.warning("central_state.stale", reason=why)
+        self._stale_logged = why
         seeds = [s for s in (_seed(text) for text in catalog.seeds) if s is not None]
         self.keeper.refresh_sources(catalog, seeds)
         entries = {(e.name, e.version): e for e in catalog.releases}
+        # A release whose signed rollout this node does not hold yet is not taken: without the document the
+        # manifest's targets would apply, the widest reach, however central has paused or revoked it.
         offers = [lifecycle.Offer(e.name, e.version, e.targets.stores, e.targets.device_classes)
-                  for e in catalog.releases]
+                  for e in catalog.releases if self.rollouts.holds(e)]
         decisions = {k: d for k in entries if (d := self.keeper.decision(*k)) is not None}
         known = {key: c.record for key, c in self.keeper.releases.items()}
-        for offer in lifecycle.choose(offers, known, self.keeper.node, decisions):
+        chosen = lifecycle.choose(offers, known, self.keeper.node, decisions, central_fresh=fresh)
+        if url is None:  # no source answered: what is chosen (within the grace) is fetched on a later poll
+            return
+        for offer in chosen:
             entry = entries[(offer.name, offer.version)]
             if not self.keeper.listed(entry.name, entry.version):
                 continue

@@ -1,4 +1,5 @@
-"""The catalog's HTTP face (Starlette): ``/catalog``, and each release's manifest and torrent."""
+"""The catalog's HTTP face (Starlette): ``/catalog`` (an unsigned hint), ``/tuf/`` (central's signed state), and each
+release's manifest and torrent."""
 
 from __future__ import annotations
 
@@ -28,12 +29,19 @@ def catalog_app(shelf: Shelf, *, extra_routes: list[Route] | None = None) -> Sta
             return JSONResponse({"error": f"no release file {p['name']} {p['version']} {p['filename']}"}, 404)
         return FileResponse(path, media_type="application/octet-stream")
 
+    async def tuf(request: Request) -> Response:
+        data = shelf.tuf.get(request.path_params["filename"])
+        if data is None:
+            return JSONResponse({"error": f"no TUF metadata {request.path_params['filename'][:80]}"}, 404)
+        return Response(data, media_type="application/json")
+
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True, "releases": len(shelf.manifests())})
 
     routes = [
         Route("/catalog", catalog),
         Route("/releases/{name}/{version}/{filename:path}", release_file),  # FileResponse answers Range (BEP 19)
+        Route("/tuf/{filename}", tuf),  # central's signed state (root, timestamp, snapshot, targets)
         Route("/healthz", health),
         *(extra_routes or []),
     ]

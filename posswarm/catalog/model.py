@@ -14,6 +14,14 @@ MAX_CATALOG_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
+class Digest:
+    """Length and SHA-256 (hex) of a document, as central's signed TUF targets list it."""
+
+    length: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class CatalogEntry:
     """One release as listed in a catalog; the signed manifest it points to is the authority."""
 
@@ -24,6 +32,10 @@ class CatalogEntry:
     targets: Targets
     info_hash_v1: str  # hex
     rollout_sequence: int = 0  # of the signed rollout.msgpack; 0 = none, the manifest's targets apply
+    # From central's signed targets only (posswarm/trust/state.py); an entry parsed from the unsigned
+    # JSON has None here, and every document fetched for it is refused.
+    manifest: Digest | None = None
+    rollout: Digest | None = None
 
     @property
     def release_id(self) -> str:

@@ -22,6 +22,8 @@ class Shelf:
         self._releases: dict[tuple[str, str], tuple[Manifest, Path]] = {}
         # Held in memory, not served from disk: only a document whose signature was checked goes out.
         self._rollouts: dict[tuple[str, str], tuple[Rollout, bytes]] = {}
+        # Central's verified TUF metadata, relayed byte for byte under /tuf/ (file name -> bytes).
+        self.tuf: dict[str, bytes] = {}
         self.seeds: tuple[str, ...] = ()
         self.web_seeds: tuple[str, ...] = ()
 

@@ -33,13 +33,17 @@ def meant_for(offer: Offer, node: NodeFacts, decision: Decision | None) -> bool:
 
 
 def choose(offers: list[Offer], known: dict[str, Record], node: NodeFacts,
-           decisions: dict[tuple[str, str], Decision]) -> list[Offer]:
+           decisions: dict[tuple[str, str], Decision], *, central_fresh: bool = True) -> list[Offer]:
     """The newest release of each name meant for this node now that it has not taken or refused yet.
 
     Older versions stay where they are installed; a paused, revoked or not-yet-promoted newer version
     leaves the next older one in play. A release whose manifest could not be fetched (LISTED) is offered
-    again: a network failure is never a verdict.
+    again: a network failure is never a verdict. While central's signed state is stale (its timestamp
+    expired past the grace: an offline store, or a source replaying an old world) nothing new is taken;
+    what the node has stays, and signed revocations still apply.
     """
+    if not central_fresh:
+        return []
     newest: dict[str, Offer] = {}
     for o in offers:
         if not meant_for(o, node, decisions.get((o.name, o.version))):

@@ -1,8 +1,9 @@
-"""A node fetching releases over real HTTP refuses anything the central key did not sign, before any download."""
+"""A node fetching releases over real HTTP refuses anything central did not sign and list, before any download."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -12,9 +13,15 @@ from posswarm import http_service
 from posswarm.catalog.client import fetch_catalog, fetch_release
 from posswarm.catalog.http import catalog_app
 from posswarm.catalog.shelf import Shelf
-from posswarm.errors import PosswarmError
+from posswarm.errors import PosswarmError, Unreachable
 from posswarm.keys import generate_keypair, load_private_key, load_public_key
+from posswarm.trust.state import digest_of
 from seeder.publish import publish
+
+
+def signed(entry, directory):
+    """``entry`` as central's signed targets list it: with the digest of the manifest in ``directory``."""
+    return replace(entry, manifest=digest_of((directory / "manifest.msgpack").read_bytes()))
 
 
 @pytest.fixture
@@ -40,7 +47,11 @@ async def test_a_good_release_is_fetched_and_verified(central):
         url = await _serve(nursery, shelf)
         async with httpx.AsyncClient() as client:
             catalog = await fetch_catalog(client, url)
-            fetched = await fetch_release(client, url, catalog.releases[0], central["public"])
+            fetched = await fetch_release(client, url, signed(catalog.releases[0], central["out"] / "pos-os" / "1.0"),
+                                          central["public"])
+            # The unsigned catalog alone is never acted on: its entry has no signed digest.
+            with pytest.raises(PosswarmError, match="not listed in central's signed targets"):
+                await fetch_release(client, url, catalog.releases[0], central["public"])
         assert fetched.manifest == central["good"]
         nursery.cancel_scope.cancel()
 
@@ -48,7 +59,7 @@ async def test_a_good_release_is_fetched_and_verified(central):
 @pytest.mark.parametrize(
     ("tamper", "says"),
     [
-        ("manifest_byte", "release pos-os 1.0: manifest"),
+        ("manifest_byte", "release pos-os 1.0: manifest does not match the digest in central's signed targets"),
         ("other_key", "is signed by key"),
         ("torrent", "torrent from"),
     ],
@@ -56,12 +67,14 @@ async def test_a_good_release_is_fetched_and_verified(central):
 async def test_tampered_releases_are_refused_with_one_line(central, tamper, says):
     directory = central["out"] / "pos-os" / "1.0"
     manifest = directory / "manifest.msgpack"
+    listed = digest_of(manifest.read_bytes())
     if tamper == "manifest_byte":
         data = bytearray(manifest.read_bytes())
         data[len(data) // 2] ^= 0x01
         manifest.write_bytes(bytes(data))
     elif tamper == "other_key":
         shutil.copy(central["out"] / "pos-os" / "1.1" / "manifest.msgpack", manifest)
+        listed = digest_of(manifest.read_bytes())  # even listed, a manifest a release key did not sign is refused
     elif tamper == "torrent":
         torrent = directory / "release.torrent"
         data = bytearray(torrent.read_bytes())
@@ -74,9 +87,11 @@ async def test_tampered_releases_are_refused_with_one_line(central, tamper, says
         async with httpx.AsyncClient() as client:
             catalog = await fetch_catalog(client, url)
             with pytest.raises(PosswarmError) as caught:
-                await fetch_release(client, url, catalog.releases[0], central["public"])
+                await fetch_release(client, url, replace(catalog.releases[0], manifest=listed), central["public"])
         message = str(caught.value)
         assert says in message and "\n" not in message
+        # Bytes other than central listed are the source's fault: retried, never a verdict on the release.
+        assert isinstance(caught.value, Unreachable) == (tamper == "manifest_byte")
         nursery.cancel_scope.cancel()
 
 

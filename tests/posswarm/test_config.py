@@ -14,12 +14,12 @@ from posswarm.errors import PosswarmError
 
 
 def _doc(tmp_path: Path, **changes) -> dict:
-    pub = tmp_path / "central.pub"
+    pub = tmp_path / "root.json"
     pub.write_text("key")
     doc = {
         "node": {"id": "till-01", "role": "device", "store": "S042", "data_dir": str(tmp_path / "data"),
                  "address": "10.20.0.11", "lan_network": "10.20.0.0/16"},
-        "central": {"public_key": str(pub)},
+        "central": {"root": str(pub)},
     }
     for dotted, value in changes.items():
         section, key = dotted.split("__")
@@ -47,7 +47,8 @@ def test_a_good_config_loads_with_defaults(tmp_path):
         ({"node__bt_port": "6881"}, "'node.bt_port' must be a int"),
         ({"node__colour": "red"}, "unknown key 'node.colour'"),
         ({"node__role": "cache"}, "'central.catalog_url'"),
-        ({"central__public_key": "/nonexistent/central.pub"}, "'central.public_key'"),
+        ({"central__root": "/nonexistent/root.json"}, "'central.root'"),
+        ({"central__expiry_grace_s": -1}, "'central.expiry_grace_s'"),
         ({"central__tracker_url": "ftp://x"}, "'central.tracker_url'"),
     ],
 )

@@ -244,3 +244,19 @@ def test_no_event_order_installs_what_it_must_not(history):
             assert r.state is not S.REFUSED or before.state is S.REFUSED, "a network failure became a verdict"
         if known.node.is_cache:
             assert r.state not in (S.INSTALLING, S.INSTALLED, S.PREVIOUS, S.SUPERSEDED, S.ROLLED_BACK)
+
+
+@pytest.mark.parametrize(
+    ("node", "known", "fresh", "taken"),
+    [
+        (DEVICE, {}, True, [("pos-os", "1.10")]),
+        (DEVICE, {}, False, []),  # central's signed state is stale: nothing new starts
+        (CACHE, {}, False, []),  # a cache of an offline store fetches nothing new either
+        (DEVICE, {"pos-os@1.10": record(version="1.10")}, False, []),  # not even a listed one's retry
+        (DEVICE, {"pos-os@1.10": record(version="1.10")}, True, [("pos-os", "1.10")]),
+    ],
+)
+def test_a_stale_central_state_starts_nothing_new(node, known, fresh, taken):
+    offers = [lc.Offer("pos-os", "1.9"), lc.Offer("pos-os", "1.10")]
+    chosen = lc.choose(offers, known, node, {}, central_fresh=fresh)
+    assert [(o.name, o.version) for o in chosen] == taken

@@ -11,7 +11,7 @@ import trio
 
 from posswarm import status
 from posswarm.errors import PosswarmError
-from posswarm.keys import generate_keypair
+from seeder.keys_cli import init_keys
 from tools.lab import bin_path, run_process
 from tools.netsim import netns
 from tools.netsim.topology import Node, Store, Topology
@@ -45,7 +45,8 @@ class Network:
         self.releases = workdir / "central" / "releases"
         for path in (self.logs, self.releases):
             path.mkdir(parents=True, exist_ok=True)
-        self.private_key, self.public_key = generate_keypair(workdir / "central" / "keys")
+        self.central_keys = init_keys(workdir / "central" / "keys", self.releases)
+        self.private_key, self.root_of_trust = self.central_keys.key("targets"), self.central_keys.root
         self.tracker_url: str | None = None
         self.seeder_url: str | None = None
 
@@ -71,7 +72,7 @@ class Network:
             ], "tracker")
             self.seeder_url = await self.start(nursery, "seeder", central, [
                 bin_path("posswarm-seeder"), "serve", "--releases", str(self.releases),
-                "--key-pub", str(self.public_key), "--listen", f"{ip}:0", "--bt-listen", f"{ip}:0",
+                "--timestamp-key", str(self.central_keys.key("timestamp")), "--listen", f"{ip}:0", "--bt-listen", f"{ip}:0",
                 "--tracker", f"{self.tracker_url}/announce", *(["--super-seed"] if self.cross_store else []),
             ], "seeder")
             async with trio.open_nursery() as starting:
@@ -94,7 +95,7 @@ class Network:
                 "class": "cache" if node.role == "cache" else "pos", "data_dir": str(self.data_dir(node)),
                 "address": node.address, "lan_network": store.lan_network,
             },
-            "central": {"public_key": str(self.public_key), "tracker_url": f"{self.tracker_url}/announce"},
+            "central": {"root": str(self.root_of_trust), "tracker_url": f"{self.tracker_url}/announce"},
             "timing": {"catalog_poll_s": CATALOG_POLL_S, "status_every_s": 0.5},
         }
         if node.role == "cache":

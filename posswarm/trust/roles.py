@@ -1,0 +1,62 @@
+"""The roles of central's root of trust and their keys, as python-tuf metadata (pure: no I/O, no clock).
+
+Roles: ``root`` (signs who holds every role), ``targets`` (release signing: lists every release, its
+manifest and rollout digests), ``snapshot`` (pins the targets version), ``timestamp`` (online, short
+expiry: says the snapshot is current). The root also carries a slot for the node-enrolment role key
+(filled by the enrolment work) and the release keys retired by rotation, still good for the inner
+signatures of manifests and rollouts published before it; a revoked key is in neither.
+"""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from securesystemslib.signer import CryptoSigner, Key, SSlibKey
+from tuf.api.metadata import Root
+
+from posswarm.keys import KeyRing
+
+ROLES = ("root", "targets", "snapshot", "timestamp")
+ENROLMENT_FIELD = "x-posswarm-enrolment"  # {"keyids": [...], "threshold": n}; keys in root.keys
+RETIRED_FIELD = "x-posswarm-retired-release-keys"  # TUF keyid -> key dict
+
+
+def tuf_key(public_key: Ed25519PublicKey) -> SSlibKey:
+    return SSlibKey.from_crypto(public_key)
+
+
+def signer(private_key: Ed25519PrivateKey) -> CryptoSigner:
+    return CryptoSigner(private_key)
+
+
+def ed25519_of(key: Key) -> Ed25519PublicKey | None:
+    """The cryptography key behind a TUF ed25519 key; None for any other kind (never a release key)."""
+    if key.keytype != "ed25519" or not isinstance(key.keyval.get("public"), str):
+        return None
+    try:
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(key.keyval["public"]))
+    except ValueError:
+        return None
+
+
+def release_keys(root: Root) -> KeyRing:
+    """The keys whose inner signature a manifest or rollout may carry: the targets role's, and the retired ones."""
+    keys = [root.keys[k] for k in root.roles["targets"].keyids if k in root.keys]
+    retired = root.unrecognized_fields.get(RETIRED_FIELD, {})
+    if isinstance(retired, dict):
+        for keyid, raw in retired.items():
+            try:
+                keys.append(Key.from_dict(keyid, dict(raw)))
+            except (KeyError, TypeError, ValueError):
+                continue
+    return KeyRing([k for k in (ed25519_of(key) for key in keys) if k is not None])
+
+
+def role_keyids(root: Root, role: str) -> list[str]:
+    if role == "enrolment":
+        return list(root.unrecognized_fields.get(ENROLMENT_FIELD, {}).get("keyids", []))
+    return list(root.roles[role].keyids)
+
+
+def public_pem(public_key: Ed25519PublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
