@@ -19,9 +19,9 @@ from posswarm.config import NodeConfig
 from posswarm.datadir import DataDir
 from posswarm.errors import PosswarmError
 from posswarm.fsync import fsync_dir
-from posswarm.keys import load_public_key
 from posswarm.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, check_component, verify_manifest
 from posswarm.release import MANIFEST_NAME
+from posswarm.trust.roles import root_release_keys
 
 log = logs.get("privileged")
 
@@ -32,6 +32,7 @@ _REQUEST_LIMIT = 4096
 _RESULT_LIMIT = 4 * health.OUTPUT_LIMIT + 4096
 #: Requests one ``activate-pending`` run takes on, so a node flooding the spool cannot keep root busy forever.
 _BATCH = 64
+MAX_ROOT_BYTES = 1 << 20  # a TUF root with a handful of keys is a few KiB
 _POLL_S = 0.1
 WHAT = "privileged hook"
 
@@ -179,6 +180,21 @@ def _apply(config: NodeConfig, req: Request, work_dir: Path) -> str | None:
     return health.explain(done, what=WHAT, command=config.privileged_hook, timeout_s=timeout_s)
 
 
+def _release_keys(config: NodeConfig):
+    """The release keys root trusts: of the configured root of trust, or of the node's newer root when that one
+    is signed by the configured root (the node's data dir hands it over; only its signatures count)."""
+    node_root = config.data_dir / "tuf" / "root.json"
+    configured = _read_bounded(config.root, MAX_ROOT_BYTES)  # PosswarmError naming the file if unreadable
+    try:
+        newer = _read_bounded(node_root, MAX_ROOT_BYTES)
+    except PosswarmError:
+        newer = None
+    try:
+        return root_release_keys(configured, newer)
+    except ValueError as exc:
+        raise PosswarmError(f"root of trust {config.root}: {exc}") from None
+
+
 def _verified_copy(config: NodeConfig, req: Request, work_dir: Path) -> Path:
     """Rebuild the payload from the node's release directory into ``work_dir``, checked against the signed manifest.
 
@@ -187,8 +203,7 @@ def _verified_copy(config: NodeConfig, req: Request, work_dir: Path) -> Path:
     partition is what central signed, or nothing.
     """
     release_dir = config.data_dir / "releases" / req.release / req.version
-    m = verify_manifest(_read_bounded(release_dir / MANIFEST_NAME, MAX_MANIFEST_BYTES),
-                        load_public_key(config.public_key))
+    m = verify_manifest(_read_bounded(release_dir / MANIFEST_NAME, MAX_MANIFEST_BYTES), _release_keys(config))
     if (m.name, m.version, m.kind) != (req.release, req.version, req.kind):
         raise PosswarmError(f"the signed manifest is {m.name} {m.version} ({m.kind}), not what was asked ({req.kind})")
     _check_chunk_files(m, release_dir)

@@ -12,7 +12,8 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from securesystemslib.signer import CryptoSigner, Key, SSlibKey
-from tuf.api.metadata import Root
+from tuf.api import exceptions as tuf_errors
+from tuf.api.metadata import Metadata, Root
 
 from posswarm.keys import KeyRing
 
@@ -60,3 +61,27 @@ def role_keyids(root: Root, role: str) -> list[str]:
 
 def public_pem(public_key: Ed25519PublicKey) -> bytes:
     return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def root_release_keys(configured: bytes, newer: bytes | None = None) -> KeyRing:
+    """Release keys of the ``configured`` root (a file only root may write), or of ``newer`` when that root is
+    signed by the configured root's threshold and by its own (one rotation ahead, as a node may have it).
+
+    Anything else in ``newer`` — not a root, not signed so, not newer — is ignored: who handed it over (a
+    sandboxed node's data dir) is not trusted, only the signatures. A ValueError if ``configured`` is no root.
+    """
+    try:
+        trusted = Metadata[Root].from_bytes(configured)
+        trusted.verify_delegate("root", trusted)
+    except (ValueError, tuf_errors.RepositoryError) as exc:
+        raise ValueError(f"not a self-signed TUF root ({exc})") from None
+    if newer is not None:
+        try:
+            candidate = Metadata[Root].from_bytes(newer)
+            trusted.verify_delegate("root", candidate)
+            candidate.verify_delegate("root", candidate)
+            if candidate.signed.version > trusted.signed.version:
+                trusted = candidate
+        except (ValueError, tuf_errors.RepositoryError):
+            pass
+    return release_keys(trusted.signed)

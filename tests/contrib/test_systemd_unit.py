@@ -114,11 +114,11 @@ def test_the_units_config_check_passes_as_an_unprivileged_user_without_capabilit
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         etc = Path(tmp)
         etc.chmod(0o755)
-        (etc / "central.pub").write_text("key")
+        (etc / "root.json").write_text("{}")
         (etc / "node.toml").write_text(tomli_w.dumps({
             "node": {"id": "S042-till-03", "role": "device", "store": "S042", "data_dir": "/var/lib/posswarm",
                      "address": "10.20.0.13", "lan_network": "10.20.0.0/16"},
-            "central": {"public_key": str(etc / "central.pub")},
+            "central": {"root": str(etc / "root.json")},
             "install": {"privileged_hook": "/usr/local/sbin/apply-image"},
         }))
         for path in etc.iterdir():

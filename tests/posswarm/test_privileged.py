@@ -16,7 +16,8 @@ import trio
 from posswarm import config, install, privileged
 from posswarm.activation import activate_release
 from posswarm.errors import PosswarmError
-from posswarm.keys import generate_keypair, load_private_key
+from posswarm.keys import load_private_key
+from seeder.keys_cli import init_keys
 from seeder.publish import publish
 
 POSSWARM = Path(sys.executable).with_name("posswarm")
@@ -26,8 +27,9 @@ class Store:
     """One device's data directory (releases of till-app published straight into it), its config file."""
 
     def __init__(self, tmp_path: Path):
-        private, self.pub = generate_keypair(tmp_path / "keys")
-        self.key = load_private_key(private)
+        keys = init_keys(tmp_path / "keys", tmp_path / "central-releases")
+        self.root = keys.root
+        self.key = load_private_key(keys.key("targets"))
         self.tmp = tmp_path
         self.data = tmp_path / "data"
         self.spool = privileged.spool_dir(self.data)
@@ -40,7 +42,7 @@ class Store:
     def config(self, **install_keys) -> config.NodeConfig:
         doc = {"node": {"id": "till-01", "role": "device", "store": "S042", "data_dir": str(self.data),
                         "address": "10.20.0.11", "lan_network": "10.20.0.0/16"},
-               "central": {"public_key": str(self.pub)}, "install": install_keys}
+               "central": {"root": str(self.root)}, "install": install_keys}
         path = self.tmp / "node.toml"
         path.write_text(tomli_w.dumps(doc))
         return config.load(path)
