@@ -160,6 +160,11 @@ def _status(args) -> int:
         console.print(f"{name}: current {v['current'] or '-'}, previous {v['previous'] or '-'}")
     for key, reason in doc.get("rejected", {}).items():
         console.print(f"[red]refused[/] {key}: {reason}")
+    central = doc.get("central_state") or {}
+    if central:
+        versions = ", ".join(f"{role} {v}" for role, v in sorted(central.get("versions", {}).items()))
+        console.print(f"central's signed state: {'fresh' if central.get('fresh') else '[red]not fresh[/]'}"
+                      + (f" ({central['why_not']})" if central.get("why_not") else "") + (f"; {versions}" if versions else ""))
     for what in ("catalog", "tracker"):
         seen = doc[what].get("last_ok")
         ago = f"{doc['updated'] - seen:.0f} s ago" if seen else "never"
