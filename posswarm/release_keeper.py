@@ -371,17 +371,18 @@ class ReleaseKeeper:
 
 
 def _log_transition(before: Record, after: Record, event: Event) -> None:
+    """One log line for each state change, at the level an engineer on call would want it."""
     rid = f"{after.name} {after.version}"
     S = ReleaseState
-    if after.state in lifecycle.READY and after.state is not S.STAGED or after.state is S.REVOKED:
-        seconds = round(after.done_at - after.learned_at, 3) if after.done_at else None
-        (log.warning if after.state is S.REVOKED else log.info)(
-            "release.ready" if after.state is not S.REVOKED else "release.revoked",
-            release=rid, state=after.state.value, seconds=seconds, reason=after.reason or "")
-    elif after.state is S.FAILED:
-        log.error("release.failed", release=rid, after=type(event).__name__, reason=after.reason)
+    if after.state is S.REVOKED:
+        log.warning("release.revoked", release=rid, reason=after.reason or "")
     elif after.state is S.STAGED:
         log.info("release.not_installed", release=rid, reason=after.reason)
+    elif after.state in lifecycle.READY:
+        seconds = round(after.done_at - after.learned_at, 3) if after.done_at else None
+        log.info("release.ready", release=rid, state=after.state.value, seconds=seconds, reason=after.reason or "")
+    elif after.state is S.FAILED:
+        log.error("release.failed", release=rid, after=type(event).__name__, reason=after.reason)
     elif before.state is S.FAILED:
         log.info("release.retry", release=rid, after=before.reason)
     else:
