@@ -87,9 +87,8 @@ class ReleaseKeeper:
 
     def facts(self, record: Record) -> Facts:
         name = record.name
-        records = [c.record for c in self.releases.values()]
-        return Facts(self.node, self.installed(name), self.decision(name, record.version),
-                     lifecycle.newest_carried(records, name) if self.node.is_cache else None)
+        newest = lifecycle.newest_carried(self.records(), name) if self.node.is_cache else None  # a cache's bar
+        return Facts(self.node, self.installed(name), self.decision(name, record.version), newest)
 
     def decision(self, name: str, version: str) -> Decision | None:
         """What central's signed rollout says this node does about ``name version``; None = follow the manifest."""

@@ -113,7 +113,8 @@ class CatalogFollower:
         return None
 
     async def _follow(self, client: httpx.AsyncClient, url: str | None, catalog: Catalog) -> None:
-        fresh = self.trust.fresh(time.time())
+        now = time.time()
+        fresh = self.trust.fresh(now)
         if url is not None:
             for rollout in await self.rollouts.refresh(client, url, catalog):
                 self.shelf.put_rollout(rollout, self.rollouts.get(rollout.name, rollout.version)[1])
@@ -124,7 +125,7 @@ class CatalogFollower:
                 self.shelf.tuf = await trio.to_thread.run_sync(self.trust.relay_files)
                 self._pending_relay = None
         self.keeper.follow_rollouts()
-        why = self.trust.why_not_fresh(time.time())
+        why = self.trust.why_not_fresh(now)
         if why is not None and why != self._stale_logged:
             log.warning("central_state.stale", reason=why)
         self._stale_logged = why
