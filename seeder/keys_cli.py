@@ -17,18 +17,22 @@ from posswarm.keys import generate_keypair, key_id, load_private_key
 from posswarm.manifest import Manifest, sign_manifest
 from posswarm.release import MANIFEST_NAME
 from posswarm.rollout import ROLLOUT_NAME, Rollout, sign_rollout
-from posswarm.trust.roles import RETIRED_FIELD, ROLES, ed25519_of, signer, tuf_key
+from posswarm.identity.certificate import authority_certificate
+from posswarm.trust.roles import EXTRA_ROLES, RETIRED_FIELD, ROLES, ed25519_of, role_keyids, set_extra_role_key, signer, tuf_key
 from seeder.tuf_repository import ROOT_EXPIRY, Repository, now_utc
 
 ROOT_FILE = "root.json"  # in the keys directory: the copy to put on every node (central.root)
+AUTHORITY_FILE = "enrolment-ca.crt"  # the enrolment key's CA certificate, handed to every node with its own
+ALL_ROLES = ROLES + tuple(EXTRA_ROLES)
 
 
 def add_command(sub) -> None:
     keys = sub.add_parser("keys", help="central's role keys and root of trust (init, rotate, revoke)")
     actions = keys.add_subparsers(dest="action", required=True)
-    i = actions.add_parser("init", help="create root/targets/snapshot/timestamp keys and the first root.json")
+    i = actions.add_parser("init", help="create root/targets/snapshot/timestamp/enrolment/sku keys and the first "
+                           "root.json")
     r = actions.add_parser("rotate", help="replace a role's key: a new root signed by the old root key and the new keys")
-    r.add_argument("role", choices=ROLES)
+    r.add_argument("role", choices=ALL_ROLES)
     v = actions.add_parser("revoke", help="take a key out of every role, and re-sign what it signed")
     v.add_argument("key_id", help="the key's id (posswarm key id, as `keys` prints it, or its TUF key id)")
     for a in (i, r, v):
@@ -58,6 +62,10 @@ class CentralKeys:
     def root(self) -> Path:
         return self.dir / ROOT_FILE
 
+    @property
+    def authority(self) -> Path:
+        return self.dir / AUTHORITY_FILE
+
 
 def init_keys(keys_dir: Path, releases: Path, *, timestamp_expiry_s: int = 86400, root_keys: int = 1,
               root_threshold: int = 1) -> CentralKeys:
@@ -72,19 +80,27 @@ def init_keys(keys_dir: Path, releases: Path, *, timestamp_expiry_s: int = 86400
         raise PosswarmError(f"--root-keys {root_keys}: choose 1..16")
     if not 1 <= root_threshold <= root_keys:
         raise PosswarmError(f"--root-threshold {root_threshold}: must be 1..{root_keys} (the root keys made)")
-    keys = {role: load_private_key(generate_keypair(keys_dir, role)[0]) for role in ROLES}
+    keys = {role: load_private_key(generate_keypair(keys_dir, role)[0]) for role in ALL_ROLES}
     more = tuple(load_private_key(generate_keypair(keys_dir, f"root.{i}")[0]) for i in range(2, root_keys + 1))
     repo.init(keys, more_root_keys=more, root_threshold=root_threshold, timestamp_expiry_s=timestamp_expiry_s)
     _copy_root(repo, keys_dir)
+    _write_authority(Path(keys_dir), keys["enrolment"])
     return CentralKeys(Path(keys_dir))
+
+
+def _write_authority(keys_dir: Path, enrolment_key) -> None:
+    """The enrolment key's CA certificate, as long-lived as the root that names the key."""
+    pem = authority_certificate(enrolment_key, now=now_utc(), lifetime=ROOT_EXPIRY)
+    replace_synced(keys_dir / AUTHORITY_FILE, pem)
 
 
 def _init(args) -> int:
     keys = init_keys(args.keys, args.releases, timestamp_expiry_s=args.timestamp_expiry_s,
                      root_keys=args.root_keys, root_threshold=args.root_threshold)
-    for role in ROLES:
+    for role in ALL_ROLES:
         print(f"{role}: {keys.key(role)} (key id {key_id(load_private_key(keys.key(role)).public_key())})")
     print(f"root of trust version 1 -> {keys.root} (copy it to every node as central.root)")
+    print(f"enrolment authority -> {keys.authority} (handed to each node by `posswarm-seeder enroll`)")
     return 0
 
 
@@ -102,16 +118,21 @@ def _rotate(args) -> int:
     with repo.lock():
         md = _next_root(repo)
         root = md.signed
-        for keyid in list(root.roles[args.role].keyids):
-            key = root.keys[keyid]
-            root.revoke_key(keyid, args.role)
-            if args.role == "targets":  # still good for the inner signatures of what it signed before
-                root.unrecognized_fields.setdefault(RETIRED_FIELD, {})[keyid] = key.to_dict()
-        root.add_key(tuf_key(new_key.public_key()), args.role)
+        if args.role in EXTRA_ROLES:
+            set_extra_role_key(root, args.role, new_key.public_key())
+        else:
+            for keyid in list(root.roles[args.role].keyids):
+                key = root.keys[keyid]
+                root.revoke_key(keyid, args.role)
+                if args.role == "targets":  # still good for the inner signatures of what it signed before
+                    root.unrecognized_fields.setdefault(RETIRED_FIELD, {})[keyid] = key.to_dict()
+            root.add_key(tuf_key(new_key.public_key()), args.role)
         # The old root's threshold and, for the root role, the new key too: a node checks both.
         signers = old_root_keys + ([new_key] if args.role == "root" else [])
         _sign_and_write(repo, md, signers)
     _copy_root(repo, args.keys)
+    if args.role == "enrolment":  # certificates it issued no longer verify: nodes enrol again
+        _write_authority(args.keys, new_key)
     if args.role in ("targets", "snapshot"):
         repo.update_targets(_key(args.keys, "targets"), _key(args.keys, "snapshot"))
     print(f"{args.role}: new key {key_id(new_key.public_key())} -> {priv}; old key {key_id(old_key.public_key())} "
@@ -130,6 +151,10 @@ def _revoke(args) -> int:
         _check_quorum(repo.root(), _root_keys(args.keys), args.keys)
         hits = [(keyid, role) for role in ROLES for keyid in root.roles[role].keyids
                 if wanted in (keyid, _short(root, keyid))]
+        for role in EXTRA_ROLES:
+            if any(wanted in (keyid, _short(root, keyid)) for keyid in role_keyids(root, role)):
+                raise PosswarmError(f"key {args.key_id}: is the {role} role's only key; rotate it instead "
+                                    f"(`posswarm-seeder keys rotate {role}`)")
         retired = root.unrecognized_fields.get(RETIRED_FIELD, {})
         retired_hits = [k for k in retired if wanted in (k, _short_of(retired[k]))]
         if not hits and not retired_hits:

@@ -23,7 +23,7 @@ from posswarm.keys import KeyRing
 from posswarm.manifest import verify_manifest
 from posswarm.release import MANIFEST_NAME
 from posswarm.rollout import ROLLOUT_NAME, verify_rollout
-from posswarm.trust.roles import ENROLMENT_FIELD, ROLES, release_keys, signer, tuf_key
+from posswarm.trust.roles import EXTRA_ROLES, ROLES, release_keys, set_extra_role_key, signer, tuf_key
 from posswarm.trust.state import digest_of
 
 TUF_DIR = ".tuf"  # a release name cannot start with '.', so no release ever collides with it
@@ -118,9 +118,11 @@ class Repository:
             raise PosswarmError(f"--root-threshold {root_threshold}: must be 1..{len(root_keys)} (the root keys made)")
         root = Root(version=1, expires=now_utc() + ROOT_EXPIRY, consistent_snapshot=False,
                     roles={role: Role([], root_threshold if role == "root" else 1) for role in ROLES},
-                    unrecognized_fields={ENROLMENT_FIELD: {"keyids": [], "threshold": 1}})
+                    unrecognized_fields={})
         for role in ROLES:
             root.add_key(tuf_key(keys[role].public_key()), role)
+        for role in EXTRA_ROLES:
+            set_extra_role_key(root, role, keys[role].public_key())
         for key in more_root_keys:
             root.add_key(tuf_key(key.public_key()), "root")
         md = Metadata(root)

@@ -27,6 +27,7 @@ PURE = (
     "posswarm/catalog/shelf.py",
     "posswarm/trust/roles.py",
     "posswarm/trust/state.py",
+    "posswarm/identity/certificate.py",
     "posswarm/discovery/records.py",
     "posswarm/endpoint.py",
     "posswarm/gossip/faults.py",

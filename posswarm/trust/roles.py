@@ -19,6 +19,9 @@ from posswarm.keys import KeyRing
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 ENROLMENT_FIELD = "x-posswarm-enrolment"  # {"keyids": [...], "threshold": n}; keys in root.keys
+SKU_FIELD = "x-posswarm-sku"  # the online key that signs SKU changes; same shape as ENROLMENT_FIELD
+# The roles posswarm adds to TUF's four, each named in root like a TUF role and rotated the same way.
+EXTRA_ROLES = {"enrolment": ENROLMENT_FIELD, "sku": SKU_FIELD}
 RETIRED_FIELD = "x-posswarm-retired-release-keys"  # TUF keyid -> key dict
 
 
@@ -54,9 +57,32 @@ def release_keys(root: Root) -> KeyRing:
 
 
 def role_keyids(root: Root, role: str) -> list[str]:
-    if role == "enrolment":
-        return list(root.unrecognized_fields.get(ENROLMENT_FIELD, {}).get("keyids", []))
+    if role in EXTRA_ROLES:
+        slot = root.unrecognized_fields.get(EXTRA_ROLES[role], {})
+        keyids = slot.get("keyids", []) if isinstance(slot, dict) else []
+        return [k for k in keyids if isinstance(k, str)]
     return list(root.roles[role].keyids)
+
+
+def role_public_keys(root: Root, role: str) -> list[Ed25519PublicKey]:
+    """The Ed25519 keys ``root`` names for ``role`` (TUF's or posswarm's own, e.g. enrolment, sku)."""
+    keys = (ed25519_of(root.keys[k]) for k in role_keyids(root, role) if k in root.keys)
+    return [k for k in keys if k is not None]
+
+
+def set_extra_role_key(root: Root, role: str, public_key: Ed25519PublicKey) -> None:
+    """Make ``public_key`` the one key of posswarm's ``role`` in ``root`` (its old key leaves root.keys
+    unless a TUF role still uses it)."""
+    field = EXTRA_ROLES[role]
+    old = role_keyids(root, role)
+    key = tuf_key(public_key)
+    root.keys[key.keyid] = key
+    root.unrecognized_fields[field] = {"keyids": [key.keyid], "threshold": 1}
+    in_use = {k for r in root.roles.values() for k in r.keyids}
+    in_use |= {k for r in EXTRA_ROLES for k in role_keyids(root, r)}
+    for keyid in old:
+        if keyid not in in_use:
+            root.keys.pop(keyid, None)
 
 
 def public_pem(public_key: Ed25519PublicKey) -> bytes:

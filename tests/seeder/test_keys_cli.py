@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from tuf.api.metadata import Metadata, Root, Targets
 
 from posswarm.keys import key_id, load_private_key
 from posswarm.manifest import Manifest, verify_manifest
 from posswarm.rollout import Rollout
-from posswarm.trust.roles import ENROLMENT_FIELD, RETIRED_FIELD, release_keys
+from posswarm.trust.roles import ENROLMENT_FIELD, RETIRED_FIELD, public_pem, release_keys, role_public_keys
 from tests.seeder.test_cli import assert_one_line_error
 
 SEEDER = str(Path(sys.executable).parent / "posswarm-seeder")
@@ -45,12 +46,17 @@ def central(tmp_path):
 
 def test_init_writes_one_key_per_role_and_a_self_signed_root(central):
     keys, releases = central
-    for role in ("root", "targets", "snapshot", "timestamp"):
+    for role in ("root", "targets", "snapshot", "timestamp", "enrolment", "sku"):
         assert (keys / f"{role}.key").stat().st_mode & 0o077 == 0
     first = root(releases, 1)
     first.verify_delegate("root", first)
     assert (keys / "root.json").read_bytes() == (releases / ".tuf" / "root.json").read_bytes()
-    assert first.signed.unrecognized_fields[ENROLMENT_FIELD] == {"keyids": [], "threshold": 1}  # slot for enrolment
+    enrolment = first.signed.unrecognized_fields[ENROLMENT_FIELD]
+    assert enrolment["threshold"] == 1 and len(enrolment["keyids"]) == 1
+    assert [public_pem(k) for k in role_public_keys(first.signed, "enrolment")] == [
+        public_pem(load_private_key(keys / "enrolment.key").public_key())]
+    authority = x509.load_pem_x509_certificate((keys / "enrolment-ca.crt").read_bytes())
+    assert public_pem(authority.public_key()) == public_pem(load_private_key(keys / "enrolment.key").public_key())
     targets = Metadata[Targets].from_bytes((releases / ".tuf" / "targets.json").read_bytes())
     first.verify_delegate("targets", targets)
     listed = targets.signed.targets["pos-os/1.0/manifest.msgpack"]
@@ -120,3 +126,17 @@ def test_a_root_of_three_officers_needs_two_to_sign_a_new_root(tmp_path):
     assert not (releases / ".tuf" / "3.root.json").exists()
     assert_one_line_error(run("keys", "init", "--keys", tmp_path / "k2", "--releases", tmp_path / "r2",
                               "--root-keys", "2", "--root-threshold", "3"), 1, "--root-threshold 3")
+
+
+def test_rotating_the_enrolment_key_renames_the_authority(central):
+    keys, releases = central
+    before = (keys / "enrolment-ca.crt").read_bytes()
+    ok("keys", "rotate", "enrolment", "--keys", keys, "--releases", releases)
+    second = root(releases, 2)
+    root(releases, 1).verify_delegate("root", second)
+    new_key = load_private_key(keys / "enrolment.key").public_key()
+    assert [public_pem(k) for k in role_public_keys(second.signed, "enrolment")] == [public_pem(new_key)]
+    after = x509.load_pem_x509_certificate((keys / "enrolment-ca.crt").read_bytes())
+    assert (keys / "enrolment-ca.crt").read_bytes() != before and public_pem(after.public_key()) == public_pem(new_key)
+    assert_one_line_error(run("keys", "revoke", key_id(new_key), "--keys", keys, "--releases", releases), 1,
+                          "rotate it instead")
