@@ -13,12 +13,21 @@ from tuf.api.metadata import Metadata, Root
 
 from posswarm.errors import PosswarmError
 from posswarm.fsync import replace_synced
+from posswarm.identity.certificate import authority_certificate
 from posswarm.keys import generate_keypair, key_id, load_private_key
 from posswarm.manifest import Manifest, sign_manifest
 from posswarm.release import MANIFEST_NAME
 from posswarm.rollout import ROLLOUT_NAME, Rollout, sign_rollout
-from posswarm.identity.certificate import authority_certificate
-from posswarm.trust.roles import EXTRA_ROLES, RETIRED_FIELD, ROLES, ed25519_of, role_keyids, set_extra_role_key, signer, tuf_key
+from posswarm.trust.roles import (
+    EXTRA_ROLES,
+    RETIRED_FIELD,
+    ROLES,
+    ed25519_of,
+    role_keyids,
+    set_extra_role_key,
+    signer,
+    tuf_key,
+)
 from seeder.tuf_repository import ROOT_EXPIRY, Repository, now_utc
 
 ROOT_FILE = "root.json"  # in the keys directory: the copy to put on every node (central.root)

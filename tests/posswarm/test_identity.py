@@ -7,8 +7,15 @@ import datetime
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from posswarm.identity.certificate import (IdentityError, NodeIdentity, authority_certificate, issue, load,
-                                           public_key, verify)
+from posswarm.identity.certificate import (
+    IdentityError,
+    NodeIdentity,
+    authority_certificate,
+    issue,
+    load,
+    public_key,
+    verify,
+)
 
 NOW = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.UTC)
 DAY = datetime.timedelta(days=1)
