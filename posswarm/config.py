@@ -30,6 +30,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "node.http_port": ("http_port", "cache only: port of the store catalog the devices read (0 = any free port)"),
     "node.log_level": ("log_level", "debug, info, warning or error"),
     "central.root": ("root", "path of central's root of trust (root.json from `posswarm-seeder keys init`); the one thing trusted"),
+    "node.identity_dir": ("identity_dir", "directory with this node's credential (node.key, node.crt, authority.crt"
+                          " from `posswarm enroll`); '' = none"),
     "central.expiry_grace_s": ("expiry_grace_s", "seconds past the expiry of central's signed timestamp before new installs stop"),
     "central.catalog_url": ("catalog_url", "cache only: URL of the central seeder, e.g. 'http://central:8080'"),
     "central.tracker_url": ("tracker_url", "announce URL of the tracker ('' = do not announce)"),
@@ -75,6 +77,7 @@ class NodeConfig:
     catalog_url: str = ""
     expiry_grace_s: float = 3600.0
     tracker_url: str = ""
+    identity_dir: str = ""
     cache_url: str = ""
     gossip_key_file: str = ""
     gossip_seeds: str = ""
