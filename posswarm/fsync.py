@@ -23,16 +23,19 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
+def write_synced(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """``mode`` applies to a new file (a secret is never readable by others, not even for a moment)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
 
 
-def replace_synced(path: Path, data: bytes) -> None:
+def replace_synced(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write ``data`` to a sibling temp file, fsync it, rename it over ``path``, fsync the directory."""
     tmp = path.with_name(f".{path.name}.tmp")
-    write_synced(tmp, data)
+    tmp.unlink(missing_ok=True)  # a leftover temp file keeps its old mode; start from a new one
+    write_synced(tmp, data, mode=mode)
     os.replace(tmp, path)
     fsync_dir(path.parent)

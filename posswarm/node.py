@@ -7,7 +7,9 @@ sales and SKUs in posswarm/storedata/. This module only starts them in order and
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
+from pathlib import Path
 
 import trio
 
@@ -22,6 +24,7 @@ from posswarm.config import NodeConfig, kbps_to_bytes_per_s
 from posswarm.datadir import DataDir
 from posswarm.discovery import mdns
 from posswarm.discovery.records import Advert
+from posswarm.identity.credential import Credential, check_matches, load_credential
 from posswarm.release_keeper import ReleaseKeeper
 from posswarm.rollout_store import HeldRollouts
 from posswarm.store_peers import StorePeers
@@ -51,6 +54,7 @@ class Node:
         self.storedata: StoreData | None = None  # sales and SKU catalog, when store.gossip_key_file is set
         self.rollouts: HeldRollouts | None = None
         self.trust: CentralTrust | None = None
+        self.credential: Credential | None = None
         self._handed_out: set[tuple[str, str, int]] = set()  # (release, ip, port) the tracker gave us, logged once
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -59,6 +63,8 @@ class Node:
         # The root of trust (TUF, posswarm/trust): its release keys check manifests and rollouts.
         self.trust = CentralTrust(c.root, self.data.root / "tuf", grace_s=c.expiry_grace_s)
         await trio.to_thread.run_sync(self.trust.load)
+        if c.identity_dir:  # who this node is, as central certified it; refused before anything starts
+            self.credential = await trio.to_thread.run_sync(self._load_credential)
         public_key = self.trust.keyring
         self.rollouts = HeldRollouts(self.data.root / "rollouts", public_key)
         await trio.to_thread.run_sync(self.rollouts.load)
@@ -97,6 +103,13 @@ class Node:
             log.info("node.started", node=c.node_id, role=c.role, store=c.store, address=c.address,
                      bt_port=self.torrents.listen_port, http=self.http_url or "")
             task_status.started(self)
+
+    def _load_credential(self) -> Credential:
+        c = self.config
+        credential = load_credential(Path(c.identity_dir), self.trust.enrolment_keys,
+                                     now=datetime.datetime.now(datetime.UTC))
+        check_matches(credential.identity, node_id=c.node_id, store=c.store, role=c.role)
+        return credential
 
     # ---- the wires between the parts -----------------------------------------------------------------
 

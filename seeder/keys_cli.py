@@ -28,10 +28,11 @@ from posswarm.trust.roles import (
     signer,
     tuf_key,
 )
+from seeder import enrolment
 from seeder.tuf_repository import ROOT_EXPIRY, Repository, now_utc
 
 ROOT_FILE = "root.json"  # in the keys directory: the copy to put on every node (central.root)
-AUTHORITY_FILE = "enrolment-ca.crt"  # the enrolment key's CA certificate, handed to every node with its own
+AUTHORITY_FILE = enrolment.AUTHORITY_IN_KEYS  # the enrolment key's CA certificate, handed to every node
 ALL_ROLES = ROLES + tuple(EXTRA_ROLES)
 
 
@@ -74,6 +75,10 @@ class CentralKeys:
     @property
     def authority(self) -> Path:
         return self.dir / AUTHORITY_FILE
+
+    def enrol(self, out: Path, *, node_id: str, store: str, role: str, device_class: str) -> Path:
+        """Give one node its credential in ``out`` (as `posswarm-seeder enroll` does)."""
+        return enrolment.enrol(self.dir, out, node_id=node_id, store=store, role=role, device_class=device_class)
 
 
 def init_keys(keys_dir: Path, releases: Path, *, timestamp_expiry_s: int = 86400, root_keys: int = 1,

@@ -131,8 +131,17 @@ class Lab:
             doc["central"]["catalog_url"] = self.seeder_url
         for section, values in (extra or {}).items():
             doc.setdefault(section, {}).update(values)
+        doc["node"]["identity_dir"] = str(self._credential(node, doc["node"]["class"]))
         node.config.parent.mkdir(parents=True, exist_ok=True)
         node.config.write_text(tomli_w.dumps(doc))
+
+    def _credential(self, node: LabNode, device_class: str) -> Path:
+        """The node's credential, issued once by central's enrolment key (a restart keeps its identity)."""
+        out = self.root / "nodes" / f"{node.name}.identity"
+        if not out.exists():
+            self.central_keys.enrol(out, node_id=node.node_id, store=self.store, role=node.role,
+                                    device_class=device_class)
+        return out
 
     async def publish(self, payload: Path, version: str, *, name: str = "pos-image", options: tuple = ()) -> dict:
         """Publish with the real CLI; returns its summary and when it finished (wall clock)."""

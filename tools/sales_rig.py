@@ -109,6 +109,11 @@ class Rig:
                       "gossip_faults": self.faults},
             "timing": {"status_every_s": 1.0, "catalog_poll_s": 30.0, "sku_poll_s": self.sku_poll_s},
         }
+        identity = self.root / "nodes" / f"{name}.identity"
+        if not identity.exists():  # issued once: a restarted till keeps its identity
+            self.central_keys.enrol(identity, node_id=name, store=self.store, role=role,
+                                    device_class=doc["node"]["class"])
+        doc["node"]["identity_dir"] = str(identity)
         if role == "cache":
             doc["central"]["catalog_url"] = self.seeder_url
         else:  # mDNS finds the cache too; the seed makes the run independent of multicast on a busy host

@@ -35,7 +35,7 @@ class IdentityError(PosswarmError):
 
 
 @dataclass(frozen=True)
-class NodeIdentity:
+class CertifiedNode:
     node_id: str
     store: str
     role: str
@@ -88,7 +88,7 @@ def authority_certificate(enrolment_key: Ed25519PrivateKey, *, now: datetime.dat
 
 
 def issue(enrolment_key: Ed25519PrivateKey, authority_pem: bytes, node_key: Ed25519PublicKey,
-          identity: NodeIdentity, *, now: datetime.datetime) -> bytes:
+          identity: CertifiedNode, *, now: datetime.datetime) -> bytes:
     """The node's certificate (PEM) for ``node_key``, signed by ``enrolment_key``, valid until ``identity.not_after``."""
     check_names(identity.node_id, identity.store, identity.role, identity.device_class)
     authority = x509.load_pem_x509_certificate(authority_pem)
@@ -130,7 +130,7 @@ def load(data: bytes) -> x509.Certificate:
 
 
 def verify(data: bytes | x509.Certificate, authorities: list[Ed25519PublicKey], *,
-           now: datetime.datetime) -> NodeIdentity:
+           now: datetime.datetime) -> CertifiedNode:
     """Who the certificate's holder is, if an enrolment key in ``authorities`` signed it and it is valid
     at ``now``; an IdentityError naming why not. Proves nothing about possession of the key: the caller
     checks that (a TLS handshake, or a signature by :func:`public_key`)."""
@@ -161,7 +161,7 @@ def verify(data: bytes | x509.Certificate, authorities: list[Ed25519PublicKey], 
         raise IdentityError(f"node certificate: malformed node name {urns[0]!r}")
     store, role, device_class, node_id = parts
     check_names(node_id, store, role, device_class)
-    return NodeIdentity(node_id=node_id, store=store, role=role, device_class=device_class,
+    return CertifiedNode(node_id=node_id, store=store, role=role, device_class=device_class,
                         not_after=cert.not_valid_after_utc)
 
 

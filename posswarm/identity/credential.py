@@ -16,10 +16,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from tuf.api.metadata import Metadata, Root
 
-from posswarm.identity.certificate import IdentityError, NodeIdentity, load, verify
-from posswarm.trust.roles import role_public_keys
+from posswarm.identity.certificate import CertifiedNode, IdentityError, load, verify
 
 KEY_FILE, CERTIFICATE_FILE, AUTHORITY_FILE = "node.key", "node.crt", "authority.crt"
 MAX_FILE_BYTES = 16 * 1024
@@ -32,7 +30,7 @@ class Credential:
     dir: Path
     key: Ed25519PrivateKey
     certificate: x509.Certificate
-    identity: NodeIdentity
+    identity: CertifiedNode
     authorities: tuple[Ed25519PublicKey, ...]
 
     @property
@@ -51,11 +49,6 @@ class Credential:
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 
 
-def enrolment_keys(root_json: bytes) -> tuple[Ed25519PublicKey, ...]:
-    """The enrolment keys a (verified) root of trust names."""
-    return tuple(role_public_keys(Metadata[Root].from_bytes(root_json).signed, "enrolment"))
-
-
 def _read(path: Path) -> bytes:
     try:
         with open(path, "rb") as f:
@@ -68,10 +61,10 @@ def _read(path: Path) -> bytes:
     return data
 
 
-def load_credential(directory: Path, root_json: bytes, *, now: datetime.datetime) -> Credential:
-    """Read and check DIR/node.key, node.crt and authority.crt against the enrolment keys of ``root_json``."""
+def load_credential(directory: Path, authorities: tuple[Ed25519PublicKey, ...], *,
+                    now: datetime.datetime) -> Credential:
+    """Read and check DIR/node.key, node.crt and authority.crt against the root of trust's enrolment keys."""
     directory = Path(directory)
-    authorities = enrolment_keys(root_json)
     if not authorities:
         raise IdentityError("root of trust: names no enrolment key; rotate it in with `posswarm-seeder keys rotate "
                             "enrolment`")
@@ -98,7 +91,7 @@ def load_credential(directory: Path, root_json: bytes, *, now: datetime.datetime
     return Credential(dir=directory, key=key, certificate=certificate, identity=identity, authorities=authorities)
 
 
-def check_matches(identity: NodeIdentity, *, node_id: str, store: str, role: str) -> None:
+def check_matches(identity: CertifiedNode, *, node_id: str, store: str, role: str) -> None:
     """The node's configuration and its certificate must name the same node; a one-line IdentityError if not."""
     for what, configured, certified in (("node.id", node_id, identity.node_id), ("node.store", store, identity.store),
                                         ("node.role", role, identity.role)):

@@ -22,7 +22,7 @@ from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 from posswarm import logs
 from posswarm.errors import PosswarmError, Unreachable
 from posswarm.keys import KeyRing
-from posswarm.trust.roles import release_keys
+from posswarm.trust.roles import release_keys, role_public_keys
 from posswarm.trust.state import CentralState, TrustError, releases_of
 
 log = logs.get("trust")
@@ -73,6 +73,7 @@ class CentralTrust:
         self.grace_s = grace_s
         self.timeout_s = timeout_s
         self.keyring = KeyRing([])
+        self.enrolment_keys: tuple = ()  # who may certify store peers (the root's enrolment role)
         self.state: CentralState | None = None
         self.last: Outcome | None = None
         self.refused: dict[str, str] = {}  # source url -> the last verdict against it
@@ -88,6 +89,7 @@ class CentralTrust:
                                 "check the path and the data_dir permissions)") from None
         root = self._local_root()
         self.keyring.replace(release_keys(root.signed).keys())
+        self.enrolment_keys = tuple(role_public_keys(root.signed, "enrolment"))
         try:
             self.state = _verified_local(self.dir, root)
         except (OSError, ValueError, tuf_errors.RepositoryError):
@@ -142,6 +144,7 @@ class CentralTrust:
             raise TrustError(f"central state via {base}: refused, what python-tuf kept in {self.dir} does not "
                              f"verify ({_first_line(exc)}); the next refresh fetches it again") from None
         self.keyring.replace(release_keys(root.signed).keys())
+        self.enrolment_keys = tuple(role_public_keys(root.signed, "enrolment"))
         return state
 
     def fresh(self, now: float) -> bool:

@@ -98,6 +98,11 @@ class Network:
             "central": {"root": str(self.root_of_trust), "tracker_url": f"{self.tracker_url}/announce"},
             "timing": {"catalog_poll_s": CATALOG_POLL_S, "status_every_s": 0.5},
         }
+        out = self.workdir / "nodes" / f"{node.node_id}.identity"
+        if not out.exists():  # issued once: a restarted node keeps its identity
+            self.central_keys.enrol(out, node_id=node.node_id, store=store.store_id, role=node.role,
+                                    device_class=doc["node"]["class"])
+        doc["node"]["identity_dir"] = str(out)
         if node.role == "cache":
             doc["central"]["catalog_url"] = self.seeder_url
             if self.wan_cap_kbps:
