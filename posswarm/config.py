@@ -33,7 +33,9 @@ KEYS: dict[str, tuple[str, str]] = {
     "node.identity_dir": ("identity_dir", "directory with this node's credential (node.key, node.crt, authority.crt"
                           " from `posswarm enroll`); '' = none"),
     "central.expiry_grace_s": ("expiry_grace_s", "seconds past the expiry of central's signed timestamp before new installs stop"),
-    "central.catalog_url": ("catalog_url", "cache only: URL of the central seeder, e.g. 'http://central:8080'"),
+    "central.catalog_url": ("catalog_url", "cache only: HTTPS URL of the central seeder, e.g. 'https://central:8080'"),
+    "central.tls_ca": ("tls_ca", "CA certificate central's HTTPS must chain to; '' = the enrolment authority in"
+                       " node.identity_dir (authority.crt)"),
     "central.tracker_url": ("tracker_url", "announce URL of the tracker ('' = do not announce)"),
     "store.cache_url": ("cache_url", "device only: the store cache's URL where mDNS is blocked ('' = find it by mDNS)"),
     "store.gossip_key_file": ("gossip_key_file", "file holding the store's gossip secret (>= 16 bytes); '' = no store data"),
@@ -78,6 +80,7 @@ class NodeConfig:
     expiry_grace_s: float = 3600.0
     tracker_url: str = ""
     identity_dir: str = ""
+    tls_ca: str = ""
     cache_url: str = ""
     gossip_key_file: str = ""
     gossip_seeds: str = ""
@@ -101,6 +104,13 @@ class NodeConfig:
     @property
     def is_cache(self) -> bool:
         return self.role == "cache"
+
+    @property
+    def central_ca(self) -> Path | None:
+        """What central's HTTPS certificate must chain to: central.tls_ca, else the credential's authority."""
+        if self.tls_ca:
+            return Path(self.tls_ca)
+        return Path(self.identity_dir) / "authority.crt" if self.identity_dir else None
 
 
 def kbps_to_bytes_per_s(kbps: int) -> int:
@@ -175,7 +185,15 @@ def _check(c: NodeConfig, source: str) -> None:
     if c.log_level not in ("debug", "info", "warning", "error"):
         raise PosswarmError(f"{source}: 'node.log_level' is {c.log_level!r}; use debug, info, warning or error")
     if c.is_cache and not c.catalog_url:
-        raise PosswarmError(f"{source}: a cache needs 'central.catalog_url' (the seeder's catalog, e.g. http://central:8080)")
+        raise PosswarmError(f"{source}: a cache needs 'central.catalog_url' (the seeder's catalog, e.g. https://central:8080)")
+    if c.catalog_url and not c.catalog_url.startswith("https://"):
+        raise PosswarmError(f"{source}: 'central.catalog_url' is {c.catalog_url!r}; central is reached over HTTPS only "
+                            "(https://...), so nothing on the WAN can read or rewrite what it sends")
+    if c.catalog_url and c.central_ca is None:
+        raise PosswarmError(f"{source}: nothing to verify central's HTTPS with; set 'node.identity_dir' (its "
+                            "authority.crt) or 'central.tls_ca'")
+    if c.tls_ca and not Path(c.tls_ca).is_file():
+        raise PosswarmError(f"{source}: 'central.tls_ca' {c.tls_ca} does not exist")
     for key, url in (("central.catalog_url", c.catalog_url), ("central.tracker_url", c.tracker_url),
                      ("store.cache_url", c.cache_url)):
         if url and not url.startswith(("http://", "https://")):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 from pathlib import Path
 
 import trio
@@ -25,6 +26,7 @@ from posswarm.datadir import DataDir
 from posswarm.discovery import mdns
 from posswarm.discovery.records import Advert
 from posswarm.identity.credential import Credential, check_matches, load_credential
+from posswarm.identity.tls import central_context
 from posswarm.release_keeper import ReleaseKeeper
 from posswarm.rollout_store import HeldRollouts
 from posswarm.store_peers import StorePeers
@@ -65,6 +67,12 @@ class Node:
         await trio.to_thread.run_sync(self.trust.load)
         if c.identity_dir:  # who this node is, as central certified it; refused before anything starts
             self.credential = await trio.to_thread.run_sync(self._load_credential)
+        central_tls = central_context(c.central_ca) if c.catalog_url else True
+        if c.catalog_url:
+            self.trust.tls = central_tls
+            # libtorrent checks HTTPS web seeds and trackers against OpenSSL's default store; point it at
+            # central's CA (the node talks HTTPS to nothing else).
+            os.environ["SSL_CERT_FILE"] = str(c.central_ca)
         public_key = self.trust.keyring
         self.rollouts = HeldRollouts(self.data.root / "rollouts", public_key)
         await trio.to_thread.run_sync(self.rollouts.load)
@@ -90,7 +98,7 @@ class Node:
             self.keeper = await nursery.start(keeper.run)  # resumes what an earlier run laid out
             self.follower = await nursery.start(CatalogFollower(
                 self.keeper, self.rollouts, self.shelf, self.trust, sources=self._catalog_sources,
-                poll_s=c.catalog_poll_s).run)
+                poll_s=c.catalog_poll_s, tls=central_tls).run)
             send, receive = trio.open_memory_channel(1000)
             nursery.start_soon(self.peers.run, receive)
             await nursery.start(mdns.run, self._advert(), send)

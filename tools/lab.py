@@ -18,6 +18,7 @@ import trio
 
 from posswarm import status
 from posswarm.errors import PosswarmError
+from posswarm.identity.tls import central_context
 from seeder.keys_cli import init_keys
 
 _READY = {
@@ -66,6 +67,8 @@ class Lab:
         # Central's role keys and root of trust, as `posswarm-seeder keys init` makes them.
         self.central_keys = init_keys(self.keys, self.releases)
         self.private_key, self.root_of_trust = self.central_keys.key("targets"), self.central_keys.root
+        # How a client verifies central's HTTPS: the enrolment authority its certificate is under.
+        self.central_tls = central_context(self.central_keys.authority)
         self.tracker_url: str | None = None
         self.seeder_url: str | None = None
         self.pids: dict[str, int] = {}
@@ -97,13 +100,15 @@ class Lab:
              "--interval", str(self.announce_interval_s), "--open"],
             self.logs / "tracker.log", pids=self.pids, exited=self.exited,
         ))
+        seeder_ip = f"{self.central_ip.rsplit('.', 1)[0]}.3"
+        tls_cert, tls_key = self.central_keys.issue_tls([seeder_ip])  # central serves HTTPS, as in production
         self.seeder_url = await nursery.start(partial(
             run_process, "seeder",
             [bin_path("posswarm-seeder"), "serve", "--releases", str(self.releases),
+             "--tls-cert", str(tls_cert), "--tls-key", str(tls_key),
              "--timestamp-key", str(self.central_keys.key("timestamp")),
              "--timestamp-expiry-s", str(self.timestamp_expiry_s),
-             "--listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
-             "--bt-listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
+             "--listen", f"{seeder_ip}:0", "--bt-listen", f"{seeder_ip}:0",
              "--tracker", f"{self.tracker_url}/announce"],
             self.logs / "seeder.log", pids=self.pids, exited=self.exited,
         ))
