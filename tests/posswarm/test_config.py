@@ -50,6 +50,9 @@ def test_a_good_config_loads_with_defaults(tmp_path):
         ({"central__root": "/nonexistent/root.json"}, "'central.root'"),
         ({"central__expiry_grace_s": -1}, "'central.expiry_grace_s'"),
         ({"central__tracker_url": "ftp://x"}, "'central.tracker_url'"),
+        ({"node__role": "cache", "central__catalog_url": "http://central:8080"}, "central is reached over HTTPS only"),
+        ({"node__role": "cache", "central__catalog_url": "https://central:8080"}, "nothing to verify central's HTTPS"),
+        ({"central__tls_ca": "/nonexistent/ca.crt"}, "'central.tls_ca'"),
     ],
 )
 def test_bad_keys_are_named(tmp_path, changes, named):
