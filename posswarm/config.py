@@ -40,6 +40,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "store.cache_url": ("cache_url", "device only: the store cache's URL where mDNS is blocked ('' = find it by mDNS)"),
     "store.gossip_key_file": ("gossip_key_file", "file holding the store's gossip secret (>= 16 bytes); '' = no store data"),
     "store.gossip_seeds": ("gossip_seeds", "comma-separated HOST:PORT of store nodes to greet where mDNS is blocked"),
+    "store.mdns": ("mdns", "find store peers by mDNS (false where the store network forbids multicast: set"
+                   " store.cache_url, or a device asks the tracker for its store's caches)"),
     "store.gossip_port": ("gossip_port", "TCP port of the store gossip channel on node.address (0 = any free port)"),
     "store.api_port": ("api_port", "port of the local sales/SKU API on 127.0.0.1 (0 = any free port)"),
     "store.timezone": ("timezone", "the store's IANA time zone: trading days of sales and local time of wan.schedule"),
@@ -82,6 +84,7 @@ class NodeConfig:
     identity_dir: str = ""
     tls_ca: str = ""
     cache_url: str = ""
+    mdns: bool = True
     gossip_key_file: str = ""
     gossip_seeds: str = ""
     gossip_port: int = 7946
@@ -147,6 +150,7 @@ def from_dict(raw: dict, *, source: str = "config") -> NodeConfig:
             "int": isinstance(value, int) and not isinstance(value, bool),
             "float": isinstance(value, (int, float)) and not isinstance(value, bool),
             "Path": isinstance(value, str),
+            "bool": isinstance(value, bool),
             "tuple[str, ...]": isinstance(value, list) and all(isinstance(v, str) for v in value),
         }[want]
         if not ok:

@@ -28,6 +28,7 @@ PURE = (
     "posswarm/trust/roles.py",
     "posswarm/trust/state.py",
     "posswarm/identity/certificate.py",
+    "tracker/store_caches.py",
     "posswarm/discovery/records.py",
     "posswarm/endpoint.py",
     "posswarm/gossip/faults.py",
