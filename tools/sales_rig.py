@@ -43,6 +43,7 @@ class Rig:
     devices: int
     faults: str = ""
     sku_poll_s: float = 2.0
+    catalog_poll_s: float = 30.0  # how soon a node follows central's signed state (a rotated root among it)
     fd_limit: int | None = None  # RLIMIT_NOFILE for the node processes (1,024 is most systems' default)
     # Appended to each node id ("cache" -> "cache-x1"): mDNS names are shared by every rig on this machine.
     id_suffix: str = ""
@@ -119,7 +120,7 @@ class Rig:
             "central": {"root": str(self.central_keys.root)},
             "store": {"gossip_key_file": str(self.key_file), "gossip_port": GOSSIP_PORT, "api_port": 0,
                       "gossip_faults": self.faults},
-            "timing": {"status_every_s": 1.0, "catalog_poll_s": 30.0, "sku_poll_s": self.sku_poll_s},
+            "timing": {"status_every_s": 1.0, "catalog_poll_s": self.catalog_poll_s, "sku_poll_s": self.sku_poll_s},
         }
         identity = self.root / "nodes" / f"{name}.identity"
         if not identity.exists():  # issued once: a restarted till keeps its identity

@@ -1,10 +1,12 @@
 """SKU prices are central's alone, with real processes: a seeder, a store cache and a till. A real HTTP proxy
 between the cache and central rewrites ``price_cents`` in transit; a store node holding the gossip key pushes
-forged prices to the till. Both are refused, counted, and the till keeps selling at central's price."""
+forged prices to the till. Both are refused, counted, and the till keeps selling at central's price; and
+central rotates its SKU key without anyone touching a node."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import replace
 
 import httpx
@@ -26,6 +28,7 @@ from posswarm.sku.signature import sign
 from posswarm.wallclock import now_ms
 from seeder.sku import CentralCatalog
 from tools.bench_sku import Replicas, _rows
+from tools.lab import bin_path
 from tools.sales_rig import GOSSIP_PORT, SECRET, Rig
 
 TILL = "till-01"
@@ -74,6 +77,14 @@ def _storedata(rig: Rig, name: str) -> dict:
         return {}
 
 
+def _signed_by(rig: Rig, name: str, kid: str) -> int:
+    db = sqlite3.connect(f"file:{rig.data_dir(name) / 'sku.sqlite'}?mode=ro", uri=True, timeout=10)
+    try:
+        return db.execute("SELECT COUNT(*) FROM sku WHERE key_id = ?", (kid,)).fetchone()[0]
+    finally:
+        db.close()
+
+
 def _import(rig: Rig, rows: list[dict]) -> None:
     """As `posswarm-seeder sku import` does: its own connection to the file the running seeder signs and serves."""
     catalog = CentralCatalog(str(rig.central_data / "sku.sqlite"))
@@ -91,7 +102,7 @@ async def _until(predicate, what: str, timeout: float = 60.0) -> None:
 
 
 async def test_a_price_rewritten_in_transit_or_forged_over_gossip_is_refused(nursery, tmp_path):
-    rig = Rig(tmp_path, 1, sku_poll_s=0.5, id_suffix="-skusign")
+    rig = Rig(tmp_path, 1, sku_poll_s=0.5, catalog_poll_s=1.0, id_suffix="-skusign")
     replicas = Replicas(rig)
     rows = _rows(50)
     try:
@@ -132,6 +143,16 @@ async def test_a_price_rewritten_in_transit_or_forged_over_gossip_is_refused(nur
         await _until(lambda: _storedata(rig, TILL).get("sku_refused_signature", 0) >= 3, "the till's refusal")
         assert replicas.price(TILL, good["code"]) == 777
         assert "sku.refused_signature" in (rig.logs / f"{TILL}.log").read_text()
+
+        # 3. `keys rotate sku` at central, nothing done on a node: the seeder signs the catalog again with the
+        #    new key, the nodes take that key from the rotated root, and a price change still arrives.
+        keys = rig.central_keys
+        await trio.run_process([bin_path("posswarm-seeder"), "keys", "rotate", "sku", "--keys", str(keys.dir),
+                                "--releases", str(rig.root / "central" / "releases")], capture_stdout=True)
+        new_key = key_id(load_private_key(keys.key("sku")).public_key())
+        _import(rig, [dict(good, price_cents=555)])
+        await _until(lambda: replicas.price(TILL, good["code"]) == 555, "a price change signed by the new key", 120)
+        await _until(lambda: _signed_by(rig, TILL, new_key) == 50, "the whole catalog re-signed on the till", 120)
     finally:
         replicas.close()
         with trio.CancelScope(shield=True):
