@@ -78,7 +78,7 @@ class Seeder:
             if self.sku_key is not None:
                 from seeder import sku
 
-                await nursery.start(sku.sign_forever, self.sku_catalog, self.sku_key)
+                await nursery.start(sku.sign_forever, self.sku_catalog, self.sku_key, self.repository)
             self.url = await nursery.start(http_service.run, catalog_app(self.shelf, extra_routes=store_routes), *self.http)
             # "self" stands for this seeder's own HTTP, which answers Range on every chunk (BEP 19)
             self.shelf.web_seeds = tuple(self.url if seed == "self" else seed for seed in self.web_seeds)

@@ -21,6 +21,8 @@ from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import InvalidSkuEntry, SkuEntry
 from posswarm.sku.hlc import Clock
 from posswarm.sku.signature import sign
+from posswarm.trust.roles import role_public_keys
+from seeder.tuf_repository import Repository
 
 log = logs.get("seeder")
 
@@ -73,7 +75,7 @@ class CentralCatalog:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         # Durable: a stamp handed to the caches and then lost here would be stamped again on a
         # different change, which caches whose cursor has passed it would never pull.
-        self.replica = SkuReplica(path, durable=True)
+        self.replica = SkuReplica(path, durable=True, digests=False)
         self.lock = trio.Lock()  # one connection: the routes and the signer take turns in worker threads
 
     def close(self) -> None:
@@ -135,8 +137,7 @@ class CentralCatalog:
 
         def signed_anew(clock: Clock) -> list[SkuEntry]:
             pending = self.replica.not_signed_by(kid, after_hlc, limit)
-            fresh = [sign(dataclasses.replace(e, hlc=clock.now(now_ms), key_id="", signature=b""), key, kid)
-                     for e in pending]
+            fresh = [sign(dataclasses.replace(e, hlc=clock.now(now_ms)), key, kid) for e in pending]
             # A full batch may have cut a run of equal stamps: scan it again. Otherwise all up to the newest
             # stamp (ours) is signed by ``key``, and an import stamps above it.
             scan["next"] = pending[-1].hlc - 1 if len(pending) >= limit else clock.last
@@ -147,19 +148,20 @@ class CentralCatalog:
         return scan["signed"], scan["next"]
 
 
-async def sign_forever(catalog: CentralCatalog, key_path: Path, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def sign_forever(catalog: CentralCatalog, key_path: Path, repository: Repository | None = None, *,
+                       task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Keep every entry central serves signed by the SKU key in ``key_path`` (KEYS/sku.key).
 
     The file is watched: after ``keys rotate sku`` the whole catalog is stamped and signed again with the
     new key, and the caches pull it as changes (nodes take the new key from the rotated root)."""
     key, seen, after = load_private_key(key_path), _file_stamp(key_path), 0
-    log.info("sku.signing", key=key_id(key.public_key()), file=str(key_path))
+    _check_in_root(key, key_path, repository)
     task_status.started()
     while True:
         if (stamp := _file_stamp(key_path)) != seen:
             try:
                 key, seen, after = load_private_key(key_path), stamp, 0
-                log.info("sku.signing", key=key_id(key.public_key()), file=str(key_path), restamping="all")
+                _check_in_root(key, key_path, repository)
             except PosswarmError as exc:  # mid-rotation: the new file is not written yet
                 log.warning("sku.signing_key_unreadable", reason=str(exc), retry_s=WATCH_S)
         async with catalog.lock:
@@ -170,6 +172,24 @@ async def sign_forever(catalog: CentralCatalog, key_path: Path, *, task_status=t
             log.info("sku.signed", entries=signed, key=key_id(key.public_key()))
         if signed < SIGN_BATCH:
             await trio.sleep(WATCH_S)
+
+
+def _check_in_root(key: Ed25519PrivateKey, key_path: Path, repository: Repository | None) -> None:
+    """Log which key signs, and warn when the root of trust does not name it (nodes would refuse all it signs)."""
+    kid = key_id(key.public_key())
+    log.info("sku.signing", key=kid, file=str(key_path))
+    if repository is None or not repository.exists():
+        return
+    try:
+        named = [key_id(k) for k in role_public_keys(repository.root().signed, "sku")]
+    except (OSError, ValueError) as exc:
+        log.warning("sku.root_unreadable", reason=str(exc)[:200])
+        return
+    if kid not in named:  # the root may follow a moment later (keys rotate writes the key first): keep signing
+        log.warning("sku.key_not_in_root", key=kid, root_sku_keys=named,
+                   fix="pass the sku.key of this RELEASES' `keys init` (or `keys rotate sku`): nodes refuse "
+                       "entries signed by a key their root of trust does not name; during `keys rotate sku` the new "
+                       "root follows in a moment")
 
 
 def _file_stamp(path: Path) -> tuple | None:

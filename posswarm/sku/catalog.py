@@ -89,13 +89,16 @@ class SkuReplica:
     Not thread-safe: the trio driver serialises calls.
     """
 
-    def __init__(self, path: str, *, durable: bool = False) -> None:
+    def __init__(self, path: str, *, durable: bool = False, digests: bool = True) -> None:
         self.path = path
         self._what = f"sku replica {path}"
         # Not durable (synchronous=NORMAL) by default: a store replica that loses its last commits to
         # a power cut gets them back by anti-entropy, and 100k SKUs for a fresh till are many commits
         # (notes §2: 35k/s vs 2.4k/s). Central, the source of truth, passes durable=True.
         self._db = open_db(path, "sku replica", _SCHEMA, synchronous="FULL" if durable else "NORMAL")
+        # Central serves by cursor and never answers a digest; without digests, re-signing the catalog in
+        # batches costs each batch its own rows, not a re-hash of every bucket it touches (the whole catalog).
+        self._digests = digests
         held = {row[1] for row in self._db.execute("PRAGMA table_info(sku)")}
         with transaction(self._db, self._what) as db:
             for statement in _SIGNATURE_COLUMNS if "signature" not in held else ():
@@ -152,7 +155,7 @@ class SkuReplica:
                     entry.key_id, entry.signature,
                 )  # fmt: skip
         db.executemany(_WRITE, winners.values())
-        for bucket in {row[1] for row in winners.values()}:
+        for bucket in {row[1] for row in winners.values()} if self._digests else ():
             self._rehash(db, bucket)
         return len(winners)
 

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from posswarm import http_service
 from posswarm.gossip.driver import StoreChannel
 from posswarm.keys import KeyRing, generate_keypair, load_private_key
+from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
 from posswarm.storedata.api import local_app
 from posswarm.storedata.cache import CacheData
@@ -54,7 +55,11 @@ class Central:
         return self._on_own_connection(lambda catalog: catalog.import_rows(rows, **kwargs))
 
     def digests(self) -> list[bytes]:
-        return self._on_own_connection(lambda catalog: catalog.replica.bucket_digests())
+        """The bucket digests of a replica holding exactly central's entries (central keeps none itself)."""
+        entries = self._on_own_connection(lambda catalog: catalog.replica.changes_since(0, 1 << 62))
+        replica = SkuReplica(":memory:")
+        replica.apply(entries)
+        return replica.bucket_digests()
 
     def _on_own_connection(self, fn):
         catalog = sku.CentralCatalog(self.catalog.replica.path)
