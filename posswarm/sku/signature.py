@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from functools import lru_cache
 
 import msgpack
-from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 from posswarm import logs
 from posswarm.keys import KeyRing, key_id
@@ -38,10 +41,18 @@ def problem(entry: SkuEntry, keys: KeyRing) -> str | None:
         return (f"{who}: signed by key {entry.key_id}, not the root of trust's SKU key ({', '.join(keys.ids()) or 'none'})"
                 " (forged, a rotated-out key, or this node has not seen central's newest root yet)")
     try:
-        key.verify(entry.signature, signed_bytes(entry))
-    except InvalidSignature:
+        _verifier(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).verify(
+            signed_bytes(entry), entry.signature)
+    except BadSignatureError:
         return f"{who}: signature does not match key {entry.key_id} (changed on the way: price, name or stamp)"
     return None
+
+
+@lru_cache(maxsize=16)
+def _verifier(raw_public_key: bytes) -> VerifyKey:
+    # libsodium checks an Ed25519 signature in about half the CPU time OpenSSL takes (measured here:
+    # 15.7k/s against 8.0k/s), and a fresh till checks every entry of the catalog.
+    return VerifyKey(raw_public_key)
 
 
 class SkuSignatures:
@@ -64,7 +75,9 @@ class SkuSignatures:
                 first = first or why
         if refused:
             self.refused += refused
+            # A cache asks again for a page it refused: the same refusal is logged once, and counted each time.
+            report = log.debug if first == self.last_refusal else log.warning
             self.last_refusal = first
-            log.warning("sku.refused_signature", source=source, count=refused, first=first,
-                        hint="kept the entries held before; only central's signed entries are applied")
+            report("sku.refused_signature", source=source, count=refused, first=first,
+                   hint="kept the entries held before; only central's signed entries are applied")
         return good

@@ -49,7 +49,8 @@ class CacheData:
         self._sales_db = SqliteThread()
         self._sku_db = SqliteThread()
         self._forward_now = trio.Event()
-        self.signatures = SkuSignatures(sku_keys or KeyRing([]))  # central's signature on every entry pulled (no keys: none)
+        # Central's signature, checked on every entry pulled (no keys given: every entry is refused).
+        self.signatures = SkuSignatures(sku_keys or KeyRing([]))
         self.central_error: str | None = None
         self.forwarded = 0
         # False while a big catch-up from central is under way: answering tills' digests then would

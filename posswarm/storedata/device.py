@@ -53,7 +53,8 @@ class DeviceData:
         self._replica_turn = 0
         self._copied_upto = 0
         self._sku_in, self._sku_out = trio.open_memory_channel[tuple[str, tuple[SkuEntry, ...]]](math.inf)
-        self.signatures = SkuSignatures(sku_keys or KeyRing([]))  # central's signature, checked before applying (no keys: none)
+        # Central's signature, checked before an entry is applied (no keys given: every entry is refused).
+        self.signatures = SkuSignatures(sku_keys or KeyRing([]))
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         self.outbox = await trio.to_thread.run_sync(Outbox, self._outbox_path, self._device_id)
