@@ -149,3 +149,17 @@ def test_a_replica_written_before_signatures_opens_with_its_entries_unsigned(tmp
     signed = sign(_pen(150, 1), CENTRAL)
     assert replica.apply([signed]) == 1 and replica.entry("SKU1") == signed
     replica.close()
+
+
+def test_the_largest_signed_entries_still_fit_a_gossip_frame_in_every_batch():
+    from posswarm.gossip import frames
+    from posswarm.gossip.messages import SkuEntries
+    from posswarm.storedata.sku_sync import batches
+
+    widest = [sign(SkuEntry(f"{i:064d}", pack(T, i), "o" * 64, False, "b" * 64, "\U0001f600" * 256, 2**53 - 1,
+                            "t" * 32), CENTRAL) for i in range(600)]
+    cut = list(batches(widest))
+    for batch in cut:
+        frame = frames.encode(SkuEntries(batch), key=b"s" * 32, store="S1", sender="till-1", counter=1)
+        assert len(frame) <= frames.MAX_FRAME
+    assert len(cut) > 1 and sum(map(len, cut)) == 600
