@@ -163,3 +163,30 @@ def test_the_largest_signed_entries_still_fit_a_gossip_frame_in_every_batch():
         frame = frames.encode(SkuEntries(batch), key=b"s" * 32, store="S1", sender="till-1", counter=1)
         assert len(frame) <= frames.MAX_FRAME
     assert len(cut) > 1 and sum(map(len, cut)) == 600
+
+
+async def test_the_seeder_signs_with_its_key_file_and_warns_when_the_root_names_another(nursery, tmp_path):
+    import trio
+    from structlog.testing import capture_logs
+
+    from seeder import sku
+    from seeder.keys_cli import init_keys
+    from seeder.tuf_repository import Repository
+
+    keys = init_keys(tmp_path / "keys", tmp_path / "releases")
+    catalog = _catalog(tmp_path)
+    stray = tmp_path / "stray.key"
+    stray.write_bytes(keys.key("timestamp").read_bytes())  # a key of central's, but not the SKU role's
+    with capture_logs() as logged:
+        await nursery.start(sku.sign_forever, catalog, stray, Repository(tmp_path / "releases"))
+    assert [e["event"] for e in logged if e["log_level"] == "warning"] == ["sku.key_not_in_root"]
+    with capture_logs() as logged:
+        await nursery.start(sku.sign_forever, CentralCatalog(str(tmp_path / "other.sqlite")), keys.key("sku"),
+                            Repository(tmp_path / "releases"))
+    assert not [e for e in logged if e["log_level"] == "warning"]
+    with trio.fail_after(30):  # the stray key's signer still signs: the warning is the remedy
+        while True:
+            async with catalog.lock:  # one connection, shared with the signer's worker thread
+                if catalog.changed_after(0):
+                    break
+            await trio.sleep(0.05)
