@@ -151,14 +151,22 @@ class CacheData:
                 caught_up, self.sku_settled = False, True
                 await trio.sleep(self.sku_poll_s)
                 continue
-            signed = await trio.to_thread.run_sync(lambda: self.signatures.accepted(entries, source=self.central_url))
-            if signed:
-                changed = await self._sku_db.run(self.replica.apply, signed, now_ms=now_ms())
+            refused_before, signed = self.signatures.refused, []
+
+            def check(newer: list[SkuEntry]) -> list[SkuEntry]:
+                # Only entries newer than what is held are checked: a page asked for again after a refusal
+                # costs the refused entries' checks, not the whole page's.
+                good = self.signatures.accepted(newer, source=self.central_url)
+                signed.extend(good)
+                return good
+
+            if entries:
+                changed = await self._sku_db.run(self.replica.apply, entries, now_ms=now_ms(), check=check)
                 if changed and len(signed) <= PUSH_CHANGES_MAX:
                     for batch in batches(signed):
                         self.channel.broadcast(SkuEntries(batch), role="device")
                 log.info("sku.pulled", entries=len(entries), changed=changed)
-            if len(signed) < len(entries):
+            if self.signatures.refused > refused_before:
                 # Not past what was refused: after a rotation this node may not hold the new root yet, and
                 # the page comes again (an on-path forger can only delay changes, never make one).
                 caught_up, self.sku_settled = False, True
