@@ -190,3 +190,16 @@ async def test_the_seeder_signs_with_its_key_file_and_warns_when_the_root_names_
                 if catalog.changed_after(0):
                     break
             await trio.sleep(0.05)
+
+
+def test_a_node_takes_its_sku_keys_from_the_root_of_trust(tmp_path):
+    from posswarm.keys import load_private_key
+    from posswarm.trust.client import CentralTrust
+    from seeder.keys_cli import init_keys
+
+    keys = init_keys(tmp_path / "keys", tmp_path / "releases")
+    trust = CentralTrust(keys.root, tmp_path / "tuf", grace_s=0)
+    ring = trust.sku_keys  # the one ring StoreData holds: replaced in place when a newer root verifies
+    trust.load()
+    assert ring.ids() == [key_id(load_private_key(keys.key("sku")).public_key())]
+    assert key_id(load_private_key(keys.key("targets")).public_key()) not in ring.ids()
