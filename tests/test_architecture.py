@@ -49,6 +49,7 @@ PURE = (
     "posswarm/signed_doc.py",
     "posswarm/sku/entry.py",
     "posswarm/sku/hlc.py",
+    "posswarm/sku/signature.py",
     "posswarm/targeting.py",
     "posswarm/torrent/accounting.py",
     "posswarm/torrent/settings.py",

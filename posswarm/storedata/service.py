@@ -15,6 +15,7 @@ from posswarm.fsync import replace_synced
 from posswarm.gossip import faults
 from posswarm.gossip.driver import StoreChannel
 from posswarm.identity.tls import central_context
+from posswarm.keys import KeyRing
 from posswarm.storedata.api import local_app
 from posswarm.storedata.cache import CacheData
 from posswarm.storedata.device import DeviceData
@@ -56,8 +57,9 @@ def api_url(data_dir: Path) -> str:
 class StoreData:
     """The node's store-data service; the node forwards mDNS sightings with :meth:`peer_found`/:meth:`peer_lost`."""
 
-    def __init__(self, config: NodeConfig, data_dir: Path) -> None:
+    def __init__(self, config: NodeConfig, data_dir: Path, *, sku_keys: KeyRing) -> None:
         self.config = config
+        self.sku_keys = sku_keys  # the root of trust's SKU keys (CentralTrust.sku_keys, follows rotation)
         self.data_dir = Path(data_dir)
         c = config
         self.channel = StoreChannel(
@@ -85,11 +87,11 @@ class StoreData:
                 self.role_data = CacheData(
                     self.channel, ledger_path=str(self.data_dir / "ledger.sqlite"), sku_path=sku_path,
                     store=c.store, central_url=c.catalog_url, central_tls=central_context(c.central_ca),
-                    timezone=c.timezone, sku_poll_s=c.sku_poll_s,
+                    timezone=c.timezone, sku_poll_s=c.sku_poll_s, sku_keys=self.sku_keys,
                 )
             else:
                 self.role_data = DeviceData(self.channel, outbox_path=str(self.data_dir / "outbox.sqlite"),
-                                            sku_path=sku_path, device_id=c.node_id)
+                                            sku_path=sku_path, device_id=c.node_id, sku_keys=self.sku_keys)
             await nursery.start(self.role_data.run)
             # Loopback only: the API takes sales from software on this machine, never from the LAN.
             self.api_url = await nursery.start(http_service.run, local_app(self.role_data), "127.0.0.1", c.api_port)
