@@ -36,7 +36,10 @@ KEYS: dict[str, tuple[str, str]] = {
     "central.catalog_url": ("catalog_url", "cache only: URL of the central seeder, e.g. 'http://central:8080'"),
     "central.tracker_url": ("tracker_url", "announce URL of the tracker ('' = do not announce)"),
     "store.cache_url": ("cache_url", "device only: the store cache's URL where mDNS is blocked ('' = find it by mDNS)"),
-    "store.gossip_key_file": ("gossip_key_file", "file holding the store's gossip secret (>= 16 bytes); '' = no store data"),
+    "store.data": ("data", "true = run the store's sales and SKU data over gossip (mutual TLS with node.identity_dir's"
+                   " credential)"),
+    "store.gossip_key_file": ("gossip_key_file", "legacy: set = store.data true; the secret is no longer read (gossip"
+                              " is mutual TLS)"),
     "store.gossip_seeds": ("gossip_seeds", "comma-separated HOST:PORT of store nodes to greet where mDNS is blocked"),
     "store.gossip_port": ("gossip_port", "TCP port of the store gossip channel on node.address (0 = any free port)"),
     "store.api_port": ("api_port", "port of the local sales/SKU API on 127.0.0.1 (0 = any free port)"),
@@ -79,6 +82,7 @@ class NodeConfig:
     tracker_url: str = ""
     identity_dir: str = ""
     cache_url: str = ""
+    data: bool = False
     gossip_key_file: str = ""
     gossip_seeds: str = ""
     gossip_port: int = 7946
@@ -101,6 +105,11 @@ class NodeConfig:
     @property
     def is_cache(self) -> bool:
         return self.role == "cache"
+
+    @property
+    def store_data(self) -> bool:
+        """Whether this node runs the store's sales and SKU data (``store.data``, or the legacy key file)."""
+        return self.data or bool(self.gossip_key_file)
 
 
 def kbps_to_bytes_per_s(kbps: int) -> int:
@@ -136,6 +145,7 @@ def from_dict(raw: dict, *, source: str = "config") -> NodeConfig:
             "str": isinstance(value, str),
             "int": isinstance(value, int) and not isinstance(value, bool),
             "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "bool": isinstance(value, bool),
             "Path": isinstance(value, str),
             "tuple[str, ...]": isinstance(value, list) and all(isinstance(v, str) for v in value),
         }[want]
@@ -203,9 +213,9 @@ def _check(c: NodeConfig, source: str) -> None:
         if not words or not words[0].startswith("/"):
             raise PosswarmError(f"{source}: 'install.privileged_hook' {c.privileged_hook!r} must start with an"
                                 " absolute path (root runs it; no PATH search)")
-    if c.gossip_key_file and not Path(c.gossip_key_file).is_file():
-        raise PosswarmError(f"{source}: 'store.gossip_key_file' {c.gossip_key_file} does not exist"
-                            " (copy the store's gossip key there, the same file on every node of the store)")
+    if c.store_data and not c.identity_dir:
+        raise PosswarmError(f"{source}: store data needs 'node.identity_dir' (gossip is mutual TLS with the node's"
+                            " certificate; enrol the node with `posswarm enroll`)")
     if not c.root.is_file():
         raise PosswarmError(f"{source}: 'central.root' {c.root} does not exist (copy central's root.json there)")
     if c.expiry_grace_s < 0:

@@ -51,7 +51,7 @@ class Node:
         self.peers: StorePeers | None = None
         self.wan: WanCaps | None = None
         self.announcer: Announcer | None = None
-        self.storedata: StoreData | None = None  # sales and SKU catalog, when store.gossip_key_file is set
+        self.storedata: StoreData | None = None  # sales and SKU catalog, when store.data is on
         self.rollouts: HeldRollouts | None = None
         self.trust: CentralTrust | None = None
         self.credential: Credential | None = None
@@ -81,8 +81,8 @@ class Node:
             if c.is_cache:
                 self.shelf.seeds = (f"{c.address}:{self.torrents.listen_port}",)
                 self.http_url = await nursery.start(http_service.run, catalog_app(self.shelf), c.address, c.http_port)
-            if c.gossip_key_file:
-                self.storedata = await nursery.start(StoreData(c, c.data_dir).run)
+            if c.store_data:
+                self.storedata = await nursery.start(StoreData(c, c.data_dir, self.credential).run)
             self.peers = StorePeers(c.node_id, c.store, self.lan, connect=self.torrents.connect_peer,
                                     storedata=self.storedata, on_cache=self._cache_found)
             keeper = ReleaseKeeper(c, self.data, ChunkStore(self.data.chunk_store), self.torrents, self.shelf,

@@ -48,6 +48,7 @@ PURE = (
     "posswarm/signed_doc.py",
     "posswarm/sku/entry.py",
     "posswarm/sku/hlc.py",
+    "posswarm/storedata/permissions.py",
     "posswarm/targeting.py",
     "posswarm/torrent/accounting.py",
     "posswarm/torrent/settings.py",
