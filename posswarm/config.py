@@ -213,6 +213,9 @@ def _check(c: NodeConfig, source: str) -> None:
         if not words or not words[0].startswith("/"):
             raise PosswarmError(f"{source}: 'install.privileged_hook' {c.privileged_hook!r} must start with an"
                                 " absolute path (root runs it; no PATH search)")
+    if c.identity_dir and not c.is_cache and c.cache_url.startswith("http://"):
+        raise PosswarmError(f"{source}: 'store.cache_url' {c.cache_url} is plain HTTP; a device with a credential reads"
+                            " its cache only over https (the cache serves its catalog with its node certificate)")
     if c.store_data and not c.identity_dir:
         raise PosswarmError(f"{source}: store data needs 'node.identity_dir' (gossip is mutual TLS with the node's"
                             " certificate; enrol the node with `posswarm enroll`)")

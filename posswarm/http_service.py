@@ -1,8 +1,10 @@
-"""Serve an ASGI app (Starlette) with hypercorn under trio; started() hands back the bound URL."""
+"""Serve an ASGI app (Starlette) with hypercorn under trio, over HTTP or over TLS from a context we built;
+started() hands back the bound URL."""
 
 from __future__ import annotations
 
 import logging
+import ssl
 from functools import partial
 
 import trio
@@ -10,9 +12,26 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
 
-async def run(app, host: str, port: int = 0, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Listen on host:port (0 = any free port) until cancelled; ``task_status.started(url)`` once bound."""
-    config = Config()
+class _Config(Config):
+    """hypercorn's config, serving TLS from ``context`` (hypercorn would otherwise build its own from files)."""
+
+    def __init__(self, context: ssl.SSLContext | None) -> None:
+        super().__init__()
+        self._context = context
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return self._context is not None
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        return self._context
+
+
+async def run(app, host: str, port: int = 0, *, ssl_context: ssl.SSLContext | None = None,
+              task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Listen on host:port (0 = any free port) until cancelled, over TLS with ``ssl_context`` if given;
+    ``task_status.started(url)`` once bound (``https://`` then)."""
+    config = _Config(ssl_context)
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # our stderr handler, not hypercorn's own

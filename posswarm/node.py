@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -19,6 +20,7 @@ from posswarm.announcer import Announcer
 from posswarm.catalog.follower import CatalogFollower
 from posswarm.catalog.http import catalog_app
 from posswarm.catalog.shelf import Shelf
+from posswarm.catalog.store_source import cache_client_context, cache_server_context
 from posswarm.chunks import ChunkStore
 from posswarm.config import NodeConfig, kbps_to_bytes_per_s
 from posswarm.datadir import DataDir
@@ -80,17 +82,24 @@ class Node:
             self.wan = WanCaps(c, self.torrents)
             if c.is_cache:
                 self.shelf.seeds = (f"{c.address}:{self.torrents.listen_port}",)
-                self.http_url = await nursery.start(http_service.run, catalog_app(self.shelf), c.address, c.http_port)
+                # The store catalog over TLS with the cache's node certificate: a device takes only a certified cache.
+                tls = cache_server_context(self.credential) if self.credential else None
+                self.http_url = await nursery.start(partial(http_service.run, catalog_app(self.shelf), c.address,
+                                                            c.http_port, ssl_context=tls))
             if c.store_data:
                 self.storedata = await nursery.start(StoreData(c, c.data_dir, self.credential).run)
             self.peers = StorePeers(c.node_id, c.store, self.lan, connect=self.torrents.connect_peer,
-                                    storedata=self.storedata, on_cache=self._cache_found)
+                                    storedata=self.storedata, on_cache=self._cache_found,
+                                    catalog_scheme="https" if self.credential else "http")
+            verify = True
+            if self.credential and not c.is_cache:
+                verify = self.trust.verify = cache_client_context(self.credential)
             keeper = ReleaseKeeper(c, self.data, ChunkStore(self.data.chunk_store), self.torrents, self.shelf,
                                    public_key, rollouts=self.rollouts, peers=self.peers, on_change=self._kick_tracker)
             self.keeper = await nursery.start(keeper.run)  # resumes what an earlier run laid out
             self.follower = await nursery.start(CatalogFollower(
                 self.keeper, self.rollouts, self.shelf, self.trust, sources=self._catalog_sources,
-                poll_s=c.catalog_poll_s).run)
+                poll_s=c.catalog_poll_s, verify=verify).run)
             send, receive = trio.open_memory_channel(1000)
             nursery.start_soon(self.peers.run, receive)
             await nursery.start(mdns.run, self._advert(), send)

@@ -19,7 +19,7 @@ class StorePeers:
     """
 
     def __init__(self, node_id: str, store: str, lan: ipaddress.IPv4Network, *, connect: Callable[[tuple[str, int]], None],
-                 storedata=None, on_cache: Callable[[], None] = lambda: None) -> None:
+                 storedata=None, on_cache: Callable[[], None] = lambda: None, catalog_scheme: str = "http") -> None:
         self.node_id = node_id
         self.store = store
         self.lan = lan
@@ -27,13 +27,19 @@ class StorePeers:
         self._connect = connect
         self._storedata = storedata
         self._on_cache = on_cache
+        self._scheme = catalog_scheme
 
     def swarm_addresses(self) -> list[tuple[str, int]]:
         return [(a.address, a.bt_port) for a in self.peers.values()]
 
     def catalog_urls(self) -> list[str]:
-        """Every cache of the store that serves a catalog, in the order they were heard of."""
-        return [f"http://{a.address}:{a.http_port}" for a in self.peers.values() if a.role == "cache" and a.http_port]
+        """Where every node advertising itself as a cache of the store says its catalog is, in the order heard of.
+
+        Only hints: over https a device reads one only if the server's certificate says it is a cache of the
+        store (posswarm/catalog/store_source.py), whatever the advert claimed.
+        """
+        return [f"{self._scheme}://{a.address}:{a.http_port}" for a in self.peers.values()
+                if a.role == "cache" and a.http_port]
 
     async def run(self, events) -> None:
         async for event in events:

@@ -8,6 +8,7 @@ those files to its devices (``relay_files``); they verify them with the same roo
 from __future__ import annotations
 
 import shutil
+import ssl
 import time
 from dataclasses import dataclass
 from datetime import timezone
@@ -77,6 +78,7 @@ class CentralTrust:
         self.state: CentralState | None = None
         self.last: Outcome | None = None
         self.refused: dict[str, str] = {}  # source url -> the last verdict against it
+        self.verify: ssl.SSLContext | bool = True  # how sources' TLS is checked (a device's: a cache of its store)
 
     def load(self) -> None:
         """Start from the configured root once; afterwards from the newest root and state verified before."""
@@ -121,7 +123,7 @@ class CentralTrust:
 
     def _refresh_sync(self, url: str) -> CentralState:
         base = url.rstrip("/")
-        with httpx.Client(timeout=self.timeout_s) as client:
+        with httpx.Client(timeout=self.timeout_s, verify=self.verify) as client:
             try:
                 updater = Updater(str(self.dir), f"{base}/tuf/", fetcher=_Fetcher(client), config=LIMITS, bootstrap=None)
                 updater.refresh()

@@ -1,19 +1,31 @@
 """Attacks on a store from inside its LAN, against real node processes: a stolen till's credential, a till claiming
-to be the cache, an uncertified process on the gossip port. Each is refused with one log line and no sale is lost."""
+to be the cache, a fake cache advert, an uncertified process on the gossip port. Each is refused with one log line,
+no sale is lost and the till installs its release."""
 
 from __future__ import annotations
 
 import datetime
 import json
 import sys
+from functools import partial
 
 import httpx
 import trio
 from cryptography import x509
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
+from posswarm import http_service
+from posswarm.catalog.store_source import cache_server_context
+from posswarm.discovery import mdns
+from posswarm.discovery.records import Advert
 from posswarm.gossip.driver import StoreChannel
 from posswarm.gossip.messages import SalesAck, SalesDigest
 from posswarm.identity.credential import load_credential
+from tests.posswarm.gossip.certified import Authority
+from tools.lab import Lab, write_image
 from tools.sales_rig import GOSSIP_PORT, Rig, central_sales
 
 SALE = {"lines": [{"sku": "SKU0001", "qty": 1, "unit_cents": 250}], "tenders": [{"kind": "card", "cents": 250}]}
@@ -34,12 +46,16 @@ async def _until(predicate, timeout: float, why=lambda: "") -> None:
     raise AssertionError(f"not within {timeout} s: {why()}")
 
 
+def _credential(directory):
+    """A credential as its thief holds it (trusting the authority file that came with it)."""
+    authority = x509.load_pem_x509_certificate((directory / "authority.crt").read_bytes()).public_key()
+    return load_credential(directory, (authority,), now=datetime.datetime.now(datetime.UTC))
+
+
 def _stolen(rig: Rig, name: str) -> StoreChannel:
     """``name``'s own credential, taken off the till and driven by the attacker's code at the till's address."""
-    directory = rig.root / "nodes" / f"{name}.identity"
-    authority = x509.load_pem_x509_certificate((directory / "authority.crt").read_bytes()).public_key()
-    credential = load_credential(directory, (authority,), now=datetime.datetime.now(datetime.UTC))
-    return StoreChannel(credential=credential, address=rig.address(name), port=GOSSIP_PORT)
+    return StoreChannel(credential=_credential(rig.root / "nodes" / f"{name}.identity"), address=rig.address(name),
+                        port=GOSSIP_PORT)
 
 
 async def _sell(rig: Rig, till: str, count: int) -> list[dict]:
@@ -186,4 +202,71 @@ async def test_an_uncertified_process_on_the_gossip_port_is_refused_after_the_ha
         finally:
             with trio.CancelScope(shield=True):
                 await rig.stop_all()
+        nursery.cancel_scope.cancel()
+
+
+class StrippedCache:
+    """Where a fake cache advert points: HTTPS with some certificate, relaying central with ``/catalog`` stripped of
+    its rollout sequences (a paused or revoked release would look "active, ring all"); counts the requests it gets."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream, self.requests, self.port = upstream, 0, 0
+
+    async def run(self, host: str, context, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with httpx.AsyncClient(timeout=10) as client:
+            async def any_path(request: Request) -> Response:
+                self.requests += 1
+                upstream = await client.get(f"{self.upstream}{request.url.path}")
+                if request.url.path == "/catalog" and upstream.status_code == 200:
+                    doc = upstream.json()
+                    for entry in doc["releases"]:
+                        entry.pop("rollout_sequence", None)
+                    return JSONResponse(doc)
+                return Response(upstream.content, upstream.status_code)
+
+            app = Starlette(routes=[Route("/{path:path}", any_path)])
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(partial(http_service.run, app, host, 0, ssl_context=context))
+                self.port = int(url.rsplit(":", 1)[1])
+                task_status.started(self)
+
+
+async def _drain(receive) -> None:
+    async for _ in receive:
+        pass
+
+
+async def test_a_fake_cache_advert_without_a_cache_certificate_is_never_a_fresh_tills_catalog_source(tmp_path):
+    lab = Lab(tmp_path, devices=1)
+    till = lab.devices[0]
+    # Another central's certificate, and a stolen till's real one: neither is a cache of this store.
+    foreign = Authority(tmp_path / "elsewhere").credential(f"cache-{lab.store[-4:]}", "cache", lab.store)
+    stolen = _credential(lab.central_keys.enrol(tmp_path / "stolen", node_id=f"till-77-{lab.store[-4:]}",
+                                                store=lab.store, role="device", device_class="pos"))
+    fakes = []
+    async with trio.open_nursery() as nursery:
+        send, receive = trio.open_memory_channel(100)
+        nursery.start_soon(_drain, receive)
+        with trio.fail_after(90):
+            await lab.start_central(nursery)
+            for octet, credential in ((250, foreign), (251, stolen)):
+                host = f"127.{lab.net}.1.{octet}"
+                fake = await nursery.start(StrippedCache(lab.seeder_url).run, host, cache_server_context(credential))
+                fakes.append(fake)
+                await nursery.start(mdns.run, Advert(f"cache-fake{octet}-{lab.store[-4:]}", lab.store, "cache", "cache",
+                                                     host, bt_port=1, http_port=fake.port), send)
+            await lab.start_node(nursery, till)  # freshly imaged: it hears the fakes before the real cache
+            await lab.start_node(nursery, lab.cache)
+        await lab.publish(write_image(tmp_path / "image.bin", 2), "1.0")
+        with trio.fail_after(120):
+            await lab.wait_installed("pos-image", "1.0")
+        doc = lab.status_of(till)
+        port = int(lab.status_of(lab.cache)["http_url"].rsplit(":", 1)[1])
+        assert doc["catalog"]["url"] == f"https://{lab.cache.address}:{port}", doc["catalog"]
+        assert [fake.requests for fake in fakes] == [0, 0], "a fake cache was asked for something"
+        text = (lab.logs / f"{till.name}.log").read_text()
+        refusals = [line for line in text.splitlines() if "catalog.source_refused" in line]
+        assert len(refusals) == 2, refusals  # one line each, however often the till polls
+        assert any("not issued by our enrolment authority" in line for line in refusals), refusals
+        assert any(f"device {stolen.identity.node_id}" in line and "not a cache" in line for line in refusals)
         nursery.cancel_scope.cancel()
