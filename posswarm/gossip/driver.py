@@ -74,7 +74,8 @@ class StoreChannel:
         self._dice = fault_injection.Dice(faults, seed)
         self.peers: dict[str, Peer] = {}
         self.dropped: collections.Counter[str] = collections.Counter()
-        self.refused: collections.Counter[str] = collections.Counter()  # incoming connections closed at once
+        # Connections closed at once or after the handshake (caps, deadline, certificates), by reason.
+        self.refused: collections.Counter[str] = collections.Counter()
         self._slots = Slots(max_connections, max_per_address)  # incoming connections per address
         self.sent = 0
         self.received = 0

@@ -5,7 +5,7 @@ no sale is lost and the till installs its release."""
 from __future__ import annotations
 
 import datetime
-import json
+import sqlite3
 import sys
 from functools import partial
 
@@ -25,17 +25,15 @@ from posswarm.gossip.driver import StoreChannel
 from posswarm.gossip.messages import SalesAck, SalesDigest
 from posswarm.identity.credential import load_credential
 from tests.posswarm.gossip.certified import Authority
-from tools.lab import Lab, write_image
-from tools.sales_rig import GOSSIP_PORT, Rig, central_sales
+from tools.lab import Lab, LabNode, write_image
 
+GOSSIP_PORT = 7946
+STORE_DATA = {"store": {"data": True, "api_port": 0, "gossip_port": GOSSIP_PORT}}
 SALE = {"lines": [{"sku": "SKU0001", "qty": 1, "unit_cents": 250}], "tenders": [{"kind": "card", "cents": 250}]}
 
 
-def _status(rig: Rig, name: str) -> dict:
-    try:
-        return json.loads((rig.data_dir(name) / "status.json").read_text())["storedata"] or {}
-    except (OSError, ValueError, KeyError):
-        return {}
+def _status(lab: Lab, node: LabNode) -> dict:
+    return (lab.status_of(node) or {}).get("storedata") or {}
 
 
 async def _until(predicate, timeout: float, why=lambda: "") -> None:
@@ -52,15 +50,29 @@ def _credential(directory):
     return load_credential(directory, (authority,), now=datetime.datetime.now(datetime.UTC))
 
 
-def _stolen(rig: Rig, name: str) -> StoreChannel:
-    """``name``'s own credential, taken off the till and driven by the attacker's code at the till's address."""
-    return StoreChannel(credential=_credential(rig.root / "nodes" / f"{name}.identity"), address=rig.address(name),
+def _stolen(lab: Lab, node: LabNode) -> StoreChannel:
+    """``node``'s own credential, taken off the till and driven by the attacker's code at the till's address."""
+    return StoreChannel(credential=_credential(lab.root / "nodes" / f"{node.name}.identity"), address=node.address,
                         port=GOSSIP_PORT)
 
 
-async def _sell(rig: Rig, till: str, count: int) -> list[dict]:
+def _central_sales(lab: Lab) -> list[tuple]:
+    path = lab.root / "central" / "central-data" / "sales.sqlite"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return db.execute("SELECT device_id, incarnation, seq FROM sale").fetchall()
+    except sqlite3.OperationalError:  # not created yet
+        return []
+    finally:
+        db.close()
+
+
+async def _sell(till: LabNode, count: int) -> list[dict]:
+    url = (till.data_dir / "api.url").read_text().strip()
     async with httpx.AsyncClient(timeout=10) as client:
-        answers = [await client.post(f"{rig.api_url(till)}/sales", json=SALE) for _ in range(count)]
+        answers = [await client.post(f"{url}/sales", json=SALE) for _ in range(count)]
     assert all(a.status_code == 201 for a in answers), [a.text for a in answers]
     return [a.json() for a in answers]
 
@@ -74,86 +86,85 @@ def _kinds(channel: StoreChannel) -> set[str]:
             return kinds
 
 
-def _log_lines(rig: Rig, name: str, *needles: str) -> list[str]:
-    text = (rig.logs / f"{name}.log").read_text(errors="replace")
+def _log_lines(lab: Lab, node: LabNode, *needles: str) -> list[str]:
+    text = (lab.logs / f"{node.name}.log").read_text(errors="replace")
     return [line for line in text.splitlines() if all(n in line for n in needles)]
 
 
-async def _store(rig: Rig) -> tuple[str, str]:
-    """The rig's store with two tills; the second is stolen (its process gone) and the cache is rebooting, so the
-    first till's sales wait in its outbox."""
-    with trio.fail_after(120):
-        await rig.start_all()
-        await rig.wait_connected()
-    victim, stolen = rig.device_names
-    await rig.kill(stolen)
-    await rig.kill("cache")
+async def _store(nursery, lab: Lab) -> tuple[LabNode, LabNode]:
+    """The lab's store with two tills selling; the second is stolen (its process gone) and the cache is
+    rebooting, so the first till's sales wait in its outbox."""
+    victim, stolen = lab.devices
+
+    def hears_cache() -> bool:  # both tills (and so their status files) are up and talk to the cache
+        peers = [_status(lab, till).get("gossip", {}).get("peers", {}) for till in lab.devices]
+        return all(p.get(lab.cache.node_id, {}).get("alive") for p in peers)
+
+    with trio.fail_after(90):
+        await lab.start_central(nursery)
+        for node in lab.nodes:
+            await lab.start_node(nursery, node, extra=STORE_DATA)
+        await _until(hears_cache, 60, lambda: _status(lab, victim))
+    lab.kill(stolen)
+    lab.kill(lab.cache)
     return victim, stolen
 
 
-async def _everything_reaches_central(rig: Rig, victim: str, sales: list[dict]) -> None:
+async def _everything_reaches_central(nursery, lab: Lab, victim: LabNode, sales: list[dict]) -> None:
     """The cache comes back: every sale the victim made reaches central exactly once, and the victim is settled."""
-    await rig.start("cache")
-    want = sorted((victim, s["incarnation"], s["seq"]) for s in sales)
-    await _until(lambda: sorted(r[:3] for r in central_sales(rig)) == want, 60, lambda: central_sales(rig))
-    await _until(lambda: _status(rig, victim).get("sales", {}).get("unacked") == 0, 30, lambda: _status(rig, victim))
+    await lab.start_node(nursery, lab.cache, extra=STORE_DATA)
+    want = sorted((victim.node_id, s["incarnation"], s["seq"]) for s in sales)
+    await _until(lambda: sorted(_central_sales(lab)) == want, 60, lambda: _central_sales(lab))
+    await _until(lambda: _status(lab, victim).get("sales", {}).get("unacked") == 0, 30, lambda: _status(lab, victim))
 
 
 async def test_a_stolen_tills_credential_cannot_ack_another_tills_sales(tmp_path):
+    lab = Lab(tmp_path, devices=2)
     async with trio.open_nursery() as nursery:
-        rig = Rig(tmp_path, 2)
-        try:
-            victim, stolen = await _store(rig)
-            sales = await _sell(rig, victim, 5)
-            incarnation = sales[0]["incarnation"]
-            thief = _stolen(rig, stolen)
-            await nursery.start(thief.run)
-            thief.add_peer(victim, rig.address(victim), GOSSIP_PORT)
-            with trio.fail_after(30):
-                while not thief.alive():  # the victim talks to it: it is a till of the store, certified
-                    await trio.sleep(0.1)
+        victim, stolen = await _store(nursery, lab)
+        sales = await _sell(victim, 5)
+        incarnation = sales[0]["incarnation"]
+        thief = _stolen(lab, stolen)
+        await nursery.start(thief.run)
+        thief.add_peer(victim.node_id, victim.address, GOSSIP_PORT)
+        with trio.fail_after(30):
+            while not thief.alive():  # the victim talks to it: it is a till of the store, certified
+                await trio.sleep(0.1)
 
-            def refused() -> dict:
-                return _status(rig, victim).get("refused", {})
+        def refused() -> dict:
+            return _status(lab, victim).get("refused", {})
 
-            with trio.fail_after(30):  # "the cache has them all": the till would forget them
-                while not (refused().get("sales.ack") and refused().get("sales.digest")):
-                    thief.send(victim, SalesAck(victim, incarnation, 5))
-                    thief.send(victim, SalesDigest({(victim, incarnation): 5}))
-                    await trio.sleep(0.5)
-            assert _status(rig, victim)["sales"]["unacked"] == 5
-            lines = _log_lines(rig, victim, "storedata.refused", "sales.ack")
-            assert len(lines) == 1 and f"from device {stolen}" in lines[0], lines
-            await _everything_reaches_central(rig, victim, sales)
-        finally:
-            with trio.CancelScope(shield=True):
-                await rig.stop_all()
+        with trio.fail_after(30):  # "the cache has them all": the till would forget them
+            while not (refused().get("sales.ack") and refused().get("sales.digest")):
+                thief.send(victim.node_id, SalesAck(victim.node_id, incarnation, 5))
+                thief.send(victim.node_id, SalesDigest({(victim.node_id, incarnation): 5}))
+                await trio.sleep(0.5)
+        assert _status(lab, victim)["sales"]["unacked"] == 5
+        lines = _log_lines(lab, victim, "storedata.refused", "sales.ack")
+        assert len(lines) == 1 and f"from device {stolen.node_id}" in lines[0], lines
+        await _everything_reaches_central(nursery, lab, victim, sales)
         nursery.cancel_scope.cancel()
 
 
 async def test_a_stolen_till_claiming_to_be_the_cache_gets_no_sales(tmp_path):
+    lab = Lab(tmp_path, devices=2)
     async with trio.open_nursery() as nursery:
-        rig = Rig(tmp_path, 2)
-        try:
-            victim, stolen = await _store(rig)
-            sales = await _sell(rig, victim, 3)
-            thief = _stolen(rig, stolen)
-            thief.role = "cache"  # every hello and heartbeat it sends now says "I am the cache"
-            await nursery.start(thief.run)
-            thief.add_peer(victim, rig.address(victim), GOSSIP_PORT)
-            claims = lambda: _status(rig, victim).get("gossip", {}).get("dropped", {}).get("claim", 0)  # noqa: E731
-            await _until(lambda: claims() >= 2, 30, lambda: _status(rig, victim))
-            gossip = _status(rig, victim)["gossip"]
-            assert stolen not in gossip["peers"] or gossip["peers"][stolen]["role"] == "device", gossip
-            told = _kinds(thief)  # the victim may heartbeat it (a certified till), never more
-            assert not told & {"sales.push", "sku.digest"}, f"the victim sent the false cache {told}"
-            lines = _log_lines(rig, victim, "gossip.refused", f"says it is cache {stolen}")
-            assert len(lines) == 1, lines
-            assert _status(rig, victim)["sales"]["unacked"] == 3
-            await _everything_reaches_central(rig, victim, sales)
-        finally:
-            with trio.CancelScope(shield=True):
-                await rig.stop_all()
+        victim, stolen = await _store(nursery, lab)
+        sales = await _sell(victim, 3)
+        thief = _stolen(lab, stolen)
+        thief.role = "cache"  # every hello and heartbeat it sends now says "I am the cache"
+        await nursery.start(thief.run)
+        thief.add_peer(victim.node_id, victim.address, GOSSIP_PORT)
+        claims = lambda: _status(lab, victim).get("gossip", {}).get("dropped", {}).get("claim", 0)  # noqa: E731
+        await _until(lambda: claims() >= 2, 30, lambda: _status(lab, victim))
+        gossip = _status(lab, victim)["gossip"]
+        assert gossip["peers"].get(stolen.node_id, {}).get("role", "device") == "device", gossip
+        told = _kinds(thief)  # the victim may heartbeat it (a certified till), never more
+        assert not told & {"sales.push", "sku.digest"}, f"the victim sent the false cache {told}"
+        lines = _log_lines(lab, victim, "gossip.refused", f"says it is cache {stolen.node_id}")
+        assert len(lines) == 1, lines
+        assert _status(lab, victim)["sales"]["unacked"] == 3
+        await _everything_reaches_central(nursery, lab, victim, sales)
         nursery.cancel_scope.cancel()
 
 
@@ -180,28 +191,24 @@ print(plain.hex(), tls.decode(errors="replace"))
 
 
 async def test_an_uncertified_process_on_the_gossip_port_is_refused_after_the_handshake(tmp_path):
+    lab = Lab(tmp_path, devices=2)
     async with trio.open_nursery() as nursery:
-        rig = Rig(tmp_path, 2)
-        try:
-            victim, _ = await _store(rig)
-            # What someone holding the old store key would send: a length, an envelope, a tag.
-            frame = b"\x96\x01" + rig.store.encode() + bytes(48)
-            done = await trio.run_process(
-                [sys.executable, "-c", PROBE, rig.address(victim), str(GOSSIP_PORT),
-                 (len(frame).to_bytes(4, "big") + frame).hex()], capture_stdout=True, capture_stderr=True)
-            assert done.returncode == 0, done.stderr
-            plain, tls = done.stdout.decode().split(" ", 1)
-            assert plain == "", "the till answered plain TCP"  # closed without a byte back
-            assert "SSL" in tls or tls.strip() == "", tls  # the till closed the TLS connection it would not trust
-            refused = lambda: _status(rig, victim).get("gossip", {}).get("refused", {})  # noqa: E731
-            await _until(lambda: refused().get("tls", 0) >= 2, 20, lambda: _status(rig, victim))
-            lines = _log_lines(rig, victim, "gossip.refused", "TLS handshake failed")
-            assert len(lines) == 1, lines  # one line for this address, not one per attempt
-            sales = await _sell(rig, victim, 2)  # the till sells on
-            await _everything_reaches_central(rig, victim, sales)
-        finally:
-            with trio.CancelScope(shield=True):
-                await rig.stop_all()
+        victim, _ = await _store(nursery, lab)
+        # What someone holding the old store key would send: a length, an envelope, a tag.
+        frame = b"\x96\x01" + lab.store.encode() + bytes(48)
+        done = await trio.run_process(
+            [sys.executable, "-c", PROBE, victim.address, str(GOSSIP_PORT), (len(frame).to_bytes(4, "big") + frame).hex()],
+            capture_stdout=True, capture_stderr=True)
+        assert done.returncode == 0, done.stderr
+        plain, tls = done.stdout.decode().split(" ", 1)
+        assert plain == "", "the till answered plain TCP"  # closed without a byte back
+        assert "SSL" in tls or tls.strip() == "", tls  # the till closed the TLS connection it would not trust
+        refused = lambda: _status(lab, victim).get("gossip", {}).get("refused", {})  # noqa: E731
+        await _until(lambda: refused().get("tls", 0) >= 2, 20, lambda: _status(lab, victim))
+        lines = _log_lines(lab, victim, "gossip.refused", "TLS handshake failed")
+        assert len(lines) == 1, lines  # one line for this address, not one per attempt
+        sales = await _sell(victim, 2)  # the till sells on
+        await _everything_reaches_central(nursery, lab, victim, sales)
         nursery.cancel_scope.cancel()
 
 
