@@ -20,6 +20,7 @@ AUTH_S, so a flood of connections costs a few descriptors and never the node's s
 from __future__ import annotations
 
 import collections
+import datetime
 import itertools
 import math
 import secrets
@@ -331,6 +332,11 @@ class StoreChannel:
         node = who.node_id
         if node == self.node_id:
             self.dropped["own"] += 1
+            return
+        if datetime.datetime.now(datetime.UTC) >= who.not_after:  # it expired while connected: heard no more
+            self.dropped["expired"] += 1
+            self._refusals.note(f"expired:{node}", f"certificate of {who.describe()} expired at {who.not_after}; "
+                                "enrol it again", node=node)
             return
         if not self._replay.accept(f"{node}|{frame.sender}", frame.counter):
             self.dropped["replay"] += 1

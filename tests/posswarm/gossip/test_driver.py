@@ -222,3 +222,20 @@ async def test_random_bytes_on_the_socket_never_hurt_the_node(nursery, authority
     with trio.fail_after(5):
         assert (await cache.inbox.receive()).message == SkuRequest((4,))
     assert cache.refused["tls"] + cache.refused["no_auth"] > 0 and cache.received >= 1
+
+
+async def test_a_certificate_that_expires_while_connected_is_heard_no_more(nursery, authority):
+    import datetime
+
+    cache = authority.channel("cache", "cache")
+    await nursery.start(cache.run)
+    short = authority.credential("till-5", lifetime=datetime.timedelta(seconds=3))
+    link = await secure.dial("127.0.0.1", cache.port, secure.Contexts(short), local=None, connect_s=5, handshake_s=5)
+    await _send_frames(link.stream, frames.encode(SkuRequest((1,)), sender="till-5/b", counter=1))
+    with trio.fail_after(5):
+        assert (await cache.inbox.receive()).message == SkuRequest((1,))
+    while datetime.datetime.now(datetime.UTC) < short.identity.not_after:
+        await trio.sleep(0.1)  # the certificate's own clock, not a guess: it ends at not_after
+    await _send_frames(link.stream, frames.encode(SkuRequest((2,)), sender="till-5/b", counter=2))
+    await _until(lambda: cache.dropped["expired"] == 1, 5, cache.stats)
+    assert cache.inbox.statistics().current_buffer_used == 0
