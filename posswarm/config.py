@@ -38,7 +38,10 @@ KEYS: dict[str, tuple[str, str]] = {
                        " node.identity_dir (authority.crt)"),
     "central.tracker_url": ("tracker_url", "announce URL of the tracker ('' = do not announce)"),
     "store.cache_url": ("cache_url", "device only: the store cache's URL where mDNS is blocked ('' = find it by mDNS)"),
-    "store.gossip_key_file": ("gossip_key_file", "file holding the store's gossip secret (>= 16 bytes); '' = no store data"),
+    "store.data": ("data", "true = run the store's sales and SKU data over gossip (mutual TLS with node.identity_dir's"
+                   " credential)"),
+    "store.gossip_key_file": ("gossip_key_file", "legacy: set = store.data true; the secret is no longer read (gossip"
+                              " is mutual TLS)"),
     "store.gossip_seeds": ("gossip_seeds", "comma-separated HOST:PORT of store nodes to greet where mDNS is blocked"),
     "store.mdns": ("mdns", "find store peers by mDNS (false where the store network forbids multicast: set"
                    " store.cache_url, or a device asks the tracker for its store's caches)"),
@@ -85,6 +88,7 @@ class NodeConfig:
     tls_ca: str = ""
     cache_url: str = ""
     mdns: bool = True
+    data: bool = False
     gossip_key_file: str = ""
     gossip_seeds: str = ""
     gossip_port: int = 7946
@@ -114,6 +118,9 @@ class NodeConfig:
         if self.tls_ca:
             return Path(self.tls_ca)
         return Path(self.identity_dir) / "authority.crt" if self.identity_dir else None
+    def store_data(self) -> bool:
+        """Whether this node runs the store's sales and SKU data (``store.data``, or the legacy key file)."""
+        return self.data or bool(self.gossip_key_file)
 
 
 def kbps_to_bytes_per_s(kbps: int) -> int:
@@ -149,8 +156,8 @@ def from_dict(raw: dict, *, source: str = "config") -> NodeConfig:
             "str": isinstance(value, str),
             "int": isinstance(value, int) and not isinstance(value, bool),
             "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-            "Path": isinstance(value, str),
             "bool": isinstance(value, bool),
+            "Path": isinstance(value, str),
             "tuple[str, ...]": isinstance(value, list) and all(isinstance(v, str) for v in value),
         }[want]
         if not ok:
@@ -225,9 +232,12 @@ def _check(c: NodeConfig, source: str) -> None:
         if not words or not words[0].startswith("/"):
             raise PosswarmError(f"{source}: 'install.privileged_hook' {c.privileged_hook!r} must start with an"
                                 " absolute path (root runs it; no PATH search)")
-    if c.gossip_key_file and not Path(c.gossip_key_file).is_file():
-        raise PosswarmError(f"{source}: 'store.gossip_key_file' {c.gossip_key_file} does not exist"
-                            " (copy the store's gossip key there, the same file on every node of the store)")
+    if c.identity_dir and not c.is_cache and c.cache_url.startswith("http://"):
+        raise PosswarmError(f"{source}: 'store.cache_url' {c.cache_url} is plain HTTP; a device with a credential reads"
+                            " its cache only over https (the cache serves its catalog with its node certificate)")
+    if c.store_data and not c.identity_dir:
+        raise PosswarmError(f"{source}: store data needs 'node.identity_dir' (gossip is mutual TLS with the node's"
+                            " certificate; enrol the node with `posswarm enroll`)")
     if not c.root.is_file():
         raise PosswarmError(f"{source}: 'central.root' {c.root} does not exist (copy central's root.json there)")
     if c.expiry_grace_s < 0:

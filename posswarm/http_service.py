@@ -1,10 +1,10 @@
-"""Serve an ASGI app (Starlette) with hypercorn under trio; started() hands back the bound URL."""
+"""Serve an ASGI app (Starlette) with hypercorn under trio, over HTTP or over TLS from a context we built;
+started() hands back the bound URL."""
 
 from __future__ import annotations
 
 import logging
 import ssl
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -13,31 +13,39 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
 
-@dataclass(frozen=True)
-class ServerTls:
-    """The certificate and key a server shows; with ``client_ca``, a client certificate under it is required."""
+class _Config(Config):
+    """hypercorn's config, serving TLS from ``context`` (hypercorn would otherwise build its own from files)."""
 
-    certificate: Path
-    key: Path
-    client_ca: Path | None = None
+    def __init__(self, context: ssl.SSLContext | None) -> None:
+        super().__init__()
+        self._context = context
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return self._context is not None
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        return self._context
 
 
-async def run(app, host: str, port: int = 0, *, tls: ServerTls | None = None,
+def server_context(certificate: Path, key: Path) -> ssl.SSLContext:
+    """A server's TLS (1.2+) from its certificate chain and key files, e.g. central's from `keys tls`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(certificate), str(key))
+    return context
+
+
+async def run(app, host: str, port: int = 0, *, ssl_context: ssl.SSLContext | None = None,
               task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Listen on host:port (0 = any free port) until cancelled; ``task_status.started(url)`` once bound.
-
-    With ``tls`` the URL is https:// and only TLS 1.2+ is spoken (hypercorn's defaults otherwise).
-    """
-    config = Config()
+    """Listen on host:port (0 = any free port) until cancelled, over TLS with ``ssl_context`` if given;
+    ``task_status.started(url)`` once bound (``https://`` then)."""
+    config = _Config(ssl_context)
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # our stderr handler, not hypercorn's own
     config.errorlog.setLevel(logging.WARNING)  # its "Running on" line duplicates our own listening line
     config.graceful_timeout = 1.0
-    if tls is not None:
-        config.certfile, config.keyfile = str(tls.certificate), str(tls.key)
-        if tls.client_ca is not None:
-            config.ca_certs, config.verify_mode = str(tls.client_ca), ssl.CERT_REQUIRED
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(hypercorn_serve, app, config))
         task_status.started(binds[0])

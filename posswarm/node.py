@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -20,6 +21,7 @@ from posswarm.announcer import Announcer
 from posswarm.catalog.follower import CatalogFollower
 from posswarm.catalog.http import catalog_app
 from posswarm.catalog.shelf import Shelf
+from posswarm.catalog.store_source import cache_client_context, cache_server_context
 from posswarm.chunks import ChunkStore
 from posswarm.config import NodeConfig, kbps_to_bytes_per_s
 from posswarm.datadir import DataDir
@@ -29,7 +31,7 @@ from posswarm.identity.credential import Credential, check_matches, load_credent
 from posswarm.identity.tls import central_context
 from posswarm.release_keeper import ReleaseKeeper
 from posswarm.rollout_store import HeldRollouts
-from posswarm.store_peers import StorePeers, store_catalog_url
+from posswarm.store_peers import StorePeers
 from posswarm.storedata.service import StoreData
 from posswarm.torrent.session import SessionConfig, TorrentSession
 from posswarm.tracker_caches import TrackerCaches
@@ -54,7 +56,7 @@ class Node:
         self.peers: StorePeers | None = None
         self.wan: WanCaps | None = None
         self.announcer: Announcer | None = None
-        self.storedata: StoreData | None = None  # sales and SKU catalog, when store.gossip_key_file is set
+        self.storedata: StoreData | None = None  # sales and SKU catalog, when store.data is on
         self.rollouts: HeldRollouts | None = None
         self.trust: CentralTrust | None = None
         self.credential: Credential | None = None
@@ -71,7 +73,7 @@ class Node:
             self.credential = await trio.to_thread.run_sync(self._load_credential)
         central_tls = central_context(c.central_ca) if c.catalog_url else True
         if c.catalog_url:
-            self.trust.tls = central_tls
+            self.trust.verify = central_tls
             # libtorrent checks HTTPS web seeds and trackers against OpenSSL's default store; point it at
             # central's CA (the node talks HTTPS to nothing else).
             os.environ["SSL_CERT_FILE"] = str(c.central_ca)
@@ -90,17 +92,25 @@ class Node:
             self.wan = WanCaps(c, self.torrents)
             if c.is_cache:
                 self.shelf.seeds = (f"{c.address}:{self.torrents.listen_port}",)
-                self.http_url = await nursery.start(http_service.run, catalog_app(self.shelf), c.address, c.http_port)
-            if c.gossip_key_file:
-                self.storedata = await nursery.start(StoreData(c, c.data_dir, sku_keys=self.trust.sku_keys).run)
+                # The store catalog over TLS with the cache's node certificate: a device takes only a certified cache.
+                tls = cache_server_context(self.credential) if self.credential else None
+                self.http_url = await nursery.start(partial(http_service.run, catalog_app(self.shelf), c.address,
+                                                            c.http_port, ssl_context=tls))
+            if c.store_data:
+                self.storedata = await nursery.start(StoreData(c, c.data_dir, self.credential,
+                                                               sku_keys=self.trust.sku_keys).run)
             self.peers = StorePeers(c.node_id, c.store, self.lan, connect=self.torrents.connect_peer,
-                                    storedata=self.storedata, on_cache=self._cache_found)
+                                    storedata=self.storedata, on_cache=self._cache_found,
+                                    catalog_scheme="https" if self.credential else "http")
+            verify = central_tls  # a cache's: central's CA and host name
+            if self.credential and not c.is_cache:
+                verify = self.trust.verify = cache_client_context(self.credential)
             keeper = ReleaseKeeper(c, self.data, ChunkStore(self.data.chunk_store), self.torrents, self.shelf,
                                    public_key, rollouts=self.rollouts, peers=self.peers, on_change=self._kick_tracker)
             self.keeper = await nursery.start(keeper.run)  # resumes what an earlier run laid out
             self.follower = await nursery.start(CatalogFollower(
                 self.keeper, self.rollouts, self.shelf, self.trust, sources=self._catalog_sources,
-                poll_s=c.catalog_poll_s, tls=central_tls).run)
+                poll_s=c.catalog_poll_s, verify=verify).run)
             send, receive = trio.open_memory_channel(1000)
             nursery.start_soon(self.peers.run, receive)
             if c.mdns:
@@ -146,7 +156,7 @@ class Node:
         c = self.config
         if c.is_cache:
             return [c.catalog_url]
-        handed = [store_catalog_url(ip, port) for ip, port in self.tracker_caches.caches] if self.tracker_caches else []
+        handed = [self.peers.catalog_url(ip, port) for ip, port in self.tracker_caches.caches] if self.tracker_caches else []
         heard = self.peers.catalog_urls()
         return ([c.cache_url] if c.cache_url else []) + heard + [u for u in handed if u not in heard]
 

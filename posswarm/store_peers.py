@@ -12,11 +12,6 @@ from posswarm.discovery.records import Advert
 log = logs.get("node")
 
 
-
-def store_catalog_url(address: str, port: int) -> str:
-    """Where a store cache serves its catalog to the store's devices."""
-    return f"http://{address}:{port}"
-
 class StorePeers:
     """Follows discovery events; tells the torrent session and store data of each peer, ``on_cache`` of caches.
 
@@ -24,7 +19,7 @@ class StorePeers:
     """
 
     def __init__(self, node_id: str, store: str, lan: ipaddress.IPv4Network, *, connect: Callable[[tuple[str, int]], None],
-                 storedata=None, on_cache: Callable[[], None] = lambda: None) -> None:
+                 storedata=None, on_cache: Callable[[], None] = lambda: None, catalog_scheme: str = "http") -> None:
         self.node_id = node_id
         self.store = store
         self.lan = lan
@@ -32,13 +27,23 @@ class StorePeers:
         self._connect = connect
         self._storedata = storedata
         self._on_cache = on_cache
+        self._scheme = catalog_scheme
 
     def swarm_addresses(self) -> list[tuple[str, int]]:
         return [(a.address, a.bt_port) for a in self.peers.values()]
 
     def catalog_urls(self) -> list[str]:
-        """Every cache of the store that serves a catalog, in the order they were heard of."""
-        return [store_catalog_url(a.address, a.http_port) for a in self.peers.values() if a.role == "cache" and a.http_port]
+        """Where every node advertising itself as a cache of the store says its catalog is, in the order heard of.
+
+        Only hints: over https a device reads one only if the server's certificate says it is a cache of the
+        store (posswarm/catalog/store_source.py), whatever the advert claimed.
+        """
+        return [self.catalog_url(a.address, a.http_port) for a in self.peers.values()
+                if a.role == "cache" and a.http_port]
+
+    def catalog_url(self, address: str, port: int) -> str:
+        """Where a store cache at ``address`` serves its catalog (the tracker hands out addresses too)."""
+        return f"{self._scheme}://{address}:{port}"
 
     async def run(self, events) -> None:
         async for event in events:

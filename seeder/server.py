@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from functools import partial
 from pathlib import Path
 
@@ -34,7 +35,7 @@ class Seeder:
     def __init__(self, releases: Path, public_key_path: Path | None = None, *, http: tuple[str, int], bt: tuple[str, int],
                  tracker_url: str = "", web_seeds: tuple[str, ...] = (), super_seed: bool = False, data_dir: Path | None = None, sales_db: str = "",
                  timestamp_key: Path | None = None, timestamp_expiry_s: float = DEFAULT_TIMESTAMP_EXPIRY_S,
-                 tls: http_service.ServerTls | None = None, sku_key: Path | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, sku_key: Path | None = None) -> None:
         self.releases = releases
         # Store data (sales ingest, SKU catalog) lives beside the releases unless told otherwise.
         self.data_dir = data_dir or releases.parent / "central-data"
@@ -82,7 +83,7 @@ class Seeder:
 
                 await nursery.start(sku.sign_forever, self.sku_catalog, self.sku_key, self.repository)
             self.url = await nursery.start(partial(http_service.run, catalog_app(self.shelf, extra_routes=store_routes),
-                                                   *self.http, tls=self.tls))
+                                                   *self.http, ssl_context=self.tls))
             # "self" stands for this seeder's own HTTP, which answers Range on every chunk (BEP 19)
             self.shelf.web_seeds = tuple(self.url if seed == "self" else seed for seed in self.web_seeds)
             if self.tracker_url:
@@ -170,7 +171,7 @@ class Seeder:
         return reports
 
 
-def server_tls(args) -> http_service.ServerTls | None:
+def server_tls(args) -> ssl.SSLContext | None:
     """HTTPS unless the operator explicitly chose plain HTTP (a TLS-terminating proxy in front)."""
     cert, key, plain = getattr(args, "tls_cert", None), getattr(args, "tls_key", None), getattr(args, "plain_http", False)
     if plain:
@@ -185,7 +186,11 @@ def server_tls(args) -> http_service.ServerTls | None:
     for what, path in (("--tls-cert", cert), ("--tls-key", key)):
         if not Path(path).is_file():
             raise PosswarmError(f"serve: {what} {path} does not exist (`posswarm-seeder keys tls` makes it)")
-    return http_service.ServerTls(Path(cert), Path(key))
+    try:
+        return http_service.server_context(Path(cert), Path(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise PosswarmError(f"serve: --tls-cert {cert} / --tls-key {key}: cannot use them ({exc}); are they a "
+                            "certificate chain and its key (`posswarm-seeder keys tls`)?") from None
 
 
 def serve_main(args) -> int:

@@ -50,6 +50,7 @@ PURE = (
     "posswarm/sku/entry.py",
     "posswarm/sku/hlc.py",
     "posswarm/sku/signature.py",
+    "posswarm/storedata/permissions.py",
     "posswarm/targeting.py",
     "posswarm/torrent/accounting.py",
     "posswarm/torrent/settings.py",

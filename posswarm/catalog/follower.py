@@ -38,15 +38,16 @@ class CatalogFollower:
     """Polls every ``poll_s`` seconds, or at once after ``poll_now()`` (a cache appeared on the LAN)."""
 
     def __init__(self, keeper: ReleaseKeeper, rollouts: HeldRollouts, shelf: Shelf, trust: CentralTrust, *,
-                 sources: Callable[[], list[str]], poll_s: float, tls: ssl.SSLContext | bool = True) -> None:
+                 sources: Callable[[], list[str]], poll_s: float, verify: ssl.SSLContext | bool = True) -> None:
         self.keeper = keeper
-        self._tls = tls  # how a source's HTTPS is verified (central's CA for a cache)
         self.rollouts = rollouts
         self.shelf = shelf
         self.trust = trust
         self._public_key = trust.keyring
         self._sources = sources  # catalog base URLs to try, in order of preference
         self._poll_s = poll_s
+        # A cache's: central's CA; a device's: only a certified cache of its store (posswarm/catalog/store_source.py).
+        self._verify = verify
         self._poll_now = trio.Event()
         self._stale_logged: str | None = None
         self._pending_relay = None  # a cache: the verified state to relay once its rollouts are held
@@ -59,7 +60,7 @@ class CatalogFollower:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         # A source that does not answer a connect within 3 s is skipped for the next one (a LAN answers in ms).
-        async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=3.0), verify=self._tls) as client:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=3.0), verify=self._verify) as client:
             task_status.started(self)
             async with trio.open_nursery() as nursery:
                 # Push, not poll: the source answers a long poll as soon as what it offers changes.

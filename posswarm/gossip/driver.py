@@ -1,36 +1,41 @@
-"""The store gossip channel's trio driver: authenticated frames over TCP between a store's nodes, plus heartbeats.
+"""The store gossip channel's trio driver: frames over mutual TLS between a store's certified nodes, plus heartbeats.
 
 TCP, not UDP: a SKU digest (1,024 x 16 B) and a push of 64 sales do not fit a 1,400-byte
 datagram (notes/gossip-mdns.md §4), and a stream gives us back-pressure for free. Each node
 listens on one port and opens one outgoing connection per peer; a message travels on the
-sender's own connection, so the answer comes back on the other node's. Frames are a 4-byte
-big-endian length then the :mod:`posswarm.gossip.frames` bytes. Delivery is best effort:
+sender's own connection, so the answer comes back on the other node's. Every connection is
+TLS 1.3 with both nodes' certificates (posswarm/gossip/secure.py): encrypted, and who a peer is
+(node id, role, store) comes from its certificate, never from what its frames say. Frames are a
+4-byte big-endian length then the :mod:`posswarm.gossip.frames` bytes. Delivery is best effort:
 every message is either a retry-until-acked push or idempotent state, so a frame lost with
 a broken connection is simply sent again by the layer above.
 
-Only peers that proved they hold the store key get anything but a :class:`Hello`: a peer learnt
-from mDNS or a seed is sent hellos (slowly, backing off) until an authenticated hello or heartbeat
-comes back from it; heartbeats, sales and SKU data go to proven peers only. Incoming connections
-are capped in all and per source address, and must authenticate within AUTH_S, so a flood of
-connections costs a few descriptors and never the node's sales API.
+A peer learnt from mDNS or a seed is a hint: it is sent hellos (slowly, backing off), which means
+connecting and checking its certificate; only once a handshake proved who is there is it a peer
+(``proven``) that gets heartbeats, sales and SKU data, under the name and role its certificate gives.
+Incoming connections are capped in all and per source address, and must finish the handshake within
+AUTH_S, so a flood of connections costs a few descriptors and never the node's sales API.
 """
 
 from __future__ import annotations
 
 import collections
+import datetime
 import itertools
 import math
 import secrets
-from dataclasses import dataclass, field
 
 import trio
 
 from posswarm import logs
 from posswarm.gossip import faults as fault_injection
-from posswarm.gossip import frames
-from posswarm.gossip.inbound import LENGTH, MAX_CONNECTIONS, MAX_PER_ADDRESS, Slots, read_frames
+from posswarm.gossip import frames, secure
+from posswarm.gossip.inbound import AUTH_S, LENGTH, MAX_CONNECTIONS, MAX_PER_ADDRESS, Slots, read_frames
 from posswarm.gossip.messages import Heartbeat, Hello, Message
+from posswarm.gossip.peer import HELLO_FIRST_S, Peer, Received
 from posswarm.gossip.replay import ReplayWindow
+from posswarm.identity.certificate import CertifiedNode
+from posswarm.identity.credential import Credential
 from posswarm.wallclock import now_ms
 
 log = logs.get("gossip")
@@ -45,34 +50,7 @@ SEND_TIMEOUT_S = 5.0
 QUEUE_FRAMES = 256
 INBOX = 1024
 REORDER_HOLD_S = 0.05
-# Hellos to a peer not yet proven: the first at once, then backing off so a fake advert pointing
-# at some other host costs that host one small frame a minute at most.
-HELLO_FIRST_S = 1.0
-HELLO_MAX_S = 60.0
-
-
-@dataclass(frozen=True)
-class Received:
-    """A message from ``node`` (its node id, without the boot id) of our store."""
-
-    node: str
-    message: Message
-
-
-@dataclass
-class Peer:
-    node_id: str
-    address: str
-    port: int
-    role: str = ""
-    last_heard: float | None = None
-    up: bool = False
-    # Sent us an authenticated hello or heartbeat from ``address``: only then does it get data.
-    proven: bool = False
-    hello_at: float = 0.0
-    hello_every: float = HELLO_FIRST_S
-    send: trio.MemorySendChannel | None = None
-    cancel: trio.CancelScope | None = field(default=None, repr=False)
+HELLO_MAX_S = 60.0  # hellos back off from HELLO_FIRST_S to this
 
 
 class StoreChannel:
@@ -82,21 +60,23 @@ class StoreChannel:
     (heartbeats excepted) arrive on :attr:`inbox`, which one task of the owner reads.
     """
 
-    def __init__(self, *, store: str, node_id: str, role: str, secret: bytes, address: str, port: int = 0,
+    def __init__(self, *, credential: Credential, address: str, port: int = 0,
                  faults: fault_injection.Faults = fault_injection.NONE, seed: int | None = None,
                  max_connections: int = MAX_CONNECTIONS, max_per_address: int = MAX_PER_ADDRESS) -> None:
-        frames.frame_key(secret)  # a bad secret fails at construction, not at the first frame
-        self.store, self.node_id, self.role = store, node_id, role
+        self._tls = secure.Contexts(credential)  # an unreadable credential fails here, not at the first peer
+        me = credential.identity
+        self.store, self.node_id, self.role = me.store, me.node_id, me.role
         self.address, self.port = address, port
-        self._secret = secret
+        self._refusals = secure.RefusalLog(log)
         # A fresh sender id per run: the replay window has no counter-reset rule (replay.py).
-        self.sender = f"{node_id}/{secrets.token_hex(4)}"
+        self.sender = f"{self.node_id}/{secrets.token_hex(4)}"
         self._counter = itertools.count(1)
         self._replay = ReplayWindow()
         self._dice = fault_injection.Dice(faults, seed)
         self.peers: dict[str, Peer] = {}
         self.dropped: collections.Counter[str] = collections.Counter()
-        self.refused: collections.Counter[str] = collections.Counter()  # incoming connections closed at once
+        # Connections closed at once or after the handshake (caps, deadline, certificates), by reason.
+        self.refused: collections.Counter[str] = collections.Counter()
         self._slots = Slots(max_connections, max_per_address)  # incoming connections per address
         self.sent = 0
         self.received = 0
@@ -121,25 +101,25 @@ class StoreChannel:
 
     # ---- peers -----------------------------------------------------------------------------
 
-    def add_peer(self, node_id: str, address: str, port: int, role: str = "") -> None:
-        """A store node to prove (from mDNS, or a seed): it gets hellos until it answers with the store key.
+    def add_peer(self, node_id: str, address: str, port: int) -> None:
+        """A hint (from mDNS, or a seed) of a store node: it gets hellos until a handshake shows its certificate.
 
         Such a sighting is unauthenticated, so it never moves a proven peer that is alive (only the
-        peer's own authenticated frames do) nor changes its role.
+        peer's own certified connections do) and says nothing about its role.
         """
         if node_id == self.node_id or not port:
             return
         peer = self.peers.get(node_id)
         if peer is not None and peer.proven and (self._is_alive(peer) or (peer.address, peer.port) == (address, port)):
             return
-        self._hello(self._place(node_id, address, port, role, proven=False), trio.current_time())
+        self._hello(self._place(node_id, address, port, "", proven=False), trio.current_time())
 
     def _place(self, node_id: str, address: str, port: int, role: str, *, proven: bool) -> Peer:
         peer = self.peers.get(node_id)
         if peer is None:
-            peer = self.peers[node_id] = Peer(node_id, address, port, role, proven=proven)
+            peer = self.peers[node_id] = Peer(node_id, address, port, role if proven else "", proven=proven)
         else:
-            if role:
+            if proven:
                 peer.role = role
             moved = (peer.address, peer.port) != (address, port)
             if moved:
@@ -209,8 +189,7 @@ class StoreChannel:
         return sum(self.send(node, message) for node in targets)
 
     def _encode(self, message: Message) -> bytes:
-        return frames.encode(message, key=self._secret, store=self.store, sender=self.sender,
-                             counter=next(self._counter))
+        return frames.encode(message, sender=self.sender, counter=next(self._counter))
 
     def _start_sender(self, peer: Peer) -> None:
         send, receive = trio.open_memory_channel(QUEUE_FRAMES)
@@ -224,7 +203,7 @@ class StoreChannel:
 
     async def _sender(self, peer: Peer, scope: trio.CancelScope, receive: trio.MemoryReceiveChannel) -> None:
         held: tuple[Message, bytes] | None = None
-        stream: trio.SocketStream | None = None
+        stream: trio.SSLStream | None = None
         retry_at = 0.0
         with scope:
             try:
@@ -234,7 +213,7 @@ class StoreChannel:
                     if waited.cancelled_caught:  # nothing came within the hold time: let the held frame go
                         out, held = [held[1]], None
                     else:
-                        held, out = self._with_faults(item, held)
+                        held, out = fault_injection.apply(self._dice, item, held, self._encode, self.dropped)
                     if not out:
                         continue
                     if stream is None:
@@ -252,37 +231,36 @@ class StoreChannel:
                         self.sent += len(out)
                     except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
                         self.dropped["send_failed"] += len(out)
-                        await _close(stream)
+                        await secure.close(stream)
                         stream = None
             finally:
                 if stream is not None:
-                    await _close(stream)
+                    await secure.close(stream)
 
-    def _with_faults(self, item: tuple[Message, bytes], held):
-        """(new held frame, frames to write now) after the test-only fault dice."""
-        message, data = item
-        dice = self._dice
-        if not dice.faults.active:
-            return held, [data]
-        if dice.drop():
-            self.dropped["injected_drop"] += 1
-            return held, []
-        out = [data]
-        if dice.dup():
-            out.append(data if dice.coin() else self._encode(message))
-        if held is None and dice.reorder():
-            return (message, out[0]), out[1:]
-        if held is not None:
-            out.append(held[1])
-        return None, out
-
-    async def _connect(self, peer: Peer) -> trio.SocketStream | None:
+    async def _connect(self, peer: Peer) -> trio.SSLStream | None:
+        """A TLS connection to ``peer``, or None; what its certificate says decides who it is."""
         local = self.address if self.address not in ("0.0.0.0", "") else None
+        where = f"{peer.address}:{peer.port}"
         try:
-            with trio.fail_after(CONNECT_TIMEOUT_S):
-                return await trio.open_tcp_stream(peer.address, peer.port, local_address=local)
-        except (OSError, trio.TooSlowError):
+            link = await secure.dial(peer.address, peer.port, self._tls, local=local, connect_s=CONNECT_TIMEOUT_S,
+                                     handshake_s=AUTH_S)
+        except secure.Refused as exc:
+            self.refused[exc.reason] += 1
+            self._refusals.note(where, str(exc), node=peer.node_id)
             return None
+        if link is None:
+            return None
+        who = link.peer
+        if who.node_id == peer.node_id:
+            self._place(peer.node_id, peer.address, peer.port, who.role, proven=True)
+            return link.stream
+        await secure.close(link.stream)
+        if peer.proven:  # the address of a node we know now answers with another node's certificate
+            self.refused["other_node"] += 1
+            self._refusals.note(where, f"certificate is for {who.describe()}, not {peer.node_id}; not sent to", node=peer.node_id)
+        else:  # a hint named someone else (a stale or forged advert, a seed): the certificate says who is there
+            self._certified(who, peer.address, peer.port)
+        return None
 
     def _hello(self, peer: Peer, now: float) -> None:
         if peer.proven or now < peer.hello_at or peer.send is None:
@@ -309,74 +287,95 @@ class StoreChannel:
 
     # ---- receiving -------------------------------------------------------------------------
 
-    async def _serve(self, stream: trio.SocketStream) -> None:
+    async def _serve(self, tcp: trio.SocketStream) -> None:
         try:
-            remote = stream.socket.getpeername()[0]
+            remote = tcp.socket.getpeername()[0]
         except OSError:
-            await _close(stream)
+            await secure.close(tcp)
             return
         full = self._slots.take(remote)
         if full:
             # Closed before a byte is read: a flood costs one descriptor for an instant, nothing more.
             self.refused[full] += 1
-            await _close(stream)
+            await secure.close(tcp)
             return
         try:
-            async with stream:
-                await read_frames(stream, lambda frame: self._accept(frame, remote), dropped=self.dropped,
-                                  refused=self.refused)
+            try:
+                with trio.fail_after(AUTH_S):
+                    link = await secure.handshake(tcp, self._tls, server=True)
+            except trio.TooSlowError:
+                self.refused["no_auth"] += 1
+                return
+            except secure.Refused as exc:  # nothing it sent is read
+                self.refused[exc.reason] += 1
+                self._refusals.note(remote, str(exc))
+                return
+            async with link.stream:
+                await read_frames(link.stream, lambda frame: self._accept(frame, link.peer, remote),
+                                  dropped=self.dropped)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         finally:
             self._slots.give_back(remote)
+            await secure.close(tcp)
 
-    async def _accept(self, data: bytes, remote: str) -> bool:
-        """Handle one frame; True if it decoded as authentic (whatever became of it after that)."""
+    async def _accept(self, data: bytes, who: CertifiedNode, remote: str) -> None:
+        """Handle one frame from the certified node ``who``."""
         try:
-            frame = frames.decode(data, key=self._secret, store=self.store)
+            frame = frames.decode(data)
         except frames.FrameRejected as exc:
             self.dropped[exc.reason] += 1
-            return False
+            return
         except Exception:  # never let what a peer sends take the node down
             self.dropped[frames.Reason.MALFORMED] += 1
-            return False
-        if not self._replay.accept(frame.sender, frame.counter):
-            self.dropped["replay"] += 1
-            return True
-        node = frame.sender.partition("/")[0]
-        if node == self.node_id or not node:
+            return
+        node = who.node_id
+        if node == self.node_id:
             self.dropped["own"] += 1
-            return True
+            return
+        if datetime.datetime.now(datetime.UTC) >= who.not_after:  # it expired while connected: heard no more
+            self.dropped["expired"] += 1
+            self._refusals.note(f"expired:{node}", f"certificate of {who.describe()} expired at {who.not_after}; "
+                                "enrol it again", node=node)
+            return
+        if not self._replay.accept(f"{node}|{frame.sender}", frame.counter):
+            self.dropped["replay"] += 1
+            return
         self.received += 1
         message = frame.message
         if isinstance(message, (Heartbeat, Hello)):
-            if message.node != node:
-                self.dropped[frames.Reason.MALFORMED] += 1
-                return True
-            self._heard(node, remote, message.port, message.role, hello=isinstance(message, Hello))
-            return True
+            if (message.node, message.role) != (node, who.role):  # e.g. a till saying it is the cache
+                self.dropped["claim"] += 1
+                self._refusals.note(f"claim:{node}", f"{who.describe()} says it is {message.role} {message.node:.64}; "
+                              "its certificate decides, the claim is dropped", node=node)
+                return
+            self._heard(who, remote, message.port, hello=isinstance(message, Hello))
+            return
         peer = self.peers.get(node)
         if peer is not None and peer.proven:
             peer.last_heard = trio.current_time()
-        await self._inbox_send.send(Received(node, message))
-        return True
+        await self._inbox_send.send(Received(node, who.role, message))
 
-    def _heard(self, node: str, address: str, port: int, role: str, *, hello: bool) -> None:
-        """An authenticated hello or heartbeat: ``node`` is of the store, reachable at ``address:port``."""
+    def _heard(self, who: CertifiedNode, address: str, port: int, *, hello: bool) -> None:
+        """A hello or heartbeat on a certified connection: ``who`` is reachable at ``address:port``."""
         if not port:
             return
-        before = self.peers.get(node)
+        before = self.peers.get(who.node_id)
         was_alive = before is not None and self._is_alive(before)
-        peer = self._place(node, address, port, role, proven=True)
-        for other in [p for p in self.peers.values() if not p.proven and (p.address, p.port) == (address, port)]:
-            self.forget_peer(other.node_id)  # a seed placeholder (or a stale advert) for the node just proven
+        peer = self._certified(who, address, port)
         now = trio.current_time()
         if hello or not was_alive:
-            # Answer a hello (so the sender can prove us) and greet a newcomer, or one back from the dead,
+            # Answer a hello (so the sender hears from us) and greet a newcomer, or one back from the dead,
             # now rather than at our next beat.
             self._queue(peer, self._beat())
         if not hello:
             peer.last_heard = now
+
+    def _certified(self, who: CertifiedNode, address: str, port: int) -> Peer:
+        peer = self._place(who.node_id, address, port, who.role, proven=True)
+        for other in [p for p in self.peers.values() if not p.proven and (p.address, p.port) == (address, port)]:
+            self.forget_peer(other.node_id)  # a seed placeholder (or a stale advert) for the node just certified
+        return peer
 
     def _beat(self) -> Heartbeat:
         return Heartbeat(self.node_id, self.role, now_ms(), self.port)
@@ -388,9 +387,3 @@ class StoreChannel:
             "peers": {p.node_id: {"role": p.role, "alive": self._is_alive(p), "proven": p.proven}
                       for p in self.peers.values()},
         }
-
-
-async def _close(stream: trio.SocketStream) -> None:
-    with trio.move_on_after(1) as scope:
-        scope.shield = True
-        await stream.aclose()

@@ -64,3 +64,24 @@ class Dice:
 
     def coin(self) -> bool:
         return self._rng.random() < 0.5
+
+
+def apply(dice: Dice, item: tuple, held: tuple | None, reencode, dropped) -> tuple[tuple | None, list[bytes]]:
+    """(the frame now held back, frames to write now) for ``item`` = (message, bytes) after the dice.
+
+    ``reencode(message)`` gives the message's bytes under a fresh counter; ``dropped`` counts injected drops.
+    """
+    message, data = item
+    if not dice.faults.active:
+        return held, [data]
+    if dice.drop():
+        dropped["injected_drop"] += 1
+        return held, []
+    out = [data]
+    if dice.dup():
+        out.append(data if dice.coin() else reencode(message))
+    if held is None and dice.reorder():
+        return (message, out[0]), out[1:]
+    if held is not None:
+        out.append(held[1])
+    return None, out

@@ -1,24 +1,21 @@
-"""Gossip wire codec: a msgpack envelope plus a 16-byte keyed-BLAKE3 tag, checked before use."""
+"""Gossip wire codec: a msgpack envelope, size-checked before it is parsed; the TLS connection it travels on
+says who sent it."""
 
 from __future__ import annotations
 
 import enum
-import functools
-import hmac
 from dataclasses import dataclass
 
-import blake3
 import msgpack
 
 from posswarm.errors import PosswarmError
 from posswarm.gossip.messages import KINDS, BadBody, Message
 
-VERSION = 1
-TAG_SIZE = 16
+# 2: the store-key tag of version 1 is gone; frames travel only inside mutual TLS between certified nodes.
+VERSION = 2
 # A push of ~500 sales packs to ~144 KB (notes/gossip-mdns.md §4); anything larger is refused
-# before any parsing, so a hostile LAN peer cannot make us allocate much.
+# before any parsing, so a store peer cannot make us allocate much.
 MAX_FRAME = 256 * 1024
-KEY_CONTEXT = "posswarm gossip v1"
 
 
 class Reason(enum.StrEnum):
@@ -26,8 +23,6 @@ class Reason(enum.StrEnum):
 
     OVERSIZED = "oversized"
     MALFORMED = "malformed"
-    BAD_TAG = "bad_tag"
-    WRONG_STORE = "wrong_store"
     BAD_VERSION = "bad_version"
 
 
@@ -41,10 +36,10 @@ class FrameRejected(PosswarmError):
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """A decoded, authenticated frame. ``(sender, counter)`` feeds the replay window."""
+    """A decoded frame. ``(sender, counter)`` feeds the replay window; ``sender`` names one run of the
+    sender's counter, never who it is (that is the connection's certificate)."""
 
     version: int
-    store: str
     sender: str
     counter: int
     message: Message
@@ -54,61 +49,35 @@ class Frame:
         return self.message.KIND
 
 
-@functools.lru_cache(maxsize=64)
-def frame_key(store_secret: bytes) -> bytes:
-    """The 32-byte MAC key for a store, derived from its configured secret.
-
-    We derive rather than key BLAKE3 with the secret directly: a secret of any length works,
-    and the same secret reused elsewhere (another protocol, a future v2) yields unrelated keys.
-    """
-    if not isinstance(store_secret, bytes) or len(store_secret) < 16:
-        raise PosswarmError("gossip: the store secret must be at least 16 bytes; set gossip.secret in the config")
-    return blake3.blake3(store_secret, derive_key_context=KEY_CONTEXT).digest()
-
-
-def _tag(envelope: bytes, store_secret: bytes) -> bytes:
-    return blake3.blake3(envelope, key=frame_key(store_secret)).digest(TAG_SIZE)
-
-
-def encode(message: Message, *, key: bytes, store: str, sender: str, counter: int) -> bytes:
-    """Pack ``message`` for ``store``, tagged with the store secret ``key``; ``counter`` never repeats per sender."""
+def encode(message: Message, *, sender: str, counter: int) -> bytes:
+    """Pack ``message``; ``counter`` never repeats per ``sender`` (a boot id)."""
     if type(message) not in KINDS.values():
         raise TypeError(f"gossip: cannot send {type(message).__name__}, not a gossip message")
-    envelope = msgpack.packb([VERSION, store, sender, counter, message.KIND, message.to_body()])
-    if len(envelope) + TAG_SIZE > MAX_FRAME:
+    envelope = msgpack.packb([VERSION, sender, counter, message.KIND, message.to_body()])
+    if len(envelope) > MAX_FRAME:
         raise PosswarmError(
             f"gossip {message.KIND}: frame of {len(envelope)} bytes exceeds {MAX_FRAME}; send fewer items per message"
         )
-    return envelope + _tag(envelope, key)
+    return envelope
 
 
-def decode(data: bytes, *, key: bytes, store: str) -> Frame:
+def decode(data: bytes) -> Frame:
     """Check and unpack a received frame; any fault raises :class:`FrameRejected`, nothing else.
 
-    The tag is checked first, over the raw envelope bytes: nothing a peer without the store
-    secret sends is ever parsed (no msgpack decoder run on hostile input, no allocation it
-    chooses). Only an authenticated envelope is unpacked and its fields checked.
+    Only a peer whose certificate of our store passed the TLS handshake gets here, and the size is
+    checked before msgpack runs, so what it may make us allocate is bounded.
     """
     if len(data) > MAX_FRAME:
         raise FrameRejected(Reason.OVERSIZED, f"{len(data)} bytes, limit {MAX_FRAME}")
-    if len(data) <= TAG_SIZE:
-        raise FrameRejected(Reason.MALFORMED, f"{len(data)} bytes is shorter than a tag")
-    envelope, tag = bytes(data[:-TAG_SIZE]), bytes(data[-TAG_SIZE:])
-    if not hmac.compare_digest(_tag(envelope, key), tag):
-        raise FrameRejected(
-            Reason.BAD_TAG, "tag does not match the store secret (tampered, another store, or another secret)"
-        )
     try:
-        fields = msgpack.unpackb(envelope, raw=False, strict_map_key=True)
+        fields = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several types on garbage; all mean the same here
         raise FrameRejected(Reason.MALFORMED, f"not msgpack ({type(exc).__name__})") from None
-    if not isinstance(fields, list) or len(fields) != 6:
-        raise FrameRejected(Reason.MALFORMED, "envelope is not a 6-item list")
-    version, frame_store, sender, counter, kind, body = fields
+    if not isinstance(fields, list) or len(fields) != 5:
+        raise FrameRejected(Reason.MALFORMED, "envelope is not a 5-item list")
+    version, sender, counter, kind, body = fields
     if version != VERSION or type(version) is not int:
-        raise FrameRejected(Reason.BAD_VERSION, f"version {version!r}, we speak {VERSION}")
-    if frame_store != store:  # only a store sharing our secret gets here: a copied key file
-        raise FrameRejected(Reason.WRONG_STORE, f"for store {frame_store!r:.70}, we are {store!r}")
+        raise FrameRejected(Reason.BAD_VERSION, f"version {version!r:.20}, we speak {VERSION}")
     if not isinstance(sender, str) or not 0 < len(sender) <= 128:
         raise FrameRejected(Reason.MALFORMED, "sender must be 1-128 characters")
     if type(counter) is not int or counter < 0:
@@ -120,4 +89,4 @@ def decode(data: bytes, *, key: bytes, store: str) -> Frame:
         message = message_type.from_body(body)
     except (BadBody, PosswarmError, TypeError, ValueError) as exc:
         raise FrameRejected(Reason.MALFORMED, f"{kind} body: {exc}") from None
-    return Frame(version, frame_store, sender, counter, message)
+    return Frame(version, sender, counter, message)

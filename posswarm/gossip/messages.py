@@ -62,11 +62,12 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """Prove you hold the store key: all a node sends to a peer it knows only from mDNS or a seed.
+    """Here I am, and here is my gossip port: all a node sends to a peer it knows only from mDNS or a seed.
 
-    The receiver, having checked the tag, knows the sender is of the store and answers with a
-    heartbeat, which proves the receiver in turn. Same fields as a heartbeat, but it is not one:
-    it carries no clock, is sent at a slow, backed-off rate, and makes nobody count the peer alive.
+    Sending it means a TLS handshake, which shows the receiver's certificate to the sender and the sender's
+    to the receiver; the receiver answers with a heartbeat. ``node`` and ``role`` must match the sender's
+    certificate or the frame is dropped. Same fields as a heartbeat, but it is not one: it carries no
+    clock, is sent at a slow, backed-off rate, and makes nobody count the peer alive.
     """
 
     KIND: ClassVar[str] = "hello"

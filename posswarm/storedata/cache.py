@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import ssl
 
 import httpx
@@ -57,6 +58,7 @@ class CacheData:
         self.signatures = SkuSignatures(sku_keys or KeyRing([]))
         self.central_error: str | None = None
         self.forwarded = 0
+        self.refused: collections.Counter[str] = collections.Counter()  # gossip messages refused, by kind
         # False while a big catch-up from central is under way: answering tills' digests then would
         # send them the whole catalog once per page pulled. True when caught up, or central is unreachable.
         self.sku_settled = False
@@ -69,7 +71,7 @@ class CacheData:
             async with httpx.AsyncClient(timeout=30.0, verify=self.central_tls) as client, \
                     trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(handle_each, self.channel, self._handle)
+                nursery.start_soon(handle_each, self.channel, self._handle, self.refused)
                 nursery.start_soon(self._digests)
                 nursery.start_soon(self._forward, client)
                 nursery.start_soon(self._pull_sku, client)
@@ -92,7 +94,8 @@ class CacheData:
     # ---- from the tills -----------------------------------------------------------------------
 
     async def _handle(self, node: str, message) -> None:
-        if isinstance(message, SalesPush):
+        """A certified till's message (posswarm/storedata/permissions.py let through only what it may send)."""
+        if isinstance(message, SalesPush):  # its own sales only
             # Ack only after the commit: the ack lets the till forget the sale.
             hwms = await self._sales_db.run(self.ledger.store, message.sales, now_ms=now_ms())
             for (device, incarnation), hwm in hwms.items():
@@ -103,8 +106,6 @@ class CacheData:
                 self._nursery.start_soon(self.sku.answer_digest, node, message.buckets)
         elif isinstance(message, SkuRequest):
             self._nursery.start_soon(self.sku.send_buckets, node, list(message.buckets))
-        elif isinstance(message, SkuEntries):
-            pass  # central is the catalog's writer; a till's copy never overrides the cache's
 
     async def _digests(self) -> None:
         """Every till learns every mark: a lost ack is repaired, and copies carried for others are dropped."""
@@ -192,4 +193,5 @@ class CacheData:
             "skus": await self._sku_db.run(self.replica.__len__),
             "sku_refused_future": self.replica.refused,
             "sku_refused_signature": self.signatures.refused,
+            "refused": dict(self.refused),
         }

@@ -1,7 +1,8 @@
-"""A till's store data: commit sales to the outbox, push them to the cache and a fellow till, keep the SKU replica."""
+"""A till's store data: commit sales to the outbox, push them to the certified cache, keep the SKU replica."""
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Sequence
 from functools import partial
@@ -11,7 +12,7 @@ import trio
 from posswarm import logs
 from posswarm.errors import PosswarmError
 from posswarm.gossip.driver import StoreChannel
-from posswarm.gossip.messages import SalesAck, SalesDigest, SalesPush, SkuDigest, SkuEntries, SkuRequest
+from posswarm.gossip.messages import SalesAck, SalesDigest, SalesPush, SkuDigest, SkuEntries
 from posswarm.keys import KeyRing
 from posswarm.sales.model import Sale
 from posswarm.sales.outbox import Outbox, Recorded
@@ -19,7 +20,6 @@ from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
 from posswarm.sku.signature import SkuSignatures
 from posswarm.storedata.inbox import handle_each
-from posswarm.storedata.sku_sync import SkuServer
 from posswarm.storedata.sqlite_thread import SqliteThread
 from posswarm.wallclock import now_ms
 
@@ -50,8 +50,7 @@ class DeviceData:
         self._sku_db = SqliteThread()
         self._kick = trio.Event()
         self._last_entries = -1e9
-        self._replica_turn = 0
-        self._copied_upto = 0
+        self.refused: collections.Counter[str] = collections.Counter()  # gossip messages refused, by kind
         self._sku_in, self._sku_out = trio.open_memory_channel[tuple[str, tuple[SkuEntry, ...]]](math.inf)
         # Central's signature, checked before an entry is applied (no keys given: every entry is refused).
         self.signatures = SkuSignatures(sku_keys or KeyRing([]))
@@ -59,11 +58,10 @@ class DeviceData:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         self.outbox = await trio.to_thread.run_sync(Outbox, self._outbox_path, self._device_id)
         self.replica = await trio.to_thread.run_sync(SkuReplica, self._sku_path)
-        self.sku = SkuServer(self.channel, self.replica, self._sku_db)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(handle_each, self.channel, self._handle)
+                nursery.start_soon(handle_each, self.channel, self._handle, self.refused)
                 nursery.start_soon(self._push)
                 nursery.start_soon(self._ask_sku)
                 nursery.start_soon(self._apply_sku)
@@ -92,6 +90,7 @@ class DeviceData:
     # ---- sales --------------------------------------------------------------------------------
 
     def _cache(self) -> str | None:
+        """The node whose certificate says it is the cache of our store (a heartbeat's claim counts for nothing)."""
         alive = self.channel.alive("cache")
         if alive:
             return alive[0]
@@ -111,41 +110,24 @@ class DeviceData:
                 await trio.sleep(BATCH_WAIT_S)
 
     async def _push_once(self) -> None:
+        # Only our own sales, and only to the certified cache: it takes no other till's sales from us (a stolen
+        # till must not speak for its neighbours), so copying sales to a fellow till would protect nothing.
         own = await self._sales_db.run(self.outbox.unacked, PUSH_BATCH)
-        carried = await self._sales_db.run(self.outbox.replicas_unacked, PUSH_BATCH)
         cache = self._cache()
-        if cache and (own or carried):
-            self.channel.send(cache, SalesPush(tuple(own + carried)))
-        tills = self.channel.alive("device")
-        if own and tills:
-            # Another till keeps a copy until the cache has it: a till whose disk dies loses nothing.
-            # The cursor walks the whole un-acked backlog (a long cache outage leaves thousands),
-            # so every sale gets copied, not just the oldest batch over and over.
-            copies = await self._sales_db.run(self.outbox.unacked, PUSH_BATCH, after=self._copied_upto)
-            if not copies:
-                copies = own
-            self._copied_upto = copies[-1].seq
-            self._replica_turn += 1
-            self.channel.send(tills[self._replica_turn % len(tills)], SalesPush(tuple(copies)))
+        if cache and own:
+            self.channel.send(cache, SalesPush(tuple(own)))
 
     # ---- messages -----------------------------------------------------------------------------
 
     async def _handle(self, node: str, message) -> None:
+        """The certified cache's message (posswarm/storedata/permissions.py let through only what it may send)."""
         if isinstance(message, SalesAck):
             await self._settle({(message.device, message.incarnation): message.hwm})
         elif isinstance(message, SalesDigest):
             await self._settle(message.hwms)
-        elif isinstance(message, SalesPush):
-            held = await self._sales_db.run(self.outbox.hold_replica, message.sales)
-            if held:
-                self._kick.set()
         elif isinstance(message, SkuEntries):
             self._last_entries = trio.current_time()
             self._sku_in.send_nowait((node, message.entries))
-        elif isinstance(message, SkuDigest):
-            self._nursery.start_soon(self.sku.answer_digest, node, message.buckets)
-        elif isinstance(message, SkuRequest):
-            self._nursery.start_soon(self.sku.send_buckets, node, list(message.buckets))
 
     async def _settle(self, hwms) -> None:
         own, dropped = await self._sales_db.run(self.outbox.settle, hwms)
@@ -176,13 +158,10 @@ class DeviceData:
                 log.debug("sku.applied", received=len(batch), changed=changed)
 
     async def _ask_sku(self) -> None:
-        """Anti-entropy: send our digest to the cache (or, with the cache down, a fellow till)."""
+        """Anti-entropy: send our digest to the certified cache, the only node we take SKU entries from."""
         last_sent, last_target = -1e9, None
         while True:
             target = self._cache() if self.channel.alive("cache") else None
-            if target is None:
-                tills = self.channel.alive("device")
-                target = tills[0] if tills else None
             now = trio.current_time()
             due = now - last_sent >= SKU_DIGEST_S and now - self._last_entries >= SKU_QUIET_S
             if target and (due or target != last_target):
@@ -195,4 +174,5 @@ class DeviceData:
         counts = await self._sales_db.run(self.outbox.counts)
         skus = await self._sku_db.run(self.replica.__len__)
         return {"sales": counts, "skus": skus, "sku_refused_future": self.replica.refused,
-                "sku_refused_signature": self.signatures.refused, "incarnation": self.outbox.incarnation}
+                "sku_refused_signature": self.signatures.refused, "incarnation": self.outbox.incarnation,
+                "refused": dict(self.refused)}

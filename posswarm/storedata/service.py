@@ -14,6 +14,7 @@ from posswarm.errors import PosswarmError
 from posswarm.fsync import replace_synced
 from posswarm.gossip import faults
 from posswarm.gossip.driver import StoreChannel
+from posswarm.identity.credential import Credential
 from posswarm.identity.tls import central_context
 from posswarm.keys import KeyRing
 from posswarm.storedata.api import local_app
@@ -23,19 +24,6 @@ from posswarm.storedata.device import DeviceData
 log = logs.get("storedata")
 
 API_URL_FILE = "api.url"
-
-
-def read_secret(path: Path) -> bytes:
-    """The store's gossip secret: the file's bytes, surrounding whitespace ignored."""
-    try:
-        secret = Path(path).read_bytes().strip()
-    except OSError as exc:
-        raise PosswarmError(f"gossip key {path}: cannot read it ({exc.strerror}); check store.gossip_key_file") from None
-    if len(secret) < 16:
-        raise PosswarmError(
-            f"gossip key {path}: {len(secret)} bytes, need at least 16 (make one: head -c 32 /dev/urandom | base64)"
-        )
-    return secret
 
 
 def parse_seeds(text: str) -> list[tuple[str, int]]:
@@ -57,15 +45,14 @@ def api_url(data_dir: Path) -> str:
 class StoreData:
     """The node's store-data service; the node forwards mDNS sightings with :meth:`peer_found`/:meth:`peer_lost`."""
 
-    def __init__(self, config: NodeConfig, data_dir: Path, *, sku_keys: KeyRing) -> None:
+    def __init__(self, config: NodeConfig, data_dir: Path, credential: Credential, *, sku_keys: KeyRing) -> None:
         self.config = config
         self.sku_keys = sku_keys  # the root of trust's SKU keys (CentralTrust.sku_keys, follows rotation)
         self.data_dir = Path(data_dir)
         c = config
-        self.channel = StoreChannel(
-            store=c.store, node_id=c.node_id, role=c.role, secret=read_secret(Path(c.gossip_key_file)),
-            address=c.address, port=c.gossip_port, faults=faults.parse(c.gossip_faults),
-        )
+        # Who this node is on the channel comes from its certificate (checked against the config at start).
+        self.channel = StoreChannel(credential=credential, address=c.address, port=c.gossip_port,
+                                    faults=faults.parse(c.gossip_faults))
         self._seeds = parse_seeds(c.gossip_seeds)
         self.role_data: CacheData | DeviceData | None = None
         self.api_url: str | None = None
@@ -106,8 +93,8 @@ class StoreData:
             await trio.sleep(1.0)
 
     def peer_found(self, advert: Advert) -> None:
-        if advert.gossip_port:
-            self.channel.add_peer(advert.node_id, advert.address, advert.gossip_port, advert.role)
+        if advert.gossip_port:  # a hint: the handshake says who is there, and its role
+            self.channel.add_peer(advert.node_id, advert.address, advert.gossip_port)
 
     def peer_lost(self, node_id: str) -> None:
         self.channel.forget_peer(node_id)

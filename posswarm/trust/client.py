@@ -75,11 +75,12 @@ class CentralTrust:
         self.timeout_s = timeout_s
         self.keyring = KeyRing([])
         self.enrolment_keys: tuple = ()  # who may certify store peers (the root's enrolment role)
-        self.tls: ssl.SSLContext | bool = True  # how the source's HTTPS is verified (the node sets it)
         self.sku_keys = KeyRing([])  # who signs SKU entries (the root's sku role); one ring, replaced in place
         self.state: CentralState | None = None
         self.last: Outcome | None = None
         self.refused: dict[str, str] = {}  # source url -> the last verdict against it
+        # How a source's TLS is checked: a cache's, central's CA and host name; a device's, a cache of its store.
+        self.verify: ssl.SSLContext | bool = True
 
     def load(self) -> None:
         """Start from the configured root once; afterwards from the newest root and state verified before."""
@@ -129,7 +130,7 @@ class CentralTrust:
 
     def _refresh_sync(self, url: str) -> CentralState:
         base = url.rstrip("/")
-        with httpx.Client(timeout=self.timeout_s, verify=self.tls) as client:
+        with httpx.Client(timeout=self.timeout_s, verify=self.verify) as client:
             try:
                 updater = Updater(str(self.dir), f"{base}/tuf/", fetcher=_Fetcher(client), config=LIMITS, bootstrap=None)
                 updater.refresh()

@@ -23,7 +23,7 @@ from tools.lab import Lab, bin_path, write_image
 NAME = "pos-os"
 
 
-def _own_certificate(tmp_path, host: str) -> http_service.ServerTls:
+def _own_certificate(tmp_path, host: str):
     """What an attacker on the path can have: a certificate for central's address from a CA of its own."""
     now, day = datetime.datetime.now(datetime.UTC), datetime.timedelta(days=1)
     ca_key, key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
@@ -31,7 +31,7 @@ def _own_certificate(tmp_path, host: str) -> http_service.ServerTls:
     (tmp_path / "mitm.crt").write_bytes(issue_server(ca_key, ca, key.public_key(), [host], now=now, lifetime=day) + ca)
     (tmp_path / "mitm.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                           serialization.NoEncryption()))
-    return http_service.ServerTls(tmp_path / "mitm.crt", tmp_path / "mitm.key")
+    return http_service.server_context(tmp_path / "mitm.crt", tmp_path / "mitm.key")
 
 
 async def _proxy(lab: Lab, seen: list[str], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -46,7 +46,7 @@ async def _proxy(lab: Lab, seen: list[str], *, task_status=trio.TASK_STATUS_IGNO
         app = Starlette(routes=[Route("/{path:path}", relay)])
         tls = _own_certificate(lab.root, host)
         async with trio.open_nursery() as nursery:
-            task_status.started(await nursery.start(partial(http_service.run, app, host, 0, tls=tls)))
+            task_status.started(await nursery.start(partial(http_service.run, app, host, 0, ssl_context=tls)))
 
 
 async def test_an_on_path_proxy_with_its_own_certificate_reads_nothing(tmp_path):

@@ -29,7 +29,7 @@ async def test_tills_install_past_a_forged_cache_advert_pointing_where_nothing_l
             await lab.wait_installed("pos-image", "1.0")
         for till in lab.devices:
             doc = lab.status_of(till)
-            assert doc["catalog"]["url"] == f"http://{lab.cache.address}:{_http_port(lab)}"
+            assert doc["catalog"]["url"] == f"https://{lab.cache.address}:{_http_port(lab)}"
         nursery.cancel_scope.cancel()
 
 

@@ -74,7 +74,7 @@ class PricingProxy:
             app = Starlette(routes=[Route("/{path:path}", relay, methods=["GET", "POST"])])
             async with trio.open_nursery() as nursery:
                 self.url = await nursery.start(partial(http_service.run, app, host, 0,
-                                                       tls=http_service.ServerTls(cert, key)))
+                                                       ssl_context=http_service.server_context(cert, key)))
                 task_status.started(self)
 
 

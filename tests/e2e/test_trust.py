@@ -9,9 +9,11 @@ import signal
 import subprocess
 from dataclasses import replace
 from datetime import datetime, timezone
+from functools import partial
 
 import httpx
 import trio
+from cryptography.x509 import load_pem_x509_certificate
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -19,6 +21,8 @@ from starlette.routing import Route
 from tuf.api.metadata import Metadata, Targets
 
 from posswarm import http_service
+from posswarm.catalog.store_source import cache_server_context
+from posswarm.identity.credential import load_credential
 from posswarm.keys import load_private_key
 from posswarm.rollout import Rollout, sign_rollout
 from posswarm.signed_doc import MAX_COUNT
@@ -35,8 +39,9 @@ class FakeCache:
     requests of it end mid-body (a connection cut, as a timeout leaves it); ``strip`` drops the rollout
     sequences from ``/catalog``, as a cache that wants a paused release to look "active, ring all" would."""
 
-    def __init__(self, upstream: str, verify) -> None:
-        self.upstream, self.verify = upstream, verify
+    def __init__(self, upstream: str, verify, tls=None) -> None:
+        self.upstream, self.verify = upstream, verify  # how it checks central's HTTPS, as a cache does
+        self.tls = tls  # a compromised cache holds the cache's own certificate
         self.swap: dict[str, bytes | None] = {}
         self.cut: dict[str, int] = {}
         self.strip = False
@@ -64,7 +69,7 @@ class FakeCache:
 
             app = Starlette(routes=[Route("/{path:path}", any_path)])
             async with trio.open_nursery() as nursery:
-                self.url = await nursery.start(http_service.run, app, host, 0)
+                self.url = await nursery.start(partial(http_service.run, app, host, 0, ssl_context=self.tls))
                 task_status.started(self)
 
 
@@ -144,7 +149,13 @@ def _device_via(fake: FakeCache, **more) -> dict:
 
 
 async def _start_fake(nursery, lab: Lab, upstream: str, last_octet: int) -> FakeCache:
-    return await nursery.start(FakeCache(upstream, lab.central_tls).run, f"127.{lab.net}.1.{last_octet}")
+    """A fake cache with a real cache certificate of the store: a compromised cache, which TUF must still stop."""
+    out = lab.central_keys.enrol(lab.root / f"fake-cache-{last_octet}", node_id=f"cache-fake{last_octet}",
+                                 store=lab.store, role="cache", device_class="cache")
+    credential = load_credential(out, (load_pem_x509_certificate((out / "authority.crt").read_bytes()).public_key(),),
+                                 now=datetime.now(timezone.utc))
+    fake = FakeCache(upstream, lab.central_tls, cache_server_context(credential))
+    return await nursery.start(fake.run, f"127.{lab.net}.1.{last_octet}")
 
 
 async def test_a_fake_cache_cannot_give_a_fresh_till_an_old_release_or_a_stripped_state(tmp_path):
@@ -338,7 +349,7 @@ async def test_an_offline_store_past_expiry_keeps_serving_and_installs_nothing_n
             assert lab.release_of(till, NAME, "1.1") is None
             # The cache keeps serving what it has to the store.
             assert lab.installed(lab.cache, NAME, "1.1")
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(verify=False) as client:  # the cache's TLS is checked by tills, not here
                 url = lab.status_of(lab.cache)["http_url"]
                 assert (await client.get(f"{url}/releases/{NAME}/1.1/manifest.msgpack")).status_code == 200
         nursery.cancel_scope.cancel()

@@ -1,79 +1,130 @@
-"""The gossip driver over real loopback TCP: delivery, heartbeats, hostile input dropped and counted."""
+"""The gossip driver over real loopback TCP and TLS: delivery, heartbeats, who a peer is from its certificate,
+hostile input dropped and counted."""
 
 from __future__ import annotations
 
+import ssl
 import struct
 
+import pytest
 import trio
 
-from posswarm.gossip import frames
+from posswarm.gossip import frames, secure
 from posswarm.gossip.driver import StoreChannel
 from posswarm.gossip.faults import Faults
-from posswarm.gossip.messages import SalesAck, SkuRequest
-
-SECRET = b"store-S042-secret-0123456789abcdef"
-
-
-def _channel(node: str, role: str = "device", secret: bytes = SECRET, store: str = "S042", **kw) -> StoreChannel:
-    return StoreChannel(store=store, node_id=node, role=role, secret=secret, address="127.0.0.1", **kw)
+from posswarm.gossip.messages import Heartbeat, SalesAck, SkuRequest
+from posswarm.identity.tls import peer_context
+from tests.posswarm.gossip.certified import Authority
 
 
-async def _until(predicate, timeout: float = 10.0) -> None:
-    with trio.fail_after(timeout):
+@pytest.fixture
+def authority(tmp_path):
+    return Authority(tmp_path / "enrolment")
+
+
+async def _until(predicate, timeout: float = 10.0, why=lambda: "") -> None:
+    with trio.move_on_after(timeout):
         while not predicate():
             await trio.sleep(0.02)
+        return
+    raise AssertionError(f"not within {timeout} s: {why()}")
 
 
 async def _joined(till: StoreChannel, cache: StoreChannel) -> None:
-    """``till`` learns ``cache`` as mDNS would; both prove themselves with the store key."""
-    till.add_peer(cache.node_id, "127.0.0.1", cache.port, cache.role)
+    """``till`` learns ``cache`` as mDNS would; the handshakes show each the other's certificate."""
+    till.add_peer(cache.node_id, "127.0.0.1", cache.port)
     await _until(lambda: till.alive() == [cache.node_id] and cache.alive() == [till.node_id])
 
 
-async def test_messages_flow_and_heartbeats_teach_the_way_back(nursery):
-    cache, till = _channel("cache", "cache"), _channel("till-1")
+async def _send_frames(stream, *datas: bytes) -> None:
+    await stream.send_all(b"".join(struct.pack("!I", len(d)) + d for d in datas))
+
+
+async def test_messages_flow_and_heartbeats_teach_the_way_back(nursery, authority):
+    cache, till = authority.channel("cache", "cache"), authority.channel("till-1")
     await nursery.start(cache.run)
     await nursery.start(till.run)
-    till.add_peer("cache", "127.0.0.1", cache.port, "cache")  # as mDNS would; the cache learns the till by its hello
-    assert not till.send("cache", SkuRequest((1, 2, 3))), "nothing but a hello before the cache proved itself"
+    till.add_peer("cache", "127.0.0.1", cache.port)  # as mDNS would; the cache learns the till by its hello
+    assert not till.send("cache", SkuRequest((1, 2, 3))), "nothing but a hello before a handshake showed the cache"
     await _until(lambda: till.alive("cache") == ["cache"])
     assert till.send("cache", SkuRequest((1, 2, 3)))
     with trio.fail_after(5):
         got = await cache.inbox.receive()
-    assert got.node == "till-1" and got.message == SkuRequest((1, 2, 3))
+    assert (got.node, got.role, got.message) == ("till-1", "device", SkuRequest((1, 2, 3)))
     await _until(lambda: cache.alive("device") == ["till-1"] and till.alive("cache") == ["cache"])
     assert cache.send("till-1", SalesAck("till-1", "ab" * 8, 5))
     with trio.fail_after(5):
         back = await till.inbox.receive()
-    assert back == type(back)("cache", SalesAck("till-1", "ab" * 8, 5))
+    assert (back.node, back.role, back.message) == ("cache", "cache", SalesAck("till-1", "ab" * 8, 5))
 
 
-async def test_foreign_forged_oversized_and_garbage_frames_are_counted_not_fatal(nursery):
-    cache = _channel("cache", "cache")
+async def _certified_client(authority: Authority, port: int, node: str, role: str = "device", store: str = "S042"):
+    contexts = secure.Contexts(authority.credential(node, role, store))
+    return await secure.dial("127.0.0.1", port, contexts, local=None, connect_s=5, handshake_s=5)
+
+
+async def _raw_tls_client(authority: Authority, port: int, node: str, store: str = "S042") -> trio.SSLStream:
+    """A TLS client showing its certificate that does not check the server's: the server must do the refusing."""
+    context = peer_context(authority.credential(node, "device", store), server=False)
+    context.verify_mode = ssl.CERT_NONE
+    stream = trio.SSLStream(await trio.open_tcp_stream("127.0.0.1", port), context)
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError:
+        pass
+    return stream
+
+
+async def _closed_by_peer(stream, timeout: float = 5.0) -> bool:
+    with trio.move_on_after(timeout):
+        try:
+            return await stream.receive_some(10) == b""
+        except trio.BrokenResourceError:
+            return True
+    return False
+
+
+async def test_uncertified_foreign_and_other_authority_peers_are_refused_after_the_handshake(nursery, authority,
+                                                                                              tmp_path):
+    cache = authority.channel("cache", "cache")
     await nursery.start(cache.run)
-    good = frames.encode(SkuRequest((7,)), key=SECRET, store="S042", sender="till-2/b1", counter=1)
-    bad = [
-        frames.encode(SkuRequest((7,)), key=SECRET, store="S999", sender="x/b", counter=1),  # another store
-        frames.encode(SkuRequest((7,)), key=b"another-secret-0123456789", store="S042", sender="x/b", counter=1),
-        b"\x93garbage-not-a-frame-at-all",
-        good,  # replayed below
-    ]
-    stream = await trio.open_tcp_stream("127.0.0.1", cache.port)
-    payload = b"".join(struct.pack("!I", len(f)) + f for f in [good, *bad])
-    await stream.send_all(payload)
+    # Plain TCP speaking gossip v1 (store-key frames): no TLS handshake, nothing read.
+    plain = await trio.open_tcp_stream("127.0.0.1", cache.port)
+    await _send_frames(plain, b"\x96\x01\xa4S042" + bytes(40))
+    assert await _closed_by_peer(plain)
+    # TLS with a certificate of another store, and with one from another enrolment authority.
+    elsewhere = await _raw_tls_client(authority, cache.port, "till-9", store="S043")
+    await _send_frames(elsewhere, frames.encode(SkuRequest((7,)), sender="till-9/b", counter=1))
+    assert await _closed_by_peer(elsewhere)
+    impostor = await _raw_tls_client(Authority(tmp_path / "other-central"), cache.port, "till-8")
+    assert await _closed_by_peer(impostor)
+    await _until(lambda: cache.refused["tls"] == 2 and cache.refused["certificate"] == 1, 5, cache.stats)
+    assert cache.received == 0 and cache.known() == []
+    # The client end checks too: a node of our store never talks to the other store's cache.
+    other_cache = authority.channel("cache-b", "cache", store="S043")
+    await nursery.start(other_cache.run)
+    with pytest.raises(secure.Refused, match="certified for store S043, not ours"):
+        await _certified_client(authority, other_cache.port, "till-1")
+
+
+async def test_a_certified_peer_is_named_by_its_certificate_and_its_bad_frames_are_counted(nursery, authority):
+    cache = authority.channel("cache", "cache")
+    await nursery.start(cache.run)
+    link = await _certified_client(authority, cache.port, "till-2")
+    good = frames.encode(SkuRequest((7,)), sender="someone-else/b1", counter=1)
+    lie = frames.encode(Heartbeat("till-2", "cache", 1, 7946), sender="till-2/b1", counter=2)  # "I am the cache"
+    await _send_frames(link.stream, good, b"\x93garbage-not-a-frame-at-all", good, lie)
     with trio.fail_after(5):
         got = await cache.inbox.receive()
-    assert got.message == SkuRequest((7,))
-    await _until(lambda: sum(cache.dropped.values()) >= 4)
-    assert cache.dropped["wrong_store"] == 1 and cache.dropped["replay"] == 1
-    # Garbage is never parsed: without a valid tag it is a bad tag like the forgery, not "malformed".
-    assert cache.dropped["bad_tag"] == 2 and cache.dropped["malformed"] == 0
-    await stream.send_all(struct.pack("!I", frames.MAX_FRAME + 1))  # a length we refuse to buffer: hang up
+    # The frame said someone-else; the certificate says till-2, a device.
+    assert (got.node, got.role, got.message) == ("till-2", "device", SkuRequest((7,)))
+    await _until(lambda: cache.dropped["replay"] == 1 and cache.dropped["malformed"] == 1 and cache.dropped["claim"] == 1)
+    assert cache.alive("cache") == [] and cache.known() == [], "a claimed role is not a certified one"
+    await link.stream.send_all(struct.pack("!I", frames.MAX_FRAME + 1))  # a length we refuse to buffer: hang up
     await _until(lambda: cache.dropped["oversized"] == 1)
-    with trio.fail_after(5):
-        assert await stream.receive_some(10) == b""  # the cache closed the connection
+    assert await _closed_by_peer(link.stream)
     # ... and still serves honest peers.
-    till = _channel("till-3")
+    till = authority.channel("till-3")
     await nursery.start(till.run)
     await _joined(till, cache)
     till.send("cache", SkuRequest((9,)))
@@ -81,9 +132,22 @@ async def test_foreign_forged_oversized_and_garbage_frames_are_counted_not_fatal
         assert (await cache.inbox.receive()).message == SkuRequest((9,))
 
 
-async def test_injected_faults_drop_and_duplicate(nursery):
-    cache = _channel("cache", "cache")
-    till = _channel("till-1", faults=Faults(drop=0.3, dup=0.5, reorder=0.3), seed=7)
+async def test_a_hint_naming_one_node_where_another_answers_learns_the_certified_one(nursery, authority):
+    cache, till = authority.channel("cache", "cache"), authority.channel("till-1")
+    other = authority.channel("till-7")
+    for channel in (cache, till, other):
+        await nursery.start(channel.run)
+    till.add_peer("cache", "127.0.0.1", other.port)  # a forged advert: "the cache is at till-7's port"
+    await _until(lambda: till.known() == ["till-7"])
+    assert till.peers["till-7"].role == "device" and "cache" not in till.peers
+    assert till.alive("cache") == [] and not till.send("cache", SalesAck("x", "y", 1))
+    await _joined(till, cache)
+    assert till.alive("cache") == ["cache"]
+
+
+async def test_injected_faults_drop_and_duplicate(nursery, authority):
+    cache = authority.channel("cache", "cache")
+    till = authority.channel("till-1", faults=Faults(drop=0.3, dup=0.5, reorder=0.3), seed=7)
     await nursery.start(cache.run)
     await nursery.start(till.run)
     await _joined(till, cache)
@@ -101,8 +165,8 @@ async def test_injected_faults_drop_and_duplicate(nursery):
     assert seen != sorted(seen), "some were reordered"
 
 
-async def test_unreachable_peer_is_counted_and_send_never_blocks(nursery):
-    cache, till = _channel("cache", "cache"), _channel("till-1")
+async def test_unreachable_peer_is_counted_and_send_never_blocks(nursery, authority):
+    cache, till = authority.channel("cache", "cache"), authority.channel("till-1")
     cache_scope = trio.CancelScope()
     nursery.start_soon(_run_in, cache_scope, cache)
     await _until(lambda: cache.port != 0)
@@ -121,9 +185,9 @@ async def _run_in(scope: trio.CancelScope, channel: StoreChannel) -> None:
         await channel.run()
 
 
-async def test_reorder_alone_loses_nothing(nursery):
-    cache = _channel("cache", "cache")
-    till = _channel("till-1", faults=Faults(reorder=0.4), seed=3)
+async def test_reorder_alone_loses_nothing(nursery, authority):
+    cache = authority.channel("cache", "cache")
+    till = authority.channel("till-1", faults=Faults(reorder=0.4), seed=3)
     await nursery.start(cache.run)
     await nursery.start(till.run)
     await _joined(till, cache)
@@ -136,10 +200,10 @@ async def test_reorder_alone_loses_nothing(nursery):
     assert sorted(seen) == list(range(100)) and seen != list(range(100))
 
 
-async def test_random_bytes_on_the_socket_never_hurt_the_node(nursery):
+async def test_random_bytes_on_the_socket_never_hurt_the_node(nursery, authority):
     import random
 
-    cache = _channel("cache", "cache")
+    cache = authority.channel("cache", "cache")
     await nursery.start(cache.run)
     rng = random.Random(5)
     for _ in range(30):
@@ -149,12 +213,29 @@ async def test_random_bytes_on_the_socket_never_hurt_the_node(nursery):
         try:
             await stream.send_all(junk)
         except trio.BrokenResourceError:
-            pass  # the node hung up on a bogus length: that is its right
+            pass  # the node hung up on a bogus handshake: that is its right
         await stream.aclose()
-    till = _channel("till-1")
+    till = authority.channel("till-1")
     await nursery.start(till.run)
     await _joined(till, cache)
     till.send("cache", SkuRequest((4,)))
     with trio.fail_after(5):
         assert (await cache.inbox.receive()).message == SkuRequest((4,))
-    assert sum(cache.dropped.values()) > 0
+    assert cache.refused["tls"] + cache.refused["no_auth"] > 0 and cache.received >= 1
+
+
+async def test_a_certificate_that_expires_while_connected_is_heard_no_more(nursery, authority):
+    import datetime
+
+    cache = authority.channel("cache", "cache")
+    await nursery.start(cache.run)
+    short = authority.credential("till-5", lifetime=datetime.timedelta(seconds=3))
+    link = await secure.dial("127.0.0.1", cache.port, secure.Contexts(short), local=None, connect_s=5, handshake_s=5)
+    await _send_frames(link.stream, frames.encode(SkuRequest((1,)), sender="till-5/b", counter=1))
+    with trio.fail_after(5):
+        assert (await cache.inbox.receive()).message == SkuRequest((1,))
+    while datetime.datetime.now(datetime.UTC) < short.identity.not_after:
+        await trio.sleep(0.1)  # the certificate's own clock, not a guess: it ends at not_after
+    await _send_frames(link.stream, frames.encode(SkuRequest((2,)), sender="till-5/b", counter=2))
+    await _until(lambda: cache.dropped["expired"] == 1, 5, cache.stats)
+    assert cache.inbox.statistics().current_buffer_used == 0

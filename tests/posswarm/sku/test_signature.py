@@ -160,7 +160,7 @@ def test_the_largest_signed_entries_still_fit_a_gossip_frame_in_every_batch():
                             "t" * 32), CENTRAL) for i in range(600)]
     cut = list(batches(widest))
     for batch in cut:
-        frame = frames.encode(SkuEntries(batch), key=b"s" * 32, store="S1", sender="till-1", counter=1)
+        frame = frames.encode(SkuEntries(batch), sender="till-1", counter=1)
         assert len(frame) <= frames.MAX_FRAME
     assert len(cut) > 1 and sum(map(len, cut)) == 600
 

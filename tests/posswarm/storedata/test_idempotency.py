@@ -6,9 +6,9 @@ import httpx
 import trio
 
 from posswarm import http_service
-from posswarm.gossip.driver import StoreChannel
 from posswarm.storedata.api import local_app
 from posswarm.storedata.device import DeviceData
+from tests.posswarm.gossip.certified import Authority
 
 BASKET = {"lines": [{"sku": "SKU1", "qty": 2, "unit_cents": 150}], "tenders": [{"kind": "card", "cents": 300}]}
 
@@ -20,8 +20,7 @@ async def _till(nursery, tmp_path) -> tuple[str, trio.CancelScope]:
     async def run(task_status=trio.TASK_STATUS_IGNORED):
         with scope:
             async with trio.open_nursery() as inner:
-                channel = StoreChannel(store="S042", node_id="till-1", role="device", secret=b"s" * 32,
-                                       address="127.0.0.1")
+                channel = Authority(tmp_path / "enrolment").channel("till-1")
                 await inner.start(channel.run)
                 device = DeviceData(channel, outbox_path=str(tmp_path / "outbox.sqlite"),
                                     sku_path=str(tmp_path / "sku.sqlite"), device_id="till-1")

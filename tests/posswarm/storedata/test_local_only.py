@@ -6,10 +6,10 @@ import httpx
 import pytest
 
 from posswarm import http_service
-from posswarm.gossip.driver import StoreChannel
 from posswarm.storedata.api import local_app
 from posswarm.storedata.device import DeviceData
 from posswarm.storedata.local_only import refusal
+from tests.posswarm.gossip.certified import Authority
 
 SALE = b'{"lines": [{"sku": "SKU1", "qty": 1, "unit_cents": 100}]}'
 SERVER = ("127.0.0.1", 7947)
@@ -18,7 +18,7 @@ JSON = {"content-type": "application/json"}
 
 @pytest.fixture
 async def api(nursery, tmp_path):
-    channel = StoreChannel(store="S042", node_id="till-1", role="device", secret=b"s" * 32, address="127.0.0.1")
+    channel = Authority(tmp_path / "enrolment").channel("till-1")
     await nursery.start(channel.run)
     device = DeviceData(channel, outbox_path=str(tmp_path / "outbox.sqlite"), sku_path=str(tmp_path / "sku.sqlite"),
                         device_id="till-1")

@@ -1,22 +1,33 @@
-"""Store-data settings: the gossip secret file, seeds and the test-only fault string fail with one clear line."""
+"""Store-data settings: seeds and the test-only fault string fail with one clear line; store data needs a credential."""
 
 from __future__ import annotations
 
 import pytest
 
+from posswarm.config import from_dict
 from posswarm.errors import PosswarmError
 from posswarm.gossip.faults import Faults, parse
-from posswarm.storedata.service import parse_seeds, read_secret
+from posswarm.storedata.service import parse_seeds
 
 
-def test_secret_file_is_read_and_checked(tmp_path):
-    (tmp_path / "k").write_text("  0123456789abcdef0123  \n")
-    assert read_secret(tmp_path / "k") == b"0123456789abcdef0123"
-    (tmp_path / "short").write_text("tiny")
-    with pytest.raises(PosswarmError, match="4 bytes, need at least 16"):
-        read_secret(tmp_path / "short")
-    with pytest.raises(PosswarmError, match="cannot read it"):
-        read_secret(tmp_path / "missing")
+def test_store_data_needs_a_node_credential_and_a_device_reads_its_cache_over_https(tmp_path):
+    root = tmp_path / "root.json"
+    root.write_text("{}")
+    base = {"node": {"role": "device", "store": "S042", "address": "10.0.0.5", "lan_network": "10.0.0.0/24"},
+            "central": {"root": str(root)}}
+    with pytest.raises(PosswarmError, match="store data needs 'node.identity_dir'"):
+        from_dict({**base, "store": {"data": True}})
+    legacy = from_dict({"node": {**base["node"], "identity_dir": str(tmp_path)}, "central": base["central"],
+                        "store": {"gossip_key_file": str(tmp_path / "no-longer-read")}})
+    assert legacy.store_data and not from_dict(base).store_data
+    with pytest.raises(PosswarmError, match="'store.data' must be a bool"):
+        from_dict({**base, "store": {"data": "yes"}})
+    # A device with a credential reads its cache only over TLS, checked against the cache's certificate.
+    enrolled = {**base["node"], "identity_dir": str(tmp_path)}
+    with pytest.raises(PosswarmError, match="'store.cache_url' http://10.0.0.1:8080 is plain HTTP"):
+        from_dict({"node": enrolled, "central": base["central"], "store": {"cache_url": "http://10.0.0.1:8080"}})
+    assert from_dict({"node": enrolled, "central": base["central"],
+                      "store": {"cache_url": "https://10.0.0.1:8080"}}).cache_url == "https://10.0.0.1:8080"
 
 
 def test_seeds_and_faults_parse():

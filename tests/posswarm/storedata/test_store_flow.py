@@ -1,4 +1,4 @@
-"""Store data end to end in one trio run: real TCP gossip, real SQLite, central's real HTTP routes."""
+"""Store data end to end in one trio run: real gossip over mutual TLS, real SQLite, central's real HTTP routes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from posswarm import http_service
 from posswarm.gossip.driver import StoreChannel
+from posswarm.gossip.messages import SalesAck, SalesPush
 from posswarm.keys import KeyRing, generate_keypair, load_private_key
 from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
@@ -20,10 +21,11 @@ from posswarm.storedata.api import local_app
 from posswarm.storedata.cache import CacheData
 from posswarm.storedata.device import DeviceData
 from seeder import sales, sku
+from tests.posswarm.gossip.certified import Authority
 
-SECRET = b"store-S042-secret-0123456789abcdef"
 STORE = "S042"
 KEYS = KeyRing([])  # the root's SKU keys as the nodes hold them: the test's Central puts its key here
+_AUTHORITIES: dict[Path, Authority] = {}
 
 
 async def _until(predicate, timeout: float = 15.0) -> None:
@@ -74,12 +76,15 @@ class Central:
         return await nursery.start(http_service.run, app or self.app, "127.0.0.1", 0)
 
 
-def _channel(node: str, role: str) -> StoreChannel:
-    return StoreChannel(store=STORE, node_id=node, role=role, secret=SECRET, address="127.0.0.1")
+def _channel(root: Path, node: str, role: str) -> StoreChannel:
+    """``node``'s channel, with a certificate from the one enrolment authority of the test (``root``)."""
+    if root not in _AUTHORITIES:
+        _AUTHORITIES[root] = Authority(root / "enrolment")
+    return _AUTHORITIES[root].channel(node, role)
 
 
 async def _start_cache(nursery, root: Path, url: str) -> tuple[CacheData, trio.CancelScope]:
-    channel = _channel("cache", "cache")
+    channel = _channel(root, "cache", "cache")
     cache = CacheData(channel, ledger_path=str(root / "cache-ledger.sqlite"), sku_path=str(root / "cache-sku.sqlite"),
                       store=STORE, central_url=url, sku_poll_s=0.2, sku_keys=KEYS)
     scope = trio.CancelScope()
@@ -96,7 +101,7 @@ async def _start_cache(nursery, root: Path, url: str) -> tuple[CacheData, trio.C
 
 
 async def _start_device(nursery, root: Path, node: str, cache_port: int | None) -> tuple[DeviceData, trio.CancelScope]:
-    channel = _channel(node, "device")
+    channel = _channel(root, node, "device")
     device = DeviceData(channel, outbox_path=str(root / f"{node}-outbox.sqlite"), sku_path=str(root / f"{node}-sku.sqlite"),
                         device_id=node, sku_keys=KEYS)
     scope = trio.CancelScope()
@@ -110,7 +115,7 @@ async def _start_device(nursery, root: Path, node: str, cache_port: int | None) 
 
     await nursery.start(run)
     if cache_port:
-        channel.add_peer("cache", "127.0.0.1", cache_port, "cache")
+        channel.add_peer("cache", "127.0.0.1", cache_port)
     return device, scope
 
 
@@ -168,29 +173,39 @@ async def test_catalog_out_sales_back_exactly_once(nursery, tmp_path):
     assert exported == sorted((s.device_id, s.seq) for s in recorded)
 
 
-async def test_a_tills_sale_survives_its_disk_dying_before_the_cache_saw_it(nursery, tmp_path):
+async def test_a_stolen_tills_credential_can_neither_ack_nor_push_another_tills_sales(nursery, tmp_path):
     central = Central(tmp_path)
     url = await central.start(nursery)
-    till1, scope1 = await _start_device(nursery, tmp_path, "till-1", None)
-    till2, _ = await _start_device(nursery, tmp_path, "till-2", None)
-    till1.channel.add_peer("till-2", "127.0.0.1", till2.channel.port, "device")
-    till2.channel.add_peer("till-1", "127.0.0.1", till1.channel.port, "device")
-    sale = (await till1.record([("SKU1", 1, 250)], [("cash", 250)])).sale
-    async def carried(n):
-        return (await _counts(till2))["carried"] == n
-
-    await _until(lambda: carried(1))
-
-    scope1.cancel()  # till-1 dies with its disk: its outbox is gone
-    await trio.sleep(0)
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(tmp_path / "till-1-outbox.sqlite") + suffix).unlink(missing_ok=True)
-
     cache, _ = await _start_cache(nursery, tmp_path, url)
-    till2.channel.add_peer("cache", "127.0.0.1", cache.channel.port, "cache")
-    await _until(lambda: central.sales.totals() == (1, 250))
-    assert [(s.device_id, s.seq) for _, s in central.sales.rows()] == [("till-1", sale.seq)]
-    await _until(lambda: carried(0))  # the cache's digest released the copy
+    victim, _ = await _start_device(nursery, tmp_path, "till-1", None)
+    thief = _channel(tmp_path, "till-2", "device")  # till-2's real credential, driven by hand
+    await nursery.start(thief.run)
+    victim.channel.add_peer("till-2", "127.0.0.1", thief.port)
+    await _until(lambda: thief.alive() == ["till-1"] and victim.channel.alive() == ["till-2"])
+    sales_made = [(await victim.record([("SKU1", 1, 250)], [("cash", 250)])).sale for _ in range(3)]
+    # The thief acks them all for the victim, as a cache would: the victim must keep every one.
+    assert thief.send("till-1", SalesAck("till-1", sales_made[0].incarnation, 3))
+    await _until(lambda: victim.refused["sales.ack"] >= 1)
+    assert (await _counts(victim))["unacked"] == 3
+    # And pushes forged sales in the victim's name to the cache, with one of its own.
+    thief.add_peer("cache", "127.0.0.1", cache.channel.port)
+    await _until(lambda: thief.alive("cache") == ["cache"])
+    own = type(sales_made[0])("till-2", "cd" * 16, 1, sales_made[0].created_ms, sales_made[0].lines,
+                              sales_made[0].total_cents, sales_made[0].tenders)
+    forged = type(sales_made[0])("till-1", sales_made[0].incarnation, 9, sales_made[0].created_ms,
+                                 sales_made[0].lines, 250, sales_made[0].tenders)
+    assert thief.send("cache", SalesPush((forged, own)))
+    await _until(lambda: cache.refused["sales.push"] >= 1)
+    # The real cache comes into view: every real sale arrives once, the forged one never, the thief's own does.
+    victim.channel.add_peer("cache", "127.0.0.1", cache.channel.port)
+    await _until(lambda: central.sales.totals() == (4, 1000))
+    assert sorted((s.device_id, s.seq) for _, s in central.sales.rows()) == [("till-1", 1), ("till-1", 2),
+                                                                            ("till-1", 3), ("till-2", 1)]
+
+    async def victim_settled():
+        return (await _counts(victim))["unacked"] == 0
+
+    await _until(victim_settled)
 
 
 async def test_local_api_commits_before_answering(nursery, tmp_path):
