@@ -10,7 +10,7 @@ from pathlib import Path
 from posswarm import logs
 from posswarm.errors import PosswarmError
 from posswarm.keys import generate_keypair, key_id, load_private_key
-from seeder import keys_cli, rollout_cli
+from seeder import enrolment_cli, keys_cli, rollout_cli
 
 PROG = "posswarm-seeder"
 
@@ -22,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     keys_cli.add_command(sub)
+    enrolment_cli.add_command(sub)
     k = sub.add_parser("keygen", help="create a lone central.key / central.pub (prefer `keys init`: roles and rotation)")
     k.add_argument("--out", required=True, type=Path, help="directory for the key pair")
 
@@ -160,7 +161,8 @@ def _sku(args) -> int:
     return sku_cli.run(args)
 
 
-_COMMANDS = {"keys": keys_cli.run, "keygen": _keygen, "publish": _publish, "serve": _serve, "sales": _sales, "sku": _sku,
+_COMMANDS = {"keys": keys_cli.run, "enroll": enrolment_cli.run_enroll, "enroll-token": enrolment_cli.run_token,
+             "keygen": _keygen, "publish": _publish, "serve": _serve, "sales": _sales, "sku": _sku,
              "release": rollout_cli.run}
 
 
