@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="the online timestamp key (KEYS/timestamp.key): renews central's signed timestamp")
     s.add_argument("--timestamp-expiry-s", type=float, default=86400.0,
                    help="life of each signed timestamp; nodes start no new installs once it lapses (default: 1 day)")
+    s.add_argument("--enrolment-key", type=Path, default=None,
+                   help="KEYS/enrolment.key (enrolment-ca.crt beside it): issue credentials to nodes presenting a "
+                        "one-time token from `enroll-token` at POST /enroll (default: none issued)")
     s.add_argument("--tracker", default="", help="tracker announce URL (default: none)")
     s.add_argument("--super-seed", action="store_true",
                    help="BEP 16: give each piece to one cache until others have it, so stores that may seed each "

@@ -5,13 +5,11 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from posswarm.errors import PosswarmError
-from posswarm.fsync import replace_synced
 from posswarm.identity.certificate import CertifiedNode, check_names, issue
-from posswarm.identity.credential import AUTHORITY_FILE, CERTIFICATE_FILE, KEY_FILE
+from posswarm.identity.credential import write_credential
 from posswarm.keys import load_private_key
 
 DEFAULT_LIFETIME = datetime.timedelta(days=365)
@@ -42,18 +40,6 @@ def certify_with(enrolment_key: Path, node_key: Ed25519PublicKey, *, node_id: st
     claims = CertifiedNode(node_id=node_id, store=store, role=role, device_class=device_class, not_after=now + lifetime)
     certificate = issue(load_private_key(Path(enrolment_key)), authority, node_key, claims, now=now)
     return certificate, authority
-
-
-def write_credential(out: Path, node_key: Ed25519PrivateKey, certificate: bytes, authority: bytes) -> Path:
-    """DIR/node.key (0600), node.crt and authority.crt, each written whole or not at all."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pem = node_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())
-    replace_synced(out / KEY_FILE, pem, mode=0o600)
-    replace_synced(out / CERTIFICATE_FILE, certificate)
-    replace_synced(out / AUTHORITY_FILE, authority)
-    return out
 
 
 def enrol(keys_dir: Path, out: Path, *, node_id: str, store: str, role: str, device_class: str,

@@ -32,7 +32,8 @@ class Seeder:
 
     def __init__(self, releases: Path, public_key_path: Path | None = None, *, http: tuple[str, int], bt: tuple[str, int],
                  tracker_url: str = "", web_seeds: tuple[str, ...] = (), super_seed: bool = False, data_dir: Path | None = None, sales_db: str = "",
-                 timestamp_key: Path | None = None, timestamp_expiry_s: float = DEFAULT_TIMESTAMP_EXPIRY_S) -> None:
+                 timestamp_key: Path | None = None, timestamp_expiry_s: float = DEFAULT_TIMESTAMP_EXPIRY_S,
+                 enrolment_key: Path | None = None) -> None:
         self.releases = releases
         # Store data (sales ingest, SKU catalog) lives beside the releases unless told otherwise.
         self.data_dir = data_dir or releases.parent / "central-data"
@@ -48,6 +49,7 @@ class Seeder:
         if timestamp_expiry_s < 2:  # seconds only make sense in tests; central runs with hours or a day
             raise PosswarmError(f"--timestamp-expiry-s {timestamp_expiry_s}: too short (use at least 2 s; default 1 day)")
         self.timestamp_expiry_s = timestamp_expiry_s
+        self.enrolment_key = enrolment_key  # signs the certificates `posswarm enroll` asks for with a token
         self.http = http
         self.bt = bt
         self.tracker_url = tracker_url
@@ -85,11 +87,14 @@ class Seeder:
             task_status.started(self)
 
     def _store_data_routes(self) -> list:
-        from seeder import sales, sku
+        from seeder import enrolment_http, sales, sku
+        from seeder.enrolment_tokens import TokenBook
 
         self.sales = sales.open_sales(self.sales_db)
         self.sku_catalog = sku.CentralCatalog(str(self.data_dir / "sku.sqlite"))
-        return sales.routes(self.sales) + sku.routes(self.sku_catalog)
+        tokens = TokenBook(self.data_dir) if self.enrolment_key is not None else None
+        return (sales.routes(self.sales) + sku.routes(self.sku_catalog)
+                + enrolment_http.routes(tokens, self.enrolment_key))
 
     async def scan(self) -> None:
         """Verify and start seeding every release directory not seen yet (publish renames them into place)."""
@@ -170,7 +175,10 @@ def serve_main(args) -> int:
         sales_db=getattr(args, "sales_db", "") or "",
         timestamp_key=getattr(args, "timestamp_key", None),
         timestamp_expiry_s=getattr(args, "timestamp_expiry_s", DEFAULT_TIMESTAMP_EXPIRY_S),
+        enrolment_key=getattr(args, "enrolment_key", None),
     )
+    if seeder.enrolment_key is not None:
+        load_private_key(seeder.enrolment_key)  # a wrong path stops serve now, not at the first till's enrolment
     if seeder.timestamp_key is None:
         log.warning("tuf.no_timestamp_key", fix="pass --timestamp-key (keys/timestamp.key): without it central's "
                     "timestamp is never renewed and every node stops installing once it expires")

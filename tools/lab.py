@@ -102,6 +102,7 @@ class Lab:
             [bin_path("posswarm-seeder"), "serve", "--releases", str(self.releases),
              "--timestamp-key", str(self.central_keys.key("timestamp")),
              "--timestamp-expiry-s", str(self.timestamp_expiry_s),
+             "--enrolment-key", str(self.central_keys.key("enrolment")),
              "--listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
              "--bt-listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
              "--tracker", f"{self.tracker_url}/announce"],
