@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--enrolment-key", type=Path, default=None,
                    help="KEYS/enrolment.key (enrolment-ca.crt beside it): issue credentials to nodes presenting a "
                         "one-time token from `enroll-token` at POST /enroll (default: none issued)")
+    s.add_argument("--operator-token-file", type=Path, default=None,
+                   help="file holding the operator bearer token that /sales/totals requires (default: none, and "
+                        "those endpoints refuse everyone)")
     s.add_argument("--tracker", default="", help="tracker announce URL (default: none)")
     s.add_argument("--super-seed", action="store_true",
                    help="BEP 16: give each piece to one cache until others have it, so stores that may seed each "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import trio
 
 from posswarm import status
 from posswarm.errors import PosswarmError
+from posswarm.fsync import write_synced
 from seeder.keys_cli import init_keys
 
 _READY = {
@@ -66,6 +68,9 @@ class Lab:
         # Central's role keys and root of trust, as `posswarm-seeder keys init` makes them.
         self.central_keys = init_keys(self.keys, self.releases)
         self.private_key, self.root_of_trust = self.central_keys.key("targets"), self.central_keys.root
+        # The lab's operator holds a token like any other: central's totals are shut without one.
+        self.operator_token_file = self.root / "central" / "operator.token"
+        write_synced(self.operator_token_file, secrets.token_urlsafe(32).encode(), mode=0o600)
         self.tracker_url: str | None = None
         self.seeder_url: str | None = None
         self.pids: dict[str, int] = {}
@@ -103,6 +108,7 @@ class Lab:
              "--timestamp-key", str(self.central_keys.key("timestamp")),
              "--timestamp-expiry-s", str(self.timestamp_expiry_s),
              "--enrolment-key", str(self.central_keys.key("enrolment")),
+             "--operator-token-file", str(self.operator_token_file),
              "--listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
              "--bt-listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
              "--tracker", f"{self.tracker_url}/announce"],

@@ -14,6 +14,7 @@ from posswarm.errors import PosswarmError
 from posswarm.fsync import replace_synced
 from posswarm.gossip import faults
 from posswarm.gossip.driver import StoreChannel
+from posswarm.identity.credential import Credential
 from posswarm.storedata.api import local_app
 from posswarm.storedata.cache import CacheData
 from posswarm.storedata.device import DeviceData
@@ -55,8 +56,9 @@ def api_url(data_dir: Path) -> str:
 class StoreData:
     """The node's store-data service; the node forwards mDNS sightings with :meth:`peer_found`/:meth:`peer_lost`."""
 
-    def __init__(self, config: NodeConfig, data_dir: Path) -> None:
+    def __init__(self, config: NodeConfig, data_dir: Path, *, credential: Credential | None = None) -> None:
         self.config = config
+        self.credential = credential
         self.data_dir = Path(data_dir)
         c = config
         self.channel = StoreChannel(
@@ -84,6 +86,7 @@ class StoreData:
                 self.role_data = CacheData(
                     self.channel, ledger_path=str(self.data_dir / "ledger.sqlite"), sku_path=sku_path,
                     store=c.store, central_url=c.catalog_url, timezone=c.timezone, sku_poll_s=c.sku_poll_s,
+                    credential=self.credential,
                 )
             else:
                 self.role_data = DeviceData(self.channel, outbox_path=str(self.data_dir / "outbox.sqlite"),

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import datetime
 import inspect
 from pathlib import Path
 
 import httpx
 import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from posswarm import http_service
 from posswarm.gossip.driver import StoreChannel
+from posswarm.identity.credential import load_credential
 from posswarm.sku.entry import SkuEntry
 from posswarm.storedata.api import local_app
 from posswarm.storedata.cache import CacheData
 from posswarm.storedata.device import DeviceData
 from seeder import sales, sku
+from seeder.operator_gate import OperatorGate
+from tests.posswarm.test_identity import credential_in
 
 SECRET = b"store-S042-secret-0123456789abcdef"
 STORE = "S042"
@@ -43,17 +48,22 @@ class Central:
     def __init__(self, root: Path) -> None:
         self.sales = sales.open_sales(str(root / "central" / "sales.sqlite"))
         self.catalog = sku.CentralCatalog(str(root / "central" / "sku.sqlite"))
-        self.app = Starlette(routes=sales.routes(self.sales) + sku.routes(self.catalog))
+        self.enrolment_key = Ed25519PrivateKey.generate()  # enrols the cache; central takes sales only from it
+        self.cache_credential = load_credential(
+            credential_in(root, self.enrolment_key, node_id="cache", store=STORE, role="cache"),
+            (self.enrolment_key.public_key(),), now=datetime.datetime.now(datetime.UTC))
+        self.app = Starlette(routes=sales.routes(self.sales, lambda: [self.enrolment_key.public_key()], OperatorGate(None))
+                             + sku.routes(self.catalog))
 
 
 def _channel(node: str, role: str) -> StoreChannel:
     return StoreChannel(store=STORE, node_id=node, role=role, secret=SECRET, address="127.0.0.1")
 
 
-async def _start_cache(nursery, root: Path, url: str) -> tuple[CacheData, trio.CancelScope]:
+async def _start_cache(nursery, root: Path, url: str, central: Central) -> tuple[CacheData, trio.CancelScope]:
     channel = _channel("cache", "cache")
     cache = CacheData(channel, ledger_path=str(root / "cache-ledger.sqlite"), sku_path=str(root / "cache-sku.sqlite"),
-                      store=STORE, central_url=url, sku_poll_s=0.2)
+                      store=STORE, central_url=url, sku_poll_s=0.2, credential=central.cache_credential)
     scope = trio.CancelScope()
 
     async def run(task_status=trio.TASK_STATUS_IGNORED):
@@ -97,7 +107,7 @@ async def test_catalog_out_sales_back_exactly_once(nursery, tmp_path):
     rows = [(f"SKU{i:04d}", f"40000000{i:05d}", f"item {i}", 100 + i, "A") for i in range(300)]
     central.catalog.import_rows(sku.read_csv(_csv(tmp_path / "cat.csv", rows)))
 
-    cache, _ = await _start_cache(nursery, tmp_path, url)
+    cache, _ = await _start_cache(nursery, tmp_path, url, central)
     tills = [(await _start_device(nursery, tmp_path, f"till-{i}", cache.channel.port))[0] for i in (1, 2)]
 
     async def everyone_has_catalog():
@@ -158,7 +168,7 @@ async def test_a_tills_sale_survives_its_disk_dying_before_the_cache_saw_it(nurs
     for suffix in ("", "-wal", "-shm"):
         Path(str(tmp_path / "till-1-outbox.sqlite") + suffix).unlink(missing_ok=True)
 
-    cache, _ = await _start_cache(nursery, tmp_path, url)
+    cache, _ = await _start_cache(nursery, tmp_path, url, central)
     till2.channel.add_peer("cache", "127.0.0.1", cache.channel.port, "cache")
     await _until(lambda: central.sales.totals() == (1, 250))
     assert [(s.device_id, s.seq) for _, s in central.sales.rows()] == [("till-1", sale.seq)]
@@ -214,7 +224,7 @@ async def test_cache_keeps_sales_while_central_is_down_then_forwards_each_once(n
 
     app = Starlette(routes=[Route("/sales/ingest", flaky_ingest, methods=["POST"]), *sku.routes(central.catalog)])
     url = await nursery.start(http_service.run, app, "127.0.0.1", 0)
-    cache, _ = await _start_cache(nursery, tmp_path, url)
+    cache, _ = await _start_cache(nursery, tmp_path, url, central)
     till, _ = await _start_device(nursery, tmp_path, "till-1", cache.channel.port)
     for _ in range(30):
         await till.record([("SKU1", 1, 100)], [("cash", 100)])
@@ -234,7 +244,7 @@ async def test_a_till_that_was_off_catches_up_by_anti_entropy(nursery, tmp_path)
     url = await nursery.start(http_service.run, central.app, "127.0.0.1", 0)
     rows = [(f"SKU{i:04d}", f"5{i:05d}", f"item {i}", 100 + i, "A") for i in range(500)]
     central.catalog.import_rows(sku.read_csv(_csv(tmp_path / "a.csv", rows)))
-    cache, _ = await _start_cache(nursery, tmp_path, url)
+    cache, _ = await _start_cache(nursery, tmp_path, url, central)
     till, scope = await _start_device(nursery, tmp_path, "till-1", cache.channel.port)
 
     async def till_root_is(expected):
@@ -251,3 +261,27 @@ async def test_a_till_that_was_off_catches_up_by_anti_entropy(nursery, tmp_path)
     till, _ = await _start_device(nursery, tmp_path, "till-1", cache.channel.port)  # ... and back, same files
     await _until(lambda: till_root_is(central.catalog.replica.bucket_digests()))
     assert (await till.lookup("SKU0299")).price_cents == 2 * 399 and await till.lookup("SKU0300") is None
+
+
+async def test_a_batch_central_refuses_stays_at_the_cache_until_its_credential_is_fixed(nursery, tmp_path):
+    central = Central(tmp_path)
+    url = await nursery.start(http_service.run, central.app, "127.0.0.1", 0)
+    cache, _ = await _start_cache(nursery, tmp_path, url, central)
+    right = cache.credential
+    # Enrolled for another store by mistake: central refuses every batch it signs.
+    cache.credential = load_credential(
+        credential_in(tmp_path / "wrong", central.enrolment_key, node_id="cache", store="S043", role="cache"),
+        (central.enrolment_key.public_key(),), now=datetime.datetime.now(datetime.UTC))
+    till, _ = await _start_device(nursery, tmp_path, "till-1", cache.channel.port)
+    for _ in range(3):
+        await till.record([("SKU1", 1, 100)], [("cash", 100)])
+
+    async def refused_and_kept():
+        error = cache.central_error or ""
+        return "refused" in error and "store S043" in error and (await cache.status())["sales"]["unforwarded"] == 3
+
+    await _until(refused_and_kept)
+    assert central.sales.totals() == (0, 0)
+    cache.credential = right  # re-enrolled: the next retry goes through, nothing was dropped
+    await _until(lambda: central.sales.totals() == (3, 300), timeout=90)
+    assert (await cache.status())["sales"]["unforwarded"] == 0
