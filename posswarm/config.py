@@ -31,7 +31,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "node.log_level": ("log_level", "debug, info, warning or error"),
     "central.root": ("root", "path of central's root of trust (root.json from `posswarm-seeder keys init`); the one thing trusted"),
     "node.identity_dir": ("identity_dir", "directory with this node's credential (node.key, node.crt, authority.crt"
-                          " from `posswarm enroll`); '' = none"),
+                          " from `posswarm enroll` or `posswarm-seeder enroll`)"),
     "central.expiry_grace_s": ("expiry_grace_s", "seconds past the expiry of central's signed timestamp before new installs stop"),
     "central.catalog_url": ("catalog_url", "cache only: URL of the central seeder, e.g. 'http://central:8080'"),
     "central.tracker_url": ("tracker_url", "announce URL of the tracker ('' = do not announce)"),
@@ -56,7 +56,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "timing.status_every_s": ("status_every_s", "seconds between rewrites of status.json"),
     "timing.scrub_every_s": ("scrub_every_s", "seconds between re-reads of every held chunk against its BLAKE3"),
 }
-REQUIRED = ("node.role", "node.store", "node.address", "node.lan_network", "central.root")
+REQUIRED = ("node.role", "node.store", "node.address", "node.lan_network", "central.root", "node.identity_dir")
 
 
 @dataclass(frozen=True)
@@ -208,5 +208,8 @@ def _check(c: NodeConfig, source: str) -> None:
                             " (copy the store's gossip key there, the same file on every node of the store)")
     if not c.root.is_file():
         raise PosswarmError(f"{source}: 'central.root' {c.root} does not exist (copy central's root.json there)")
+    if not c.identity_dir or not Path(c.identity_dir).is_dir():
+        raise PosswarmError(f"{source}: 'node.identity_dir' {c.identity_dir!r} is not a directory (enrol the node: "
+                            "`posswarm enroll --central URL --token T --node-id ID --out DIR`, then name DIR here)")
     if c.expiry_grace_s < 0:
         raise PosswarmError(f"{source}: 'central.expiry_grace_s' must be >= 0 seconds, got {c.expiry_grace_s}")

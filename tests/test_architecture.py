@@ -43,6 +43,7 @@ PURE = (
     "posswarm/lifecycle/transitions.py",
     "posswarm/manifest.py",
     "posswarm/rollout.py",
+    "posswarm/sales/batch_signature.py",
     "posswarm/sales/marks.py",
     "posswarm/sales/model.py",
     "posswarm/sales/stored.py",

@@ -69,8 +69,7 @@ class Lab:
         self.central_keys = init_keys(self.keys, self.releases)
         self.private_key, self.root_of_trust = self.central_keys.key("targets"), self.central_keys.root
         # The lab's operator holds a token like any other: central's totals are shut without one.
-        self.operator_token_file = self.root / "central" / "operator.token"
-        write_synced(self.operator_token_file, secrets.token_urlsafe(32).encode(), mode=0o600)
+        self.operator_token_file = write_operator_token(self.root / "central" / "operator.token")
         self.tracker_url: str | None = None
         self.seeder_url: str | None = None
         self.pids: dict[str, int] = {}
@@ -218,6 +217,12 @@ class Lab:
             state = "absent" if r is None else f"{r['state']} {r.get('percent', 0):.1f}%"
             parts.append(f"{n.name}={state}" + (f" ({r['error']})" if r and r.get("error") else ""))
         return ", ".join(parts)
+
+
+def write_operator_token(path: Path) -> Path:
+    """A fresh operator token for ``serve --operator-token-file``, readable by its owner only."""
+    write_synced(path, secrets.token_urlsafe(32).encode(), mode=0o600)
+    return path
 
 
 def write_image(path: Path, size_mb: int, *, seed: int | None = None) -> Path:
