@@ -30,6 +30,7 @@ class NodeIdentity:
     device_class: str
     ip: str
     port: int
+    catalog_port: int = 0  # a cache's store catalog (HTTP) port, so the tracker can point tills at it
 
     @property
     def peer_id(self) -> bytes:
@@ -80,10 +81,25 @@ def announce_url(tracker_url: str, who: NodeIdentity, report: ReleaseReport, eve
     }
     if report.ring:
         params["ring"] = report.ring
+    if who.catalog_port:
+        params["catalog"] = who.catalog_port
     if event:
         params["event"] = event
     sep = "&" if "?" in tracker_url else "?"
     return f"{tracker_url}{sep}info_hash={quote_from_bytes(report.info_hash_v1)}&{urlencode(params)}"
+
+
+def caches_url(tracker_url: str, who: NodeIdentity) -> str:
+    """Where the tracker answers "which caches has my store": ``/caches[/<passkey>]`` beside ``/announce``."""
+    base, sep, passkey = tracker_url.partition("/announce")
+    return f"{base}/caches{passkey}?{urlencode({'store': who.store, 'node': who.node_id})}" if sep else ""
+
+
+def parse_caches(body: bytes, *, tracker_url: str) -> tuple[tuple[str, int], ...]:
+    """The (address, catalog port) list of a ``/caches`` answer; a PosswarmError naming the tracker otherwise."""
+    doc = _reply_dict(body, tracker_url=tracker_url, what="caches request")
+    caches = doc.get(b"caches", [])
+    return _peers(caches if isinstance(caches, list) else [])[:16]
 
 
 def shown_url(tracker_url: str) -> str:
@@ -94,6 +110,14 @@ def shown_url(tracker_url: str) -> str:
 
 def parse_reply(body: bytes, *, tracker_url: str) -> AnnounceReply:
     """Read a bencoded reply; a ``failure reason`` or garbage becomes a PosswarmError naming the tracker."""
+    doc = _reply_dict(body, tracker_url=tracker_url, what="announce")
+    interval = doc.get(b"interval", 30)
+    if not isinstance(interval, int) or interval <= 0:
+        interval = 30
+    return AnnounceReply(float(interval), _peers(doc.get(b"peers", b"")) + _peers6(doc.get(b"peers6", b"")))
+
+
+def _reply_dict(body: bytes, *, tracker_url: str, what: str) -> dict:
     if len(body) > MAX_REPLY_BYTES:
         raise PosswarmError(f"tracker {tracker_url}: reply of {len(body)} bytes is too large; ignored")
     try:
@@ -105,11 +129,8 @@ def parse_reply(body: bytes, *, tracker_url: str) -> AnnounceReply:
     if b"failure reason" in doc:
         reason = doc[b"failure reason"]
         reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
-        raise PosswarmError(f"tracker {tracker_url}: refused the announce: {reason[:200]}")
-    interval = doc.get(b"interval", 30)
-    if not isinstance(interval, int) or interval <= 0:
-        interval = 30
-    return AnnounceReply(float(interval), _peers(doc.get(b"peers", b"")) + _peers6(doc.get(b"peers6", b"")))
+        raise PosswarmError(f"tracker {tracker_url}: refused the {what}: {reason[:200]}")
+    return doc
 
 
 def _peers(raw: object) -> tuple[tuple[str, int], ...]:

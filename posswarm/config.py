@@ -33,11 +33,15 @@ KEYS: dict[str, tuple[str, str]] = {
     "node.identity_dir": ("identity_dir", "directory with this node's credential (node.key, node.crt, authority.crt"
                           " from `posswarm enroll` or `posswarm-seeder enroll`)"),
     "central.expiry_grace_s": ("expiry_grace_s", "seconds past the expiry of central's signed timestamp before new installs stop"),
-    "central.catalog_url": ("catalog_url", "cache only: URL of the central seeder, e.g. 'http://central:8080'"),
+    "central.catalog_url": ("catalog_url", "cache only: HTTPS URL of the central seeder, e.g. 'https://central:8080'"),
+    "central.tls_ca": ("tls_ca", "CA certificate central's HTTPS must chain to; '' = the enrolment authority in"
+                       " node.identity_dir (authority.crt)"),
     "central.tracker_url": ("tracker_url", "announce URL of the tracker ('' = do not announce)"),
     "store.cache_url": ("cache_url", "device only: the store cache's URL where mDNS is blocked ('' = find it by mDNS)"),
     "store.gossip_key_file": ("gossip_key_file", "file holding the store's gossip secret (>= 16 bytes); '' = no store data"),
     "store.gossip_seeds": ("gossip_seeds", "comma-separated HOST:PORT of store nodes to greet where mDNS is blocked"),
+    "store.mdns": ("mdns", "find store peers by mDNS (false where the store network forbids multicast: set"
+                   " store.cache_url, or a device asks the tracker for its store's caches)"),
     "store.gossip_port": ("gossip_port", "TCP port of the store gossip channel on node.address (0 = any free port)"),
     "store.api_port": ("api_port", "port of the local sales/SKU API on 127.0.0.1 (0 = any free port)"),
     "store.timezone": ("timezone", "the store's IANA time zone: trading days of sales and local time of wan.schedule"),
@@ -78,7 +82,9 @@ class NodeConfig:
     expiry_grace_s: float = 3600.0
     tracker_url: str = ""
     identity_dir: str = ""
+    tls_ca: str = ""
     cache_url: str = ""
+    mdns: bool = True
     gossip_key_file: str = ""
     gossip_seeds: str = ""
     gossip_port: int = 7946
@@ -101,6 +107,13 @@ class NodeConfig:
     @property
     def is_cache(self) -> bool:
         return self.role == "cache"
+
+    @property
+    def central_ca(self) -> Path | None:
+        """What central's HTTPS certificate must chain to: central.tls_ca, else the credential's authority."""
+        if self.tls_ca:
+            return Path(self.tls_ca)
+        return Path(self.identity_dir) / "authority.crt" if self.identity_dir else None
 
 
 def kbps_to_bytes_per_s(kbps: int) -> int:
@@ -137,6 +150,7 @@ def from_dict(raw: dict, *, source: str = "config") -> NodeConfig:
             "int": isinstance(value, int) and not isinstance(value, bool),
             "float": isinstance(value, (int, float)) and not isinstance(value, bool),
             "Path": isinstance(value, str),
+            "bool": isinstance(value, bool),
             "tuple[str, ...]": isinstance(value, list) and all(isinstance(v, str) for v in value),
         }[want]
         if not ok:
@@ -175,7 +189,12 @@ def _check(c: NodeConfig, source: str) -> None:
     if c.log_level not in ("debug", "info", "warning", "error"):
         raise PosswarmError(f"{source}: 'node.log_level' is {c.log_level!r}; use debug, info, warning or error")
     if c.is_cache and not c.catalog_url:
-        raise PosswarmError(f"{source}: a cache needs 'central.catalog_url' (the seeder's catalog, e.g. http://central:8080)")
+        raise PosswarmError(f"{source}: a cache needs 'central.catalog_url' (the seeder's catalog, e.g. https://central:8080)")
+    if c.catalog_url and not c.catalog_url.startswith("https://"):
+        raise PosswarmError(f"{source}: 'central.catalog_url' is {c.catalog_url!r}; central is reached over HTTPS only "
+                            "(https://...), so nothing on the WAN can read or rewrite what it sends")
+    if c.tls_ca and not Path(c.tls_ca).is_file():
+        raise PosswarmError(f"{source}: 'central.tls_ca' {c.tls_ca} does not exist")
     for key, url in (("central.catalog_url", c.catalog_url), ("central.tracker_url", c.tracker_url),
                      ("store.cache_url", c.cache_url)):
         if url and not url.startswith(("http://", "https://")):

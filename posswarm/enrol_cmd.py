@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tuf.api.exceptions import RepositoryError
 from tuf.api.metadata import Metadata, Root
 
+from posswarm.central_url import verify_for
 from posswarm.errors import PosswarmError
 from posswarm.identity import enrolment_request
 from posswarm.identity.certificate import load, verify
@@ -29,6 +30,8 @@ def add_command(sub) -> None:
     e.add_argument("--role", default="", choices=("", "cache", "device"), help="the role it must get")
     e.add_argument("--class", dest="device_class", default="", help="its device class (default: the token's, else "
                    "pos for a device, cache for a cache)")
+    e.add_argument("--central-ca", type=Path, default=None, help="the CA central's HTTPS certificate chains to "
+                   "(KEYS/enrolment-ca.crt, copied onto the image with central.root; default: the system's)")
     e.add_argument("--root", type=Path, default=None, help="central's root of trust (central.root): the authority "
                    "must be an enrolment key it names")
 
@@ -40,8 +43,9 @@ def enroll_main(args) -> int:
     body = enrolment_request.build(key, token=args.token.strip(), node_id=args.node_id, store=args.store,
                                    role=args.role, device_class=args.device_class)
     url = f"{args.central.rstrip('/')}{enrolment_request.ENROL_PATH}"
+    tls = verify_for(url, args.central_ca, what="enroll")
     try:
-        with httpx.Client(timeout=30.0) as client:
+        with httpx.Client(timeout=30.0, verify=tls) as client:
             response = client.post(url, content=body, headers={"content-type": "application/json"})
     except httpx.HTTPError as exc:
         raise PosswarmError(f"enroll at {url}: {type(exc).__name__} ({exc}); is central reachable?") from None

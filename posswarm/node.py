@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 from pathlib import Path
 
 import trio
@@ -25,11 +26,13 @@ from posswarm.datadir import DataDir
 from posswarm.discovery import mdns
 from posswarm.discovery.records import Advert
 from posswarm.identity.credential import Credential, check_matches, load_credential
+from posswarm.identity.tls import central_context
 from posswarm.release_keeper import ReleaseKeeper
 from posswarm.rollout_store import HeldRollouts
-from posswarm.store_peers import StorePeers
+from posswarm.store_peers import StorePeers, store_catalog_url
 from posswarm.storedata.service import StoreData
 from posswarm.torrent.session import SessionConfig, TorrentSession
+from posswarm.tracker_caches import TrackerCaches
 from posswarm.trust.client import CentralTrust
 from posswarm.wan_caps import WanCaps
 
@@ -55,6 +58,7 @@ class Node:
         self.rollouts: HeldRollouts | None = None
         self.trust: CentralTrust | None = None
         self.credential: Credential | None = None
+        self.tracker_caches: TrackerCaches | None = None
         self._handed_out: set[tuple[str, str, int]] = set()  # (release, ip, port) the tracker gave us, logged once
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -65,6 +69,12 @@ class Node:
         await trio.to_thread.run_sync(self.trust.load)
         if c.identity_dir:  # who this node is, as central certified it; refused before anything starts
             self.credential = await trio.to_thread.run_sync(self._load_credential)
+        central_tls = central_context(c.central_ca) if c.catalog_url else True
+        if c.catalog_url:
+            self.trust.tls = central_tls
+            # libtorrent checks HTTPS web seeds and trackers against OpenSSL's default store; point it at
+            # central's CA (the node talks HTTPS to nothing else).
+            os.environ["SSL_CERT_FILE"] = str(c.central_ca)
         public_key = self.trust.keyring
         self.rollouts = HeldRollouts(self.data.root / "rollouts", public_key)
         await trio.to_thread.run_sync(self.rollouts.load)
@@ -90,13 +100,18 @@ class Node:
             self.keeper = await nursery.start(keeper.run)  # resumes what an earlier run laid out
             self.follower = await nursery.start(CatalogFollower(
                 self.keeper, self.rollouts, self.shelf, self.trust, sources=self._catalog_sources,
-                poll_s=c.catalog_poll_s).run)
+                poll_s=c.catalog_poll_s, tls=central_tls).run)
             send, receive = trio.open_memory_channel(1000)
             nursery.start_soon(self.peers.run, receive)
-            await nursery.start(mdns.run, self._advert(), send)
+            if c.mdns:
+                await nursery.start(mdns.run, self._advert(), send)
             if c.tracker_url:
                 self.announcer = Announcer(c.tracker_url, self._identity(), self._reports, self._tracker_peers)
                 await nursery.start(self.announcer.run)
+                if not c.is_cache:  # where no cache is heard of (multicast blocked), the tracker knows them
+                    self.tracker_caches = await nursery.start(TrackerCaches(
+                        c.tracker_url, self._identity, needed=self._no_cache_known, on_found=self._cache_found,
+                        poll_s=c.catalog_poll_s).run)
             nursery.start_soon(self._write_status)
             if c.wan_schedule:
                 nursery.start_soon(self.wan.run)
@@ -121,14 +136,22 @@ class Node:
 
     def _identity(self) -> NodeIdentity:
         c = self.config
-        return NodeIdentity(c.node_id, c.store, c.role, c.device_class, c.address, self.torrents.listen_port)
+        catalog_port = int(self.http_url.rsplit(":", 1)[1]) if self.http_url else 0
+        return NodeIdentity(c.node_id, c.store, c.role, c.device_class, c.address, self.torrents.listen_port,
+                            catalog_port)
 
     def _catalog_sources(self) -> list[str]:
-        """A cache reads central; a device its configured cache, else every cache of the store it heard of."""
+        """A cache reads central; a device its configured cache, else every cache of the store it heard of
+        (by mDNS, then from the tracker)."""
         c = self.config
         if c.is_cache:
             return [c.catalog_url]
-        return ([c.cache_url] if c.cache_url else []) + self.peers.catalog_urls()
+        handed = [store_catalog_url(ip, port) for ip, port in self.tracker_caches.caches] if self.tracker_caches else []
+        heard = self.peers.catalog_urls()
+        return ([c.cache_url] if c.cache_url else []) + heard + [u for u in handed if u not in heard]
+
+    def _no_cache_known(self) -> bool:
+        return not self.config.cache_url and not self.peers.catalog_urls()
 
     def _cache_found(self) -> None:
         if self.follower:

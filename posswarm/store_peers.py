@@ -12,6 +12,11 @@ from posswarm.discovery.records import Advert
 log = logs.get("node")
 
 
+
+def store_catalog_url(address: str, port: int) -> str:
+    """Where a store cache serves its catalog to the store's devices."""
+    return f"http://{address}:{port}"
+
 class StorePeers:
     """Follows discovery events; tells the torrent session and store data of each peer, ``on_cache`` of caches.
 
@@ -33,7 +38,7 @@ class StorePeers:
 
     def catalog_urls(self) -> list[str]:
         """Every cache of the store that serves a catalog, in the order they were heard of."""
-        return [f"http://{a.address}:{a.http_port}" for a in self.peers.values() if a.role == "cache" and a.http_port]
+        return [store_catalog_url(a.address, a.http_port) for a in self.peers.values() if a.role == "cache" and a.http_port]
 
     async def run(self, events) -> None:
         async for event in events:

@@ -41,7 +41,12 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="seed releases and serve the catalog")
     s.add_argument("--releases", required=True, type=Path, help="releases directory")
-    s.add_argument("--listen", default="0.0.0.0:8080", help="HTTP HOST:PORT (default: 0.0.0.0:8080)")
+    s.add_argument("--listen", default="0.0.0.0:8080", help="HTTPS HOST:PORT (default: 0.0.0.0:8080)")
+    s.add_argument("--tls-cert", type=Path, default=None,
+                   help="central's TLS certificate chain (KEYS/tls.crt from `keys tls`, or your PKI's)")
+    s.add_argument("--tls-key", type=Path, default=None, help="its private key (KEYS/tls.key)")
+    s.add_argument("--plain-http", action="store_true",
+                   help="serve plain HTTP: only behind a TLS-terminating proxy on the same host")
     s.add_argument("--bt-listen", default="0.0.0.0:6881", help="BitTorrent HOST:PORT (default: 0.0.0.0:6881)")
     s.add_argument("--key-pub", type=Path, default=None,
                    help="central.pub, only for a RELEASES without a TUF repository (`keys init` makes one)")

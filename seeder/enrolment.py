@@ -5,15 +5,18 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from posswarm.errors import PosswarmError
-from posswarm.identity.certificate import CertifiedNode, check_names, issue
+from posswarm.fsync import replace_synced
+from posswarm.identity.certificate import CertifiedNode, check_names, issue, issue_server
 from posswarm.identity.credential import write_credential
 from posswarm.keys import load_private_key
 
 DEFAULT_LIFETIME = datetime.timedelta(days=365)
 ENROLMENT_KEY, AUTHORITY_IN_KEYS = "enrolment.key", "enrolment-ca.crt"  # in central's keys directory
+TLS_CERTIFICATE, TLS_KEY = "tls.crt", "tls.key"  # central's HTTPS, in the keys directory
 
 
 def certify(keys_dir: Path, node_key: Ed25519PublicKey, *, node_id: str, store: str, role: str, device_class: str,
@@ -49,3 +52,22 @@ def enrol(keys_dir: Path, out: Path, *, node_id: str, store: str, role: str, dev
     certificate, authority = certify(keys_dir, key.public_key(), node_id=node_id, store=store, role=role,
                                      device_class=device_class, lifetime=lifetime)
     return write_credential(out, key, certificate, authority)
+
+
+def issue_tls(keys_dir: Path, hosts: list[str], *, days: int = 365) -> None:
+    """KEYS/tls.key (a new key, 0600) and KEYS/tls.crt for ``hosts``, signed by the enrolment key."""
+    keys_dir = Path(keys_dir)
+    try:
+        authority = (keys_dir / AUTHORITY_IN_KEYS).read_bytes()
+        enrolment_key = load_private_key(keys_dir / ENROLMENT_KEY)
+    except OSError as exc:
+        raise PosswarmError(f"keys directory {keys_dir}: no enrolment key or authority ({exc.strerror}); run "
+                            "`posswarm-seeder keys init` first") from None
+    key = Ed25519PrivateKey.generate()
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = issue_server(enrolment_key, authority, key.public_key(), list(hosts), now=now,
+                               lifetime=datetime.timedelta(days=days))
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    replace_synced(keys_dir / TLS_KEY, pem, mode=0o600)
+    replace_synced(keys_dir / TLS_CERTIFICATE, certificate + authority)  # the chain a client is shown

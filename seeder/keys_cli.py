@@ -34,6 +34,7 @@ from seeder.tuf_repository import ROOT_EXPIRY, Repository, now_utc
 ROOT_FILE = "root.json"  # in the keys directory: the copy to put on every node (central.root)
 AUTHORITY_FILE = enrolment.AUTHORITY_IN_KEYS  # the enrolment key's CA certificate, handed to every node
 ALL_ROLES = ROLES + tuple(EXTRA_ROLES)
+TLS_CERTIFICATE, TLS_KEY = enrolment.TLS_CERTIFICATE, enrolment.TLS_KEY
 
 
 def add_command(sub) -> None:
@@ -45,6 +46,12 @@ def add_command(sub) -> None:
     r.add_argument("role", choices=ALL_ROLES)
     v = actions.add_parser("revoke", help="take a key out of every role, and re-sign what it signed")
     v.add_argument("key_id", help="the key's id (posswarm key id, as `keys` prints it, or its TUF key id)")
+    t = actions.add_parser("tls", help="central's HTTPS certificate (KEYS/tls.crt, tls.key), under the enrolment "
+                           "authority every node holds")
+    t.add_argument("--host", action="append", required=True,
+                   help="a DNS name or IP address nodes reach central by (repeatable)")
+    t.add_argument("--days", type=int, default=365, help="certificate life in days (default 365)")
+    t.add_argument("--keys", required=True, type=Path, help="keys directory (enrolment.key, enrolment-ca.crt)")
     for a in (i, r, v):
         a.add_argument("--keys", required=True, type=Path, help="keys directory (ROLE.key files and root.json)")
         a.add_argument("--releases", required=True, type=Path, help="releases directory (the seeder's RELEASES)")
@@ -56,7 +63,7 @@ def add_command(sub) -> None:
 
 
 def run(args) -> int:
-    return {"init": _init, "rotate": _rotate, "revoke": _revoke}[args.action](args)
+    return {"init": _init, "rotate": _rotate, "revoke": _revoke, "tls": _tls}[args.action](args)
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,15 @@ class CentralKeys:
     @property
     def authority(self) -> Path:
         return self.dir / AUTHORITY_FILE
+
+    @property
+    def tls(self) -> tuple[Path, Path]:
+        """(certificate, key) of central's HTTPS, once `keys tls` made them."""
+        return self.dir / TLS_CERTIFICATE, self.dir / TLS_KEY
+
+    def issue_tls(self, hosts: list[str], days: int = 365) -> tuple[Path, Path]:
+        enrolment.issue_tls(self.dir, hosts, days=days)
+        return self.tls
 
     def enrol(self, out: Path, *, node_id: str, store: str, role: str, device_class: str) -> Path:
         """Give one node its credential in ``out`` (as `posswarm-seeder enroll` does)."""
@@ -115,6 +131,15 @@ def _init(args) -> int:
         print(f"{role}: {keys.key(role)} (key id {key_id(load_private_key(keys.key(role)).public_key())})")
     print(f"root of trust version 1 -> {keys.root} (copy it to every node as central.root)")
     print(f"enrolment authority -> {keys.authority} (handed to each node by `posswarm-seeder enroll`)")
+    return 0
+
+
+def _tls(args) -> int:
+    if not 1 <= args.days <= 3650:
+        raise PosswarmError(f"--days {args.days}: choose 1..3650")
+    certificate, key = CentralKeys(args.keys).issue_tls(args.host, days=args.days)
+    print(f"central TLS certificate for {', '.join(args.host)} -> {certificate} (key {key}); serve with "
+          f"`posswarm-seeder serve --tls-cert {certificate} --tls-key {key}`")
     return 0
 
 

@@ -22,18 +22,22 @@ def add_command(sub) -> None:
     to.add_argument("--central", required=True, help="the seeder's URL, e.g. http://central:8080")
     to.add_argument("--operator-token-file", required=True, type=Path,
                     help="the file the seeder was started with (serve --operator-token-file)")
+    to.add_argument("--central-ca", type=Path, default=None,
+                    help="the CA the seeder's HTTPS certificate chains to (KEYS/enrolment-ca.crt; default: the system's)")
 
 
 def _totals(args) -> int:
     import httpx
 
+    from posswarm.central_url import verify_for
     from posswarm.errors import PosswarmError
     from seeder.operator_gate import read_token
 
     url = f"{args.central.rstrip('/')}/sales/totals"
+    verify = verify_for(url, args.central_ca, what="sales totals")
     headers = {"authorization": f"Bearer {read_token(args.operator_token_file)}"}
     try:
-        with httpx.Client(timeout=30.0) as client:
+        with httpx.Client(timeout=30.0, verify=verify) as client:
             response = client.get(url, headers=headers)
     except httpx.HTTPError as exc:
         raise PosswarmError(f"sales totals from {url}: {type(exc).__name__} ({exc}); is the seeder running?") from None

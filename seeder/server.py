@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -35,7 +36,8 @@ class Seeder:
     def __init__(self, releases: Path, public_key_path: Path | None = None, *, http: tuple[str, int], bt: tuple[str, int],
                  tracker_url: str = "", web_seeds: tuple[str, ...] = (), super_seed: bool = False, data_dir: Path | None = None, sales_db: str = "",
                  timestamp_key: Path | None = None, timestamp_expiry_s: float = DEFAULT_TIMESTAMP_EXPIRY_S,
-                 enrolment_key: Path | None = None, operator_token_file: Path | None = None) -> None:
+                 tls: http_service.ServerTls | None = None, enrolment_key: Path | None = None,
+                 operator_token_file: Path | None = None) -> None:
         self.releases = releases
         # Store data (sales ingest, SKU catalog) lives beside the releases unless told otherwise.
         self.data_dir = data_dir or releases.parent / "central-data"
@@ -56,6 +58,7 @@ class Seeder:
         self.operator = OperatorGate(read_token(operator_token_file) if operator_token_file else None)
         self.enrolment_keys: list = []  # of RELEASES/.tuf's root: what a cache's certificate must be signed by
         self.http = http
+        self.tls = tls
         self.bt = bt
         self.tracker_url = tracker_url
         for seed in web_seeds:
@@ -80,7 +83,8 @@ class Seeder:
             self.shelf.seeds = (f"{self.bt[0]}:{self.torrents.listen_port}",)
             await self.scan()
             store_routes = await trio.to_thread.run_sync(self._store_data_routes)
-            self.url = await nursery.start(http_service.run, catalog_app(self.shelf, extra_routes=store_routes), *self.http)
+            self.url = await nursery.start(partial(http_service.run, catalog_app(self.shelf, extra_routes=store_routes),
+                                                   *self.http, tls=self.tls))
             # "self" stands for this seeder's own HTTP, which answers Range on every chunk (BEP 19)
             self.shelf.web_seeds = tuple(self.url if seed == "self" else seed for seed in self.web_seeds)
             if self.tracker_url:
@@ -167,6 +171,24 @@ class Seeder:
         return reports
 
 
+def server_tls(args) -> http_service.ServerTls | None:
+    """HTTPS unless the operator explicitly chose plain HTTP (a TLS-terminating proxy in front)."""
+    cert, key, plain = getattr(args, "tls_cert", None), getattr(args, "tls_key", None), getattr(args, "plain_http", False)
+    if plain:
+        if cert or key:
+            raise PosswarmError("serve: --plain-http and --tls-cert/--tls-key contradict each other; pick one")
+        log.warning("http.plain", fix="only behind a TLS-terminating proxy: catalog, SKU prices and sales would "
+                    "otherwise cross the WAN readable and rewritable")
+        return None
+    if not (cert and key):
+        raise PosswarmError("serve: central serves HTTPS; give --tls-cert and --tls-key (`posswarm-seeder keys tls "
+                            "--keys KEYS --host NAME` makes them), or --plain-http behind a TLS-terminating proxy")
+    for what, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not Path(path).is_file():
+            raise PosswarmError(f"serve: {what} {path} does not exist (`posswarm-seeder keys tls` makes it)")
+    return http_service.ServerTls(Path(cert), Path(key))
+
+
 def serve_main(args) -> int:
     """Entry for the ``serve`` subcommand (argparse namespace from seeder.cli)."""
     seeder = Seeder(
@@ -181,6 +203,7 @@ def serve_main(args) -> int:
         sales_db=getattr(args, "sales_db", "") or "",
         timestamp_key=getattr(args, "timestamp_key", None),
         timestamp_expiry_s=getattr(args, "timestamp_expiry_s", DEFAULT_TIMESTAMP_EXPIRY_S),
+        tls=server_tls(args),
         enrolment_key=getattr(args, "enrolment_key", None),
         operator_token_file=getattr(args, "operator_token_file", None),
     )

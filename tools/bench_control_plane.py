@@ -92,7 +92,8 @@ async def _measure(root: Path, args) -> dict:
         await lab.start_central(nursery)
         for r in range(args.releases):
             await lab.publish(write_image(root / f"image-{r}.bin", 4, seed=r), f"1.{r}", name=f"app-{r}")
-        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=args.connections)) as client:
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=args.connections),
+                                     verify=lab.central_tls) as client:
             with trio.fail_after(60):
                 while len((catalog := await fetch_catalog(client, lab.seeder_url)).releases) < args.releases:
                     await trio.sleep(0.5)  # the seeder scans for new releases every 2 s

@@ -20,6 +20,7 @@ import trio
 from posswarm import status
 from posswarm.errors import PosswarmError
 from posswarm.fsync import write_synced
+from posswarm.identity.tls import central_context
 from seeder.keys_cli import init_keys
 
 _READY = {
@@ -70,6 +71,8 @@ class Lab:
         self.private_key, self.root_of_trust = self.central_keys.key("targets"), self.central_keys.root
         # The lab's operator holds a token like any other: central's totals are shut without one.
         self.operator_token_file = write_operator_token(self.root / "central" / "operator.token")
+        # How a client verifies central's HTTPS: the enrolment authority its certificate is under.
+        self.central_tls = central_context(self.central_keys.authority)
         self.tracker_url: str | None = None
         self.seeder_url: str | None = None
         self.pids: dict[str, int] = {}
@@ -101,15 +104,17 @@ class Lab:
              "--interval", str(self.announce_interval_s), "--open"],
             self.logs / "tracker.log", pids=self.pids, exited=self.exited,
         ))
+        seeder_ip = f"{self.central_ip.rsplit('.', 1)[0]}.3"
+        tls_cert, tls_key = self.central_keys.issue_tls([seeder_ip])  # central serves HTTPS, as in production
         self.seeder_url = await nursery.start(partial(
             run_process, "seeder",
             [bin_path("posswarm-seeder"), "serve", "--releases", str(self.releases),
+             "--tls-cert", str(tls_cert), "--tls-key", str(tls_key),
              "--timestamp-key", str(self.central_keys.key("timestamp")),
              "--timestamp-expiry-s", str(self.timestamp_expiry_s),
              "--enrolment-key", str(self.central_keys.key("enrolment")),
              "--operator-token-file", str(self.operator_token_file),
-             "--listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
-             "--bt-listen", f"{self.central_ip.rsplit('.', 1)[0]}.3:0",
+             "--listen", f"{seeder_ip}:0", "--bt-listen", f"{seeder_ip}:0",
              "--tracker", f"{self.tracker_url}/announce"],
             self.logs / "seeder.log", pids=self.pids, exited=self.exited,
         ))

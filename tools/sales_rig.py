@@ -73,8 +73,10 @@ class Rig:
 
     async def start_all(self) -> None:
         seeder_ip = f"127.{self.net}.0.3"
+        tls_cert, tls_key = self.central_keys.issue_tls([seeder_ip])  # central serves HTTPS, as in production
         self.procs["seeder"] = Proc("seeder", [
             bin_path("posswarm-seeder"), "serve", "--releases", str(self.root / "central" / "releases"),
+            "--tls-cert", str(tls_cert), "--tls-key", str(tls_key),
             "--timestamp-key", str(self.central_keys.key("timestamp")), "--listen", f"{seeder_ip}:0",
             "--bt-listen", f"{seeder_ip}:0",
             "--data-dir", str(self.central_data)], self.logs / "seeder.log", "event='listening'")

@@ -63,6 +63,7 @@ class Announce:
     # The ``ip=`` the announce gave, when it differs from ``ip``: believed for the announcer's own store
     # only (its LAN address behind the store NAT), unless a trusted proxy sent it (tracker/access.py).
     lan_ip: str | None = None
+    catalog_port: int | None = None  # a cache's store catalog port (catalog=), for tills that cannot find it
 
     @property
     def node_key(self) -> str:
@@ -172,6 +173,11 @@ def posswarm_keys(f: dict[str, bytes]) -> dict:
     release = _text(f, "release", required=False)
     if release is not None and not re.fullmatch(r"[^@]+@[^@]+", release):
         raise BadRequest(f"release {release!r} is not NAME@VERSION")
+    catalog_port = _int(f, "catalog", required=False)
+    if catalog_port is not None and not 1 <= catalog_port <= 65535:
+        raise BadRequest(f"catalog={catalog_port}: not a port (1..65535)")
+    if catalog_port is not None and role != "cache":
+        raise BadRequest("catalog= is a store cache's catalog port: only role=cache sends it")
     installed = _text(f, "installed", required=False, limit=16)
     if installed not in (None, "0", "1"):
         raise BadRequest(f"installed={installed!r}: expected 0 or 1")
@@ -186,6 +192,7 @@ def posswarm_keys(f: dict[str, bytes]) -> dict:
         lan=_int(f, "lan", required=False),
         installed=installed == "1",
         ring=_text(f, "ring", required=False, limit=64),
+        catalog_port=catalog_port,
     )
 
 
@@ -194,7 +201,7 @@ def passkey_of(path: str) -> str | None:
     parts = [p for p in path.split("/") if p]
     if not parts:
         return None  # BEP 41 lets a UDP client send no path at all
-    if parts[0] not in ("announce", "scrape") or len(parts) > 2:
+    if parts[0] not in ("announce", "scrape", "caches") or len(parts) > 2:
         raise BadRequest(f"unknown path {path[:80]!r} (announce to /announce or /announce/<passkey>)")
     if len(parts) == 1:
         return None
@@ -210,6 +217,12 @@ def parse_scrape(query: bytes, *, max_query: int = 4096) -> list[bytes]:
         if len(value) != 20:
             raise BadRequest(f"info_hash is {len(value)} bytes, expected 20 (percent-encode the raw SHA-1)")
     return list(dict.fromkeys(hashes))
+
+
+def encode_caches(caches: list[tuple[str, int]], interval: int) -> bytes:
+    """The answer on ``/caches``: the asking store's caches as BEP 3 style peer dicts (their catalog port)."""
+    return fastbencode.bencode({b"interval": interval, b"caches": [
+        {b"ip": ip.encode(), b"port": port} for ip, port in caches]})
 
 
 def encode_failure(reason: str) -> bytes:

@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--udp", help="HOST:PORT for the BEP 15 UDP tracker too (default: HTTP only)")
     s.add_argument("--open", action="store_true", default=None,
                    help="track any torrent, no passkey (a public tracker; for labs and standard clients)")
-    s.add_argument("--catalog", help="private mode: the seeder's catalog URL, e.g. http://seeder:8000/catalog")
+    s.add_argument("--catalog", help="private mode: the seeder's catalog URL, e.g. https://seeder:8000/catalog")
+    s.add_argument("--catalog-ca", help="CA certificate the seeder's HTTPS chains to (e.g. KEYS/enrolment-ca.crt)")
     s.add_argument("--config", help="TOML file with the keys documented in tracker/config.py")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         overrides = {"interval": args.interval, "policy": args.policy, "cross_store": args.cross_store,
-                     "udp": args.udp, "open": args.open, "catalog": args.catalog}
+                     "udp": args.udp, "open": args.open, "catalog": args.catalog,
+                     "catalog_ca": args.catalog_ca}
         if args.listen is not None:
             overrides["host"], overrides["port"] = tracker_config.parse_listen(args.listen)
         if args.config:

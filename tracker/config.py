@@ -36,6 +36,8 @@ class TrackerConfig:
     open           -- accept any torrent without a passkey, like a public tracker (default false: private)
     catalog        -- private mode: the seeder's catalog URL, polled for the published info-hashes (required then)
     catalog_poll   -- seconds between catalog polls (default 30)
+    catalog_ca     -- CA certificate the seeder's HTTPS must chain to (default: the system's; posswarm's central
+                      certificate is under KEYS/enrolment-ca.crt)
     passkeys       -- private mode: table store id -> passkey; nodes announce to /announce/<passkey>
     central_passkeys -- private mode: passkeys of central's seeders, the only ones that may announce role=seeder
                       (and be handed every store's caches); default none. Every passkey: at least 128 bits
@@ -70,6 +72,7 @@ class TrackerConfig:
     open: bool = False
     catalog: str | None = None
     catalog_poll: int = 30
+    catalog_ca: str | None = None
     passkeys: dict[str, str] = dataclasses.field(default_factory=dict)
     central_passkeys: list[str] = dataclasses.field(default_factory=list)
     passkey_guesses: int = 20
@@ -182,6 +185,9 @@ def validate(config: TrackerConfig) -> TrackerConfig:
             raise PosswarmError(f"tracker config {key} = {value!r}: must be a URL like \"http://seeder:8080/catalog\"")
     if not config.open and not config.catalog:
         raise PosswarmError("tracker: private mode needs catalog = \"http://seeder:PORT/catalog\" (or run with --open)")
+    if config.catalog_ca is not None and not Path(config.catalog_ca).is_file():
+        raise PosswarmError(f"tracker config catalog_ca = {config.catalog_ca!r}: no such file (the CA certificate "
+                            "central's HTTPS is under, e.g. KEYS/enrolment-ca.crt)")
     if config.peer_store not in PEER_STORES:
         raise PosswarmError(f"tracker config peer_store = {config.peer_store!r}: choose memory or redis")
     return config

@@ -7,9 +7,11 @@ import random
 
 from tracker import handout, isolation
 from tracker.access import Access
-from tracker.announce import Announce
+from tracker.announce import Announce, BadRequest
 from tracker.config import TrackerConfig
+from tracker.isolation import CENTRAL
 from tracker.peerstore import PeerStore
+from tracker.store_caches import StoreCaches
 
 REFRESH = 1.0  # seconds a swarm's ranked hand-out lists are reused while its membership stands still
 SWEEP_EVERY = 4096  # rebuilds between sweeps of cached swarms that went stale
@@ -57,10 +59,12 @@ class Desk:
         self._changes = getattr(store, "changes", None)
         self._swarms: dict[bytes, _Swarm] = {}
         self._rebuilds = 0
+        self.caches = StoreCaches(max_stores=max(1, config.max_records // 4))
 
     def announce(self, a: Announce, passkey: str | None, now: float) -> AnnounceAnswer:
         a = self.access.admit(a, passkey, now)
         self.store.record(a, now)
+        self.caches.note(a, now + self.config.effective_peer_ttl, now)
         swarm = self._swarm(a.info_hash, now)
         handed = handout.NOBODY
         if a.event != "stopped":
@@ -85,6 +89,14 @@ class Desk:
                 self._swarms = {h: s for h, s in self._swarms.items() if s.built <= now < s.built + REFRESH}
             swarm = self._swarms[info_hash] = _Swarm(now, changes, self.store.swarm(info_hash, now))
         return swarm
+
+    def store_caches(self, passkey: str | None, store: str | None, address: str, now: float) -> list[tuple[str, int]]:
+        """The caches of the asker's store (its passkey's; in open mode the ``store=`` it names)."""
+        if not self.access.open:
+            store = self.access.store_of(passkey, address, now)
+        if store is None or store == CENTRAL:
+            raise BadRequest("ask /caches for a store: with its passkey (/caches/<passkey>), or store=<id> when open")
+        return self.caches.of(store, now)
 
     def scrape(self, info_hashes: list[bytes], passkey: str | None, now: float, address: str
                ) -> dict[bytes, tuple[int, int, int]]:

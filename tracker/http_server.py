@@ -40,6 +40,20 @@ def announce_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, 
     )
 
 
+def caches_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, remote: str, now: float) -> bytes:
+    """The bencoded answer on /caches[/<passkey>]: where the asking store's caches serve their catalog."""
+    try:
+        passkey = announce.passkey_of(path)
+        store = announce.first_values(query, max_query=desk.config.max_query).get("store")
+        caches = desk.store_caches(passkey, store.decode("utf-8", "replace") if store else None, remote, now)
+    except announce.BadRequest as exc:
+        (log.debug if isinstance(exc, announce.Denied) else log.info)("caches.bad", reason=str(exc), remote=remote)
+        metrics.count("http", "caches", ok=False)
+        return announce.encode_failure(str(exc))
+    metrics.count("http", "caches", ok=True)
+    return announce.encode_caches(caches, desk.config.interval)
+
+
 def scrape_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, remote: str, now: float) -> bytes:
     """The bencoded answer on /scrape[/<passkey>] (BEP 48)."""
     try:
@@ -140,8 +154,10 @@ async def _serve_connection(stream, desk, app, clock, metrics, server, table, ha
                 body = announce_body(desk, metrics, request.path, request.query, remote[0], clock())
                 response = http_wire.encode_response(200, body, BENCODE, keep_alive=request.keep_alive,
                                                      head_only=request.method == "HEAD")
-            elif request.path == "/scrape" or request.path.startswith("/scrape/"):
-                body = scrape_body(desk, metrics, request.path, request.query, remote[0], clock())
+            elif request.path == "/scrape" or request.path.startswith("/scrape/") or (
+                    request.path == "/caches" or request.path.startswith("/caches/")):
+                answer = caches_body if request.path.startswith("/caches") else scrape_body
+                body = answer(desk, metrics, request.path, request.query, remote[0], clock())
                 response = http_wire.encode_response(200, body, BENCODE, keep_alive=request.keep_alive,
                                                      head_only=request.method == "HEAD")
             else:

@@ -36,6 +36,7 @@ class Peer:
     installed: bool
     ring: str | None
     lan_ip: str | None
+    catalog_port: int | None
     last_seen: float
     stopped: bool = False
     progressed: float | None = None  # last time ``left`` or ``installed`` changed; None = last_seen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 
 import httpx
 import trio
@@ -51,11 +52,13 @@ async def published_hashes(client: httpx.AsyncClient, catalog_url: str, known: d
     return hashes
 
 
-async def run(access: Access, catalog_url: str, every: float, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def run(access: Access, catalog_url: str, every: float, *, ca: str | None = None,
+              task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Poll forever; ``started()`` after the first poll, successful or not, so start-up never hangs on the seeder."""
     known: dict[str, bytes] = {}
     started = False
-    async with httpx.AsyncClient(timeout=10.0) as client:
+    verify = ssl.create_default_context(cafile=ca) if ca else True
+    async with httpx.AsyncClient(timeout=10.0, verify=verify) as client:
         while True:
             try:
                 hashes = await published_hashes(client, catalog_url, known)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 import trio
 
@@ -76,7 +77,8 @@ async def run(
             )
             udp = f"udp://[{host}]:{port}" if ":" in host else f"udp://{host}:{port}"
         if polled:
-            await nursery.start(published.run, access, config.catalog, config.catalog_poll)
+            await nursery.start(partial(published.run, access, config.catalog, config.catalog_poll,
+                                        ca=config.catalog_ca))
         nursery.start_soon(_expire_forever, store, min(config.effective_peer_ttl, 60), clock)
         log.info("listening", url=url, udp=udp, open=config.open, policy=config.policy,
                  interval=config.interval, peer_store=config.peer_store)

@@ -10,6 +10,7 @@ the node keeps what it has and the life cycle hears that central's state is stal
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 
@@ -35,8 +36,9 @@ class CatalogFollower:
     """Polls every ``poll_s`` seconds, or at once after ``poll_now()`` (a cache appeared on the LAN)."""
 
     def __init__(self, keeper: ReleaseKeeper, rollouts: HeldRollouts, shelf: Shelf, trust: CentralTrust, *,
-                 sources: Callable[[], list[str]], poll_s: float) -> None:
+                 sources: Callable[[], list[str]], poll_s: float, tls: ssl.SSLContext | bool = True) -> None:
         self.keeper = keeper
+        self._tls = tls  # how a source's HTTPS is verified (central's CA for a cache)
         self.rollouts = rollouts
         self.shelf = shelf
         self.trust = trust
@@ -55,7 +57,7 @@ class CatalogFollower:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         # A source that does not answer a connect within 3 s is skipped for the next one (a LAN answers in ms).
-        async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=3.0)) as client:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=3.0), verify=self._tls) as client:
             task_status.started(self)
             failed_polls = 0
             while True:

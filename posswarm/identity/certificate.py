@@ -13,6 +13,7 @@ id>``, every part a plain name (no colon), so parsing it is splitting it.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ ROLES = ("cache", "device")
 URN_PREFIX = "urn:posswarm:node:"
 MAX_CERTIFICATE_BYTES = 8192  # a node certificate is ~600 bytes of PEM; anything far larger is not one
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
 
 class IdentityError(PosswarmError):
@@ -110,6 +112,38 @@ def issue(enrolment_key: Ed25519PrivateKey, authority_pem: bytes, node_key: Ed25
                            critical=False)
             .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity.urn())]),
                            critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(enrolment_key.public_key()),
+                           critical=False)
+            .sign(enrolment_key, None))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def issue_server(enrolment_key: Ed25519PrivateKey, authority_pem: bytes, server_key: Ed25519PublicKey,
+                 hosts: list[str], *, now: datetime.datetime, lifetime: datetime.timedelta) -> bytes:
+    """Central's TLS server certificate (PEM) for ``hosts`` (names or IP addresses), under the enrolment
+    authority every node already holds: nodes verify central's HTTPS without a second trust anchor.
+
+    It names no posswarm node, so :func:`verify` never takes it for a node's."""
+    if not hosts:
+        raise IdentityError("central TLS certificate: give at least one --host (the name or address nodes use)")
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            if not _HOST.match(host):
+                raise IdentityError(f"--host {host!r}: not a DNS name or an IP address") from None
+            names.append(x509.DNSName(host))
+    authority = x509.load_pem_x509_certificate(authority_pem)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+            .issuer_name(authority.subject).public_key(server_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_utc(now) - datetime.timedelta(minutes=5))
+            .not_valid_after(_utc(now) + lifetime)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(enrolment_key.public_key()),
                            critical=False)
             .sign(enrolment_key, None))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import ssl
+from pathlib import Path
 
 from posswarm.identity.certificate import CertifiedNode, IdentityError, verify
 from posswarm.identity.credential import Credential
@@ -24,6 +25,17 @@ def peer_context(credential: Credential, *, server: bool) -> ssl.SSLContext:
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_cert_chain(credential.certificate_path, credential.key_path)
     context.load_verify_locations(cafile=str(credential.authority_path))
+    return context
+
+
+def central_context(authority: Path) -> ssl.SSLContext:
+    """Verify central's HTTPS: its certificate must chain to ``authority`` and name the host the URL names."""
+    try:
+        context = ssl.create_default_context(cafile=str(authority))
+    except (OSError, ssl.SSLError) as exc:
+        raise IdentityError(f"central TLS authority {authority}: cannot load it ({exc}); point central.tls_ca at "
+                            "central's CA certificate (the node credential's authority.crt by default)") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import httpx
 import trio
 
@@ -39,11 +41,13 @@ class CacheData:
     """Owns the ledger and the store's SKU replica; changed only by its own tasks."""
 
     def __init__(self, channel: StoreChannel, *, ledger_path: str, sku_path: str, store: str, central_url: str,
+                 central_tls: ssl.SSLContext | bool = True,
                  timezone: str = "UTC", sku_poll_s: float = 2.0, credential: Credential | None = None) -> None:
         self.channel = channel
         self.credential = credential  # signs every batch to central: only the store's certified cache is believed
         self._ledger_path, self._sku_path, self._timezone = ledger_path, sku_path, timezone
         self.store, self.central_url, self.sku_poll_s = store, central_url, sku_poll_s
+        self.central_tls = central_tls  # how central's HTTPS is verified
         self.ledger: Ledger | None = None
         self.replica: SkuReplica | None = None
         self._sales_db = SqliteThread()
@@ -60,7 +64,8 @@ class CacheData:
         self.replica = await trio.to_thread.run_sync(SkuReplica, self._sku_path)
         self.sku = SkuServer(self.channel, self.replica, self._sku_db)
         try:
-            async with httpx.AsyncClient(timeout=30.0) as client, trio.open_nursery() as nursery:
+            async with httpx.AsyncClient(timeout=30.0, verify=self.central_tls) as client, \
+                    trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(handle_each, self.channel, self._handle)
                 nursery.start_soon(self._digests)

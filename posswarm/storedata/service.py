@@ -15,6 +15,7 @@ from posswarm.fsync import replace_synced
 from posswarm.gossip import faults
 from posswarm.gossip.driver import StoreChannel
 from posswarm.identity.credential import Credential
+from posswarm.identity.tls import central_context
 from posswarm.storedata.api import local_app
 from posswarm.storedata.cache import CacheData
 from posswarm.storedata.device import DeviceData
@@ -85,8 +86,8 @@ class StoreData:
             if c.is_cache:
                 self.role_data = CacheData(
                     self.channel, ledger_path=str(self.data_dir / "ledger.sqlite"), sku_path=sku_path,
-                    store=c.store, central_url=c.catalog_url, timezone=c.timezone, sku_poll_s=c.sku_poll_s,
-                    credential=self.credential,
+                    store=c.store, central_url=c.catalog_url, central_tls=central_context(c.central_ca),
+                    timezone=c.timezone, sku_poll_s=c.sku_poll_s, credential=self.credential,
                 )
             else:
                 self.role_data = DeviceData(self.channel, outbox_path=str(self.data_dir / "outbox.sqlite"),

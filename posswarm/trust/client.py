@@ -8,6 +8,7 @@ those files to its devices (``relay_files``); they verify them with the same roo
 from __future__ import annotations
 
 import shutil
+import ssl
 import time
 from dataclasses import dataclass
 from datetime import timezone
@@ -74,6 +75,7 @@ class CentralTrust:
         self.timeout_s = timeout_s
         self.keyring = KeyRing([])
         self.enrolment_keys: tuple = ()  # who may certify store peers (the root's enrolment role)
+        self.tls: ssl.SSLContext | bool = True  # how the source's HTTPS is verified (the node sets it)
         self.state: CentralState | None = None
         self.last: Outcome | None = None
         self.refused: dict[str, str] = {}  # source url -> the last verdict against it
@@ -121,7 +123,7 @@ class CentralTrust:
 
     def _refresh_sync(self, url: str) -> CentralState:
         base = url.rstrip("/")
-        with httpx.Client(timeout=self.timeout_s) as client:
+        with httpx.Client(timeout=self.timeout_s, verify=self.tls) as client:
             try:
                 updater = Updater(str(self.dir), f"{base}/tuf/", fetcher=_Fetcher(client), config=LIMITS, bootstrap=None)
                 updater.refresh()
@@ -203,5 +205,11 @@ def _verified_local(directory: Path, root: Metadata[Root]) -> CentralState:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The error's first line, and its root cause's (python-tuf's "Failed to download" hides a TLS refusal)."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]
+    cause = exc
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__
+    if cause is not exc and str(cause):
+        text = f"{text}: {str(cause).splitlines()[0]}"
+    return text[:300]

@@ -112,7 +112,7 @@ def batch(device: str, incarnation: str, seqs, cents: int = 1) -> bytes:
 
 
 async def post(rig: Store, store: str, body: bytes, headers: dict | None = None) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, verify=rig.lab.central_tls) as client:
         return await client.post(f"{rig.seeder_url}/sales/ingest", params={"store": store}, content=body,
                                  headers=headers or {})
 
@@ -184,10 +184,10 @@ async def test_another_stores_cache_pre_inserting_a_tills_next_sales_hides_none_
         assert {row for row in at_central(store) if row[0] == store.store} == rows and len(rows) == 6
 
 
-async def _status_line_of(host: str, port: int, request: bytes, then_send: int = 0) -> bytes:
-    """Send ``request`` (headers) and read the status line; with ``then_send`` keep sending that many bytes of
-    chunked body meanwhile (a connection central closes ends it)."""
-    stream = await trio.open_tcp_stream(host, port)
+async def _status_line_of(store: Store, host: str, port: int, request: bytes, then_send: int = 0) -> bytes:
+    """Send ``request`` (headers) over central's TLS and read the status line; with ``then_send`` keep sending
+    that many bytes of chunked body meanwhile (a connection central closes ends it)."""
+    stream = trio.SSLStream(await trio.open_tcp_stream(host, port), store.lab.central_tls, server_hostname=host)
     async with stream, trio.open_nursery() as nursery:
         await stream.send_all(request)
 
@@ -211,16 +211,16 @@ async def _status_line_of(host: str, port: int, request: bytes, then_send: int =
 
 async def test_an_oversized_body_is_refused_before_it_is_read(tmp_path):
     async with running_store(tmp_path) as store:
-        host, port = store.seeder_url.removeprefix("http://").rsplit(":", 1)
+        host, port = store.seeder_url.removeprefix("https://").rsplit(":", 1)
         headers = "".join(f"{k}: {v}\r\n" for k, v in signed(store.credential(store.cache), store.store, b"").items())
         head = (f"POST /sales/ingest?store={store.store} HTTP/1.1\r\nHost: {host}\r\n{headers}"
                 "content-type: application/msgpack\r\n").encode()
         with trio.fail_after(20):
             # 1 GiB declared, not one byte of it sent: central answers from the header alone.
-            line = await _status_line_of(host, int(port), head + b"content-length: 1073741824\r\n\r\n")
+            line = await _status_line_of(store, host, int(port), head + b"content-length: 1073741824\r\n\r\n")
             assert line.startswith(b"HTTP/1.1 413"), line
             # No length declared: central stops reading at its limit while the sender goes on.
-            line = await _status_line_of(host, int(port), head + b"transfer-encoding: chunked\r\n\r\n",
+            line = await _status_line_of(store, host, int(port), head + b"transfer-encoding: chunked\r\n\r\n",
                                          then_send=2 * MAX_BODY)
             assert line.startswith(b"HTTP/1.1 413"), line
         await nothing_lost_nothing_forged(store, 1)
@@ -230,10 +230,11 @@ async def test_sales_totals_need_the_operator_token(tmp_path):
     lab = Lab(tmp_path, devices=1)
     async with trio.open_nursery() as nursery:
         await lab.start_central(nursery)
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, verify=lab.central_tls) as client:
             anyone = await client.get(f"{lab.seeder_url}/sales/totals")
             one_line(anyone, 401, "needs the operator token")
-        seeder = [bin_path("posswarm-seeder"), "sales", "totals", "--central", lab.seeder_url, "--operator-token-file"]
+        seeder = [bin_path("posswarm-seeder"), "sales", "totals", "--central", lab.seeder_url, "--central-ca",
+                  str(lab.central_keys.authority), "--operator-token-file"]
         done = await trio.run_process([*seeder, str(lab.operator_token_file)], capture_stdout=True,
                                       capture_stderr=True, check=False)
         assert done.returncode == 0 and done.stdout.decode() == "0 sales, 0 cents\n", done.stderr
@@ -249,7 +250,7 @@ async def test_a_plain_serve_shuts_the_operator_endpoints(tmp_path):
     lab = Lab(tmp_path, devices=1)
     async with trio.open_nursery() as nursery:
         url = await nursery.start(partial(
-            run_process, "seeder", [bin_path("posswarm-seeder"), "serve", "--releases", str(lab.releases),
+            run_process, "seeder", [bin_path("posswarm-seeder"), "serve", "--releases", str(lab.releases), "--plain-http",
                                     "--listen", f"{lab.central_ip}:0", "--bt-listen", f"{lab.central_ip}:0"],
             lab.logs / "plain-seeder.log"))
         async with httpx.AsyncClient(timeout=10) as client:

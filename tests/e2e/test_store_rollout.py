@@ -53,3 +53,23 @@ async def test_store_installs_image_from_lan_and_update_moves_only_changed_chunk
             assert (root / "previous").resolve().name == "1.0"
             assert (root / "current" / "image.bin").read_bytes() == update.read_bytes()
         nursery.cancel_scope.cancel()
+
+
+async def test_where_multicast_is_forbidden_a_till_finds_its_cache_through_the_tracker(tmp_path):
+    lab = Lab(tmp_path, devices=2)
+    no_mdns = {"store": {"mdns": False}}  # no adverts, no listening: as on a network that drops multicast
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            await lab.start_central(nursery)
+            for node in lab.nodes:
+                await lab.start_node(nursery, node, extra=no_mdns)
+        await lab.publish(write_image(tmp_path / "image.bin", 4, seed=3), "1.0", name=NAME)
+        with trio.fail_after(90):
+            await lab.wait_installed(NAME, "1.0")
+        cache_catalog = lab.status_of(lab.cache)["http_url"]
+        for device in lab.devices:
+            status = lab.status_of(device)
+            assert status["catalog"]["url"] == cache_catalog, status["catalog"]
+            assert lab.release_of(device, NAME, "1.0")["bytes_from_wan"] == 0
+        assert "tracker_caches.found" in (lab.logs / f"{lab.devices[0].name}.log").read_text()
+        nursery.cancel_scope.cancel()

@@ -35,15 +35,15 @@ class FakeCache:
     requests of it end mid-body (a connection cut, as a timeout leaves it); ``strip`` drops the rollout
     sequences from ``/catalog``, as a cache that wants a paused release to look "active, ring all" would."""
 
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
+    def __init__(self, upstream: str, verify) -> None:
+        self.upstream, self.verify = upstream, verify
         self.swap: dict[str, bytes | None] = {}
         self.cut: dict[str, int] = {}
         self.strip = False
         self.url = ""
 
     async def run(self, host: str, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, verify=self.verify) as client:
             async def any_path(request: Request) -> Response:
                 path = request.url.path
                 if path in self.swap:
@@ -76,10 +76,10 @@ def _cut_response(data: bytes) -> Response:
     return StreamingResponse(half(), headers={"content-length": str(len(data))})
 
 
-async def _world(url: str) -> dict[str, bytes]:
+async def _world(lab: Lab) -> dict[str, bytes]:
     """Every ``/tuf/`` file central serves now (each root version, timestamp, snapshot, targets): a copy to replay."""
-    files = {}
-    async with httpx.AsyncClient() as client:
+    files, url = {}, lab.seeder_url
+    async with httpx.AsyncClient(verify=lab.central_tls) as client:
         for name in ("timestamp.json", "snapshot.json", "targets.json"):
             files[f"/tuf/{name}"] = (await client.get(f"{url}/tuf/{name}")).content
         version = 1
@@ -89,9 +89,10 @@ async def _world(url: str) -> dict[str, bytes]:
     return files
 
 
-async def _wait_targets_list(url: str, path: str, *, sequence: int | None = None) -> None:
+async def _wait_targets_list(lab: Lab, path: str, *, sequence: int | None = None) -> None:
     """Until central's signed targets (behind a timestamp that names them) list ``path``."""
-    async with httpx.AsyncClient() as client:
+    url = lab.seeder_url
+    async with httpx.AsyncClient(verify=lab.central_tls) as client:
         while True:
             ts = (await client.get(f"{url}/tuf/timestamp.json")).json()["signed"]["meta"]["snapshot.json"]["version"]
             snap = (await client.get(f"{url}/tuf/snapshot.json")).json()["signed"]
@@ -135,7 +136,7 @@ async def _central_with_release(nursery, lab: Lab, tmp_path, *, canary: bool = F
         (lab.releases / "rollouts.toml").write_text('rings = ["canary", "all"]\n[ring_stores]\ncanary = ["S-canary-*"]\n')
     await lab.start_central(nursery)
     await lab.publish(write_image(tmp_path / "a.img", size_mb, seed=1), "1.0", name=NAME)
-    await _wait_targets_list(lab.seeder_url, f"{NAME}/1.0/manifest.msgpack")
+    await _wait_targets_list(lab, f"{NAME}/1.0/manifest.msgpack")
 
 
 def _device_via(fake: FakeCache, **more) -> dict:
@@ -143,7 +144,7 @@ def _device_via(fake: FakeCache, **more) -> dict:
 
 
 async def _start_fake(nursery, lab: Lab, upstream: str, last_octet: int) -> FakeCache:
-    return await nursery.start(FakeCache(upstream).run, f"127.{lab.net}.1.{last_octet}")
+    return await nursery.start(FakeCache(upstream, lab.central_tls).run, f"127.{lab.net}.1.{last_octet}")
 
 
 async def test_a_fake_cache_cannot_give_a_fresh_till_an_old_release_or_a_stripped_state(tmp_path):
@@ -152,9 +153,9 @@ async def test_a_fake_cache_cannot_give_a_fresh_till_an_old_release_or_a_strippe
     async with trio.open_nursery() as nursery:
         with trio.fail_after(90):
             await _central_with_release(nursery, lab, tmp_path, size_mb=2)
-            old_world = await _world(lab.seeder_url)  # 1.0 active, ring all: the world a mirror could replay
+            old_world = await _world(lab)  # 1.0 active, ring all: the world a mirror could replay
             _release(lab, "revoke", "1.0")
-            await _wait_targets_list(lab.seeder_url, f"{NAME}/1.0/rollout.msgpack", sequence=1)
+            await _wait_targets_list(lab, f"{NAME}/1.0/rollout.msgpack", sequence=1)
             while json.loads(old_world["/tuf/timestamp.json"])["signed"]["expires"] >= _utc_now():
                 await trio.sleep(0.2)  # the copied timestamp lapses 3 s after it was signed
 
@@ -190,9 +191,9 @@ async def test_a_replayed_older_snapshot_and_timestamp_are_refused(tmp_path):
     async with trio.open_nursery() as nursery:
         with trio.fail_after(90):
             await _central_with_release(nursery, lab, tmp_path, canary=True)
-            old_world = await _world(lab.seeder_url)  # still valid: within its day
+            old_world = await _world(lab)  # still valid: within its day
             _release(lab, "pause", "1.0")
-            await _wait_targets_list(lab.seeder_url, f"{NAME}/1.0/rollout.msgpack", sequence=2)
+            await _wait_targets_list(lab, f"{NAME}/1.0/rollout.msgpack", sequence=2)
             fake = await _start_fake(nursery, lab, lab.seeder_url, 1)
             await lab.start_node(nursery, till, extra=_device_via(fake))
             doc = await _refreshes(lab, till)
@@ -218,13 +219,13 @@ async def test_a_leaked_release_key_is_refused_after_rotation(tmp_path):
             leaked = load_private_key(lab.private_key)
             out = _seeder(lab, "keys", "rotate", "targets", "--keys", str(lab.keys), "--releases", str(lab.releases))
             assert "root of trust version 2" in out
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(verify=lab.central_tls) as client:
                 while (await client.get(f"{lab.seeder_url}/tuf/2.root.json")).status_code != 200:
                     await trio.sleep(0.2)
-            await _wait_targets_list(lab.seeder_url, f"{NAME}/1.0/manifest.msgpack")
+            await _wait_targets_list(lab, f"{NAME}/1.0/manifest.msgpack")
 
             # The thief re-signs central's targets with the leaked key, listing a release of their own.
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(verify=lab.central_tls) as client:
                 forged = Metadata[Targets].from_bytes((await client.get(f"{lab.seeder_url}/tuf/targets.json")).content)
             listed = forged.signed.targets[f"{NAME}/1.0/manifest.msgpack"]
             listed.unrecognized_fields["custom"]["targets"]["stores"] = ["*"]
@@ -255,12 +256,12 @@ async def test_a_rollout_at_the_last_sequence_from_a_leaked_key_is_refused_and_a
     async with trio.open_nursery() as nursery:
         with trio.fail_after(120):
             await _central_with_release(nursery, lab, tmp_path, canary=True)  # canary elsewhere
-            await _wait_targets_list(lab.seeder_url, f"{NAME}/1.0/rollout.msgpack", sequence=1)
+            await _wait_targets_list(lab, f"{NAME}/1.0/rollout.msgpack", sequence=1)
             leaked = load_private_key(lab.private_key)
             _seeder(lab, "keys", "rotate", "targets", "--keys", str(lab.keys), "--releases", str(lab.releases))
 
             # Sequence 2^63-1, "active, everywhere": a document that could never be superseded.
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(verify=lab.central_tls) as client:
                 real = Rollout.from_bytes((await client.get(f"{lab.seeder_url}/releases/{NAME}/1.0/rollout.msgpack")).content)
             forged = sign_rollout(replace(real, sequence=MAX_COUNT, ring="all", reached=("*",)), leaked).to_bytes()
             fake = await _start_fake(nursery, lab, lab.seeder_url, 1)

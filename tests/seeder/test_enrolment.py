@@ -63,7 +63,8 @@ POSSWARM = str(Path(sys.executable).parent / "posswarm")
 
 def enroll(lab: Lab, token: str, node_id: str, out: Path, *more: str) -> subprocess.CompletedProcess:
     return subprocess.run([POSSWARM, "enroll", "--central", lab.seeder_url, "--token", token, "--node-id", node_id,
-                           "--out", str(out), "--root", str(lab.root_of_trust), *more],
+                           "--out", str(out), "--root", str(lab.root_of_trust), "--central-ca",
+                           str(lab.central_keys.authority), *more],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -113,7 +114,7 @@ async def test_guessing_tokens_is_rate_limited(nursery, tmp_path):
     lab = Lab(tmp_path, devices=1)
     await lab.start_central(nursery)
     body = enrolment_request.build(Ed25519PrivateKey.generate(), token="pse1_" + "A" * 32, node_id="till-1")
-    async with httpx.AsyncClient(base_url=lab.seeder_url) as client:
+    async with httpx.AsyncClient(base_url=lab.seeder_url, verify=lab.central_tls) as client:
         huge = await client.post("/enroll", content=b"{" + b" " * (64 << 10))  # a refusal too
         assert huge.status_code == 413 and "over 16384" in huge.json()["error"]
         answers = [await client.post("/enroll", content=body) for _ in range(BURST)]

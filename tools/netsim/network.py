@@ -71,8 +71,10 @@ class Network:
                 bin_path("posswarm-tracker"), "serve", "--open", "--listen", f"{ip}:0",
                 "--interval", str(ANNOUNCE_INTERVAL_S), *(["--cross-store"] if self.cross_store else []),
             ], "tracker")
+            tls_cert, tls_key = self.central_keys.issue_tls([ip])  # central serves HTTPS, as in production
             self.seeder_url = await self.start(nursery, "seeder", central, [
                 bin_path("posswarm-seeder"), "serve", "--releases", str(self.releases),
+                "--tls-cert", str(tls_cert), "--tls-key", str(tls_key),
                 "--timestamp-key", str(self.central_keys.key("timestamp")), "--listen", f"{ip}:0", "--bt-listen", f"{ip}:0",
                 "--operator-token-file", str(self.operator_token_file),
                 "--tracker", f"{self.tracker_url}/announce", *(["--super-seed"] if self.cross_store else []),
