@@ -42,9 +42,8 @@ def run_token(args) -> int:
 
     book = TokenBook(args.data_dir)
     try:
-        token, expires = book.issue(store=args.store, role=args.role, device_class=args.device_class,
-                                    ttl_s=args.ttl_s)
+        token, _ = book.issue(store=args.store, role=args.role, device_class=args.device_class, ttl_s=args.ttl_s)
     finally:
         book.close()
-    print(token)
+    print(token)  # alone on stdout, so a provisioning script can take it as it is
     return 0
