@@ -15,6 +15,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tuf.api.metadata import Metadata, Root
 
+from posswarm.errors import PosswarmError
 from posswarm.identity import enrolment_request
 from posswarm.identity.credential import check_matches, load_credential
 from posswarm.trust.roles import role_public_keys
@@ -134,3 +135,27 @@ def test_the_guess_limit_refills_and_stays_bounded():
     for n in range(10):
         limit.refused(f"10.0.1.{n}", 0.0)
     assert len(limit._buckets) == 3
+
+
+def test_a_token_is_used_once_even_by_two_seeders_at_the_same_moment(tmp_path):
+    import threading
+
+    token, _ = TokenBook(tmp_path).issue(store="S042", role="device")
+    books = [TokenBook(tmp_path) for _ in range(8)]  # eight connections, as eight seeders on one data dir
+    start, outcomes = threading.Barrier(len(books)), []
+
+    def use(book: TokenBook, n: int) -> None:
+        start.wait()
+        try:
+            with book.consuming(token, node_id=f"till-{n}", now=now_ms()) as grant:
+                outcomes.append(grant.store)
+        except PosswarmError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=use, args=(book, n)) for n, book in enumerate(books)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert outcomes.count("S042") == 1, outcomes
+    assert all("already used" in o or "write failed" in o for o in outcomes if o != "S042"), outcomes
