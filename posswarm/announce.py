@@ -51,6 +51,7 @@ class ReleaseReport:
     uploaded: int
     installed: bool
     ring: str = ""  # the rollout ring the release is at, when central signed one
+    central_expires: int = 0  # when the node's verified central state expires (unix s; 0 = none verified yet)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ def announce_url(tracker_url: str, who: NodeIdentity, report: ReleaseReport, eve
         params["ring"] = report.ring
     if who.catalog_port:
         params["catalog"] = who.catalog_port
+    if who.role in ("cache", "device"):  # past it (and the grace) the node installs nothing new: stats show it
+        params["central_expires"] = report.central_expires
     if event:
         params["event"] = event
     sep = "&" if "?" in tracker_url else "?"

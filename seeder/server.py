@@ -135,11 +135,14 @@ class Seeder:
         if not await trio.to_thread.run_sync(self.repository.exists):
             return
         try:
-            await trio.to_thread.run_sync(self._follow_repository_sync)
+            files = await trio.to_thread.run_sync(self._follow_repository_sync)
         except (PosswarmError, OSError, ValueError) as exc:
             log.error("tuf.unavailable", dir=str(self.repository.dir), reason=str(exc).splitlines()[0][:300])
+            return
+        if files is not None:  # set here, in trio: the shelf wakes the catalog's long polls
+            self.shelf.tuf = files
 
-    def _follow_repository_sync(self) -> None:
+    def _follow_repository_sync(self) -> dict[str, bytes] | None:
         st = (self.repository.dir / "root.json").stat()
         if (st.st_mtime_ns, st.st_size, st.st_ino) != self._root_stamp:
             self.public_key.replace(self.repository.keyring().keys() or self._legacy)
@@ -151,8 +154,10 @@ class Seeder:
             if self.repository.renew_timestamp(load_private_key(self.timestamp_key), self.timestamp_expiry_s):
                 log.info("tuf.timestamp", expires_in_s=self.timestamp_expiry_s)
         stamp = self.repository.stamp()
-        if stamp != self._files_stamp:  # targets.json can be megabytes: read again only when it changed
-            self.shelf.tuf, self._files_stamp = self.repository.files(), stamp
+        if stamp == self._files_stamp:  # targets.json can be megabytes: read again only when it changed
+            return None
+        files, self._files_stamp = self.repository.files(), stamp
+        return files
 
     async def _scan_forever(self) -> None:
         while True:

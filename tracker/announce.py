@@ -64,6 +64,8 @@ class Announce:
     # only (its LAN address behind the store NAT), unless a trusted proxy sent it (tracker/access.py).
     lan_ip: str | None = None
     catalog_port: int | None = None  # a cache's store catalog port (catalog=), for tills that cannot find it
+    # When the node's verified central state expires (unix s, 0 = none yet): past it the node installs nothing new.
+    central_expires: int | None = None
 
     @property
     def node_key(self) -> str:
@@ -193,6 +195,7 @@ def posswarm_keys(f: dict[str, bytes]) -> dict:
         installed=installed == "1",
         ring=_text(f, "ring", required=False, limit=64),
         catalog_port=catalog_port,
+        central_expires=_int(f, "central_expires", required=False),
     )
 
 

@@ -37,6 +37,7 @@ class Peer:
     ring: str | None
     lan_ip: str | None
     catalog_port: int | None
+    central_expires: int | None
     last_seen: float
     stopped: bool = False
     progressed: float | None = None  # last time ``left`` or ``installed`` changed; None = last_seen

@@ -67,11 +67,14 @@ async def fetch_release(client: httpx.AsyncClient, base_url: str, entry: Catalog
     return FetchedRelease(manifest, manifest_bytes, torrent_bytes)
 
 
-async def get_bounded(client: httpx.AsyncClient, url: str, limit: int, *, what: str) -> bytes:
+async def get_bounded(client: httpx.AsyncClient, url: str, limit: int, *, what: str,
+                      timeout: float | None = None) -> bytes:
     """The body at ``url``, never holding more than ``limit`` bytes of it: a declared or streamed body over
-    the limit is refused before it is read. Unreachable for network and HTTP errors."""
+    the limit is refused before it is read. Unreachable for network and HTTP errors. ``timeout`` overrides
+    the client's (a long poll waits longer than a fetch may)."""
+    extra = {} if timeout is None else {"timeout": timeout}
     try:
-        async with client.stream("GET", url) as response:
+        async with client.stream("GET", url, **extra) as response:
             response.raise_for_status()
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:

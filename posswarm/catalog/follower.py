@@ -13,11 +13,13 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Callable
+from functools import partial
 
 import httpx
 import trio
 
 from posswarm import lifecycle, logs
+from posswarm.catalog import changes
 from posswarm.catalog.client import fetch_catalog, fetch_release
 from posswarm.catalog.model import Catalog
 from posswarm.catalog.shelf import Shelf
@@ -59,23 +61,30 @@ class CatalogFollower:
         # A source that does not answer a connect within 3 s is skipped for the next one (a LAN answers in ms).
         async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=3.0), verify=self._tls) as client:
             task_status.started(self)
-            failed_polls = 0
-            while True:
-                found = await self._read_catalog(client)
-                failed_polls = 0 if found is not None else failed_polls + 1
-                if found is not None:
-                    await self._follow(client, *found)
-                elif self.trust.state is not None:
-                    # No source gave a fresh state: act on the one verified before, which only holds
-                    # (revocations still apply) once it is past its expiry and grace.
-                    await self._follow(client, None, Catalog(self.trust.state.releases))
-                self.keeper.follow_installs()  # an operator's `posswarm rollback` shows in the states
-                self.keeper.retry_failed()
-                # Backoff while no source answers (an offline store): up to 4 polls apart; a cache
-                # appearing on the LAN (poll_now) ends the wait at once.
-                with trio.move_on_after(self._poll_s * min(2 ** max(failed_polls - 1, 0), MAX_BACKOFF)):
-                    await self._poll_now.wait()
-                self._poll_now = trio.Event()
+            async with trio.open_nursery() as nursery:
+                # Push, not poll: the source answers a long poll as soon as what it offers changes.
+                nursery.start_soon(partial(changes.watch, client, lambda: self.url, self.poll_now,
+                                           retry_s=self._poll_s))
+                await self._follow_forever(client)
+
+    async def _follow_forever(self, client: httpx.AsyncClient) -> None:
+        failed_polls = 0
+        while True:
+            found = await self._read_catalog(client)
+            failed_polls = 0 if found is not None else failed_polls + 1
+            if found is not None:
+                await self._follow(client, *found)
+            elif self.trust.state is not None:
+                # No source gave a fresh state: act on the one verified before, which only holds
+                # (revocations still apply) once it is past its expiry and grace.
+                await self._follow(client, None, Catalog(self.trust.state.releases))
+            self.keeper.follow_installs()  # an operator's `posswarm rollback` shows in the states
+            self.keeper.retry_failed()
+            # Backoff while no source answers (an offline store): up to 4 polls apart; a cache
+            # appearing on the LAN (poll_now) or a change pushed by the source ends the wait at once.
+            with trio.move_on_after(self._poll_s * min(2 ** max(failed_polls - 1, 0), MAX_BACKOFF)):
+                await self._poll_now.wait()
+            self._poll_now = trio.Event()
 
     def _candidates(self) -> list[str]:
         sources = list(dict.fromkeys(self._sources()))

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from posswarm.catalog import changes
 from posswarm.catalog.shelf import Shelf
 from posswarm.rollout import ROLLOUT_NAME
 
@@ -40,6 +41,7 @@ def catalog_app(shelf: Shelf, *, extra_routes: list[Route] | None = None) -> Sta
 
     routes = [
         Route("/catalog", catalog),
+        changes.route(changes.ShelfChanges(shelf)),  # before /catalog/...: a follower's long poll
         Route("/releases/{name}/{version}/{filename:path}", release_file),  # FileResponse answers Range (BEP 19)
         Route("/tuf/{filename}", tuf),  # central's signed state (root, timestamp, snapshot, targets)
         Route("/healthz", health),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from posswarm.catalog.model import Catalog, CatalogEntry
@@ -23,20 +24,45 @@ class Shelf:
         # Held in memory, not served from disk: only a document whose signature was checked goes out.
         self._rollouts: dict[tuple[str, str], tuple[Rollout, bytes]] = {}
         # Central's verified TUF metadata, relayed byte for byte under /tuf/ (file name -> bytes).
-        self.tuf: dict[str, bytes] = {}
+        self._tuf: dict[str, bytes] = {}
         self.seeds: tuple[str, ...] = ()
         self.web_seeds: tuple[str, ...] = ()
+        # Grows with every change a follower acts on (signed state, a release, a rollout), so the catalog's
+        # readers can wait for the next one instead of polling (posswarm/catalog/changes.py).
+        self.generation = 0
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        self.generation += 1
+        for listener in self._listeners:
+            listener()
+
+    @property
+    def tuf(self) -> dict[str, bytes]:
+        return self._tuf
+
+    @tuf.setter
+    def tuf(self, files: dict[str, bytes]) -> None:
+        if files != self._tuf:
+            self._tuf = files
+            self._changed()
 
     def put(self, manifest: Manifest, release_dir: Path) -> None:
         self._releases[(manifest.name, manifest.version)] = (manifest, release_dir)
+        self._changed()
 
     def remove(self, name: str, version: str) -> None:
         self._releases.pop((name, version), None)
         self._rollouts.pop((name, version), None)
+        self._changed()
 
     def put_rollout(self, rollout: Rollout, data: bytes) -> None:
         """Offer the verified rollout document ``data`` (the caller checked its signature and sequence)."""
         self._rollouts[(rollout.name, rollout.version)] = (rollout, data)
+        self._changed()
 
     def rollout(self, name: str, version: str) -> bytes | None:
         """The release's signed rollout.msgpack, or None when it has none (it then follows its manifest)."""

@@ -73,3 +73,20 @@ async def test_where_multicast_is_forbidden_a_till_finds_its_cache_through_the_t
             assert lab.release_of(device, NAME, "1.0")["bytes_from_wan"] == 0
         assert "tracker_caches.found" in (lab.logs / f"{lab.devices[0].name}.log").read_text()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_release_is_pushed_to_the_store_not_waited_for_until_the_next_poll(tmp_path):
+    lab = Lab(tmp_path, devices=2, catalog_poll_s=120.0)  # a poll would come far later than the deadline below
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            await lab.start_central(nursery)
+            for node in lab.nodes:
+                await lab.start_node(nursery, node)
+            while not all(((lab.status_of(n) or {}).get("catalog") or {}).get("url") for n in lab.nodes):
+                await trio.sleep(0.2)  # every node read its source once (at start, or when it found its cache)
+        published = trio.current_time()
+        await lab.publish(write_image(tmp_path / "image.bin", 2, seed=5), "1.0", name=NAME)
+        with trio.fail_after(45):
+            await lab.wait_installed(NAME, "1.0")
+        print(f"installed on every node {trio.current_time() - published:.1f} s after publish")
+        nursery.cancel_scope.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
 import fastbencode
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from posswarm.announce import NodeIdentity, ReleaseReport, announce_url, parse_reply, shown_url
 from posswarm.announcer import Announcer
 from posswarm.errors import PosswarmError
+from tracker.announce import parse_announce
 
 WHO = NodeIdentity("till-01", "S042", "device", "pos", "10.20.0.11", 6881)
 REPORT = ReleaseReport("pos-os", "2026.11", bytes(range(20)), 1000, 400, 0, 600, 50, False)
@@ -31,8 +33,6 @@ def test_query_carries_bep3_and_store_keys():
 
 
 def test_the_rollout_ring_is_announced_when_there_is_one():
-    from dataclasses import replace
-
     assert "ring=" not in announce_url("http://t/announce", WHO, REPORT)
     assert "&ring=wave-1" in announce_url("http://t/announce", WHO, replace(REPORT, ring="wave-1"))
 
@@ -78,3 +78,10 @@ async def test_an_unreachable_tracker_is_reported_without_its_passkey():
                 await trio.sleep(0.05)
         nursery.cancel_scope.cancel()
     assert "unreachable" in announcer.last_error and secret not in announcer.last_error
+
+
+def test_the_node_says_when_its_central_state_expires_and_the_tracker_reads_it():
+    url = announce_url("http://t/announce", WHO, replace(REPORT, central_expires=1796170000))
+    assert "&central_expires=1796170000" in url
+    parsed = parse_announce(url.split("?", 1)[1].encode(), "10.0.0.9")
+    assert parsed.central_expires == 1796170000
