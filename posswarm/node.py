@@ -92,7 +92,8 @@ class Node:
                 self.shelf.seeds = (f"{c.address}:{self.torrents.listen_port}",)
                 self.http_url = await nursery.start(http_service.run, catalog_app(self.shelf), c.address, c.http_port)
             if c.gossip_key_file:
-                self.storedata = await nursery.start(StoreData(c, c.data_dir, credential=self.credential).run)
+                self.storedata = await nursery.start(StoreData(c, c.data_dir, sku_keys=self.trust.sku_keys,
+                                                               credential=self.credential).run)
             self.peers = StorePeers(c.node_id, c.store, self.lan, connect=self.torrents.connect_peer,
                                     storedata=self.storedata, on_cache=self._cache_found)
             keeper = ReleaseKeeper(c, self.data, ChunkStore(self.data.chunk_store), self.torrents, self.shelf,

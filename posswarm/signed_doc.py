@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from posswarm.errors import PosswarmError
 from posswarm.keys import KeyRing, trusted_key
 
-_KEY_ID = re.compile(r"[0-9a-f]{16}")
+KEY_ID = re.compile(r"[0-9a-f]{16}")  # posswarm.keys.key_id: 16 hex digits
 MAX_COUNT = 2**63 - 1
 
 
@@ -92,7 +92,7 @@ class Fields:
     def signer(self, d: dict) -> tuple[str, bytes]:
         """(key_id, signature): who signed the document and the signature (empty before signing)."""
         key = self.take(d, "key_id", str)
-        if not _KEY_ID.fullmatch(key):
+        if not KEY_ID.fullmatch(key):
             raise self.bad("key_id is not 16 lowercase hex chars")
         signature = self.take(d, "signature", bytes)
         if len(signature) not in (0, 64):

@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="central.pub, only for a RELEASES without a TUF repository (`keys init` makes one)")
     s.add_argument("--timestamp-key", type=Path, default=None,
                    help="the online timestamp key (KEYS/timestamp.key): renews central's signed timestamp")
+    s.add_argument("--sku-key", type=Path, default=None,
+                   help="the SKU role key (KEYS/sku.key): signs every SKU entry; nodes apply only signed ones")
     s.add_argument("--timestamp-expiry-s", type=float, default=86400.0,
                    help="life of each signed timestamp; nodes start no new installs once it lapses (default: 1 day)")
     s.add_argument("--enrolment-key", type=Path, default=None,

@@ -54,9 +54,10 @@ def enrol(keys_dir: Path, out: Path, *, node_id: str, store: str, role: str, dev
     return write_credential(out, key, certificate, authority)
 
 
-def issue_tls(keys_dir: Path, hosts: list[str], *, days: int = 365) -> None:
-    """KEYS/tls.key (a new key, 0600) and KEYS/tls.crt for ``hosts``, signed by the enrolment key."""
+def issue_tls(keys_dir: Path, hosts: list[str], *, days: int = 365, out: Path | None = None) -> None:
+    """OUT/tls.key (a new key, 0600) and OUT/tls.crt for ``hosts``, signed by the enrolment key (OUT: KEYS)."""
     keys_dir = Path(keys_dir)
+    out = keys_dir if out is None else Path(out)
     try:
         authority = (keys_dir / AUTHORITY_IN_KEYS).read_bytes()
         enrolment_key = load_private_key(keys_dir / ENROLMENT_KEY)
@@ -69,5 +70,6 @@ def issue_tls(keys_dir: Path, hosts: list[str], *, days: int = 365) -> None:
                                lifetime=datetime.timedelta(days=days))
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    replace_synced(keys_dir / TLS_KEY, pem, mode=0o600)
-    replace_synced(keys_dir / TLS_CERTIFICATE, certificate + authority)  # the chain a client is shown
+    out.mkdir(parents=True, exist_ok=True)
+    replace_synced(out / TLS_KEY, pem, mode=0o600)
+    replace_synced(out / TLS_CERTIFICATE, certificate + authority)  # the chain a client is shown

@@ -88,9 +88,11 @@ class CentralKeys:
         """(certificate, key) of central's HTTPS, once `keys tls` made them."""
         return self.dir / TLS_CERTIFICATE, self.dir / TLS_KEY
 
-    def issue_tls(self, hosts: list[str], days: int = 365) -> tuple[Path, Path]:
-        enrolment.issue_tls(self.dir, hosts, days=days)
-        return self.tls
+    def issue_tls(self, hosts: list[str], days: int = 365, out: Path | None = None) -> tuple[Path, Path]:
+        """Central's HTTPS certificate and key (in KEYS, or ``out`` for another central host or a proxy)."""
+        enrolment.issue_tls(self.dir, hosts, days=days, out=out)
+        folder = self.dir if out is None else Path(out)
+        return folder / TLS_CERTIFICATE, folder / TLS_KEY
 
     def enrol(self, out: Path, *, node_id: str, store: str, role: str, device_class: str) -> Path:
         """Give one node its credential in ``out`` (as `posswarm-seeder enroll` does)."""

@@ -36,8 +36,8 @@ class Seeder:
     def __init__(self, releases: Path, public_key_path: Path | None = None, *, http: tuple[str, int], bt: tuple[str, int],
                  tracker_url: str = "", web_seeds: tuple[str, ...] = (), super_seed: bool = False, data_dir: Path | None = None, sales_db: str = "",
                  timestamp_key: Path | None = None, timestamp_expiry_s: float = DEFAULT_TIMESTAMP_EXPIRY_S,
-                 tls: http_service.ServerTls | None = None, enrolment_key: Path | None = None,
-                 operator_token_file: Path | None = None) -> None:
+                 tls: http_service.ServerTls | None = None, sku_key: Path | None = None,
+                 enrolment_key: Path | None = None, operator_token_file: Path | None = None) -> None:
         self.releases = releases
         # Store data (sales ingest, SKU catalog) lives beside the releases unless told otherwise.
         self.data_dir = data_dir or releases.parent / "central-data"
@@ -53,6 +53,7 @@ class Seeder:
         if timestamp_expiry_s < 2:  # seconds only make sense in tests; central runs with hours or a day
             raise PosswarmError(f"--timestamp-expiry-s {timestamp_expiry_s}: too short (use at least 2 s; default 1 day)")
         self.timestamp_expiry_s = timestamp_expiry_s
+        self.sku_key = sku_key  # signs every SKU entry served (KEYS/sku.key); without it none is served
         self.enrolment_key = enrolment_key  # signs the certificates `posswarm enroll` asks for with a token
         # Shut without a token: sales totals are the retailer's revenue, not for whoever reaches central.
         self.operator = OperatorGate(read_token(operator_token_file) if operator_token_file else None)
@@ -83,6 +84,10 @@ class Seeder:
             self.shelf.seeds = (f"{self.bt[0]}:{self.torrents.listen_port}",)
             await self.scan()
             store_routes = await trio.to_thread.run_sync(self._store_data_routes)
+            if self.sku_key is not None:
+                from seeder import sku
+
+                await nursery.start(sku.sign_forever, self.sku_catalog, self.sku_key, self.repository)
             self.url = await nursery.start(partial(http_service.run, catalog_app(self.shelf, extra_routes=store_routes),
                                                    *self.http, tls=self.tls))
             # "self" stands for this seeder's own HTTP, which answers Range on every chunk (BEP 19)
@@ -209,6 +214,7 @@ def serve_main(args) -> int:
         timestamp_key=getattr(args, "timestamp_key", None),
         timestamp_expiry_s=getattr(args, "timestamp_expiry_s", DEFAULT_TIMESTAMP_EXPIRY_S),
         tls=server_tls(args),
+        sku_key=getattr(args, "sku_key", None),
         enrolment_key=getattr(args, "enrolment_key", None),
         operator_token_file=getattr(args, "operator_token_file", None),
     )
@@ -220,5 +226,8 @@ def serve_main(args) -> int:
     if seeder.timestamp_key is None:
         log.warning("tuf.no_timestamp_key", fix="pass --timestamp-key (keys/timestamp.key): without it central's "
                     "timestamp is never renewed and every node stops installing once it expires")
+    if seeder.sku_key is None:
+        log.warning("sku.no_signing_key", fix="pass --sku-key (keys/sku.key): without it no SKU entry is signed, "
+                    "so none is served and the stores keep the prices they have")
 
     return run_until_signalled(seeder.run, program="posswarm-seeder")

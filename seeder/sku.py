@@ -1,24 +1,34 @@
-"""Central's SKU catalog: import a CSV (changed rows only, deletions as tombstones) and serve changes since a cursor."""
+"""Central's SKU catalog: import a CSV (changed rows only, deletions as tombstones), sign each entry, serve changes since a cursor."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import time
 from pathlib import Path
 
 import msgpack
 import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from posswarm import logs
 from posswarm.errors import PosswarmError
+from posswarm.keys import key_id, load_private_key
 from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import InvalidSkuEntry, SkuEntry
 from posswarm.sku.hlc import Clock
+from posswarm.sku.signature import sign
+from posswarm.trust.roles import role_public_keys
+from seeder.tuf_repository import Repository
+
+log = logs.get("seeder")
 
 ORIGIN = "central"
 PAGE = 20_000
+SIGN_BATCH = 5_000  # entries per signing transaction: ~0.3 s, so the routes are never held up long
 MAX_WAIT_S = 30.0
 WATCH_S = 0.1
 REQUIRED_COLUMNS = ("code", "barcode", "name", "price_cents", "tax_class")
@@ -65,43 +75,129 @@ class CentralCatalog:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         # Durable: a stamp handed to the caches and then lost here would be stamped again on a
         # different change, which caches whose cursor has passed it would never pull.
-        self.replica = SkuReplica(path, durable=True)
+        self.replica = SkuReplica(path, durable=True, digests=False)
+        self.lock = trio.Lock()  # one connection: the routes and the signer take turns in worker threads
 
     def close(self) -> None:
         self.replica.close()
 
     def import_rows(self, rows: list[dict], *, replace: bool = False, now_ms: int | None = None) -> dict:
-        """Write what changed; with ``replace`` every live SKU absent from ``rows`` becomes a tombstone."""
+        """Write what changed; with ``replace`` every live SKU absent from ``rows`` becomes a tombstone.
+
+        Written unsigned: the running seeder stamps and signs them anew (:func:`sign_forever`)."""
         wall = int(time.time() * 1000) if now_ms is None else now_ms
-        clock = Clock(self.replica.max_hlc())
-        changes: list[SkuEntry] = []
-        seen: set[str] = set()
-        for row in rows:
-            seen.add(row["code"])
-            current = self.replica.entry(row["code"]) if row["code"] else None
-            if _same(current, row):
-                continue
-            try:
-                changes.append(SkuEntry(row["code"], clock.now(wall), ORIGIN, row["deleted"], row["barcode"],
-                                        row["name"], row["price_cents"], row["tax_class"]))
-            except InvalidSkuEntry as exc:
-                raise PosswarmError(f"sku import line {row['line']}: {exc}") from None
-        deleted = 0
-        if replace:
-            for code in self._live_codes() - seen:
-                changes.append(SkuEntry(code, clock.now(wall), ORIGIN, deleted=True))
-                deleted += 1
-        self.replica.apply(changes)
-        return {"rows": len(rows), "changed": len(changes), "tombstoned_missing": deleted, "skus": len(self.replica)}
+        counts = {"changed": 0, "deleted": 0}
+
+        def changes_of(clock: Clock) -> list[SkuEntry]:
+            changes: list[SkuEntry] = []
+            seen: set[str] = set()
+            for row in rows:
+                seen.add(row["code"])
+                current = self.replica.entry(row["code"]) if row["code"] else None
+                if _same(current, row):
+                    continue
+                try:
+                    changes.append(SkuEntry(row["code"], clock.now(wall), ORIGIN, row["deleted"], row["barcode"],
+                                            row["name"], row["price_cents"], row["tax_class"]))
+                except InvalidSkuEntry as exc:
+                    raise PosswarmError(f"sku import line {row['line']}: {exc}") from None
+            if replace:
+                missing = self._live_codes() - seen
+                changes.extend(SkuEntry(code, clock.now(wall), ORIGIN, deleted=True) for code in sorted(missing))
+                counts["deleted"] = len(missing)
+            counts["changed"] = len(changes)
+            return changes
+
+        self.replica.stamp_and_apply(changes_of)
+        return {"rows": len(rows), "changed": counts["changed"], "tombstoned_missing": counts["deleted"],
+                "skus": len(self.replica)}
 
     def _live_codes(self) -> set[str]:
         return {entry.code for entry in self.replica.changes_since(0, limit=1 << 62) if not entry.deleted}
 
     def page(self, cursor: int, limit: int = PAGE) -> dict:
-        """Changes after ``cursor``: ``{"entries": [wire...], "cursor": next, "more": bool}``."""
-        entries = self.replica.changes_since(cursor, limit)
+        """Signed changes after ``cursor``: ``{"entries": [wire...], "cursor": next, "more": bool}``."""
+        entries = self.replica.changes_since(cursor, limit, signed_only=True)
         return {"entries": [e.to_wire() for e in entries], "cursor": entries[-1].hlc if entries else cursor,
                 "more": len(entries) >= limit}
+
+    def changed_after(self, cursor: int) -> bool:
+        """Whether a signed change after ``cursor`` waits (what a long poll watches)."""
+        return bool(self.replica.changes_since(cursor, 1, signed_only=True))
+
+    def sign_pending(self, key: Ed25519PrivateKey, *, after_hlc: int = 0, now_ms: int,
+                     limit: int = SIGN_BATCH) -> tuple[int, int]:
+        """Stamp anew and sign with ``key`` up to ``limit`` entries stamped after ``after_hlc`` and not signed by
+        it: ``(how many, where the next scan starts)``.
+
+        A new stamp, not just a signature: the caches' cursors have passed the old one, and a re-signed entry
+        with its old stamp would look unchanged to every replica holding it."""
+        kid = key_id(key.public_key())
+        scan = {"next": after_hlc, "signed": 0}
+
+        def signed_anew(clock: Clock) -> list[SkuEntry]:
+            pending = self.replica.not_signed_by(kid, after_hlc, limit)
+            fresh = [sign(dataclasses.replace(e, hlc=clock.now(now_ms)), key, kid) for e in pending]
+            # A full batch may have cut a run of equal stamps: scan it again. Otherwise all up to the newest
+            # stamp (ours) is signed by ``key``, and an import stamps above it.
+            scan["next"] = pending[-1].hlc - 1 if len(pending) >= limit else clock.last
+            scan["signed"] = len(fresh)
+            return fresh
+
+        self.replica.stamp_and_apply(signed_anew)
+        return scan["signed"], scan["next"]
+
+
+async def sign_forever(catalog: CentralCatalog, key_path: Path, repository: Repository | None = None, *,
+                       task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Keep every entry central serves signed by the SKU key in ``key_path`` (KEYS/sku.key).
+
+    The file is watched: after ``keys rotate sku`` the whole catalog is stamped and signed again with the
+    new key, and the caches pull it as changes (nodes take the new key from the rotated root)."""
+    key, seen, after = load_private_key(key_path), _file_stamp(key_path), 0
+    _check_in_root(key, key_path, repository)
+    task_status.started()
+    while True:
+        if (stamp := _file_stamp(key_path)) != seen:
+            try:
+                key, seen, after = load_private_key(key_path), stamp, 0
+                _check_in_root(key, key_path, repository)
+            except PosswarmError as exc:  # mid-rotation: the new file is not written yet
+                log.warning("sku.signing_key_unreadable", reason=str(exc), retry_s=WATCH_S)
+        async with catalog.lock:
+            wall = int(time.time() * 1000)
+            signed, after = await trio.to_thread.run_sync(
+                lambda: catalog.sign_pending(key, after_hlc=after, now_ms=wall))
+        if signed:
+            log.info("sku.signed", entries=signed, key=key_id(key.public_key()))
+        if signed < SIGN_BATCH:
+            await trio.sleep(WATCH_S)
+
+
+def _check_in_root(key: Ed25519PrivateKey, key_path: Path, repository: Repository | None) -> None:
+    """Log which key signs, and warn when the root of trust does not name it (nodes would refuse all it signs)."""
+    kid = key_id(key.public_key())
+    log.info("sku.signing", key=kid, file=str(key_path))
+    if repository is None or not repository.exists():
+        return
+    try:
+        named = [key_id(k) for k in role_public_keys(repository.root().signed, "sku")]
+    except (OSError, ValueError) as exc:
+        log.warning("sku.root_unreadable", reason=str(exc)[:200])
+        return
+    if kid not in named:  # the root may follow a moment later (keys rotate writes the key first): keep signing
+        log.warning("sku.key_not_in_root", key=kid, root_sku_keys=named,
+                   fix="pass the sku.key of this RELEASES' `keys init` (or `keys rotate sku`): nodes refuse "
+                       "entries signed by a key their root of trust does not name; during `keys rotate sku` the new "
+                       "root follows in a moment")
+
+
+def _file_stamp(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_ino, st.st_size)
 
 
 def routes(catalog: CentralCatalog) -> list[Route]:
@@ -110,7 +206,7 @@ def routes(catalog: CentralCatalog) -> list[Route]:
     With ``wait``, a caught-up cache's request is held until something changes (long poll), so a
     price change reaches the stores in well under a second without every store polling every second.
     """
-    lock = trio.Lock()
+    lock = catalog.lock
 
     async def changes(request: Request) -> Response:
         try:
@@ -124,9 +220,8 @@ def routes(catalog: CentralCatalog) -> list[Route]:
             # The import runs in another process (the CLI), so we watch the file rather than wait on an event.
             while True:
                 async with lock:
-                    newest = await trio.to_thread.run_sync(catalog.replica.max_hlc)
-                if newest > cursor:
-                    break
+                    if await trio.to_thread.run_sync(catalog.changed_after, cursor):
+                        break
                 await trio.sleep(WATCH_S)
         async with lock:
             page = await trio.to_thread.run_sync(catalog.page, cursor)

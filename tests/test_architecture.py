@@ -51,6 +51,7 @@ PURE = (
     "posswarm/signed_doc.py",
     "posswarm/sku/entry.py",
     "posswarm/sku/hlc.py",
+    "posswarm/sku/signature.py",
     "posswarm/targeting.py",
     "seeder/guess_limit.py",
     "posswarm/torrent/accounting.py",

@@ -1,8 +1,10 @@
 """``posswarm-bench sku``: the SKU catalog to a fresh till, and one price change to every till of a store.
 
-Real processes on loopback (seeder, cache, N devices). Measures (1) from a fresh device's process
-start, and from its store-data service being up, until its replica holds the whole catalog;
-(2) per price change imported at central, the time until every device's replica shows it.
+Real processes on loopback (seeder signing with the SKU key, cache, N devices). Measures (1) from a fresh
+device's process start, and from its store-data service being up, until its replica holds the whole catalog;
+(2) per price change imported at central, the time until every device's replica shows it; (3) in this
+process, what central's signature costs: entries/s central signs, and entries/s a till applies with and
+without checking the signatures.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ import time
 from pathlib import Path
 
 import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from posswarm.keys import KeyRing
+from posswarm.sku.catalog import SkuReplica
+from posswarm.sku.entry import SkuEntry
+from posswarm.sku.signature import SkuSignatures
 from seeder.sku import CentralCatalog
 from tools.sales_rig import Rig, percentile
 
@@ -62,10 +69,40 @@ class Replicas:
             db.close()
 
 
+def signature_costs(root: Path, count: int) -> dict:
+    """Entries per CPU second (this process's, so a busy shared host skews it less than wall time): central
+    signing (stamp, sign, commit), and a till applying them unchecked and checked."""
+    key = Ed25519PrivateKey.generate()
+    catalog = CentralCatalog(str(root / "sign-bench.sqlite"))
+    try:
+        catalog.import_rows(_rows(count))
+        started, after, signed = time.process_time(), 0, 0
+        while signed < count:
+            done, after = catalog.sign_pending(key, after_hlc=after, now_ms=int(time.time() * 1000))
+            signed += done
+        sign_s = time.process_time() - started
+        entries = [SkuEntry.from_wire(w) for w in catalog.page(0, limit=count)["entries"]]
+    finally:
+        catalog.close()
+    rates = {"central_sign_entries_per_cpu_s": round(count / sign_s)}
+    signatures = SkuSignatures(KeyRing([key.public_key()]))
+    for label, check in (("unchecked", None), ("checked", lambda e: signatures.accepted(e, source="bench"))):
+        replica = SkuReplica(str(root / f"apply-{label}.sqlite"))
+        try:
+            started = time.process_time()
+            for start in range(0, count, 50_000):  # as a till commits a bulk transfer (APPLY_MAX)
+                replica.apply(entries[start:start + 50_000], check=check)
+            rates[f"till_apply_{label}_entries_per_cpu_s"] = round(count / (time.process_time() - started))
+        finally:
+            replica.close()
+    assert signatures.refused == 0
+    return rates
+
+
 async def run_benchmark(root: Path, *, skus: int = 100_000, devices: int = 4, changes: int = 20,
                         seed: int | None = None) -> dict:
     rng = random.Random(seed)
-    rig = Rig(root, devices)
+    rig = Rig(root, devices, id_suffix=f"-{random.getrandbits(24):06x}")  # mDNS names: unique on the host
     catalog = CentralCatalog(str(rig.central_data / "sku.sqlite"))
     replicas = Replicas(rig)
     try:
@@ -102,8 +139,9 @@ async def run_benchmark(root: Path, *, skus: int = 100_000, devices: int = 4, ch
                 while any(replicas.price(name, row["code"]) != row["price_cents"] for name in rig.device_names):
                     await trio.sleep(0.01)
             delays.append(time.monotonic() - changed_at)
+        costs = await trio.to_thread.run_sync(signature_costs, root, min(skus, 100_000))
         return {
-            "skus": skus, "devices": rig.devices,
+            "skus": skus, "devices": rig.devices, **costs,
             "central_import_s": round(import_s, 2),
             "cache_full_catalog_s": round(cache_s, 2),
             "fresh_device_full_catalog_s": round(held - up, 2),

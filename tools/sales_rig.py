@@ -43,7 +43,10 @@ class Rig:
     devices: int
     faults: str = ""
     sku_poll_s: float = 2.0
+    catalog_poll_s: float = 30.0  # how soon a node follows central's signed state (a rotated root among it)
     fd_limit: int | None = None  # RLIMIT_NOFILE for the node processes (1,024 is most systems' default)
+    # Appended to each node id ("cache" -> "cache-x1"): mDNS names are shared by every rig on this machine.
+    id_suffix: str = ""
     net: int = field(default_factory=lambda: random.randint(16, 250))
     store: str = field(default_factory=lambda: f"bench-{random.getrandbits(32):08x}")
 
@@ -68,21 +71,31 @@ class Rig:
     def device_names(self) -> list[str]:
         return [f"till-{i + 1:02d}" for i in range(self.devices)]
 
+    def node_id(self, name: str) -> str:
+        return name + self.id_suffix
+
     def data_dir(self, name: str) -> Path:
         return self.root / "nodes" / name
 
     async def start_all(self) -> None:
+        await self.start_central()
+        await self.start_store()
+
+    async def start_central(self) -> None:
+        """The seeder; the store's cache reads ``seeder_url`` (point it elsewhere, e.g. a proxy, before start_store)."""
         seeder_ip = f"127.{self.net}.0.3"
         tls_cert, tls_key = self.central_keys.issue_tls([seeder_ip])  # central serves HTTPS, as in production
         self.procs["seeder"] = Proc("seeder", [
             bin_path("posswarm-seeder"), "serve", "--releases", str(self.root / "central" / "releases"),
             "--tls-cert", str(tls_cert), "--tls-key", str(tls_key),
             "--timestamp-key", str(self.central_keys.key("timestamp")), "--listen", f"{seeder_ip}:0",
-            "--bt-listen", f"{seeder_ip}:0",
+            "--bt-listen", f"{seeder_ip}:0", "--sku-key", str(self.central_keys.key("sku")),
             "--data-dir", str(self.central_data)], self.logs / "seeder.log", "event='listening'")
         await self.start("seeder")
         text = (self.logs / "seeder.log").read_text()
         self.seeder_url = text.split("event='listening'", 1)[1].split("url='", 1)[1].split("'", 1)[0]
+
+    async def start_store(self) -> None:
         for name in ["cache", *self.device_names]:
             self._node_proc(name)
         async with trio.open_nursery() as nursery:
@@ -103,17 +116,17 @@ class Rig:
     def _config(self, name: str) -> Path:
         role = "cache" if name == "cache" else "device"
         doc = {
-            "node": {"id": name, "role": role, "store": self.store, "class": "cache" if role == "cache" else "pos",
+            "node": {"id": self.node_id(name), "role": role, "store": self.store, "class": "cache" if role == "cache" else "pos",
                      "data_dir": str(self.data_dir(name)), "address": self.address(name),
                      "lan_network": f"127.{self.net}.1.0/24", "log_level": "info"},
             "central": {"root": str(self.central_keys.root)},
             "store": {"gossip_key_file": str(self.key_file), "gossip_port": GOSSIP_PORT, "api_port": 0,
                       "gossip_faults": self.faults},
-            "timing": {"status_every_s": 1.0, "catalog_poll_s": 30.0, "sku_poll_s": self.sku_poll_s},
+            "timing": {"status_every_s": 1.0, "catalog_poll_s": self.catalog_poll_s, "sku_poll_s": self.sku_poll_s},
         }
         identity = self.root / "nodes" / f"{name}.identity"
         if not identity.exists():  # issued once: a restarted till keeps its identity
-            self.central_keys.enrol(identity, node_id=name, store=self.store, role=role,
+            self.central_keys.enrol(identity, node_id=self.node_id(name), store=self.store, role=role,
                                     device_class=doc["node"]["class"])
         doc["node"]["identity_dir"] = str(identity)
         if role == "cache":
@@ -184,7 +197,7 @@ class Rig:
         """The device's status.json says its gossip channel hears the cache."""
         try:
             doc = json.loads((self.data_dir(name) / "status.json").read_text())
-            return bool(doc["storedata"]["gossip"]["peers"]["cache"]["alive"])
+            return bool(doc["storedata"]["gossip"]["peers"][self.node_id("cache")]["alive"])
         except (OSError, ValueError, KeyError, TypeError):
             return False
 

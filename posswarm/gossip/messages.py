@@ -158,7 +158,10 @@ class SkuDigest:
 
 @dataclass(frozen=True, slots=True)
 class SkuEntries:
-    """Catalog entries (tombstones included) answering a request or pushing a change."""
+    """Catalog entries (tombstones included) answering a request or pushing a change.
+
+    Each carries central's signature (``key_id``, ``signature``): the receiver applies only what a key
+    of the root's SKU role signed, so a relaying node can leave an entry out but never change one."""
 
     KIND: ClassVar[str] = "sku.entries"
     entries: tuple[SkuEntry, ...]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import blake3
 
 from posswarm import logs
 from posswarm.errors import PosswarmError
 from posswarm.sku.entry import SkuEntry, Version, wins
-from posswarm.sku.hlc import MAX_SKEW_MS, unpack
+from posswarm.sku.hlc import MAX_SKEW_MS, Clock, unpack
 from posswarm.sqlite_file import open_db, transaction
 
 log = logs.get("sku")
@@ -30,7 +30,9 @@ CREATE TABLE IF NOT EXISTS sku (
     name TEXT NOT NULL,
     price_cents INTEGER NOT NULL,
     tax_class TEXT NOT NULL,
-    leaf BLOB NOT NULL
+    leaf BLOB NOT NULL,
+    key_id TEXT NOT NULL DEFAULT '',
+    signature BLOB NOT NULL DEFAULT x''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sku_barcode ON sku(barcode) WHERE barcode != '';
 CREATE INDEX IF NOT EXISTS sku_bucket ON sku(bucket, code);
@@ -45,12 +47,20 @@ CREATE TABLE IF NOT EXISTS bucket (
 );
 """
 
-_COLUMNS = "code, hlc, origin, deleted, barcode, name, price_cents, tax_class"
+_COLUMNS = "code, hlc, origin, deleted, barcode, name, price_cents, tax_class, key_id, signature"
+# Replicas written before entries were signed: their rows gain empty signatures (never served or
+# passed on as central's; central stamps and signs its own anew).
+_SIGNATURE_COLUMNS = ("ALTER TABLE sku ADD COLUMN key_id TEXT NOT NULL DEFAULT ''",
+                      "ALTER TABLE sku ADD COLUMN signature BLOB NOT NULL DEFAULT x''")
 
 _WRITE = """
-INSERT OR REPLACE INTO sku (code, bucket, hlc, origin, deleted, barcode, name, price_cents, tax_class, leaf)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT OR REPLACE INTO sku (code, bucket, hlc, origin, deleted, barcode, name, price_cents, tax_class, leaf,
+                            key_id, signature)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+Check = Callable[[list[SkuEntry]], list[SkuEntry]]
+"""Which of the entries about to be merged may be (e.g. central's signature checked)."""
+
 # Codes per version lookup: well under SQLite's host-parameter limit.
 _LOOKUP = 500
 
@@ -69,8 +79,8 @@ def differing_buckets(mine: Sequence[bytes], theirs: Sequence[bytes]) -> list[in
 
 
 def _entry(row: tuple) -> SkuEntry:
-    code, hlc, origin, deleted, barcode, name, price_cents, tax_class = row
-    return SkuEntry(code, hlc, origin, bool(deleted), barcode, name, price_cents, tax_class)
+    code, hlc, origin, deleted, barcode, name, price_cents, tax_class, kid, signature = row
+    return SkuEntry(code, hlc, origin, bool(deleted), barcode, name, price_cents, tax_class, kid, bytes(signature))
 
 
 class SkuReplica:
@@ -79,13 +89,20 @@ class SkuReplica:
     Not thread-safe: the trio driver serialises calls.
     """
 
-    def __init__(self, path: str, *, durable: bool = False) -> None:
+    def __init__(self, path: str, *, durable: bool = False, digests: bool = True) -> None:
         self.path = path
         self._what = f"sku replica {path}"
         # Not durable (synchronous=NORMAL) by default: a store replica that loses its last commits to
         # a power cut gets them back by anti-entropy, and 100k SKUs for a fresh till are many commits
         # (notes §2: 35k/s vs 2.4k/s). Central, the source of truth, passes durable=True.
         self._db = open_db(path, "sku replica", _SCHEMA, synchronous="FULL" if durable else "NORMAL")
+        # Central serves by cursor and never answers a digest; without digests, re-signing the catalog in
+        # batches costs each batch its own rows, not a re-hash of every bucket it touches (the whole catalog).
+        self._digests = digests
+        held = {row[1] for row in self._db.execute("PRAGMA table_info(sku)")}
+        with transaction(self._db, self._what) as db:
+            for statement in _SIGNATURE_COLUMNS if "signature" not in held else ():
+                db.execute(statement)
         self.refused = 0  # entries refused for a clock too far ahead, since start (status reports it)
 
     def close(self) -> None:
@@ -94,11 +111,13 @@ class SkuReplica:
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM sku").fetchone()[0]
 
-    def apply(self, entries: Iterable[SkuEntry], *, now_ms: int | None = None) -> int:
+    def apply(self, entries: Iterable[SkuEntry], *, now_ms: int | None = None, check: Check | None = None) -> int:
         """Merge ``entries`` (last writer wins); return how many rows changed.
 
         With ``now_ms``, entries stamped more than MAX_SKEW_MS ahead of it are refused: such an
-        entry would win every later write until real time caught up.
+        entry would win every later write until real time caught up. With ``check`` (a node's
+        :meth:`~posswarm.sku.signature.SkuSignatures.accepted`), only the entries it passes are
+        merged; it sees just those that would replace what is held, so a repeat costs no check.
         """
         fresh, refused = [], 0
         for entry in entries:
@@ -110,21 +129,34 @@ class SkuReplica:
             self.refused += refused
             log.warning("sku.refused_future", count=refused, limit_ms=MAX_SKEW_MS,
                         hint="a clock is ahead: check NTP on central and on this node")
-        fresh.sort(key=lambda e: e.code)  # B-tree writes in key order are several times faster than random ones
         with transaction(self._db, self._what) as db:
-            held = self._versions(db, {entry.code for entry in fresh})
-            winners: dict[str, tuple] = {}
-            for entry in fresh:
-                version = entry.version
-                if wins(version, held.get(entry.code)):
-                    held[entry.code] = version
-                    winners[entry.code] = (
-                        entry.code, bucket_of(entry.code), entry.hlc, entry.origin, int(entry.deleted),
-                        entry.barcode, entry.name, entry.price_cents, entry.tax_class, version[2],
-                    )  # fmt: skip
-            db.executemany(_WRITE, winners.values())
-            for bucket in {row[1] for row in winners.values()}:
-                self._rehash(db, bucket)
+            return self._merge(db, fresh, check)
+
+    def stamp_and_apply(self, build: Callable[[Clock], list[SkuEntry]]) -> int:
+        """Merge what ``build`` makes with a clock following the newest stamp held, in one write transaction,
+        so no other writer (the import CLI, the seeder's signer) stamps in between with a stale clock."""
+        with transaction(self._db, self._what) as db:
+            return self._merge(db, build(Clock(self.max_hlc())), None)
+
+    def _merge(self, db, fresh: list[SkuEntry], check: Check | None) -> int:
+        fresh.sort(key=lambda e: e.code)  # B-tree writes in key order are several times faster than random ones
+        held = self._versions(db, {entry.code for entry in fresh})
+        newer = [entry for entry in fresh if wins(entry.version, held.get(entry.code))]
+        if check is not None and newer:
+            newer = check(newer)
+        winners: dict[str, tuple] = {}
+        for entry in newer:
+            version = entry.version
+            if wins(version, held.get(entry.code)):
+                held[entry.code] = version
+                winners[entry.code] = (
+                    entry.code, bucket_of(entry.code), entry.hlc, entry.origin, int(entry.deleted),
+                    entry.barcode, entry.name, entry.price_cents, entry.tax_class, version[2],
+                    entry.key_id, entry.signature,
+                )  # fmt: skip
+        db.executemany(_WRITE, winners.values())
+        for bucket in {row[1] for row in winners.values()} if self._digests else ():
+            self._rehash(db, bucket)
         return len(winners)
 
     @staticmethod
@@ -177,20 +209,29 @@ class SkuReplica:
             found.extend(_entry(row) for row in rows)
         return found
 
-    def changes_since(self, hlc_cursor: int, limit: int = 500) -> list[SkuEntry]:
+    def changes_since(self, hlc_cursor: int, limit: int = 500, *, signed_only: bool = False) -> list[SkuEntry]:
         """Entries with hlc > ``hlc_cursor``, oldest first; the last one's hlc is the next cursor.
 
         A page never ends part-way through entries sharing one hlc (two writers can tie),
         so resuming from the last hlc loses nothing; it may therefore exceed ``limit``.
+        ``signed_only`` (central serving the caches) leaves out entries not signed yet.
         """
+        signed = " AND signature != x''" if signed_only else ""
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM sku WHERE hlc > ? ORDER BY hlc, code LIMIT ?", (hlc_cursor, limit)
+            f"SELECT {_COLUMNS} FROM sku WHERE hlc > ?{signed} ORDER BY hlc, code LIMIT ?", (hlc_cursor, limit)
         ).fetchall()
         if rows and len(rows) == limit:
             last_hlc, last_code = rows[-1][1], rows[-1][0]
             rows += self._db.execute(
-                f"SELECT {_COLUMNS} FROM sku WHERE hlc = ? AND code > ? ORDER BY code", (last_hlc, last_code)
+                f"SELECT {_COLUMNS} FROM sku WHERE hlc = ? AND code > ?{signed} ORDER BY code", (last_hlc, last_code)
             ).fetchall()
+        return [_entry(row) for row in rows]
+
+    def not_signed_by(self, kid: str, after_hlc: int, limit: int) -> list[SkuEntry]:
+        """Up to ``limit`` entries stamped after ``after_hlc``, oldest first, whose signature is not by ``kid``."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM sku WHERE hlc > ? AND key_id != ? ORDER BY hlc LIMIT ?", (after_hlc, kid, limit)
+        ).fetchall()
         return [_entry(row) for row in rows]
 
     def max_hlc(self) -> int:

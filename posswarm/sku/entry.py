@@ -8,7 +8,10 @@ import blake3
 import msgpack
 
 from posswarm.errors import PosswarmError
+from posswarm.signed_doc import KEY_ID
 from posswarm.sku.hlc import MAX_HLC
+
+SIGNATURE_SIZE = 64  # Ed25519
 
 
 class InvalidSkuEntry(PosswarmError):
@@ -21,6 +24,8 @@ class SkuEntry:
 
     A deletion is a tombstone (``deleted=True``) that must outlive the entry it buries,
     otherwise a replica that missed the delete would resurrect the SKU by anti-entropy.
+    ``key_id`` and ``signature`` are central's Ed25519 signature over :meth:`content`
+    (posswarm/sku/signature.py); empty until central's seeder signs the entry.
     """
 
     code: str
@@ -31,6 +36,8 @@ class SkuEntry:
     name: str = ""
     price_cents: int = 0
     tax_class: str = ""
+    key_id: str = ""
+    signature: bytes = b""
 
     def __post_init__(self) -> None:
         who = f"sku {self.code!r}"
@@ -48,23 +55,35 @@ class SkuEntry:
                 raise InvalidSkuEntry(f"{who}: {field} must be text of at most {longest} characters")
         if type(self.price_cents) is not int or not 0 <= self.price_cents < 2**53:
             raise InvalidSkuEntry(f"{who}: price {self.price_cents!r} must be whole non-negative cents")
+        if not (type(self.key_id) is str and (self.key_id == "" or KEY_ID.fullmatch(self.key_id))):
+            raise InvalidSkuEntry(f"{who}: key id {self.key_id!r} is not a 16-hex-digit posswarm key id")
+        if type(self.signature) is not bytes or len(self.signature) not in (0, SIGNATURE_SIZE):
+            raise InvalidSkuEntry(f"{who}: signature must be {SIGNATURE_SIZE} bytes")
 
-    def to_wire(self) -> list:
+    def content(self) -> list:
+        """What the entry says, without its signature: what central signs and the leaf hashes."""
         return [
             self.code, self.hlc, self.origin, self.deleted,
             self.barcode, self.name, self.price_cents, self.tax_class,
         ]  # fmt: skip
 
+    def to_wire(self) -> list:
+        return [*self.content(), self.key_id, self.signature]
+
     @classmethod
     def from_wire(cls, wire: object) -> SkuEntry:
-        if not isinstance(wire, (list, tuple)) or len(wire) != 8:
-            raise InvalidSkuEntry("sku entry: wire form is not an 8-item list (sender on another version?)")
+        # 8 items: a sender from before signatures; it parses, and the signature check refuses it by name.
+        if not isinstance(wire, (list, tuple)) or len(wire) not in (8, 10):
+            raise InvalidSkuEntry("sku entry: wire form is not a 10-item list (sender on another version?)")
         return cls(*wire)
 
     @property
     def leaf(self) -> bytes:
-        """16-byte hash of the whole entry: bucket digests are built from these."""
-        return blake3.blake3(msgpack.packb(self.to_wire())).digest(16)
+        """16-byte hash of what the entry says: bucket digests are built from these.
+
+        The signature is left out, so an entry re-signed without a new stamp would look equal to
+        anti-entropy; central therefore stamps every entry it (re-)signs anew (seeder/sku.py)."""
+        return blake3.blake3(msgpack.packb(self.content())).digest(16)
 
     @property
     def version(self) -> Version:

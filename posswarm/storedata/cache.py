@@ -12,9 +12,11 @@ from posswarm.errors import PosswarmError
 from posswarm.gossip.driver import StoreChannel
 from posswarm.gossip.messages import SalesAck, SalesDigest, SalesPush, SkuDigest, SkuEntries, SkuRequest
 from posswarm.identity.credential import Credential
+from posswarm.keys import KeyRing
 from posswarm.sales.ledger import Ledger
 from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
+from posswarm.sku.signature import SkuSignatures
 from posswarm.storedata import central
 from posswarm.storedata.inbox import handle_each
 from posswarm.storedata.sku_sync import SkuServer, batches
@@ -41,7 +43,7 @@ class CacheData:
     """Owns the ledger and the store's SKU replica; changed only by its own tasks."""
 
     def __init__(self, channel: StoreChannel, *, ledger_path: str, sku_path: str, store: str, central_url: str,
-                 central_tls: ssl.SSLContext | bool = True,
+                 central_tls: ssl.SSLContext | bool = True, sku_keys: KeyRing | None = None,
                  timezone: str = "UTC", sku_poll_s: float = 2.0, credential: Credential | None = None) -> None:
         self.channel = channel
         self.credential = credential  # signs every batch to central: only the store's certified cache is believed
@@ -53,6 +55,8 @@ class CacheData:
         self._sales_db = SqliteThread()
         self._sku_db = SqliteThread()
         self._forward_now = trio.Event()
+        # Central's signature, checked on every entry pulled (no keys given: every entry is refused).
+        self.signatures = SkuSignatures(sku_keys or KeyRing([]))
         self.central_error: str | None = None
         self.forwarded = 0
         # False while a big catch-up from central is under way: answering tills' digests then would
@@ -154,12 +158,27 @@ class CacheData:
                 caught_up, self.sku_settled = False, True
                 await trio.sleep(self.sku_poll_s)
                 continue
+            refused_before, signed = self.signatures.refused, []
+
+            def check(newer: list[SkuEntry]) -> list[SkuEntry]:
+                # Only entries newer than what is held are checked: a page asked for again after a refusal
+                # costs the refused entries' checks, not the whole page's.
+                good = self.signatures.accepted(newer, source=self.central_url)
+                signed.extend(good)
+                return good
+
             if entries:
-                changed = await self._sku_db.run(self.replica.apply, entries, now_ms=now_ms())
-                if changed and len(entries) <= PUSH_CHANGES_MAX:
-                    for batch in batches(entries):
+                changed = await self._sku_db.run(self.replica.apply, entries, now_ms=now_ms(), check=check)
+                if changed and len(signed) <= PUSH_CHANGES_MAX:
+                    for batch in batches(signed):
                         self.channel.broadcast(SkuEntries(batch), role="device")
                 log.info("sku.pulled", entries=len(entries), changed=changed)
+            if self.signatures.refused > refused_before:
+                # Not past what was refused: after a rotation this node may not hold the new root yet, and
+                # the page comes again (an on-path forger can only delay changes, never make one).
+                caught_up, self.sku_settled = False, True
+                await trio.sleep(self.sku_poll_s)
+                continue
             if next_cursor != cursor:
                 await self._sku_db.run(self.replica.set_cursor, next_cursor)
             caught_up = self.sku_settled = not more
@@ -174,4 +193,5 @@ class CacheData:
                       "forwarded_this_run": self.forwarded, "central_error": self.central_error},
             "skus": await self._sku_db.run(self.replica.__len__),
             "sku_refused_future": self.replica.refused,
+            "sku_refused_signature": self.signatures.refused,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import trio
 
@@ -11,10 +12,12 @@ from posswarm import logs
 from posswarm.errors import PosswarmError
 from posswarm.gossip.driver import StoreChannel
 from posswarm.gossip.messages import SalesAck, SalesDigest, SalesPush, SkuDigest, SkuEntries, SkuRequest
+from posswarm.keys import KeyRing
 from posswarm.sales.model import Sale
 from posswarm.sales.outbox import Outbox, Recorded
 from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
+from posswarm.sku.signature import SkuSignatures
 from posswarm.storedata.inbox import handle_each
 from posswarm.storedata.sku_sync import SkuServer
 from posswarm.storedata.sqlite_thread import SqliteThread
@@ -37,7 +40,8 @@ APPLY_GATHER_S = 0.05
 class DeviceData:
     """Owns the outbox and SKU replica files; changed only by its own tasks and :meth:`record`."""
 
-    def __init__(self, channel: StoreChannel, *, outbox_path: str, sku_path: str, device_id: str) -> None:
+    def __init__(self, channel: StoreChannel, *, outbox_path: str, sku_path: str, device_id: str,
+                 sku_keys: KeyRing | None = None) -> None:
         self.channel = channel
         self._outbox_path, self._sku_path, self._device_id = outbox_path, sku_path, device_id
         self.outbox: Outbox | None = None
@@ -48,7 +52,9 @@ class DeviceData:
         self._last_entries = -1e9
         self._replica_turn = 0
         self._copied_upto = 0
-        self._sku_in, self._sku_out = trio.open_memory_channel[tuple[SkuEntry, ...]](math.inf)
+        self._sku_in, self._sku_out = trio.open_memory_channel[tuple[str, tuple[SkuEntry, ...]]](math.inf)
+        # Central's signature, checked before an entry is applied (no keys given: every entry is refused).
+        self.signatures = SkuSignatures(sku_keys or KeyRing([]))
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         self.outbox = await trio.to_thread.run_sync(Outbox, self._outbox_path, self._device_id)
@@ -135,7 +141,7 @@ class DeviceData:
                 self._kick.set()
         elif isinstance(message, SkuEntries):
             self._last_entries = trio.current_time()
-            self._sku_in.send_nowait(message.entries)
+            self._sku_in.send_nowait((node, message.entries))
         elif isinstance(message, SkuDigest):
             self._nursery.start_soon(self.sku.answer_digest, node, message.buckets)
         elif isinstance(message, SkuRequest):
@@ -147,16 +153,21 @@ class DeviceData:
             log.debug("sales.acked", own=own, carried_dropped=dropped)
 
     async def _apply_sku(self) -> None:
-        """Apply what arrived in as few transactions as it allows: a fresh till gets 100k SKUs in ~75 frames."""
-        async for entries in self._sku_out:
-            batch = list(entries)
+        """Apply what arrived in as few transactions as it allows: a fresh till gets 100k SKUs in ~75 frames.
+
+        Whoever sent them (the cache, a fellow till), only entries central signed are applied."""
+        async for node, entries in self._sku_out:
+            batch, senders = list(entries), {node}
             while len(batch) < APPLY_MAX:
                 with trio.move_on_after(APPLY_GATHER_S) as gap:
-                    batch.extend(await self._sku_out.receive())
+                    node, entries = await self._sku_out.receive()
+                    batch.extend(entries)
+                    senders.add(node)
                 if gap.cancelled_caught:
                     break
+            check = partial(self.signatures.accepted, source=",".join(sorted(senders)))
             try:
-                changed = await self._sku_db.run(self.replica.apply, batch, now_ms=now_ms())
+                changed = await self._sku_db.run(self.replica.apply, batch, now_ms=now_ms(), check=check)
             except PosswarmError as exc:  # anti-entropy sends these again once the file is writable
                 log.error("sku.apply_failed", entries=len(batch), reason=str(exc))
                 continue
@@ -184,4 +195,4 @@ class DeviceData:
         counts = await self._sales_db.run(self.outbox.counts)
         skus = await self._sku_db.run(self.replica.__len__)
         return {"sales": counts, "skus": skus, "sku_refused_future": self.replica.refused,
-                "incarnation": self.outbox.incarnation}
+                "sku_refused_signature": self.signatures.refused, "incarnation": self.outbox.incarnation}

@@ -16,6 +16,7 @@ from posswarm.gossip import faults
 from posswarm.gossip.driver import StoreChannel
 from posswarm.identity.credential import Credential
 from posswarm.identity.tls import central_context
+from posswarm.keys import KeyRing
 from posswarm.storedata.api import local_app
 from posswarm.storedata.cache import CacheData
 from posswarm.storedata.device import DeviceData
@@ -57,9 +58,11 @@ def api_url(data_dir: Path) -> str:
 class StoreData:
     """The node's store-data service; the node forwards mDNS sightings with :meth:`peer_found`/:meth:`peer_lost`."""
 
-    def __init__(self, config: NodeConfig, data_dir: Path, *, credential: Credential | None = None) -> None:
+    def __init__(self, config: NodeConfig, data_dir: Path, *, sku_keys: KeyRing,
+                 credential: Credential | None = None) -> None:
         self.config = config
-        self.credential = credential
+        self.sku_keys = sku_keys  # the root of trust's SKU keys (CentralTrust.sku_keys, follows rotation)
+        self.credential = credential  # signs the cache's sales batches to central
         self.data_dir = Path(data_dir)
         c = config
         self.channel = StoreChannel(
@@ -87,11 +90,12 @@ class StoreData:
                 self.role_data = CacheData(
                     self.channel, ledger_path=str(self.data_dir / "ledger.sqlite"), sku_path=sku_path,
                     store=c.store, central_url=c.catalog_url, central_tls=central_context(c.central_ca),
-                    timezone=c.timezone, sku_poll_s=c.sku_poll_s, credential=self.credential,
+                    timezone=c.timezone, sku_poll_s=c.sku_poll_s, sku_keys=self.sku_keys,
+                    credential=self.credential,
                 )
             else:
                 self.role_data = DeviceData(self.channel, outbox_path=str(self.data_dir / "outbox.sqlite"),
-                                            sku_path=sku_path, device_id=c.node_id)
+                                            sku_path=sku_path, device_id=c.node_id, sku_keys=self.sku_keys)
             await nursery.start(self.role_data.run)
             # Loopback only: the API takes sales from software on this machine, never from the LAN.
             self.api_url = await nursery.start(http_service.run, local_app(self.role_data), "127.0.0.1", c.api_port)

@@ -9,7 +9,7 @@ from posswarm.errors import PosswarmError
 from posswarm.gossip.driver import StoreChannel
 from posswarm.gossip.messages import SkuEntries
 from posswarm.sku.catalog import SkuReplica, differing_buckets
-from posswarm.sku.entry import SkuEntry
+from posswarm.sku.entry import SIGNATURE_SIZE, SkuEntry
 from posswarm.storedata.sqlite_thread import SqliteThread
 
 log = logs.get("storedata")
@@ -17,6 +17,7 @@ log = logs.get("storedata")
 # Frames are capped at 256 KiB (frames.MAX_FRAME); fill one to ~192 KiB by a generous per-entry estimate.
 BATCH_BYTES = 192 * 1024
 READ_BUCKETS = 128
+SIGNED_COST = SIGNATURE_SIZE + 16 + 4
 
 
 def batches(entries: Iterable[SkuEntry]) -> Iterator[tuple[SkuEntry, ...]]:
@@ -24,8 +25,9 @@ def batches(entries: Iterable[SkuEntry]) -> Iterator[tuple[SkuEntry, ...]]:
     batch: list[SkuEntry] = []
     size = 0
     for entry in entries:
-        # msgpack costs at most 4 bytes of header per str field; names can be 4 bytes per character.
-        cost = 48 + len(entry.code) + len(entry.barcode) + 4 * len(entry.name) + len(entry.tax_class) + len(entry.origin)
+        # msgpack costs at most 4 bytes of header per str field; names can be 4 bytes per character;
+        # central's signature and key id add 64 + 16 bytes and their headers.
+        cost = 48 + SIGNED_COST + len(entry.code) + len(entry.barcode) + 4 * len(entry.name) + len(entry.tax_class) + len(entry.origin)
         if batch and size + cost > BATCH_BYTES:
             yield tuple(batch)
             batch, size = [], 0

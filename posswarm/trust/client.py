@@ -76,6 +76,7 @@ class CentralTrust:
         self.keyring = KeyRing([])
         self.enrolment_keys: tuple = ()  # who may certify store peers (the root's enrolment role)
         self.tls: ssl.SSLContext | bool = True  # how the source's HTTPS is verified (the node sets it)
+        self.sku_keys = KeyRing([])  # who signs SKU entries (the root's sku role); one ring, replaced in place
         self.state: CentralState | None = None
         self.last: Outcome | None = None
         self.refused: dict[str, str] = {}  # source url -> the last verdict against it
@@ -90,12 +91,17 @@ class CentralTrust:
             raise PosswarmError(f"root of trust {self.root_file}: cannot copy it into {self.dir} ({exc.strerror}; "
                                 "check the path and the data_dir permissions)") from None
         root = self._local_root()
-        self.keyring.replace(release_keys(root.signed).keys())
-        self.enrolment_keys = tuple(role_public_keys(root.signed, "enrolment"))
+        self._take_keys(root)
         try:
             self.state = _verified_local(self.dir, root)
         except (OSError, ValueError, tuf_errors.RepositoryError):
             self.state = None  # none yet, or an interrupted write: the next refresh fetches it again
+
+    def _take_keys(self, root: Metadata[Root]) -> None:
+        """Every role key the parts of the node check with, from the newest verified root."""
+        self.keyring.replace(release_keys(root.signed).keys())
+        self.enrolment_keys = tuple(role_public_keys(root.signed, "enrolment"))
+        self.sku_keys.replace(role_public_keys(root.signed, "sku"))
 
     def _local_root(self) -> Metadata[Root]:
         try:
@@ -145,8 +151,7 @@ class CentralTrust:
         except (OSError, ValueError, tuf_errors.RepositoryError, PosswarmError) as exc:
             raise TrustError(f"central state via {base}: refused, what python-tuf kept in {self.dir} does not "
                              f"verify ({_first_line(exc)}); the next refresh fetches it again") from None
-        self.keyring.replace(release_keys(root.signed).keys())
-        self.enrolment_keys = tuple(role_public_keys(root.signed, "enrolment"))
+        self._take_keys(root)
         return state
 
     def fresh(self, now: float) -> bool:

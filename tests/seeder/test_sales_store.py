@@ -195,6 +195,9 @@ def test_cli_imports_skus_and_exports_sales(tmp_path, capsys, restore_logging):
     catalog = CentralCatalog(str(data / "sku.sqlite"))
     assert catalog.replica.get("400").price_cents == 175 and catalog.replica.get("B2") is None
     assert catalog.replica.entry("B2").deleted  # a tombstone, so replicas that had it delete it too
+    assert catalog.page(0)["entries"] == []  # nothing is served before the running seeder signed it
+    key = Ed25519PrivateKey.generate()
+    assert catalog.sign_pending(key, now_ms=1)[0] == 2
     page = catalog.page(0)  # what a cache starting from nothing pulls: each SKU's latest state, oldest first
     assert [(w[0], w[3], w[6]) for w in page["entries"]] == [("A1", False, 175), ("B2", True, 0)]
     assert page["cursor"] == page["entries"][-1][1] and page["more"] is False

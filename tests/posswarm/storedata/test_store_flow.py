@@ -16,6 +16,8 @@ from starlette.routing import Route
 from posswarm import http_service
 from posswarm.gossip.driver import StoreChannel
 from posswarm.identity.credential import load_credential
+from posswarm.keys import KeyRing, generate_keypair, load_private_key
+from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
 from posswarm.storedata.api import local_app
 from posswarm.storedata.cache import CacheData
@@ -26,6 +28,7 @@ from tests.posswarm.test_identity import credential_in
 
 SECRET = b"store-S042-secret-0123456789abcdef"
 STORE = "S042"
+KEYS = KeyRing([])  # the root's SKU keys as the nodes hold them: the test's Central puts its key here
 
 
 async def _until(predicate, timeout: float = 15.0) -> None:
@@ -54,6 +57,31 @@ class Central:
             (self.enrolment_key.public_key(),), now=datetime.datetime.now(datetime.UTC))
         self.app = Starlette(routes=sales.routes(self.sales, lambda: [self.enrolment_key.public_key()], OperatorGate(None))
                              + sku.routes(self.catalog))
+        self.sku_key = generate_keypair(root / "central-keys", "sku")[0]
+        KEYS.replace([load_private_key(self.sku_key).public_key()])
+
+    def import_rows(self, rows: list[dict], **kwargs) -> dict:
+        """As `posswarm-seeder sku import` does it: its own connection to the file the running seeder serves."""
+        return self._on_own_connection(lambda catalog: catalog.import_rows(rows, **kwargs))
+
+    def digests(self) -> list[bytes]:
+        """The bucket digests of a replica holding exactly central's entries (central keeps none itself)."""
+        entries = self._on_own_connection(lambda catalog: catalog.replica.changes_since(0, 1 << 62))
+        replica = SkuReplica(":memory:")
+        replica.apply(entries)
+        return replica.bucket_digests()
+
+    def _on_own_connection(self, fn):
+        catalog = sku.CentralCatalog(self.catalog.replica.path)
+        try:
+            return fn(catalog)
+        finally:
+            catalog.close()
+
+    async def start(self, nursery, app=None) -> str:
+        """Central's signer and HTTP routes (``app`` in place of the real one); returns its URL."""
+        await nursery.start(sku.sign_forever, self.catalog, self.sku_key)
+        return await nursery.start(http_service.run, app or self.app, "127.0.0.1", 0)
 
 
 def _channel(node: str, role: str) -> StoreChannel:
@@ -63,7 +91,7 @@ def _channel(node: str, role: str) -> StoreChannel:
 async def _start_cache(nursery, root: Path, url: str, central: Central) -> tuple[CacheData, trio.CancelScope]:
     channel = _channel("cache", "cache")
     cache = CacheData(channel, ledger_path=str(root / "cache-ledger.sqlite"), sku_path=str(root / "cache-sku.sqlite"),
-                      store=STORE, central_url=url, sku_poll_s=0.2, credential=central.cache_credential)
+                      store=STORE, central_url=url, sku_poll_s=0.2, sku_keys=KEYS, credential=central.cache_credential)
     scope = trio.CancelScope()
 
     async def run(task_status=trio.TASK_STATUS_IGNORED):
@@ -80,7 +108,7 @@ async def _start_cache(nursery, root: Path, url: str, central: Central) -> tuple
 async def _start_device(nursery, root: Path, node: str, cache_port: int | None) -> tuple[DeviceData, trio.CancelScope]:
     channel = _channel(node, "device")
     device = DeviceData(channel, outbox_path=str(root / f"{node}-outbox.sqlite"), sku_path=str(root / f"{node}-sku.sqlite"),
-                        device_id=node)
+                        device_id=node, sku_keys=KEYS)
     scope = trio.CancelScope()
 
     async def run(task_status=trio.TASK_STATUS_IGNORED):
@@ -103,9 +131,9 @@ def _csv(path: Path, rows: list[tuple]) -> Path:
 
 async def test_catalog_out_sales_back_exactly_once(nursery, tmp_path):
     central = Central(tmp_path)
-    url = await nursery.start(http_service.run, central.app, "127.0.0.1", 0)
+    url = await central.start(nursery)
     rows = [(f"SKU{i:04d}", f"40000000{i:05d}", f"item {i}", 100 + i, "A") for i in range(300)]
-    central.catalog.import_rows(sku.read_csv(_csv(tmp_path / "cat.csv", rows)))
+    central.import_rows(sku.read_csv(_csv(tmp_path / "cat.csv", rows)))
 
     cache, _ = await _start_cache(nursery, tmp_path, url, central)
     tills = [(await _start_device(nursery, tmp_path, f"till-{i}", cache.channel.port))[0] for i in (1, 2)]
@@ -118,7 +146,7 @@ async def test_catalog_out_sales_back_exactly_once(nursery, tmp_path):
 
     # A price change and a deletion at central reach every till (pushed, and by anti-entropy).
     changed = [r if r[0] != "SKU0007" else ("SKU0007", r[1], r[2], 999, "B") for r in rows if r[0] != "SKU0008"]
-    result = central.catalog.import_rows(sku.read_csv(_csv(tmp_path / "cat2.csv", changed)), replace=True)
+    result = central.import_rows(sku.read_csv(_csv(tmp_path / "cat2.csv", changed)), replace=True)
     assert result["changed"] == 2 and result["tombstoned_missing"] == 1
 
     async def change_arrived():
@@ -152,7 +180,7 @@ async def test_catalog_out_sales_back_exactly_once(nursery, tmp_path):
 
 async def test_a_tills_sale_survives_its_disk_dying_before_the_cache_saw_it(nursery, tmp_path):
     central = Central(tmp_path)
-    url = await nursery.start(http_service.run, central.app, "127.0.0.1", 0)
+    url = await central.start(nursery)
     till1, scope1 = await _start_device(nursery, tmp_path, "till-1", None)
     till2, _ = await _start_device(nursery, tmp_path, "till-2", None)
     till1.channel.add_peer("till-2", "127.0.0.1", till2.channel.port, "device")
@@ -223,7 +251,7 @@ async def test_cache_keeps_sales_while_central_is_down_then_forwards_each_once(n
         return await ingest(request)
 
     app = Starlette(routes=[Route("/sales/ingest", flaky_ingest, methods=["POST"]), *sku.routes(central.catalog)])
-    url = await nursery.start(http_service.run, app, "127.0.0.1", 0)
+    url = await central.start(nursery, app)
     cache, _ = await _start_cache(nursery, tmp_path, url, central)
     till, _ = await _start_device(nursery, tmp_path, "till-1", cache.channel.port)
     for _ in range(30):
@@ -241,9 +269,9 @@ async def test_cache_keeps_sales_while_central_is_down_then_forwards_each_once(n
 
 async def test_a_till_that_was_off_catches_up_by_anti_entropy(nursery, tmp_path):
     central = Central(tmp_path)
-    url = await nursery.start(http_service.run, central.app, "127.0.0.1", 0)
+    url = await central.start(nursery)
     rows = [(f"SKU{i:04d}", f"5{i:05d}", f"item {i}", 100 + i, "A") for i in range(500)]
-    central.catalog.import_rows(sku.read_csv(_csv(tmp_path / "a.csv", rows)))
+    central.import_rows(sku.read_csv(_csv(tmp_path / "a.csv", rows)))
     cache, _ = await _start_cache(nursery, tmp_path, url, central)
     till, scope = await _start_device(nursery, tmp_path, "till-1", cache.channel.port)
 
@@ -251,21 +279,21 @@ async def test_a_till_that_was_off_catches_up_by_anti_entropy(nursery, tmp_path)
         return await till._sku_db.run(till.replica.bucket_digests) == expected
 
     async def cache_root_is_central():
-        return await cache._sku_db.run(cache.replica.bucket_digests) == central.catalog.replica.bucket_digests()
+        return await cache._sku_db.run(cache.replica.bucket_digests) == central.digests()
 
-    await _until(lambda: till_root_is(central.catalog.replica.bucket_digests()))
+    await _until(lambda: till_root_is(central.digests()))
     scope.cancel()  # the till is switched off for the night ...
     changed = [(c, b, n, p * 2, t) for c, b, n, p, t in rows[:300]]  # 300 repriced, 200 gone
-    central.catalog.import_rows(sku.read_csv(_csv(tmp_path / "b.csv", changed)), replace=True)
+    central.import_rows(sku.read_csv(_csv(tmp_path / "b.csv", changed)), replace=True)
     await _until(cache_root_is_central)
     till, _ = await _start_device(nursery, tmp_path, "till-1", cache.channel.port)  # ... and back, same files
-    await _until(lambda: till_root_is(central.catalog.replica.bucket_digests()))
+    await _until(lambda: till_root_is(central.digests()))
     assert (await till.lookup("SKU0299")).price_cents == 2 * 399 and await till.lookup("SKU0300") is None
 
 
 async def test_a_batch_central_refuses_stays_at_the_cache_until_its_credential_is_fixed(nursery, tmp_path):
     central = Central(tmp_path)
-    url = await nursery.start(http_service.run, central.app, "127.0.0.1", 0)
+    url = await central.start(nursery)
     cache, _ = await _start_cache(nursery, tmp_path, url, central)
     right = cache.credential
     # Enrolled for another store by mistake: central refuses every batch it signs.
