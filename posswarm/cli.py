@@ -54,8 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
     demo.add_argument("--keep", action="store_true", help="keep the demo's temp directory (logs, data dirs)")
 
+    from posswarm import enrol_cmd
     from posswarm.storedata import commands as store_data_commands
 
+    enrol_cmd.add_command(sub)
     store_data_commands.add_commands(sub)
     return parser
 
@@ -79,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             from tools.demo import demo_main
 
             return demo_main(args)
+        if args.command == "enroll":
+            from posswarm.enrol_cmd import enroll_main
+
+            return enroll_main(args)
         if args.command in ("sale", "sku"):
             from posswarm.storedata import commands as store_data_commands
 

@@ -31,7 +31,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "node.log_level": ("log_level", "debug, info, warning or error"),
     "central.root": ("root", "path of central's root of trust (root.json from `posswarm-seeder keys init`); the one thing trusted"),
     "node.identity_dir": ("identity_dir", "directory with this node's credential (node.key, node.crt, authority.crt"
-                          " from `posswarm enroll`); '' = none"),
+                          " from `posswarm enroll` or `posswarm-seeder enroll`)"),
     "central.expiry_grace_s": ("expiry_grace_s", "seconds past the expiry of central's signed timestamp before new installs stop"),
     "central.catalog_url": ("catalog_url", "cache only: HTTPS URL of the central seeder, e.g. 'https://central:8080'"),
     "central.tls_ca": ("tls_ca", "CA certificate central's HTTPS must chain to; '' = the enrolment authority in"
@@ -63,7 +63,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "timing.status_every_s": ("status_every_s", "seconds between rewrites of status.json"),
     "timing.scrub_every_s": ("scrub_every_s", "seconds between re-reads of every held chunk against its BLAKE3"),
 }
-REQUIRED = ("node.role", "node.store", "node.address", "node.lan_network", "central.root")
+REQUIRED = ("node.role", "node.store", "node.address", "node.lan_network", "central.root", "node.identity_dir")
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,8 @@ class NodeConfig:
         if self.tls_ca:
             return Path(self.tls_ca)
         return Path(self.identity_dir) / "authority.crt" if self.identity_dir else None
+
+    @property
     def store_data(self) -> bool:
         """Whether this node runs the store's sales and SKU data (``store.data``, or the legacy key file)."""
         return self.data or bool(self.gossip_key_file)
@@ -200,9 +202,6 @@ def _check(c: NodeConfig, source: str) -> None:
     if c.catalog_url and not c.catalog_url.startswith("https://"):
         raise PosswarmError(f"{source}: 'central.catalog_url' is {c.catalog_url!r}; central is reached over HTTPS only "
                             "(https://...), so nothing on the WAN can read or rewrite what it sends")
-    if c.catalog_url and c.central_ca is None:
-        raise PosswarmError(f"{source}: nothing to verify central's HTTPS with; set 'node.identity_dir' (its "
-                            "authority.crt) or 'central.tls_ca'")
     if c.tls_ca and not Path(c.tls_ca).is_file():
         raise PosswarmError(f"{source}: 'central.tls_ca' {c.tls_ca} does not exist")
     for key, url in (("central.catalog_url", c.catalog_url), ("central.tracker_url", c.tracker_url),
@@ -240,5 +239,8 @@ def _check(c: NodeConfig, source: str) -> None:
                             " certificate; enrol the node with `posswarm enroll`)")
     if not c.root.is_file():
         raise PosswarmError(f"{source}: 'central.root' {c.root} does not exist (copy central's root.json there)")
+    if not c.identity_dir or not Path(c.identity_dir).is_dir():
+        raise PosswarmError(f"{source}: 'node.identity_dir' {c.identity_dir!r} is not a directory (enrol the node: "
+                            "`posswarm enroll --central URL --token T --node-id ID --out DIR`, then name DIR here)")
     if c.expiry_grace_s < 0:
         raise PosswarmError(f"{source}: 'central.expiry_grace_s' must be >= 0 seconds, got {c.expiry_grace_s}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from posswarm import logs
 from posswarm.errors import PosswarmError
 from posswarm.keys import generate_keypair, key_id, load_private_key
-from seeder import keys_cli, rollout_cli
+from seeder import enrolment_cli, keys_cli, rollout_cli
 
 PROG = "posswarm-seeder"
 
@@ -22,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     keys_cli.add_command(sub)
+    enrolment_cli.add_command(sub)
     k = sub.add_parser("keygen", help="create a lone central.key / central.pub (prefer `keys init`: roles and rotation)")
     k.add_argument("--out", required=True, type=Path, help="directory for the key pair")
 
@@ -55,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="the SKU role key (KEYS/sku.key): signs every SKU entry; nodes apply only signed ones")
     s.add_argument("--timestamp-expiry-s", type=float, default=86400.0,
                    help="life of each signed timestamp; nodes start no new installs once it lapses (default: 1 day)")
+    s.add_argument("--enrolment-key", type=Path, default=None,
+                   help="KEYS/enrolment.key (enrolment-ca.crt beside it): issue credentials to nodes presenting a "
+                        "one-time token from `enroll-token` at POST /enroll (default: none issued)")
+    s.add_argument("--operator-token-file", type=Path, default=None,
+                   help="file holding the operator bearer token that /sales/totals requires (default: none, and "
+                        "those endpoints refuse everyone)")
     s.add_argument("--tracker", default="", help="tracker announce URL (default: none)")
     s.add_argument("--super-seed", action="store_true",
                    help="BEP 16: give each piece to one cache until others have it, so stores that may seed each "
@@ -167,7 +174,8 @@ def _sku(args) -> int:
     return sku_cli.run(args)
 
 
-_COMMANDS = {"keys": keys_cli.run, "keygen": _keygen, "publish": _publish, "serve": _serve, "sales": _sales, "sku": _sku,
+_COMMANDS = {"keys": keys_cli.run, "enroll": enrolment_cli.run_enroll, "enroll-token": enrolment_cli.run_token,
+             "keygen": _keygen, "publish": _publish, "serve": _serve, "sales": _sales, "sku": _sku,
              "release": rollout_cli.run}
 
 

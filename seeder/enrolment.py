@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from posswarm.errors import PosswarmError
 from posswarm.fsync import replace_synced
 from posswarm.identity.certificate import CertifiedNode, check_names, issue, issue_server
-from posswarm.identity.credential import AUTHORITY_FILE, CERTIFICATE_FILE, KEY_FILE
+from posswarm.identity.credential import write_credential
 from posswarm.keys import load_private_key
 
 DEFAULT_LIFETIME = datetime.timedelta(days=365)
@@ -22,24 +22,27 @@ TLS_CERTIFICATE, TLS_KEY = "tls.crt", "tls.key"  # central's HTTPS, in the keys 
 def certify(keys_dir: Path, node_key: Ed25519PublicKey, *, node_id: str, store: str, role: str, device_class: str,
             lifetime: datetime.timedelta = DEFAULT_LIFETIME) -> tuple[bytes, bytes]:
     """(certificate PEM, authority PEM) for ``node_key``, signed by KEYS/enrolment.key."""
+    return certify_with(Path(keys_dir) / ENROLMENT_KEY, node_key, node_id=node_id, store=store, role=role,
+                        device_class=device_class, lifetime=lifetime)
+
+
+def certify_with(enrolment_key: Path, node_key: Ed25519PublicKey, *, node_id: str, store: str, role: str,
+                 device_class: str, lifetime: datetime.timedelta = DEFAULT_LIFETIME) -> tuple[bytes, bytes]:
+    """As :func:`certify`, with the enrolment key file named (its authority certificate lies beside it).
+
+    Both files are read on every call: ``keys rotate enrolment`` replaces them under a running seeder.
+    """
     check_names(node_id, store, role, device_class)
     now = datetime.datetime.now(datetime.UTC)
-    authority = (Path(keys_dir) / AUTHORITY_IN_KEYS).read_bytes()
+    authority_path = Path(enrolment_key).with_name(AUTHORITY_IN_KEYS)
+    try:
+        authority = authority_path.read_bytes()
+    except OSError as exc:
+        raise PosswarmError(f"enrolment authority {authority_path}: cannot read it ({exc.strerror}); it lies beside "
+                            "enrolment.key after `posswarm-seeder keys init`") from None
     claims = CertifiedNode(node_id=node_id, store=store, role=role, device_class=device_class, not_after=now + lifetime)
-    certificate = issue(load_private_key(Path(keys_dir) / ENROLMENT_KEY), authority, node_key, claims, now=now)
+    certificate = issue(load_private_key(Path(enrolment_key)), authority, node_key, claims, now=now)
     return certificate, authority
-
-
-def write_credential(out: Path, node_key: Ed25519PrivateKey, certificate: bytes, authority: bytes) -> Path:
-    """DIR/node.key (0600), node.crt and authority.crt, each written whole or not at all."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pem = node_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())
-    replace_synced(out / KEY_FILE, pem, mode=0o600)
-    replace_synced(out / CERTIFICATE_FILE, certificate)
-    replace_synced(out / AUTHORITY_FILE, authority)
-    return out
 
 
 def enrol(keys_dir: Path, out: Path, *, node_id: str, store: str, role: str, device_class: str,

@@ -1,8 +1,9 @@
 """Central's sales store: ingest from the store caches (idempotent on the sale's identity), export for the data platform.
 
 SQLite by default; PostgreSQL (``postgresql://...``, psycopg 3) for a chain-wide deployment.
-Both keep ``PRIMARY KEY (device_id, incarnation, seq)`` and insert-or-ignore, so a batch the
-cache resends after a lost answer is counted once.
+Both keep ``PRIMARY KEY (store, device_id, incarnation, seq)`` and insert-or-ignore, so a batch the
+cache resends after a lost answer is counted once, and no store's cache can make another store's
+sales look like duplicates. A table with the older key (no store) is migrated in place when opened.
 """
 
 from __future__ import annotations
@@ -10,30 +11,33 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
 import msgpack
 import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from posswarm import logs
 from posswarm.errors import PosswarmError
-from posswarm.sales import stored
+from posswarm.sales import batch_signature, stored
 from posswarm.sales.model import InvalidSale, Sale
 from posswarm.sqlite_file import open_db, transaction
 from posswarm.wallclock import now_ms
+from seeder.bounded_body import BodyRefused, read_bounded
+from seeder.operator_gate import OperatorGate
 
 log = logs.get("seeder.sales")
 
 MAX_BODY = 8 << 20  # a batch of 500 sales is ~150 KB; far above it is not a cache talking
 _COLUMNS = "store, device_id, incarnation, seq, created_ms, total_cents, received_ms, body"
 
-_SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sale (
+_SQLITE_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     store TEXT NOT NULL,
     device_id TEXT NOT NULL,
     incarnation TEXT NOT NULL,
@@ -42,9 +46,11 @@ CREATE TABLE IF NOT EXISTS sale (
     total_cents INTEGER NOT NULL,
     received_ms INTEGER NOT NULL,
     body BLOB NOT NULL,
-    PRIMARY KEY (device_id, incarnation, seq)
+    PRIMARY KEY (store, device_id, incarnation, seq)
 ) WITHOUT ROWID;
 """
+_SQLITE_SCHEMA = _SQLITE_TABLE.format(name="sale")
+SALE_KEY = ("store", "device_id", "incarnation", "seq")
 
 _POSTGRES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS sale (
@@ -56,8 +62,12 @@ CREATE TABLE IF NOT EXISTS sale (
     total_cents BIGINT NOT NULL,
     received_ms BIGINT NOT NULL,
     body BYTEA NOT NULL,
-    PRIMARY KEY (device_id, incarnation, seq)
+    PRIMARY KEY (store, device_id, incarnation, seq)
 )
+"""
+_POSTGRES_KEY = """
+SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+WHERE i.indrelid = 'sale'::regclass AND i.indisprimary
 """
 
 
@@ -74,6 +84,19 @@ class SqliteSales:
     def __init__(self, path: str) -> None:
         self.path = path
         self._db = open_db(path, "central sales", _SQLITE_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """A table keyed without the store (older posswarm) gets the store into its key, in one transaction."""
+        columns = self._db.execute("PRAGMA table_info(sale)").fetchall()  # (cid, name, type, notnull, default, pk)
+        if tuple(c[1] for c in sorted((c for c in columns if c[5]), key=lambda c: c[5])) == SALE_KEY:
+            return
+        with transaction(self._db, f"central sales {self.path}: adding the store to the sale key") as db:
+            db.execute(_SQLITE_TABLE.format(name="sale_keyed"))
+            db.execute(f"INSERT INTO sale_keyed ({_COLUMNS}) SELECT {_COLUMNS} FROM sale")
+            db.execute("DROP TABLE sale")
+            db.execute("ALTER TABLE sale_keyed RENAME TO sale")
+        log.info("sales.migrated", db=self.path, key=",".join(SALE_KEY))
 
     def ingest(self, store: str, sales: Iterable[Sale]) -> tuple[int, int]:
         """Store ``sales`` from ``store``; return (newly stored, duplicates ignored)."""
@@ -112,6 +135,13 @@ class PostgresSales:
             self._db = psycopg.connect(dsn, autocommit=False)
             with self._db.transaction():
                 self._db.execute(_POSTGRES_SCHEMA)
+                key = {row[0] for row in self._db.execute(_POSTGRES_KEY)}
+                if key != set(SALE_KEY):  # keyed without the store (older posswarm): migrate in place
+                    (name,) = self._db.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'sale'::regclass "
+                                               "AND contype = 'p'").fetchone()
+                    self._db.execute(f'ALTER TABLE sale DROP CONSTRAINT "{name}", '
+                                     f'ADD PRIMARY KEY ({", ".join(SALE_KEY)})')
+                    log.info("sales.migrated", db=_redact(dsn), key=",".join(SALE_KEY))
         except psycopg.Error as exc:
             raise PosswarmError(f"sales db {_redact(dsn)}: {str(exc).strip().splitlines()[0]}; check the URL and server") from None
 
@@ -191,17 +221,24 @@ def export(store: SalesStore, out: IO[str], fmt: str) -> int:
     return count
 
 
-def routes(store: SalesStore) -> list[Route]:
-    """``POST /sales/ingest?store=S042`` (msgpack list of sales) and ``GET /sales/totals``."""
+def routes(store: SalesStore, authorities: Callable[[], list[Ed25519PublicKey]], operator: OperatorGate) -> list[Route]:
+    """``POST /sales/ingest?store=S042`` (a msgpack list of sales, signed by that store's enrolled cache, checked
+    against the enrolment keys ``authorities()`` of central's own root of trust) and ``GET /sales/totals`` (for
+    whoever holds the operator token)."""
     lock = trio.Lock()  # one connection: one writer at a time
 
     async def ingest(request: Request) -> Response:
         shop = request.query_params.get("store", "")
         if not shop or len(shop) > 64:
             return JSONResponse({"error": "sales ingest: ?store=STORE_ID is required"}, 400)
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"error": f"sales ingest: body over {MAX_BODY} bytes; send smaller batches"}, 413)
+        try:  # who sent it, from the headers alone; then the body, bounded, and the signature over it
+            sender = batch_signature.check_sender(request.headers, shop, authorities(), now_ms=now_ms())
+            body = await read_bounded(request, MAX_BODY, f"sales ingest from {shop}")
+            batch_signature.check_signature(sender, shop, body)
+        except (batch_signature.BatchRefused, BodyRefused) as exc:
+            log.warning("sales.refused", store=shop, client=request.client.host if request.client else "",
+                        reason=str(exc))
+            return JSONResponse({"error": str(exc)}, exc.status)
         try:
             wires = msgpack.unpackb(body, raw=False)
             if not isinstance(wires, list):
@@ -216,10 +253,12 @@ def routes(store: SalesStore) -> list[Route]:
         except (PosswarmError, sqlite3.Error) as exc:
             log.error("sales.store_failed", store=shop, reason=str(exc))
             return JSONResponse({"error": str(exc)}, 503)
-        log.info("sales.ingested", store=shop, stored=added, duplicates=duplicates)
+        log.info("sales.ingested", store=shop, cache=sender.identity.node_id, stored=added, duplicates=duplicates)
         return JSONResponse({"stored": added, "duplicates": duplicates})
 
     async def totals(request: Request) -> Response:
+        if (refused := operator.refusal(request, "sales totals")) is not None:
+            return refused
         async with lock:
             count, cents = await trio.to_thread.run_sync(store.totals)
         return JSONResponse({"sales": count, "cents": cents})

@@ -1,4 +1,5 @@
-"""``posswarm-seeder sales export``: every sale central holds, as JSONL or CSV, for the retail data platform."""
+"""``posswarm-seeder sales export``: every sale central holds, as JSONL or CSV, for the retail data platform;
+``sales totals``: what a running seeder holds, asked with the operator token."""
 
 from __future__ import annotations
 
@@ -17,9 +18,44 @@ def add_command(sub) -> None:
     where.add_argument("--sales-db", help="SQLite path or postgresql://... URL")
     ex.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     ex.add_argument("--out", type=Path, default=None, help="output file (default: stdout)")
+    to = actions.add_parser("totals", help="how many sales, and their cents, a running seeder holds")
+    to.add_argument("--central", required=True, help="the seeder's URL, e.g. http://central:8080")
+    to.add_argument("--operator-token-file", required=True, type=Path,
+                    help="the file the seeder was started with (serve --operator-token-file)")
+    to.add_argument("--central-ca", type=Path, default=None,
+                    help="the CA the seeder's HTTPS certificate chains to (KEYS/enrolment-ca.crt; default: the system's)")
+
+
+def _totals(args) -> int:
+    import httpx
+
+    from posswarm.central_url import verify_for
+    from posswarm.errors import PosswarmError
+    from seeder.operator_gate import read_token
+
+    url = f"{args.central.rstrip('/')}/sales/totals"
+    verify = verify_for(url, args.central_ca, what="sales totals")
+    headers = {"authorization": f"Bearer {read_token(args.operator_token_file)}"}
+    try:
+        with httpx.Client(timeout=30.0, verify=verify) as client:
+            response = client.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        raise PosswarmError(f"sales totals from {url}: {type(exc).__name__} ({exc}); is the seeder running?") from None
+    try:
+        doc = response.json()
+    except ValueError:
+        raise PosswarmError(f"sales totals from {url}: HTTP {response.status_code}, not JSON; is this a posswarm "
+                            "seeder?") from None
+    if response.status_code != 200 or not isinstance(doc, dict):
+        reason = doc.get("error", doc) if isinstance(doc, dict) else doc
+        raise PosswarmError(f"sales totals from {url}: refused (HTTP {response.status_code}: {str(reason)[:300]})")
+    print(f"{doc['sales']} sales, {doc['cents']} cents")
+    return 0
 
 
 def run(args) -> int:
+    if args.action == "totals":
+        return _totals(args)
     store = open_sales(args.sales_db or str(args.data_dir / "sales.sqlite"))
     try:
         if args.out is None:

@@ -19,6 +19,8 @@ from posswarm.keys import KeyRing, load_private_key, load_public_key
 from posswarm.release import MANIFEST_NAME, TORRENT_NAME, verify_release
 from posswarm.service import run_until_signalled
 from posswarm.torrent.session import SessionConfig, TorrentSession
+from posswarm.trust.roles import role_public_keys
+from seeder.operator_gate import OperatorGate, read_token
 from seeder.rollout_watch import RolloutWatch
 from seeder.tuf_repository import DEFAULT_TIMESTAMP_EXPIRY_S, Repository
 
@@ -35,7 +37,8 @@ class Seeder:
     def __init__(self, releases: Path, public_key_path: Path | None = None, *, http: tuple[str, int], bt: tuple[str, int],
                  tracker_url: str = "", web_seeds: tuple[str, ...] = (), super_seed: bool = False, data_dir: Path | None = None, sales_db: str = "",
                  timestamp_key: Path | None = None, timestamp_expiry_s: float = DEFAULT_TIMESTAMP_EXPIRY_S,
-                 tls: ssl.SSLContext | None = None, sku_key: Path | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, sku_key: Path | None = None,
+                 enrolment_key: Path | None = None, operator_token_file: Path | None = None) -> None:
         self.releases = releases
         # Store data (sales ingest, SKU catalog) lives beside the releases unless told otherwise.
         self.data_dir = data_dir or releases.parent / "central-data"
@@ -52,6 +55,10 @@ class Seeder:
             raise PosswarmError(f"--timestamp-expiry-s {timestamp_expiry_s}: too short (use at least 2 s; default 1 day)")
         self.timestamp_expiry_s = timestamp_expiry_s
         self.sku_key = sku_key  # signs every SKU entry served (KEYS/sku.key); without it none is served
+        self.enrolment_key = enrolment_key  # signs the certificates `posswarm enroll` asks for with a token
+        # Shut without a token: sales totals are the retailer's revenue, not for whoever reaches central.
+        self.operator = OperatorGate(read_token(operator_token_file) if operator_token_file else None)
+        self.enrolment_keys: list = []  # of RELEASES/.tuf's root: what a cache's certificate must be signed by
         self.http = http
         self.tls = tls
         self.bt = bt
@@ -95,11 +102,14 @@ class Seeder:
             task_status.started(self)
 
     def _store_data_routes(self) -> list:
-        from seeder import sales, sku
+        from seeder import enrolment_http, sales, sku
+        from seeder.enrolment_tokens import TokenBook
 
         self.sales = sales.open_sales(self.sales_db)
         self.sku_catalog = sku.CentralCatalog(str(self.data_dir / "sku.sqlite"))
-        return sales.routes(self.sales) + sku.routes(self.sku_catalog)
+        tokens = TokenBook(self.data_dir) if self.enrolment_key is not None else None
+        return (sales.routes(self.sales, lambda: self.enrolment_keys, self.operator) + sku.routes(self.sku_catalog)
+                + enrolment_http.routes(tokens, self.enrolment_key))
 
     async def scan(self) -> None:
         """Verify and start seeding every release directory not seen yet (publish renames them into place)."""
@@ -142,6 +152,7 @@ class Seeder:
         st = (self.repository.dir / "root.json").stat()
         if (st.st_mtime_ns, st.st_size, st.st_ino) != self._root_stamp:
             self.public_key.replace(self.repository.keyring().keys() or self._legacy)
+            self.enrolment_keys = role_public_keys(self.repository.root().signed, "enrolment")
             self._root_stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
             log.info("tuf.root", version=self.repository.root().signed.version, release_keys=self.public_key.ids())
         if self.timestamp_key is not None:
@@ -209,7 +220,14 @@ def serve_main(args) -> int:
         timestamp_expiry_s=getattr(args, "timestamp_expiry_s", DEFAULT_TIMESTAMP_EXPIRY_S),
         tls=server_tls(args),
         sku_key=getattr(args, "sku_key", None),
+        enrolment_key=getattr(args, "enrolment_key", None),
+        operator_token_file=getattr(args, "operator_token_file", None),
     )
+    if seeder.enrolment_key is not None:
+        load_private_key(seeder.enrolment_key)  # a wrong path stops serve now, not at the first till's enrolment
+    if not seeder.operator.open:
+        log.warning("operator.endpoints_off", fix="pass --operator-token-file FILE to serve /sales/totals to "
+                    "operators holding that token; without it they are refused")
     if seeder.timestamp_key is None:
         log.warning("tuf.no_timestamp_key", fix="pass --timestamp-key (keys/timestamp.key): without it central's "
                     "timestamp is never renewed and every node stops installing once it expires")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import trio
 
 from posswarm import status
 from posswarm.errors import PosswarmError
+from posswarm.fsync import write_synced
 from posswarm.identity.tls import central_context
 from seeder.keys_cli import init_keys
 
@@ -67,6 +69,8 @@ class Lab:
         # Central's role keys and root of trust, as `posswarm-seeder keys init` makes them.
         self.central_keys = init_keys(self.keys, self.releases)
         self.private_key, self.root_of_trust = self.central_keys.key("targets"), self.central_keys.root
+        # The lab's operator holds a token like any other: central's totals are shut without one.
+        self.operator_token_file = write_operator_token(self.root / "central" / "operator.token")
         # How a client verifies central's HTTPS: the enrolment authority its certificate is under.
         self.central_tls = central_context(self.central_keys.authority)
         self.tracker_url: str | None = None
@@ -108,6 +112,8 @@ class Lab:
              "--tls-cert", str(tls_cert), "--tls-key", str(tls_key),
              "--timestamp-key", str(self.central_keys.key("timestamp")),
              "--timestamp-expiry-s", str(self.timestamp_expiry_s),
+             "--enrolment-key", str(self.central_keys.key("enrolment")),
+             "--operator-token-file", str(self.operator_token_file),
              "--listen", f"{seeder_ip}:0", "--bt-listen", f"{seeder_ip}:0",
              "--tracker", f"{self.tracker_url}/announce"],
             self.logs / "seeder.log", pids=self.pids, exited=self.exited,
@@ -216,6 +222,12 @@ class Lab:
             state = "absent" if r is None else f"{r['state']} {r.get('percent', 0):.1f}%"
             parts.append(f"{n.name}={state}" + (f" ({r['error']})" if r and r.get("error") else ""))
         return ", ".join(parts)
+
+
+def write_operator_token(path: Path) -> Path:
+    """A fresh operator token for ``serve --operator-token-file``, readable by its owner only."""
+    write_synced(path, secrets.token_urlsafe(32).encode(), mode=0o600)
+    return path
 
 
 def write_image(path: Path, size_mb: int, *, seed: int | None = None) -> Path:

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from posswarm.fsync import replace_synced
 from posswarm.identity.certificate import CertifiedNode, IdentityError, load, verify
 
 KEY_FILE, CERTIFICATE_FILE, AUTHORITY_FILE = "node.key", "node.crt", "authority.crt"
@@ -98,3 +99,15 @@ def check_matches(identity: CertifiedNode, *, node_id: str, store: str, role: st
         if configured != certified:
             raise IdentityError(f"node credential: certificate is for {what} {certified!r}, configuration says "
                                 f"{configured!r}; fix the configuration or enrol this node as {configured!r}")
+
+
+def write_credential(out: Path, node_key: Ed25519PrivateKey, certificate: bytes, authority: bytes) -> Path:
+    """DIR/node.key (0600), node.crt and authority.crt, each written whole or not at all."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pem = node_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+    replace_synced(out / KEY_FILE, pem, mode=0o600)
+    replace_synced(out / CERTIFICATE_FILE, certificate)
+    replace_synced(out / AUTHORITY_FILE, authority)
+    return out

@@ -12,6 +12,7 @@ from posswarm import logs
 from posswarm.errors import PosswarmError
 from posswarm.gossip.driver import StoreChannel
 from posswarm.gossip.messages import SalesAck, SalesDigest, SalesPush, SkuDigest, SkuEntries, SkuRequest
+from posswarm.identity.credential import Credential
 from posswarm.keys import KeyRing
 from posswarm.sales.ledger import Ledger
 from posswarm.sku.catalog import SkuReplica
@@ -44,8 +45,9 @@ class CacheData:
 
     def __init__(self, channel: StoreChannel, *, ledger_path: str, sku_path: str, store: str, central_url: str,
                  central_tls: ssl.SSLContext | bool = True, sku_keys: KeyRing | None = None,
-                 timezone: str = "UTC", sku_poll_s: float = 2.0) -> None:
+                 timezone: str = "UTC", sku_poll_s: float = 2.0, credential: Credential | None = None) -> None:
         self.channel = channel
+        self.credential = credential  # signs every batch to central: only the store's certified cache is believed
         self._ledger_path, self._sku_path, self._timezone = ledger_path, sku_path, timezone
         self.store, self.central_url, self.sku_poll_s = store, central_url, sku_poll_s
         self.central_tls = central_tls  # how central's HTTPS is verified
@@ -129,7 +131,7 @@ class CacheData:
                     await trio.sleep(FORWARD_GATHER_S)
                 continue
             try:
-                await central.post_sales(client, self.central_url, self.store, batch)
+                await central.post_sales(client, self.central_url, self.store, batch, self.credential)
             except PosswarmError as exc:
                 if self.central_error != str(exc):
                     log.warning("sales.central_unreachable", reason=str(exc), retry_s=backoff)

@@ -8,28 +8,45 @@ import httpx
 import msgpack
 
 from posswarm.errors import PosswarmError
+from posswarm.identity.credential import Credential
+from posswarm.sales import batch_signature
 from posswarm.sales.model import Sale
 from posswarm.sku.entry import InvalidSkuEntry, SkuEntry
+from posswarm.wallclock import now_ms
 
 MSGPACK = "application/msgpack"
 SALES_PATH = "/sales/ingest"
 SKU_PATH = "/sku/changes"
 
 
-async def post_sales(client: httpx.AsyncClient, base_url: str, store: str, sales: Sequence[Sale]) -> dict:
-    """Hand ``sales`` to central; returns its ``{"stored", "duplicates"}``. Safe to repeat: central dedupes."""
+async def post_sales(client: httpx.AsyncClient, base_url: str, store: str, sales: Sequence[Sale],
+                     credential: Credential | None) -> dict:
+    """Hand ``sales`` to central, signed with the cache's node key; returns its ``{"stored", "duplicates"}``.
+    Safe to repeat: central dedupes. Without a credential the batch goes unsigned (and central refuses it)."""
     url = f"{base_url.rstrip('/')}{SALES_PATH}"
     body = msgpack.packb([sale.to_wire() for sale in sales])
+    headers = {"content-type": MSGPACK}
+    if credential is not None:  # signed at each attempt: a retry after hours still carries a fresh time
+        headers |= batch_signature.sign(credential.key, credential.certificate, store, body, now_ms=now_ms())
     try:
-        response = await client.post(url, params={"store": store}, content=body, headers={"content-type": MSGPACK})
+        response = await client.post(url, params={"store": store}, content=body, headers=headers)
     except httpx.HTTPError as exc:
         raise PosswarmError(f"sales to central {url}: {type(exc).__name__} ({exc}); will retry") from None
+    if response.status_code in (401, 403):  # the batch stays in the ledger; an operator fixes the credential
+        raise PosswarmError(f"sales to central {url}: refused ({_error(response)}); kept, will retry")
     if response.status_code != 200:
         raise PosswarmError(f"sales to central {url}: HTTP {response.status_code} {response.text[:200]!r}; will retry")
     try:
         return response.json()
     except ValueError:
         raise PosswarmError(f"sales to central {url}: answer is not JSON; is this a posswarm seeder?") from None
+
+
+def _error(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"])[:300]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
 
 
 async def sku_changes(client: httpx.AsyncClient, base_url: str, cursor: int,

@@ -48,6 +48,7 @@ class StoreData:
     def __init__(self, config: NodeConfig, data_dir: Path, credential: Credential, *, sku_keys: KeyRing) -> None:
         self.config = config
         self.sku_keys = sku_keys  # the root of trust's SKU keys (CentralTrust.sku_keys, follows rotation)
+        self.credential = credential  # its gossip TLS, and the signature on a cache's sales batches to central
         self.data_dir = Path(data_dir)
         c = config
         # Who this node is on the channel comes from its certificate (checked against the config at start).
@@ -75,6 +76,7 @@ class StoreData:
                     self.channel, ledger_path=str(self.data_dir / "ledger.sqlite"), sku_path=sku_path,
                     store=c.store, central_url=c.catalog_url, central_tls=central_context(c.central_ca),
                     timezone=c.timezone, sku_poll_s=c.sku_poll_s, sku_keys=self.sku_keys,
+                    credential=self.credential,
                 )
             else:
                 self.role_data = DeviceData(self.channel, outbox_path=str(self.data_dir / "outbox.sqlite"),

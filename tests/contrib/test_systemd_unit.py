@@ -115,9 +115,10 @@ def test_the_units_config_check_passes_as_an_unprivileged_user_without_capabilit
         etc = Path(tmp)
         etc.chmod(0o755)
         (etc / "root.json").write_text("{}")
+        (etc / "identity").mkdir()
         (etc / "node.toml").write_text(tomli_w.dumps({
             "node": {"id": "S042-till-03", "role": "device", "store": "S042", "data_dir": "/var/lib/posswarm",
-                     "address": "10.20.0.13", "lan_network": "10.20.0.0/16"},
+                     "address": "10.20.0.13", "lan_network": "10.20.0.0/16", "identity_dir": str(etc / "identity")},
             "central": {"root": str(etc / "root.json")},
             "install": {"privileged_hook": "/usr/local/sbin/apply-image"},
         }))

@@ -16,9 +16,10 @@ from posswarm.errors import PosswarmError
 def _doc(tmp_path: Path, **changes) -> dict:
     pub = tmp_path / "root.json"
     pub.write_text("key")
+    (tmp_path / "identity").mkdir(exist_ok=True)
     doc = {
         "node": {"id": "till-01", "role": "device", "store": "S042", "data_dir": str(tmp_path / "data"),
-                 "address": "10.20.0.11", "lan_network": "10.20.0.0/16"},
+                 "address": "10.20.0.11", "lan_network": "10.20.0.0/16", "identity_dir": str(tmp_path / "identity")},
         "central": {"root": str(pub)},
     }
     for dotted, value in changes.items():
@@ -48,10 +49,11 @@ def test_a_good_config_loads_with_defaults(tmp_path):
         ({"node__colour": "red"}, "unknown key 'node.colour'"),
         ({"node__role": "cache"}, "'central.catalog_url'"),
         ({"central__root": "/nonexistent/root.json"}, "'central.root'"),
+        ({"node__identity_dir": None}, "'node.identity_dir' is missing"),
+        ({"node__identity_dir": "/nonexistent/identity"}, "'node.identity_dir' '/nonexistent/identity' is not a directory"),
         ({"central__expiry_grace_s": -1}, "'central.expiry_grace_s'"),
         ({"central__tracker_url": "ftp://x"}, "'central.tracker_url'"),
         ({"node__role": "cache", "central__catalog_url": "http://central:8080"}, "central is reached over HTTPS only"),
-        ({"node__role": "cache", "central__catalog_url": "https://central:8080"}, "nothing to verify central's HTTPS"),
         ({"central__tls_ca": "/nonexistent/ca.crt"}, "'central.tls_ca'"),
     ],
 )

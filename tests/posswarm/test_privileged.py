@@ -40,8 +40,10 @@ class Store:
         (self.payload / "till.bin").write_bytes(os.urandom(300_000))
 
     def config(self, **install_keys) -> config.NodeConfig:
+        identity = self.tmp / "identity"  # only checked by the node at start, which these tests do not run
+        identity.mkdir(exist_ok=True)
         doc = {"node": {"id": "till-01", "role": "device", "store": "S042", "data_dir": str(self.data),
-                        "address": "10.20.0.11", "lan_network": "10.20.0.0/16"},
+                        "address": "10.20.0.11", "lan_network": "10.20.0.0/16", "identity_dir": str(identity)},
                "central": {"root": str(self.root)}, "install": install_keys}
         path = self.tmp / "node.toml"
         path.write_text(tomli_w.dumps(doc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import os
@@ -21,9 +22,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.applications import Starlette
 
 from posswarm import http_service
+from posswarm.identity.credential import load_credential
+from posswarm.sales import batch_signature, stored
 from posswarm.sales.model import Line, Sale, Tender
+from posswarm.wallclock import now_ms
 from seeder import cli, sales
+from seeder.operator_gate import OperatorGate
 from seeder.sku import CentralCatalog, read_csv
+from tests.posswarm.test_identity import credential_in
 
 
 def _sale(device: str, seq: int, cents: int = 300) -> Sale:
@@ -94,6 +100,23 @@ def test_postgres_store_counts_each_sale_once(postgres_dsn):
     again.close()
 
 
+def test_a_postgres_table_keyed_without_the_store_is_migrated_in_place(postgres_dsn):
+    import psycopg
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute("CREATE DATABASE older")
+    dsn = postgres_dsn.rsplit("/", 1)[0] + "/older"
+    with psycopg.connect(dsn, autocommit=True) as old:
+        old.execute(sales._POSTGRES_SCHEMA.replace("PRIMARY KEY (store, device_id", "PRIMARY KEY (device_id"))
+        old.execute(f"INSERT INTO sale ({sales._COLUMNS}) VALUES ('S042', 'till-1', %s, 1, 1, 300, 1, %s)",
+                    ("ab" * 16, stored.pack(_sale("till-1", 1))))
+    store = sales.open_sales(dsn)
+    assert store.totals() == (1, 300)
+    assert store.ingest("S043", [_sale("till-1", 1)]) == (1, 0)  # another store's till key: another sale
+    assert store.ingest("S042", [_sale("till-1", 1)]) == (0, 1)
+    store.close()
+
+
 def test_postgres_unreachable_is_one_line_error():
     pytest.importorskip("psycopg")
     with pytest.raises(sales.PosswarmError, match="sales db postgresql://\\*\\*\\*@127.0.0.1:1/x"):
@@ -102,19 +125,58 @@ def test_postgres_unreachable_is_one_line_error():
 
 async def test_ingest_route_validates_and_dedupes(nursery, tmp_path):
     store = sales.open_sales(str(tmp_path / "sales.sqlite"))
-    url = await nursery.start(http_service.run, Starlette(routes=sales.routes(store)), "127.0.0.1", 0)
+    authority = Ed25519PrivateKey.generate()
+    cache = load_credential(credential_in(tmp_path, authority, node_id="cache", role="cache"),
+                            (authority.public_key(),), now=datetime.datetime.now(datetime.UTC))
+    operator = "op-" + "x" * 30
+    app = Starlette(routes=sales.routes(store, lambda: [authority.public_key()], OperatorGate(operator)))
+    url = await nursery.start(http_service.run, app, "127.0.0.1", 0)
     body = msgpack.packb([_sale("till-1", 1).to_wire(), _sale("till-1", 2).to_wire()])
+
+    def signed(data: bytes) -> dict:
+        return batch_signature.sign(cache.key, cache.certificate, "S042", data, now_ms=now_ms())
+
     async with httpx.AsyncClient(base_url=url) as client:
-        first = await client.post("/sales/ingest", params={"store": "S042"}, content=body)
-        again = await client.post("/sales/ingest", params={"store": "S042"}, content=body)
+        first = await client.post("/sales/ingest", params={"store": "S042"}, content=body, headers=signed(body))
+        again = await client.post("/sales/ingest", params={"store": "S042"}, content=body, headers=signed(body))
         assert first.json() == {"stored": 2, "duplicates": 0} and again.json() == {"stored": 0, "duplicates": 2}
-        forged = _sale("till-1", 3).to_wire()
-        forged[5] = 999_999  # total no longer the sum of the lines
-        bad = await client.post("/sales/ingest", params={"store": "S042"}, content=msgpack.packb([forged]))
+        wire = _sale("till-1", 3).to_wire()
+        wire[5] = 999_999  # total no longer the sum of the lines
+        forged = msgpack.packb([wire])
+        bad = await client.post("/sales/ingest", params={"store": "S042"}, content=forged, headers=signed(forged))
         assert bad.status_code == 400 and "not the sum" in bad.json()["error"]
-        assert (await client.post("/sales/ingest", params={"store": "S042"}, content=b"\xc1junk")).status_code == 400
-        assert (await client.post("/sales/ingest", content=body)).status_code == 400
-        assert (await client.get("/sales/totals")).json() == {"sales": 2, "cents": 600}
+        junk = b"\xc1junk"
+        assert (await client.post("/sales/ingest", params={"store": "S042"}, content=junk,
+                                  headers=signed(junk))).status_code == 400
+        assert (await client.post("/sales/ingest", content=body, headers=signed(body))).status_code == 400
+        totals = await client.get("/sales/totals", headers={"authorization": f"Bearer {operator}"})
+        assert totals.json() == {"sales": 2, "cents": 600}
+        for wrong in ({}, {"authorization": f"Bearer {operator}x"}, {"authorization": f"Basic {operator}"}):
+            refused = await client.get("/sales/totals", headers=wrong)
+            assert refused.status_code == 401 and "needs the operator token" in refused.json()["error"]
+    shut = Starlette(routes=sales.routes(store, lambda: [authority.public_key()], OperatorGate(None)))
+    url = await nursery.start(http_service.run, shut, "127.0.0.1", 0)
+    async with httpx.AsyncClient(base_url=url) as client:
+        refused = await client.get("/sales/totals", headers={"authorization": f"Bearer {operator}"})
+        assert refused.status_code == 403 and "--operator-token-file" in refused.json()["error"]
+
+
+def test_a_table_keyed_without_the_store_is_migrated_in_place(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "sales.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(sales._SQLITE_SCHEMA.replace("PRIMARY KEY (store, device_id", "PRIMARY KEY (device_id"))
+    old.execute(f"INSERT INTO sale ({sales._COLUMNS}) VALUES ('S042', 'till-1', ?, 1, 1, 300, 1, ?)",
+                ("ab" * 16, stored.pack(_sale("till-1", 1))))
+    old.commit()
+    old.close()
+    store = sales.open_sales(str(path))
+    assert store.totals() == (1, 300)  # kept across the migration
+    # The same till key in another store is another sale now, not a duplicate of S042's.
+    assert store.ingest("S043", [_sale("till-1", 1)]) == (1, 0)
+    assert store.ingest("S042", [_sale("till-1", 1)]) == (0, 1)
+    store.close()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import trio
 from posswarm import status
 from posswarm.errors import PosswarmError
 from seeder.keys_cli import init_keys
-from tools.lab import bin_path, run_process
+from tools.lab import bin_path, run_process, write_operator_token
 from tools.netsim import netns
 from tools.netsim.topology import Node, Store, Topology
 
@@ -47,6 +47,7 @@ class Network:
             path.mkdir(parents=True, exist_ok=True)
         self.central_keys = init_keys(workdir / "central" / "keys", self.releases)
         self.private_key, self.root_of_trust = self.central_keys.key("targets"), self.central_keys.root
+        self.operator_token_file = write_operator_token(workdir / "central" / "operator.token")
         self.tracker_url: str | None = None
         self.seeder_url: str | None = None
 
@@ -75,6 +76,7 @@ class Network:
                 bin_path("posswarm-seeder"), "serve", "--releases", str(self.releases),
                 "--tls-cert", str(tls_cert), "--tls-key", str(tls_key),
                 "--timestamp-key", str(self.central_keys.key("timestamp")), "--listen", f"{ip}:0", "--bt-listen", f"{ip}:0",
+                "--operator-token-file", str(self.operator_token_file),
                 "--tracker", f"{self.tracker_url}/announce", *(["--super-seed"] if self.cross_store else []),
             ], "seeder")
             async with trio.open_nursery() as starting:

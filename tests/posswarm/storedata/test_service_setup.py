@@ -10,24 +10,21 @@ from posswarm.gossip.faults import Faults, parse
 from posswarm.storedata.service import parse_seeds
 
 
-def test_store_data_needs_a_node_credential_and_a_device_reads_its_cache_over_https(tmp_path):
+def test_every_node_needs_a_credential_and_a_device_reads_its_cache_over_https(tmp_path):
     root = tmp_path / "root.json"
     root.write_text("{}")
-    base = {"node": {"role": "device", "store": "S042", "address": "10.0.0.5", "lan_network": "10.0.0.0/24"},
-            "central": {"root": str(root)}}
-    with pytest.raises(PosswarmError, match="store data needs 'node.identity_dir'"):
-        from_dict({**base, "store": {"data": True}})
-    legacy = from_dict({"node": {**base["node"], "identity_dir": str(tmp_path)}, "central": base["central"],
-                        "store": {"gossip_key_file": str(tmp_path / "no-longer-read")}})
+    node = {"role": "device", "store": "S042", "address": "10.0.0.5", "lan_network": "10.0.0.0/24"}
+    base = {"node": {**node, "identity_dir": str(tmp_path)}, "central": {"root": str(root)}}
+    with pytest.raises(PosswarmError, match="'node.identity_dir' is missing"):
+        from_dict({"node": node, "central": base["central"], "store": {"data": True}})
+    legacy = from_dict({**base, "store": {"gossip_key_file": str(tmp_path / "no-longer-read")}})
     assert legacy.store_data and not from_dict(base).store_data
     with pytest.raises(PosswarmError, match="'store.data' must be a bool"):
         from_dict({**base, "store": {"data": "yes"}})
-    # A device with a credential reads its cache only over TLS, checked against the cache's certificate.
-    enrolled = {**base["node"], "identity_dir": str(tmp_path)}
+    # A device reads its cache only over TLS, checked against the cache's certificate.
     with pytest.raises(PosswarmError, match="'store.cache_url' http://10.0.0.1:8080 is plain HTTP"):
-        from_dict({"node": enrolled, "central": base["central"], "store": {"cache_url": "http://10.0.0.1:8080"}})
-    assert from_dict({"node": enrolled, "central": base["central"],
-                      "store": {"cache_url": "https://10.0.0.1:8080"}}).cache_url == "https://10.0.0.1:8080"
+        from_dict({**base, "store": {"cache_url": "http://10.0.0.1:8080"}})
+    assert from_dict({**base, "store": {"cache_url": "https://10.0.0.1:8080"}}).cache_url == "https://10.0.0.1:8080"
 
 
 def test_seeds_and_faults_parse():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import inspect
 from pathlib import Path
 
 import httpx
 import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -14,6 +16,7 @@ from starlette.routing import Route
 from posswarm import http_service
 from posswarm.gossip.driver import StoreChannel
 from posswarm.gossip.messages import SalesAck, SalesPush
+from posswarm.identity.credential import load_credential
 from posswarm.keys import KeyRing, generate_keypair, load_private_key
 from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
@@ -21,7 +24,9 @@ from posswarm.storedata.api import local_app
 from posswarm.storedata.cache import CacheData
 from posswarm.storedata.device import DeviceData
 from seeder import sales, sku
+from seeder.operator_gate import OperatorGate
 from tests.posswarm.gossip.certified import Authority
+from tests.posswarm.test_identity import credential_in
 
 STORE = "S042"
 KEYS = KeyRing([])  # the root's SKU keys as the nodes hold them: the test's Central puts its key here
@@ -48,7 +53,12 @@ class Central:
     def __init__(self, root: Path) -> None:
         self.sales = sales.open_sales(str(root / "central" / "sales.sqlite"))
         self.catalog = sku.CentralCatalog(str(root / "central" / "sku.sqlite"))
-        self.app = Starlette(routes=sales.routes(self.sales) + sku.routes(self.catalog))
+        self.enrolment_key = Ed25519PrivateKey.generate()  # enrols the cache; central takes sales only from it
+        self.cache_credential = load_credential(
+            credential_in(root, self.enrolment_key, node_id="cache", store=STORE, role="cache"),
+            (self.enrolment_key.public_key(),), now=datetime.datetime.now(datetime.UTC))
+        self.app = Starlette(routes=sales.routes(self.sales, lambda: [self.enrolment_key.public_key()], OperatorGate(None))
+                             + sku.routes(self.catalog))
         self.sku_key = generate_keypair(root / "central-keys", "sku")[0]
         KEYS.replace([load_private_key(self.sku_key).public_key()])
 
@@ -83,10 +93,10 @@ def _channel(root: Path, node: str, role: str) -> StoreChannel:
     return _AUTHORITIES[root].channel(node, role)
 
 
-async def _start_cache(nursery, root: Path, url: str) -> tuple[CacheData, trio.CancelScope]:
+async def _start_cache(nursery, root: Path, url: str, central: Central) -> tuple[CacheData, trio.CancelScope]:
     channel = _channel(root, "cache", "cache")
     cache = CacheData(channel, ledger_path=str(root / "cache-ledger.sqlite"), sku_path=str(root / "cache-sku.sqlite"),
-                      store=STORE, central_url=url, sku_poll_s=0.2, sku_keys=KEYS)
+                      store=STORE, central_url=url, sku_poll_s=0.2, sku_keys=KEYS, credential=central.cache_credential)
     scope = trio.CancelScope()
 
     async def run(task_status=trio.TASK_STATUS_IGNORED):
@@ -130,7 +140,7 @@ async def test_catalog_out_sales_back_exactly_once(nursery, tmp_path):
     rows = [(f"SKU{i:04d}", f"40000000{i:05d}", f"item {i}", 100 + i, "A") for i in range(300)]
     central.import_rows(sku.read_csv(_csv(tmp_path / "cat.csv", rows)))
 
-    cache, _ = await _start_cache(nursery, tmp_path, url)
+    cache, _ = await _start_cache(nursery, tmp_path, url, central)
     tills = [(await _start_device(nursery, tmp_path, f"till-{i}", cache.channel.port))[0] for i in (1, 2)]
 
     async def everyone_has_catalog():
@@ -176,7 +186,7 @@ async def test_catalog_out_sales_back_exactly_once(nursery, tmp_path):
 async def test_a_stolen_tills_credential_can_neither_ack_nor_push_another_tills_sales(nursery, tmp_path):
     central = Central(tmp_path)
     url = await central.start(nursery)
-    cache, _ = await _start_cache(nursery, tmp_path, url)
+    cache, _ = await _start_cache(nursery, tmp_path, url, central)
     victim, _ = await _start_device(nursery, tmp_path, "till-1", None)
     thief = _channel(tmp_path, "till-2", "device")  # till-2's real credential, driven by hand
     await nursery.start(thief.run)
@@ -257,7 +267,7 @@ async def test_cache_keeps_sales_while_central_is_down_then_forwards_each_once(n
 
     app = Starlette(routes=[Route("/sales/ingest", flaky_ingest, methods=["POST"]), *sku.routes(central.catalog)])
     url = await central.start(nursery, app)
-    cache, _ = await _start_cache(nursery, tmp_path, url)
+    cache, _ = await _start_cache(nursery, tmp_path, url, central)
     till, _ = await _start_device(nursery, tmp_path, "till-1", cache.channel.port)
     for _ in range(30):
         await till.record([("SKU1", 1, 100)], [("cash", 100)])
@@ -277,7 +287,7 @@ async def test_a_till_that_was_off_catches_up_by_anti_entropy(nursery, tmp_path)
     url = await central.start(nursery)
     rows = [(f"SKU{i:04d}", f"5{i:05d}", f"item {i}", 100 + i, "A") for i in range(500)]
     central.import_rows(sku.read_csv(_csv(tmp_path / "a.csv", rows)))
-    cache, _ = await _start_cache(nursery, tmp_path, url)
+    cache, _ = await _start_cache(nursery, tmp_path, url, central)
     till, scope = await _start_device(nursery, tmp_path, "till-1", cache.channel.port)
 
     async def till_root_is(expected):
@@ -294,3 +304,27 @@ async def test_a_till_that_was_off_catches_up_by_anti_entropy(nursery, tmp_path)
     till, _ = await _start_device(nursery, tmp_path, "till-1", cache.channel.port)  # ... and back, same files
     await _until(lambda: till_root_is(central.digests()))
     assert (await till.lookup("SKU0299")).price_cents == 2 * 399 and await till.lookup("SKU0300") is None
+
+
+async def test_a_batch_central_refuses_stays_at_the_cache_until_its_credential_is_fixed(nursery, tmp_path):
+    central = Central(tmp_path)
+    url = await central.start(nursery)
+    cache, _ = await _start_cache(nursery, tmp_path, url, central)
+    right = cache.credential
+    # Enrolled for another store by mistake: central refuses every batch it signs.
+    cache.credential = load_credential(
+        credential_in(tmp_path / "wrong", central.enrolment_key, node_id="cache", store="S043", role="cache"),
+        (central.enrolment_key.public_key(),), now=datetime.datetime.now(datetime.UTC))
+    till, _ = await _start_device(nursery, tmp_path, "till-1", cache.channel.port)
+    for _ in range(3):
+        await till.record([("SKU1", 1, 100)], [("cash", 100)])
+
+    async def refused_and_kept():
+        error = cache.central_error or ""
+        return "refused" in error and "store S043" in error and (await cache.status())["sales"]["unforwarded"] == 3
+
+    await _until(refused_and_kept)
+    assert central.sales.totals() == (0, 0)
+    cache.credential = right  # re-enrolled: the next retry goes through, nothing was dropped
+    await _until(lambda: central.sales.totals() == (3, 300), timeout=90)
+    assert (await cache.status())["sales"]["unforwarded"] == 0

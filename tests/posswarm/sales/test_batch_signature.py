@@ -1,0 +1,58 @@
+"""The cache's signature on a sales batch, checked as central checks it (pure: no server)."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from posswarm.identity.credential import load_credential
+from posswarm.sales.batch_signature import (
+    MAX_SKEW_MS,
+    SIGNATURE_HEADER,
+    BatchRefused,
+    check_sender,
+    check_signature,
+    sign,
+)
+from tests.posswarm.test_identity import credential_in
+
+NOW_MS = int(datetime.datetime.now(datetime.UTC).timestamp() * 1000)
+
+
+@pytest.fixture
+def cache(tmp_path):
+    authority = Ed25519PrivateKey.generate()
+    credential = load_credential(credential_in(tmp_path, authority, node_id="cache", role="cache"),
+                                 (authority.public_key(),), now=datetime.datetime.now(datetime.UTC))
+    return credential, [authority.public_key()]
+
+
+def test_a_signed_batch_is_believed_for_its_store_and_body_only(cache):
+    credential, authorities = cache
+    headers = sign(credential.key, credential.certificate, "S042", b"batch", now_ms=NOW_MS)
+    sender = check_sender(headers, "S042", authorities, now_ms=NOW_MS + 1000)
+    check_signature(sender, "S042", b"batch")
+    assert sender.identity.describe() == "cache cache of store S042"
+    with pytest.raises(BatchRefused, match="does not match this body"):
+        check_signature(sender, "S042", b"batch, altered")
+    with pytest.raises(BatchRefused, match="only its own store's sales") as refused:
+        check_sender(headers, "S043", authorities, now_ms=NOW_MS)
+    assert refused.value.status == 403
+
+
+@pytest.mark.parametrize(("change", "status", "reason"), [
+    ({"now_ms": NOW_MS + MAX_SKEW_MS + 1000}, 401, "check the cache's clock"),
+    ({"signed_ms": NOW_MS - MAX_SKEW_MS - 1000}, 401, "check the cache's clock"),  # an old capture replayed
+    ({"authorities": []}, 503, "names no enrolment key"),
+    ({SIGNATURE_HEADER: "not base64!"}, 401, "is not base64"),
+    ({SIGNATURE_HEADER: ""}, 401, "not signed"),
+])
+def test_stale_unanchored_or_mangled_signatures_are_refused_with_one_line(cache, change, status, reason):
+    credential, authorities = cache
+    headers = sign(credential.key, credential.certificate, "S042", b"batch", now_ms=change.get("signed_ms", NOW_MS))
+    headers |= {k: v for k, v in change.items() if k.startswith("x-")}
+    with pytest.raises(BatchRefused, match=reason) as refused:
+        check_sender(headers, "S042", change.get("authorities", authorities), now_ms=change.get("now_ms", NOW_MS))
+    assert refused.value.status == status and "\n" not in str(refused.value)
