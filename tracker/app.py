@@ -6,18 +6,22 @@ import json
 import pickle
 from collections.abc import Callable
 from functools import partial
+from urllib.parse import quote
 
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from tracker import dashboard, forked, stats
+from tracker import dashboard, dashboard_store, fleet, forked, stats
+from tracker.announce import MAX_TEXT
 from tracker.desk import Desk
 from tracker.metrics import CONTENT_TYPE, TrackerMetrics, stats_exposition
 
-MAX_VIEWS = 64  # filtered /stats documents (?release=, ?store=) kept per snapshot
+MAX_VIEWS = 64  # filtered /stats documents (?release=, ?store=) and store pages kept per snapshot
+MAX_STORE_ID = MAX_TEXT  # characters of a store id in a search or a store page address
+FOUND = 200  # stores listed for one search
 
 
 class StatsSnapshot:
@@ -34,8 +38,8 @@ class StatsSnapshot:
         self._lock = trio.Lock()
         self._built_at = float("-inf")
         self._now = 0.0
-        self._views: dict[tuple[str | None, str | None], bytes] = {}
-        self.page, self.metrics = "", b""
+        self._views: dict[tuple[str, str | None, str | None], bytes] = {}
+        self.page, self.metrics, self.store_ids = "", b"", []
 
     def _summary(self, now: float, release: str | None = None, store: str | None = None) -> dict:
         config = self._desk.config
@@ -44,7 +48,8 @@ class StatsSnapshot:
 
     def _everything(self, now: float) -> bytes:
         doc = self._summary(now)  # in the child
-        return pickle.dumps((encode_json(doc).encode(), dashboard.render(doc), stats_exposition(doc)))
+        return pickle.dumps((encode_json(doc).encode(), dashboard.render(doc), stats_exposition(doc),
+                             fleet.store_ids(doc)))
 
     async def fresh(self) -> None:
         """Rebuild unless the snapshot is younger than ``every``; concurrent readers share one rebuild."""
@@ -52,20 +57,34 @@ class StatsSnapshot:
             if trio.current_time() - self._built_at < self._every:
                 return
             now = self._clock()
-            document, page, metrics = pickle.loads(await forked.run(partial(self._everything, now)))
-            self._views, self._now, self.page, self.metrics = {(None, None): document}, now, page, metrics
+            document, page, metrics, ids = pickle.loads(await forked.run(partial(self._everything, now)))
+            self._views, self._now, self.page, self.metrics = {("stats", None, None): document}, now, page, metrics
+            self.store_ids = ids
             self._built_at = trio.current_time()
 
     async def view(self, release: str | None = None, store: str | None = None) -> bytes:
         """The document as JSON, filtered to a release and/or store, as of the same ``now``."""
+        return await self._view("stats", release, store)
+
+    async def store_page(self, store: str) -> str | None:
+        """The dashboard page of one store (its devices), None when no node of it announced."""
+        page = await self._view("page", None, store)
+        return page.decode() if page else None
+
+    async def _view(self, kind: str, release: str | None, store: str | None) -> bytes:
         await self.fresh()
-        key = (release, store)
+        key = (kind, release, store)
         if key not in self._views:
             if len(self._views) >= MAX_VIEWS:
-                self._views = {(None, None): self._views[(None, None)]}
-            now = self._now
-            self._views[key] = await forked.run(lambda: encode_json(self._summary(now, release, store)).encode())
+                self._views = {("stats", None, None): self._views[("stats", None, None)]}
+            self._views[key] = await forked.run(partial(self._filtered, kind, self._now, release, store))
         return self._views[key]
+
+    def _filtered(self, kind: str, now: float, release: str | None, store: str | None) -> bytes:
+        doc = self._summary(now, release, store)  # in the child
+        if kind == "stats":
+            return encode_json(doc).encode()
+        return (dashboard_store.render(doc, store) or "").encode()
 
 
 def encode_json(value) -> str:
@@ -89,10 +108,29 @@ def make_app(snapshot: StatsSnapshot, metrics: TrackerMetrics) -> Starlette:
         await snapshot.fresh()
         return HTMLResponse(snapshot.page)
 
+    async def search_route(request: Request) -> Response:
+        query = request.query_params.get("q", "").strip()
+        if not query or len(query) > MAX_STORE_ID:
+            return HTMLResponse(dashboard_store.results(query[:MAX_STORE_ID], [], limit=FOUND), 400)
+        await snapshot.fresh()
+        found = fleet.matching(snapshot.store_ids, query, limit=FOUND)
+        if found and found[0].casefold() == query.casefold():  # the id itself: straight to its page
+            return RedirectResponse("/store/" + quote(found[0], safe=""), 303)
+        return HTMLResponse(dashboard_store.results(query, found, limit=FOUND))
+
+    async def store_route(request: Request) -> Response:
+        store = request.path_params["store"]
+        if len(store) > MAX_STORE_ID:
+            return HTMLResponse(dashboard_store.missing(store[:MAX_STORE_ID]), 404)
+        page = await snapshot.store_page(store)
+        return HTMLResponse(page) if page else HTMLResponse(dashboard_store.missing(store), 404)
+
     return Starlette(
         routes=[
             Route("/stats", stats_route, methods=["GET"]),
             Route("/metrics", metrics_route, methods=["GET"]),
             Route("/", dashboard_route, methods=["GET"]),
+            Route("/stores", search_route, methods=["GET"]),
+            Route("/store/{store:path}", store_route, methods=["GET"]),
         ]
     )

@@ -1,5 +1,6 @@
 """Real processes the tracker tests share: a redis-server on a loopback port, posswarm-tracker itself."""
 
+import os
 import re
 import shutil
 import socket
@@ -12,6 +13,15 @@ import pytest
 import trio
 
 BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def artifacts(tmp_path) -> Path:
+    """Where a test leaves what a person should look at (screenshots): $POSSWARM_TEST_ARTIFACTS, else tmp_path."""
+    chosen = os.environ.get("POSSWARM_TEST_ARTIFACTS")
+    directory = Path(chosen) if chosen else tmp_path / "artifacts"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 import shutil
 import tempfile
-from pathlib import Path
 from urllib.parse import quote_from_bytes
 
 import httpx
@@ -13,7 +12,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from tracker import server
 from tracker.config import TrackerConfig
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 H = b"\x44" * 20
 EVIL = "<script>alert(1)</script>"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -73,11 +71,9 @@ async def test_metrics_are_per_store_and_release_never_per_device(tracker):
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium is not installed (CI installs it)")
-async def test_dashboard_in_headless_chromium(tracker):
+async def test_dashboard_in_headless_chromium(tracker, artifacts):
     url, _ = tracker
-    ARTIFACTS.mkdir(exist_ok=True)
-    screenshot = ARTIFACTS / "tracker-dashboard.png"
-    screenshot.unlink(missing_ok=True)
+    screenshot = artifacts / "tracker-dashboard.png"
     with tempfile.TemporaryDirectory() as profile, trio.fail_after(60):
         base = ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
         dom = await trio.run_process([*base, "--dump-dom", url + "/"], capture_stdout=True, capture_stderr=True)
