@@ -25,12 +25,13 @@ td, th { padding: 3px 8px; text-align: left; border-bottom: 1px solid #ddd; vert
 th { background: #f4f4f4; font-weight: 600; }
 td.num, th.num { text-align: right; white-space: nowrap; }
 td.names { overflow-wrap: anywhere; }
-.bar { width: 100%; min-width: 80px; max-width: 260px; height: 14px; background: #eee; border-radius: 3px;
-       overflow: hidden; display: flex; }
+.bar { width: 140px; height: 14px; background: #eee; border-radius: 3px; overflow: hidden; display: inline-flex;
+       vertical-align: -2px; margin-right: .4em; }
+td.progress { white-space: nowrap; }
 .bar span { display: block; height: 100%; }
 .fill, .s-installed { background: #2e8b57; } .s-downloading { background: #5b9bd5; }
 .s-stalled { background: #b22222; } .s-cache-absent { background: #e69138; }
-.states { max-width: none; height: 20px; }
+.states { display: flex; width: 100%; height: 20px; margin: 0; }
 .legend { display: flex; flex-wrap: wrap; gap: .3em 1.5em; margin: .3em 0; }
 .legend i { display: inline-block; width: .9em; height: .9em; margin-right: .3em; vertical-align: -1px; }
 .stalled, .over { color: #b22222; font-weight: bold; } .absent { color: #b45f06; font-weight: bold; }
@@ -90,9 +91,22 @@ def amplification(value: float | None, alert: float) -> str:
 
 
 def progress(done: int, total: int) -> str:
+    """A table cell: a bar of ``done`` out of ``total`` and the two figures."""
     percent = 100 * done / total if total else 0
-    return (f'<span class=bar title="{percent:.0f} %"><span class=fill style="width:{percent:.1f}%"></span></span>'
-            f" {done}/{total}")
+    return (f'<td class=progress><span class=bar title="{percent:.0f} %"><span class=fill style="width:{percent:.1f}%">'
+            f"</span></span>{done:,}/{total:,}</td>")
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a person on a bridge call says them: 45 s, 12 min, 3 h 20 min, 2 d 4 h."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
 def _release(name: str, r: dict, alert: float) -> str:
@@ -126,7 +140,7 @@ def _states(by_state: dict[str, int]) -> str:
 def _rings(rings: dict[str, dict]) -> str:
     rows = "".join(
         f'<tr data-ring="{escape(ring)}"><td>{escape(ring)}</td><td class=num>{r["stores"]:,}</td>'
-        f'<td>{progress(r["devices_installed"], r["devices_total"])}</td></tr>'
+        f'{progress(r["devices_installed"], r["devices_total"])}</tr>'
         for ring, r in sorted(rings.items())
     )
     return ("<h3>progress by ring</h3><table class=rings><tr><th>ring</th><th class=num>stores</th>"
@@ -143,10 +157,10 @@ def _worst(worst: list[tuple[str, str, dict]], stores: int, alert: float) -> str
         if len(stragglers) > SHOWN_STRAGGLERS:
             names += f" +{len(stragglers) - SHOWN_STRAGGLERS} more"
         css = {"stalled": " class=stalled", "cache absent": " class=absent"}.get(state, "")
-        stalled_for = f"{s['stalled_s']:.0f} s" if s["devices_stalled"] else "&ndash;"
+        stalled_for = duration(s["stalled_s"]) if s["devices_stalled"] else "&ndash;"
         rows.append(
             f'<tr data-store="{escape(store)}"><td>{store_link(store)}</td><td{css}>{state}</td>'
-            f"<td class=num>{stalled_for}</td><td>{progress(s['devices_installed'], s['devices_total'])}</td>"
+            f"<td class=num>{stalled_for}</td>{progress(s['devices_installed'], s['devices_total'])}"
             f"<td>{escape(s['cache']['state'])}</td><td class=num>{amplification(s['wan_amplification'], alert)}</td>"
             f"<td class=names>{names or '&ndash;'}</td></tr>"
         )

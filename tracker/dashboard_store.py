@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from tracker import fleet
-from tracker.dashboard import amplification, header, nbytes, page, progress, store_link
+from tracker.dashboard import amplification, duration, header, nbytes, page, progress, store_link
 
 
 def render(doc: dict, store: str, *, amplification_alert: float = 1.5) -> str | None:
@@ -15,7 +15,7 @@ def render(doc: dict, store: str, *, amplification_alert: float = 1.5) -> str | 
         return None
     rows = "".join(
         f'<tr data-release="{escape(name)}"><td>{escape(name)}</td><td>{escape(s["ring"] or "-")}</td>'
-        f'<td>{fleet.state_of(s)}</td><td>{progress(s["devices_installed"], s["devices_total"])}</td>'
+        f'<td>{fleet.state_of(s)}</td>{progress(s["devices_installed"], s["devices_total"])}'
         f'<td>{escape(s["cache"]["state"])}</td><td class=num>{nbytes(s["wan_bytes"])}</td>'
         f'<td class=num>{nbytes(s["lan_bytes"])}</td>'
         f'<td class=num>{amplification(s["wan_amplification"], amplification_alert)}</td></tr>'
@@ -35,9 +35,9 @@ def _devices(devices: list[dict]) -> str:
         stalled = ", ".join(escape(name) for name in d["stalled"])
         state = (f"<span class=stalled>stalled on {stalled}</span>" if stalled
                  else f"fetching {fetching}" if fetching else "up to date" if d["installed"] else "&ndash;")
-        seen = f"{d['last_seen_s']:.0f} s ago" + ("" if d["live"] else " <span class=empty>(gone)</span>")
+        seen = f"{duration(d['last_seen_s'])} ago" + ("" if d["live"] else " <span class=empty>(gone)</span>")
         rows.append(
-            f'<tr data-node="{escape(d["node"])}"><td class=names>{escape(d["node"])}</td><td>{escape(d["role"])}</td>'
+            f'<tr data-node="{escape(d["node"])}"><td>{escape(d["node"])}</td><td>{escape(d["role"])}</td>'
             f'<td>{escape(d["class"] or "-")}</td><td class=names>{", ".join(escape(v) for v in d["installed"]) or "&ndash;"}'
             f"</td><td>{state}</td><td class=num>{nbytes(d['wan'])}</td><td class=num>{nbytes(d['lan'])}</td>"
             f"<td class=num>{seen}</td></tr>"
