@@ -11,7 +11,7 @@ import ipaddress
 
 import trio
 
-from posswarm import http_service, lifecycle, logs, status
+from posswarm import http_service, lifecycle, logs, node_metrics, status
 from posswarm.announce import NodeIdentity, ReleaseReport
 from posswarm.announcer import Announcer
 from posswarm.catalog.follower import CatalogFollower
@@ -74,7 +74,8 @@ class Node:
             self.wan = WanCaps(c, self.torrents)
             if c.is_cache:
                 self.shelf.seeds = (f"{c.address}:{self.torrents.listen_port}",)
-                self.http_url = await nursery.start(http_service.run, catalog_app(self.shelf), c.address, c.http_port)
+                app = catalog_app(self.shelf, extra_routes=[node_metrics.route(self.status)])
+                self.http_url = await nursery.start(http_service.run, app, c.address, c.http_port)
             if c.gossip_key_file:
                 self.storedata = await nursery.start(StoreData(c, c.data_dir).run)
             self.peers = StorePeers(c.node_id, c.store, self.lan, connect=self.torrents.connect_peer,

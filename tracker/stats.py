@@ -127,6 +127,8 @@ def _store(peers: list[Peer], size: int | None, now: float, peer_ttl: float, sta
         "lan_bytes": sum(p.announce.lan or 0 for p in peers),
         "size": size,
         "wan_amplification": round(wan / size, 4) if size else None,
+        # Since the store's newest announce: a store whose every node went quiet is offline (or cut off).
+        "last_seen_s": round(now - max(p.last_seen for p in peers), 1),
         "nodes": [_node(p, now, peer_ttl, stall_after) for p in peers],
     }
 

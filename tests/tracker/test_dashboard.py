@@ -65,8 +65,8 @@ async def test_metrics_are_per_store_and_release_never_per_device(tracker):
     installed = families["posswarm_store_installed_devices"].samples
     assert {(s.labels["store"], s.labels["device_class"], s.value) for s in installed} == {("store-17", "pos", 2)}
     requests = {s.labels["result"]: s.value for s in families["posswarm_tracker_requests"].samples
-                if s.name.endswith("_total") and s.labels["kind"] == "announce"}
-    assert requests == {"ok": 7}
+                if s.name.endswith("_total") and s.labels["kind"] == "announce" and s.labels["transport"] == "http"}
+    assert requests == {"ok": 7, "refused": 0}  # every series there from the start, for rate() and alerts
     assert not any(label in ("node", "peer", "ip") for f in families.values() for s in f.samples for label in s.labels)
 
 
