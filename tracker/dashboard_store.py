@@ -32,7 +32,7 @@ def _devices(devices: list[dict]) -> str:
     rows = []
     for d in devices:
         fetching = ", ".join(f"{escape(name)} {done:.0f} %" for name, done in d["fetching"])
-        stalled = ", ".join(escape(name) for name in d["stalled"])
+        stalled = ", ".join(f"{escape(name)} at {done:.0f} %" for name, done in d["stalled"])
         state = (f"<span class=stalled>stalled on {stalled}</span>" if stalled
                  else f"fetching {fetching}" if fetching else "up to date" if d["installed"] else "&ndash;")
         seen = f"{duration(d['last_seen_s'])} ago" + ("" if d["live"] else " <span class=empty>(gone)</span>")

@@ -69,7 +69,8 @@ def matching(ids: list[str], query: str, *, limit: int) -> list[str]:
 
 
 def devices_of(doc: dict, store: str) -> list[dict]:
-    """One row per node of ``store`` across releases: what it installed, what it fetches, its bytes and last announce."""
+    """One row per node of ``store`` across releases: what it installed, what it fetches or is stalled on (with the
+    percent it holds), its bytes and its last announce."""
     rows: dict[str, dict] = {}
     for name, release in sorted(doc["releases"].items()):
         s = release["stores"].get(store)
@@ -80,13 +81,13 @@ def devices_of(doc: dict, store: str) -> list[dict]:
             row = rows.setdefault(n["node"], {"node": n["node"], "role": n["role"], "class": n["class"],
                                               "installed": [], "fetching": [], "stalled": [], "wan": 0, "lan": 0,
                                               "last_seen_s": n["last_seen_s"], "live": False})
+            done = max(0.0, min(100.0, 100.0 * (1 - n["left"] / size))) if size else 0.0
             if n["installed"]:
                 row["installed"].append(name)
             elif n["stalled"]:
-                row["stalled"].append(name)
+                row["stalled"].append((name, done))
             elif n["left"] > 0 and not n["stopped"]:
-                done = 100.0 * (1 - n["left"] / size) if size else 0.0
-                row["fetching"].append((name, max(0.0, min(100.0, done))))
+                row["fetching"].append((name, done))
             row["wan"] += n["wan"]
             row["lan"] += n["lan"]
             row["last_seen_s"] = min(row["last_seen_s"], n["last_seen_s"])
