@@ -37,6 +37,8 @@ td.progress { white-space: nowrap; }
 .stalled, .over { color: #b22222; font-weight: bold; } .absent { color: #b45f06; font-weight: bold; }
 .empty { color: #777; }
 .wide { overflow-x: auto; }
+svg.trend { display: block; width: 100%; height: 60px; background: #f7f7f7; border-bottom: 1px solid #ccc; }
+svg.trend polyline { fill: none; stroke: #2e8b57; stroke-width: 2; vector-effect: non-scaling-stroke; }
 """
 
 
@@ -60,13 +62,18 @@ def header(title: str, query: str = "") -> str:
     )
 
 
-def render(doc: dict, *, amplification_alert: float = 1.5) -> str:
-    """The fleet page: one section per release, however many stores, its length bounded by ``fleet.WORST``."""
+def render(doc: dict, *, trend: list[tuple[float, dict[str, tuple[int, int]]]] = (),
+           amplification_alert: float = 1.5) -> str:
+    """The fleet page: one section per release, however many stores, its length bounded by ``fleet.WORST``.
+
+    ``trend`` is the rollout's progress over time: (when, {release: (devices installed, devices)}), oldest first.
+    """
     body = [header("rollout"), f"<p class=empty>refreshes every {REFRESH_SECONDS} s</p>"]
     if not doc["releases"]:
         body.append("<p class=empty>no release announced yet</p>")
     for name, release in doc["releases"].items():
-        body.append(_release(name, release, amplification_alert))
+        points = [(at, figures[name]) for at, figures in trend if name in figures]
+        body.append(_release(name, release, amplification_alert, points))
     return page("posswarm rollout", "".join(body))
 
 
@@ -109,7 +116,7 @@ def duration(seconds: float) -> str:
     return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
-def _release(name: str, r: dict, alert: float) -> str:
+def _release(name: str, r: dict, alert: float, points: list[tuple[float, tuple[int, int]]]) -> str:
     view = fleet.overview(r, amplification_alert=alert)
     total, installed = r["devices_total"], r["devices_installed"]
     percent = 100 * installed / total if total else 0
@@ -122,7 +129,7 @@ def _release(name: str, r: dict, alert: float) -> str:
         f"<b>{nbytes(view['wan_bytes_saved'])}</b></span></div>"
     )
     return (f'<section class=release data-release="{escape(name)}"><h2>{escape(name)}</h2>{kpis}'
-            + _states(view["by_state"]) + _rings(r["rings"]) + _worst(view["worst"], r["stores_total"], alert)
+            + _states(view["by_state"]) + _trend(points) + _rings(r["rings"]) + _worst(view["worst"], r["stores_total"], alert)
             + "</section>")
 
 
@@ -135,6 +142,18 @@ def _states(by_state: dict[str, int]) -> str:
             parts.append(f'<span class={css} style="width:{100 * count / stores:.2f}%" title="{state}: {count}"></span>')
         legend.append(f'<span data-state="{state}"><i class={css}></i>{state} <b>{count:,}</b></span>')
     return f'<h3>stores by state</h3><div class="bar states">{"".join(parts)}</div><div class=legend>{"".join(legend)}</div>'
+
+
+def _trend(points: list[tuple[float, tuple[int, int]]]) -> str:
+    """Devices installed over time, as an inline SVG line (no script): 0 % at the bottom, 100 % at the top."""
+    if len(points) < 2:
+        return ""
+    start, span = points[0][0], (points[-1][0] - points[0][0]) or 1.0
+    xy = " ".join(f"{1000 * (at - start) / span:.1f},{100 - (100 * done / total if total else 0):.1f}"
+                  for at, (done, total) in points)
+    return (f"<h3>devices installed over the last {duration(span)}</h3>"
+            '<svg class=trend viewBox="0 0 1000 100" preserveAspectRatio="none" role=img '
+            f'aria-label="devices installed over time"><polyline points="{xy}" /></svg>')
 
 
 def _rings(rings: dict[str, dict]) -> str:
