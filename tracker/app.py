@@ -146,6 +146,10 @@ def make_app(snapshot: StatsSnapshot, metrics: TrackerMetrics) -> Starlette:
         await snapshot.fresh(wait=False)
         return HTMLResponse(snapshot.page)
 
+    async def health_route(request: Request) -> Response:
+        # For a load balancer's check every second: answers from the loop, never builds a snapshot.
+        return Response(b'{"ok":true}', media_type="application/json")
+
     async def search_route(request: Request) -> Response:
         query = request.query_params.get("q", "").strip()
         if not query or len(query) > MAX_STORE_ID:
@@ -168,6 +172,7 @@ def make_app(snapshot: StatsSnapshot, metrics: TrackerMetrics) -> Starlette:
             Route("/stats", stats_route, methods=["GET"]),
             Route("/metrics", metrics_route, methods=["GET"]),
             Route("/", dashboard_route, methods=["GET"]),
+            Route("/healthz", health_route, methods=["GET"]),
             Route("/stores", search_route, methods=["GET"]),
             Route("/store/{store:path}", store_route, methods=["GET"]),
         ]

@@ -26,9 +26,10 @@ def artifacts(tmp_path) -> Path:
 
 @pytest.fixture
 def tracker_process(nursery):
-    """``await tracker_process(config_path)`` -> the URL of a ``posswarm-tracker serve`` process, stopped after the test."""
+    """``await tracker_process(config_path)`` -> the URL of a ``posswarm-tracker serve`` process, stopped after the test
+    (``with_process=True``: the URL and the process, for a test that kills it)."""
 
-    async def start(config: Path) -> str:
+    async def start(config: Path, *, with_process: bool = False):
         process = await trio.lowlevel.open_process([str(BIN / "posswarm-tracker"), "serve", "--config", str(config)],
                                                    stderr=subprocess.PIPE)
 
@@ -51,7 +52,7 @@ def tracker_process(nursery):
             found = re.search(rb"event='listening'.*url='(http://[^']+)'", buffered)
             if found:
                 nursery.start_soon(drain)
-                return found.group(1).decode()
+                return (found.group(1).decode(), process) if with_process else found.group(1).decode()
         raise AssertionError(f"tracker exited before listening: {buffered.decode(errors='replace')}")
 
     return start
