@@ -49,6 +49,7 @@ class StatsSnapshot:
         self._now = 0.0
         self._views: dict[tuple[str, str | None, str | None], bytes] = {}
         self.page, self.metrics, self.store_ids = "", b"", []
+        self._known: frozenset[str] = frozenset()
         self._background: trio.Nursery | None = None
         self._trend: deque[tuple[float, dict[str, tuple[int, int]]]] = deque(maxlen=TREND_POINTS)
 
@@ -94,6 +95,7 @@ class StatsSnapshot:
             now = self._clock()
             built = pickle.loads(await forked.run(partial(self._everything, now)))
             document, self.page, self.metrics, self.store_ids, point = built
+            self._known = frozenset(self.store_ids)
             self._views, self._now = {("stats", None, None): document}, now
             if not self._trend or now - self._trend[-1][0] >= TREND_EVERY:
                 self._trend.append(point)
@@ -105,6 +107,9 @@ class StatsSnapshot:
 
     async def store_page(self, store: str) -> str | None:
         """The dashboard page of one store (its devices), None when no node of it announced."""
+        await self.fresh(wait=False)
+        if store not in self._known:  # an id nobody announced costs no fork, however many are asked for
+            return None
         page = await self._view("page", None, store, wait=False)
         return page.decode() if page else None
 

@@ -157,6 +157,8 @@ async def test_a_failed_background_rebuild_keeps_the_last_page_up(nursery):
         for _ in range(3):  # each read starts a rebuild that fails in the child; the page stays
             answer = await client.get("/")
             assert answer.status_code == 200 and "<b>1</b> stores" in answer.text
+        for n in range(20):  # ids nobody announced are answered from the snapshot's list: no child, no failure
+            assert (await client.get(f"/store/nobody-{n}")).status_code == 404
         store.failing = False
         await _announce(client, "store-2", "till-1", 500)
         with trio.fail_after(10):
