@@ -75,7 +75,8 @@ class StoreWatch:
             elif d["fetching"]:
                 now = Text(f"fetching {', '.join(name for name, _ in d['fetching'])}", style="cyan")
             else:
-                now = Text("up to date" if d["installed"] else "-", style="green" if d["installed"] else "")
+                done_text = "seeding" if d["role"] == "cache" else "up to date"
+                now = Text(done_text if d["installed"] else "-", style="green" if d["installed"] else "")
             table.add_row(
                 d["node"], d["role"], now, ProgressBar(total=100, completed=done, width=20), sparkline(rates),
                 f"{nbytes(int(rates[-1]))}/s" if rates else "-", nbytes(d["wan"]), nbytes(d["lan"]),

@@ -34,7 +34,8 @@ def _devices(devices: list[dict]) -> str:
         fetching = ", ".join(f"{escape(name)} {done:.0f} %" for name, done in d["fetching"])
         stalled = ", ".join(f"{escape(name)} at {done:.0f} %" for name, done in d["stalled"])
         state = (f"<span class=stalled>stalled on {stalled}</span>" if stalled
-                 else f"fetching {fetching}" if fetching else "up to date" if d["installed"] else "&ndash;")
+                 else f"fetching {fetching}" if fetching else ("seeding" if d["role"] == "cache" else "up to date")
+                 if d["installed"] else "&ndash;")
         seen = f"{duration(d['last_seen_s'])} ago" + ("" if d["live"] else " <span class=empty>(gone)</span>")
         rows.append(
             f'<tr data-node="{escape(d["node"])}"><td>{escape(d["node"])}</td><td>{escape(d["role"])}</td>'

@@ -82,7 +82,7 @@ def devices_of(doc: dict, store: str) -> list[dict]:
                                               "installed": [], "fetching": [], "stalled": [], "wan": 0, "lan": 0,
                                               "last_seen_s": n["last_seen_s"], "live": False})
             done = max(0.0, min(100.0, 100.0 * (1 - n["left"] / size))) if size else 0.0
-            if n["installed"]:
+            if n["installed"] or (n["role"] == "cache" and n["left"] == 0):  # a cache holding it all seeds it
                 row["installed"].append(name)
             elif n["stalled"]:
                 row["stalled"].append((name, done))
