@@ -74,7 +74,9 @@ class Node:
             self.wan = WanCaps(c, self.torrents)
             if c.is_cache:
                 self.shelf.seeds = (f"{c.address}:{self.torrents.listen_port}",)
-                app = catalog_app(self.shelf, extra_routes=[node_metrics.route(self.status)])
+                # Scraped from the start; its parts (keeper, follower) come a moment later.
+                metrics = node_metrics.route(lambda: self.status() if self.follower else None)
+                app = catalog_app(self.shelf, extra_routes=[metrics])
                 self.http_url = await nursery.start(http_service.run, app, c.address, c.http_port)
             if c.gossip_key_file:
                 self.storedata = await nursery.start(StoreData(c, c.data_dir).run)

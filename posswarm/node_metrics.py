@@ -18,11 +18,15 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 RELEASE_STATES = tuple(state.value for state in ReleaseState)
 
 
-def route(status: Callable[[], dict]) -> Route:
-    """``GET /metrics`` on the cache's HTTP service: the node's status document, as gauges, when scraped."""
+def route(status: Callable[[], dict | None]) -> Route:
+    """``GET /metrics`` on the cache's HTTP service: the node's status document (None while it starts), as gauges."""
 
     async def metrics(request: Request) -> Response:
-        return Response(exposition(status()), media_type=CONTENT_TYPE)
+        doc = status()
+        if doc is None:
+            return Response(b"node starting: /metrics answers once its parts run (a few seconds)\n", 503,
+                            media_type="text/plain")
+        return Response(exposition(doc), media_type=CONTENT_TYPE)
 
     return Route("/metrics", metrics, methods=["GET"])
 
