@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test clean
+.PHONY: demo test clean deb
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check posswarm seeder tracker tools tests
 	$(VENV)/bin/pytest -q
+
+# posswarm_VERSION_ARCH.deb in $(DEB_OUT) (see docs/deployment.md, "The package").
+DEB_OUT ?= build
+deb:
+	packaging/build-deb $(DEB_OUT)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import trio
 
-from posswarm import http_service, lifecycle, logs, status
+from posswarm import http_service, lifecycle, logs, node_metrics, status
 from posswarm.announce import NodeIdentity, ReleaseReport
 from posswarm.announcer import Announcer
 from posswarm.catalog.follower import CatalogFollower
@@ -94,8 +94,11 @@ class Node:
                 self.shelf.seeds = (f"{c.address}:{self.torrents.listen_port}",)
                 # The store catalog over TLS with the cache's node certificate: a device takes only a certified cache.
                 tls = cache_server_context(self.credential) if self.credential else None
-                self.http_url = await nursery.start(partial(http_service.run, catalog_app(self.shelf), c.address,
-                                                            c.http_port, ssl_context=tls))
+                # Scraped from the start; its parts (keeper, follower) come a moment later.
+                metrics = node_metrics.route(lambda: self.status() if self.follower else None)
+                app = catalog_app(self.shelf, extra_routes=[metrics])
+                self.http_url = await nursery.start(partial(http_service.run, app, c.address, c.http_port,
+                                                            ssl_context=tls))
             if c.store_data:
                 self.storedata = await nursery.start(StoreData(c, c.data_dir, self.credential,
                                                                sku_keys=self.trust.sku_keys).run)

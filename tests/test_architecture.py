@@ -63,6 +63,8 @@ PURE = (
     "tracker/access.py",
     "tracker/announce.py",
     "tracker/dashboard.py",
+    "tracker/dashboard_store.py",
+    "tracker/fleet.py",
     "tracker/desk.py",
     "tracker/handout/__init__.py",
     "tracker/handout/completeness.py",

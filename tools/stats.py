@@ -13,6 +13,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from tools.store_watch import StoreWatch
+
 
 class _UsageError(Exception):
     pass
@@ -33,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--release", help="only this release (NAME@VERSION, or an info-hash in hex)")
     p.add_argument("--store", help="only this store")
     p.add_argument("--json", action="store_true", help="print the raw /stats JSON")
-    p.add_argument("--watch", action="store_true", help="redraw the tables until Ctrl-C")
+    p.add_argument("--watch", action="store_true",
+                   help="redraw until Ctrl-C; with --store, a live view of that store's cache and tills")
     p.add_argument("--every", type=float, default=5.0, help="--watch: seconds between redraws (default 5)")
     p.add_argument("--rounds", type=int, help="--watch: stop after this many redraws (default: never)")
     p.add_argument("--fail-if-amplification-above", type=float, metavar="X",
@@ -91,14 +94,22 @@ def alerts_of(doc: dict, *, amplification_above: float | None, stalled: bool) ->
 
 
 def _watch(args) -> dict:
-    console = _console()
+    # With --store, a top-like view of that store's tills (bars, receive-rate sparklines); else every store's table.
+    store = StoreWatch(args.store) if args.store else None
+
+    def draw(doc: dict):
+        if store is None:
+            return _tables(doc)
+        store.update(doc, time.monotonic())
+        return store.render()
+
     doc = _fetch(args)
-    with Live(_tables(doc), console=console, auto_refresh=False) as live:
+    with Live(draw(doc), console=_console(), auto_refresh=False) as live:
         rounds = 1
         while args.rounds is None or rounds < args.rounds:
             time.sleep(args.every)
             doc = _fetch(args)
-            live.update(_tables(doc), refresh=True)
+            live.update(draw(doc), refresh=True)
             rounds += 1
     return doc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import unquote
 
 import trio
 
@@ -191,7 +192,7 @@ async def _asgi(app, request: http_wire.Request, client: tuple, server: tuple) -
         "http_version": "1.1",
         "method": request.method,
         "scheme": "http",
-        "path": request.path,
+        "path": unquote(request.path),  # ASGI's path is percent-decoded: a store id may hold any character
         "raw_path": request.path.encode("latin-1"),
         "query_string": request.query,
         "root_path": "",

@@ -31,13 +31,20 @@ class TrackerMetrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, str, bool], object] = {}
+        # Every series exists from the start (at 0): a rate() or an alert over it needs no first event.
+        for transport in ("http", "udp"):
+            for kind in ("announce", "scrape"):
+                for ok in (True, False):
+                    self.count(transport, kind, ok, by=0)
+        for reason in ("garbage", "unproven"):
+            self.udp_dropped.labels(reason)
 
-    def count(self, transport: str, kind: str, ok: bool) -> None:
+    def count(self, transport: str, kind: str, ok: bool, *, by: int = 1) -> None:
         # labels() costs a lock and a lookup; on the announce path the child is looked up once.
         child = self._children.get((transport, kind, ok))
         if child is None:
             child = self._children[(transport, kind, ok)] = self.requests.labels(transport, kind, "ok" if ok else "refused")
-        child.inc()
+        child.inc(by)
 
     def refused_connection(self) -> None:
         self.refused.inc()
@@ -77,6 +84,8 @@ class _StatsCollector:
                                 labels=["release", "store"])
         store_amp = GaugeMetricFamily("posswarm_store_wan_amplification", "Store WAN bytes / release size (1 = once)",
                                       labels=["release", "store"])
+        seen = GaugeMetricFamily("posswarm_store_last_seen_seconds", "Seconds since any node of the store announced",
+                                 labels=["release", "store"])
         stores = GaugeMetricFamily("posswarm_release_stores", "Stores with a cache or devices on a release",
                                    labels=["release"])
         release_amp = GaugeMetricFamily("posswarm_release_wan_amplification",
@@ -94,10 +103,11 @@ class _StatsCollector:
                     cache.add_metric([name, store, state], 1 if s["cache"]["state"] == state else 0)
                 wan.add_metric([name, store], s["wan_bytes"])
                 lan.add_metric([name, store], s["lan_bytes"])
+                seen.add_metric([name, store], s["last_seen_s"])
                 if s["wan_amplification"] is not None:
                     store_amp.add_metric([name, store], s["wan_amplification"])
         for store, row in doc["stores"].items():
             for device_class, releases in row["installed_by_class"].items():
                 for name, count in releases.items():
                     by_class.add_metric([store, device_class, name], count)
-        yield from (devices, cache, wan, lan, store_amp, stores, release_amp, by_class)
+        yield from (devices, cache, wan, lan, seen, store_amp, stores, release_amp, by_class)

@@ -62,6 +62,7 @@ async def run(
     metrics = TrackerMetrics()
     app = make_app(snapshot, metrics)
     async with trio.open_nursery() as nursery:
+        await nursery.start(snapshot.run)
         try:
             url = await nursery.start(http_server.run, desk, app, config.host, config.port, clock, metrics)
         except OSError as exc:

@@ -6,8 +6,10 @@ from urllib.parse import quote_from_bytes
 
 import httpx
 import trio
+from rich.console import Console
 
 from tools import stats
+from tools.store_watch import StoreWatch
 from tracker import server
 from tracker.config import TrackerConfig
 
@@ -88,3 +90,48 @@ async def test_watch_redraws_then_stops_after_its_rounds(nursery, capsys):
                                                           "--rounds", "3"]) == 0
     assert "store-42" in capsys.readouterr().out
     assert stats.main(["--tracker", url, "--watch", "--every", "0"]) == 2
+
+
+async def _announce_till_2(url: str, lan: int) -> None:
+    q = {"info_hash": bytes(20), "peer_id": b"till-2".ljust(20, b"-"), "port": 6881, "uploaded": 0, "downloaded": 0,
+         "left": 2_000_000 - lan, "ip": "127.0.0.12", "node": "till-2", "role": "device", "store": "store-17",
+         "release": "pos-os@2026.11", "size": 2_000_000, "wan": 0, "lan": lan, "installed": 0}
+    raw = "&".join(f"{k}={quote_from_bytes(v if isinstance(v, bytes) else str(v).encode(), safe='')}"
+                   for k, v in q.items())
+    async with httpx.AsyncClient(base_url=url) as client:
+        assert b"failure" not in (await client.get("/announce?" + raw)).content
+
+
+async def test_store_watch_shows_each_till_with_a_bar_and_its_receive_rate_over_rounds(nursery):
+    config = TrackerConfig(port=0, open=True, stats_every=0.001)
+    url = await nursery.start(server.run, config)
+    await feed(url)
+    view = StoreWatch("store-17")
+    async with httpx.AsyncClient(base_url=url) as client:
+        for round_, lan in enumerate((1_000_000, 1_200_000, 1_700_000, 1_700_000)):
+            await _announce_till_2(url, lan)
+            view.update((await client.get("/stats", params={"store": "store-17"})).json(), now=10.0 * round_)
+    console = Console(record=True, width=160)
+    console.print(view.render())
+    lines = console.export_text().splitlines()
+    till_2 = next(line for line in lines if line.lstrip().startswith("till-2"))
+    # 200 KB then 500 KB then nothing over 10 s rounds: the spark follows, the last rate is 0 B/s.
+    assert "fetching pos-os@2026.11" in till_2 and "▄█▁" in till_2 and " 0 B/s " in till_2
+    till_1 = next(line for line in lines if line.lstrip().startswith("till-1"))
+    assert "up to date" in till_1 and "1.9 MiB" in till_1
+    assert any("pos-os@2026.11" in line and "1/2" in line and "downloading" in line for line in lines)
+    assert lines[0].strip() == "store store-17"
+
+
+async def test_watch_of_one_store_runs_from_the_command_line(nursery, capsys):
+    url = await nursery.start(server.run, TrackerConfig(port=0, open=True))
+    await feed(url)
+    with trio.fail_after(20):
+        assert await trio.to_thread.run_sync(stats.main, ["--tracker", url, "--store", "store-17", "--watch",
+                                                          "--every", "0.05", "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "store store-17" in out and "till-2" in out and "store-42" not in out
+    with trio.fail_after(20):
+        assert await trio.to_thread.run_sync(stats.main, ["--tracker", url, "--store", "S-none", "--watch",
+                                                          "--rounds", "1"]) == 0
+    assert "store S-none: no node of this store has announced" in capsys.readouterr().out

@@ -1,5 +1,6 @@
 """Real processes the tracker tests share: a redis-server on a loopback port, posswarm-tracker itself."""
 
+import os
 import re
 import shutil
 import socket
@@ -15,10 +16,20 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-def tracker_process(nursery):
-    """``await tracker_process(config_path)`` -> the URL of a ``posswarm-tracker serve`` process, stopped after the test."""
+def artifacts(tmp_path) -> Path:
+    """Where a test leaves what a person should look at (screenshots): $POSSWARM_TEST_ARTIFACTS, else tmp_path."""
+    chosen = os.environ.get("POSSWARM_TEST_ARTIFACTS")
+    directory = Path(chosen) if chosen else tmp_path / "artifacts"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
-    async def start(config: Path) -> str:
+
+@pytest.fixture
+def tracker_process(nursery):
+    """``await tracker_process(config_path)`` -> the URL of a ``posswarm-tracker serve`` process, stopped after the test
+    (``with_process=True``: the URL and the process, for a test that kills it)."""
+
+    async def start(config: Path, *, with_process: bool = False):
         process = await trio.lowlevel.open_process([str(BIN / "posswarm-tracker"), "serve", "--config", str(config)],
                                                    stderr=subprocess.PIPE)
 
@@ -41,7 +52,7 @@ def tracker_process(nursery):
             found = re.search(rb"event='listening'.*url='(http://[^']+)'", buffered)
             if found:
                 nursery.start_soon(drain)
-                return found.group(1).decode()
+                return (found.group(1).decode(), process) if with_process else found.group(1).decode()
         raise AssertionError(f"tracker exited before listening: {buffered.decode(errors='replace')}")
 
     return start

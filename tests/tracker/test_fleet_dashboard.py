@@ -1,0 +1,112 @@
+"""The dashboard of a tracker holding 5,000 stores x 20 tills, read in a real headless Chromium: fast, searchable, unbroken."""
+
+import time
+
+import httpx
+import pytest
+import trio
+
+from tests.tracker import simulated_fleet as fleet
+from tests.tracker.cdp import chromium, needs_chromium
+from tracker import server
+from tracker.config import TrackerConfig
+
+NOW = 1_000_000.0
+WIDTHS = (1280, 800)  # a desk screen, and half of one beside a bridge call
+
+
+@pytest.fixture
+async def fleet_tracker(nursery):
+    # One snapshot for the whole test: first renders are timed against a built snapshot, and its rebuild is timed apart.
+    config = TrackerConfig(port=0, open=True, interval=30, stats_every=3600)
+    url = await nursery.start(lambda task_status: server.run(config, store=fleet.fill(NOW), clock=lambda: NOW,
+                                                             task_status=task_status))
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        started = time.monotonic()
+        page = (await client.get("/")).text
+        rebuild = time.monotonic() - started
+        print(f"snapshot of {fleet.STORES * (fleet.TILLS + 1):,} nodes built in {rebuild:.2f} s, page {len(page):,} bytes")
+        yield url, page
+
+
+async def test_fleet_page_is_bounded_and_puts_the_worst_stores_first(fleet_tracker):
+    _, page = fleet_tracker
+    assert len(page) < 200_000, len(page)  # 5,000 stores, yet one screenful per release, not one row per store
+    expected_absent = sum(1 for i in range(fleet.STORES) if fleet.cache_absent(i) and not fleet.stalled(i))
+    assert f'<span data-state="cache absent"><i class=s-cache-absent></i>cache absent <b>{expected_absent}</b>' in page
+    stalled = sorted((i for i in range(fleet.STORES) if fleet.stalled(i)), key=fleet.stalled_for, reverse=True)
+    rows = page.split(f'data-release="{fleet.RELEASE}"')[1].split("<table class=worst>")[1]
+    order = [row.split('"', 1)[0] for row in rows.split('<tr data-store="')[1:]]
+    assert order[:len(stalled)] == [fleet.store_id(i) for i in stalled]  # stalled longest first
+    amplified = [fleet.store_id(i) for i in range(fleet.STORES) if fleet.amplified(i) and not fleet.stalled(i)]
+    assert set(order[len(stalled):len(stalled) + len(amplified)]) == set(amplified)
+    assert all(fleet.cache_absent(int(store[1:])) for store in order[len(stalled) + len(amplified):])
+    assert f"{fleet.STORES:,}</b> stores" in page and '<tr data-ring="canary"><td>canary</td><td class=num>50<' in page
+
+
+@needs_chromium
+async def test_dashboard_in_chromium_renders_fast_searches_and_fits(fleet_tracker, artifacts):
+    url, _ = fleet_tracker
+    with trio.fail_after(240):
+        async with chromium() as tab:
+            # A person's browser is already running: start this one's renderer and connection on a small page
+            # of the same tracker, so the timings below are the dashboard's, not Chromium's cold start.
+            await tab.open(url + "/stores?q=warm-up")
+            for width in WIDTHS:
+                await tab.viewport(width, 900)
+                await tab.open(url + "/")
+                timings = await tab.timings()
+                print(f"fleet page at {width} px: {timings}")
+                assert 0 < timings["dom_ready"] <= timings["load"] < 1000, timings
+                assert await tab.overflow() <= 0, f"the fleet page scrolls sideways at {width} px"
+                await tab.screenshot(artifacts / f"fleet-dashboard-{width}.png", width)
+            assert await tab.js("document.querySelectorAll('section.release').length") == 2
+
+            # A store id typed in the search box lands on the store's page.
+            await tab.viewport(1280, 900)
+            await tab.js("document.querySelector('form.search input').value = 's0042';"
+                         "document.querySelector('form.search').submit()")
+            await tab.loaded()
+            assert await tab.js("location.pathname") == "/store/S0042"
+            timings = await tab.timings()
+            print(f"store page: {timings}")
+            assert timings["load"] < 1000, timings
+            devices = await tab.js("[...document.querySelectorAll('table.devices tr[data-node]')].map(r => r.dataset.node)")
+            assert devices[0] == "cache" and len(devices) == fleet.TILLS + 1
+            cache = await tab.js("document.querySelector('table.devices tr[data-node=\"cache\"]').innerText")
+            assert cache.split("\t")[3:5] == [f"{fleet.RELEASE}, {fleet.APP}", "seeding"], cache
+            row = await tab.js("document.querySelector('table.devices tr[data-node=\"till-04\"]').innerText")
+            assert row.split("\t")[3] == f"{fleet.RELEASE}, {fleet.APP}", row
+            assert await tab.overflow() <= 0
+            await tab.screenshot(artifacts / "store-page.png", 1280)
+
+            # A part of an id lists the stores it matches, each a link to its page.
+            await tab.open(url + "/stores?q=S004")
+            found = await tab.js("[...document.querySelectorAll('ul.found a')].map(a => a.textContent)")
+            assert found == [fleet.store_id(i) for i in range(fleet.STORES) if "S004" in fleet.store_id(i)]
+            await tab.open(url + "/stores?q=nowhere")
+            assert "no store id contains nowhere" in await tab.js("document.body.innerText")
+
+            # A stalled store's page names its stuck tills.
+            stuck = fleet.store_id(next(i for i in range(fleet.STORES) if fleet.stalled(i)))
+            await tab.open(url + f"/store/{stuck}")
+            text = await tab.js("document.querySelector('table.devices').innerText")
+            assert text.count(f"stalled on {fleet.RELEASE} at 67 %") == 2
+            await tab.screenshot(artifacts / "store-page-stalled.png", 800)
+    assert all((artifacts / name).stat().st_size > 10_000 for name in
+               ("fleet-dashboard-1280.png", "fleet-dashboard-800.png", "store-page.png", "store-page-stalled.png"))
+
+
+async def test_unknown_and_hostile_store_ids_get_a_plain_answer(fleet_tracker):
+    url, _ = fleet_tracker
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        missing = await client.get("/store/S9999")
+        assert missing.status_code == 404 and "store S9999: no node of this store has announced" in missing.text
+        hostile = await client.get("/store/%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+        assert hostile.status_code == 404, hostile.text
+        assert "<script>" not in hostile.text, hostile.text
+        assert "&lt;script&gt;" in hostile.text, hostile.text
+        long = await client.get("/stores", params={"q": "S" * 500})
+        assert long.status_code == 400 and len(long.text) < 10_000
+        empty = await client.get("/stores", params={"q": " "})
+        assert empty.status_code == 400
