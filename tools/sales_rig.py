@@ -120,7 +120,7 @@ class Rig:
 
     async def start(self, name: str, timeout: float = 60.0) -> None:
         """Start ``name`` and return once its log shows it is serving."""
-        self.starting.add(name)  # not a kill victim until it serves: a kill mid-start is not a fault we model
+        self.starting.add(name)  # started but not yet serving: a kill now is a kill while starting
         try:
             await self._start(name, timeout)
         finally:
@@ -156,10 +156,14 @@ class Rig:
             process.send_signal(signal.SIGKILL)
             await process.wait()
 
+    def running(self, name: str) -> bool:
+        """The process exists, serving or still starting."""
+        process = self.procs[name].process
+        return process is not None and process.poll() is None
+
     def alive(self, name: str) -> bool:
         """Running and serving (a process still starting up is not counted)."""
-        process = self.procs[name].process
-        return name not in self.starting and process is not None and process.poll() is None
+        return name not in self.starting and self.running(name)
 
     async def stop_all(self) -> None:
         for proc in self.procs.values():
@@ -187,10 +191,20 @@ class Rig:
                 await trio.sleep(0.1)
 
     def api_url(self, name: str) -> str | None:
+        """The till's API as its last start wrote it (stale while it is down: the POS then meets a refusal)."""
         try:
-            return (self.data_dir(name) / "api.url").read_text().strip()
+            return (self.data_dir(name) / "api.url").read_text().strip() or None
         except OSError:
             return None
+
+    async def export(self) -> list[dict]:
+        """Central's sales as the data platform gets them: the real ``posswarm-seeder sales export`` (JSONL)."""
+        out = self.root / "central-export.jsonl"
+        done = await trio.run_process([bin_path("posswarm-seeder"), "sales", "export", "--data-dir",
+                                       str(self.central_data), "--out", str(out)], capture_stderr=True, check=False)
+        if done.returncode != 0:
+            raise PosswarmError(f"sales export from {self.central_data}: {done.stderr.decode(errors='replace').strip()}")
+        return [json.loads(line) for line in out.read_text().splitlines()]
 
 
 def _read(path: Path, query: str) -> list[tuple]:
