@@ -1,10 +1,12 @@
-"""``posswarm-bench sales``: tills record sales under dropped/duplicated/reordered frames, SIGKILLs and a cache outage.
+"""``posswarm-bench sales``: tills' POSes sell through faults on the wire, SIGKILLs and outages; judged by the POS's ledger.
 
 Real processes on loopback (a seeder, a cache and N devices, each ``posswarm node`` on its own
-127.X.1.Y with mDNS), real SQLite files; afterwards every committed sale must be at central
-exactly once. Prints ``{committed, at_cache, at_central, lost, duplicated, p50_ms, p99_ms, ...}``.
-With ``--flood N``: one till's gossip port is held by N idle connections while its POS sells, and
-the sale latencies with and without the flood are printed.
+127.X.1.Y), real SQLite files. Each till's simulated POS (tools/pos_till.py) retries every
+transaction under its id until answered and keeps its own ledger; afterwards central's export is
+held against that ledger (tools/sales_verdict.py). Prints ``{attempted, lost, duplicated, phantom,
+attempts, p50_ms, p99_ms, ...}``. Wire faults (``--wire-loss`` ...) run the store in a network
+namespace of its own. With ``--flood N``: one till's gossip port is held by N idle connections
+while its POS sells, and the sale latencies with and without the flood are printed.
 """
 
 from __future__ import annotations
@@ -23,10 +25,25 @@ import trio
 from posswarm.errors import PosswarmError
 from tools import keyless_proxy
 from tools.bench_gossip_flood import run_flood
+from tools.netsim import netns
+from tools.netsim.isolated import require_own_namespace, run_scenario_isolated
+from tools.netsim.wire import Addresses, Wire, cut_commands, setup_commands
 from tools.pos_ledger import PosLedger
 from tools.pos_till import Shop, ring
 from tools.sales_rig import Rig, cache_sales, central_sales, outbox_sales, percentile
 from tools.sales_verdict import exactly_once, verdict
+
+
+async def _cut(start: float, seconds: float, a: str | None, b: str, stats: dict, label: str) -> None:
+    """A partition on the wire: from ``start`` s on, for ``seconds``, nothing passes between ``a`` and ``b``."""
+    await trio.sleep(start)
+    await trio.to_thread.run_sync(netns.apply, cut_commands(a, b))
+    try:
+        await trio.sleep(seconds)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(netns.apply, cut_commands(a, b, heal=True))
+            stats[label] += 1
 
 
 async def _chaos(rig: Rig, kill_every: float, outage: float, rng: random.Random, stats: dict) -> None:
@@ -80,18 +97,27 @@ async def _chaos(rig: Rig, kill_every: float, outage: float, rng: random.Random,
 async def run_scenario(root: Path, *, devices: int = 3, sales: int = 300, drop: float = 0.0, dup: float = 0.0,
                        reorder: float = 0.0, kill_every: float = 0.0, cache_outage: float = 0.0, rate: float = 20.0,
                        drain_timeout: float = 60.0, seed: int | None = None, keyless: bool = False,
-                       pos_timeout: float = 5.0) -> dict:
+                       pos_timeout: float = 5.0, wire: dict | None = None) -> dict:
     """Run the whole scenario; the verdict compares central's export with the POS's own ledger.
 
     ``keyless``: every POS talks to its till through a proxy that drops the Idempotency-Key
-    (tools/keyless_proxy.py), the build a duplicate-blind verdict would pass.
+    (tools/keyless_proxy.py), the build a duplicate-blind verdict would pass. ``wire``: the
+    fields of :class:`tools.netsim.wire.Wire`; only inside a namespace of the run's own
+    (:func:`tools.netsim.isolated.run_scenario_isolated`).
     """
     rng = random.Random(seed)
     faults = ",".join(f"{k}={v}" for k, v in (("drop", drop), ("dup", dup), ("reorder", reorder)) if v)
     rig = Rig(root, devices, faults=faults)
-    stats = {"cache_kills": 0, "device_kills": 0, "kills_while_starting": 0, "outages": 0}
+    on_wire = Wire(**(wire or {}))
+    stats = {"cache_kills": 0, "device_kills": 0, "kills_while_starting": 0, "outages": 0, "till_cuts": 0,
+             "central_cuts": 0}
     shop = Shop(PosLedger(root / "pos-ledger.sqlite"), sales)
     try:
+        if wire:
+            require_own_namespace("wire faults")
+            where = Addresses(rig.central_address, rig.address("cache"),
+                              tuple(rig.address(name) for name in rig.device_names), f"127.{rig.net}.2.0/24")
+            await trio.to_thread.run_sync(netns.apply, setup_commands(on_wire, where))
         with trio.fail_after(120):
             await rig.start_all()
             await rig.wait_connected()
@@ -101,11 +127,18 @@ async def run_scenario(root: Path, *, devices: int = 3, sales: int = 300, drop: 
             for name in urls if keyless else ():
                 urls[name] = functools.partial(str, await proxies.start(keyless_proxy.run, urls[name]))
             async with trio.open_nursery() as selling:
-                for name, url_of in urls.items():
+                for i, (name, url_of) in enumerate(urls.items()):
                     selling.start_soon(functools.partial(ring, shop, name, url_of, rate, random.Random(rng.random()),
-                                                         timeout=pos_timeout))
+                                                         timeout=pos_timeout,
+                                                         local_address=rig.pos_address(i) if wire else None))
                 async with trio.open_nursery() as chaos:
                     chaos.start_soon(_chaos, rig, kill_every, cache_outage, rng, stats)
+                    if on_wire.central_cut_s:
+                        chaos.start_soon(_cut, 1.0, on_wire.central_cut_s, None, rig.central_address, stats,
+                                         "central_cuts")
+                    if on_wire.till_cut_s:
+                        chaos.start_soon(_cut, 2.0, on_wire.till_cut_s, rig.address(rig.device_names[0]),
+                                         rig.address("cache"), stats, "till_cuts")
                     with trio.fail_after(max(120.0, 10 * sales / (rate * devices))):
                         while shop.quota > 0:
                             await trio.sleep(0.1)
@@ -125,7 +158,7 @@ async def run_scenario(root: Path, *, devices: int = 3, sales: int = 300, drop: 
         latencies = [row[4] for row in cache_sales(rig)]
         return {
             "devices": devices, "sales": sales, "drop": drop, "dup": dup, "reorder": reorder,
-            "kill_every_s": kill_every, "cache_outage_s": cache_outage, "keyless": keyless,
+            "kill_every_s": kill_every, "cache_outage_s": cache_outage, "keyless": keyless, "wire": wire,
             **found,
             "attempts": shop.ledger.outcomes(),
             "in_outboxes": len(outbox_sales(rig)),
@@ -144,6 +177,17 @@ async def run_scenario(root: Path, *, devices: int = 3, sales: int = 300, drop: 
         shop.ledger.close()
 
 
+# flag, field of tools.netsim.wire.Wire, type, help
+WIRE_OPTIONS = (
+    ("--wire-loss", "loss", float, "drop P of packets till<->cache and cache<->central"),
+    ("--wire-reset", "reset", float, "answer P of those packets with a TCP reset"),
+    ("--answer-loss", "answer_loss", float, "drop P of packets from the tills' API to the POS"),
+    ("--central-kbit", "central_kbit", int, "throttle cache<->central to KBIT (tc tbf)"),
+    ("--till-cut", "till_cut_s", float, "cut till-01 off from the cache (not from the other tills) for SEC"),
+    ("--central-cut", "central_cut_s", float, "cut the cache off from central for SEC"),
+)
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="posswarm-bench sales", description=__doc__.splitlines()[0])
     p.add_argument("--devices", type=int, default=3)
@@ -156,6 +200,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--cache-outage", type=float, default=0.0, help="keep the cache down SEC while tills sell")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--pos-timeout", type=float, default=5.0, help="the POS gives up waiting for an answer after SEC, then retries")
+    wire = p.add_argument_group("faults on the wire (the run gets a network namespace of its own; needs root)")
+    for flag, name, kind, text in WIRE_OPTIONS:
+        wire.add_argument(flag, dest=name, type=kind, default=kind(0), help=text)
     p.add_argument("--keyless", action="store_true",
                    help="send every sale through a proxy that drops the Idempotency-Key (the verdict must then fail)")
     p.add_argument("--flood", type=int, default=0, metavar="N",
@@ -168,10 +215,12 @@ def main(argv: list[str]) -> int:
         if args.flood:
             result = trio.run(lambda: run_flood(root, connections=args.flood, sales=args.sales, rate=args.rate))
         else:
-            result = trio.run(lambda: run_scenario(
-                root, devices=args.devices, sales=args.sales, drop=args.drop, dup=args.dup, reorder=args.reorder,
-                kill_every=args.kill_every, cache_outage=args.cache_outage, rate=args.rate, seed=args.seed,
-                keyless=args.keyless, pos_timeout=args.pos_timeout))
+            on_wire = {name: getattr(args, name) for _, name, _, _ in WIRE_OPTIONS if getattr(args, name)}
+            scenario = dict(devices=args.devices, sales=args.sales, drop=args.drop, dup=args.dup, reorder=args.reorder,
+                            kill_every=args.kill_every, cache_outage=args.cache_outage, rate=args.rate, seed=args.seed,
+                            keyless=args.keyless, pos_timeout=args.pos_timeout, wire=on_wire or None)
+            run = run_scenario_isolated if on_wire else run_scenario
+            result = trio.run(lambda: run(root, **scenario))
     if args.json:
         print(json.dumps(result))
     else:

@@ -61,6 +61,14 @@ class Rig:
         self.starting: set[str] = set()  # names whose start() is waiting for them to serve
         self.seeder_url: str | None = None
 
+    @property
+    def central_address(self) -> str:
+        return f"127.{self.net}.0.3"
+
+    def pos_address(self, index: int) -> str:
+        """Where the POS of the ``index``-th till (0-based) sends from: its own address, so the wire can tell it."""
+        return f"127.{self.net}.2.{index + 1}"
+
     def address(self, name: str) -> str:
         return f"127.{self.net}.1.1" if name == "cache" else f"127.{self.net}.1.{10 + int(name.split('-')[1])}"
 
@@ -71,16 +79,21 @@ class Rig:
     def data_dir(self, name: str) -> Path:
         return self.root / "nodes" / name
 
-    async def start_all(self) -> None:
-        seeder_ip = f"127.{self.net}.0.3"
+    async def start_central(self, sales_db: str = "") -> str:
+        """Central's seeder (sales in DATA_DIR/sales.sqlite, or ``sales_db``); returns its URL."""
+        seeder_ip = self.central_address
         self.procs["seeder"] = Proc("seeder", [
             bin_path("posswarm-seeder"), "serve", "--releases", str(self.root / "central" / "releases"),
             "--timestamp-key", str(self.central_keys.key("timestamp")), "--listen", f"{seeder_ip}:0",
-            "--bt-listen", f"{seeder_ip}:0",
-            "--data-dir", str(self.central_data)], self.logs / "seeder.log", "event='listening'")
+            "--bt-listen", f"{seeder_ip}:0", "--data-dir", str(self.central_data),
+            *(["--sales-db", sales_db] if sales_db else [])], self.logs / "seeder.log", "event='listening'")
         await self.start("seeder")
         text = (self.logs / "seeder.log").read_text()
         self.seeder_url = text.split("event='listening'", 1)[1].split("url='", 1)[1].split("'", 1)[0]
+        return self.seeder_url
+
+    async def start_all(self) -> None:
+        await self.start_central()
         for name in ["cache", *self.device_names]:
             self._node_proc(name)
         async with trio.open_nursery() as nursery:
@@ -197,11 +210,12 @@ class Rig:
         except OSError:
             return None
 
-    async def export(self) -> list[dict]:
+    async def export(self, sales_db: str = "") -> list[dict]:
         """Central's sales as the data platform gets them: the real ``posswarm-seeder sales export`` (JSONL)."""
         out = self.root / "central-export.jsonl"
-        done = await trio.run_process([bin_path("posswarm-seeder"), "sales", "export", "--data-dir",
-                                       str(self.central_data), "--out", str(out)], capture_stderr=True, check=False)
+        where = ["--sales-db", sales_db] if sales_db else ["--data-dir", str(self.central_data)]
+        done = await trio.run_process([bin_path("posswarm-seeder"), "sales", "export", *where, "--out", str(out)],
+                                      capture_stderr=True, check=False)
         if done.returncode != 0:
             raise PosswarmError(f"sales export from {self.central_data}: {done.stderr.decode(errors='replace').strip()}")
         return [json.loads(line) for line in out.read_text().splitlines()]
