@@ -20,9 +20,14 @@ class Attempted(NamedTuple):
 
 def fingerprint(till: object, basket: Mapping) -> tuple:
     """A basket as rung on a till; the simulated POS never rings the same one twice on a till."""
-    lines = tuple((line.get("sku"), line.get("qty"), line.get("unit_cents")) for line in basket.get("lines") or ())
-    tenders = tuple((t.get("kind"), t.get("cents")) for t in basket.get("tenders") or ())
-    return (till, lines, tenders)
+    return (till, _fields(basket.get("lines"), ("sku", "qty", "unit_cents")), _fields(basket.get("tenders"), ("kind", "cents")))
+
+
+def _fields(items: object, names: tuple[str, ...]) -> tuple:
+    # an export row is read, not trusted: a malformed one matches no basket and is counted phantom
+    if not isinstance(items, list):
+        return ()
+    return tuple(tuple(item.get(n) for n in names) if isinstance(item, Mapping) else None for item in items)
 
 
 def verdict(attempted: Mapping[str, Attempted], exported: Iterable[Mapping]) -> dict:

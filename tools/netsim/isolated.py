@@ -11,6 +11,7 @@ import os
 import secrets
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import trio
@@ -52,9 +53,13 @@ async def run_scenario_isolated(root: Path, **scenario) -> dict:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(netns.destroy, [name])
     if done.returncode != 0:
-        raise PosswarmError(f"sales scenario in namespace {name} failed (exit {done.returncode});"
-                            f" see {root / 'isolated.log'}")
-    return json.loads(done.stdout.decode().strip().splitlines()[-1])
+        lines = (root / "isolated.log").read_text(errors="replace").strip().splitlines()
+        raise PosswarmError(f"sales scenario in namespace {name} failed (exit {done.returncode}):"
+                            f" {lines[-1][:300] if lines else 'no output'}; see {root / 'isolated.log'}")
+    try:
+        return json.loads(done.stdout.decode().strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise PosswarmError(f"sales scenario in namespace {name}: no result printed; see {root / 'isolated.log'}") from None
 
 
 def main() -> int:
@@ -62,9 +67,20 @@ def main() -> int:
 
     require_own_namespace("sales scenario")
     root, scenario = Path(sys.argv[1]), json.loads(sys.argv[2])
-    result = trio.run(lambda: run_scenario(root, **scenario))
+    try:
+        result = trio.run(lambda: run_scenario(root, **scenario))
+    except Exception as exc:
+        traceback.print_exc()
+        print(f"sales scenario: {_first_cause(exc)}", file=sys.stderr)  # the line the outside reports
+        return 1
     print(json.dumps(result))
     return 0
+
+
+def _first_cause(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 if __name__ == "__main__":
