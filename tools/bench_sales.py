@@ -147,7 +147,7 @@ async def run_scenario(root: Path, *, devices: int = 3, sales: int = 300, drop: 
                             await trio.sleep(0.1)
                     if shop.quota > 0:
                         raise PosswarmError(f"sales scenario: {shop.quota} of {sales} sales still unrung after {limit:.0f} s"
-                                            f" ({shop.ledger.outcomes()}); nodes too slow to start between kills?")
+                                            f" ({shop.ledger.outcomes()}); tills down, or too slow to start between kills?")
                     chaos.cancel_scope.cancel()
                 for name in ["cache", *rig.device_names]:  # the chaos may have left one down
                     if not rig.alive(name):
