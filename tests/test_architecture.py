@@ -60,6 +60,8 @@ PURE = (
     "posswarm/wan_window.py",
     "tools/netsim/rates.py",
     "tools/netsim/topology.py",
+    "tools/netsim/wire.py",
+    "tools/sales_verdict.py",
     "tracker/access.py",
     "tracker/announce.py",
     "tracker/dashboard.py",

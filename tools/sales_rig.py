@@ -64,6 +64,14 @@ class Rig:
         self.starting: set[str] = set()  # names whose start() is waiting for them to serve
         self.seeder_url: str | None = None
 
+    @property
+    def central_address(self) -> str:
+        return f"127.{self.net}.0.3"
+
+    def pos_address(self, index: int) -> str:
+        """Where the POS of the ``index``-th till (0-based) sends from: its own address, so the wire can tell it."""
+        return f"127.{self.net}.2.{index + 1}"
+
     def address(self, name: str) -> str:
         return f"127.{self.net}.1.1" if name == "cache" else f"127.{self.net}.1.{10 + int(name.split('-')[1])}"
 
@@ -81,19 +89,22 @@ class Rig:
         await self.start_central()
         await self.start_store()
 
-    async def start_central(self) -> None:
-        """The seeder; the store's cache reads ``seeder_url`` (point it elsewhere, e.g. a proxy, before start_store)."""
-        seeder_ip = f"127.{self.net}.0.3"
+    async def start_central(self, sales_db: str = "") -> str:
+        """Central's seeder (sales in DATA_DIR/sales.sqlite, or ``sales_db``); returns its URL. The store's cache
+        reads ``seeder_url``: point it elsewhere (a proxy) before start_store."""
+        seeder_ip = self.central_address
         tls_cert, tls_key = self.central_keys.issue_tls([seeder_ip])  # central serves HTTPS, as in production
         self.procs["seeder"] = Proc("seeder", [
             bin_path("posswarm-seeder"), "serve", "--releases", str(self.root / "central" / "releases"),
             "--tls-cert", str(tls_cert), "--tls-key", str(tls_key),
             "--timestamp-key", str(self.central_keys.key("timestamp")), "--listen", f"{seeder_ip}:0",
             "--bt-listen", f"{seeder_ip}:0", "--sku-key", str(self.central_keys.key("sku")),
-            "--data-dir", str(self.central_data)], self.logs / "seeder.log", "event='listening'")
+            "--data-dir", str(self.central_data),
+            *(["--sales-db", sales_db] if sales_db else [])], self.logs / "seeder.log", "event='listening'")
         await self.start("seeder")
         text = (self.logs / "seeder.log").read_text()
         self.seeder_url = text.split("event='listening'", 1)[1].split("url='", 1)[1].split("'", 1)[0]
+        return self.seeder_url
 
     async def start_store(self) -> None:
         for name in ["cache", *self.device_names]:
@@ -140,7 +151,7 @@ class Rig:
 
     async def start(self, name: str, timeout: float = 60.0) -> None:
         """Start ``name`` and return once its log shows it is serving."""
-        self.starting.add(name)  # not a kill victim until it serves: a kill mid-start is not a fault we model
+        self.starting.add(name)  # started but not yet serving: a kill now is a kill while starting
         try:
             await self._start(name, timeout)
         finally:
@@ -176,10 +187,14 @@ class Rig:
             process.send_signal(signal.SIGKILL)
             await process.wait()
 
+    def running(self, name: str) -> bool:
+        """The process exists, serving or still starting."""
+        process = self.procs[name].process
+        return process is not None and process.poll() is None
+
     def alive(self, name: str) -> bool:
         """Running and serving (a process still starting up is not counted)."""
-        process = self.procs[name].process
-        return name not in self.starting and process is not None and process.poll() is None
+        return name not in self.starting and self.running(name)
 
     async def stop_all(self) -> None:
         for proc in self.procs.values():
@@ -207,10 +222,21 @@ class Rig:
                 await trio.sleep(0.1)
 
     def api_url(self, name: str) -> str | None:
+        """The till's API as its last start wrote it (stale while it is down: the POS then meets a refusal)."""
         try:
-            return (self.data_dir(name) / "api.url").read_text().strip()
+            return (self.data_dir(name) / "api.url").read_text().strip() or None
         except OSError:
             return None
+
+    async def export(self, sales_db: str = "") -> list[dict]:
+        """Central's sales as the data platform gets them: the real ``posswarm-seeder sales export`` (JSONL)."""
+        out = self.root / "central-export.jsonl"
+        where = ["--sales-db", sales_db] if sales_db else ["--data-dir", str(self.central_data)]
+        done = await trio.run_process([bin_path("posswarm-seeder"), "sales", "export", *where, "--out", str(out)],
+                                      capture_stderr=True, check=False)
+        if done.returncode != 0:
+            raise PosswarmError(f"sales export from {self.central_data}: {done.stderr.decode(errors='replace').strip()}")
+        return [json.loads(line) for line in out.read_text().splitlines()]
 
 
 def _read(path: Path, query: str) -> list[tuple]:

@@ -128,3 +128,14 @@ def counters(ns: str, dev: str) -> Counters:
 def exec_prefix(ns: str) -> list[str]:
     """Prefix a command with this to run it inside ``ns`` (ip execs it: the pid is the command's own)."""
     return ["ip", "netns", "exec", ns]
+
+
+def apply(cmds: list[list[str]]) -> None:
+    """Run ``cmds`` (ip/tc/iptables) in this process's own namespace, in order; the first failure stops them."""
+    for cmd in cmds:
+        _run(cmd)
+
+
+def identify(pid: int) -> str:
+    """The name of the named namespace ``pid`` runs in ("" when it is not one made by ``ip netns add``)."""
+    return _run(["ip", "netns", "identify", str(pid)]).strip()

@@ -1,0 +1,33 @@
+"""``posswarm-bench sales-ingest`` at a small scale: many caches at once into a real central, checked by txn id."""
+
+from __future__ import annotations
+
+import pytest
+
+from tools.bench_sales_ingest import run_ingest
+from tools.pg_server import server_bin, throwaway_postgres
+from tools.sales_verdict import exactly_once
+
+
+def _check(result: dict, caches: int, sales: int) -> None:
+    why = str(result)
+    assert result["caches"] == caches and result["sales"] == sales and result["batches"] == sales // 5, why
+    assert exactly_once(result) and result["stored"] == sales, why
+    assert result["sales_per_s"] > 0 and result["batch_p99_ms"] >= result["batch_p50_ms"] > 0, why
+
+
+async def test_sixty_caches_at_once_into_sqlite_lose_and_double_nothing(tmp_path):
+    result = await run_ingest(tmp_path, caches=60, tills=2, sales_per_till=5, batch=5, backlog=False, seed=3)
+    _check(result, 60, 600)
+    assert result["backend"] == "sqlite"
+
+
+async def test_the_same_into_postgresql(tmp_path):
+    pytest.importorskip("psycopg")
+    if server_bin() is None:
+        pytest.skip("PostgreSQL server binaries are not installed (apt-get install postgresql)")
+    with throwaway_postgres() as dsn:
+        result = await run_ingest(tmp_path, caches=60, tills=2, sales_per_till=5, batch=5, sales_db=dsn,
+                                  backlog=False, seed=3)
+    _check(result, 60, 600)
+    assert result["backend"] == "postgresql"
