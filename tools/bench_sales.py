@@ -81,6 +81,8 @@ async def _chaos(rig: Rig, kill_every: float, outage: float, rng: random.Random,
             if not running:
                 continue
             victim = rng.choice(starting if starting and rng.random() < KILL_STARTING else running)
+            if stats["device_kills"] and not stats["cache_kills"] and "cache" in running:
+                victim = "cache"  # a short run must see both kinds die, whatever the dice say
             was_starting = victim in rig.starting
             await rig.kill(victim)
             stats["cache_kills" if victim == "cache" else "device_kills"] += 1
