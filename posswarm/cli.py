@@ -158,6 +158,10 @@ def _status(args) -> int:
     console.print(table)
     for name, v in doc["installed"].items():
         console.print(f"{name}: current {v['current'] or '-'}, previous {v['previous'] or '-'}")
+    if slots := doc.get("slots"):
+        console.print(f"boot slot {slots['booted']}: {slots['name'] or '-'} {slots['version'] or '-'}, {slots['boot']}"
+                      + (f" ({slots['reason']})" if slots["reason"] else "")
+                      + (f"; slot {slots['trial']} waits for its trial boot" if slots["trial"] else ""))
     for key, reason in doc.get("rejected", {}).items():
         console.print(f"[red]refused[/] {key}: {reason}")
     central = doc.get("central_state") or {}

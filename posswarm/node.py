@@ -24,6 +24,7 @@ from posswarm.discovery import mdns
 from posswarm.discovery.records import Advert
 from posswarm.release_keeper import ReleaseKeeper
 from posswarm.rollout_store import HeldRollouts
+from posswarm.slots.device import BootSlots
 from posswarm.store_peers import StorePeers
 from posswarm.storedata.service import StoreData
 from posswarm.torrent.session import SessionConfig, TorrentSession
@@ -51,6 +52,7 @@ class Node:
         self.storedata: StoreData | None = None  # sales and SKU catalog, when store.gossip_key_file is set
         self.rollouts: HeldRollouts | None = None
         self.trust: CentralTrust | None = None
+        self.slots: BootSlots | None = None  # install.slots: where OS images go
         self._handed_out: set[tuple[str, str, int]] = set()  # (release, ip, port) the tracker gave us, logged once
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -79,8 +81,12 @@ class Node:
                 self.storedata = await nursery.start(StoreData(c, c.data_dir).run)
             self.peers = StorePeers(c.node_id, c.store, self.lan, connect=self.torrents.connect_peer,
                                     storedata=self.storedata, on_cache=self._cache_found)
+            if c.slots:  # a till with A/B boot slots: confirm or give up a trial boot before anything else
+                self.slots = BootSlots(c, self.data)
+                await trio.to_thread.run_sync(self.slots.start)
             keeper = ReleaseKeeper(c, self.data, ChunkStore(self.data.chunk_store), self.torrents, self.shelf,
-                                   public_key, rollouts=self.rollouts, peers=self.peers, on_change=self._kick_tracker)
+                                   public_key, rollouts=self.rollouts, peers=self.peers, on_change=self._kick_tracker,
+                                   slots=self.slots)
             self.keeper = await nursery.start(keeper.run)  # resumes what an earlier run laid out
             self.follower = await nursery.start(CatalogFollower(
                 self.keeper, self.rollouts, self.shelf, self.trust, sources=self._catalog_sources,

@@ -45,6 +45,7 @@ PURE = (
     "posswarm/sales/model.py",
     "posswarm/sales/stored.py",
     "posswarm/signed_doc.py",
+    "posswarm/slots/state.py",
     "posswarm/sku/entry.py",
     "posswarm/sku/hlc.py",
     "posswarm/targeting.py",

@@ -56,7 +56,7 @@ def choose(offers: list[Offer], known: dict[str, Record], node: NodeFacts,
 
 def versions_to_keep(records: list[Record], node: NodeFacts, installed: dict[str, Installed]) -> dict[str, set[str]]:
     """Per release name, the versions whose release directories stay: the two newest (cache); current,
-    previous and whatever is still on its way (device). Everything else is garbage."""
+    previous, one waiting for its trial boot and whatever is still on its way (device). Everything else is garbage."""
     keep: dict[str, set[str]] = {}
     for name in sorted({r.name for r in records}):
         mine = [r for r in records if r.name == name and r.manifest is not None]
@@ -64,7 +64,7 @@ def versions_to_keep(records: list[Record], node: NodeFacts, installed: dict[str
             keep[name] = set(sorted((r.version for r in mine), key=version_key)[-2:])
         else:
             disk = installed.get(name, Installed())
-            keep[name] = {v for v in (disk.current, disk.previous) if v}
+            keep[name] = {v for v in (disk.current, disk.previous, disk.pending) if v}
             keep[name] |= {r.version for r in mine if not r.ready and r.state is not S.REFUSED}
     return keep
 
