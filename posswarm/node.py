@@ -22,6 +22,7 @@ from posswarm.config import NodeConfig, kbps_to_bytes_per_s
 from posswarm.datadir import DataDir
 from posswarm.discovery import mdns
 from posswarm.discovery.records import Advert
+from posswarm.install_gate import InstallGate
 from posswarm.release_keeper import ReleaseKeeper
 from posswarm.rollout_store import HeldRollouts
 from posswarm.slots.device import BootSlots
@@ -84,10 +85,13 @@ class Node:
             if c.slots:  # a till with A/B boot slots: confirm or give up a trial boot before anything else
                 self.slots = BootSlots(c, self.data)
                 await trio.to_thread.run_sync(self.slots.start)
+            gate = None if c.is_cache else InstallGate(self.rollouts, c)  # activate only when install.window allows
             keeper = ReleaseKeeper(c, self.data, ChunkStore(self.data.chunk_store), self.torrents, self.shelf,
-                                   public_key, rollouts=self.rollouts, peers=self.peers, on_change=self._kick_tracker,
-                                   slots=self.slots)
+                                   public_key, rollouts=gate or self.rollouts, peers=self.peers,
+                                   on_change=self._kick_tracker, slots=self.slots)
             self.keeper = await nursery.start(keeper.run)  # resumes what an earlier run laid out
+            if gate:
+                nursery.start_soon(gate.run, self.keeper)
             self.follower = await nursery.start(CatalogFollower(
                 self.keeper, self.rollouts, self.shelf, self.trust, sources=self._catalog_sources,
                 poll_s=c.catalog_poll_s).run)

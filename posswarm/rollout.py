@@ -8,13 +8,16 @@ from dataclasses import dataclass, replace
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from posswarm import signed_doc
+from posswarm import install_window, signed_doc
 from posswarm.errors import PosswarmError
 from posswarm.keys import key_id as _key_id
 from posswarm.manifest import Manifest, check_component
 from posswarm.targeting import matches
 
-FORMAT = 1
+# Format 2 adds ``activate`` (when a device may switch to the release: posswarm/install_window.py); format 1
+# documents are still read, as ``activate = "window"``.
+FORMAT = 2
+FORMATS = (1, 2)
 ROLLOUT_NAME = "rollout.msgpack"  # beside manifest.msgpack in RELEASES/NAME/VERSION
 STATES = ("active", "paused", "revoked")
 ROLES = ("cache", "device")
@@ -32,6 +35,7 @@ RING_NAME_RULE = "1-64 of A-Z a-z 0-9 . _ + -"
 FETCH = "fetch"  # cache: fetch it over the WAN and offer it in the store
 INSTALL = "install"  # device: fetch it from the LAN and install it
 HOLD = "hold"  # paused: keep what you have, start nothing new
+WAIT = "wait"  # device: fetch and stage it, activate it later (its activate time or install window)
 ROLL_BACK = "roll back"  # revoked: a node running it goes back to its previous release
 NOT_FOR_YOU = "not for you"
 
@@ -61,6 +65,7 @@ class Rollout:
     key_id: str = "0" * 16
     signature: bytes = b""
     format: int = FORMAT
+    activate: str = install_window.WINDOW  # "now", "window" or "at <UTC time>"
 
     @property
     def release_id(self) -> str:
@@ -68,6 +73,9 @@ class Rollout:
 
     def _fields(self) -> dict:
         # Key order is part of the canonical encoding; never reorder, only append in a new format.
+        return self._format_1() | ({"activate": self.activate} if self.format >= 2 else {})
+
+    def _format_1(self) -> dict:
         return {
             "format": self.format,
             "name": self.name,
@@ -100,7 +108,7 @@ class Rollout:
 class Decision:
     """What a node does about one release now, and why, in words a store's engineer reads in the log."""
 
-    action: str  # FETCH, INSTALL, HOLD, ROLL_BACK or NOT_FOR_YOU
+    action: str  # FETCH, INSTALL, WAIT, HOLD, ROLL_BACK or NOT_FOR_YOU
     reason: str
 
 
@@ -184,7 +192,8 @@ def _ring(value: str, what: str) -> str:
 
 
 def _from_fields(raw) -> Rollout:
-    raw = _FIELDS.top(raw, FORMAT)
+    fmt = raw.get("format") if isinstance(raw, dict) else None
+    raw = _FIELDS.top(raw, fmt if fmt in FORMATS and not isinstance(fmt, bool) else FORMAT)
     name, version = _take(raw, "name", str), _take(raw, "version", str)
     try:
         check_component(name, "release name")
@@ -204,6 +213,14 @@ def _from_fields(raw) -> Rollout:
     if ring not in rings:
         raise _bad(f"ring {ring!r} is not one of its rings")
     key, signature = _FIELDS.signer(raw)
+    activate = install_window.WINDOW
+    if fmt >= 2:
+        try:
+            activate = install_window.check_activate(_take(raw, "activate", str))
+        except RolloutError:
+            raise  # a missing or mistyped field, already said
+        except PosswarmError as exc:
+            raise _bad(str(exc)) from None
     return Rollout(
         name=name,
         version=version,
@@ -217,5 +234,6 @@ def _from_fields(raw) -> Rollout:
         created=_count(_take(raw, "created", int), "created"),
         key_id=key,
         signature=signature,
-        format=FORMAT,  # the only one top() lets through
+        format=fmt,  # one of FORMATS: top() lets no other through
+        activate=activate,
     )

@@ -30,6 +30,7 @@ PURE = (
     "posswarm/discovery/records.py",
     "posswarm/endpoint.py",
     "posswarm/gossip/faults.py",
+    "posswarm/install_window.py",
     "posswarm/gossip/frames.py",
     "posswarm/gossip/messages.py",
     "posswarm/gossip/replay.py",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from posswarm.admission import version_key
 from posswarm.lifecycle.states import Installed, NodeFacts, Record, ReleaseState
 from posswarm.manifest import Targets
-from posswarm.rollout import FETCH, INSTALL, Decision
+from posswarm.rollout import FETCH, INSTALL, WAIT, Decision
 from posswarm.targeting import targets_device, targets_store
 
 S = ReleaseState
@@ -27,7 +27,7 @@ def meant_for(offer: Offer, node: NodeFacts, decision: Decision | None) -> bool:
     """The signed rollout decides where there is one; otherwise the catalog's copy of the targets (a hint:
     the signed manifest is checked again when it arrives)."""
     if decision is not None:
-        return decision.action in (FETCH, INSTALL)
+        return decision.action in (FETCH, INSTALL, WAIT)  # WAIT: staged now, activated in its window
     targets = Targets(offer.stores, offer.device_classes, "all")
     return targets_store(targets, node.store) if node.is_cache else targets_device(targets, node.store, node.device_class)
 
