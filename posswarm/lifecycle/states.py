@@ -19,7 +19,7 @@ class ReleaseState(enum.StrEnum):
     REFUSED = "refused"  # its manifest failed a signature or validation check, or may not run here: never fetched
     DOWNLOADING = "downloading"  # laid out (reused chunks linked in) and swarming; the rest arrives from peers
     VERIFYING = "verifying"  # every piece passed libtorrent's SHA checks; BLAKE3 of each chunk is being checked
-    STAGED = "staged"  # verified and kept, but central's rollout does not let it install here now (paused, ring)
+    STAGED = "staged"  # verified and kept, but central's rollout does not let it install here now (paused, ring, window)
     INSTALLING = "installing"  # assembling the payload, checking its BLAKE3, switching `current`, health check
     INSTALLED = "installed"  # device: the version that runs (`current`)
     BOOT_PENDING = "boot_pending"  # device: image written into the other boot slot, checked, armed for one trial boot

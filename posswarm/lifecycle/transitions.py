@@ -183,6 +183,8 @@ def _on_install_failed(r: Record, e: InstallFailed, f: Facts, now: float):
 
 def _on_rollout_changed(r: Record, e: RolloutChanged, f: Facts, now: float):
     d = f.decision
+    if r.state is S.STAGED and (d is None or d.action == INSTALL):
+        return _verify(r)  # nothing holds it any more (its window opened): chunks are checked again before it runs
     if d is None:
         return r, ()
     if d.action == ROLL_BACK:
@@ -191,8 +193,6 @@ def _on_rollout_changed(r: Record, e: RolloutChanged, f: Facts, now: float):
         else:
             effects = (RollBack() if f.installed.current == r.version else Hold(), Announce())
         return replace(r, state=S.REVOKED, reason=d.reason, retry=False), effects
-    if d.action == INSTALL and r.state is S.STAGED:
-        return _verify(r)  # chunks are checked again before they become what runs
     return r, ()
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from posswarm import lifecycle as lc
 from posswarm.admission import version_key
 from posswarm.manifest import Manifest, Targets
-from posswarm.rollout import FETCH, HOLD, INSTALL, NOT_FOR_YOU, ROLL_BACK, Decision
+from posswarm.rollout import FETCH, HOLD, INSTALL, NOT_FOR_YOU, ROLL_BACK, WAIT, Decision
 
 S = lc.ReleaseState
 DEVICE = lc.NodeFacts("device", "S042", "pos")
@@ -117,6 +117,10 @@ TRANSITIONS = [
      S.REVOKED, ["RollBack"], None),
     ("resumed rollout: verify again, then install", record(S.STAGED, ticket=1), lc.RolloutChanged(),
      facts(decision=INSTALL_NOW), S.VERIFYING, ["Verify"], None),
+    ("its install window opened (no rollout holds it): verify again, then install", record(S.STAGED, ticket=1),
+     lc.RolloutChanged(), facts(), S.VERIFYING, ["Verify"], None),
+    ("its install window is shut: still staged", record(S.STAGED, ticket=1), lc.RolloutChanged(),
+     facts(decision=Decision(WAIT, "waits for its install window")), S.STAGED, [], None),
     ("operator rolled back: rolled back", record(S.INSTALLED), lc.InstallsChanged(),
      facts(current="1.0", previous="2.0", held={"2.0"}), S.ROLLED_BACK, ["Announce"], "held"),
     ("a newer one installed: previous", record(S.INSTALLED), lc.InstallsChanged(), facts(current="3.0", previous="2.0"),
