@@ -33,7 +33,7 @@ class InstallGate:
         if role != "device" or (d is not None and d.action != INSTALL):
             return d
         rollout = self.held.get(name, version)
-        activate = rollout[0].activate if rollout else install_window.WINDOW
+        activate = rollout[0].activate_in(store) if rollout else install_window.WINDOW
         why = install_window.why_not_now(activate, self.windows, datetime.now(self.zone))
         return d if why is None else Decision(WAIT, f"release {name} {version}: {why}")
 

@@ -14,8 +14,9 @@ from posswarm.keys import key_id as _key_id
 from posswarm.manifest import Manifest, check_component
 from posswarm.targeting import matches
 
-# Format 2 adds ``activate`` (when a device may switch to the release: posswarm/install_window.py); format 1
-# documents are still read, as ``activate = "window"``.
+# Format 2 adds ``activate`` (when a device may switch to the release: posswarm/install_window.py) and
+# ``activate_stores`` (the same, for some stores: "tonight, this store"); format 1 documents are still read, as
+# ``activate = "window"``.
 FORMAT = 2
 FORMATS = (1, 2)
 ROLLOUT_NAME = "rollout.msgpack"  # beside manifest.msgpack in RELEASES/NAME/VERSION
@@ -66,6 +67,7 @@ class Rollout:
     signature: bytes = b""
     format: int = FORMAT
     activate: str = install_window.WINDOW  # "now", "window" or "at <UTC time>"
+    activate_stores: tuple[tuple[str, str], ...] = ()  # (store pattern, activate): the first match overrides activate
 
     @property
     def release_id(self) -> str:
@@ -73,7 +75,12 @@ class Rollout:
 
     def _fields(self) -> dict:
         # Key order is part of the canonical encoding; never reorder, only append in a new format.
-        return self._format_1() | ({"activate": self.activate} if self.format >= 2 else {})
+        later = {"activate": self.activate, "activate_stores": [list(p) for p in self.activate_stores]}
+        return self._format_1() | (later if self.format >= 2 else {})
+
+    def activate_in(self, store: str) -> str:
+        """When devices of ``store`` switch to the release: the first ``activate_stores`` match, else ``activate``."""
+        return next((when for pattern, when in self.activate_stores if matches((pattern,), store)), self.activate)
 
     def _format_1(self) -> dict:
         return {
@@ -213,14 +220,13 @@ def _from_fields(raw) -> Rollout:
     if ring not in rings:
         raise _bad(f"ring {ring!r} is not one of its rings")
     key, signature = _FIELDS.signer(raw)
-    activate = install_window.WINDOW
+    activate, per_store = install_window.WINDOW, ()
     if fmt >= 2:
-        try:
-            activate = install_window.check_activate(_take(raw, "activate", str))
-        except RolloutError:
-            raise  # a missing or mistyped field, already said
-        except PosswarmError as exc:
-            raise _bad(str(exc)) from None
+        activate = _activate(_take(raw, "activate", str))
+        pairs = _take(raw, "activate_stores", list)
+        if len(pairs) > MAX_PATTERNS or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+            raise _bad(f"activate_stores is not a list of at most {MAX_PATTERNS} [store pattern, activate] pairs")
+        per_store = tuple((_patterns([p[0]], "an activate_stores pattern")[0], _activate(p[1])) for p in pairs)
     return Rollout(
         name=name,
         version=version,
@@ -236,4 +242,14 @@ def _from_fields(raw) -> Rollout:
         signature=signature,
         format=fmt,  # one of FORMATS: top() lets no other through
         activate=activate,
+        activate_stores=per_store,
     )
+
+
+def _activate(value) -> str:
+    if not isinstance(value, str):
+        raise _bad("an activate value is not a string")
+    try:
+        return install_window.check_activate(value)
+    except PosswarmError as exc:
+        raise _bad(str(exc)) from None

@@ -48,6 +48,8 @@ def add_command(sub) -> None:
         a.add_argument("--snapshot-key", type=Path, default=None, help="the snapshot key (default: snapshot.key beside --key)")
         if action == "activate":
             a.add_argument("--when", required=True, help="now, window, or 'at YYYY-MM-DDTHH:MMZ' (UTC)")
+            a.add_argument("--store", action="append", default=[], metavar="STORE",
+                           help="only for this store (id or glob; repeatable), e.g. 'tonight, this store'")
         if action == "promote":
             a.add_argument("--to", default=None, metavar="RING", help="target ring (default: the next ring)")
             a.add_argument("--rollout-config", type=Path, default=None,
@@ -100,7 +102,8 @@ def run(args) -> int:
     if args.action == "promote":
         config = rollouts_config.for_releases(args.releases, args.rollout_config) or RolloutsConfig()
     r = change(directory, key, lambda old: transition(old, args.action, config=config, to=getattr(args, "to", None),
-                                                      when=getattr(args, "when", None)),
+                                                      when=getattr(args, "when", None),
+                                                      stores=tuple(getattr(args, "store", ()))),
                trusted=trusted(args.releases, key))
     print(f"{describe_line(r)} -> {directory / ROLLOUT_NAME}")
     from seeder.cli import update_signed_state
@@ -152,13 +155,17 @@ def change(directory: Path, private_key, step: Callable[[Rollout], Rollout], now
 
 
 def transition(r: Rollout, action: str, *, config: RolloutsConfig | None = None, to: str | None = None,
-               when: str | None = None) -> Rollout:
+               when: str | None = None, stores: tuple[str, ...] = ()) -> Rollout:
     """The rollout after ``action``; a one-line PosswarmError when the action makes no sense in its state."""
     rid = f"release {r.release_id}"
     if r.state == "revoked":
         raise PosswarmError(f"{rid}: is revoked (rollout {r.sequence}); revoked stays revoked, publish a new version")
     if action == "activate":
-        return replace(r, activate=install_window.check_activate(when or ""), format=ROLLOUT_FORMAT)
+        when = install_window.check_activate(when or "")
+        if not stores:
+            return replace(r, activate=when, activate_stores=(), format=ROLLOUT_FORMAT)
+        kept = tuple(p for p in r.activate_stores if p[0] not in stores)  # the newest word for a store goes first
+        return replace(r, activate_stores=tuple((s, when) for s in stores) + kept, format=ROLLOUT_FORMAT)
     if action == "pause":
         if r.state == "paused":
             raise PosswarmError(f"{rid}: is already paused at ring {r.ring} (resume it, or revoke it)")
@@ -200,6 +207,6 @@ def describe(r: Rollout) -> str:
         f"  reached: {', '.join(r.reached)}",
         f"  stores:  {', '.join(r.stores)}",
         f"  classes: {', '.join(r.device_classes)}",
-        f"  activate: {r.activate}",
+        f"  activate: {r.activate}" + "".join(f"; store {p} {w}" for p, w in r.activate_stores),
         f"  {signed}",
     ))

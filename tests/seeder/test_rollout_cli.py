@@ -122,6 +122,11 @@ def test_activate_sets_when_devices_switch_and_refuses_what_is_no_time(releases,
     assert_one_line_error(release("activate", "--when", "tonight", releases=releases, keys=keys),
                           "activate 'tonight': use 'now', 'window' or 'at YYYY-MM-DDTHH:MMZ' (UTC)")
     assert rollout_of(releases, keys).sequence == 2, "a refused change writes nothing"
+    proc = release("activate", "--when", "now", "--store", "uk-0042", releases=releases, keys=keys)
+    assert proc.returncode == 0, proc.stderr
+    r = rollout_of(releases, keys)
+    assert (r.activate_in("uk-0042"), r.activate_in("uk-0043")) == ("now", "at 2026-12-02T02:00Z")
+    assert "store uk-0042 now" in release("show", releases=releases, keys=keys).stdout
 
 
 def test_pause_resume_revoke(releases, keys):
