@@ -175,15 +175,14 @@ def loop_devices(tmp_path: Path, mib: int) -> list[str]:
     return devices
 
 
-@pytest.fixture
-def till(tmp_path):
-    """A till: two loop-device slots, a grub environment, and the command line its last boot left."""
-    if shutil.which("grub-editenv") is None:
-        pytest.skip("grub-editenv (grub-common) not installed")
+@pytest.fixture(params=[pytest.param("grub", marks=needs_grub), pytest.param("uboot", marks=needs_uboot)])
+def till(tmp_path, request):
+    """A till: two loop-device slots, a grub or U-Boot environment, and the command line its last boot left."""
     devices = loop_devices(tmp_path, 6)
+    env = grub(tmp_path) if request.param == "grub" else uboot(tmp_path)
     config = NodeConfig(role="device", store="S1", address="127.0.0.1", lan_network="127.0.0.0/8",
                         root=tmp_path / "root.json", data_dir=tmp_path / "data", slots=tuple(devices),
-                        bootloader="grub", bootloader_env=str(tmp_path / "grubenv"),
+                        bootloader=env.kind, bootloader_env=env.env_file,
                         boot_cmdline=str(tmp_path / "cmdline"), health_timeout_s=10.0)
     DataDir(config.data_dir).create()
     yield config
@@ -191,12 +190,16 @@ def till(tmp_path):
         subprocess.run(["losetup", "-d", device], check=False)
 
 
+def bootloader_of(config: NodeConfig) -> Bootloader:
+    return Bootloader(config.bootloader, env_file=config.bootloader_env)
+
+
 def boot(config: NodeConfig, **changes) -> BootSlots:
     """Power the till on, then start the node's slot part (what posswarm node does first)."""
     from dataclasses import replace
 
     config = replace(config, **changes)
-    power_on(Bootloader("grub", env_file=config.bootloader_env), Path(config.boot_cmdline))
+    power_on(bootloader_of(config), Path(config.boot_cmdline))
     slots = BootSlots(config, DataDir(config.data_dir))
     slots.start()
     return slots
@@ -247,7 +250,7 @@ def test_a_trial_with_a_failing_health_check_goes_back_and_holds_the_version(til
 def test_a_trial_that_crashes_before_confirming_falls_back(till, release, tmp_path):
     m, directory = release("1", write_image(tmp_path / "one.img", 2, seed=3))
     boot(till).install(m, directory)
-    power_on(Bootloader("grub", env_file=till.bootloader_env), Path(till.boot_cmdline))  # trial boot: the till hangs
+    power_on(bootloader_of(till), Path(till.boot_cmdline))  # the trial boot: the till hangs before it confirms
     slots = boot(till)
     assert slots.booted == "a" and slots.status()["boot"] == state.FELL_BACK
     assert "never confirmed" in slots.status()["reason"]
@@ -265,7 +268,7 @@ _WRITER = textwrap.dedent("""
     from posswarm.slots.device import BootSlots
     config = NodeConfig(role="device", store="S1", address="127.0.0.1", lan_network="127.0.0.0/8",
                         root=Path("x"), data_dir=Path(sys.argv[1]), slots=(sys.argv[2], sys.argv[3]),
-                        bootloader="grub", bootloader_env=sys.argv[4], boot_cmdline=sys.argv[5])
+                        bootloader=sys.argv[8], bootloader_env=sys.argv[4], boot_cmdline=sys.argv[5])
     directory = Path(sys.argv[6])
     manifest = read_manifest(directory, load_public_key(Path(sys.argv[7])))
     slots = BootSlots(config, DataDir(config.data_dir))
@@ -282,16 +285,16 @@ def test_a_power_cut_during_the_slot_write_leaves_the_old_slot_booting_and_the_n
     old = write_image(tmp_path / "old.img", 5, seed=1)
     Path(till.slots[0]).write_bytes(old.read_bytes())  # the factory image in slot a
     m, directory = release("2", write_image(tmp_path / "new.img", 5, seed=2))
-    power_on(Bootloader("grub", env_file=till.bootloader_env), Path(till.boot_cmdline))
+    power_on(bootloader_of(till), Path(till.boot_cmdline))
     public = tmp_path / "keys" / "central.pub"
     argv = [sys.executable, "-c", _WRITER, str(till.data_dir), *till.slots, till.bootloader_env, till.boot_cmdline,
-            str(directory), str(public)]
+            str(directory), str(public), till.bootloader]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "writing\n"
     time.sleep(moment_s)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    env = state.parse_env(Bootloader("grub", env_file=till.bootloader_env).read(), source="grubenv")
+    env = state.parse_env(bootloader_of(till).read(), source="the environment")
     finished = env.trial == "b"  # the cut came after the trial was armed, which only a whole, checked slot is
 
     slots = boot(till)  # power back on
