@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="one JSON object on stdout; progress on stderr")
     demo.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
     demo.add_argument("--keep", action="store_true", help="keep the demo's temp directory (logs, data dirs)")
+    demo.add_argument("--slots", action="store_true", help="the image goes into each till's A/B boot slots (loop "
+                      "devices as root), which reboot into it once on trial and confirm it (docs/slots.md)")
 
     from posswarm.storedata import commands as store_data_commands
 

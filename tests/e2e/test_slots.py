@@ -12,28 +12,16 @@ from pathlib import Path
 import pytest
 import trio
 
-from posswarm.slots.bootloader import Bootloader
 from tools.lab import Lab, LabNode, change_image, write_image
-from tools.slot_boot import power_on
+from tools.slot_boot import boot, disk_use
+from tools.slot_boot import slot_config as slots_section
 
 NAME = "pos-os"
 pytestmark = pytest.mark.skipif(shutil.which("grub-editenv") is None, reason="grub-editenv (grub-common) not installed")
 
 
 def slot_config(lab: Lab, device: LabNode, **install) -> dict:
-    here = lab.root / "boot" / device.name
-    here.mkdir(parents=True, exist_ok=True)
-    return {"install": {"slots": [str(here / "slot-a.img"), str(here / "slot-b.img")], "bootloader": "grub",
-                        "bootloader_env": str(here / "grubenv"), "boot_cmdline": str(here / "cmdline"),
-                        "health_check": "true", **install}}
-
-
-async def boot(lab: Lab, nursery, device: LabNode, config: dict) -> str:
-    """Power the till on: the bootloader's step on its environment, then the node."""
-    install = config["install"]
-    slot = power_on(Bootloader("grub", env_file=install["bootloader_env"]), Path(install["boot_cmdline"]))
-    await lab.start_node(nursery, device, extra=config)
-    return slot
+    return slots_section(lab.root, device.name, **install)
 
 
 async def wait_for(lab: Lab, devices, what, check) -> None:
@@ -48,17 +36,6 @@ def state_of(lab: Lab, device: LabNode, version: str) -> str | None:
 
 def slots_of(lab: Lab, device: LabNode) -> dict:
     return (lab.status_of(device) or {}).get("slots") or {}
-
-
-def disk_use(root: Path) -> int:
-    """Bytes of the distinct files under ``root`` (a chunk hard-linked twice counts once)."""
-    seen, total = set(), 0
-    for path in root.rglob("*"):
-        st = path.lstat()
-        if path.is_file() and not path.is_symlink() and (st.st_dev, st.st_ino) not in seen:
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_blocks * 512
-    return total
 
 
 def next_window() -> tuple[datetime, str]:
