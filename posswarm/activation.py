@@ -1,6 +1,6 @@
 """Make a verified release what runs on a device: assemble it, switch ``current``, run the hooks (post-install,
 then the privileged one through root, see posswarm/privileged.py) and the health check, and switch back (or hold
-it) when one fails."""
+it) when one fails; or, for an OS image on a till with boot slots, write it into the other slot for a trial boot."""
 
 from __future__ import annotations
 
@@ -8,18 +8,25 @@ from pathlib import Path
 
 from posswarm import health, install, logs, privileged
 from posswarm.config import NodeConfig
+from posswarm.lifecycle import Installed
 from posswarm.manifest import Manifest
+from posswarm.slots.device import BootSlots
 
 log = logs.get("node")
 
 
-def activate_release(config: NodeConfig, manifest: Manifest, release_dir: Path, installed_root: Path) -> str | None:
-    """Install ``manifest``'s payload from ``release_dir``; None when it runs, else why it was rolled back.
+def activate_release(config: NodeConfig, manifest: Manifest, release_dir: Path, installed_root: Path,
+                     slots: BootSlots | None = None) -> str | None:
+    """Install ``manifest``'s payload from ``release_dir``; None when it runs (or, for an OS image on a till with
+    boot slots, waits for its trial boot), else why it was rolled back.
 
     Raises PosswarmError or OSError for a failure that may pass (a full disk, a chunk gone bad on disk):
     nothing was switched then, and the life cycle retries.
     """
     m = manifest
+    if slots is not None and m.kind == "image":  # the health check runs at the trial boot (posswarm/slots/device.py)
+        slots.install(m, release_dir)
+        return None
     path = install.assemble(m, release_dir, installed_root)
     old = install.activate(installed_root, m.version)
     log.info("release.activated", release=m.release_id, previous=old or "")
@@ -41,3 +48,13 @@ def activate_release(config: NodeConfig, manifest: Manifest, release_dir: Path, 
     install.rollback(installed_root)
     log.error("release.unhealthy", release=m.release_id, reason=problem, rolled_back_to=old)
     return f"{problem}; rolled back to {old}"
+
+
+def installed_of(installed_root: Path, slots: BootSlots | None = None) -> Installed:
+    """What runs of one release name: the boot slots say for an OS image on them, ``installed/NAME`` otherwise;
+    held versions are always those of ``installed/NAME/held``."""
+    held = frozenset(install.held_versions(installed_root))
+    name = installed_root.name
+    if slots is not None and slots.holds(name):
+        return slots.installed(name, held)
+    return Installed(install.current_version(installed_root), install.previous_version(installed_root), held)

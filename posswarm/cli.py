@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="one JSON object on stdout; progress on stderr")
     demo.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
     demo.add_argument("--keep", action="store_true", help="keep the demo's temp directory (logs, data dirs)")
+    demo.add_argument("--slots", action="store_true", help="the image goes into each till's A/B boot slots (loop "
+                      "devices as root), which reboot into it once on trial and confirm it (docs/slots.md)")
 
     from posswarm import enrol_cmd
     from posswarm.storedata import commands as store_data_commands
@@ -164,6 +166,10 @@ def _status(args) -> int:
     console.print(table)
     for name, v in doc["installed"].items():
         console.print(f"{name}: current {v['current'] or '-'}, previous {v['previous'] or '-'}")
+    if slots := doc.get("slots"):
+        console.print(f"boot slot {slots['booted']}: {slots['name'] or '-'} {slots['version'] or '-'}, {slots['boot']}"
+                      + (f" ({slots['reason']})" if slots["reason"] else "")
+                      + (f"; slot {slots['trial']} waits for its trial boot" if slots["trial"] else ""))
     for key, reason in doc.get("rejected", {}).items():
         console.print(f"[red]refused[/] {key}: {reason}")
     central = doc.get("central_state") or {}

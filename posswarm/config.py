@@ -56,6 +56,18 @@ KEYS: dict[str, tuple[str, str]] = {
     "install.privileged_hook": ("privileged_hook", "device: command root runs for the node after a switch, via"
                                 " posswarm-activate.path ('' = no privileged path); see docs/deployment.md"),
     "install.privileged_timeout_s": ("privileged_timeout_s", "seconds the node waits for the privileged hook's result"),
+    "install.slots": ("slots", "device: the two boot slots (A, B) an image release is written into, block devices or"
+                      " files; [] = image releases install as directories like apps"),
+    "install.bootloader": ("bootloader", "device with slots: 'grub', 'uboot' or 'command'; keeps the slot state"),
+    "install.bootloader_env": ("bootloader_env", "grub: the grubenv file; uboot: the fw_env.config of the environment"),
+    "install.env_get_command": ("env_get_command", "bootloader 'command': prints the environment as KEY=VALUE lines"),
+    "install.env_set_command": ("env_set_command", "bootloader 'command': sets the KEY=VALUE arguments it is given"),
+    "install.boot_cmdline": ("boot_cmdline", "device with slots: file with the kernel command line naming the booted"
+                             " slot (posswarm.slot=a|b)"),
+    "install.reboot_command": ("reboot_command", "device with slots: command that reboots into a slot just marked"
+                               " ('' = reboot some other way, e.g. the till's nightly reboot)"),
+    "install.window": ("install_window", "device: weekly store-local windows new releases may activate in, e.g."
+                       " 'daily 02:00-04:00' ([] = any time)"),
     "wan.download_limit_kbps": ("wan_download_kbps", "cache: WAN download cap in kbit/s (0 = none); LAN is never capped"),
     "wan.upload_limit_kbps": ("wan_upload_kbps", "cache: WAN upload cap in kbit/s, i.e. to other stores' caches (0 = none)"),
     "wan.schedule": ("wan_schedule", "cache: weekly store-local windows capping the WAN, e.g. 'mon-fri 08:00-20:00 4000'"),
@@ -101,6 +113,14 @@ class NodeConfig:
     post_install: str = ""
     privileged_hook: str = ""
     privileged_timeout_s: float = 300.0
+    slots: tuple[str, ...] = ()
+    bootloader: str = "grub"
+    bootloader_env: str = ""
+    env_get_command: str = ""
+    env_set_command: str = ""
+    boot_cmdline: str = "/proc/cmdline"
+    reboot_command: str = ""
+    install_window: tuple[str, ...] = ()
     wan_download_kbps: int = 0
     wan_upload_kbps: int = 0
     wan_schedule: tuple[str, ...] = ()
@@ -168,8 +188,9 @@ def from_dict(raw: dict, *, source: str = "config") -> NodeConfig:
     for key in ("data_dir", "root"):
         if key in kwargs:
             kwargs[key] = Path(kwargs[key])
-    if "wan_schedule" in kwargs:
-        kwargs["wan_schedule"] = tuple(kwargs["wan_schedule"])
+    for key in ("wan_schedule", "slots", "install_window"):
+        if key in kwargs:
+            kwargs[key] = tuple(kwargs[key])
     config = NodeConfig(**kwargs)
     _check(config, source)
     return config
@@ -210,6 +231,9 @@ def _check(c: NodeConfig, source: str) -> None:
             raise PosswarmError(f"{source}: '{key}' is {url!r}; it must be an http:// or https:// URL")
     for entry in c.wan_schedule:
         wan_window.parse(entry, source=f"{source}: 'wan.schedule'")
+    for entry in c.install_window:
+        wan_window.parse(entry, source=f"{source}: 'install.window'", rate=False)
+    _check_slots(c, source)
     try:
         ZoneInfo(c.timezone)
     except (ValueError, ZoneInfoNotFoundError):
@@ -244,3 +268,19 @@ def _check(c: NodeConfig, source: str) -> None:
                             "`posswarm enroll --central URL --token T --node-id ID --out DIR`, then name DIR here)")
     if c.expiry_grace_s < 0:
         raise PosswarmError(f"{source}: 'central.expiry_grace_s' must be >= 0 seconds, got {c.expiry_grace_s}")
+
+
+def _check_slots(c: NodeConfig, source: str) -> None:
+    if not c.slots:
+        return
+    if c.is_cache or len(c.slots) != 2 or len(set(c.slots)) != 2 or not all(s.startswith("/") for s in c.slots):
+        raise PosswarmError(f"{source}: 'install.slots' must name two different absolute paths (slot A, slot B) on a"
+                            " device, e.g. ['/dev/disk/by-partlabel/pos_a', '/dev/disk/by-partlabel/pos_b']")
+    if c.bootloader not in ("grub", "uboot", "command"):
+        raise PosswarmError(f"{source}: 'install.bootloader' is {c.bootloader!r}; use 'grub', 'uboot' or 'command'")
+    if c.bootloader == "command" and not (c.env_get_command and c.env_set_command):
+        raise PosswarmError(f"{source}: install.bootloader 'command' needs 'install.env_get_command' and"
+                            " 'install.env_set_command' (see docs/slots.md)")
+    if c.bootloader != "command" and not c.bootloader_env.startswith("/"):
+        raise PosswarmError(f"{source}: install.bootloader {c.bootloader!r} needs 'install.bootloader_env', an absolute"
+                            " path (grub: the grubenv file; uboot: the fw_env.config)")

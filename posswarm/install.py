@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -11,7 +12,7 @@ import blake3
 from posswarm.chunks import ChunkError, chunk_relpath, read_content
 from posswarm.errors import PosswarmError
 from posswarm.fsync import fsync_dir, replace_synced
-from posswarm.manifest import Manifest, safe_mode
+from posswarm.manifest import Manifest, PayloadFile, safe_mode
 
 _STAGING_PREFIX = ".staging-"
 
@@ -36,12 +37,7 @@ def assemble(manifest: Manifest, release_dir: Path, installed_root: Path) -> Pat
             target = staging / entry.path
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as out:
-                for chunk in entry.chunks:
-                    try:
-                        data = read_content(release_dir / chunk_relpath(chunk.digest), chunk.size, chunk.length)
-                    except ChunkError as exc:
-                        raise PosswarmError(f"release {manifest.release_id}: chunk {chunk.hex[:16]} {exc} "
-                                            "(it will be fetched again)") from None
+                for data in file_content(manifest, entry, release_dir):
                     whole.update(data)
                     out.write(data)
                 out.flush()
@@ -59,6 +55,19 @@ def assemble(manifest: Manifest, release_dir: Path, installed_root: Path) -> Pat
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final
+
+
+def file_content(manifest: Manifest, entry: PayloadFile, release_dir: Path) -> Iterator[bytes]:
+    """The content of one payload file, chunk by chunk, read (and unpacked) from the release's verified chunks.
+
+    Both ways of installing (a directory, a boot slot) write what this yields: one read path for both.
+    """
+    for chunk in entry.chunks:
+        try:
+            yield read_content(release_dir / chunk_relpath(chunk.digest), chunk.size, chunk.length)
+        except ChunkError as exc:
+            raise PosswarmError(f"release {manifest.release_id}: chunk {chunk.hex[:16]} {exc} "
+                                "(it will be fetched again)") from None
 
 
 def activate(installed_root: Path, version: str) -> str | None:

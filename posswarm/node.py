@@ -29,8 +29,10 @@ from posswarm.discovery import mdns
 from posswarm.discovery.records import Advert
 from posswarm.identity.credential import Credential, check_matches, load_credential
 from posswarm.identity.tls import central_context
+from posswarm.install_gate import InstallGate
 from posswarm.release_keeper import ReleaseKeeper
 from posswarm.rollout_store import HeldRollouts
+from posswarm.slots.device import BootSlots
 from posswarm.store_peers import StorePeers
 from posswarm.storedata.service import StoreData
 from posswarm.torrent.session import SessionConfig, TorrentSession
@@ -61,6 +63,7 @@ class Node:
         self.trust: CentralTrust | None = None
         self.credential: Credential | None = None
         self.tracker_caches: TrackerCaches | None = None
+        self.slots: BootSlots | None = None  # install.slots: where OS images go
         self._handed_out: set[tuple[str, str, int]] = set()  # (release, ip, port) the tracker gave us, logged once
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -108,9 +111,16 @@ class Node:
             verify = central_tls  # a cache's: central's CA and host name
             if self.credential and not c.is_cache:
                 verify = self.trust.verify = cache_client_context(self.credential)
+            if c.slots:  # a till with A/B boot slots: confirm or give up a trial boot before anything else
+                self.slots = BootSlots(c, self.data)
+                await trio.to_thread.run_sync(self.slots.start)
+            gate = None if c.is_cache else InstallGate(self.rollouts, c)  # activate only when install.window allows
             keeper = ReleaseKeeper(c, self.data, ChunkStore(self.data.chunk_store), self.torrents, self.shelf,
-                                   public_key, rollouts=self.rollouts, peers=self.peers, on_change=self._kick_tracker)
+                                   public_key, rollouts=gate or self.rollouts, peers=self.peers,
+                                   on_change=self._kick_tracker, slots=self.slots)
             self.keeper = await nursery.start(keeper.run)  # resumes what an earlier run laid out
+            if gate:
+                nursery.start_soon(gate.run, self.keeper)
             self.follower = await nursery.start(CatalogFollower(
                 self.keeper, self.rollouts, self.shelf, self.trust, sources=self._catalog_sources,
                 poll_s=c.catalog_poll_s, verify=verify).run)

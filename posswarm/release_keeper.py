@@ -18,7 +18,7 @@ from pathlib import Path
 import trio
 
 from posswarm import garbage, install, lifecycle, logs
-from posswarm.activation import activate_release
+from posswarm.activation import activate_release, installed_of
 from posswarm.catalog.client import FetchedRelease
 from posswarm.catalog.shelf import Shelf
 from posswarm.chunks import ChunkStore, chunk_relpath
@@ -31,6 +31,7 @@ from posswarm.manifest import ChunkRef, Manifest, verify_manifest
 from posswarm.release import MANIFEST_NAME, TORRENT_NAME, sizes_match, verify_chunks
 from posswarm.rollout import Decision
 from posswarm.rollout_store import HeldRollouts
+from posswarm.slots.device import BootSlots
 from posswarm.store_peers import StorePeers
 from posswarm.torrent import session as torrents
 from posswarm.torrent.session import RESUME_FILE, TorrentSession
@@ -59,7 +60,8 @@ class ReleaseKeeper:
     """Every release this node carries, by "name@version"."""
 
     def __init__(self, config: NodeConfig, data: DataDir, chunks: ChunkStore, torrents: TorrentSession, shelf: Shelf,
-                 public_key, *, rollouts: HeldRollouts, peers: StorePeers, on_change: Callable[[], None]) -> None:
+                 public_key, *, rollouts: HeldRollouts, peers: StorePeers, on_change: Callable[[], None],
+                 slots: BootSlots | None = None) -> None:
         self.config = config
         self.node = NodeFacts(config.role, config.store, config.device_class)
         self.data = data
@@ -70,6 +72,7 @@ class ReleaseKeeper:
         self._public_key = public_key
         self.rollouts = rollouts  # central's signed rollouts this node holds
         self.peers = peers  # this store's peers, as mDNS reported them
+        self.slots = slots  # a till's A/B boot slots, where image releases go (install.slots)
         self._on_change = on_change  # a release changed state: tell the tracker soon
         self._nursery: trio.Nursery | None = None
         self._collecting = trio.Lock()
@@ -96,11 +99,7 @@ class ReleaseKeeper:
         return self.rollouts.decision(name, version, store=n.store, device_class=n.device_class, role=n.role)
 
     def installed(self, name: str) -> Installed:
-        if self.node.is_cache:
-            return Installed()
-        root = self.data.installed(name)
-        return Installed(install.current_version(root), install.previous_version(root),
-                         frozenset(install.held_versions(root)))
+        return Installed() if self.node.is_cache else installed_of(self.data.installed(name), self.slots)
 
     def _handle(self, key: str, event: Event, *, carry_out: bool = True) -> tuple[Effect, ...]:
         """Step the life cycle; its effects run in a task of their own (``carry_out``) or the caller awaits them."""
@@ -281,7 +280,7 @@ class ReleaseKeeper:
         try:
             m = carried.manifest
             problem = await trio.to_thread.run_sync(activate_release, self.config, m, carried.directory,
-                                                    self.data.installed(m.name))
+                                                    self.data.installed(m.name), self.slots)
         except (PosswarmError, OSError) as exc:
             self._handle(carried.record.key, lifecycle.InstallFailed(effect.ticket, _explain(exc)))
         else:

@@ -8,13 +8,17 @@ from dataclasses import dataclass, replace
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from posswarm import signed_doc
+from posswarm import install_window, signed_doc
 from posswarm.errors import PosswarmError
 from posswarm.keys import key_id as _key_id
 from posswarm.manifest import Manifest, check_component
 from posswarm.targeting import matches
 
-FORMAT = 1
+# Format 2 adds ``activate`` (when a device may switch to the release: posswarm/install_window.py) and
+# ``activate_stores`` (the same, for some stores: "tonight, this store"); format 1 documents are still read, as
+# ``activate = "window"``.
+FORMAT = 2
+FORMATS = (1, 2)
 ROLLOUT_NAME = "rollout.msgpack"  # beside manifest.msgpack in RELEASES/NAME/VERSION
 STATES = ("active", "paused", "revoked")
 ROLES = ("cache", "device")
@@ -32,6 +36,7 @@ RING_NAME_RULE = "1-64 of A-Z a-z 0-9 . _ + -"
 FETCH = "fetch"  # cache: fetch it over the WAN and offer it in the store
 INSTALL = "install"  # device: fetch it from the LAN and install it
 HOLD = "hold"  # paused: keep what you have, start nothing new
+WAIT = "wait"  # device: fetch and stage it, activate it later (its activate time or install window)
 ROLL_BACK = "roll back"  # revoked: a node running it goes back to its previous release
 NOT_FOR_YOU = "not for you"
 
@@ -61,6 +66,8 @@ class Rollout:
     key_id: str = "0" * 16
     signature: bytes = b""
     format: int = FORMAT
+    activate: str = install_window.WINDOW  # "now", "window" or "at <UTC time>"
+    activate_stores: tuple[tuple[str, str], ...] = ()  # (store pattern, activate): the first match overrides activate
 
     @property
     def release_id(self) -> str:
@@ -68,6 +75,14 @@ class Rollout:
 
     def _fields(self) -> dict:
         # Key order is part of the canonical encoding; never reorder, only append in a new format.
+        later = {"activate": self.activate, "activate_stores": [list(p) for p in self.activate_stores]}
+        return self._format_1() | (later if self.format >= 2 else {})
+
+    def activate_in(self, store: str) -> str:
+        """When devices of ``store`` switch to the release: the first ``activate_stores`` match, else ``activate``."""
+        return next((when for pattern, when in self.activate_stores if matches((pattern,), store)), self.activate)
+
+    def _format_1(self) -> dict:
         return {
             "format": self.format,
             "name": self.name,
@@ -100,7 +115,7 @@ class Rollout:
 class Decision:
     """What a node does about one release now, and why, in words a store's engineer reads in the log."""
 
-    action: str  # FETCH, INSTALL, HOLD, ROLL_BACK or NOT_FOR_YOU
+    action: str  # FETCH, INSTALL, WAIT, HOLD, ROLL_BACK or NOT_FOR_YOU
     reason: str
 
 
@@ -184,7 +199,8 @@ def _ring(value: str, what: str) -> str:
 
 
 def _from_fields(raw) -> Rollout:
-    raw = _FIELDS.top(raw, FORMAT)
+    fmt = raw.get("format") if isinstance(raw, dict) else None
+    raw = _FIELDS.top(raw, fmt if fmt in FORMATS and not isinstance(fmt, bool) else FORMAT)
     name, version = _take(raw, "name", str), _take(raw, "version", str)
     try:
         check_component(name, "release name")
@@ -204,6 +220,13 @@ def _from_fields(raw) -> Rollout:
     if ring not in rings:
         raise _bad(f"ring {ring!r} is not one of its rings")
     key, signature = _FIELDS.signer(raw)
+    activate, per_store = install_window.WINDOW, ()
+    if fmt >= 2:
+        activate = _activate(_take(raw, "activate", str))
+        pairs = _take(raw, "activate_stores", list)
+        if len(pairs) > MAX_PATTERNS or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+            raise _bad(f"activate_stores is not a list of at most {MAX_PATTERNS} [store pattern, activate] pairs")
+        per_store = tuple((_patterns([p[0]], "an activate_stores pattern")[0], _activate(p[1])) for p in pairs)
     return Rollout(
         name=name,
         version=version,
@@ -217,5 +240,16 @@ def _from_fields(raw) -> Rollout:
         created=_count(_take(raw, "created", int), "created"),
         key_id=key,
         signature=signature,
-        format=FORMAT,  # the only one top() lets through
+        format=fmt,  # one of FORMATS: top() lets no other through
+        activate=activate,
+        activate_stores=per_store,
     )
+
+
+def _activate(value) -> str:
+    if not isinstance(value, str):
+        raise _bad("an activate value is not a string")
+    try:
+        return install_window.check_activate(value)
+    except PosswarmError as exc:
+        raise _bad(str(exc)) from None

@@ -15,7 +15,7 @@ from datetime import datetime
 from posswarm.errors import PosswarmError
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_WINDOW = re.compile(r"^\s*(\S+)\s+(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})\s+(\d+)\s*$")
+_WINDOW = re.compile(r"^\s*(\S+)\s+(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})(?:\s+(\d+))?\s*$")
 
 
 @dataclass(frozen=True)
@@ -33,17 +33,19 @@ class Window:
             (weekday - 1) % 7 in self.days and minute < self.end_min)
 
 
-def parse(text: str, *, source: str = "wan.schedule") -> Window:
-    """One window from its text; PosswarmError names the entry and shows the expected form."""
+def parse(text: str, *, source: str = "wan.schedule", rate: bool = True) -> Window:
+    """One window from its text; PosswarmError names the entry and shows the expected form. ``rate=False``:
+    a window without the kbit/s (install.window: when, not how fast)."""
     found = _WINDOW.match(text)
-    if not found:
-        raise PosswarmError(f"{source}: {text!r} is not a window; write e.g. 'mon-fri 08:00-20:00 4000' "
-                            "(days, store-local times, kbit/s)")
+    if not found or (found.group(6) is None) == rate:
+        form = "'mon-fri 08:00-20:00 4000' (days, store-local times, kbit/s)" if rate else (
+            "'daily 02:00-04:00' (days, store-local times)")
+        raise PosswarmError(f"{source}: {text!r} is not a window; write e.g. {form}")
     days_text, h1, m1, h2, m2, kbps = found.groups()
     start, end = int(h1) * 60 + int(m1), int(h2) * 60 + int(m2)
     if int(h1) > 23 or int(m1) > 59 or int(h2) > 24 or int(m2) > 59 or end > 24 * 60 or start == end:
         raise PosswarmError(f"{source}: {text!r} has a bad time range; use HH:MM-HH:MM, 00:00-24:00 at most")
-    return Window(_days(days_text, text, source), start, end, int(kbps))
+    return Window(_days(days_text, text, source), start, end, int(kbps or 0))
 
 
 def _days(text: str, entry: str, source: str) -> frozenset[int]:

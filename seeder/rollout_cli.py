@@ -1,4 +1,4 @@
-"""``posswarm-seeder release promote|pause|resume|revoke|show``: change a release's signed rollout at central."""
+"""``posswarm-seeder release promote|pause|resume|revoke|activate|show``: change a release's signed rollout at central."""
 
 from __future__ import annotations
 
@@ -9,17 +9,19 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from posswarm import install_window
 from posswarm.errors import PosswarmError
 from posswarm.fsync import replace_synced
 from posswarm.keys import load_private_key, load_public_key
 from posswarm.manifest import Manifest, Targets, check_component
 from posswarm.release import MANIFEST_NAME, read_manifest
+from posswarm.rollout import FORMAT as ROLLOUT_FORMAT
 from posswarm.rollout import ROLLOUT_NAME, Rollout, implied_rollout, sign_rollout, verify_rollout
 from seeder import rollouts_config
 from seeder.rollouts_config import RolloutsConfig
 from seeder.tuf_repository import Repository
 
-ACTIONS = ("promote", "pause", "resume", "revoke", "show")
+ACTIONS = ("promote", "pause", "resume", "revoke", "activate", "show")
 
 
 def add_command(sub) -> None:
@@ -30,6 +32,7 @@ def add_command(sub) -> None:
         "pause": "stop the rollout: nodes keep what they have and start nothing new",
         "resume": "undo pause",
         "revoke": "withdraw the release: devices running it roll back to their previous release",
+        "activate": "when devices switch to it: --when now, window (their install.window) or 'at 2026-12-02T02:00Z'",
         "show": "print the release's current rollout",
     }
     for action in ACTIONS:
@@ -43,6 +46,10 @@ def add_command(sub) -> None:
             continue
         a.add_argument("--key", required=True, type=Path, help="the release signing key (KEYS/targets.key) to sign the new rollout")
         a.add_argument("--snapshot-key", type=Path, default=None, help="the snapshot key (default: snapshot.key beside --key)")
+        if action == "activate":
+            a.add_argument("--when", required=True, help="now, window, or 'at YYYY-MM-DDTHH:MMZ' (UTC)")
+            a.add_argument("--store", action="append", default=[], metavar="STORE",
+                           help="only for this store (id or glob; repeatable), e.g. 'tonight, this store'")
         if action == "promote":
             a.add_argument("--to", default=None, metavar="RING", help="target ring (default: the next ring)")
             a.add_argument("--rollout-config", type=Path, default=None,
@@ -94,7 +101,9 @@ def run(args) -> int:
     config = None
     if args.action == "promote":
         config = rollouts_config.for_releases(args.releases, args.rollout_config) or RolloutsConfig()
-    r = change(directory, key, lambda old: transition(old, args.action, config=config, to=getattr(args, "to", None)),
+    r = change(directory, key, lambda old: transition(old, args.action, config=config, to=getattr(args, "to", None),
+                                                      when=getattr(args, "when", None),
+                                                      stores=tuple(getattr(args, "store", ()))),
                trusted=trusted(args.releases, key))
     print(f"{describe_line(r)} -> {directory / ROLLOUT_NAME}")
     from seeder.cli import update_signed_state
@@ -145,11 +154,18 @@ def change(directory: Path, private_key, step: Callable[[Rollout], Rollout], now
         os.close(fd)  # also releases the lock
 
 
-def transition(r: Rollout, action: str, *, config: RolloutsConfig | None = None, to: str | None = None) -> Rollout:
+def transition(r: Rollout, action: str, *, config: RolloutsConfig | None = None, to: str | None = None,
+               when: str | None = None, stores: tuple[str, ...] = ()) -> Rollout:
     """The rollout after ``action``; a one-line PosswarmError when the action makes no sense in its state."""
     rid = f"release {r.release_id}"
     if r.state == "revoked":
         raise PosswarmError(f"{rid}: is revoked (rollout {r.sequence}); revoked stays revoked, publish a new version")
+    if action == "activate":
+        when = install_window.check_activate(when or "")
+        if not stores:
+            return replace(r, activate=when, activate_stores=(), format=ROLLOUT_FORMAT)
+        kept = tuple(p for p in r.activate_stores if p[0] not in stores)  # the newest word for a store goes first
+        return replace(r, activate_stores=tuple((s, when) for s in stores) + kept, format=ROLLOUT_FORMAT)
     if action == "pause":
         if r.state == "paused":
             raise PosswarmError(f"{rid}: is already paused at ring {r.ring} (resume it, or revoke it)")
@@ -191,5 +207,6 @@ def describe(r: Rollout) -> str:
         f"  reached: {', '.join(r.reached)}",
         f"  stores:  {', '.join(r.stores)}",
         f"  classes: {', '.join(r.device_classes)}",
+        f"  activate: {r.activate}" + "".join(f"; store {p} {w}" for p, w in r.activate_stores),
         f"  {signed}",
     ))

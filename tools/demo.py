@@ -48,6 +48,10 @@ def demo_main(args) -> int:
             shutil.rmtree(root, ignore_errors=True)
     if args.json:
         print(json.dumps(result, indent=1))
+    elif getattr(args, "slots", False):
+        from tools import demo_slots
+
+        demo_slots.print_result(Console(), result)
     else:
         _print_result(Console(), result)
     return 0 if result["all_installed"] else 1
@@ -72,6 +76,10 @@ async def _until_interrupted(root: Path, args, console: Console) -> dict | None:
 
 async def _demo(root: Path, args, console: Console) -> dict:
     lab = Lab(root, devices=args.devices)
+    if getattr(args, "slots", False):  # OS images into A/B boot slots: tools/demo_slots.py
+        from tools import demo_slots
+
+        return await demo_slots.run(lab, payloads.first(root / "payload", args.image_mb, args.payload), args, console)
     console.print(f"[bold]posswarm demo[/]: store {lab.store}, LAN {lab.lan_network}, "
                   f"1 cache + {args.devices} devices, {args.image_mb} MiB image ({args.payload})")
     image = payloads.first(root / "payload", args.image_mb, args.payload)

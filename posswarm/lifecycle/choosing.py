@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from posswarm.admission import version_key
 from posswarm.lifecycle.states import Installed, NodeFacts, Record, ReleaseState
 from posswarm.manifest import Targets
-from posswarm.rollout import FETCH, INSTALL, Decision
+from posswarm.rollout import FETCH, INSTALL, WAIT, Decision
 from posswarm.targeting import targets_device, targets_store
 
 S = ReleaseState
@@ -27,7 +27,7 @@ def meant_for(offer: Offer, node: NodeFacts, decision: Decision | None) -> bool:
     """The signed rollout decides where there is one; otherwise the catalog's copy of the targets (a hint:
     the signed manifest is checked again when it arrives)."""
     if decision is not None:
-        return decision.action in (FETCH, INSTALL)
+        return decision.action in (FETCH, INSTALL, WAIT)  # WAIT: staged now, activated in its window
     targets = Targets(offer.stores, offer.device_classes, "all")
     return targets_store(targets, node.store) if node.is_cache else targets_device(targets, node.store, node.device_class)
 
@@ -56,7 +56,7 @@ def choose(offers: list[Offer], known: dict[str, Record], node: NodeFacts,
 
 def versions_to_keep(records: list[Record], node: NodeFacts, installed: dict[str, Installed]) -> dict[str, set[str]]:
     """Per release name, the versions whose release directories stay: the two newest (cache); current,
-    previous and whatever is still on its way (device). Everything else is garbage."""
+    previous, one waiting for its trial boot and whatever is still on its way (device). Everything else is garbage."""
     keep: dict[str, set[str]] = {}
     for name in sorted({r.name for r in records}):
         mine = [r for r in records if r.name == name and r.manifest is not None]
@@ -64,7 +64,7 @@ def versions_to_keep(records: list[Record], node: NodeFacts, installed: dict[str
             keep[name] = set(sorted((r.version for r in mine), key=version_key)[-2:])
         else:
             disk = installed.get(name, Installed())
-            keep[name] = {v for v in (disk.current, disk.previous) if v}
+            keep[name] = {v for v in (disk.current, disk.previous, disk.pending) if v}
             keep[name] |= {r.version for r in mine if not r.ready and r.state is not S.REFUSED}
     return keep
 

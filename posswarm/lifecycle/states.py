@@ -19,9 +19,10 @@ class ReleaseState(enum.StrEnum):
     REFUSED = "refused"  # its manifest failed a signature or validation check, or may not run here: never fetched
     DOWNLOADING = "downloading"  # laid out (reused chunks linked in) and swarming; the rest arrives from peers
     VERIFYING = "verifying"  # every piece passed libtorrent's SHA checks; BLAKE3 of each chunk is being checked
-    STAGED = "staged"  # verified and kept, but central's rollout does not let it install here now (paused, ring)
+    STAGED = "staged"  # verified and kept, but central's rollout does not let it install here now (paused, ring, window)
     INSTALLING = "installing"  # assembling the payload, checking its BLAKE3, switching `current`, health check
     INSTALLED = "installed"  # device: the version that runs (`current`)
+    BOOT_PENDING = "boot_pending"  # device: image written into the other boot slot, checked, armed for one trial boot
     SEEDING = "seeding"  # cache: verified and offered to the store's devices
     PREVIOUS = "previous"  # device: the version before `current`, kept to roll back to
     SUPERSEDED = "superseded"  # device: verified, but a newer version runs; kept to seed until collected
@@ -32,14 +33,14 @@ class ReleaseState(enum.StrEnum):
 
 #: States in which a release's chunks are all there and verified (it can be seeded and collected).
 READY = frozenset({ReleaseState.INSTALLED, ReleaseState.SEEDING, ReleaseState.PREVIOUS, ReleaseState.SUPERSEDED,
-                   ReleaseState.ROLLED_BACK, ReleaseState.STAGED})
+                   ReleaseState.ROLLED_BACK, ReleaseState.STAGED, ReleaseState.BOOT_PENDING})
 #: States whose chunks a scrub re-reads: what the node serves and runs.
 SCRUBBED = frozenset({ReleaseState.SEEDING, ReleaseState.INSTALLED})
 #: States that count as "installed" for the tracker (a cache's seeding is its installed).
 ANNOUNCED_INSTALLED = frozenset({ReleaseState.INSTALLED, ReleaseState.SEEDING})
 #: Device states that only say which slot of ``installed/NAME`` the version is in; the disk decides them.
 ON_DISK = frozenset({ReleaseState.INSTALLED, ReleaseState.PREVIOUS, ReleaseState.SUPERSEDED,
-                      ReleaseState.ROLLED_BACK})
+                      ReleaseState.ROLLED_BACK, ReleaseState.BOOT_PENDING})
 
 
 # ---- what the node knows -------------------------------------------------------------------------------
@@ -60,11 +61,13 @@ class NodeFacts:
 
 @dataclass(frozen=True)
 class Installed:
-    """What ``installed/NAME`` says for one release name: running, kept for rollback, held after a rollback."""
+    """What ``installed/NAME`` (or the boot slots) says for one release name: running, kept for rollback, held after a
+    rollback, waiting for its trial boot."""
 
     current: str | None = None
     previous: str | None = None
     held: frozenset[str] = frozenset()
+    pending: str | None = None  # boot slots: written and armed for a trial boot not yet made
 
 
 @dataclass(frozen=True)

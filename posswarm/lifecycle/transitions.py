@@ -105,7 +105,7 @@ def _on_resumed(r: Record, e: Resumed, f: Facts, now: float):
     """An earlier run laid it out: what is on disk says where it stands; libtorrent re-checks the files."""
     r = replace(r, manifest=e.manifest)
     v, disk = r.version, f.installed
-    if not f.node.is_cache and (v in (disk.current, disk.previous) or v in disk.held):
+    if not f.node.is_cache and (v in (disk.current, disk.previous, disk.pending) or v in disk.held):
         return replace(r, state=_slot_state(v, disk), done_at=now, reason=_held_reason(r, disk)), (Swarm(),)
     return replace(r, state=S.DOWNLOADING), (Swarm(),)
 
@@ -170,7 +170,7 @@ def _on_install_done(r: Record, e: InstallDone, f: Facts, now: float):
         return r, ()
     if r.state is S.REVOKED:  # central revoked it while it was being installed: go back at once
         return r, ((RollBack(),) if e.problem is None else ())
-    state = S.INSTALLED if e.problem is None else S.ROLLED_BACK
+    state = S.ROLLED_BACK if e.problem else S.BOOT_PENDING if r.version == f.installed.pending else S.INSTALLED
     return (replace(r, state=state, reason=e.problem, done_at=now, retry=False, bad_chunk_rounds=0),
             (Collect(), Announce()))
 
@@ -183,6 +183,8 @@ def _on_install_failed(r: Record, e: InstallFailed, f: Facts, now: float):
 
 def _on_rollout_changed(r: Record, e: RolloutChanged, f: Facts, now: float):
     d = f.decision
+    if r.state is S.STAGED and (d is None or d.action == INSTALL):
+        return _verify(r)  # nothing holds it any more (its window opened): chunks are checked again before it runs
     if d is None:
         return r, ()
     if d.action == ROLL_BACK:
@@ -191,8 +193,6 @@ def _on_rollout_changed(r: Record, e: RolloutChanged, f: Facts, now: float):
         else:
             effects = (RollBack() if f.installed.current == r.version else Hold(), Announce())
         return replace(r, state=S.REVOKED, reason=d.reason, retry=False), effects
-    if d.action == INSTALL and r.state is S.STAGED:
-        return _verify(r)  # chunks are checked again before they become what runs
     return r, ()
 
 
@@ -221,6 +221,8 @@ def _slot_state(version: str, disk: Installed) -> ReleaseState:
         return S.ROLLED_BACK
     if version == disk.current:
         return S.INSTALLED
+    if version == disk.pending:
+        return S.BOOT_PENDING
     return S.PREVIOUS if version == disk.previous else S.SUPERSEDED
 
 

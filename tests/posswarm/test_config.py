@@ -55,11 +55,27 @@ def test_a_good_config_loads_with_defaults(tmp_path):
         ({"central__tracker_url": "ftp://x"}, "'central.tracker_url'"),
         ({"node__role": "cache", "central__catalog_url": "http://central:8080"}, "central is reached over HTTPS only"),
         ({"central__tls_ca": "/nonexistent/ca.crt"}, "'central.tls_ca'"),
+        ({"install__slots": ["/dev/sda2"]}, "'install.slots' must name two different absolute paths"),
+        ({"install__slots": ["/dev/sda2", "/dev/sda2"]}, "'install.slots' must name two different absolute paths"),
+        ({"install__slots": ["/dev/sda2", "/dev/sda3"]}, "needs 'install.bootloader_env'"),
+        ({"install__slots": ["/dev/sda2", "/dev/sda3"], "install__bootloader": "lilo"}, "'install.bootloader' is 'lilo'"),
+        ({"install__slots": ["/dev/sda2", "/dev/sda3"], "install__bootloader": "command"},
+         "needs 'install.env_get_command'"),
+        ({"install__window": ["daily 02:00-04:00 4000"]}, "'install.window': 'daily 02:00-04:00 4000' is not a window"),
+        ({"wan__schedule": ["daily 02:00-04:00"]}, "'wan.schedule': 'daily 02:00-04:00' is not a window"),
     ],
 )
 def test_bad_keys_are_named(tmp_path, changes, named):
     with pytest.raises(PosswarmError, match=named.replace("(", r"\(").replace(")", r"\)")):
         config.from_dict(_doc(tmp_path, **changes))
+
+
+def test_a_till_with_boot_slots_and_an_install_window_loads(tmp_path):
+    c = config.from_dict(_doc(tmp_path, install__slots=["/dev/disk/by-partlabel/pos_a", "/dev/disk/by-partlabel/pos_b"],
+                              install__bootloader="uboot", install__bootloader_env="/etc/fw_env.config",
+                              install__window=["daily 02:00-04:00"]))
+    assert c.slots == ("/dev/disk/by-partlabel/pos_a", "/dev/disk/by-partlabel/pos_b")
+    assert (c.bootloader, c.boot_cmdline, c.install_window) == ("uboot", "/proc/cmdline", ("daily 02:00-04:00",))
 
 
 def test_check_config_command_gives_one_line_and_no_traceback(tmp_path):

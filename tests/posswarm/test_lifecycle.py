@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from posswarm import lifecycle as lc
 from posswarm.admission import version_key
 from posswarm.manifest import Manifest, Targets
-from posswarm.rollout import FETCH, HOLD, INSTALL, NOT_FOR_YOU, ROLL_BACK, Decision
+from posswarm.rollout import FETCH, HOLD, INSTALL, NOT_FOR_YOU, ROLL_BACK, WAIT, Decision
 
 S = lc.ReleaseState
 DEVICE = lc.NodeFacts("device", "S042", "pos")
@@ -30,8 +30,8 @@ def record(state=S.LISTED, version="2.0", **changes) -> lc.Record:
     return replace(lc.Record("pos-os", version, state, manifest=m, learned_at=NOW - 5), **changes)
 
 
-def facts(node=DEVICE, current=None, previous=None, held=(), decision=None, newest=None) -> lc.Facts:
-    return lc.Facts(node, lc.Installed(current, previous, frozenset(held)), decision, newest)
+def facts(node=DEVICE, current=None, previous=None, held=(), decision=None, newest=None, pending=None) -> lc.Facts:
+    return lc.Facts(node, lc.Installed(current, previous, frozenset(held), pending), decision, newest)
 
 
 def kinds(effects) -> list[str]:
@@ -95,6 +95,14 @@ TRANSITIONS = [
     ("scrub finds rot: fetch again", record(S.SEEDING), lc.ScrubFoundBad(1, "cd" * 32), facts(CACHE), S.DOWNLOADING,
      ["Refetch", "Announce"], None),
     ("installed", record(S.INSTALLING, ticket=4), lc.InstallDone(4), facts(), S.INSTALLED, ["Collect", "Announce"], None),
+    ("an OS image written into the other boot slot waits for its trial boot", record(S.INSTALLING, ticket=4),
+     lc.InstallDone(4), facts(current="1.0", pending="2.0"), S.BOOT_PENDING, ["Collect", "Announce"], None),
+    ("resumed before the trial boot: still pending", record(), lc.Resumed(manifest()),
+     facts(current="1.0", pending="2.0"), S.BOOT_PENDING, ["Swarm"], None),
+    ("the trial boot confirmed it: installed", record(S.BOOT_PENDING), lc.InstallsChanged(),
+     facts(current="2.0", previous="1.0"), S.INSTALLED, ["Announce"], None),
+    ("the trial boot fell back: rolled back and held", record(S.BOOT_PENDING), lc.InstallsChanged(),
+     facts(current="1.0", held={"2.0"}), S.ROLLED_BACK, ["Announce"], "held"),
     ("health check failed: rolled back", record(S.INSTALLING, ticket=4), lc.InstallDone(4, "health check exited 1"),
      facts(), S.ROLLED_BACK, ["Collect", "Announce"], "health check"),
     ("install failed: retried", record(S.INSTALLING, ticket=4), lc.InstallFailed(4, "disk full"), facts(), S.FAILED,
@@ -109,6 +117,10 @@ TRANSITIONS = [
      S.REVOKED, ["RollBack"], None),
     ("resumed rollout: verify again, then install", record(S.STAGED, ticket=1), lc.RolloutChanged(),
      facts(decision=INSTALL_NOW), S.VERIFYING, ["Verify"], None),
+    ("its install window opened (no rollout holds it): verify again, then install", record(S.STAGED, ticket=1),
+     lc.RolloutChanged(), facts(), S.VERIFYING, ["Verify"], None),
+    ("its install window is shut: still staged", record(S.STAGED, ticket=1), lc.RolloutChanged(),
+     facts(decision=Decision(WAIT, "waits for its install window")), S.STAGED, [], None),
     ("operator rolled back: rolled back", record(S.INSTALLED), lc.InstallsChanged(),
      facts(current="1.0", previous="2.0", held={"2.0"}), S.ROLLED_BACK, ["Announce"], "held"),
     ("a newer one installed: previous", record(S.INSTALLED), lc.InstallsChanged(), facts(current="3.0", previous="2.0"),
@@ -189,7 +201,8 @@ def histories(draw):
     steps = []
     for _ in range(draw(st.integers(1, 40))):
         disk = lc.Installed(draw(st.sampled_from((None, *VERSIONS))), draw(st.sampled_from((None, *VERSIONS))),
-                            frozenset(draw(st.sets(st.sampled_from(VERSIONS), max_size=2))))
+                            frozenset(draw(st.sets(st.sampled_from(VERSIONS), max_size=2))),
+                            draw(st.sampled_from((None, None, *VERSIONS))))
         known = lc.Facts(node, disk, draw(st.sampled_from(DECISIONS)), draw(st.sampled_from((None, *VERSIONS))))
         ticket = draw(st.sampled_from((CURRENT, CURRENT, CURRENT, 0, 1, 2)))  # mostly the one in flight
         # the events that move a release forward come often; the rest of the world interferes between them
@@ -243,7 +256,7 @@ def test_no_event_order_installs_what_it_must_not(history):
         if isinstance(event, lc.Unreachable):
             assert r.state is not S.REFUSED or before.state is S.REFUSED, "a network failure became a verdict"
         if known.node.is_cache:
-            assert r.state not in (S.INSTALLING, S.INSTALLED, S.PREVIOUS, S.SUPERSEDED, S.ROLLED_BACK)
+            assert r.state not in (S.INSTALLING, S.INSTALLED, S.PREVIOUS, S.SUPERSEDED, S.ROLLED_BACK, S.BOOT_PENDING)
 
 
 @pytest.mark.parametrize(

@@ -109,7 +109,12 @@ def test_non_canonical_encoding_is_refused(key):
     ("sequence", -1, "sequence is not an integer"),
     ("sequence", True, "'sequence' has the wrong type"),
     ("name", "../etc", "not a safe directory name"),
-    ("format", 2, "format 2 is not supported"),
+    ("format", 3, "format 3 is not supported"),
+    ("activate", "tonight", "use 'now', 'window' or 'at"),
+    ("activate", "at 2026-12-02T02:00+01:00", "(UTC)"),
+    ("activate_stores", [["s-0042"]], "activate_stores is not a list"),
+    ("activate_stores", [["s-0042", "tonight"]], "use 'now', 'window' or 'at"),
+    ("activate_stores", [["", "now"]], "an activate_stores pattern is not a list"),
     ("key_id", "XYZ", "key_id is not 16 lowercase hex chars"),
 ])
 def test_malformed_fields_give_one_line_errors(field, value, needle):
@@ -118,6 +123,22 @@ def test_malformed_fields_give_one_line_errors(field, value, needle):
     with pytest.raises(RolloutError, match=None) as err:
         Rollout.from_bytes(msgpack.packb(fields, use_bin_type=True))
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_activate_is_signed_and_a_format_1_rollout_still_reads_as_window(key):
+    signed = sign_rollout(sample(activate="at 2026-12-02T02:00Z"), key)
+    got = verify_rollout(signed.to_bytes(), key.public_key())
+    assert got.activate == "at 2026-12-02T02:00Z" and got.format == 2
+    tampered = signed.to_bytes().replace(b"at 2026-12-02T02:00Z", b"now".ljust(20))
+    with pytest.raises(RolloutError):
+        verify_rollout(tampered, key.public_key())
+    tonight = sign_rollout(sample(activate_stores=(("s-0042", "now"), ("s-00*", "at 2026-12-02T02:00Z"))), key)
+    got = verify_rollout(tonight.to_bytes(), key.public_key())
+    assert [got.activate_in(s) for s in ("s-0042", "s-0043", "s-1000")] == ["now", "at 2026-12-02T02:00Z", "window"]
+    old = sign_rollout(sample(format=1), key)
+    assert b"activate" not in old.to_bytes()
+    back = verify_rollout(old.to_bytes(), key.public_key())
+    assert (back.format, back.activate) == (1, "window") and back.to_bytes() == old.to_bytes()
 
 
 def test_oversized_input_is_refused_before_parsing():

@@ -112,6 +112,23 @@ def test_promote_canary_then_wave_1_then_all(releases, keys):
                                            "  rings:   canary -> wave-1 -> [all]"]
 
 
+def test_activate_sets_when_devices_switch_and_refuses_what_is_no_time(releases, keys):
+    assert rollout_of(releases, keys).activate == "window"
+    proc = release("activate", "--when", "at 2026-12-02T02:00Z", releases=releases, keys=keys)
+    assert proc.returncode == 0, proc.stderr
+    r = rollout_of(releases, keys)
+    assert (r.activate, r.sequence, r.format) == ("at 2026-12-02T02:00Z", 2, 2)
+    assert "  activate: at 2026-12-02T02:00Z" in release("show", releases=releases, keys=keys).stdout
+    assert_one_line_error(release("activate", "--when", "tonight", releases=releases, keys=keys),
+                          "activate 'tonight': use 'now', 'window' or 'at YYYY-MM-DDTHH:MMZ' (UTC)")
+    assert rollout_of(releases, keys).sequence == 2, "a refused change writes nothing"
+    proc = release("activate", "--when", "now", "--store", "uk-0042", releases=releases, keys=keys)
+    assert proc.returncode == 0, proc.stderr
+    r = rollout_of(releases, keys)
+    assert (r.activate_in("uk-0042"), r.activate_in("uk-0043")) == ("now", "at 2026-12-02T02:00Z")
+    assert "store uk-0042 now" in release("show", releases=releases, keys=keys).stdout
+
+
 def test_pause_resume_revoke(releases, keys):
     proc = release("pause", releases=releases, keys=keys)
     assert proc.returncode == 0 and "ring canary, paused (rollout 2)" in proc.stdout, proc.stderr

@@ -1,0 +1,118 @@
+"""A till's two boot slots: which one booted, confirm or give up a trial at start, write the next image into the
+other one and arm it for one trial boot. Blocking calls (the bootloader's tools, the disk): run them from a thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from posswarm import health, install, logs
+from posswarm.config import NodeConfig
+from posswarm.datadir import DataDir
+from posswarm.errors import PosswarmError
+from posswarm.lifecycle import Installed
+from posswarm.manifest import Manifest
+from posswarm.slots import state, writer
+from posswarm.slots.bootloader import Bootloader
+
+log = logs.get("node")
+#: The kernel command line is a few KiB at most; a bigger "cmdline" file is not one.
+MAX_CMDLINE = 64 * 1024
+
+
+class BootSlots:
+    """The slots of ``install.slots``, with the environment as last read or written (this node is its only writer
+    while it runs; the bootloader writes it only before the node starts)."""
+
+    def __init__(self, config: NodeConfig, data: DataDir) -> None:
+        self.config = config
+        self.data = data
+        self.paths = dict(zip(state.SLOT_IDS, (Path(p) for p in config.slots), strict=True))
+        self.bootloader = Bootloader(config.bootloader, env_file=config.bootloader_env,
+                                     get_command=config.env_get_command, set_command=config.env_set_command)
+        self.booted = ""
+        self.env: state.BootEnv | None = None
+
+    def start(self) -> str:
+        """Learn the booted slot and settle a trial: confirm it (health check passes), reject it, or record that
+        the bootloader fell back. Returns what happened (state.TRIAL outcomes, "" for a normal boot)."""
+        source = self.config.boot_cmdline
+        try:
+            with open(source, "rb") as f:
+                cmdline = f.read(MAX_CMDLINE + 1)
+        except OSError as exc:
+            raise PosswarmError(f"install.boot_cmdline {source}: cannot read it ({exc.strerror})") from None
+        if len(cmdline) > MAX_CMDLINE:
+            raise PosswarmError(f"install.boot_cmdline {source}: over {MAX_CMDLINE} bytes, not a kernel command line")
+        self.booted = state.booted_slot(cmdline.decode(errors="replace"), source=source)
+        self._read()
+        found, updates = state.on_start(self.env, self.booted)
+        if found == state.FELL_BACK:
+            trial = self.env.slots[self.env.trial]
+            self._write(updates)
+            install.hold(self.data.installed(trial.name), trial.version)
+            log.error("slot.fell_back", slot=trial.id, release=f"{trial.name} {trial.version}", reason=self.env.reason)
+        elif found == state.TRIAL:
+            return self._settle_trial()
+        return found
+
+    def _settle_trial(self) -> str:
+        s = self.env.slots[self.booted]
+        c = self.config
+        problem = None
+        if c.health_check:
+            done = health.run(c.health_check, env=health.environment(name=s.name, version=s.version,
+                                                                      path=self.paths[s.id], kind="image"),
+                              cwd=self.data.root, timeout_s=c.health_timeout_s)
+            problem = health.explain(done, what="health check", command=c.health_check, timeout_s=c.health_timeout_s)
+        if problem is None:
+            self._write(state.confirm(self.booted))
+            log.info("slot.confirmed", slot=s.id, release=f"{s.name} {s.version}")
+            return state.CONFIRMED
+        old = self.env.slots[self.env.primary]
+        self._write(state.reject(self.booted, f"{problem}; back to slot {old.id} ({old.name} {old.version})"))
+        install.hold(self.data.installed(s.name), s.version)
+        log.error("slot.rejected", slot=s.id, release=f"{s.name} {s.version}", reason=problem, back_to=old.id)
+        self.reboot()
+        return state.REJECTED
+
+    def holds(self, name: str) -> bool:
+        return self.env is not None and any(s.name == name for s in self.env.slots.values())
+
+    def installed(self, name: str, held: frozenset[str]) -> Installed:
+        current, previous, pending = state.running(self.env, self.booted, name)
+        return Installed(current, previous, held, pending)
+
+    def install(self, manifest: Manifest, release_dir: Path) -> None:
+        """Write ``manifest``'s image into the slot not booted, check it, arm it for one trial boot, reboot."""
+        m = manifest
+        slot = self.env.other(self.booted)
+        self._write(state.start_writing(self.env, slot, m.name, m.version))  # before the first byte: never booted
+        log.info("slot.writing", slot=slot, device=str(self.paths[slot]), release=m.release_id, size=m.total_size)
+        writer.write(m, release_dir, self.paths[slot])
+        self._write(state.arm_trial(slot))
+        log.info("slot.armed", slot=slot, release=m.release_id, tries=state.TRIAL_BOOTS)
+        self.reboot()
+
+    def reboot(self) -> None:
+        command = self.config.reboot_command
+        if not command:
+            log.info("slot.reboot_needed", boots=self.env.trial or self.env.primary)
+            return
+        done = health.run(command, env={"PATH": health.SAFE_PATH, "LANG": "C.UTF-8"}, cwd=self.data.root,
+                          timeout_s=self.config.health_timeout_s)
+        problem = health.explain(done, what="reboot command", command=command, timeout_s=self.config.health_timeout_s)
+        if problem:
+            log.error("slot.reboot_failed", reason=problem)
+
+    def status(self) -> dict | None:
+        if self.env is None:
+            return None
+        return state.describe(self.env, self.booted) | {
+            "devices": {i: str(p) for i, p in self.paths.items()}}
+
+    def _read(self) -> None:
+        self.env = state.parse_env(self.bootloader.read(), source=self.bootloader.what)
+
+    def _write(self, updates: dict[str, str]) -> None:
+        self.bootloader.write(updates)
+        self._read()  # what the environment says now, not what we meant it to say
