@@ -52,6 +52,7 @@ PURE = (
     "posswarm/torrent/settings.py",
     "posswarm/wan_window.py",
     "tools/netsim/rates.py",
+    "tools/netsim/varnish_evidence.py",
     "tools/netsim/topology.py",
     "tracker/access.py",
     "tracker/announce.py",
