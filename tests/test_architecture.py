@@ -51,6 +51,7 @@ PURE = (
     "posswarm/torrent/accounting.py",
     "posswarm/torrent/settings.py",
     "posswarm/wan_window.py",
+    "tools/bench_docs.py",
     "tools/netsim/rates.py",
     "tools/netsim/varnish_evidence.py",
     "tools/netsim/topology.py",
