@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lan-mbit", type=float, default=400.0, help="each LAN port's rate, both ways (default 400)")
     p.add_argument("--deadline", type=float, default=900.0, help="seconds allowed per system and N (default 900)")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (every node's log, configs, data)")
     p.add_argument("--plot", type=Path, help="write a PNG of completion time and WAN bytes against N")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return p
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except PosswarmError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
-    code, rows = run_reporting(lambda workdir: bench(args, counts, systems, workdir), prog=PROG)
+    code, rows = run_reporting(lambda workdir: bench(args, counts, systems, workdir), prog=PROG, keep=args.keep)
     if code:
         return code
     if args.json:
