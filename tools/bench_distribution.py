@@ -1,4 +1,9 @@
-"""``posswarm-bench distribution``: posswarm vs HTTP from central vs an HTTP store cache, on the emulated network."""
+"""``posswarm-bench distribution``: posswarm vs Varnish in the store, an HTTP store cache and HTTP from central.
+
+All on the same emulated network, one after the other, with the same image: a real ext4 image by
+default (the HTTP systems serve it zstd-compressed, as a retailer would publish it, and the tills
+decompress it to disk), or random bytes, the incompressible worst case (``--payload random``).
+"""
 
 from __future__ import annotations
 
@@ -10,24 +15,33 @@ from pathlib import Path
 import trio
 
 from posswarm import logs
+from posswarm.errors import PosswarmError
+from tools import payloads
 from tools.netsim.cli import run_reporting
-from tools.netsim.http_baseline import http_cache, http_central
+from tools.netsim.http_baseline import compress, http_cache, http_central
 from tools.netsim.network import emulated_network
 from tools.netsim.run import Scenario, ideal_s, rollout
 from tools.netsim.topology import plan
+from tools.netsim.varnish import check_installed, varnish_cache
 
 PROG = "posswarm-bench distribution"
-SYSTEMS = ("posswarm", "http-central", "http-cache")
+SYSTEMS = ("posswarm", "varnish", "http-cache", "http-central")
+BASELINES = {"varnish": varnish_cache, "http-cache": http_cache, "http-central": http_central}
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__)
     p.add_argument("--devices", default="2,4,8", help="comma-separated device counts N per store (default 2,4,8)")
     p.add_argument("--image-mb", type=int, default=64, help="image size in MiB (default 64)")
+    p.add_argument("--payload", default="real", choices=payloads.KINDS,
+                   help="real: an ext4 image of this machine's files (default); random: incompressible bytes")
+    p.add_argument("--systems", default=",".join(SYSTEMS),
+                   help=f"comma-separated, from {', '.join(SYSTEMS)} (default all; posswarm always runs)")
     p.add_argument("--wan-mbit", type=float, default=40.0, help="the store's WAN rate, both ways (default 40)")
     p.add_argument("--lan-mbit", type=float, default=400.0, help="each LAN port's rate, both ways (default 400)")
     p.add_argument("--deadline", type=float, default=900.0, help="seconds allowed per system and N (default 900)")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (every node's log, configs, data)")
     p.add_argument("--plot", type=Path, help="write a PNG of completion time and WAN bytes against N")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return p
@@ -43,7 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"{PROG}: --devices {args.devices!r}: give device counts like 2,4,8", file=sys.stderr)
         return 2
-    code, rows = run_reporting(lambda workdir: bench(args, counts, workdir), prog=PROG)
+    systems = [s for s in SYSTEMS if s in args.systems.split(",")]
+    unknown = sorted(set(args.systems.split(",")) - set(SYSTEMS))
+    try:
+        if unknown:
+            raise PosswarmError(f"--systems: {', '.join(unknown)} not one of {', '.join(SYSTEMS)}")
+        payloads.check_kind(args.payload)
+        if "varnish" in systems:
+            check_installed()
+    except PosswarmError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    code, rows = run_reporting(lambda workdir: bench(args, counts, systems, workdir), prog=PROG, keep=args.keep)
     if code:
         return code
     if args.json:
@@ -55,13 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def bench(args, counts: list[int], workdir: Path) -> list[dict]:
-    """For each N, in one network of 1 store x N devices: posswarm, then the two HTTP baselines."""
-    rows = []
+async def bench(args, counts: list[int], systems: list[str], workdir: Path) -> list[dict]:
+    """For each N, in one network of 1 store x N devices: posswarm, then each HTTP baseline, on one image."""
+    rows, rates = [], (args.wan_mbit, args.lan_mbit)
     for n in counts:
-        # random bytes: the HTTP baselines serve the image as it is; with a real image they must serve it
-        # zstd-compressed, as a retailer would publish it, before the figures compare like with like
-        scenario = Scenario(1, n, args.image_mb, args.wan_mbit, args.lan_mbit, deadline_s=args.deadline, payload="random")
+        scenario = Scenario(1, n, args.image_mb, args.wan_mbit, args.lan_mbit, deadline_s=args.deadline,
+                            payload=args.payload)
         topo = plan(1, n, wan_mbit=args.wan_mbit, lan_mbit=args.lan_mbit)
         (workdir / f"n{n}").mkdir()
         async with emulated_network(topo, workdir / f"n{n}") as net:
@@ -69,45 +93,71 @@ async def bench(args, counts: list[int], workdir: Path) -> list[dict]:
                 swarm_result = await rollout(net, swarm, scenario)
                 swarm.cancel_scope.cancel()  # the baselines get the machine to themselves
             image = net.workdir / "payload" / "v1.img"
-            async with trio.open_nursery() as http:
-                central = await http_central(net, http, image, args.deadline)
-                cache = await http_cache(net, http, image, args.deadline)
-                http.cancel_scope.cancel()
-        size = swarm_result["image_bytes"]
-        ideal = ideal_s(size, args.wan_mbit, args.lan_mbit)
+            packed = await compress(image)
+            (packed.parent / "http").mkdir()  # served alone: the static servers list nothing else
+            packed = packed.rename(packed.parent / "http" / packed.name)
+            found = {}
+            for name in (s for s in systems if s != "posswarm"):  # posswarm ran above, always
+                async with trio.open_nursery() as http:
+                    found[name] = await BASELINES[name](net, http, image, packed, args.deadline)
+                    http.cancel_scope.cancel()
         store = swarm_result["stores"][0]
-        rows.append(_row("posswarm", n, swarm_result["completion_s"], ideal, swarm_result["wan_amplification"],
-                         cache_s=store["cache_installed_s"], learned_s=store["cache_learned_s"]))
-        for name, r in (("http-central", central), ("http-cache", cache)):
+        mine = [_row("posswarm", n, swarm_result["completion_s"], swarm_result["stored_bytes"],
+                     store["wan_bytes_in"], rates, cache_s=store["cache_installed_s"], learned_s=store["cache_learned_s"])]
+        for name, r in found.items():
             wan = max(s["wan_bytes_in"] for s in r["stores"])
-            rows.append(_row(name, n, r["completion_s"], ideal, wan / size,
-                             cache_s=r["stores"][0].get("cache_installed_s")))
-        logs.get("bench").info("bench.done", devices=n, rows=rows[-3:])
+            mine.append(_row(name, n, r["completion_s"], packed.stat().st_size, wan, rates,
+                             cache_s=r["stores"][0].get("cache_installed_s"), varnish=r["stores"][0].get("varnish")))
+        for row in mine:
+            row.update(image_bytes=swarm_result["image_bytes"], payload=args.payload)
+            if "varnish" in found:
+                row["vs_varnish"] = round(row["completion_s"] / found["varnish"]["completion_s"], 3)
+        rows += mine
+        logs.get("bench").info("bench.done", devices=n, rows=mine)
     return rows
 
 
-def _row(system: str, n: int, completion_s: float, ideal: float, amplification: float, *,
-         cache_s: float | None = None, learned_s: float = 0.0) -> dict:
-    """One table row; cache_s = the store cache done, learned_s = when it knew of the release (HTTP: at once)."""
-    return {
+def _row(system: str, n: int, completion_s: float, wire_bytes: int, wan_bytes: int, rates: tuple[float, float], *,
+         cache_s: float | None = None, learned_s: float = 0.0, varnish: dict | None = None) -> dict:
+    """One table row. wire_bytes = what must cross the WAN once (posswarm: its stored chunks; HTTP: the .zst);
+    cache_s = the store cache had it all; learned_s = when it knew of the release (HTTP: at once)."""
+    ideal = ideal_s(wire_bytes, *rates)
+    row = {
         "system": system,
         "devices": n,
         "completion_s": round(completion_s, 2),
+        "wire_bytes": wire_bytes,
+        "ideal_s": round(ideal, 2),
         "completion_ratio": round(completion_s / ideal, 3),
-        "wan_amplification": round(amplification, 4),
+        "wan_bytes": wan_bytes,
+        "wan_amplification": round(wan_bytes / wire_bytes, 4),
         "cache_s": cache_s,
         "learned_s": learned_s,
     }
+    if varnish is not None:
+        row["varnish"] = varnish
+    return row
 
 
 def table(rows: list[dict], args) -> str:
-    lines = [f"image {args.image_mb} MiB, WAN {args.wan_mbit:g} Mbit/s, LAN {args.lan_mbit:g} Mbit/s, 1 store",
-             f"{'system':<13} {'N':>3} {'completion_s':>12} {'ratio':>7} {'WAN / image':>11} {'cache_s':>8} "
-             f"{'learned_s':>9}"]
+    """The rows as a markdown table (the CLI's output and docs/benchmarks.md's, alike)."""
+    lines = [f"Image {args.image_mb} MiB ({args.payload}), WAN {args.wan_mbit:g} Mbit/s, LAN {args.lan_mbit:g} Mbit/s, "
+             "1 store.", "",
+             "| system | N | completion_s | ÷ varnish | on the wire (MiB) | ideal_s | ratio | WAN / wire | cache_s "
+             "| learned_s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        cache = f"{r['cache_s']:.1f}" if r["cache_s"] is not None else "-"
-        lines.append(f"{r['system']:<13} {r['devices']:>3} {r['completion_s']:>12.1f} {r['completion_ratio']:>7.2f} "
-                     f"{r['wan_amplification']:>11.3f} {cache:>8} {r.get('learned_s', 0.0):>9.1f}")
+        cache = f"{r['cache_s']:.2f}" if r["cache_s"] is not None else "-"
+        versus = f"{r['vs_varnish']:.2f}" if "vs_varnish" in r else "-"
+        lines.append(f"| {r['system']} | {r['devices']} | {r['completion_s']:.2f} | {versus} "
+                     f"| {r['wire_bytes'] / 2**20:.1f} | {r['ideal_s']:.2f} | {r['completion_ratio']:.2f} "
+                     f"| {r['wan_amplification']:.3f} | {cache} | {r.get('learned_s', 0.0):.2f} |")
+    checked = [r for r in rows if "varnish" in r]
+    for r in checked:
+        v = r["varnish"]
+        lines.append(f"\nVarnish at N = {r['devices']}: {v['backend_fetches']} backend fetch for {v['tills_served']} "
+                     f"tills ({v['coalesced']} waited on it, {v['tills_streamed']} were served while it ran; the "
+                     f"first delivery began {v['first_delivery_before_fetch_end_s']:.2f} s before it ended), "
+                     f"fetch {v['fetch_s']:.2f} s.")
     return "\n".join(lines)
 
 
@@ -121,21 +171,24 @@ def plot(rows: list[dict], args, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (time_ax, wan_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    styles = {"posswarm": ("o", "-"), "http-central": ("s", "-"), "http-cache": ("^", "--")}  # posswarm and
-    for system in SYSTEMS:  # http-cache both sit at 1.0 WAN: the dashes keep both visible
+    # posswarm, varnish and http-cache all sit near 1.0 WAN: the line styles keep each visible
+    styles = {"posswarm": ("o", "-"), "varnish": ("D", ":"), "http-central": ("s", "-"), "http-cache": ("^", "--")}
+    for system in SYSTEMS:
         mine = sorted((r for r in rows if r["system"] == system), key=lambda r: r["devices"])
+        if not mine:
+            continue
         n = [r["devices"] for r in mine]
         marker, line = styles[system]
         time_ax.plot(n, [r["completion_s"] for r in mine], marker=marker, linestyle=line, label=system)
         wan_ax.plot(n, [r["wan_amplification"] for r in mine], marker=marker, linestyle=line, label=system)
-    ideal = args.image_mb * 2**20 * 8 / (min(args.wan_mbit, args.lan_mbit) * 1e6)
-    time_ax.axhline(ideal, color="grey", linestyle=":", label="ideal (image once at WAN rate)")
+    ideal = min(r["ideal_s"] for r in rows)
+    time_ax.axhline(ideal, color="grey", linestyle=":", label="ideal (the smallest wire size once at WAN rate)")
     time_ax.set(xlabel="devices per store (N)", ylabel="last device done (s)", title="completion time", yscale="log")
-    wan_ax.set(xlabel="devices per store (N)", ylabel="WAN bytes / image", title="WAN bytes into the store")
+    wan_ax.set(xlabel="devices per store (N)", ylabel="WAN bytes / its wire size", title="WAN bytes into the store")
     for ax in (time_ax, wan_ax):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"{args.image_mb} MiB image, WAN {args.wan_mbit:g} Mbit/s, LAN {args.lan_mbit:g} Mbit/s")
+    fig.suptitle(f"{args.image_mb} MiB image ({args.payload}), WAN {args.wan_mbit:g} Mbit/s, LAN {args.lan_mbit:g} Mbit/s")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     print(f"plot written to {path}", file=sys.stderr)

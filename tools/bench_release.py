@@ -1,11 +1,13 @@
 """``posswarm-bench release``: the release-management targets on the emulated network of stores.
 
-Three measurements, each its own run of posswarm-netsim's scenario (real processes in namespaces):
+Three measurements, each its own run of posswarm-netsim's scenario (real processes in namespaces), on a
+real ext4 image (``--payload real``, the default) or random bytes (``--payload random``, the worst case):
 
-- delta:       one store fetches version 1, then an update with 5 % of its bytes changed in 3
-               regions; the store's WAN bytes for the update against the bytes that changed
-               (target <= 1.3 x). Each changed region also renews the chunks it starts and ends in
-               (about 0.8 MB a region at 256 KiB average chunks), so the image is a realistic size.
+- delta:       one store fetches version 1, then an update; the store's WAN bytes for the update
+               against the bytes that changed (target <= 1.3 x). Real: the image's next build after a
+               package upgrade (changed = the content of the files it edited or added; the build also
+               moves files, which renews the chunks around them). Random: 5 % of the bytes rewritten
+               in 3 regions, each also renewing the chunks it starts and ends in.
 - cross-store: K stores fetch one image, once with caches seeding each other (tracker --cross-store,
                seeder --super-seed) and once without; what central uploaded against the image
                (target <= 1.5 x with, about K x without).
@@ -21,6 +23,7 @@ import sys
 from pathlib import Path
 
 from posswarm import logs
+from tools import payloads
 from tools.netsim.cli import run_reporting
 from tools.netsim.run import Scenario, run
 
@@ -46,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cap-kbps", type=int, default=16_000, help="the WAN window's cap for wan-cap (default 16000)")
     p.add_argument("--cap-link-mbit", type=float, default=200.0,
                    help="the WAN link under the cap, faster than it (default 200)")
+    p.add_argument("--payload", default="real", choices=payloads.KINDS,
+                   help="real: an ext4 image of this machine's files and its next build after a package upgrade "
+                        "(default); random: incompressible bytes, the update rewriting 5 %% in 3 regions")
     p.add_argument("--deadline", type=float, default=600.0, help="seconds allowed per run (default 600)")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -55,8 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 def scenarios(args) -> list[tuple[str, Scenario]]:
     """The runs to make, in order, each named by what it measures."""
     wanted = args.only or list(MEASUREMENTS)
-    # random bytes, as the figures in docs/benchmarks.md were measured: the real-image rerun is still to come
-    common = dict(lan_mbit=args.lan_mbit, deadline_s=args.deadline, payload="random")
+    common = dict(lan_mbit=args.lan_mbit, deadline_s=args.deadline, payload=args.payload)
     runs = []
     if "delta" in wanted:
         runs.append(("delta", Scenario(stores=1, devices=2, image_mb=args.delta_image_mb, wan_mbit=args.wan_mbit,
