@@ -129,8 +129,15 @@ def _store(peers: list[Peer], size: int | None, now: float, peer_ttl: float, sta
         "wan_amplification": round(wan / size, 4) if size else None,
         # Since the store's newest announce: a store whose every node went quiet is offline (or cut off).
         "last_seen_s": round(now - max(p.last_seen for p in peers), 1),
+        # Nodes whose verified central state has lapsed (offline, or cut off from central): they install nothing new.
+        "nodes_central_expired": sum(1 for p in peers if _central_expired(p, now)),
         "nodes": [_node(p, now, peer_ttl, stall_after) for p in peers],
     }
+
+
+def _central_expired(peer: Peer, now: float) -> bool:
+    expires = peer.announce.central_expires
+    return expires is not None and expires < now  # 0: the node never verified central's state at all
 
 
 def _downloading(peer: Peer) -> bool:
@@ -165,4 +172,6 @@ def _node(peer: Peer, now: float, peer_ttl: float, stall_after: float) -> dict:
         "stopped": peer.stopped,
         "live": live(peer, now),
         "stalled": peer.announce.role == "device" and _stalled(peer, now, stall_after),
+        # Seconds until the node's verified central state expires, as it last said (negative: past; None: not sent).
+        "central_expires_in_s": None if a.central_expires is None else round(a.central_expires - now),
     }

@@ -52,7 +52,7 @@ def test_node_rows_and_a_hybrid_torrent_counts_each_node_once():
     till = next(n for n in nodes if n["node"] == "till-a1")
     assert till == {"node": "till-a1", "role": "device", "class": "pos", "ip": "10.0.0.1", "port": till["port"],
                     "left": 0, "installed": True, "wan": 0, "lan": 1000, "last_seen_s": 10.0,
-                    "stopped": False, "live": True, "stalled": False}
+                    "stopped": False, "live": True, "stalled": False, "central_expires_in_s": None}
     assert next(n for n in nodes if n["node"] == "till-a3")["live"] is False
 
 
@@ -107,3 +107,14 @@ def test_rollout_progress_is_grouped_by_ring():
     assert release["rings"] == {"canary": {"stores": 1, "devices_total": 1, "devices_installed": 1},
                                 "wave-1": {"stores": 1, "devices_total": 1, "devices_installed": 0}}
     assert release["stores"]["S2"]["ring"] == "wave-1"
+
+
+def test_a_store_cut_off_from_central_shows_its_nodes_with_lapsed_state():
+    store = MemoryPeerStore(peer_ttl=90, retain=10_000)
+    store.record(ann("cache-c", "cache", "C", central_expires=1000), now=10)
+    store.record(ann("till-c1", "device", "C", central_expires=20), now=10)  # lapsed at 20
+    store.record(ann("till-c2", "device", "C"), now=10)  # an older node that does not say
+    c = summarize(store.records(), now=30, peer_ttl=90)["releases"]["pos-os@1"]["stores"]["C"]
+    assert c["nodes_central_expired"] == 1
+    assert {n["node"]: n["central_expires_in_s"] for n in c["nodes"]} == {"cache-c": 970, "till-c1": -10,
+                                                                         "till-c2": None}
