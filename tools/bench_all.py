@@ -62,6 +62,10 @@ RUNS = (
         "Central's CPU and memory with simulated store caches polling the catalog and announcing."),
     Run("tracker", "tracker", (), ("--skip-opentracker", "--duration", "1", "--pool", "1000", "--peers", "5000"),
         "Tracker announces/s and latency against opentracker, and memory per peer."),
+    Run("tracker-production", "tracker", ("--production", "--attack"),
+        ("--production", "--duration", "1", "--pool", "1000", "--peers", "5000"),
+        "The tracker as central runs it (private passkeys, store-first, a source address per store), then again "
+        "under a slowloris and connection flood (issue 13's headline row)."),
     Run("sales", "sales", ("--devices", "4", "--sales", "2000", "--rate", "10"), ("--devices", "2", "--sales", "40"),
         "Sales from tills to central, no faults: lost, duplicated, latency."),
     Run("sales-faults", "sales",
