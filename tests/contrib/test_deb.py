@@ -28,10 +28,12 @@ for tool in posswarm posswarm-seeder posswarm-tracker posswarm-stats; do "$tool"
 echo "default config: $(posswarm node --config /etc/posswarm/node.toml --check-config 2>&1 || true)"
 posswarm-seeder keys init --keys /tmp/central-keys --releases /tmp/central-releases >/dev/null
 cp /tmp/central-keys/root.json /etc/posswarm/root.json
+posswarm-seeder enroll "$(hostname)" --store S0000 --role device --class pos --keys /tmp/central-keys \
+    --out /etc/posswarm/identity >/dev/null
 posswarm node --config /etc/posswarm/node.toml --check-config
 cd /lib/systemd/system && systemd-analyze verify posswarm-node.service posswarm-seeder.service \
     posswarm-tracker.service posswarm-activate.service posswarm-activate.path
-rm /etc/posswarm/root.json
+rm -r /etc/posswarm/root.json /etc/posswarm/identity
 dpkg --purge posswarm
 test ! -e /opt/posswarm && test ! -e /etc/posswarm && test ! -e /lib/systemd/system/posswarm-node.service
 test ! -e /usr/bin/posswarm
