@@ -24,7 +24,9 @@ from posswarm.wallclock import now_ms
 from seeder.sales import MAX_BODY
 from tools.lab import Lab, LabNode, bin_path, run_process
 
-NOW = datetime.datetime.now(datetime.UTC)
+def _now() -> datetime.datetime:
+    """Read when used, not at collection: a credential issued later would not be valid yet at a collection-time now."""
+    return datetime.datetime.now(datetime.UTC)
 
 
 class Store:
@@ -37,13 +39,13 @@ class Store:
 
     def credential(self, node: LabNode) -> Credential:
         """What a thief copies off ``node``'s disk."""
-        return load_credential(node.config.with_name(f"{node.name}.identity"), enrolment_keys(self.lab), now=NOW)
+        return load_credential(node.config.with_name(f"{node.name}.identity"), enrolment_keys(self.lab), now=_now())
 
     def enrolled(self, node_id: str, *, store: str, role: str) -> Credential:
         """A real credential from central's enrolment key (what a node of another store holds)."""
         out = self.lab.central_keys.enrol(self.lab.root / f"{node_id}.identity", node_id=node_id, store=store,
                                           role=role, device_class="cache" if role == "cache" else "pos")
-        return load_credential(out, enrolment_keys(self.lab), now=NOW)
+        return load_credential(out, enrolment_keys(self.lab), now=_now())
 
     def sees_cache(self) -> bool:
         peers = ((self.lab.status_of(self.till) or {}).get("storedata") or {}).get("gossip", {}).get("peers", {})
@@ -133,10 +135,10 @@ async def test_a_forged_batch_from_outside_is_refused(tmp_path):
         one_line(await post(store, store.store, body), 401, "not signed")
         # A certificate of its own making, claiming to be the store's cache.
         fake_ca, node = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-        ca = authority_certificate(fake_ca, now=NOW, lifetime=datetime.timedelta(days=2))
-        claims = CertifiedNode(store.cache.node_id, store.store, "cache", "cache", NOW + datetime.timedelta(days=1))
-        own = write_credential(tmp_path / "forged", node, issue(fake_ca, ca, node.public_key(), claims, now=NOW), ca)
-        forged = load_credential(own, (fake_ca.public_key(),), now=NOW)
+        ca = authority_certificate(fake_ca, now=_now(), lifetime=datetime.timedelta(days=2))
+        claims = CertifiedNode(store.cache.node_id, store.store, "cache", "cache", _now() + datetime.timedelta(days=1))
+        own = write_credential(tmp_path / "forged", node, issue(fake_ca, ca, node.public_key(), claims, now=_now()), ca)
+        forged = load_credential(own, (fake_ca.public_key(),), now=_now())
         one_line(await post(store, store.store, body, signed(forged, store.store, body)), 401,
                  "not signed by an enrolment key of the root of trust")
         # The real cache's certificate (it is no secret: it crosses the wire), signed with another key.

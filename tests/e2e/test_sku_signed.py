@@ -5,6 +5,7 @@ central rotates its SKU key without anyone touching a node."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import sqlite3
 from dataclasses import replace
@@ -13,6 +14,7 @@ from functools import partial
 import httpx
 import msgpack
 import trio
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,6 +24,7 @@ from starlette.routing import Route
 from posswarm import http_service
 from posswarm.gossip.driver import StoreChannel
 from posswarm.gossip.messages import SkuEntries
+from posswarm.identity.credential import load_credential
 from posswarm.identity.tls import central_context
 from posswarm.keys import key_id, load_private_key
 from posswarm.sku.entry import SkuEntry
@@ -31,7 +34,7 @@ from posswarm.wallclock import now_ms
 from seeder.sku import CentralCatalog
 from tools.bench_sku import Replicas, _rows
 from tools.lab import bin_path
-from tools.sales_rig import GOSSIP_PORT, SECRET, Rig
+from tools.sales_rig import GOSSIP_PORT, Rig
 
 TILL = "till-01"
 PRICE_INDEX = 6  # SkuEntry.to_wire(): code, hlc, origin, deleted, barcode, name, price_cents, ...
@@ -135,13 +138,17 @@ async def test_a_price_rewritten_in_transit_or_forged_over_gossip_is_refused(nur
         proxy.rewrite = False
         await _until(lambda: replicas.price(TILL, good["code"]) == 777, "central's real price change")
 
-        # 2. A store node that holds the gossip key (a stolen till) pushes newer prices: one signed by its own
-        #    key, one claiming central's key id, one unsigned. The till refuses all three and keeps 777.
-        rogue = StoreChannel(store=rig.store, node_id="till-rogue", role="device", secret=SECRET.encode(),
-                             address=f"127.{rig.net}.1.99")
+        # 2. A rogue store cache (a stolen cache credential: gossip lets a certified cache send SKU entries) pushes
+        #    newer prices: one signed by its own key, one claiming central's key id, one unsigned. The till refuses
+        #    all three on central's signature and keeps 777.
+        stolen = rig.central_keys.enrol(rig.root / "rogue-cache", node_id="cache-rogue", store=rig.store,
+                                        role="cache", device_class="cache")
+        authority = x509.load_pem_x509_certificate((stolen / "authority.crt").read_bytes()).public_key()
+        credential = load_credential(stolen, (authority,), now=datetime.datetime.now(datetime.UTC))
+        rogue = StoreChannel(credential=credential, address=f"127.{rig.net}.1.99")
         await nursery.start(rogue.run)
         till_id = rig.node_id(TILL)
-        rogue.add_peer(till_id, rig.address(TILL), GOSSIP_PORT, "device")
+        rogue.add_peer(till_id, rig.address(TILL), GOSSIP_PORT)
         await _until(lambda: till_id in rogue.alive(), "the rogue node's gossip link")
         stamp = pack(now_ms() + 1000)
         forged = SkuEntry(good["code"], stamp, "central", False, good["barcode"], good["name"], 1, "A")

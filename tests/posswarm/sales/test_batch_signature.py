@@ -18,7 +18,10 @@ from posswarm.sales.batch_signature import (
 )
 from tests.posswarm.test_identity import credential_in
 
-NOW_MS = int(datetime.datetime.now(datetime.UTC).timestamp() * 1000)
+
+def _now_ms() -> int:
+    """Read when the test runs, not at collection: a long suite would otherwise sign before the certificate."""
+    return int(datetime.datetime.now(datetime.UTC).timestamp() * 1000)
 
 
 @pytest.fixture
@@ -31,28 +34,30 @@ def cache(tmp_path):
 
 def test_a_signed_batch_is_believed_for_its_store_and_body_only(cache):
     credential, authorities = cache
-    headers = sign(credential.key, credential.certificate, "S042", b"batch", now_ms=NOW_MS)
-    sender = check_sender(headers, "S042", authorities, now_ms=NOW_MS + 1000)
+    now_ms = _now_ms()
+    headers = sign(credential.key, credential.certificate, "S042", b"batch", now_ms=now_ms)
+    sender = check_sender(headers, "S042", authorities, now_ms=now_ms + 1000)
     check_signature(sender, "S042", b"batch")
     assert sender.identity.describe() == "cache cache of store S042"
     with pytest.raises(BatchRefused, match="does not match this body"):
         check_signature(sender, "S042", b"batch, altered")
     with pytest.raises(BatchRefused, match="only its own store's sales") as refused:
-        check_sender(headers, "S043", authorities, now_ms=NOW_MS)
+        check_sender(headers, "S043", authorities, now_ms=now_ms)
     assert refused.value.status == 403
 
 
 @pytest.mark.parametrize(("change", "status", "reason"), [
-    ({"now_ms": NOW_MS + MAX_SKEW_MS + 1000}, 401, "check the cache's clock"),
-    ({"signed_ms": NOW_MS - MAX_SKEW_MS - 1000}, 401, "check the cache's clock"),  # an old capture replayed
+    ({"now_ms": MAX_SKEW_MS + 1000}, 401, "check the cache's clock"),  # offsets from the moment the test runs
+    ({"signed_ms": -MAX_SKEW_MS - 1000}, 401, "check the cache's clock"),  # an old capture replayed
     ({"authorities": []}, 503, "names no enrolment key"),
     ({SIGNATURE_HEADER: "not base64!"}, 401, "is not base64"),
     ({SIGNATURE_HEADER: ""}, 401, "not signed"),
 ])
 def test_stale_unanchored_or_mangled_signatures_are_refused_with_one_line(cache, change, status, reason):
     credential, authorities = cache
-    headers = sign(credential.key, credential.certificate, "S042", b"batch", now_ms=change.get("signed_ms", NOW_MS))
+    now_ms = _now_ms()
+    headers = sign(credential.key, credential.certificate, "S042", b"batch", now_ms=now_ms + change.get("signed_ms", 0))
     headers |= {k: v for k, v in change.items() if k.startswith("x-")}
     with pytest.raises(BatchRefused, match=reason) as refused:
-        check_sender(headers, "S042", change.get("authorities", authorities), now_ms=change.get("now_ms", NOW_MS))
+        check_sender(headers, "S042", change.get("authorities", authorities), now_ms=now_ms + change.get("now_ms", 0))
     assert refused.value.status == status and "\n" not in str(refused.value)
