@@ -24,6 +24,7 @@ from posswarm.wallclock import now_ms
 from seeder.sales import MAX_BODY
 from tools.lab import Lab, LabNode, bin_path, run_process
 
+
 def _now() -> datetime.datetime:
     """Read when used, not at collection: a credential issued later would not be valid yet at a collection-time now."""
     return datetime.datetime.now(datetime.UTC)
