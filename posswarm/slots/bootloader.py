@@ -3,12 +3,15 @@ operator's own commands; each a blocking call (run it from a thread), each failu
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 import tempfile
 from pathlib import Path
 
 from posswarm import health
 from posswarm.errors import PosswarmError
+from posswarm.fsync import fsync_dir, fsync_file
 
 BOOTLOADERS = ("grub", "uboot", "command")
 #: Reading or writing a bootloader environment is instant; this bounds a hung tool or flash.
@@ -55,7 +58,7 @@ class Bootloader:
                 raise ValueError(f"bootloader variable {key!r}={value!r}")
         pairs = [f"{k}={v}" for k, v in sorted(updates.items())]
         if self.kind == "grub":
-            self._run(["grub-editenv", self.env_file, "set", *pairs], "write")
+            self._write_grub(pairs)
         elif self.kind == "uboot":
             # -s: every change in one write of the environment (and its redundant copy), not one per variable
             with tempfile.NamedTemporaryFile("w", prefix="posswarm-env-", suffix=".txt") as script:
@@ -64,6 +67,21 @@ class Bootloader:
                 self._run(["fw_setenv", "-c", self.env_file, "-s", script.name], "write")
         else:
             self._run([*shlex.split(self.set_command), *pairs], "write")
+
+    def _write_grub(self, pairs: list[str]) -> None:
+        """grub-editenv rewrites its file in place: a power cut in the middle leaves a block GRUB refuses. So it
+        edits a copy, and the copy replaces the file by rename (old or new environment, never half of one)."""
+        env = Path(self.env_file)
+        copy = env.with_name(f".{env.name}.posswarm-new")
+        copy.unlink(missing_ok=True)
+        if env.exists():
+            shutil.copyfile(env, copy)
+        else:
+            self._run(["grub-editenv", str(copy), "create"], "create")
+        self._run(["grub-editenv", str(copy), "set", *pairs], "write")
+        fsync_file(copy)
+        os.replace(copy, env)
+        fsync_dir(env.parent)
 
     def _run(self, argv: list[str], doing: str) -> str:
         done = health.run(shlex.join(argv), env={"PATH": health.SAFE_PATH, "LANG": "C.UTF-8"}, cwd=Path("/"),
