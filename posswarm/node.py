@@ -151,17 +151,20 @@ class Node:
 
     # ---- the wires between the parts -----------------------------------------------------------------
 
+    @property
+    def _catalog_port(self) -> int:
+        """The port of a cache's store catalog (0 for a device): in its mDNS advert and its announces."""
+        return int(self.http_url.rsplit(":", 1)[1]) if self.http_url else 0
+
     def _advert(self) -> Advert:
         c = self.config
-        http_port = int(self.http_url.rsplit(":", 1)[1]) if self.http_url else 0
-        return Advert(c.node_id, c.store, c.role, c.device_class, c.address, self.torrents.listen_port, http_port,
-                      gossip_port=self.storedata.gossip_port if self.storedata else 0)
+        return Advert(c.node_id, c.store, c.role, c.device_class, c.address, self.torrents.listen_port,
+                      self._catalog_port, gossip_port=self.storedata.gossip_port if self.storedata else 0)
 
     def _identity(self) -> NodeIdentity:
         c = self.config
-        catalog_port = int(self.http_url.rsplit(":", 1)[1]) if self.http_url else 0
         return NodeIdentity(c.node_id, c.store, c.role, c.device_class, c.address, self.torrents.listen_port,
-                            catalog_port)
+                            self._catalog_port)
 
     def _catalog_sources(self) -> list[str]:
         """A cache reads central; a device its configured cache, else every cache of the store it heard of
