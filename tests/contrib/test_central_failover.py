@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-from tests.tracker.conftest import redis_url, tracker_process  # noqa: F401  (real redis-server and trackers)
+from tests.tracker.conftest import redis_url, stop_with_the_test, tracker_process  # noqa: F401  (real redis-server and trackers)
 
 CONFIG = Path(__file__).resolve().parents[2] / "contrib" / "haproxy" / "posswarm-central.cfg"
 H = b"\x66" * 20
@@ -39,16 +39,7 @@ async def _haproxy(nursery, workdir: Path, trackers: list[str], front: int) -> N
     (workdir / "haproxy.cfg").write_text(config)
     process = await trio.lowlevel.open_process(["haproxy", "-db", "-f", str(workdir / "haproxy.cfg")],
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    async def stop():
-        try:
-            await trio.sleep_forever()
-        finally:
-            process.terminate()
-            with trio.CancelScope(shield=True):
-                await process.wait()
-
-    nursery.start_soon(stop)
+    nursery.start_soon(stop_with_the_test, process)
 
 
 def _host(node: str) -> int:

@@ -24,6 +24,16 @@ def artifacts(tmp_path) -> Path:
     return directory
 
 
+async def stop_with_the_test(process) -> None:
+    """Run in the test's nursery: ``process`` is terminated (and waited for) when the test ends."""
+    try:
+        await trio.sleep_forever()
+    finally:
+        process.terminate()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+
+
 @pytest.fixture
 def tracker_process(nursery):
     """``await tracker_process(config_path)`` -> the URL of a ``posswarm-tracker serve`` process, stopped after the test
@@ -33,19 +43,11 @@ def tracker_process(nursery):
         process = await trio.lowlevel.open_process([str(BIN / "posswarm-tracker"), "serve", "--config", str(config)],
                                                    stderr=subprocess.PIPE)
 
-        async def stop():
-            try:
-                await trio.sleep_forever()
-            finally:
-                process.terminate()
-                with trio.CancelScope(shield=True):
-                    await process.wait()
-
         async def drain():  # a full stderr pipe would stall the tracker
             async for _chunk in process.stderr:
                 pass
 
-        nursery.start_soon(stop)
+        nursery.start_soon(stop_with_the_test, process)
         buffered = b""
         while chunk := await process.stderr.receive_some(65536):
             buffered += chunk
