@@ -2,8 +2,10 @@
 
 Beside BEP 3's keys a posswarm announce carries ``store``, ``role``, ``class``, ``node``, ``release``
 (NAME@VERSION), ``size``, ``wan``/``lan`` (payload bytes received from outside / inside the store),
-``installed`` and ``ring`` (the release's rollout ring, when it has one), so the tracker can show
-per-store rollout progress and the WAN-once ratio.
+``installed``, ``ring`` (the release's rollout ring, when it has one), ``state`` (the release's lifecycle
+state: a till staged for its install window is waiting, not stalled) and, from a till with boot slots,
+``slot``/``boot``/``boot_reason`` (the slot it booted and the verdict on that boot), so the tracker can show
+per-store rollout progress, activation and the WAN-once ratio.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import fastbencode
 from posswarm.errors import PosswarmError
 
 MAX_REPLY_BYTES = 1 << 20
+MAX_BOOT_REASON = 200  # the tracker refuses a longer boot_reason (tracker/announce.py)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class ReleaseReport:
     installed: bool
     ring: str = ""  # the rollout ring the release is at, when central signed one
     central_expires: int = 0  # when the node's verified central state expires (unix s; 0 = none verified yet)
+    state: str = ""  # the release's lifecycle state here (staged = held back by the store's install window)
+    boot: tuple[str, str, str] | None = None  # a till with boot slots: (slot it booted, verdict, reason)
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,12 @@ def announce_url(tracker_url: str, who: NodeIdentity, report: ReleaseReport, eve
     }
     if report.ring:
         params["ring"] = report.ring
+    if report.state:
+        params["state"] = report.state
+    if report.boot is not None:
+        params["slot"], params["boot"] = report.boot[0], report.boot[1]
+        if report.boot[2]:
+            params["boot_reason"] = report.boot[2][:MAX_BOOT_REASON]
     if who.catalog_port:
         params["catalog"] = who.catalog_port
     if who.role in ("cache", "device"):  # past it (and the grace) the node installs nothing new: stats show it

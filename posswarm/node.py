@@ -206,6 +206,8 @@ class Node:
     def _reports(self) -> list[ReleaseReport]:
         reports = []
         central_expires = int(self.trust.state.expires) if self.trust.state is not None else 0
+        slots = self.slots.status() if self.slots else None
+        boot = (slots["booted"], slots["boot"], slots["reason"] or "") if slots else None
         for key, carried in self.keeper.releases.items():
             m = carried.manifest
             if m is None:
@@ -215,7 +217,8 @@ class Node:
             reports.append(ReleaseReport(
                 m.name, m.version, m.info_hash_v1, m.stored_size, max(0, p.wanted_bytes - p.done_bytes),  # bytes on the wire
                 p.wan_bytes + p.web_bytes, p.lan_bytes, p.upload_bytes,
-                carried.record.state in lifecycle.ANNOUNCED_INSTALLED, ring, central_expires))
+                carried.record.state in lifecycle.ANNOUNCED_INSTALLED, ring, central_expires,
+                str(carried.record.state), boot))
         return reports
 
     def status(self) -> dict:

@@ -151,7 +151,8 @@ def _release_table(name: str, release: dict) -> Table:
     title = f"{name}  ({_bytes(size) if size else 'size unknown'}; WAN× {amp:.2f})" if amp is not None else (
         f"{name}  ({_bytes(size) if size else 'size unknown'})")
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("store", "ring", "installed", "fetching", "stalled", "cache", "WAN", "LAN", "WAN×", "stragglers"):
+    for column in ("store", "ring", "installed", "staged", "fetching", "stalled", "cache", "WAN", "LAN", "WAN×",
+                   "stragglers"):
         table.add_column(column, justify="left" if column in ("store", "ring", "cache", "stragglers") else "right",
                          no_wrap=column != "stragglers")
     for store, s in release.get("stores", {}).items():
@@ -163,6 +164,7 @@ def _release_table(name: str, release: dict) -> Table:
             store,
             s.get("ring") or "-",
             f"{installed}/{total} ({100 * installed / total:.0f} %)" if total else "0/0",
+            str(s.get("devices_staged", 0)),
             str(s.get("devices_downloading", 0)),
             f"[bold red]{stalled}[/]" if stalled else "0",
             str(cache.get("state", "?")),

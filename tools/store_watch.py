@@ -63,7 +63,8 @@ class StoreWatch:
 
     def _devices(self) -> Table:
         table = Table(box=box.SIMPLE_HEAD)
-        for column in ("node", "role", "now", "progress", "receiving", "rate", "from WAN", "from LAN", "last seen"):
+        for column in ("node", "role", "now", "boot slot", "progress", "receiving", "rate", "from WAN", "from LAN",
+                       "last seen"):
             table.add_column(column, justify="right" if column in ("rate", "from WAN", "from LAN", "last seen")
                              else "left", no_wrap=True)
         for d in fleet.devices_of(self.doc, self.store):
@@ -74,11 +75,13 @@ class StoreWatch:
                 now = Text(f"stalled on {', '.join(name for name, _ in d['stalled'])}", style="bold red")
             elif d["fetching"]:
                 now = Text(f"fetching {', '.join(name for name, _ in d['fetching'])}", style="cyan")
+            elif d["staged"]:
+                now = Text(f"staged {', '.join(name for name, _ in d['staged'])}", style="magenta")
             else:
                 done_text = "seeding" if d["role"] == "cache" else "up to date"
                 now = Text(done_text if d["installed"] else "-", style="green" if d["installed"] else "")
             table.add_row(
-                d["node"], d["role"], now, ProgressBar(total=100, completed=done, width=20), sparkline(rates),
+                d["node"], d["role"], now, boot_text(d["boot"]), ProgressBar(total=100, completed=done, width=20), sparkline(rates),
                 f"{nbytes(int(rates[-1]))}/s" if rates else "-", nbytes(d["wan"]), nbytes(d["lan"]),
                 f"{duration(d['last_seen_s'])} ago" if d["live"] else Text(f"{duration(d['last_seen_s'])} ago",
                                                                           style="dim"),
@@ -86,7 +89,17 @@ class StoreWatch:
         return table
 
 
-_STYLE = {"stalled": "bold red", "cache absent": "bold yellow", "downloading": "cyan", "installed": "green"}
+_STYLE = {"stalled": "bold red", "cache absent": "bold yellow", "downloading": "cyan", "staged": "magenta",
+          "installed": "green"}
+
+
+def boot_text(boot: tuple[str, str, str] | None) -> Text:
+    """A till's boot slot, the verdict on its boot and, when it went back, why."""
+    if boot is None:
+        return Text("-")
+    slot, verdict, reason = boot
+    bad = verdict in ("rejected", "fell back")
+    return Text(f"{slot}: {verdict}" + (f" ({reason})" if bad and reason else ""), style="bold red" if bad else "")
 
 
 def sparkline(values) -> str:

@@ -66,6 +66,14 @@ class Announce:
     catalog_port: int | None = None  # a cache's store catalog port (catalog=), for tills that cannot find it
     # When the node's verified central state expires (unix s, 0 = none yet): past it the node installs nothing new.
     central_expires: int | None = None
+    # Where the release stands on the node (posswarm/lifecycle's state names: downloading, staged, boot_pending,
+    # installed...): a till that holds a release and waits for its store's install window is staged, not stalled.
+    state: str | None = None
+    # A till with boot slots: the slot it booted (a|b), the verdict on that boot (trial, confirmed, rejected,
+    # fell back...) and the reason the node gave for it.
+    slot: str | None = None
+    boot: str | None = None
+    boot_reason: str | None = None
 
     @property
     def node_key(self) -> str:
@@ -161,7 +169,15 @@ def parse_announce(query: bytes, remote_ip: str | None, *, max_query: int = 4096
     )
 
 
-_POSSWARM_KEYS = frozenset({"role", "store", "release", "installed", "class", "node", "size", "wan", "lan", "ring"})
+_POSSWARM_KEYS = frozenset({"role", "store", "release", "installed", "class", "node", "size", "wan", "lan", "ring",
+                            "state", "slot", "boot"})
+# The words a node may use for a release's state and for a boot (posswarm/lifecycle/states.py, posswarm/slots/state.py):
+# anything else is a client that is not posswarm, or garbage; either way it is refused, not stored.
+RELEASE_STATES = frozenset({"listed", "refused", "downloading", "verifying", "staged", "installing", "installed",
+                            "boot_pending", "seeding", "previous", "superseded", "rolled_back", "revoked", "failed"})
+BOOT_VERDICTS = frozenset({"trial", "confirmed", "unconfirmed", "rejected", "fell back"})
+SLOTS = frozenset({"a", "b"})
+MAX_BOOT_REASON = 200
 
 
 def posswarm_keys(f: dict[str, bytes]) -> dict:
@@ -183,6 +199,10 @@ def posswarm_keys(f: dict[str, bytes]) -> dict:
     installed = _text(f, "installed", required=False, limit=16)
     if installed not in (None, "0", "1"):
         raise BadRequest(f"installed={installed!r}: expected 0 or 1")
+    state = _word(f, "state", RELEASE_STATES)
+    slot, boot = _word(f, "slot", SLOTS), _word(f, "boot", BOOT_VERDICTS)
+    if (slot is None) != (boot is None):
+        raise BadRequest("slot= and boot= come together: the slot a till booted and the verdict on that boot")
     return dict(
         store=store,
         role=role,
@@ -196,7 +216,20 @@ def posswarm_keys(f: dict[str, bytes]) -> dict:
         ring=_text(f, "ring", required=False, limit=64),
         catalog_port=catalog_port,
         central_expires=_int(f, "central_expires", required=False),
+        state=state,
+        slot=slot,
+        boot=boot,
+        boot_reason=_text(f, "boot_reason", required=False, limit=MAX_BOOT_REASON) if slot is not None else None,
     )
+
+
+def _word(f: dict[str, bytes], key: str, words: frozenset[str]) -> str | None:
+    """An optional key that must be one of ``words``; refused by name otherwise."""
+    value = _text(f, key, required=False, limit=32)
+    if value is not None and value not in words:
+        raise BadRequest(f"{key}={value!r}: not one this tracker knows ({', '.join(sorted(words))}; upgrade the tracker "
+                         "before the nodes)")
+    return value
 
 
 def passkey_of(path: str) -> str | None:

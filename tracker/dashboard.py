@@ -30,7 +30,7 @@ td.names { overflow-wrap: anywhere; }
 td.progress { white-space: nowrap; }
 .bar span { display: block; height: 100%; }
 .fill, .s-installed { background: #2e8b57; } .s-downloading { background: #5b9bd5; }
-.s-stalled { background: #b22222; } .s-cache-absent { background: #e69138; }
+.s-stalled { background: #b22222; } .s-cache-absent { background: #e69138; } .s-staged { background: #9b7fd4; }
 .states { display: flex; width: 100%; height: 20px; margin: 0; }
 .legend { display: flex; flex-wrap: wrap; gap: .3em 1.5em; margin: .3em 0; }
 .legend i { display: inline-block; width: .9em; height: .9em; margin-right: .3em; vertical-align: -1px; }

@@ -33,19 +33,33 @@ def _devices(devices: list[dict]) -> str:
     for d in devices:
         fetching = ", ".join(f"{escape(name)} {done:.0f} %" for name, done in d["fetching"])
         stalled = ", ".join(f"{escape(name)} at {done:.0f} %" for name, done in d["stalled"])
+        staged = ", ".join(f"{escape(name)} ({'armed for a trial boot' if why == 'boot_pending' else 'waiting for its window'})"
+                           for name, why in d["staged"])
         state = (f"<span class=stalled>stalled on {stalled}</span>" if stalled
-                 else f"fetching {fetching}" if fetching else ("seeding" if d["role"] == "cache" else "up to date")
-                 if d["installed"] else "&ndash;")
+                 else f"fetching {fetching}" if fetching else f"staged {staged}" if staged
+                 else ("seeding" if d["role"] == "cache" else "up to date") if d["installed"] else "&ndash;")
         seen = f"{duration(d['last_seen_s'])} ago" + ("" if d["live"] else " <span class=empty>(gone)</span>")
         rows.append(
             f'<tr data-node="{escape(d["node"])}"><td>{escape(d["node"])}</td><td>{escape(d["role"])}</td>'
             f'<td>{escape(d["class"] or "-")}</td><td class=names>{", ".join(escape(v) for v in d["installed"]) or "&ndash;"}'
-            f"</td><td>{state}</td><td class=num>{nbytes(d['wan'])}</td><td class=num>{nbytes(d['lan'])}</td>"
+            f"</td><td>{state}</td><td>{_boot(d['boot'])}</td>"
+            f"<td class=num>{nbytes(d['wan'])}</td><td class=num>{nbytes(d['lan'])}</td>"
             f"<td class=num>{seen}</td></tr>"
         )
     return (f"<h2>devices ({len(devices)})</h2><div class=wide><table class=devices><tr><th>node</th><th>role</th>"
-            "<th>class</th><th>installed</th><th>now</th><th class=num>from WAN</th><th class=num>from LAN</th>"
+            "<th>class</th><th>installed</th><th>now</th><th>boot slot</th><th class=num>from WAN</th>"
+            "<th class=num>from LAN</th>"
             f"<th class=num>last seen</th></tr>{''.join(rows)}</table></div>")
+
+
+def _boot(boot: tuple[str, str, str] | None) -> str:
+    """A till's boot slot and the verdict on its boot, the reason as a tooltip; a dash for a node without slots."""
+    if boot is None:
+        return "&ndash;"
+    slot, verdict, reason = boot
+    css = " class=stalled" if verdict in ("rejected", "fell back") else ""
+    title = f' title="{escape(reason)}"' if reason else ""
+    return f"<span{css}{title}>{escape(slot)}: {escape(verdict)}</span>" + (f" &ndash; {escape(reason)}" if reason and css else "")
 
 
 def missing(store: str) -> str:

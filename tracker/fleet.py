@@ -5,7 +5,7 @@ from __future__ import annotations
 from tracker.stats import NO_STORE
 
 # The order a network engineer reads them in: what needs a person first.
-STATES = ("stalled", "cache absent", "downloading", "installed")
+STATES = ("stalled", "cache absent", "downloading", "staged", "installed")
 WORST = 50  # stores listed per release on the fleet page
 
 
@@ -22,7 +22,9 @@ def state_of(store: dict) -> str:
     if store["cache"]["state"] == "absent":
         return "cache absent"
     if store["devices_total"] and store["devices_installed"] == store["devices_total"]:
-        return "installed"
+        return "installed"  # the store is activated: every till runs the release, none is left staged
+    if store["devices_total"] and store["devices_installed"] + store["devices_staged"] == store["devices_total"]:
+        return "staged"  # every till holds it; some wait for the store's install window to switch
     return "downloading"
 
 
@@ -69,8 +71,9 @@ def matching(ids: list[str], query: str, *, limit: int) -> list[str]:
 
 
 def devices_of(doc: dict, store: str) -> list[dict]:
-    """One row per node of ``store`` across releases: what it installed, what it fetches or is stalled on (with the
-    percent it holds), its bytes and its last announce."""
+    """One row per node of ``store`` across releases: what it installed, what it holds staged (waiting for the
+    store's install window or its trial boot), what it fetches or is stalled on (with the percent it holds), its
+    boot slot and the verdict on that boot, its bytes and its last announce."""
     rows: dict[str, dict] = {}
     for name, release in sorted(doc["releases"].items()):
         s = release["stores"].get(store)
@@ -79,18 +82,23 @@ def devices_of(doc: dict, store: str) -> list[dict]:
         size = s["size"]
         for n in s["nodes"]:
             row = rows.setdefault(n["node"], {"node": n["node"], "role": n["role"], "class": n["class"],
-                                              "installed": [], "fetching": [], "stalled": [], "wan": 0, "lan": 0,
-                                              "last_seen_s": n["last_seen_s"], "live": False})
+                                              "installed": [], "staged": [], "fetching": [], "stalled": [],
+                                              "wan": 0, "lan": 0, "last_seen_s": n["last_seen_s"], "live": False,
+                                              "boot": None})
             done = max(0.0, min(100.0, 100.0 * (1 - n["left"] / size))) if size else 0.0
             if n["installed"] or (n["role"] == "cache" and n["left"] == 0):  # a cache holding it all seeds it
                 row["installed"].append(name)
             elif n["stalled"]:
                 row["stalled"].append((name, done))
+            elif n["state"] in ("staged", "boot_pending"):
+                row["staged"].append((name, n["state"]))
             elif n["left"] > 0 and not n["stopped"]:
                 row["fetching"].append((name, done))
             row["wan"] += n["wan"]
             row["lan"] += n["lan"]
             row["last_seen_s"] = min(row["last_seen_s"], n["last_seen_s"])
             row["live"] = row["live"] or n["live"]
+            if n["slot"] is not None:  # a till's boot is one fact, whichever release's announce carried it
+                row["boot"] = (n["slot"], n["boot"], n["boot_reason"] or "")
     # The cache first, then the tills in the order a stuck one matters most.
     return sorted(rows.values(), key=lambda r: (r["role"] != "cache", not r["stalled"], not r["fetching"], r["node"]))

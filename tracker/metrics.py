@@ -10,7 +10,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 CACHE_STATES = ("absent", "downloading", "seeding", "installed")
-DEVICE_STATES = ("total", "installed", "downloading", "stalled")
+DEVICE_STATES = ("total", "installed", "staged", "downloading", "stalled")
 
 
 class TrackerMetrics:

@@ -38,9 +38,13 @@ class Peer:
     lan_ip: str | None
     catalog_port: int | None
     central_expires: int | None
+    state: str | None
+    slot: str | None
+    boot: str | None
+    boot_reason: str | None
     last_seen: float
     stopped: bool = False
-    progressed: float | None = None  # last time ``left`` or ``installed`` changed; None = last_seen
+    progressed: float | None = None  # last time ``left``, ``installed`` or ``state`` changed; None = last_seen
     live_until: float = 0.0  # handed out until then: three of its own re-announce gaps (see ``lifetime``)
 
     # Announce fields a record does not keep, as constants so the record still reads as an Announce.
@@ -116,7 +120,7 @@ def successor(old: Peer | None, announce: Announce, now: float, lifetimes: Lifet
 
     ``values`` = the kept fields of the announce as the record should hold them (default: as they came).
     """
-    moved = old is None or (old.left, old.installed) != (announce.left, announce.installed)
+    moved = old is None or (old.left, old.installed, old.state) != (announce.left, announce.installed, announce.state)
     return Peer(*(_kept_values(announce) if values is None else values), last_seen=now,
                 stopped=announce.event == "stopped", progressed=now if moved else old.progressed_at,
                 live_until=lifetimes.live_until(old, announce, now))
@@ -295,7 +299,7 @@ def _lean(a: Announce, info_hash: bytes) -> list:
 
 _INFO_HASH = RECORD_FIELDS.index("info_hash")
 _SHARED_TEXTS = [RECORD_FIELDS.index(name)
-                 for name in ("ip", "store", "role", "device_class", "release", "ring", "lan_ip")]
+                 for name in ("ip", "store", "role", "device_class", "release", "ring", "lan_ip", "state", "boot")]
 
 
 def _handed_out_as(peer: Peer) -> tuple:

@@ -85,6 +85,7 @@ def _release(r: dict, now: float, peer_ttl: float, stall_after: float) -> dict:
         "stores_total": len(in_stores),
         "devices_total": sum(s["devices_total"] for s in in_stores),
         "devices_installed": sum(s["devices_installed"] for s in in_stores),
+        "devices_staged": sum(s["devices_staged"] for s in in_stores),
         "devices_downloading": sum(s["devices_downloading"] for s in in_stores),
         "devices_stalled": sum(s["devices_stalled"] for s in in_stores),
         "wan_bytes": wan,
@@ -117,6 +118,8 @@ def _store(peers: list[Peer], size: int | None, now: float, peer_ttl: float, sta
         "ring": rings[-1] if rings else None,
         "devices_total": len(devices),
         "devices_installed": sum(1 for d in devices if d.announce.installed),
+        # Holding the release, checked, and waiting for the store's install window (or armed for a trial boot).
+        "devices_staged": sum(1 for d in devices if _waiting(d)),
         "devices_downloading": sum(1 for p in devices if _downloading(p) and p not in stalled),
         "devices_stalled": len(stalled),
         "stragglers": [p.announce.node_key for p in stalled],
@@ -144,10 +147,21 @@ def _downloading(peer: Peer) -> bool:
     return not peer.stopped and not peer.announce.installed and peer.announce.left > 0
 
 
+# A till in these states has the whole release and waits on purpose: for its install window, or for the reboot
+# into the slot it armed. Hours without progress are then the plan, not a stall.
+WAITING = frozenset({"staged", "boot_pending"})
+
+
+def _waiting(peer: Peer) -> bool:
+    return not peer.announce.installed and peer.announce.state in WAITING
+
+
 def _stalled(peer: Peer, now: float, stall_after: float) -> bool:
-    return not peer.announce.installed and (
-        now - peer.last_seen > stall_after or now - peer.progressed_at > stall_after
-    )
+    if peer.announce.installed:
+        return False
+    if _waiting(peer):  # waiting is fine while it keeps announcing; a till gone quiet is stalled all the same
+        return now - peer.last_seen > stall_after
+    return now - peer.last_seen > stall_after or now - peer.progressed_at > stall_after
 
 
 def _cache(peer: Peer) -> dict:
@@ -166,6 +180,11 @@ def _node(peer: Peer, now: float, peer_ttl: float, stall_after: float) -> dict:
         "port": a.port,
         "left": a.left,
         "installed": a.installed,
+        "state": a.state,
+        # A till with boot slots: the slot it booted, the verdict on that boot, and why (None: no slots).
+        "slot": a.slot,
+        "boot": a.boot,
+        "boot_reason": a.boot_reason,
         "wan": a.wan or 0,
         "lan": a.lan or 0,
         "last_seen_s": round(now - peer.last_seen, 1),

@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -38,6 +39,21 @@ def slots_of(lab: Lab, device: LabNode) -> dict:
     return (lab.status_of(device) or {}).get("slots") or {}
 
 
+async def tracker_store(lab: Lab, version: str, check) -> dict:
+    """The tracker's view of the lab store for the image release, once ``check`` holds for it (nodes announce every 2 s)."""
+    async with httpx.AsyncClient() as client:
+        while True:
+            doc = (await client.get(f"{lab.tracker_url}/stats", params={"store": lab.store})).json()
+            store = doc["releases"].get(f"{NAME}@{version}", {}).get("stores", {}).get(lab.store)
+            if store is not None and check(store):
+                return store
+            await trio.sleep(0.5)
+
+
+def devices_in(store: dict) -> dict[str, dict]:
+    return {n["node"]: n for n in store["nodes"] if n["role"] == "device"}
+
+
 def next_window() -> tuple[datetime, str]:
     """A real install window opening at the first whole UTC minute at least 90 s away, ten minutes long."""
     opens = (datetime.now(UTC) + timedelta(seconds=150)).replace(second=0, microsecond=0)
@@ -64,6 +80,10 @@ async def test_a_store_of_four_tills_activates_an_os_image_in_its_install_window
         assert datetime.now(UTC) < opens, "staged only after the window opened: the test proves nothing"
         reason = lab.release_of(lab.devices[0], NAME, "2026.12")["error"]
         assert "waits for its install window" in reason, reason
+        with trio.fail_after(30):  # the network engineer's view: a store waiting for its window, not a stalled one
+            store = await tracker_store(lab, "2026.12", lambda s: s["devices_staged"] == 4)
+        assert (store["devices_stalled"], store["devices_installed"]) == (0, 0)
+        assert {(n["state"], n["slot"], n["boot"]) for n in devices_in(store).values()} == {("staged", "a", "confirmed")}
 
         with trio.fail_after(300):
             await wait_for(lab, lab.devices, "written", lambda d: state_of(lab, d, "2026.12") == "boot_pending")
@@ -87,6 +107,9 @@ async def test_a_store_of_four_tills_activates_an_os_image_in_its_install_window
             s = slots_of(lab, d)
             assert (s["booted"], s["version"], s["boot"], s["primary"]) == ("b", "2026.12", "confirmed", "b")
             assert lab.release_of(d, NAME, "2026.12")["bytes_from_wan"] == 0
+        with trio.fail_after(30):  # the store is activated once every till runs it, and the tracker says where from
+            store = await tracker_store(lab, "2026.12", lambda s: s["devices_installed"] == 4)
+        assert {(n["slot"], n["boot"]) for n in devices_in(store).values()} == {("b", "confirmed")}
         print(f"reboot to confirmed on {len(lab.devices)} tills: {time.monotonic() - started:.1f} s; outside the slots "
               f"each till keeps {disk_use(lab.devices[0].data_dir) / image.stat().st_size:.2f} x the image")
         nursery.cancel_scope.cancel()
@@ -127,6 +150,9 @@ async def test_a_trial_boot_that_fails_its_health_check_goes_back_to_the_old_slo
             await wait_for(lab, [till], "rejected", lambda d: slots_of(lab, d).get("boot") == "rejected")
         s = slots_of(lab, till)
         assert "card terminal does not answer" in s["reason"] and s["slots"]["a"]["state"] == "bad"
+        with trio.fail_after(30):  # the tracker shows the till's verdict and why, for the engineer on the bridge call
+            store = await tracker_store(lab, "1", lambda s: any(n["boot"] == "rejected" for n in s["nodes"]))
+        assert "card terminal does not answer" in devices_in(store)[till.node_id]["boot_reason"]
         lab.kill(till)
         assert await boot(lab, nursery, till, failing) == "b", "the bootloader starts the old slot again"
         with trio.fail_after(60):

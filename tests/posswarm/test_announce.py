@@ -37,6 +37,16 @@ def test_the_rollout_ring_is_announced_when_there_is_one():
     assert "&ring=wave-1" in announce_url("http://t/announce", WHO, replace(REPORT, ring="wave-1"))
 
 
+def test_a_tills_release_state_and_boot_slot_reach_the_tracker_as_it_reads_them():
+    report = replace(REPORT, state="staged", boot=("b", "rejected", "health check: " + "x" * 400))
+    url = announce_url("http://t/announce", WHO, report)
+    a = parse_announce(urlsplit(url).query.encode(), "10.20.0.11")
+    assert (a.state, a.slot, a.boot) == ("staged", "b", "rejected")
+    assert a.boot_reason.startswith("health check: x") and len(a.boot_reason) == 200  # cut to what the tracker takes
+    plain = parse_announce(urlsplit(announce_url("http://t/announce", WHO, REPORT)).query.encode(), "10.20.0.11")
+    assert (plain.state, plain.slot, plain.boot) == (None, None, None)
+
+
 def test_query_appends_to_a_tracker_url_with_a_passkey_query():
     assert "?key=abc&info_hash=" in announce_url("http://t/announce?key=abc", WHO, REPORT)
 

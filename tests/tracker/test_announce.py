@@ -49,6 +49,22 @@ def test_posswarm_keys_are_parsed_and_the_ip_parameter_is_kept_as_a_claim_beside
     assert (a.size, a.wan, a.lan, a.installed, a.node_key) == (1000, 0, 400, True, "till-3")
 
 
+def test_a_tills_release_state_and_boot_slot_are_read():
+    a = parse_announce(query(role="device", store="S1", node="till-1", state="staged", slot="b", boot="fell back",
+                             boot_reason="never confirmed: 1 try left 0"), "10.0.0.1")
+    assert (a.state, a.slot, a.boot, a.boot_reason) == ("staged", "b", "fell back", "never confirmed: 1 try left 0")
+    plain = parse_announce(query(role="device", store="S1", node="till-1"), "10.0.0.1")
+    assert (plain.state, plain.slot, plain.boot, plain.boot_reason) == (None, None, None, None)
+
+
+def test_the_words_a_node_may_send_are_the_nodes_own():
+    from posswarm.lifecycle.states import ReleaseState
+    from posswarm.slots import state as slots
+
+    assert announce.RELEASE_STATES == {s.value for s in ReleaseState}
+    assert {slots.TRIAL, slots.CONFIRMED, slots.FELL_BACK, slots.REJECTED, "unconfirmed"} == announce.BOOT_VERDICTS
+
+
 def test_query_written_by_python_urlencode_reads_back_spaces():
     from urllib.parse import quote_from_bytes as q
 
@@ -91,6 +107,11 @@ def test_numwant_is_capped():
         ({"store": b"\xff\xfe"}, "not UTF-8"),
         ({"node": "x" * 500}, "at most 128"),
         ({"store": "a\nb"}, "printable"),
+        ({"state": "exploded"}, "not one this tracker knows"),
+        ({"slot": "c", "boot": "trial"}, "slot='c'"),
+        ({"slot": "a", "boot": "maybe"}, "boot='maybe'"),
+        ({"slot": "a"}, "come together"),
+        ({"slot": "b", "boot": "rejected", "boot_reason": "x" * 201}, "at most 200"),
     ],
 )
 def test_garbage_gives_a_failure_reason(fields, reason):

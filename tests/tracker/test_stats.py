@@ -1,5 +1,6 @@
 """/stats aggregation: per release and store, deduplicated across a hybrid torrent's two hashes."""
 
+from tracker import fleet
 from tracker.announce import Announce
 from tracker.peerstore import MemoryPeerStore
 from tracker.stats import summarize
@@ -51,7 +52,8 @@ def test_node_rows_and_a_hybrid_torrent_counts_each_node_once():
     assert [n["node"] for n in nodes].count("cache-a") == 1
     till = next(n for n in nodes if n["node"] == "till-a1")
     assert till == {"node": "till-a1", "role": "device", "class": "pos", "ip": "10.0.0.1", "port": till["port"],
-                    "left": 0, "installed": True, "wan": 0, "lan": 1000, "last_seen_s": 10.0,
+                    "left": 0, "installed": True, "state": None, "slot": None, "boot": None, "boot_reason": None,
+                    "wan": 0, "lan": 1000, "last_seen_s": 10.0,
                     "stopped": False, "live": True, "stalled": False, "central_expires_in_s": None}
     assert next(n for n in nodes if n["node"] == "till-a3")["live"] is False
 
@@ -79,6 +81,28 @@ def test_stalled_means_silent_or_no_progress_for_three_intervals():
     later = summarize(store.records(), now=300, peer_ttl=90)["releases"]["pos-os@1"]
     assert later["stores"]["B"]["stragglers"] == ["till-b1"]  # silent since 120
     assert later["devices_stalled"] == 3  # till-a2, till-a3 (stopped mid-download), till-b1; till-a1 installed
+
+
+def test_a_till_waiting_for_its_install_window_is_staged_not_stalled():
+    store = MemoryPeerStore(peer_ttl=90, retain=10_000)
+    store.record(ann("cache-a", "cache", "A", wan=1000), now=0)
+    for t in range(0, 4000, 30):  # hours of announces with nothing left to fetch, waiting for the night's window
+        store.record(ann("till-1", "device", "A", state="staged", slot="a", boot="confirmed"), now=t)
+        store.record(ann("till-2", "device", "A", state="boot_pending", slot="a", boot="confirmed"), now=t)
+    a = summarize(store.records(), now=4000, peer_ttl=90)["releases"]["pos-os@1"]["stores"]["A"]
+    assert (a["devices_staged"], a["devices_stalled"], a["devices_installed"]) == (2, 0, 0)
+    assert fleet.state_of(a) == "staged"
+    till = next(n for n in a["nodes"] if n["node"] == "till-2")
+    assert (till["state"], till["slot"], till["boot"]) == ("boot_pending", "a", "confirmed")
+    # A staged till that goes quiet is stalled all the same: the window does not excuse silence.
+    later = summarize(store.records(), now=4500, peer_ttl=90)["releases"]["pos-os@1"]["stores"]["A"]
+    assert later["devices_stalled"] == 2 and fleet.state_of(later) == "stalled"
+    # Activated: every till runs it after its trial boot, and the store reads installed.
+    for node in ("till-1", "till-2"):
+        store.record(ann(node, "device", "A", state="installed", installed=True, slot="b", boot="confirmed"), now=4600)
+    done = summarize(store.records(), now=4601, peer_ttl=90)["releases"]["pos-os@1"]["stores"]["A"]
+    assert (done["devices_installed"], done["devices_staged"], fleet.state_of(done)) == (2, 0, "installed")
+    assert {n["slot"] for n in done["nodes"] if n["role"] == "device"} == {"b"}
 
 
 def test_versions_installed_per_device_class_and_release_amplification():
