@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import blake3
-import libtorrent as lt
 
 from posswarm import logs
 from posswarm.chunks import ChunkStore, chunk_relpath, cuts, pack
@@ -33,6 +32,7 @@ from posswarm.manifest import (
     sign_manifest,
 )
 from posswarm.release import MANIFEST_NAME, TORRENT_NAME, torrent_chunk_files, torrent_info_hashes
+from posswarm.release_torrent import FileTree, file_tree, torrent
 from posswarm.rollout import ROLLOUT_NAME
 from seeder import oci
 
@@ -93,7 +93,7 @@ def publish_release(
 ) -> Publication:
     """As publish(), also reporting how many chunks and bytes were new to the central store.
 
-    ``progress(done, total)`` counts bytes of work: cutting the payload, then hashing the torrent.
+    ``progress(done, total)`` counts bytes of the payload cut (the torrent is hashed meanwhile).
     ``rollout_for(manifest)`` gives the first signed rollout.msgpack, written before the release appears.
     """
     started = time.monotonic()
@@ -121,9 +121,9 @@ def publish_release(
     report = progress or (lambda done, total: None)
     created = int(time.time()) if now is None else now
     try:
-        files, payload_b3, new = _cut_payload(sources, tmp, ChunkStore(out / STORE_DIR), report, 2 * total)
-        torrent = _make_torrent(tmp, piece_size, created, lambda done: report(total + done, 2 * total), total,
-                                rid)
+        files, payload_b3, new, trees = _cut_payload(sources, tmp, ChunkStore(out / STORE_DIR), report, total,
+                                                     piece_size)
+        torrent = _make_torrent(trees, piece_size, created, rid)
         v1, v2 = torrent_info_hashes(torrent)
         manifest = Manifest(
             name=name, version=version, kind=kind, files=files, total_size=total,
@@ -212,24 +212,29 @@ def _raise_walk_error(exc: OSError) -> None:
 
 
 def _cut_payload(
-    sources: list[_Source], tmp: Path, store: ChunkStore, report: Progress, work: int
-) -> tuple[tuple[PayloadFile, ...], bytes, dict[bytes, int]]:
-    """Cut every file once: chunk refs, the whole-payload BLAKE3, and the chunks new to ``store``.
+    sources: list[_Source], tmp: Path, store: ChunkStore, report: Progress, work: int, piece_size: int
+) -> tuple[tuple[PayloadFile, ...], bytes, dict[bytes, int], dict[str, FileTree]]:
+    """Cut every file once: chunk refs, the whole-payload BLAKE3, the chunks new to ``store``, the torrent's trees.
 
-    New chunks are compressed and written on every core while this thread cuts and hashes;
-    at most a bounded window of chunks is in memory at once, whatever the payload's size.
+    New chunks are compressed, written and hashed for the torrent on every core while this thread cuts
+    and hashes; at most a bounded window of chunks is in memory at once, whatever the payload's size.
     """
     whole = blake3.blake3()  # measured: threads do not help at ~1 MiB per update
     stored: dict[bytes, int] = {}  # every chunk of the payload: its stored size
     new: dict[bytes, int] = {}
+    trees: dict[str, FileTree] = {}  # every stored chunk file's v2 hashes, by its path below chunks/
     cut_lists: list[tuple[_Source, list[tuple[bytes, int]]]] = []
-    pending: deque[tuple[bytes, Future]] = deque()
+    pending: deque[tuple[bytes, bool, Future]] = deque()
     made: set[Path] = set()
     done = 0
 
     def write_next() -> None:
-        digest, packing = pending.popleft()
-        stored[digest] = new[digest] = packing.result()
+        digest, packed, work_done = pending.popleft()
+        tree = work_done.result()
+        trees[_in_torrent(digest)] = tree
+        stored[digest] = tree.length
+        if packed:
+            new[digest] = tree.length
 
     with ThreadPoolExecutor(max_workers=PACKERS, thread_name_prefix="pack") as pool:
         for src in sources:
@@ -241,17 +246,18 @@ def _cut_payload(
                     if cut.digest not in stored:
                         # The store's stored form, never a fresh one: one chunk, one file, in every release.
                         size = store.stored_size(cut.digest)
+                        dest = tmp / chunk_relpath(cut.digest)
+                        stored[cut.digest] = 0  # being packed or hashed
                         if size is not None and size <= cut.length and store.link_into(cut.digest, tmp, size):
-                            stored[cut.digest] = size
+                            pending.append((cut.digest, False, pool.submit(_hash_file, dest, piece_size)))
                         else:
-                            stored[cut.digest] = 0  # being packed
-                            dest = tmp / chunk_relpath(cut.digest)
                             if dest.parent not in made:
                                 dest.parent.mkdir(parents=True, exist_ok=True)
                                 made.add(dest.parent)
-                            pending.append((cut.digest, pool.submit(_pack_into, dest, bytes(cut.data))))
-                            while len(pending) > PACK_WINDOW:
-                                write_next()
+                            pending.append((cut.digest, True,
+                                            pool.submit(_pack_into, dest, bytes(cut.data), piece_size)))
+                        while len(pending) > PACK_WINDOW:
+                            write_next()
                     done += cut.length
                     report(done, work)
                 st = src.path.stat()
@@ -267,11 +273,16 @@ def _cut_payload(
     _sync_chunks(tmp, new)
     for digest in new:
         store.adopt(tmp / chunk_relpath(digest), digest)
-    return files, whole.digest(), new
+    return files, whole.digest(), new, trees
 
 
-def _pack_into(dest: Path, content: bytes) -> int:
-    """Write chunk ``content`` in its stored form to ``dest``; its stored size.
+def _in_torrent(digest: bytes) -> str:
+    """A chunk file's path below the torrent's top directory (``chunks/``), as its file tree names it."""
+    return chunk_relpath(digest).split("/", 1)[1]
+
+
+def _pack_into(dest: Path, content: bytes, piece_size: int) -> FileTree:
+    """Write chunk ``content`` in its stored form to ``dest``; the stored file's v2 hashes (and so its size).
 
     Runs on the packing threads, file and all: creating thousands of small files from the cutting
     thread left it waiting for the GIL (measured: 1.6 s of a 4.5 s publish of 128 MiB).
@@ -280,7 +291,12 @@ def _pack_into(dest: Path, content: bytes) -> int:
     data = pack(content)
     with open(dest, "wb") as f:
         f.write(data)
-    return len(data)
+    return file_tree(data, piece_size)
+
+
+def _hash_file(path: Path, piece_size: int) -> FileTree:
+    """The v2 hashes of a chunk file linked in from the store (already on disk: read it, on a packing thread)."""
+    return file_tree(path.read_bytes(), piece_size)
 
 
 def _sync_chunks(tmp: Path, new: dict[bytes, int]) -> None:
@@ -317,8 +333,7 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _make_torrent(release_dir: Path, piece_size: int, created: int, report: Callable[[int], None], total: int,
-                  release_id: str) -> bytes:
+def _make_torrent(trees: dict[str, FileTree], piece_size: int, created: int, release_id: str) -> bytes:
     """The BitTorrent v2 torrent named ``chunks`` whose files are the release's chunk files.
 
     v2 only, not hybrid: a hybrid torrent pads every file to a piece boundary for its v1 half, and
@@ -329,22 +344,7 @@ def _make_torrent(release_dir: Path, piece_size: int, created: int, report: Call
 
     The info dict also carries ``posswarm release`` = "NAME VERSION": two versions with the same
     payload (a re-publish with new targets) must still be two torrents, two swarms, two info-hashes.
+    The creation date is the manifest's time, so the same publish gives the same bytes.
     """
-    files = lt.list_files(str(release_dir / "chunks"))
-    ct = lt.create_torrent(files, piece_size, flags=lt.create_torrent.v2_only)
-    ct.set_priv(True)
-    ct.set_creator("posswarm")
-    ct.set_creation_date(created)  # the manifest's time, so the same publish gives the same bytes
-    pieces = max(ct.num_pieces(), 1)
-
-    # A Python callback makes libtorrent drop the GIL between pieces (notes/libtorrent.md §10).
-    def on_piece(i: int) -> None:
-        report(min(total, (i + 1) * total // pieces))
-
-    try:
-        lt.set_piece_hashes(ct, str(release_dir), on_piece)
-        torrent = ct.generate()
-        torrent[b"info"][b"posswarm release"] = release_id.encode()
-        return lt.bencode(torrent)  # not generate_buf(): broken in 2.1.1
-    except RuntimeError as exc:
-        raise PosswarmError(f"release dir {release_dir}: building the torrent failed ({exc}; check the disk)") from None
+    return torrent(trees, name="chunks", piece_size=piece_size, created=created, creator="posswarm", private=True,
+                   extra_info={b"posswarm release": release_id.encode()})
