@@ -16,6 +16,7 @@ BENCHMARKS = {
     "control-plane": ("tools.bench_control_plane", "central CPU and memory with K store caches polling and announcing"),
     "release": ("tools.bench_release", "delta updates, cross-store seeding and WAN caps on an emulated network"),
     "delta": ("tools.bench_delta", "bytes on the wire for a real ext4 image and its updates vs casync"),
+    "security": ("tools.bench_security", "CPU per operation of the trust chain: TLS handshakes, signatures, checks"),
     "all": ("tools.bench_all", "rerun every benchmark above and write docs/benchmarks.md from their JSON"),
 }
 

@@ -73,6 +73,9 @@ RUNS = (
          "--kill-every", "2", "--cache-outage", "8"),
         ("--devices", "2", "--sales", "40", "--drop", "0.3", "--dup", "0.1"),
         "The same under dropped, duplicated and reordered frames, SIGKILLs and a cache outage."),
+    Run("security", "security", (), ("--scale", "0.05"),
+        "What the trust chain costs: CPU per TLS handshake, per MB of TLS records, per signed sales batch, per SKU "
+        "entry and per node certificate checked, on posswarm's own code paths (issue 12)."),
     Run("sku", "sku", ("--skus", "100000", "--devices", "4"), ("--skus", "2000", "--devices", "2", "--changes", "3"),
         "The SKU catalog to a fresh till; one price change to every till."),
 )
