@@ -338,6 +338,10 @@ class StoreChannel:
             self._refusals.note(f"expired:{node}", f"certificate of {who.describe()} expired at {who.not_after}; "
                                 "enrol it again", node=node)
             return
+        if (why := self._tls.credential.revoked.is_revoked(who)) is not None:  # revoked while connected
+            self.dropped["revoked"] += 1
+            self._refusals.note(f"revoked:{node}", why, node=node)
+            return
         if not self._replay.accept(f"{node}|{frame.sender}", frame.counter):
             self.dropped["replay"] += 1
             return
