@@ -149,6 +149,9 @@ async def test_a_revoked_caches_next_batch_is_refused_while_another_stores_is_ta
 
         await _until(lambda: _says_revoked(lab, lab.cache), REVOKED_WITHIN_S, lambda: lab.status_of(lab.cache))
         assert len(_log_lines(lab, lab.cache, "node.revoked", "server room break-in")) == 1
+        # The till heard it relayed by that very cache, and takes it as a catalog source no more.
+        await _until(lambda: _log_lines(lab, till, "catalog.source_refused", "certificate revoked by central"),
+                     REVOKED_WITHIN_S, lambda: (lab.status_of(till) or {}).get("catalog"))
         # The till's sales made meanwhile wait in its outbox; un-revoking is enrolling the cache again.
         held = await _sell(till, 2)
         lab.kill(lab.cache)
