@@ -69,7 +69,7 @@ def run_token(args) -> int:
 def run_revoke(args) -> int:
     from seeder.tuf_repository import Repository
 
-    check_names(args.node_id, args.store, "device", "x")
+    check_names(args.node_id, args.store, "device", "any-class")
     if len(args.reason) > MAX_REASON or "\n" in args.reason:
         raise PosswarmError(f"--reason: one line of at most {MAX_REASON} characters")
     repo = Repository(args.releases)

@@ -24,7 +24,7 @@ from posswarm.torrent.session import SessionConfig, TorrentSession
 from posswarm.trust.roles import role_public_keys
 from seeder.operator_gate import OperatorGate, read_token
 from seeder.rollout_watch import RolloutWatch
-from seeder.tuf_repository import DEFAULT_TIMESTAMP_EXPIRY_S, Repository, now_utc
+from seeder.tuf_repository import DEFAULT_TIMESTAMP_EXPIRY_S, Repository
 
 log = logs.get("seeder")
 
@@ -172,7 +172,7 @@ class Seeder:
     def _take_revocations(self, targets: bytes) -> None:
         """The revocation list of central's own signed targets; a copy that does not verify keeps the one before."""
         try:
-            _, entries = revocations.verify(targets, self.repository.root().signed, now=now_utc())
+            _, entries = revocations.verify(targets, self.repository.root().signed, now=None)
         except revocations.RevocationError as exc:
             log.error("revocations.refused", reason=str(exc))
             return

@@ -48,7 +48,7 @@ def entries_of(targets: Targets) -> tuple[Revocation, ...]:
     for i, item in enumerate(raw):
         try:
             store, node, at, reason = item["store"], item["node"], item["revoked_at"], item["reason"]
-            check_names(node, store, "device", "x")
+            check_names(node, store, "device", "any-class")
             if not isinstance(at, int) or isinstance(at, bool) or at < 0:
                 raise ValueError("revoked_at is not a time in seconds")
             if not isinstance(reason, str) or len(reason) > MAX_REASON:
@@ -59,9 +59,13 @@ def entries_of(targets: Targets) -> tuple[Revocation, ...]:
     return tuple(out)
 
 
-def verify(targets_bytes: bytes, root: Root, *, now: datetime.datetime, newest_version: int = 0) -> tuple[int, tuple[Revocation, ...]]:
+def verify(targets_bytes: bytes, root: Root, *, now: datetime.datetime | None,
+           newest_version: int = 0) -> tuple[int, tuple[Revocation, ...]]:
     """(targets version, revocations) of ``targets_bytes`` if the root's targets role signed it, it has not
-    expired at ``now`` and is no older than ``newest_version``; a RevocationError naming why not."""
+    expired at ``now`` and is no older than ``newest_version``; a RevocationError naming why not.
+
+    ``now=None`` skips the expiry: central reading its own repository, where an old targets must never make it
+    forget whom it revoked."""
     if len(targets_bytes) > MAX_TARGETS_BYTES:
         raise RevocationError(f"central's revocation list: targets.json is {len(targets_bytes)} bytes, over "
                               f"{MAX_TARGETS_BYTES}; refused unread")
@@ -71,7 +75,7 @@ def verify(targets_bytes: bytes, root: Root, *, now: datetime.datetime, newest_v
     except (ValueError, tuf_errors.RepositoryError) as exc:
         raise RevocationError(f"central's revocation list: targets.json refused ({type(exc).__name__}: "
                               f"{str(exc)[:160]}); a forged or damaged copy") from None
-    if md.signed.is_expired(now):
+    if now is not None and md.signed.is_expired(now):
         raise RevocationError(f"central's revocation list: targets.json expired at {md.signed.expires:%Y-%m-%dT%H:%M:%SZ}; "
                               "re-sign it (any `release` command or `enroll-revoke`)")
     if md.signed.version < newest_version:

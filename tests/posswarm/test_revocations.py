@@ -78,6 +78,8 @@ def test_a_stale_list_is_refused():
     key = Ed25519PrivateKey.generate()
     with pytest.raises(RevocationError, match="^central's revocation list: targets.json expired at 2026-12-01"):
         verify_list(_targets(key, [STOLEN], expires=NOW - DAY), _root(key), now=NOW)
+    # Central reading its own repository: a targets not re-signed for a year still revokes.
+    assert verify_list(_targets(key, [STOLEN], expires=NOW - DAY), _root(key), now=None)[1] == (STOLEN,)
     with pytest.raises(RevocationError, match="targets version 2 is older than version 5 already seen; a replayed"):
         verify_list(_targets(key, []), _root(key), now=NOW, newest_version=5)
 
