@@ -265,3 +265,22 @@ async def test_a_node_revoked_while_connected_is_heard_no_more_and_cannot_connec
         pass
     await _until(lambda: cache.refused["certificate"] == 1, 5, cache.stats)
     assert cache.inbox.statistics().current_buffer_used == 0
+
+
+async def test_a_cache_tells_a_till_revoked_since_it_dialled_it_nothing_more(nursery, authority):
+    own, revoked = authority.credential("cache", "cache"), authority.credential("till-7")
+    cache = StoreChannel(credential=own, address="127.0.0.1")
+    till = StoreChannel(credential=revoked, address="127.0.0.1")
+    await nursery.start(cache.run)
+    await nursery.start(till.run)
+    await _joined(till, cache)
+    cache.send("till-7", SkuRequest((1,)))
+    with trio.fail_after(5):
+        while (await till.inbox.receive()).message != SkuRequest((1,)):
+            pass
+    own.revoked.replace((Revocation(STORE, "till-7", int(revoked.identity.issued_at.timestamp()), ""),))
+    cache.send("till-7", SkuRequest((2,)))  # the open stream is closed, the next dial refused in its handshake
+    await _until(lambda: cache.refused["certificate"] >= 1, 5, cache.stats)
+    with pytest.raises(trio.WouldBlock):
+        while True:
+            assert till.inbox.receive_nowait().message != SkuRequest((2,))
