@@ -159,6 +159,8 @@ def _status(args) -> int:
     console = Console()
     console.print(f"[bold]{doc['node']}[/] {doc['role']} of store {doc['store']} at {doc['address']} "
                   f"(peers: {len(doc['peers'])})")
+    if doc.get("revoked"):
+        console.print(f"[red]revoked[/] {doc['revoked']}; no longer speaking for the store")
     table = Table("release", "state", "progress", "from WAN", "from LAN", "error")
     for r in doc["releases"]:
         table.add_row(f"{r['name']} {r['version']}", r["state"], f"{r['percent']:.1f} %",

@@ -62,6 +62,7 @@ class Node:
         self.rollouts: HeldRollouts | None = None
         self.trust: CentralTrust | None = None
         self.credential: Credential | None = None
+        self.revoked: str | None = None  # why central revoked this node's own certificate, once it has
         self.tracker_caches: TrackerCaches | None = None
         self.slots: BootSlots | None = None  # install.slots: where OS images go
         self._handed_out: set[tuple[str, str, int]] = set()  # (release, ip, port) the tracker gave us, logged once
@@ -136,6 +137,8 @@ class Node:
                         c.tracker_url, self._identity, needed=self._no_cache_known, on_found=self._cache_found,
                         poll_s=c.catalog_poll_s).run)
             nursery.start_soon(self._write_status)
+            if self.credential:
+                nursery.start_soon(self._watch_own_certificate)
             if c.wan_schedule:
                 nursery.start_soon(self.wan.run)
             log.info("node.started", node=c.node_id, role=c.role, store=c.store, address=c.address,
@@ -145,9 +148,19 @@ class Node:
     def _load_credential(self) -> Credential:
         c = self.config
         credential = load_credential(Path(c.identity_dir), self.trust.enrolment_keys,
-                                     now=datetime.datetime.now(datetime.UTC))
+                                     now=datetime.datetime.now(datetime.UTC), revoked=self.trust.revoked)
         check_matches(credential.identity, node_id=c.node_id, store=c.store, role=c.role)
         return credential
+
+    async def _watch_own_certificate(self) -> None:
+        """Once central's verified state revokes this node, it stops speaking for the store: its gossip and its
+        sales to central end (store peers and central refuse it anyway); it says so once in the log and in status."""
+        while (why := self.trust.revoked.is_revoked(self.credential.identity)) is None:
+            await trio.sleep(1.0)
+        self.revoked = why
+        log.error("node.revoked", reason=f"{why}; this node no longer speaks for store {self.config.store}")
+        if self.storedata:
+            self.storedata.stop(why)
 
     # ---- the wires between the parts -----------------------------------------------------------------
 

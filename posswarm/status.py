@@ -74,6 +74,7 @@ def node_document(node) -> dict:
             "last_error": announcer.last_error if announcer else None,
         },
         "storedata": node.storedata.snapshot if node.storedata else None,
+        "revoked": node.revoked,  # why central revoked this node's certificate (None: it has not)
         "slots": node.slots.status() if node.slots else None,  # boot slots: which runs, trial/confirmed/fell back, why
         "updated": time.time(),
     }

@@ -175,6 +175,7 @@ def _sku(args) -> int:
 
 
 _COMMANDS = {"keys": keys_cli.run, "enroll": enrolment_cli.run_enroll, "enroll-token": enrolment_cli.run_token,
+             "enroll-revoke": enrolment_cli.run_revoke, "enroll-revoked": enrolment_cli.run_revoked,
              "keygen": _keygen, "publish": _publish, "serve": _serve, "sales": _sales, "sku": _sku,
              "release": rollout_cli.run}
 

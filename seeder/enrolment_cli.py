@@ -1,11 +1,17 @@
-"""``posswarm-seeder enroll`` (a node's credential, made at central) and ``enroll-token`` (a one-time token a till
-trades for its own credential with ``posswarm enroll``)."""
+"""``posswarm-seeder enroll`` (a node's credential, made at central), ``enroll-token`` (a one-time token a till
+trades for its own credential with ``posswarm enroll``), and ``enroll-revoke``/``enroll-revoked`` (central's
+signed list of revoked node certificates)."""
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
-from posswarm.identity.certificate import ROLES
+from posswarm.errors import PosswarmError
+from posswarm.identity.certificate import ROLES, check_names
+from posswarm.identity.revocations import MAX_REASON, Revocation
+from posswarm.keys import load_private_key
+from posswarm.wallclock import now_ms
 from seeder import enrolment
 
 
@@ -28,6 +34,17 @@ def add_command(sub) -> None:
     t.add_argument("--data-dir", "--data", dest="data_dir", type=Path, required=True,
                    help="the running seeder's --data-dir (default there: RELEASES/../central-data)")
 
+    r = sub.add_parser("enroll-revoke", help="revoke a node's certificates in central's signed state (a stolen till "
+                       "or cache); every node and central refuse it within a poll")
+    r.add_argument("node_id", help="the node's id (node.id in its config)")
+    r.add_argument("--store", required=True, help="the node's store id (node ids repeat across stores)")
+    r.add_argument("--reason", default="", help=f"one line kept in the list and logged by whoever refuses the node "
+                   f"(at most {MAX_REASON} characters)")
+    listing = sub.add_parser("enroll-revoked", help="list the node certificates central's signed state revokes")
+    for a in (r, listing):
+        a.add_argument("--releases", required=True, type=Path, help="releases directory (the seeder's RELEASES)")
+    r.add_argument("--keys", required=True, type=Path, help="central's keys directory (targets.key, snapshot.key)")
+
 
 def run_enroll(args) -> int:
     out = enrolment.enrol(args.keys, args.out, node_id=args.node_id, store=args.store, role=args.role,
@@ -46,4 +63,31 @@ def run_token(args) -> int:
     finally:
         book.close()
     print(token)  # alone on stdout, so a provisioning script can take it as it is
+    return 0
+
+
+def run_revoke(args) -> int:
+    from seeder.tuf_repository import Repository
+
+    check_names(args.node_id, args.store, "device", "any-class")
+    if len(args.reason) > MAX_REASON or "\n" in args.reason:
+        raise PosswarmError(f"--reason: one line of at most {MAX_REASON} characters")
+    repo = Repository(args.releases)
+    entry = Revocation(args.store, args.node_id, now_ms() // 1000, args.reason)
+    version, new = repo.revoke_node(entry, load_private_key(args.keys / "targets.key"),
+                                    load_private_key(args.keys / "snapshot.key"))
+    if not new:
+        print(f"node {args.node_id} of store {args.store}: already revoked; targets re-signed as version {version}")
+        return 0
+    print(f"revoked node {args.node_id} of store {args.store} (every certificate issued until now) in targets "
+          f"version {version}; the running seeder publishes it within a second, nodes refuse it at their next poll")
+    return 0
+
+
+def run_revoked(args) -> int:
+    from seeder.tuf_repository import Repository
+
+    for r in Repository(args.releases).revoked():
+        at = datetime.datetime.fromtimestamp(r.revoked_at, datetime.UTC)
+        print(f"{r.store}\t{r.node_id}\t{at:%Y-%m-%dT%H:%M:%SZ}\t{r.reason}")
     return 0

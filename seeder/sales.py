@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from posswarm import logs
 from posswarm.errors import PosswarmError
+from posswarm.identity.revocations import RevokedNodes
 from posswarm.sales import batch_signature, stored
 from posswarm.sales.model import InvalidSale, Sale
 from posswarm.sqlite_file import open_db, transaction
@@ -221,7 +222,8 @@ def export(store: SalesStore, out: IO[str], fmt: str) -> int:
     return count
 
 
-def routes(store: SalesStore, authorities: Callable[[], list[Ed25519PublicKey]], operator: OperatorGate) -> list[Route]:
+def routes(store: SalesStore, authorities: Callable[[], list[Ed25519PublicKey]], operator: OperatorGate,
+           revoked: RevokedNodes | None = None) -> list[Route]:
     """``POST /sales/ingest?store=S042`` (a msgpack list of sales, signed by that store's enrolled cache, checked
     against the enrolment keys ``authorities()`` of central's own root of trust) and ``GET /sales/totals`` (for
     whoever holds the operator token)."""
@@ -232,7 +234,8 @@ def routes(store: SalesStore, authorities: Callable[[], list[Ed25519PublicKey]],
         if not shop or len(shop) > 64:
             return JSONResponse({"error": "sales ingest: ?store=STORE_ID is required"}, 400)
         try:  # who sent it, from the headers alone; then the body, bounded, and the signature over it
-            sender = batch_signature.check_sender(request.headers, shop, authorities(), now_ms=now_ms())
+            sender = batch_signature.check_sender(request.headers, shop, authorities(), now_ms=now_ms(),
+                                                  revoked=revoked)
             body = await read_bounded(request, MAX_BODY, f"sales ingest from {shop}")
             batch_signature.check_signature(sender, shop, body)
         except (batch_signature.BatchRefused, BodyRefused) as exc:

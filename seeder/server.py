@@ -15,6 +15,8 @@ from posswarm.catalog.http import catalog_app
 from posswarm.catalog.shelf import Shelf
 from posswarm.endpoint import parse_endpoint
 from posswarm.errors import PosswarmError
+from posswarm.identity import revocations
+from posswarm.identity.revocations import RevokedNodes
 from posswarm.keys import KeyRing, load_private_key, load_public_key
 from posswarm.release import MANIFEST_NAME, TORRENT_NAME, verify_release
 from posswarm.service import run_until_signalled
@@ -59,6 +61,7 @@ class Seeder:
         # Shut without a token: sales totals are the retailer's revenue, not for whoever reaches central.
         self.operator = OperatorGate(read_token(operator_token_file) if operator_token_file else None)
         self.enrolment_keys: list = []  # of RELEASES/.tuf's root: what a cache's certificate must be signed by
+        self.revoked = RevokedNodes()  # of RELEASES/.tuf's targets: node certificates no longer believed
         self.http = http
         self.tls = tls
         self.bt = bt
@@ -108,7 +111,7 @@ class Seeder:
         self.sales = sales.open_sales(self.sales_db)
         self.sku_catalog = sku.CentralCatalog(str(self.data_dir / "sku.sqlite"))
         tokens = TokenBook(self.data_dir) if self.enrolment_key is not None else None
-        return (sales.routes(self.sales, lambda: self.enrolment_keys, self.operator) + sku.routes(self.sku_catalog)
+        return (sales.routes(self.sales, lambda: self.enrolment_keys, self.operator, self.revoked) + sku.routes(self.sku_catalog)
                 + enrolment_http.routes(tokens, self.enrolment_key))
 
     async def scan(self) -> None:
@@ -163,7 +166,19 @@ class Seeder:
         if stamp == self._files_stamp:  # targets.json can be megabytes: read again only when it changed
             return None
         files, self._files_stamp = self.repository.files(), stamp
+        self._take_revocations(files["targets.json"])
         return files
+
+    def _take_revocations(self, targets: bytes) -> None:
+        """The revocation list of central's own signed targets; a copy that does not verify keeps the one before."""
+        try:
+            _, entries = revocations.verify(targets, self.repository.root().signed, now=None)
+        except revocations.RevocationError as exc:
+            log.error("revocations.refused", reason=str(exc))
+            return
+        if len(entries) != len(self.revoked):
+            log.info("revocations", nodes=len(entries))
+        self.revoked.replace(entries)
 
     async def _scan_forever(self) -> None:
         while True:

@@ -19,6 +19,8 @@ from tuf.api.metadata import Metadata, MetaFile, Role, Root, Snapshot, TargetFil
 
 from posswarm.errors import PosswarmError
 from posswarm.fsync import replace_synced
+from posswarm.identity import revocations
+from posswarm.identity.revocations import Revocation
 from posswarm.keys import KeyRing
 from posswarm.manifest import verify_manifest
 from posswarm.release import MANIFEST_NAME
@@ -130,7 +132,7 @@ class Repository:
             md.sign(signer(key), append=True)
         with self.lock():
             self.write_root(md)
-            self._sign_targets(keys["targets"], keys["snapshot"], 0)
+            self._sign_targets(keys["targets"], keys["snapshot"], None)
             self.renew_timestamp(keys["timestamp"], timestamp_expiry_s, force=True)
         return md
 
@@ -141,15 +143,35 @@ class Repository:
     def update_targets(self, targets_key, snapshot_key) -> int:
         """Re-list every release on disk in a new targets version, and a new snapshot naming it; the version."""
         with self.lock():
-            return self._sign_targets(targets_key, snapshot_key, self.load("targets", Targets).signed.version)
+            return self._sign_targets(targets_key, snapshot_key, self.load("targets", Targets).signed)
 
-    def _sign_targets(self, targets_key, snapshot_key, old_version: int) -> int:
+    def revoked(self) -> tuple[Revocation, ...]:
+        """The node revocations the current targets carry."""
+        return revocations.entries_of(self.load("targets", Targets).signed)
+
+    def revoke_node(self, entry: Revocation, targets_key, snapshot_key) -> tuple[int, bool]:
+        """A new targets version whose revocation list holds ``entry`` (and every earlier one): (version, whether
+        the node was newly revoked)."""
+        with self.lock():
+            old = self.load("targets", Targets).signed
+            before = revocations.entries_of(old)
+            now_listed = revocations.added(before, entry)
+            return self._sign_targets(targets_key, snapshot_key, old, now_listed), now_listed != before
+
+    def _sign_targets(self, targets_key, snapshot_key, old: Targets | None,
+                      revoked: tuple[Revocation, ...] | None = None) -> int:
+        """Targets version N+1 listing every release on disk and carrying ``revoked`` (default: ``old``'s list, so
+        no publish or rollout change ever drops a revocation), and a snapshot naming it."""
+        if revoked is None:
+            revoked = revocations.entries_of(old) if old is not None else ()
         ring = self.keyring()
         listed: dict[str, TargetFile] = {}
         for manifest_path in sorted(self.releases.glob(f"*/*/{MANIFEST_NAME}")):
             for path, target in release_targets(manifest_path.parent, ring).items():
                 listed[path] = target
-        targets = Targets(version=old_version + 1, expires=now_utc() + OFFLINE_EXPIRY, targets=listed)
+        targets = Targets(version=(old.version if old is not None else 0) + 1, expires=now_utc() + OFFLINE_EXPIRY,
+                          targets=listed,
+                          unrecognized_fields={revocations.FIELD: [r.to_dict() for r in revoked]} if revoked else {})
         md = Metadata(targets)
         md.sign(signer(targets_key))
         self.write("targets.json", md)

@@ -29,6 +29,7 @@ PURE = (
     "posswarm/trust/state.py",
     "posswarm/identity/certificate.py",
     "posswarm/identity/enrolment_request.py",
+    "posswarm/identity/revocations.py",
     "tracker/store_caches.py",
     "posswarm/discovery/records.py",
     "posswarm/endpoint.py",

@@ -204,6 +204,7 @@ class StoreChannel:
     async def _sender(self, peer: Peer, scope: trio.CancelScope, receive: trio.MemoryReceiveChannel) -> None:
         held: tuple[Message, bytes] | None = None
         stream: trio.SSLStream | None = None
+        who: CertifiedNode | None = None  # the certified node at the other end of ``stream``
         retry_at = 0.0
         with scope:
             try:
@@ -216,15 +217,19 @@ class StoreChannel:
                         held, out = fault_injection.apply(self._dice, item, held, self._encode, self.dropped)
                     if not out:
                         continue
+                    if stream is not None and self._tls.credential.revoked.is_revoked(who) is not None:
+                        await secure.close(stream)  # revoked since we dialled it: it is told nothing more
+                        stream = None
                     if stream is None:
                         if trio.current_time() < retry_at:
                             self.dropped["unreachable"] += len(out)
                             continue
-                        stream = await self._connect(peer)
-                        if stream is None:
+                        link = await self._connect(peer)
+                        if link is None:
                             retry_at = trio.current_time() + 1.0
                             self.dropped["unreachable"] += len(out)
                             continue
+                        stream, who = link.stream, link.peer
                     try:
                         with trio.fail_after(SEND_TIMEOUT_S):
                             await stream.send_all(b"".join(LENGTH.pack(len(d)) + d for d in out))
@@ -237,7 +242,7 @@ class StoreChannel:
                 if stream is not None:
                     await secure.close(stream)
 
-    async def _connect(self, peer: Peer) -> trio.SSLStream | None:
+    async def _connect(self, peer: Peer) -> secure.Link | None:
         """A TLS connection to ``peer``, or None; what its certificate says decides who it is."""
         local = self.address if self.address not in ("0.0.0.0", "") else None
         where = f"{peer.address}:{peer.port}"
@@ -253,7 +258,7 @@ class StoreChannel:
         who = link.peer
         if who.node_id == peer.node_id:
             self._place(peer.node_id, peer.address, peer.port, who.role, proven=True)
-            return link.stream
+            return link
         await secure.close(link.stream)
         if peer.proven:  # the address of a node we know now answers with another node's certificate
             self.refused["other_node"] += 1
@@ -337,6 +342,10 @@ class StoreChannel:
             self.dropped["expired"] += 1
             self._refusals.note(f"expired:{node}", f"certificate of {who.describe()} expired at {who.not_after}; "
                                 "enrol it again", node=node)
+            return
+        if (why := self._tls.credential.revoked.is_revoked(who)) is not None:  # revoked while connected
+            self.dropped["revoked"] += 1
+            self._refusals.note(f"revoked:{node}", why, node=node)
             return
         if not self._replay.accept(f"{node}|{frame.sender}", frame.counter):
             self.dropped["replay"] += 1

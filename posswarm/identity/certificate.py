@@ -28,6 +28,8 @@ from posswarm.errors import PosswarmError
 ROLES = ("cache", "device")
 URN_PREFIX = "urn:posswarm:node:"
 MAX_CERTIFICATE_BYTES = 8192  # a node certificate is ~600 bytes of PEM; anything far larger is not one
+# Certificates start this far before their issue, so a node whose clock is a little behind still accepts them.
+BACKDATE = datetime.timedelta(minutes=5)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
@@ -43,6 +45,7 @@ class CertifiedNode:
     role: str
     device_class: str
     not_after: datetime.datetime
+    issued_at: datetime.datetime | None = None  # when central issued it (a revocation covers what came before)
 
     def urn(self) -> str:
         return f"{URN_PREFIX}{self.store}:{self.role}:{self.device_class}:{self.node_id}"
@@ -102,7 +105,7 @@ def issue(enrolment_key: Ed25519PrivateKey, authority_pem: bytes, node_key: Ed25
                                      x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, identity.store)]))
             .issuer_name(authority.subject).public_key(node_key)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(_utc(now) - datetime.timedelta(minutes=5))
+            .not_valid_before(_utc(now) - BACKDATE)
             .not_valid_after(_utc(identity.not_after))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
@@ -196,7 +199,7 @@ def verify(data: bytes | x509.Certificate, authorities: list[Ed25519PublicKey], 
     store, role, device_class, node_id = parts
     check_names(node_id, store, role, device_class)
     return CertifiedNode(node_id=node_id, store=store, role=role, device_class=device_class,
-                        not_after=cert.not_valid_after_utc)
+                        not_after=cert.not_valid_after_utc, issued_at=cert.not_valid_before_utc + BACKDATE)
 
 
 def public_key(cert: x509.Certificate) -> Ed25519PublicKey:

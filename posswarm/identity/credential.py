@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from posswarm.fsync import replace_synced
 from posswarm.identity.certificate import CertifiedNode, IdentityError, load, verify
+from posswarm.identity.revocations import RevokedNodes
 
 KEY_FILE, CERTIFICATE_FILE, AUTHORITY_FILE = "node.key", "node.crt", "authority.crt"
 MAX_FILE_BYTES = 16 * 1024
@@ -33,6 +34,8 @@ class Credential:
     certificate: x509.Certificate
     identity: CertifiedNode
     authorities: tuple[Ed25519PublicKey, ...]
+    # Central's revoked node certificates (the node's CentralTrust.revoked, replaced in place at each refresh).
+    revoked: RevokedNodes = field(default_factory=RevokedNodes)
 
     @property
     def certificate_path(self) -> Path:
@@ -63,7 +66,7 @@ def _read(path: Path) -> bytes:
 
 
 def load_credential(directory: Path, authorities: tuple[Ed25519PublicKey, ...], *,
-                    now: datetime.datetime) -> Credential:
+                    now: datetime.datetime, revoked: RevokedNodes | None = None) -> Credential:
     """Read and check DIR/node.key, node.crt and authority.crt against the root of trust's enrolment keys."""
     directory = Path(directory)
     if not authorities:
@@ -89,7 +92,8 @@ def load_credential(directory: Path, authorities: tuple[Ed25519PublicKey, ...], 
     if authority.public_key().public_bytes(*raw) not in {a.public_bytes(*raw) for a in authorities}:
         raise IdentityError(f"node credential {directory / AUTHORITY_FILE}: not an enrolment key of the root of "
                             "trust; enrol the node again")
-    return Credential(dir=directory, key=key, certificate=certificate, identity=identity, authorities=authorities)
+    return Credential(dir=directory, key=key, certificate=certificate, identity=identity, authorities=authorities,
+                      revoked=revoked if revoked is not None else RevokedNodes())
 
 
 def check_matches(identity: CertifiedNode, *, node_id: str, store: str, role: str) -> None:

@@ -41,8 +41,8 @@ def central_context(authority: Path) -> ssl.SSLContext:
 
 def peer_identity(ssl_object, credential: Credential, *,
                   now: datetime.datetime) -> CertifiedNode:
-    """Who the other end of a finished handshake (an SSLObject, or a trio.SSLStream) is, checked again under the root's enrolment keys and
-    bound to this node's store; an IdentityError naming why not."""
+    """Who the other end of a finished handshake (an SSLObject, or a trio.SSLStream) is, checked again under the root's enrolment keys,
+    bound to this node's store and not revoked by central; an IdentityError naming why not."""
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         raise IdentityError("store peer: showed no node certificate")
@@ -50,4 +50,6 @@ def peer_identity(ssl_object, credential: Credential, *,
     if peer.store != credential.identity.store:
         raise IdentityError(f"store peer {peer.node_id}: certified for store {peer.store}, not ours "
                             f"({credential.identity.store})")
+    if (why := credential.revoked.is_revoked(peer)) is not None:
+        raise IdentityError(f"store peer {why}")
     return peer

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from posswarm.errors import PosswarmError
 from posswarm.identity.certificate import MAX_CERTIFICATE_BYTES, CertifiedNode, IdentityError, load, public_key, verify
+from posswarm.identity.revocations import RevokedNodes
 
 CONTEXT = b"posswarm sales batch v1"  # a signature made for anything else never verifies as a batch
 CERTIFICATE_HEADER = "x-posswarm-certificate"  # base64 DER of the cache's certificate
@@ -79,8 +80,9 @@ def _b64(text: str, what: str, limit: int) -> bytes:
 
 
 def check_sender(headers: Mapping[str, str], store: str, authorities: list[Ed25519PublicKey], *,
-                 now_ms: int) -> Sender:
-    """Who signed the batch, from its headers: a BatchRefused (one line) unless a certified cache of ``store``."""
+                 now_ms: int, revoked: RevokedNodes | None = None) -> Sender:
+    """Who signed the batch, from its headers: a BatchRefused (one line) unless a certified cache of ``store``
+    whose certificate central has not revoked."""
     what = f"sales batch for store {store}"
     cert_text, at_text, sig_text = (headers.get(h) for h in (CERTIFICATE_HEADER, SIGNED_AT_HEADER, SIGNATURE_HEADER))
     if not cert_text or not at_text or not sig_text:
@@ -101,6 +103,8 @@ def check_sender(headers: Mapping[str, str], store: str, authorities: list[Ed255
                            "sales")
     if identity.store != store:
         raise BatchRefused(403, f"{what}: signed by {identity.describe()}; a cache sends only its own store's sales")
+    if revoked is not None and (why := revoked.is_revoked(identity)) is not None:
+        raise BatchRefused(403, f"{what}: {why}")
     if not at_text.isdigit() or len(at_text) > 16:
         raise BatchRefused(401, f"{what}: {SIGNED_AT_HEADER} {at_text[:20]!r} is not a time in ms")
     if abs(int(at_text) - now_ms) > MAX_SKEW_MS:

@@ -58,6 +58,7 @@ class StoreData:
         self.role_data: CacheData | DeviceData | None = None
         self.api_url: str | None = None
         self.snapshot: dict = {}  # refreshed every second for the node's (synchronous) status.json
+        self._nursery: trio.Nursery | None = None
 
     @property
     def gossip_port(self) -> int:
@@ -66,6 +67,7 @@ class StoreData:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         c = self.config
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             await nursery.start(self.channel.run)
             for host, port in self._seeds:
                 # A placeholder id (':' is never in a node id); the node's heartbeat answer names it properly.
@@ -94,12 +96,21 @@ class StoreData:
             self.snapshot = await self.status()
             await trio.sleep(1.0)
 
+    def stop(self, reason: str) -> None:
+        """End gossip, the sales API and the cache's forwarding to central (this node's certificate was revoked)."""
+        self.snapshot = {**self.snapshot, "stopped": reason}
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
     def peer_found(self, advert: Advert) -> None:
+        if "stopped" in self.snapshot:
+            return
         if advert.gossip_port:  # a hint: the handshake says who is there, and its role
             self.channel.add_peer(advert.node_id, advert.address, advert.gossip_port)
 
     def peer_lost(self, node_id: str) -> None:
-        self.channel.forget_peer(node_id)
+        if "stopped" not in self.snapshot:
+            self.channel.forget_peer(node_id)
 
     async def status(self) -> dict:
         doc = await self.role_data.status() if self.role_data else {}

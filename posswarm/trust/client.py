@@ -22,6 +22,7 @@ from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from posswarm import logs
 from posswarm.errors import PosswarmError, Unreachable
+from posswarm.identity.revocations import RevokedNodes, entries_of
 from posswarm.keys import KeyRing
 from posswarm.trust.roles import release_keys, role_public_keys
 from posswarm.trust.state import CentralState, TrustError, releases_of
@@ -76,6 +77,7 @@ class CentralTrust:
         self.keyring = KeyRing([])
         self.enrolment_keys: tuple = ()  # who may certify store peers (the root's enrolment role)
         self.sku_keys = KeyRing([])  # who signs SKU entries (the root's sku role); one ring, replaced in place
+        self.revoked = RevokedNodes()  # node certificates the verified targets revoke; replaced in place
         self.state: CentralState | None = None
         self.last: Outcome | None = None
         self.refused: dict[str, str] = {}  # source url -> the last verdict against it
@@ -95,8 +97,10 @@ class CentralTrust:
         self._take_keys(root)
         try:
             self.state = _verified_local(self.dir, root)
-        except (OSError, ValueError, tuf_errors.RepositoryError):
+        except (OSError, ValueError, tuf_errors.RepositoryError, PosswarmError):
             self.state = None  # none yet, or an interrupted write: the next refresh fetches it again
+        else:
+            self.revoked.replace(self.state.revoked)
 
     def _take_keys(self, root: Metadata[Root]) -> None:
         """Every role key the parts of the node check with, from the newest verified root."""
@@ -125,6 +129,7 @@ class CentralTrust:
                 self.refused[url] = str(exc)
             raise
         self.state, self.last = state, Outcome(url, time.time())
+        self.revoked.replace(state.revoked)
         self.refused.pop(url, None)
         return state
 
@@ -186,6 +191,7 @@ class CentralTrust:
             "expires": s.expires if s else None,
             "versions": s.versions if s else {},
             "release_keys": self.keyring.ids(),
+            "revoked_nodes": len(self.revoked),
             "last_refresh": None if self.last is None else {
                 "url": self.last.url, "at": self.last.at, "problem": self.last.problem, "refused": self.last.verdict},
             "refused": dict(self.refused),
@@ -207,7 +213,7 @@ def _verified_local(directory: Path, root: Metadata[Root]) -> CentralState:
     expires = timestamp.signed.expires.replace(tzinfo=timezone.utc).timestamp()
     versions = {"root": root.signed.version, "timestamp": timestamp.signed.version,
                 "snapshot": snapshot.signed.version, "targets": targets.signed.version}
-    return CentralState(releases, versions, expires, skipped)
+    return CentralState(releases, versions, expires, skipped, entries_of(targets.signed))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ from tuf.api.metadata import TargetFile, Targets
 
 from posswarm.catalog.model import CatalogEntry, Digest
 from posswarm.errors import PosswarmError
+from posswarm.identity.revocations import Revocation
 from posswarm.manifest import Targets as ReleaseTargets
 from posswarm.manifest import check_component
 from posswarm.release import MANIFEST_NAME
@@ -33,6 +34,7 @@ class CentralState:
     versions: dict  # role -> version
     expires: float  # unix seconds: the timestamp's expiry
     skipped: tuple[str, ...] = ()  # targets that are not a release this build reads, one line each
+    revoked: tuple[Revocation, ...] = ()  # node certificates central no longer vouches for
 
     def fresh(self, now: float, grace_s: float) -> bool:
         """Whether new installs may start: central's timestamp has not expired more than ``grace_s`` ago."""

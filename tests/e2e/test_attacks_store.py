@@ -91,12 +91,9 @@ def _log_lines(lab: Lab, node: LabNode, *needles: str) -> list[str]:
     return [line for line in text.splitlines() if all(n in line for n in needles)]
 
 
-async def _store(nursery, lab: Lab) -> tuple[LabNode, LabNode]:
-    """The lab's store with two tills selling; the second is stolen (its process gone) and the cache is
-    rebooting, so the first till's sales wait in its outbox."""
-    victim, stolen = lab.devices
-
-    def hears_cache() -> bool:  # both tills (and so their status files) are up and talk to the cache
+async def _selling_store(nursery, lab: Lab) -> None:
+    """Central and the lab's store, every till talking to the cache over gossip."""
+    def hears_cache() -> bool:  # the tills (and so their status files) are up and talk to the cache
         peers = [_status(lab, till).get("gossip", {}).get("peers", {}) for till in lab.devices]
         return all(p.get(lab.cache.node_id, {}).get("alive") for p in peers)
 
@@ -104,7 +101,14 @@ async def _store(nursery, lab: Lab) -> tuple[LabNode, LabNode]:
         await lab.start_central(nursery)
         for node in lab.nodes:
             await lab.start_node(nursery, node, extra=STORE_DATA)
-        await _until(hears_cache, 60, lambda: _status(lab, victim))
+        await _until(hears_cache, 60, lambda: _status(lab, lab.devices[0]))
+
+
+async def _store(nursery, lab: Lab) -> tuple[LabNode, LabNode]:
+    """The lab's store with two tills selling; the second is stolen (its process gone) and the cache is
+    rebooting, so the first till's sales wait in its outbox."""
+    victim, stolen = lab.devices
+    await _selling_store(nursery, lab)
     lab.kill(stolen)
     lab.kill(lab.cache)
     return victim, stolen

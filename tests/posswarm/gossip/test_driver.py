@@ -13,8 +13,9 @@ from posswarm.gossip import frames, secure
 from posswarm.gossip.driver import StoreChannel
 from posswarm.gossip.faults import Faults
 from posswarm.gossip.messages import Heartbeat, SalesAck, SkuRequest
+from posswarm.identity.revocations import Revocation
 from posswarm.identity.tls import peer_context
-from tests.posswarm.gossip.certified import Authority
+from tests.posswarm.gossip.certified import STORE, Authority
 
 
 @pytest.fixture
@@ -239,3 +240,47 @@ async def test_a_certificate_that_expires_while_connected_is_heard_no_more(nurse
     await _send_frames(link.stream, frames.encode(SkuRequest((2,)), sender="till-5/b", counter=2))
     await _until(lambda: cache.dropped["expired"] == 1, 5, cache.stats)
     assert cache.inbox.statistics().current_buffer_used == 0
+
+
+async def test_a_node_revoked_while_connected_is_heard_no_more_and_cannot_connect_again(nursery, authority):
+    own = authority.credential("cache", "cache")
+    cache = StoreChannel(credential=own, address="127.0.0.1")
+    await nursery.start(cache.run)
+    stolen = authority.credential("till-6")
+    link = await secure.dial("127.0.0.1", cache.port, secure.Contexts(stolen), local=None, connect_s=5, handshake_s=5)
+    await _send_frames(link.stream, frames.encode(SkuRequest((1,)), sender="till-6/b", counter=1))
+    with trio.fail_after(5):
+        assert (await cache.inbox.receive()).message == SkuRequest((1,))
+    # What the cache's CentralTrust does when its refresh verifies targets listing the till.
+    revoked_at = int(stolen.identity.issued_at.timestamp())
+    own.revoked.replace((Revocation(STORE, "till-6", revoked_at, "stolen"),))
+    await _send_frames(link.stream, frames.encode(SkuRequest((2,)), sender="till-6/b", counter=2))
+    await _until(lambda: cache.dropped["revoked"] == 1, 5, cache.stats)
+    assert cache.inbox.statistics().current_buffer_used == 0
+    # A new connection: the till's end finishes the handshake (TLS 1.3), the cache closes it unread.
+    again = await secure.dial("127.0.0.1", cache.port, secure.Contexts(stolen), local=None, connect_s=5, handshake_s=5)
+    try:
+        await _send_frames(again.stream, frames.encode(SkuRequest((3,)), sender="till-6/c", counter=1))
+    except trio.BrokenResourceError:
+        pass
+    await _until(lambda: cache.refused["certificate"] == 1, 5, cache.stats)
+    assert cache.inbox.statistics().current_buffer_used == 0
+
+
+async def test_a_cache_tells_a_till_revoked_since_it_dialled_it_nothing_more(nursery, authority):
+    own, revoked = authority.credential("cache", "cache"), authority.credential("till-7")
+    cache = StoreChannel(credential=own, address="127.0.0.1")
+    till = StoreChannel(credential=revoked, address="127.0.0.1")
+    await nursery.start(cache.run)
+    await nursery.start(till.run)
+    await _joined(till, cache)
+    cache.send("till-7", SkuRequest((1,)))
+    with trio.fail_after(5):
+        while (await till.inbox.receive()).message != SkuRequest((1,)):
+            pass
+    own.revoked.replace((Revocation(STORE, "till-7", int(revoked.identity.issued_at.timestamp()), ""),))
+    cache.send("till-7", SkuRequest((2,)))  # the open stream is closed, the next dial refused in its handshake
+    await _until(lambda: cache.refused["certificate"] >= 1, 5, cache.stats)
+    with pytest.raises(trio.WouldBlock):
+        while True:
+            assert till.inbox.receive_nowait().message != SkuRequest((2,))

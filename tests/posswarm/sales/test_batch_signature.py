@@ -8,6 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from posswarm.identity.credential import load_credential
+from posswarm.identity.revocations import Revocation, RevokedNodes
 from posswarm.sales.batch_signature import (
     MAX_SKEW_MS,
     SIGNATURE_HEADER,
@@ -61,3 +62,17 @@ def test_stale_unanchored_or_mangled_signatures_are_refused_with_one_line(cache,
     with pytest.raises(BatchRefused, match=reason) as refused:
         check_sender(headers, "S042", change.get("authorities", authorities), now_ms=now_ms + change.get("now_ms", 0))
     assert refused.value.status == status and "\n" not in str(refused.value)
+
+
+def test_a_revoked_caches_batch_is_refused_and_a_re_enrolled_one_is_believed(cache, tmp_path):
+    credential, authorities = cache
+    now_ms = _now_ms()
+    headers = sign(credential.key, credential.certificate, "S042", b"batch", now_ms=now_ms)
+    revoked = RevokedNodes((Revocation("S042", "cache", now_ms // 1000 + 1, "server room break-in"),))
+    with pytest.raises(BatchRefused, match=r"^sales batch for store S042: cache cache of store S042: certificate "
+                                           r"revoked by central at .*: server room break-in") as refused:
+        check_sender(headers, "S042", authorities, now_ms=now_ms, revoked=revoked)
+    assert refused.value.status == 403
+    assert check_sender(headers, "S042", authorities, now_ms=now_ms, revoked=RevokedNodes()).identity.node_id == "cache"
+    earlier = RevokedNodes((Revocation("S042", "cache", now_ms // 1000 - 3600, ""),))  # enrolled after it
+    check_sender(headers, "S042", authorities, now_ms=now_ms, revoked=earlier)
