@@ -86,7 +86,8 @@ async def _demo(root: Path, args, console: Console) -> dict:
     async with trio.open_nursery() as nursery:
         with trio.fail_after(60):
             await lab.start_central(nursery)
-            console.print(f"tracker {lab.tracker_url}   seeder {lab.seeder_url}")
+            console.print(f"tracker {lab.tracker_url}   seeder {lab.seeder_url}   "
+                          f"operator token {lab.operator_token_file}")
             for node in lab.nodes:
                 await lab.start_node(nursery, node)
         console.print(f"started {len(lab.nodes)} nodes; publishing {RELEASE} {VERSION} ...")
