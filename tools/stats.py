@@ -141,11 +141,15 @@ def _fetch(args) -> dict:
     except (httpx.TransportError, httpx.InvalidURL, httpx.UnsupportedProtocol):
         raise _Unreadable(f"cannot reach tracker at {args.tracker} (is posswarm-tracker running?)") from None
     except httpx.HTTPStatusError as exc:
-        if exc.response.status_code in (401, 429):
+        if exc.response.status_code == 401:
             sent = "refused the operator token" if args.headers else "needs the operator token"
-            raise _Unreadable(f"tracker at {args.tracker} {sent} on /stats (HTTP {exc.response.status_code}): pass "
-                              f"--token-file FILE (or set {TOKEN_FILE_ENV}) with the file the tracker was started "
-                              "with (--operator-token-file)") from None
+            raise _Unreadable(f"tracker at {args.tracker} {sent} on /stats (HTTP 401): pass --token-file FILE (or "
+                              f"set {TOKEN_FILE_ENV}) with the file the tracker was started with "
+                              "(--operator-token-file)") from None
+        if exc.response.status_code == 429:
+            raise _Unreadable(f"tracker at {args.tracker} holds this address after too many wrong operator tokens "
+                              f"(HTTP 429): retry in {exc.response.headers.get('retry-after', 'a few')} s with the "
+                              "right --token-file") from None
         raise _Unreadable(f"tracker at {args.tracker} answered HTTP {exc.response.status_code} on /stats "
                           "(is it a posswarm-tracker?)") from None
     except (ValueError, KeyError, TypeError):

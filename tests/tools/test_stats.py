@@ -9,6 +9,7 @@ import pytest
 import trio
 from rich.console import Console
 
+from posswarm.guess_limit import BURST
 from tools import stats
 from tools.lab import write_operator_token
 from tools.store_watch import StoreWatch
@@ -169,6 +170,15 @@ async def test_a_missing_or_wrong_token_is_one_line_naming_the_tracker_and_the_f
     assert stats.main(["--tracker", url, "--token-file", str(tmp_path / "short.token")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--token-file" in err and "short.token" in err and "abc" not in err
+    for _ in range(BURST):  # past the wrong tokens an address may send, it is told to wait, not that it is wrong
+        await trio.to_thread.run_sync(stats.main, ["--tracker", url, "--token-file", str(wrong)])
+    capsys.readouterr()
+    assert await trio.to_thread.run_sync(stats.main, ["--tracker", url, "--token-file", str(token_file)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"posswarm-stats: tracker at {url} holds this address after too many wrong operator tokens "
+                          "(HTTP 429): retry in ") and err.endswith(" s with the right --token-file\n"), err
     monkeypatch.setenv(stats.TOKEN_FILE_ENV, str(token_file))  # the file named once, for every command of a shell
-    assert await trio.to_thread.run_sync(stats.main, ["--tracker", url, "--json"]) == 0
+    other = await nursery.start(server.run, guarded(token_file))  # (the first tracker holds this address now)
+    capsys.readouterr()  # its log line
+    assert await trio.to_thread.run_sync(stats.main, ["--tracker", other, "--json"]) == 0
     assert "releases" in json.loads(capsys.readouterr().out)
