@@ -71,8 +71,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "wan.download_limit_kbps": ("wan_download_kbps", "cache: WAN download cap in kbit/s (0 = none); LAN is never capped"),
     "wan.upload_limit_kbps": ("wan_upload_kbps", "cache: WAN upload cap in kbit/s, i.e. to other stores' caches (0 = none)"),
     "wan.schedule": ("wan_schedule", "cache: weekly store-local windows capping the WAN, e.g. 'mon-fri 08:00-20:00 4000'"),
-    "metrics.token_file": ("metrics_token_file", "cache: file with the operator token its /metrics requires (Bearer,"
-                           " or Basic with the token as password); '' = /metrics refuses everyone (403)"),
+    "metrics.token_file": ("metrics_token_file", "cache: file with the token its /metrics requires (the caches' own,"
+                           " not central's operator token); '' = /metrics refuses everyone (403)"),
     "timing.catalog_poll_s": ("catalog_poll_s", "seconds between catalog polls"),
     "timing.status_every_s": ("status_every_s", "seconds between rewrites of status.json"),
     "timing.scrub_every_s": ("scrub_every_s", "seconds between re-reads of every held chunk against its BLAKE3"),

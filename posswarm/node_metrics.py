@@ -22,7 +22,8 @@ RELEASE_STATES = tuple(state.value for state in ReleaseState)
 def gate(token_file: str) -> OperatorGate:
     """Who may read a cache's /metrics: the holder of the token in ``metrics.token_file``; nobody when it is ''."""
     token = read_token(token_file, source="config 'metrics.token_file'") if token_file else None
-    return OperatorGate(token, off="shut on this cache (set metrics.token_file to the operator token's file)",
+    return OperatorGate(token, secret="metrics token", off="shut on this cache (set metrics.token_file to the "
+                        "caches' metrics token's file)",
                         challenge='Basic realm="posswarm cache", charset="UTF-8"',
                         fix="Authorization: Bearer <token>, or Basic with the token as password")
 

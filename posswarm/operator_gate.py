@@ -32,15 +32,15 @@ class OperatorGate:
     """Lets a request through only with the operator token (``Authorization: Bearer <token>``, or HTTP Basic with
     the token as password); with no token it is shut to everyone, or open to everyone when ``open_to_all``.
 
-    ``off`` says how to turn a shut gate on; ``fix`` how a client sends the token; ``challenge`` is the
-    ``WWW-Authenticate`` value (``Basic ...`` makes a browser ask for it).
+    ``secret`` names the token in refusals; ``off`` says how to turn a shut gate on; ``fix`` how a client sends
+    the token; ``challenge`` is the ``WWW-Authenticate`` value (``Basic ...`` makes a browser ask for it).
     """
 
     def __init__(self, token: str | None, *, off: str = "", fix: str = "Authorization: Bearer <token>",
                  challenge: str = 'Bearer realm="posswarm"', as_json: bool = False, open_to_all: bool = False,
-                 on_refused: Callable[[str], None] | None = None) -> None:
+                 on_refused: Callable[[str], None] | None = None, secret: str = "operator token") -> None:
         self._credential = OperatorCredential(token) if token else None
-        self._off, self._fix, self._challenge, self._json = off, fix, challenge, as_json
+        self._off, self._fix, self._challenge, self._json, self._secret = off, fix, challenge, as_json, secret
         self._open_to_all = open_to_all and token is None
         self._on_refused = on_refused or (lambda reason: None)
         self._limit = GuessLimit()
@@ -56,7 +56,7 @@ class OperatorGate:
         wait = self._limit.wait_s(address, now)
         if wait > 0:  # not even looked at: a guesser must not learn which of its guesses was right
             self._on_refused("limited")
-            return self._answer(429, f"{what}: too many wrong operator tokens from {address}; retry in "
+            return self._answer(429, f"{what}: too many wrong {self._secret}s from {address}; retry in "
                                 f"{math.ceil(wait)} s", {"retry-after": str(math.ceil(wait))})
         secret = presented(request.headers.get("authorization", ""))
         if secret is not None and self._credential.admits(secret):
@@ -64,7 +64,7 @@ class OperatorGate:
         if secret is not None:  # no credential at all is a first visit, not a guess: a browser is then asked
             self._limit.refused(address, now)
         self._on_refused("missing" if secret is None else "wrong")
-        return self._answer(401, f"{what}: needs the operator token ({self._fix})",
+        return self._answer(401, f"{what}: needs the {self._secret} ({self._fix})",
                             {"www-authenticate": self._challenge})
 
     def _answer(self, status: int, line: str, headers: dict[str, str] | None = None) -> Response:

@@ -69,9 +69,11 @@ class Lab:
         # Central's role keys and root of trust, as `posswarm-seeder keys init` makes them.
         self.central_keys = init_keys(self.keys, self.releases)
         self.private_key, self.root_of_trust = self.central_keys.key("targets"), self.central_keys.root
-        # The lab's operator holds a token like any other: central's totals, the tracker's stats and the cache's
-        # /metrics are shut without one.
+        # The lab's operator holds a token like any other: central's totals and the tracker's stats are shut without
+        # one. The caches' /metrics take a token of their own: a scraper that cannot verify whom it reads (a cache's
+        # certificate names a node, not an address) must not carry central's.
         self.operator_token_file = write_operator_token(self.root / "central" / "operator.token")
+        self.metrics_token_file = write_operator_token(self.root / "central" / "metrics.token")
         # How a client verifies central's HTTPS: the enrolment authority its certificate is under.
         self.central_tls = central_context(self.central_keys.authority)
         self.tracker_url: str | None = None
@@ -84,7 +86,7 @@ class Lab:
 
     @property
     def operator_headers(self) -> dict[str, str]:
-        """What an operator's client sends to read the tracker's stats, the cache's /metrics or central's totals."""
+        """What an operator's client sends to read the tracker's stats or central's totals."""
         return {"authorization": f"Bearer {self.operator_token_file.read_text().strip()}"}
 
     @property
@@ -147,7 +149,7 @@ class Lab:
         }
         if node.role == "cache":
             doc["central"]["catalog_url"] = self.seeder_url
-            doc["metrics"] = {"token_file": str(self.operator_token_file)}
+            doc["metrics"] = {"token_file": str(self.metrics_token_file)}
         for section, values in (extra or {}).items():
             doc.setdefault(section, {}).update(values)
         doc["node"]["identity_dir"] = str(self._credential(node, doc["node"]["class"]))

@@ -69,7 +69,7 @@ async def test_metrics_answer_the_operator_token_only(nursery, tmp_path):
                         {"authorization": "Basic " + base64.b64encode(b"prometheus:" + b"x" * 40).decode()}):
             refused = await client.get("/metrics", headers=headers)
             assert refused.status_code == 401 and refused.text.count("\n") == 1, refused.text
-            assert refused.text.startswith("cache /metrics: needs the operator token") and "S0042" not in refused.text
+            assert refused.text.startswith("cache /metrics: needs the metrics token") and "S0042" not in refused.text
             assert refused.headers["www-authenticate"].startswith("Basic")
         for headers in ({"authorization": f"Bearer {token}"},
                         {"authorization": "Basic " + base64.b64encode(f"prometheus:{token}".encode()).decode()}):
@@ -82,7 +82,7 @@ async def test_without_a_token_file_metrics_are_shut_and_a_bad_file_is_a_one_lin
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         shut = await client.get("/metrics", headers={"authorization": "Bearer " + "x" * 40})
     assert shut.status_code == 403 and shut.text == (
-        "cache /metrics: shut on this cache (set metrics.token_file to the operator token's file)\n")
+        "cache /metrics: shut on this cache (set metrics.token_file to the caches' metrics token's file)\n")
     (tmp_path / "short.token").write_text("abc\n")
     with pytest.raises(PosswarmError, match=r"^config 'metrics.token_file' .*short.token: want one token of at least"):
         node_metrics.gate(str(tmp_path / "short.token"))

@@ -48,6 +48,7 @@ class Network:
         self.central_keys = init_keys(workdir / "central" / "keys", self.releases)
         self.private_key, self.root_of_trust = self.central_keys.key("targets"), self.central_keys.root
         self.operator_token_file = write_operator_token(workdir / "central" / "operator.token")
+        self.metrics_token_file = write_operator_token(workdir / "central" / "metrics.token")  # the caches' own
         self.tracker_url: str | None = None
         self.seeder_url: str | None = None
 
@@ -110,7 +111,7 @@ class Network:
         doc["node"]["identity_dir"] = str(out)
         if node.role == "cache":
             doc["central"]["catalog_url"] = self.seeder_url
-            doc["metrics"] = {"token_file": str(self.operator_token_file)}
+            doc["metrics"] = {"token_file": str(self.metrics_token_file)}
             if self.wan_cap_kbps:
                 doc["wan"] = {"schedule": [f"daily 00:00-24:00 {self.wan_cap_kbps}"]}
         return doc
