@@ -71,6 +71,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "wan.download_limit_kbps": ("wan_download_kbps", "cache: WAN download cap in kbit/s (0 = none); LAN is never capped"),
     "wan.upload_limit_kbps": ("wan_upload_kbps", "cache: WAN upload cap in kbit/s, i.e. to other stores' caches (0 = none)"),
     "wan.schedule": ("wan_schedule", "cache: weekly store-local windows capping the WAN, e.g. 'mon-fri 08:00-20:00 4000'"),
+    "metrics.token_file": ("metrics_token_file", "cache: file with the token its /metrics requires (the caches' own,"
+                           " not central's operator token); '' = /metrics refuses everyone (403)"),
     "timing.catalog_poll_s": ("catalog_poll_s", "seconds between catalog polls"),
     "timing.status_every_s": ("status_every_s", "seconds between rewrites of status.json"),
     "timing.scrub_every_s": ("scrub_every_s", "seconds between re-reads of every held chunk against its BLAKE3"),
@@ -124,6 +126,7 @@ class NodeConfig:
     wan_download_kbps: int = 0
     wan_upload_kbps: int = 0
     wan_schedule: tuple[str, ...] = ()
+    metrics_token_file: str = ""
     catalog_poll_s: float = 10.0
     status_every_s: float = 1.0
     scrub_every_s: float = 21600.0
@@ -223,6 +226,9 @@ def _check(c: NodeConfig, source: str) -> None:
     if c.catalog_url and not c.catalog_url.startswith("https://"):
         raise PosswarmError(f"{source}: 'central.catalog_url' is {c.catalog_url!r}; central is reached over HTTPS only "
                             "(https://...), so nothing on the WAN can read or rewrite what it sends")
+    if c.metrics_token_file and not Path(c.metrics_token_file).is_file():
+        raise PosswarmError(f"{source}: 'metrics.token_file' {c.metrics_token_file} does not exist (write the operator"
+                            " token there, or set '' to keep /metrics shut)")
     if c.tls_ca and not Path(c.tls_ca).is_file():
         raise PosswarmError(f"{source}: 'central.tls_ca' {c.tls_ca} does not exist")
     for key, url in (("central.catalog_url", c.catalog_url), ("central.tracker_url", c.tracker_url),

@@ -99,7 +99,8 @@ class Node:
                 # The store catalog over TLS with the cache's node certificate: a device takes only a certified cache.
                 tls = cache_server_context(self.credential) if self.credential else None
                 # Scraped from the start; its parts (keeper, follower) come a moment later.
-                metrics = node_metrics.route(lambda: self.status() if self.follower else None)
+                metrics = node_metrics.route(lambda: self.status() if self.follower else None,
+                                             node_metrics.gate(c.metrics_token_file))
                 app = catalog_app(self.shelf, extra_routes=[metrics])
                 self.http_url = await nursery.start(partial(http_service.run, app, c.address, c.http_port,
                                                             ssl_context=tls))

@@ -12,16 +12,29 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from posswarm.lifecycle.states import ReleaseState
+from posswarm.operator_gate import OperatorGate, read_token
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Every life-cycle state a release can be in, each its own series (0 or 1): alerts can count any of them.
 RELEASE_STATES = tuple(state.value for state in ReleaseState)
 
 
-def route(status: Callable[[], dict | None]) -> Route:
-    """``GET /metrics`` on the cache's HTTP service: the node's status document (None while it starts), as gauges."""
+def gate(token_file: str) -> OperatorGate:
+    """Who may read a cache's /metrics: the holder of the token in ``metrics.token_file``; nobody when it is ''."""
+    token = read_token(token_file, source="config 'metrics.token_file'") if token_file else None
+    return OperatorGate(token, secret="metrics token", off="shut on this cache (set metrics.token_file to the "
+                        "caches' metrics token's file)",
+                        challenge='Basic realm="posswarm cache", charset="UTF-8"',
+                        fix="Authorization: Bearer <token>, or Basic with the token as password")
+
+
+def route(status: Callable[[], dict | None], operator: OperatorGate) -> Route:
+    """``GET /metrics`` on the cache's HTTP service: the node's status document (None while it starts), as gauges,
+    to whoever ``operator`` lets through."""
 
     async def metrics(request: Request) -> Response:
+        if (refused := operator.refusal(request, "cache /metrics")) is not None:
+            return refused
         doc = status()
         if doc is None:
             return Response(b"node starting: /metrics answers once its parts run (a few seconds)\n", 503,

@@ -12,13 +12,13 @@ from starlette.routing import Route
 
 from posswarm import logs
 from posswarm.errors import PosswarmError
+from posswarm.guess_limit import GuessLimit
 from posswarm.identity import enrolment_request
 from posswarm.identity.certificate import IdentityError
 from posswarm.wallclock import now_ms
 from seeder.bounded_body import BodyRefused, read_bounded
 from seeder.enrolment import certify_with
 from seeder.enrolment_tokens import TokenBook, TokenRefused
-from seeder.guess_limit import GuessLimit
 
 log = logs.get("seeder.enrolment")
 

@@ -25,12 +25,12 @@ from starlette.routing import Route
 from posswarm import logs
 from posswarm.errors import PosswarmError
 from posswarm.identity.revocations import RevokedNodes
+from posswarm.operator_gate import OperatorGate
 from posswarm.sales import batch_signature, stored
 from posswarm.sales.model import InvalidSale, Sale
 from posswarm.sqlite_file import open_db, transaction
 from posswarm.wallclock import now_ms
 from seeder.bounded_body import BodyRefused, read_bounded
-from seeder.operator_gate import OperatorGate
 
 log = logs.get("seeder.sales")
 
@@ -220,6 +220,15 @@ def export(store: SalesStore, out: IO[str], fmt: str) -> int:
     else:
         raise PosswarmError(f"sales export: unknown format {fmt!r}; use jsonl or csv")
     return count
+
+
+def operator_gate(token: str | None) -> OperatorGate:
+    """The gate on central's operator endpoints: shut without a token (sales totals are the retailer's revenue)."""
+    return OperatorGate(
+        token, as_json=True,
+        off="operator endpoints are off on this seeder (start `posswarm-seeder serve` with --operator-token-file)",
+        fix="Authorization: Bearer ...; `posswarm-seeder sales totals --operator-token-file` sends it",
+        challenge='Bearer realm="posswarm central"')
 
 
 def routes(store: SalesStore, authorities: Callable[[], list[Ed25519PublicKey]], operator: OperatorGate,

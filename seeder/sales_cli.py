@@ -31,7 +31,7 @@ def _totals(args) -> int:
 
     from posswarm.central_url import verify_for
     from posswarm.errors import PosswarmError
-    from seeder.operator_gate import read_token
+    from posswarm.operator_gate import read_token
 
     url = f"{args.central.rstrip('/')}/sales/totals"
     verify = verify_for(url, args.central_ca, what="sales totals")

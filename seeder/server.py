@@ -18,11 +18,11 @@ from posswarm.errors import PosswarmError
 from posswarm.identity import revocations
 from posswarm.identity.revocations import RevokedNodes
 from posswarm.keys import KeyRing, load_private_key, load_public_key
+from posswarm.operator_gate import read_token
 from posswarm.release import MANIFEST_NAME, TORRENT_NAME, verify_release
 from posswarm.service import run_until_signalled
 from posswarm.torrent.session import SessionConfig, TorrentSession
 from posswarm.trust.roles import role_public_keys
-from seeder.operator_gate import OperatorGate, read_token
 from seeder.rollout_watch import RolloutWatch
 from seeder.tuf_repository import DEFAULT_TIMESTAMP_EXPIRY_S, Repository
 
@@ -58,8 +58,7 @@ class Seeder:
         self.timestamp_expiry_s = timestamp_expiry_s
         self.sku_key = sku_key  # signs every SKU entry served (KEYS/sku.key); without it none is served
         self.enrolment_key = enrolment_key  # signs the certificates `posswarm enroll` asks for with a token
-        # Shut without a token: sales totals are the retailer's revenue, not for whoever reaches central.
-        self.operator = OperatorGate(read_token(operator_token_file) if operator_token_file else None)
+        self.operator_token = read_token(operator_token_file) if operator_token_file else None
         self.enrolment_keys: list = []  # of RELEASES/.tuf's root: what a cache's certificate must be signed by
         self.revoked = RevokedNodes()  # of RELEASES/.tuf's targets: node certificates no longer believed
         self.http = http
@@ -111,7 +110,8 @@ class Seeder:
         self.sales = sales.open_sales(self.sales_db)
         self.sku_catalog = sku.CentralCatalog(str(self.data_dir / "sku.sqlite"))
         tokens = TokenBook(self.data_dir) if self.enrolment_key is not None else None
-        return (sales.routes(self.sales, lambda: self.enrolment_keys, self.operator, self.revoked) + sku.routes(self.sku_catalog)
+        return (sales.routes(self.sales, lambda: self.enrolment_keys, sales.operator_gate(self.operator_token),
+                             self.revoked) + sku.routes(self.sku_catalog)
                 + enrolment_http.routes(tokens, self.enrolment_key))
 
     async def scan(self) -> None:
@@ -240,7 +240,7 @@ def serve_main(args) -> int:
     )
     if seeder.enrolment_key is not None:
         load_private_key(seeder.enrolment_key)  # a wrong path stops serve now, not at the first till's enrolment
-    if not seeder.operator.open:
+    if seeder.operator_token is None:
         log.warning("operator.endpoints_off", fix="pass --operator-token-file FILE to serve /sales/totals to "
                     "operators holding that token; without it they are refused")
     if seeder.timestamp_key is None:

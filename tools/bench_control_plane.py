@@ -109,7 +109,7 @@ async def _measure(root: Path, args) -> dict:
                 cpu1 = {name: _cpu_seconds(pid) for name, pid in lab.pids.items()}
                 memory = {name: _memory_mb(pid) for name, pid in lab.pids.items()}
                 caches.cancel_scope.cancel()
-            peers = (await client.get(f"{lab.tracker_url}/stats")).json()
+            peers = (await client.get(f"{lab.tracker_url}/stats", headers=lab.operator_headers)).json()
         nursery.cancel_scope.cancel()
     central = {name: {"cpu_percent_of_one_core": round(100 * (cpu1[name] - cpu0[name]) / elapsed, 1),
                       **{k: round(v, 1) for k, v in memory[name].items()}} for name in cpu0}

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools.lab import bin_path
+from tools.lab import bin_path, write_operator_token
 from tools.tracker_load import PASSKEY, PEERS_PER_TORRENT, STORES, WORKER, peer_of, pin_to, run_load
 
 # ---- the trackers -------------------------------------------------------------------------------
@@ -78,7 +78,7 @@ class _Tracker:
 
 
 def _posswarm(http: int, udp: int) -> _Tracker:
-    return _Tracker("posswarm-tracker", [bin_path("posswarm-tracker"), "serve", "--open", "--listen",
+    return _Tracker("posswarm-tracker", [bin_path("posswarm-tracker"), "serve", "--open", "--open-stats", "--listen",
                                          f"127.0.0.1:{http}", "--udp", f"127.0.0.1:{udp}", "--log-level", "error",
                                          "--policy", "completeness"], http, udp)
 
@@ -124,8 +124,10 @@ def _production(http: int, udp: int, workdir: Path, catalog: str) -> _Tracker:
     # Central's way: private, store-first, a passkey per store, ip= believed from no proxy.
     config = workdir / "tracker.toml"
     passkeys = "".join(f'S{store:04d} = "{PASSKEY.format(store=store)}"\n' for store in range(STORES))
+    token = write_operator_token(workdir / "operator.token")
     config.write_text(f'listen = "127.0.0.1:{http}"\nudp = "127.0.0.1:{udp}"\ncatalog = "{catalog}"\n'
-                      f'policy = "store-first"\ntrusted_proxies = []\n[passkeys]\n{passkeys}')
+                      f'policy = "store-first"\ntrusted_proxies = []\noperator_token_file = "{token}"\n'
+                      f'[passkeys]\n{passkeys}')
     return _Tracker("posswarm-tracker (production)", [bin_path("posswarm-tracker"), "serve", "--config", str(config),
                                                       "--log-level", "error"], http, udp)
 

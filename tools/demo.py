@@ -86,7 +86,8 @@ async def _demo(root: Path, args, console: Console) -> dict:
     async with trio.open_nursery() as nursery:
         with trio.fail_after(60):
             await lab.start_central(nursery)
-            console.print(f"tracker {lab.tracker_url}   seeder {lab.seeder_url}")
+            console.print(f"tracker {lab.tracker_url}   seeder {lab.seeder_url}   "
+                          f"operator token {lab.operator_token_file}")
             for node in lab.nodes:
                 await lab.start_node(nursery, node)
         console.print(f"started {len(lab.nodes)} nodes; publishing {RELEASE} {VERSION} ...")
@@ -162,7 +163,7 @@ async def _tracker_view(lab: Lab) -> dict:
     """What the tracker's /stats says of this store: the network engineer's view of the same rollout."""
     try:
         async with httpx.AsyncClient(timeout=5) as client:
-            response = await client.get(f"{lab.tracker_url}/stats")
+            response = await client.get(f"{lab.tracker_url}/stats", headers=lab.operator_headers)
             response.raise_for_status()
             store = response.json()["releases"][f"{RELEASE}@{VERSION}"]["stores"][lab.store]
     except (httpx.HTTPError, KeyError, ValueError) as exc:

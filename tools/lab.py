@@ -69,8 +69,11 @@ class Lab:
         # Central's role keys and root of trust, as `posswarm-seeder keys init` makes them.
         self.central_keys = init_keys(self.keys, self.releases)
         self.private_key, self.root_of_trust = self.central_keys.key("targets"), self.central_keys.root
-        # The lab's operator holds a token like any other: central's totals are shut without one.
+        # The lab's operator holds a token like any other: central's totals and the tracker's stats are shut without
+        # one. The caches' /metrics take a token of their own: a scraper that cannot verify whom it reads (a cache's
+        # certificate names a node, not an address) must not carry central's.
         self.operator_token_file = write_operator_token(self.root / "central" / "operator.token")
+        self.metrics_token_file = write_operator_token(self.root / "central" / "metrics.token")
         # How a client verifies central's HTTPS: the enrolment authority its certificate is under.
         self.central_tls = central_context(self.central_keys.authority)
         self.tracker_url: str | None = None
@@ -80,6 +83,11 @@ class Lab:
         self.nodes: list[LabNode] = [self._node("cache", "cache", f"127.{self.net}.1.1")]
         for i in range(devices):
             self.nodes.append(self._node(f"till-{i + 1:02d}", "device", f"127.{self.net}.1.{10 + i}"))
+
+    @property
+    def operator_headers(self) -> dict[str, str]:
+        """What an operator's client sends to read the tracker's stats or central's totals."""
+        return {"authorization": f"Bearer {self.operator_token_file.read_text().strip()}"}
 
     @property
     def cache(self) -> LabNode:
@@ -101,7 +109,8 @@ class Lab:
         self.tracker_url = await nursery.start(partial(
             run_process, "tracker",
             [bin_path("posswarm-tracker"), "serve", "--listen", f"{self.central_ip}:0",
-             "--interval", str(self.announce_interval_s), "--open"],
+             "--interval", str(self.announce_interval_s), "--open",
+             "--operator-token-file", str(self.operator_token_file)],
             self.logs / "tracker.log", pids=self.pids, exited=self.exited,
         ))
         seeder_ip = f"{self.central_ip.rsplit('.', 1)[0]}.3"
@@ -140,6 +149,7 @@ class Lab:
         }
         if node.role == "cache":
             doc["central"]["catalog_url"] = self.seeder_url
+            doc["metrics"] = {"token_file": str(self.metrics_token_file)}
         for section, values in (extra or {}).items():
             doc.setdefault(section, {}).update(values)
         doc["node"]["identity_dir"] = str(self._credential(node, doc["node"]["class"]))

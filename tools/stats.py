@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -13,7 +14,11 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from posswarm.errors import PosswarmError
+from posswarm.operator_gate import read_token
 from tools.store_watch import StoreWatch
+
+TOKEN_FILE_ENV = "POSSWARM_OPERATOR_TOKEN_FILE"  # a file's path, never the token: a command line is world-readable
 
 
 class _UsageError(Exception):
@@ -32,6 +37,8 @@ class _Unreadable(Exception):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="posswarm-stats", description="per-store release progress and WAN-once figures from a tracker")
     p.add_argument("--tracker", required=True, help="tracker base URL, e.g. http://tracker:6969")
+    p.add_argument("--token-file", default=os.environ.get(TOKEN_FILE_ENV),
+                   help=f"file with the operator token the tracker was started with (default: ${TOKEN_FILE_ENV})")
     p.add_argument("--release", help="only this release (NAME@VERSION, or an info-hash in hex)")
     p.add_argument("--store", help="only this store")
     p.add_argument("--json", action="store_true", help="print the raw /stats JSON")
@@ -52,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.every <= 0 or (args.rounds is not None and args.rounds < 1):
             raise _UsageError("--every must be above 0 and --rounds at least 1")
-    except _UsageError as exc:
+        args.headers = {"authorization": f"Bearer {read_token(args.token_file, source='--token-file')}"} \
+            if args.token_file else {}
+    except (_UsageError, PosswarmError) as exc:
         print(f"posswarm-stats: {exc}", file=sys.stderr)
         return 2
     try:
@@ -123,7 +132,7 @@ def _fetch(args) -> dict:
     base = args.tracker.rstrip("/").removesuffix("/announce")
     params = {k: v for k, v in {"release": args.release, "store": args.store}.items() if v}
     try:
-        response = httpx.get(f"{base}/stats", params=params, timeout=10.0)
+        response = httpx.get(f"{base}/stats", params=params, headers=args.headers, timeout=10.0)
         response.raise_for_status()
         doc = response.json()
         if not isinstance(doc["releases"], dict):
@@ -132,6 +141,15 @@ def _fetch(args) -> dict:
     except (httpx.TransportError, httpx.InvalidURL, httpx.UnsupportedProtocol):
         raise _Unreadable(f"cannot reach tracker at {args.tracker} (is posswarm-tracker running?)") from None
     except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 401:
+            sent = "refused the operator token" if args.headers else "needs the operator token"
+            raise _Unreadable(f"tracker at {args.tracker} {sent} on /stats (HTTP 401): pass --token-file FILE (or "
+                              f"set {TOKEN_FILE_ENV}) with the file the tracker was started with "
+                              "(--operator-token-file)") from None
+        if exc.response.status_code == 429:
+            raise _Unreadable(f"tracker at {args.tracker} holds this address after too many wrong operator tokens "
+                              f"(HTTP 429): retry in {exc.response.headers.get('retry-after', 'a few')} s with the "
+                              "right --token-file") from None
         raise _Unreadable(f"tracker at {args.tracker} answered HTTP {exc.response.status_code} on /stats "
                           "(is it a posswarm-tracker?)") from None
     except (ValueError, KeyError, TypeError):

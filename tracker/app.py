@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from posswarm import logs
 from posswarm.errors import PosswarmError
+from posswarm.operator_gate import OperatorGate
 from tracker import dashboard, dashboard_store, fleet, forked, stats
 from tracker.announce import MAX_TEXT
 from tracker.desk import Desk
@@ -135,8 +136,15 @@ def encode_json(value) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def make_app(snapshot: StatsSnapshot, metrics: TrackerMetrics) -> Starlette:
-    """An ASGI app showing the snapshot of the desk's swarms."""
+def make_app(snapshot: StatsSnapshot, metrics: TrackerMetrics, operator: OperatorGate) -> Starlette:
+    """An ASGI app showing the snapshot of the desk's swarms to whoever ``operator`` lets through (/healthz to all)."""
+
+    def guarded(what: str, route: Callable) -> Callable:
+        async def checked(request: Request) -> Response:
+            refused = operator.refusal(request, what)
+            return refused if refused is not None else await route(request)
+
+        return checked
 
     async def stats_route(request: Request) -> Response:
         q = request.query_params
@@ -174,11 +182,11 @@ def make_app(snapshot: StatsSnapshot, metrics: TrackerMetrics) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/stats", stats_route, methods=["GET"]),
-            Route("/metrics", metrics_route, methods=["GET"]),
-            Route("/", dashboard_route, methods=["GET"]),
-            Route("/healthz", health_route, methods=["GET"]),
-            Route("/stores", search_route, methods=["GET"]),
-            Route("/store/{store:path}", store_route, methods=["GET"]),
+            Route("/stats", guarded("tracker /stats", stats_route), methods=["GET"]),
+            Route("/metrics", guarded("tracker /metrics", metrics_route), methods=["GET"]),
+            Route("/", guarded("tracker dashboard", dashboard_route), methods=["GET"]),
+            Route("/healthz", health_route, methods=["GET"]),  # a load balancer's probe: open, and tells nothing
+            Route("/stores", guarded("tracker store search", search_route), methods=["GET"]),
+            Route("/store/{store:path}", guarded("tracker store page", store_route), methods=["GET"]),
         ]
     )

@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="track any torrent, no passkey (a public tracker; for labs and standard clients)")
     s.add_argument("--catalog", help="private mode: the seeder's catalog URL, e.g. https://seeder:8000/catalog")
     s.add_argument("--catalog-ca", help="CA certificate the seeder's HTTPS chains to (e.g. KEYS/enrolment-ca.crt)")
+    s.add_argument("--operator-token-file",
+                   help="file with the operator token /stats, /metrics and the dashboard require (required unless "
+                        "--open-stats)")
+    s.add_argument("--open-stats", action="store_true", default=None,
+                   help="show /stats, /metrics and the dashboard to anyone who reaches the tracker (labs only)")
     s.add_argument("--config", help="TOML file with the keys documented in tracker/config.py")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
@@ -48,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         overrides = {"interval": args.interval, "policy": args.policy, "cross_store": args.cross_store,
                      "udp": args.udp, "open": args.open, "catalog": args.catalog,
-                     "catalog_ca": args.catalog_ca}
+                     "catalog_ca": args.catalog_ca, "operator_token_file": args.operator_token_file,
+                     "open_stats": args.open_stats}
         if args.listen is not None:
             overrides["host"], overrides["port"] = tracker_config.parse_listen(args.listen)
         if args.config:

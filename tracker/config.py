@@ -52,6 +52,10 @@ class TrackerConfig:
     idle_timeout   -- seconds a kept-alive connection may wait for its next request (default 30)
     peer_store     -- "memory" (default; one process) or "redis" (several trackers share one swarm view)
     redis_url      -- peer_store = "redis": where (default "redis://127.0.0.1:6379/0")
+    operator_token_file -- file holding the operator token /stats, /metrics, the dashboard and store pages require
+                      (Bearer, or Basic with the token as password); default none, and then the tracker refuses to
+                      start unless open_stats is true
+    open_stats     -- show /stats, /metrics and the dashboard to anyone who reaches the tracker (default false)
     """
 
     host: str = "127.0.0.1"
@@ -84,6 +88,8 @@ class TrackerConfig:
     idle_timeout: int = 30
     peer_store: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    operator_token_file: str | None = None
+    open_stats: bool = False
 
     @property
     def effective_min_interval(self) -> int:
@@ -188,6 +194,13 @@ def validate(config: TrackerConfig) -> TrackerConfig:
     if config.catalog_ca is not None and not Path(config.catalog_ca).is_file():
         raise PosswarmError(f"tracker config catalog_ca = {config.catalog_ca!r}: no such file (the CA certificate "
                             "central's HTTPS is under, e.g. KEYS/enrolment-ca.crt)")
+    if config.operator_token_file is not None and not isinstance(config.operator_token_file, str):
+        raise PosswarmError(f"tracker config operator_token_file = {config.operator_token_file!r}: must be a path")
+    if not isinstance(config.open_stats, bool):
+        raise PosswarmError(f"tracker config open_stats = {config.open_stats!r}: must be true or false")
+    if config.open_stats and config.operator_token_file:
+        raise PosswarmError("tracker config: open_stats and operator_token_file both set (keep the token file: "
+                            "open_stats shows the stats to anyone)")
     if config.peer_store not in PEER_STORES:
         raise PosswarmError(f"tracker config peer_store = {config.peer_store!r}: choose memory or redis")
     return config

@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from posswarm import operator_gate
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 CACHE_STATES = ("absent", "downloading", "seeding", "installed")
 DEVICE_STATES = ("total", "installed", "staged", "downloading", "stalled")
@@ -30,6 +32,10 @@ class TrackerMetrics:
             "posswarm_tracker_connections_refused", "HTTP connections closed on arrival: its address or the tracker full",
             registry=self.registry,
         )
+        self.operator_refused = Counter(
+            "posswarm_tracker_operator_refused", "Reads of /stats, /metrics or the dashboard refused, by reason: no "
+            "operator token, a wrong one, or its address past its wrong guesses", ["reason"], registry=self.registry,
+        )
         self._children: dict[tuple[str, str, bool], object] = {}
         # Every series exists from the start (at 0): a rate() or an alert over it needs no first event.
         for transport in ("http", "udp"):
@@ -38,6 +44,8 @@ class TrackerMetrics:
                     self.count(transport, kind, ok, by=0)
         for reason in ("garbage", "unproven"):
             self.udp_dropped.labels(reason)
+        for reason in operator_gate.REASONS:
+            self.operator_refused.labels(reason)
 
     def count(self, transport: str, kind: str, ok: bool, *, by: int = 1) -> None:
         # labels() costs a lock and a lookup; on the announce path the child is looked up once.
@@ -45,6 +53,9 @@ class TrackerMetrics:
         if child is None:
             child = self._children[(transport, kind, ok)] = self.requests.labels(transport, kind, "ok" if ok else "refused")
         child.inc(by)
+
+    def refused_operator(self, reason: str) -> None:
+        self.operator_refused.labels(reason).inc()
 
     def refused_connection(self) -> None:
         self.refused.inc()

@@ -10,6 +10,8 @@ import trio
 
 from posswarm import logs
 from posswarm.errors import PosswarmError
+from posswarm.operator_credential import MAKE_ONE
+from posswarm.operator_gate import OperatorGate, read_token
 from tracker import http_server, published, udp_server
 from tracker.access import Access
 from tracker.app import StatsSnapshot, make_app
@@ -33,6 +35,18 @@ def open_peer_store(config: TrackerConfig) -> PeerStore:
                            caps=caps)
 
 
+def operator_gate(config: TrackerConfig, metrics: TrackerMetrics) -> OperatorGate:
+    """Who may read /stats, /metrics and the dashboard; PosswarmError when the config names nobody and is not open."""
+    if not config.operator_token_file and not config.open_stats:
+        raise PosswarmError("tracker: /stats, /metrics and the dashboard need an operator credential: pass "
+                            f"--operator-token-file FILE (make one: {MAKE_ONE}), or --open-stats to show them to anyone")
+    token = read_token(config.operator_token_file, source="tracker operator_token_file") \
+        if config.operator_token_file else None
+    return OperatorGate(token, open_to_all=config.open_stats, challenge='Basic realm="posswarm tracker", charset="UTF-8"',
+                        fix="Authorization: Bearer <token>, or Basic with the token as password; "
+                            "`posswarm-stats --token-file` sends it", on_refused=metrics.refused_operator)
+
+
 def access_rules(config: TrackerConfig) -> Access:
     """The admission rules the config describes (the published hashes come later, from the catalog)."""
     return Access(open=config.open, passkeys=config.passkeys, central=config.central_passkeys,
@@ -54,13 +68,14 @@ async def run(
     is wall time because trackers sharing a Redis store compare each other's timestamps.
     ``access`` defaults to the config's rules; private mode then polls ``config.catalog``.
     """
+    metrics = TrackerMetrics()
+    operator = operator_gate(config, metrics)  # before anything is opened: a tracker without one does not start
     store = store if store is not None else open_peer_store(config)
     polled = access is None and not config.open
     access = access if access is not None else access_rules(config)
     desk = Desk(config, store, access)
     snapshot = StatsSnapshot(desk, clock, config.stats_every)
-    metrics = TrackerMetrics()
-    app = make_app(snapshot, metrics)
+    app = make_app(snapshot, metrics, operator)
     async with trio.open_nursery() as nursery:
         await nursery.start(snapshot.run)
         try:
@@ -81,6 +96,9 @@ async def run(
             await nursery.start(partial(published.run, access, config.catalog, config.catalog_poll,
                                         ca=config.catalog_ca))
         nursery.start_soon(_expire_forever, store, min(config.effective_peer_ttl, 60), clock)
+        if config.open_stats:
+            log.warning("stats.open", fix="anyone who reaches the tracker reads /stats, /metrics and the dashboard; "
+                        "start it with --operator-token-file FILE instead")
         log.info("listening", url=url, udp=udp, open=config.open, policy=config.policy,
                  interval=config.interval, peer_store=config.peer_store)
         task_status.started(url)

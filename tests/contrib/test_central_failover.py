@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from tests.tracker.conftest import redis_url, stop_with_the_test, tracker_process  # noqa: F401  (real redis-server and trackers)
+from tools.lab import write_operator_token
 
 CONFIG = Path(__file__).resolve().parents[2] / "contrib" / "haproxy" / "posswarm-central.cfg"
 H = b"\x66" * 20
@@ -70,9 +71,9 @@ async def _healthy(client: httpx.AsyncClient) -> bool:
 
 async def test_killing_one_tracker_mid_rollout_loses_no_store_and_the_dashboard_stays_up(
         nursery, tmp_path, redis_url, tracker_process):  # noqa: F811
-    config = tmp_path / "tracker.toml"
+    config, token = tmp_path / "tracker.toml", write_operator_token(tmp_path / "operator.token")
     config.write_text(f'listen = "127.0.0.1:0"\nopen = true\npeer_store = "redis"\nredis_url = "{redis_url}"\n'
-                      "interval = 5\n")
+                      f'interval = 5\noperator_token_file = "{token}"\n')
     front = _free_port()
     with trio.fail_after(60):
         (first, doomed), second = await tracker_process(config, with_process=True), await tracker_process(config)
@@ -97,8 +98,10 @@ async def test_killing_one_tracker_mid_rollout_loses_no_store_and_the_dashboard_
                     hosts = {bytes(peers[i:i + 4]) for i in range(0, len(peers), 6)}
                     assert hosts and all(h[:2] == bytes([10, store]) for h in hosts), (store, till, hosts)
                     answered += 1
-            stats = (await client.get("/stats")).json()["releases"]["pos-os@2026.11"]
-            page = await client.get("/")
+            # The operator's token is the same on both trackers: whichever answers, it is let in.
+            operator = {"authorization": f"Bearer {token.read_text()}"}
+            stats = (await client.get("/stats", headers=operator)).json()["releases"]["pos-os@2026.11"]
+            page = await client.get("/", headers=operator)
     assert answered == STORES * TILLS
     assert stats["stores_total"] == STORES and stats["devices_installed"] == STORES * TILLS
     assert page.status_code == 200 and f"<b>{STORES}</b> stores" in page.text

@@ -24,6 +24,8 @@ test ! -e /opt/posswarm && test ! -e /etc/posswarm && ! getent passwd posswarm >
 dpkg -i /tmp/pkg/posswarm.deb
 getent passwd posswarm | grep -q ':/usr/sbin/nologin$'
 stat -c '%U %a' /etc/posswarm/tracker.toml | grep -qx 'root 600'
+stat -c '%U %a' /etc/posswarm/operator.token | grep -qx 'root 600'
+test "$(wc -c < /etc/posswarm/operator.token)" -ge 23  # a token of 22 characters at least, and its newline
 for tool in posswarm posswarm-seeder posswarm-tracker posswarm-stats; do "$tool" --help >/dev/null; done
 echo "default config: $(posswarm node --config /etc/posswarm/node.toml --check-config 2>&1 || true)"
 posswarm-seeder keys init --keys /tmp/central-keys --releases /tmp/central-releases >/dev/null

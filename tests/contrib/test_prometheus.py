@@ -96,7 +96,9 @@ async def test_prometheus_scrapes_tracker_and_cache_and_the_rules_and_panels_eva
     config = (config.replace("30s", "1s").replace("/etc/prometheus/posswarm-alerts.yml", str(RULES))
               .replace('"tracker-1.central.example:6969", "tracker-2.central.example:6969"',
                        json.dumps(lab.tracker_url.removeprefix("http://")))
-              .replace("/etc/prometheus/posswarm-caches.json", str(tmp_path / "caches.json")))
+              .replace("/etc/prometheus/posswarm-caches.json", str(tmp_path / "caches.json"))
+              .replace("/etc/prometheus/posswarm-operator.token", str(lab.operator_token_file))
+              .replace("/etc/prometheus/posswarm-cache-metrics.token", str(lab.metrics_token_file)))
     (tmp_path / "caches.json").write_text(json.dumps([{"targets": [cache_url.removeprefix("https://")],
                                                         "labels": {"store": lab.store}}]))
     (tmp_path / "prometheus.yml").write_text(config)

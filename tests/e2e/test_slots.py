@@ -43,7 +43,8 @@ async def tracker_store(lab: Lab, version: str, check) -> dict:
     """The tracker's view of the lab store for the image release, once ``check`` holds for it (nodes announce every 2 s)."""
     async with httpx.AsyncClient() as client:
         while True:
-            doc = (await client.get(f"{lab.tracker_url}/stats", params={"store": lab.store})).json()
+            doc = (await client.get(f"{lab.tracker_url}/stats", params={"store": lab.store},
+                                    headers=lab.operator_headers)).json()
             store = doc["releases"].get(f"{NAME}@{version}", {}).get("stores", {}).get(lab.store)
             if store is not None and check(store):
                 return store

@@ -55,6 +55,7 @@ def test_a_good_config_loads_with_defaults(tmp_path):
         ({"central__tracker_url": "ftp://x"}, "'central.tracker_url'"),
         ({"node__role": "cache", "central__catalog_url": "http://central:8080"}, "central is reached over HTTPS only"),
         ({"central__tls_ca": "/nonexistent/ca.crt"}, "'central.tls_ca'"),
+        ({"metrics__token_file": "/nonexistent/operator.token"}, "'metrics.token_file'"),
         ({"install__slots": ["/dev/sda2"]}, "'install.slots' must name two different absolute paths"),
         ({"install__slots": ["/dev/sda2", "/dev/sda2"]}, "'install.slots' must name two different absolute paths"),
         ({"install__slots": ["/dev/sda2", "/dev/sda3"]}, "needs 'install.bootloader_env'"),

@@ -16,12 +16,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tuf.api.metadata import Metadata, Root
 
 from posswarm.errors import PosswarmError
+from posswarm.guess_limit import BURST, GuessLimit
 from posswarm.identity import enrolment_request
 from posswarm.identity.credential import check_matches, load_credential
 from posswarm.trust.roles import role_public_keys
 from posswarm.wallclock import now_ms
 from seeder.enrolment_tokens import TOKENS_FILE, TokenBook, digest
-from seeder.guess_limit import BURST, GuessLimit
 from tests.seeder.test_cli import assert_one_line_error
 from tests.seeder.test_keys_cli import ok, run
 from tools.lab import Lab

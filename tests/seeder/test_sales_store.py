@@ -27,7 +27,6 @@ from posswarm.sales import batch_signature, stored
 from posswarm.sales.model import Line, Sale, Tender
 from posswarm.wallclock import now_ms
 from seeder import cli, sales
-from seeder.operator_gate import OperatorGate
 from seeder.sku import CentralCatalog, read_csv
 from tests.posswarm.test_identity import credential_in
 
@@ -129,7 +128,7 @@ async def test_ingest_route_validates_and_dedupes(nursery, tmp_path):
     cache = load_credential(credential_in(tmp_path, authority, node_id="cache", role="cache"),
                             (authority.public_key(),), now=datetime.datetime.now(datetime.UTC))
     operator = "op-" + "x" * 30
-    app = Starlette(routes=sales.routes(store, lambda: [authority.public_key()], OperatorGate(operator)))
+    app = Starlette(routes=sales.routes(store, lambda: [authority.public_key()], sales.operator_gate(operator)))
     url = await nursery.start(http_service.run, app, "127.0.0.1", 0)
     body = msgpack.packb([_sale("till-1", 1).to_wire(), _sale("till-1", 2).to_wire()])
 
@@ -154,7 +153,7 @@ async def test_ingest_route_validates_and_dedupes(nursery, tmp_path):
         for wrong in ({}, {"authorization": f"Bearer {operator}x"}, {"authorization": f"Basic {operator}"}):
             refused = await client.get("/sales/totals", headers=wrong)
             assert refused.status_code == 401 and "needs the operator token" in refused.json()["error"]
-    shut = Starlette(routes=sales.routes(store, lambda: [authority.public_key()], OperatorGate(None)))
+    shut = Starlette(routes=sales.routes(store, lambda: [authority.public_key()], sales.operator_gate(None)))
     url = await nursery.start(http_service.run, shut, "127.0.0.1", 0)
     async with httpx.AsyncClient(base_url=url) as client:
         refused = await client.get("/sales/totals", headers={"authorization": f"Bearer {operator}"})

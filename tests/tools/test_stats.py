@@ -5,13 +5,26 @@ import socket
 from urllib.parse import quote_from_bytes
 
 import httpx
+import pytest
 import trio
 from rich.console import Console
 
+from posswarm.guess_limit import BURST
 from tools import stats
+from tools.lab import write_operator_token
 from tools.store_watch import StoreWatch
 from tracker import server
 from tracker.config import TrackerConfig
+
+
+@pytest.fixture
+def token_file(tmp_path):
+    """The operator token the trackers of these tests are started with, as an operator's file holds it."""
+    return write_operator_token(tmp_path / "operator.token")
+
+
+def guarded(token_file, **settings) -> TrackerConfig:
+    return TrackerConfig(port=0, open=True, operator_token_file=str(token_file), **settings)
 
 
 async def feed(url):
@@ -30,15 +43,16 @@ async def feed(url):
             assert b"failure" not in (await client.get("/announce?" + raw)).content
 
 
-async def test_tables_show_progress_cache_and_wan_amplification(nursery, capsys):
-    url = await nursery.start(server.run, TrackerConfig(port=0, open=True))
+async def test_tables_show_progress_cache_and_wan_amplification(nursery, capsys, token_file):
+    url = await nursery.start(server.run, guarded(token_file))
     await feed(url)
-    assert await trio.to_thread.run_sync(stats.main, ["--tracker", url]) == 0
+    assert await trio.to_thread.run_sync(stats.main, ["--tracker", url, "--token-file", str(token_file)]) == 0
     out = capsys.readouterr().out
     assert "pos-os@2026.11" in out and "store-17" in out and "store-42" in out
     assert "1/2 (50 %)" in out and "installed" in out and "downloading" in out and "1.50" in out
 
-    assert await trio.to_thread.run_sync(stats.main, ["--tracker", url + "/announce", "--store", "store-42",
+    assert await trio.to_thread.run_sync(stats.main, ["--tracker", url + "/announce", "--token-file", str(token_file),
+                                                      "--store", "store-42",
                                                       "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert list(doc["releases"]["pos-os@2026.11"]["stores"]) == ["store-42"]
@@ -52,9 +66,10 @@ def test_unreachable_tracker_is_one_line_exit_1(capsys):
     assert capsys.readouterr().err == f"posswarm-stats: cannot reach tracker at {url} (is posswarm-tracker running?)\n"
 
 
-async def test_a_server_that_is_not_a_tracker_is_reported(nursery, capsys):
-    url = await nursery.start(server.run, TrackerConfig(port=0, open=True))
-    assert await trio.to_thread.run_sync(stats.main, ["--tracker", url + "/nothing-here"]) == 1
+async def test_a_server_that_is_not_a_tracker_is_reported(nursery, capsys, token_file):
+    url = await nursery.start(server.run, guarded(token_file))
+    assert await trio.to_thread.run_sync(stats.main, ["--tracker", url + "/nothing-here", "--token-file",
+                                                      str(token_file)]) == 1
     assert "answered HTTP 404" in capsys.readouterr().err
 
 
@@ -65,12 +80,13 @@ class Clock:
         return self.now
 
 
-async def test_alert_exit_codes_name_the_offending_stores(nursery, capsys):
+async def test_alert_exit_codes_name_the_offending_stores(nursery, capsys, token_file):
     clock = Clock()
-    config = TrackerConfig(port=0, open=True, interval=10, stats_every=0.001)  # a fresh /stats after the clock jumps
+    config = guarded(token_file, interval=10, stats_every=0.001)  # a fresh /stats after the clock jumps
     url = await nursery.start(lambda task_status: server.run(config, clock=clock, task_status=task_status))
     await feed(url)
-    run = lambda *argv: trio.to_thread.run_sync(stats.main, ["--tracker", url, *argv])  # noqa: E731
+    run = lambda *argv: trio.to_thread.run_sync(  # noqa: E731
+        stats.main, ["--tracker", url, "--token-file", str(token_file), *argv])
     assert await run("--fail-if-amplification-above", "1.6", "--fail-if-stalled") == 0
     assert await run("--fail-if-amplification-above", "1.2") == 1
     assert capsys.readouterr().err == (
@@ -82,11 +98,12 @@ async def test_alert_exit_codes_name_the_offending_stores(nursery, capsys):
     assert captured.err == "posswarm-stats: pos-os@2026.11: stalled devices in store-17 (till-2)\n"
 
 
-async def test_watch_redraws_then_stops_after_its_rounds(nursery, capsys):
-    url = await nursery.start(server.run, TrackerConfig(port=0, open=True))
+async def test_watch_redraws_then_stops_after_its_rounds(nursery, capsys, token_file):
+    url = await nursery.start(server.run, guarded(token_file))
     await feed(url)
     with trio.fail_after(20):
-        assert await trio.to_thread.run_sync(stats.main, ["--tracker", url, "--watch", "--every", "0.05",
+        assert await trio.to_thread.run_sync(stats.main, ["--tracker", url, "--token-file", str(token_file), "--watch",
+                                                          "--every", "0.05",
                                                           "--rounds", "3"]) == 0
     assert "store-42" in capsys.readouterr().out
     assert stats.main(["--tracker", url, "--watch", "--every", "0"]) == 2
@@ -102,12 +119,13 @@ async def _announce_till_2(url: str, lan: int) -> None:
         assert b"failure" not in (await client.get("/announce?" + raw)).content
 
 
-async def test_store_watch_shows_each_till_with_a_bar_and_its_receive_rate_over_rounds(nursery):
-    config = TrackerConfig(port=0, open=True, stats_every=0.001)
+async def test_store_watch_shows_each_till_with_a_bar_and_its_receive_rate_over_rounds(nursery, token_file):
+    config = guarded(token_file, stats_every=0.001)
     url = await nursery.start(server.run, config)
     await feed(url)
     view = StoreWatch("store-17")
-    async with httpx.AsyncClient(base_url=url) as client:
+    token = token_file.read_text().strip()
+    async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {token}"}) as client:
         for round_, lan in enumerate((1_000_000, 1_200_000, 1_700_000, 1_700_000)):
             await _announce_till_2(url, lan)
             view.update((await client.get("/stats", params={"store": "store-17"})).json(), now=10.0 * round_)
@@ -123,15 +141,44 @@ async def test_store_watch_shows_each_till_with_a_bar_and_its_receive_rate_over_
     assert lines[0].strip() == "store store-17"
 
 
-async def test_watch_of_one_store_runs_from_the_command_line(nursery, capsys):
-    url = await nursery.start(server.run, TrackerConfig(port=0, open=True))
+async def test_watch_of_one_store_runs_from_the_command_line(nursery, capsys, token_file):
+    url = await nursery.start(server.run, guarded(token_file))
     await feed(url)
     with trio.fail_after(20):
-        assert await trio.to_thread.run_sync(stats.main, ["--tracker", url, "--store", "store-17", "--watch",
+        assert await trio.to_thread.run_sync(stats.main, ["--tracker", url, "--token-file", str(token_file),
+                                                          "--store", "store-17", "--watch",
                                                           "--every", "0.05", "--rounds", "2"]) == 0
     out = capsys.readouterr().out
     assert "store store-17" in out and "till-2" in out and "store-42" not in out
     with trio.fail_after(20):
-        assert await trio.to_thread.run_sync(stats.main, ["--tracker", url, "--store", "S-none", "--watch",
+        assert await trio.to_thread.run_sync(stats.main, ["--tracker", url, "--token-file", str(token_file),
+                                                          "--store", "S-none", "--watch",
                                                           "--rounds", "1"]) == 0
     assert "store S-none: no node of this store has announced" in capsys.readouterr().out
+
+
+async def test_a_missing_or_wrong_token_is_one_line_naming_the_tracker_and_the_fix(nursery, token_file, tmp_path,
+                                                                                    capsys, monkeypatch):
+    url = await nursery.start(server.run, guarded(token_file))
+    wrong = write_operator_token(tmp_path / "wrong.token")
+    for argv, said in (([], "needs the operator token"), (["--token-file", str(wrong)], "refused the operator token")):
+        assert await trio.to_thread.run_sync(stats.main, ["--tracker", url, *argv]) == 1
+        err = capsys.readouterr().err
+        assert err == (f"posswarm-stats: tracker at {url} {said} on /stats (HTTP 401): pass --token-file FILE (or set "
+                       f"{stats.TOKEN_FILE_ENV}) with the file the tracker was started with (--operator-token-file)\n")
+    (tmp_path / "short.token").write_text("abc")
+    assert stats.main(["--tracker", url, "--token-file", str(tmp_path / "short.token")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--token-file" in err and "short.token" in err and "abc" not in err
+    for _ in range(BURST):  # past the wrong tokens an address may send, it is told to wait, not that it is wrong
+        await trio.to_thread.run_sync(stats.main, ["--tracker", url, "--token-file", str(wrong)])
+    capsys.readouterr()
+    assert await trio.to_thread.run_sync(stats.main, ["--tracker", url, "--token-file", str(token_file)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"posswarm-stats: tracker at {url} holds this address after too many wrong operator tokens "
+                          "(HTTP 429): retry in ") and err.endswith(" s with the right --token-file\n"), err
+    monkeypatch.setenv(stats.TOKEN_FILE_ENV, str(token_file))  # the file named once, for every command of a shell
+    other = await nursery.start(server.run, guarded(token_file))  # (the first tracker holds this address now)
+    capsys.readouterr()  # its log line
+    assert await trio.to_thread.run_sync(stats.main, ["--tracker", other, "--json"]) == 0
+    assert "releases" in json.loads(capsys.readouterr().out)

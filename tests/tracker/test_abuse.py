@@ -28,7 +28,7 @@ class Clock:
 
 async def start(nursery, clock=None, **overrides):
     config = TrackerConfig(port=0, open=False, catalog="http://seeder.invalid/catalog", passkeys=KEYS,
-                           central_passkeys=[CENTRAL], stats_every=0.01,
+                           central_passkeys=[CENTRAL], stats_every=0.01, open_stats=True,
                            **{"cross_store": True, "trusted_proxies": [], **overrides})
     access = server.access_rules(config)
     access.publish([H])

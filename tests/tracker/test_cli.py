@@ -11,6 +11,7 @@ from pathlib import Path
 
 import trio
 
+from tools.lab import write_operator_token
 from tracker.cli import main
 
 BIN = Path(sys.executable).parent
@@ -26,10 +27,11 @@ async def wait_for_listening(stream) -> tuple[str, str]:
     raise AssertionError(f"tracker exited before listening: {buffered.decode(errors='replace')}")
 
 
-async def test_serve_comes_up_on_http_and_udp_is_read_by_posswarm_stats_and_exits_cleanly_on_ctrl_c():
+async def test_serve_comes_up_on_http_and_udp_is_read_by_posswarm_stats_and_exits_cleanly_on_ctrl_c(tmp_path):
+    token = write_operator_token(tmp_path / "operator.token")
     process = await trio.lowlevel.open_process(
         [str(BIN / "posswarm-tracker"), "serve", "--listen", "127.0.0.1:0", "--interval", "5", "--open",
-         "--udp", "127.0.0.1:0"],
+         "--udp", "127.0.0.1:0", "--operator-token-file", str(token)],
         stderr=subprocess.PIPE,
     )
     try:
@@ -39,8 +41,8 @@ async def test_serve_comes_up_on_http_and_udp_is_read_by_posswarm_stats_and_exit
             with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:  # a BEP 15 connect
                 await client.sendto(struct.pack(">QII", 0x41727101980, 0, 77), (host, int(port)))
                 assert struct.unpack(">II", (await client.recv(16))[:8]) == (0, 77)
-            stats = await trio.run_process([str(BIN / "posswarm-stats"), "--tracker", url, "--json"],
-                                           capture_stdout=True)
+            stats = await trio.run_process([str(BIN / "posswarm-stats"), "--tracker", url, "--json",
+                                            "--token-file", str(token)], capture_stdout=True)
             assert json.loads(stats.stdout) == {"releases": {}, "stores": {}}
             process.send_signal(signal.SIGINT)
             assert await process.wait() == 0
@@ -66,8 +68,47 @@ async def test_busy_port_is_a_one_line_error_exit_1():
         busy.listen()
         with trio.fail_after(30):
             done = await trio.run_process(
-                [str(BIN / "posswarm-tracker"), "serve", "--open", "--listen", f"127.0.0.1:{busy.getsockname()[1]}"],
+                [str(BIN / "posswarm-tracker"), "serve", "--open", "--open-stats", "--listen",
+                 f"127.0.0.1:{busy.getsockname()[1]}"],
                 capture_stderr=True, check=False)
     assert done.returncode == 1
     assert done.stderr.decode().startswith("posswarm-tracker: tracker: cannot listen on 127.0.0.1:")
     assert b"Address already in use" in done.stderr and b"Traceback" not in done.stderr
+
+
+async def test_a_plain_serve_refuses_to_start_without_an_operator_credential(tmp_path):
+    serve = [str(BIN / "posswarm-tracker"), "serve", "--open", "--listen", "127.0.0.1:0"]
+    with trio.fail_after(30):
+        done = await trio.run_process(serve, capture_stderr=True, check=False)
+    lines = done.stderr.decode().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("posswarm-tracker: tracker: /stats, /metrics and the dashboard need an operator "
+                               "credential: pass --operator-token-file FILE") and "--open-stats" in lines[0]
+    (tmp_path / "short.token").write_text("guessable")
+    for bad in ("short.token", "absent.token"):
+        with trio.fail_after(30):
+            done = await trio.run_process([*serve, "--operator-token-file", str(tmp_path / bad)], capture_stderr=True,
+                                          check=False)
+        lines = done.stderr.decode().splitlines()
+        assert done.returncode == 1 and len(lines) == 1 and f"operator_token_file {tmp_path / bad}" in lines[0], lines
+        assert "guessable" not in lines[0]
+    both = tmp_path / "tracker.toml"
+    both.write_text(f'open_stats = true\noperator_token_file = "{write_operator_token(tmp_path / "op.token")}"\n')
+    assert main([*serve[1:], "--config", str(both)]) == 2
+
+
+async def test_open_stats_is_said_in_the_log():
+    process = await trio.lowlevel.open_process(
+        [str(BIN / "posswarm-tracker"), "serve", "--open", "--open-stats", "--listen", "127.0.0.1:0"],
+        stderr=subprocess.PIPE)
+    try:
+        with trio.fail_after(30):
+            seen = b""
+            while b"event='listening'" not in seen:
+                chunk = await process.stderr.receive_some(65536)
+                assert chunk, seen
+                seen += chunk
+        assert b"event='stats.open'" in seen and b"--operator-token-file" in seen
+    finally:
+        process.kill()
+        await process.wait()

@@ -29,7 +29,7 @@ class Clock:
 @pytest.fixture
 async def tracker(nursery):
     clock = Clock()
-    url = await nursery.start(lambda task_status: server.run(TrackerConfig(port=0, open=True, interval=30),
+    url = await nursery.start(lambda task_status: server.run(TrackerConfig(port=0, open=True, open_stats=True, interval=30),
                                                              clock=clock, task_status=task_status))
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         for i, (node, role, store, left, wan, installed) in enumerate([
@@ -99,7 +99,8 @@ async def _announce(client: httpx.AsyncClient, store: str, node: str, left: int,
 
 
 async def test_dashboard_serves_the_last_snapshot_while_the_next_one_builds(nursery):
-    config = TrackerConfig(port=0, open=True, stats_every=0.001)  # every read finds the snapshot due a rebuild
+    # every read finds the snapshot due a rebuild
+    config = TrackerConfig(port=0, open=True, open_stats=True, stats_every=0.001)
     url = await nursery.start(lambda task_status: server.run(config, task_status=task_status))
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         await _announce(client, "store-1", "till-1", 500)
@@ -120,7 +121,7 @@ async def test_dashboard_serves_the_last_snapshot_while_the_next_one_builds(nurs
 
 async def test_fleet_page_draws_the_rollout_over_time(nursery):
     clock = Clock()
-    config = TrackerConfig(port=0, open=True, stats_every=0.001)
+    config = TrackerConfig(port=0, open=True, open_stats=True, stats_every=0.001)
     url = await nursery.start(lambda task_status: server.run(config, clock=clock, task_status=task_status))
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         for till in ("till-1", "till-2", "till-3", "till-4"):
@@ -147,7 +148,7 @@ class FailingStore(MemoryPeerStore):
 
 
 async def test_a_failed_background_rebuild_keeps_the_last_page_up(nursery):
-    config = TrackerConfig(port=0, open=True, stats_every=0.001)
+    config = TrackerConfig(port=0, open=True, open_stats=True, stats_every=0.001)
     store = FailingStore(peer_ttl=90, retain=86_400)
     url = await nursery.start(lambda task_status: server.run(config, store=store, task_status=task_status))
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:

@@ -1,6 +1,7 @@
 """The dashboard of a tracker holding 5,000 stores x 20 tills, read in a real headless Chromium: fast, searchable, unbroken."""
 
 import time
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -8,6 +9,7 @@ import trio
 
 from tests.tracker import simulated_fleet as fleet
 from tests.tracker.cdp import chromium, needs_chromium
+from tools.lab import write_operator_token
 from tracker import server
 from tracker.config import TrackerConfig
 
@@ -16,21 +18,24 @@ WIDTHS = (1280, 800)  # a desk screen, and half of one beside a bridge call
 
 
 @pytest.fixture
-async def fleet_tracker(nursery):
+async def fleet_tracker(nursery, tmp_path):
+    """The URL, the fleet page and the operator token of a tracker holding the simulated fleet."""
     # One snapshot for the whole test: first renders are timed against a built snapshot, and its rebuild is timed apart.
-    config = TrackerConfig(port=0, open=True, interval=30, stats_every=3600)
+    token_file = write_operator_token(tmp_path / "operator.token")
+    config = TrackerConfig(port=0, open=True, interval=30, stats_every=3600, operator_token_file=str(token_file))
     url = await nursery.start(lambda task_status: server.run(config, store=fleet.fill(NOW), clock=lambda: NOW,
                                                              task_status=task_status))
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    token = token_file.read_text().strip()
+    async with httpx.AsyncClient(base_url=url, timeout=120, auth=("operator", token)) as client:
         started = time.monotonic()
         page = (await client.get("/")).text
         rebuild = time.monotonic() - started
         print(f"snapshot of {fleet.STORES * (fleet.TILLS + 1):,} nodes built in {rebuild:.2f} s, page {len(page):,} bytes")
-        yield url, page
+        yield url, page, token
 
 
 async def test_fleet_page_is_bounded_and_puts_the_worst_stores_first(fleet_tracker):
-    _, page = fleet_tracker
+    _, page, _ = fleet_tracker
     assert len(page) < 200_000, len(page)  # 5,000 stores, yet one screenful per release, not one row per store
     expected_absent = sum(1 for i in range(fleet.STORES) if fleet.cache_absent(i) and not fleet.stalled(i))
     assert f'<span data-state="cache absent"><i class=s-cache-absent></i>cache absent <b>{expected_absent}</b>' in page
@@ -46,12 +51,19 @@ async def test_fleet_page_is_bounded_and_puts_the_worst_stores_first(fleet_track
 
 @needs_chromium
 async def test_dashboard_in_chromium_renders_fast_searches_and_fits(fleet_tracker, artifacts):
-    url, _ = fleet_tracker
+    url, _, token = fleet_tracker
     with trio.fail_after(240):
         async with chromium() as tab:
-            # A person's browser is already running: start this one's renderer and connection on a small page
-            # of the same tracker, so the timings below are the dashboard's, not Chromium's cold start.
-            await tab.open(url + "/stores?q=warm-up")
+            # Without the token the browser is asked for it (a headless one has nobody to ask): nothing of the fleet.
+            await tab.open(url + "/")
+            shut = await tab.js("[performance.getEntriesByType('navigation')[0].responseStatus, document.body.innerText]")
+            assert shut[0] == 401 and "S0042" not in shut[1], shut
+            # The engineer logs in (Basic, the token as password) on a small page of the same tracker; the browser
+            # then sends it on every page. Its renderer and connection start there too, so the timings below are
+            # the dashboard's, not Chromium's cold start.
+            host = url.removeprefix("http://")
+            await tab.open(f"http://operator:{quote(token, safe='')}@{host}/stores?q=warm-up")
+            assert "no store id contains warm-up" in await tab.js("document.body.innerText")
             for width in WIDTHS:
                 await tab.viewport(width, 900)
                 await tab.open(url + "/")
@@ -98,8 +110,8 @@ async def test_dashboard_in_chromium_renders_fast_searches_and_fits(fleet_tracke
 
 
 async def test_unknown_and_hostile_store_ids_get_a_plain_answer(fleet_tracker):
-    url, _ = fleet_tracker
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+    url, _, token = fleet_tracker
+    async with httpx.AsyncClient(base_url=url, timeout=60, auth=("operator", token)) as client:
         missing = await client.get("/store/S9999")
         assert missing.status_code == 404 and "store S9999: no node of this store has announced" in missing.text
         hostile = await client.get("/store/%3Cscript%3Ealert(1)%3C%2Fscript%3E")

@@ -113,7 +113,7 @@ async def stop_all(procs):
 async def test_aria2c_seeds_transmission_downloads_over_http(nursery, tmp_path):
     store = Recorder(peer_ttl=90, retain=1000)
     url = await nursery.start(lambda task_status: server.run(
-        TrackerConfig(port=0, open=True, interval=5, min_interval=1), store=store, task_status=task_status))
+        TrackerConfig(port=0, open=True, open_stats=True, interval=5, min_interval=1), store=store, task_status=task_status))
     torrent, seed_dir, payload = make_torrent(tmp_path, f"{url}/announce")
     h = info_hash(torrent)
     download = tmp_path / "download"

@@ -35,8 +35,8 @@ async def stats_of(url):
 
 async def test_libtorrent_hybrid_announce_is_understood(nursery, tmp_path):
     store = SignallingStore(peer_ttl=90, retain=1000)
-    url = await nursery.start(lambda task_status: server.run(TrackerConfig(port=0, open=True, stats_every=0.01), store=store,
-                                                             task_status=task_status))
+    config = TrackerConfig(port=0, open=True, open_stats=True, stats_every=0.01)
+    url = await nursery.start(lambda task_status: server.run(config, store=store, task_status=task_status))
     payload = tmp_path / "image.bin"
     payload.write_bytes(bytes(range(256)) * 4096)
     ct = lt.create_torrent(lt.list_files(str(payload)), 0, 0)  # flags 0 = hybrid v1+v2

@@ -48,7 +48,7 @@ async def private(nursery, tmp_path):
     torrent, v1, v2 = hybrid_torrent(tmp_path)
     seeder = await nursery.start(http_service.run, catalog_app(torrent, [entry("pos-os", v1.hex())]), "127.0.0.1")
     config = TrackerConfig(port=0, open=False, catalog=f"{seeder}/catalog",
-                           passkeys={"store-17": K17, "store-42": K42}, central_passkeys=[KC])
+                           passkeys={"store-17": K17, "store-42": K42}, central_passkeys=[KC], open_stats=True)
     url = await nursery.start(server.run, config)  # started() comes after the first catalog poll
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         yield client, v1, v2

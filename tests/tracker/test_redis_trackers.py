@@ -9,6 +9,8 @@ import fastbencode
 import httpx
 import trio
 
+from tools.lab import write_operator_token
+
 BIN = Path(sys.executable).parent
 H = b"\x55" * 20
 
@@ -23,9 +25,9 @@ async def announce(url, node, ip, left, **extra):
 
 
 async def test_two_trackers_share_one_swarm_view(nursery, tmp_path, redis_url, tracker_process):
-    config = tmp_path / "tracker.toml"
+    config, token = tmp_path / "tracker.toml", write_operator_token(tmp_path / "operator.token")
     config.write_text(f'listen = "127.0.0.1:0"\nopen = true\npeer_store = "redis"\nredis_url = "{redis_url}"\n'
-                      'policy = "completeness"\n')
+                      f'policy = "completeness"\noperator_token_file = "{token}"\n')
     with trio.fail_after(30):
         first, second = await tracker_process(config), await tracker_process(config)
         assert first != second
@@ -35,7 +37,8 @@ async def test_two_trackers_share_one_swarm_view(nursery, tmp_path, redis_url, t
         assert (answer[b"complete"], answer[b"incomplete"]) == (1, 1)
         async with httpx.AsyncClient() as client:
             scrape = fastbencode.bdecode((await client.get(f"{first}/scrape")).content)
-            stats = (await client.get(f"{first}/stats")).json()
+            operator = {"authorization": f"Bearer {token.read_text()}"}
+            stats = (await client.get(f"{first}/stats", headers=operator)).json()
     assert scrape[b"files"][H] == {b"complete": 1, b"incomplete": 1, b"downloaded": 1}
     nodes = stats["releases"]["pos-os@3"]["stores"]["-"]["nodes"]
     assert sorted(n["node"] for n in nodes) == ["leech-1", "seed-1"]
@@ -43,7 +46,8 @@ async def test_two_trackers_share_one_swarm_view(nursery, tmp_path, redis_url, t
 
 def test_unreachable_redis_is_a_one_line_start_up_error(tmp_path):
     config = tmp_path / "tracker.toml"
-    config.write_text('listen = "127.0.0.1:0"\nopen = true\npeer_store = "redis"\nredis_url = "redis://127.0.0.1:1/0"\n')
+    config.write_text('listen = "127.0.0.1:0"\nopen = true\nopen_stats = true\npeer_store = "redis"\n'
+                      'redis_url = "redis://127.0.0.1:1/0"\n')
     done = subprocess.run([str(BIN / "posswarm-tracker"), "serve", "--config", str(config)], capture_output=True,
                           timeout=30)
     assert done.returncode == 1 and b"Traceback" not in done.stderr

@@ -16,7 +16,8 @@ H = bytes.fromhex("00263d252bff80c328") + bytes(range(200, 211))  # '&', '=', '%
 
 @pytest.fixture
 async def tracker(nursery):
-    url = await nursery.start(server.run, TrackerConfig(host="127.0.0.1", port=0, interval=5, min_interval=1, open=True))
+    url = await nursery.start(server.run, TrackerConfig(host="127.0.0.1", port=0, interval=5, min_interval=1, open=True,
+                                                        open_stats=True))
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         yield client
 
@@ -93,7 +94,7 @@ async def test_shutdown_event_stops_the_server_and_the_port_is_released():
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             url = await nursery.start(lambda task_status: server.run(
-                TrackerConfig(port=0, open=True), shutdown=stop, task_status=task_status))
+                TrackerConfig(port=0, open=True, open_stats=True), shutdown=stop, task_status=task_status))
             async with httpx.AsyncClient(base_url=url) as client:
                 assert (await client.get("/stats")).json() == {"releases": {}, "stores": {}}
             stop.set()  # run() returns by itself; the nursery exit waits for it
@@ -125,7 +126,7 @@ async def test_keep_alive_pipelining_http10_and_refusals_on_one_raw_connection(t
 
 
 async def test_a_client_trickling_its_request_is_cut_off(autojump_clock, nursery):
-    config = TrackerConfig(port=0, open=True)
+    config = TrackerConfig(port=0, open=True, open_stats=True)
     url = await nursery.start(server.run, config)
     host, port = url.removeprefix("http://").rsplit(":", 1)
     stream = await trio.open_tcp_stream(host, int(port))

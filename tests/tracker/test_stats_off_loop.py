@@ -68,7 +68,8 @@ async def until_closed(url: str, n: int) -> float:
 
 async def test_announces_are_not_held_up_by_stats_readers(nursery, tracker_gc):
     clock = time.time
-    config = TrackerConfig(port=0, open=True)  # a rebuild every stats_every (2 s) at most, however many readers
+    # a rebuild every stats_every (2 s) at most, however many readers
+    config = TrackerConfig(port=0, open=True, open_stats=True)
     url = await nursery.start(lambda task_status: server.run(config, store=filled_store(config, clock()),
                                                              clock=clock, task_status=task_status))
     async with httpx.AsyncClient(base_url=url, timeout=30) as till:

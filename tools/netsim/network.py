@@ -48,6 +48,7 @@ class Network:
         self.central_keys = init_keys(workdir / "central" / "keys", self.releases)
         self.private_key, self.root_of_trust = self.central_keys.key("targets"), self.central_keys.root
         self.operator_token_file = write_operator_token(workdir / "central" / "operator.token")
+        self.metrics_token_file = write_operator_token(workdir / "central" / "metrics.token")  # the caches' own
         self.tracker_url: str | None = None
         self.seeder_url: str | None = None
 
@@ -69,7 +70,8 @@ class Network:
             central, ip = self.topo.central, self.topo.central_ip
             self.tracker_url = await self.start(nursery, "tracker", central, [
                 bin_path("posswarm-tracker"), "serve", "--open", "--listen", f"{ip}:0",
-                "--interval", str(ANNOUNCE_INTERVAL_S), *(["--cross-store"] if self.cross_store else []),
+                "--interval", str(ANNOUNCE_INTERVAL_S), "--operator-token-file", str(self.operator_token_file),
+                *(["--cross-store"] if self.cross_store else []),
             ], "tracker")
             tls_cert, tls_key = self.central_keys.issue_tls([ip])  # central serves HTTPS, as in production
             self.seeder_url = await self.start(nursery, "seeder", central, [
@@ -109,6 +111,7 @@ class Network:
         doc["node"]["identity_dir"] = str(out)
         if node.role == "cache":
             doc["central"]["catalog_url"] = self.seeder_url
+            doc["metrics"] = {"token_file": str(self.metrics_token_file)}
             if self.wan_cap_kbps:
                 doc["wan"] = {"schedule": [f"daily 00:00-24:00 {self.wan_cap_kbps}"]}
         return doc

@@ -24,7 +24,6 @@ from posswarm.storedata.api import local_app
 from posswarm.storedata.cache import CacheData
 from posswarm.storedata.device import DeviceData
 from seeder import sales, sku
-from seeder.operator_gate import OperatorGate
 from tests.posswarm.gossip.certified import Authority
 from tests.posswarm.test_identity import credential_in
 
@@ -57,7 +56,7 @@ class Central:
         self.cache_credential = load_credential(
             credential_in(root, self.enrolment_key, node_id="cache", store=STORE, role="cache"),
             (self.enrolment_key.public_key(),), now=datetime.datetime.now(datetime.UTC))
-        self.app = Starlette(routes=sales.routes(self.sales, lambda: [self.enrolment_key.public_key()], OperatorGate(None))
+        self.app = Starlette(routes=sales.routes(self.sales, lambda: [self.enrolment_key.public_key()], sales.operator_gate(None))
                              + sku.routes(self.catalog))
         self.sku_key = generate_keypair(root / "central-keys", "sku")[0]
         KEYS.replace([load_private_key(self.sku_key).public_key()])

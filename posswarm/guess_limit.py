@@ -1,5 +1,5 @@
-"""How often one client address may be refused an enrolment: a burst, then one attempt per interval (pure:
-the caller passes a monotonic ``now``)."""
+"""How often one client address may be refused a secret (an enrolment token, the operator token): a burst, then
+one attempt per interval (pure: the caller passes a monotonic ``now``)."""
 
 from __future__ import annotations
 
