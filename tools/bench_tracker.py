@@ -78,7 +78,7 @@ class _Tracker:
 
 
 def _posswarm(http: int, udp: int) -> _Tracker:
-    return _Tracker("posswarm-tracker", [bin_path("posswarm-tracker"), "serve", "--open", "--listen",
+    return _Tracker("posswarm-tracker", [bin_path("posswarm-tracker"), "serve", "--open", "--plain-http", "--listen",
                                          f"127.0.0.1:{http}", "--udp", f"127.0.0.1:{udp}", "--log-level", "error",
                                          "--policy", "completeness"], http, udp)
 
@@ -125,7 +125,7 @@ def _production(http: int, udp: int, workdir: Path, catalog: str) -> _Tracker:
     config = workdir / "tracker.toml"
     passkeys = "".join(f'S{store:04d} = "{PASSKEY.format(store=store)}"\n' for store in range(STORES))
     config.write_text(f'listen = "127.0.0.1:{http}"\nudp = "127.0.0.1:{udp}"\ncatalog = "{catalog}"\n'
-                      f'policy = "store-first"\ntrusted_proxies = []\n[passkeys]\n{passkeys}')
+                      f'policy = "store-first"\ntrusted_proxies = []\nplain_http = true\n[passkeys]\n{passkeys}')
     return _Tracker("posswarm-tracker (production)", [bin_path("posswarm-tracker"), "serve", "--config", str(config),
                                                       "--log-level", "error"], http, udp)
 

@@ -66,6 +66,8 @@ class Announce:
     catalog_port: int | None = None  # a cache's store catalog port (catalog=), for tills that cannot find it
     # When the node's verified central state expires (unix s, 0 = none yet): past it the node installs nothing new.
     central_expires: int | None = None
+    # Placed by a verified node certificate (tracker/node_auth.py), not by a passkey or the query's claims.
+    certified: bool = False
 
     @property
     def node_key(self) -> str:

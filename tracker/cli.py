@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="track any torrent, no passkey (a public tracker; for labs and standard clients)")
     s.add_argument("--catalog", help="private mode: the seeder's catalog URL, e.g. https://seeder:8000/catalog")
     s.add_argument("--catalog-ca", help="CA certificate the seeder's HTTPS chains to (e.g. KEYS/enrolment-ca.crt)")
+    s.add_argument("--tls-cert", help="announce over HTTPS with this certificate chain (KEYS/tls.crt from "
+                   "`posswarm-seeder keys tls`)")
+    s.add_argument("--tls-key", help="its private key (KEYS/tls.key)")
+    s.add_argument("--node-ca", help="enrolment authority (KEYS/enrolment-ca.crt): nodes announce by their certificate")
+    s.add_argument("--plain-http", action="store_true", default=None,
+                   help="serve plain HTTP: standard clients only, or behind a TLS-terminating proxy")
     s.add_argument("--config", help="TOML file with the keys documented in tracker/config.py")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
@@ -48,13 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         overrides = {"interval": args.interval, "policy": args.policy, "cross_store": args.cross_store,
                      "udp": args.udp, "open": args.open, "catalog": args.catalog,
-                     "catalog_ca": args.catalog_ca}
+                     "catalog_ca": args.catalog_ca, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+                     "node_ca": args.node_ca, "plain_http": args.plain_http}
         if args.listen is not None:
             overrides["host"], overrides["port"] = tracker_config.parse_listen(args.listen)
         if args.config:
             config = tracker_config.load(args.config, **overrides)
         else:
             config = tracker_config.from_mapping({}, source="flags", **overrides)
+        tracker_config.require_tls_choice(config)
     except (_UsageError, PosswarmError) as exc:
         print(f"posswarm-tracker: {exc}", file=sys.stderr)
         return 2

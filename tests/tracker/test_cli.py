@@ -29,7 +29,7 @@ async def wait_for_listening(stream) -> tuple[str, str]:
 async def test_serve_comes_up_on_http_and_udp_is_read_by_posswarm_stats_and_exits_cleanly_on_ctrl_c():
     process = await trio.lowlevel.open_process(
         [str(BIN / "posswarm-tracker"), "serve", "--listen", "127.0.0.1:0", "--interval", "5", "--open",
-         "--udp", "127.0.0.1:0"],
+         "--plain-http", "--udp", "127.0.0.1:0"],
         stderr=subprocess.PIPE,
     )
     try:
@@ -59,6 +59,17 @@ def test_bad_flags_and_config_are_one_line_and_exit_2(tmp_path, capsys):
         assert err.startswith("posswarm-tracker: ") and err.count("\n") == 1, err
 
 
+def test_a_plain_http_announce_port_must_be_asked_for(tmp_path, capsys):
+    (tmp_path / "tls.crt").write_text("x")
+    tls = ["--tls-cert", str(tmp_path / "tls.crt"), "--tls-key", str(tmp_path / "tls.crt")]
+    for argv, reason in ((["serve", "--open"], "announces are served over HTTPS; give --tls-cert and --tls-key"),
+                         (["serve", "--open", "--plain-http", *tls], "plain_http and tls_cert/tls_key contradict"),
+                         (["serve", "--open", "--node-ca", str(tmp_path / "tls.crt")], "give tls_cert and tls_key too")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert reason in err and err.count("\n") == 1, err
+
+
 async def test_busy_port_is_a_one_line_error_exit_1():
     # A subprocess, because main() configures process-wide logging to its stderr.
     with socket.socket() as busy:
@@ -66,7 +77,8 @@ async def test_busy_port_is_a_one_line_error_exit_1():
         busy.listen()
         with trio.fail_after(30):
             done = await trio.run_process(
-                [str(BIN / "posswarm-tracker"), "serve", "--open", "--listen", f"127.0.0.1:{busy.getsockname()[1]}"],
+                [str(BIN / "posswarm-tracker"), "serve", "--open", "--plain-http", "--listen",
+                 f"127.0.0.1:{busy.getsockname()[1]}"],
                 capture_stderr=True, check=False)
     assert done.returncode == 1
     assert done.stderr.decode().startswith("posswarm-tracker: tracker: cannot listen on 127.0.0.1:")
