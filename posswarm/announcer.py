@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 
@@ -22,7 +23,8 @@ class Announcer:
 
     ``reports()`` returns the current ReleaseReports; ``on_peers(report, peers)`` receives the
     peers the tracker handed out for that release. The tracker's ``interval`` is honoured, capped
-    by ``max_interval_s`` so progress stays fresh in the stats during a rollout.
+    by ``max_interval_s`` so progress stays fresh in the stats during a rollout. ``verify`` = the
+    TLS context for an https:// tracker.
     """
 
     def __init__(
@@ -33,12 +35,14 @@ class Announcer:
         on_peers: Callable[[ReleaseReport, tuple[tuple[str, int], ...]], None],
         *,
         max_interval_s: float = 30.0,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.tracker_url = tracker_url
         self.who = who
         self._reports = reports
         self._on_peers = on_peers
         self._max_interval = max_interval_s
+        self._verify = verify  # a node's: central's CA and its own certificate (posswarm/identity/tls.py)
         self._kicked = trio.Event()
         self._started: set[bytes] = set()
         self._completed: set[bytes] = set()
@@ -49,7 +53,7 @@ class Announcer:
         self._kicked.set()
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with httpx.AsyncClient(timeout=10.0) as client:
+        async with httpx.AsyncClient(timeout=10.0, verify=self._verify) as client:
             task_status.started()
             try:
                 while True:

@@ -11,6 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from posswarm import wan_window
+from posswarm.announce import shown_url
 from posswarm.errors import PosswarmError
 from posswarm.toml_file import load_toml
 
@@ -229,6 +230,9 @@ def _check(c: NodeConfig, source: str) -> None:
     if c.metrics_token_file and not Path(c.metrics_token_file).is_file():
         raise PosswarmError(f"{source}: 'metrics.token_file' {c.metrics_token_file} does not exist (write the operator"
                             " token there, or set '' to keep /metrics shut)")
+    if c.tracker_url and not c.tracker_url.startswith("https://"):
+        raise PosswarmError(f"{source}: 'central.tracker_url' is {shown_url(c.tracker_url)!r}; the tracker is reached "
+                            "over HTTPS only (https://...), where it knows this node by its certificate")
     if c.tls_ca and not Path(c.tls_ca).is_file():
         raise PosswarmError(f"{source}: 'central.tls_ca' {c.tls_ca} does not exist")
     for key, url in (("central.catalog_url", c.catalog_url), ("central.tracker_url", c.tracker_url),

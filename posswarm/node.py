@@ -28,7 +28,7 @@ from posswarm.datadir import DataDir
 from posswarm.discovery import mdns
 from posswarm.discovery.records import Advert
 from posswarm.identity.credential import Credential, check_matches, load_credential
-from posswarm.identity.tls import central_context
+from posswarm.identity.tls import central_context, tracker_context
 from posswarm.install_gate import InstallGate
 from posswarm.release_keeper import ReleaseKeeper
 from posswarm.rollout_store import HeldRollouts
@@ -130,13 +130,15 @@ class Node:
             nursery.start_soon(self.peers.run, receive)
             if c.mdns:
                 await nursery.start(mdns.run, self._advert(), send)
-            if c.tracker_url:
-                self.announcer = Announcer(c.tracker_url, self._identity(), self._reports, self._tracker_peers)
+            if c.tracker_url:  # https:// only (posswarm/config.py): the tracker places us by our certificate
+                to_tracker = tracker_context(self.credential, c.central_ca)
+                self.announcer = Announcer(c.tracker_url, self._identity(), self._reports, self._tracker_peers,
+                                           verify=to_tracker)
                 await nursery.start(self.announcer.run)
                 if not c.is_cache:  # where no cache is heard of (multicast blocked), the tracker knows them
                     self.tracker_caches = await nursery.start(TrackerCaches(
                         c.tracker_url, self._identity, needed=self._no_cache_known, on_found=self._cache_found,
-                        poll_s=c.catalog_poll_s).run)
+                        poll_s=c.catalog_poll_s, verify=to_tracker).run)
             nursery.start_soon(self._write_status)
             if self.credential:
                 nursery.start_soon(self._watch_own_certificate)
@@ -177,7 +179,9 @@ class Node:
 
     def _identity(self) -> NodeIdentity:
         c = self.config
-        return NodeIdentity(c.node_id, c.store, c.role, c.device_class, c.address, self.torrents.listen_port,
+        # The class the certificate names: the tracker keeps the certificate's whatever the announce says.
+        device_class = self.credential.identity.device_class if self.credential else c.device_class
+        return NodeIdentity(c.node_id, c.store, c.role, device_class, c.address, self.torrents.listen_port,
                             self._catalog_port)
 
     def _catalog_sources(self) -> list[str]:

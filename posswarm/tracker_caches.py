@@ -1,12 +1,13 @@
 """A till that hears of no cache (multicast blocked, no ``store.cache_url``) asks the tracker for its store's caches.
 
-The tracker answers only with the caches of the passkey's store (tracker/store_caches.py). What it
+The tracker answers only with the caches of the store in the till's certificate (or its passkey's) (tracker/store_caches.py). What it
 hands out joins the catalog sources as a hint: the till still verifies central's signed state, and
 a wrong or dead address costs one failed poll, after which the next source is tried.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 
 import httpx
@@ -24,14 +25,15 @@ class TrackerCaches:
     """Asks every ``poll_s`` while ``needed()`` says no other catalog source is known; ``on_found()`` on news."""
 
     def __init__(self, tracker_url: str, who: Callable[[], NodeIdentity], *, needed: Callable[[], bool],
-                 on_found: Callable[[], None], poll_s: float) -> None:
+                 on_found: Callable[[], None], poll_s: float, verify: ssl.SSLContext | bool = True) -> None:
         self.tracker_url, self._who, self._needed, self._on_found = tracker_url, who, needed, on_found
+        self._verify = verify  # the announcer's: the tracker tells a certified till of its own store's caches
         self._poll_s = poll_s
         self.caches: tuple[tuple[str, int], ...] = ()
         self.last_error: str | None = None
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with httpx.AsyncClient(timeout=10.0) as client:
+        async with httpx.AsyncClient(timeout=10.0, verify=self._verify) as client:
             task_status.started(self)
             while True:
                 if self._needed():

@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="file holding the operator bearer token that /sales/totals requires (default: none, and "
                         "those endpoints refuse everyone)")
     s.add_argument("--tracker", default="", help="tracker announce URL (default: none)")
+    s.add_argument("--tracker-ca", type=Path, default=None,
+                   help="CA an https:// tracker's certificate chains to (e.g. KEYS/enrolment-ca.crt; default: the "
+                        "system's)")
     s.add_argument("--super-seed", action="store_true",
                    help="BEP 16: give each piece to one cache until others have it, so stores that may seed each "
                         "other (tracker --cross-store) take about one copy from central in all; costs a slower "

@@ -17,6 +17,7 @@ from posswarm.endpoint import parse_endpoint
 from posswarm.errors import PosswarmError
 from posswarm.identity import revocations
 from posswarm.identity.revocations import RevokedNodes
+from posswarm.identity.tls import central_context
 from posswarm.keys import KeyRing, load_private_key, load_public_key
 from posswarm.operator_gate import read_token
 from posswarm.release import MANIFEST_NAME, TORRENT_NAME, verify_release
@@ -39,7 +40,7 @@ class Seeder:
     def __init__(self, releases: Path, public_key_path: Path | None = None, *, http: tuple[str, int], bt: tuple[str, int],
                  tracker_url: str = "", web_seeds: tuple[str, ...] = (), super_seed: bool = False, data_dir: Path | None = None, sales_db: str = "",
                  timestamp_key: Path | None = None, timestamp_expiry_s: float = DEFAULT_TIMESTAMP_EXPIRY_S,
-                 tls: ssl.SSLContext | None = None, sku_key: Path | None = None,
+                 tls: ssl.SSLContext | None = None, tracker_tls: ssl.SSLContext | bool = True, sku_key: Path | None = None,
                  enrolment_key: Path | None = None, operator_token_file: Path | None = None) -> None:
         self.releases = releases
         # Store data (sales ingest, SKU catalog) lives beside the releases unless told otherwise.
@@ -63,6 +64,7 @@ class Seeder:
         self.revoked = RevokedNodes()  # of RELEASES/.tuf's targets: node certificates no longer believed
         self.http = http
         self.tls = tls
+        self.tracker_tls = tracker_tls  # verifies an https:// tracker (central's own certificate, usually)
         self.bt = bt
         self.tracker_url = tracker_url
         for seed in web_seeds:
@@ -97,7 +99,8 @@ class Seeder:
             self.shelf.web_seeds = tuple(self.url if seed == "self" else seed for seed in self.web_seeds)
             if self.tracker_url:
                 who = NodeIdentity("central-seeder", "central", "seeder", "seeder", self.bt[0], self.torrents.listen_port)
-                self.announcer = Announcer(self.tracker_url, who, self._reports, lambda report, peers: None)
+                self.announcer = Announcer(self.tracker_url, who, self._reports, lambda report, peers: None,
+                                           verify=self.tracker_tls)
                 await nursery.start(self.announcer.run)
             nursery.start_soon(self._scan_forever)
             log.info("listening", url=self.url, bt=self.shelf.seeds[0], releases=len(self.shelf.manifests()))
@@ -234,6 +237,7 @@ def serve_main(args) -> int:
         timestamp_key=getattr(args, "timestamp_key", None),
         timestamp_expiry_s=getattr(args, "timestamp_expiry_s", DEFAULT_TIMESTAMP_EXPIRY_S),
         tls=server_tls(args),
+        tracker_tls=central_context(args.tracker_ca) if getattr(args, "tracker_ca", None) else True,
         sku_key=getattr(args, "sku_key", None),
         enrolment_key=getattr(args, "enrolment_key", None),
         operator_token_file=getattr(args, "operator_token_file", None),

@@ -78,7 +78,7 @@ class _Tracker:
 
 
 def _posswarm(http: int, udp: int) -> _Tracker:
-    return _Tracker("posswarm-tracker", [bin_path("posswarm-tracker"), "serve", "--open", "--open-stats", "--listen",
+    return _Tracker("posswarm-tracker", [bin_path("posswarm-tracker"), "serve", "--open", "--open-stats", "--plain-http", "--listen",
                                          f"127.0.0.1:{http}", "--udp", f"127.0.0.1:{udp}", "--log-level", "error",
                                          "--policy", "completeness"], http, udp)
 
@@ -127,7 +127,7 @@ def _production(http: int, udp: int, workdir: Path, catalog: str) -> _Tracker:
     token = write_operator_token(workdir / "operator.token")
     config.write_text(f'listen = "127.0.0.1:{http}"\nudp = "127.0.0.1:{udp}"\ncatalog = "{catalog}"\n'
                       f'policy = "store-first"\ntrusted_proxies = []\noperator_token_file = "{token}"\n'
-                      f'[passkeys]\n{passkeys}')
+                      f'plain_http = true\n[passkeys]\n{passkeys}')
     return _Tracker("posswarm-tracker (production)", [bin_path("posswarm-tracker"), "serve", "--config", str(config),
                                                       "--log-level", "error"], http, udp)
 

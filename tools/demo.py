@@ -162,7 +162,7 @@ def _result(lab: Lab, published: dict, image_bytes: int, stored_bytes: int, all_
 async def _tracker_view(lab: Lab) -> dict:
     """What the tracker's /stats says of this store: the network engineer's view of the same rollout."""
     try:
-        async with httpx.AsyncClient(timeout=5) as client:
+        async with httpx.AsyncClient(timeout=5, verify=lab.central_tls) as client:
             response = await client.get(f"{lab.tracker_url}/stats", headers=lab.operator_headers)
             response.raise_for_status()
             store = response.json()["releases"][f"{RELEASE}@{VERSION}"]["stores"][lab.store]

@@ -106,15 +106,17 @@ class Lab:
 
     async def start_central(self, nursery: trio.Nursery) -> None:
         """Tracker first (the seeder announces to it), then the seeder."""
+        seeder_ip = f"{self.central_ip.rsplit('.', 1)[0]}.3"
+        # Central serves HTTPS, as in production; the tracker knows each node by its certificate.
+        tls_cert, tls_key = self.central_keys.issue_tls([seeder_ip, self.central_ip])
         self.tracker_url = await nursery.start(partial(
             run_process, "tracker",
             [bin_path("posswarm-tracker"), "serve", "--listen", f"{self.central_ip}:0",
              "--interval", str(self.announce_interval_s), "--open",
-             "--operator-token-file", str(self.operator_token_file)],
+             "--operator-token-file", str(self.operator_token_file),
+             "--tls-cert", str(tls_cert), "--tls-key", str(tls_key), "--node-ca", str(self.central_keys.authority)],
             self.logs / "tracker.log", pids=self.pids, exited=self.exited,
         ))
-        seeder_ip = f"{self.central_ip.rsplit('.', 1)[0]}.3"
-        tls_cert, tls_key = self.central_keys.issue_tls([seeder_ip])  # central serves HTTPS, as in production
         self.seeder_url = await nursery.start(partial(
             run_process, "seeder",
             [bin_path("posswarm-seeder"), "serve", "--releases", str(self.releases),
@@ -124,7 +126,7 @@ class Lab:
              "--enrolment-key", str(self.central_keys.key("enrolment")),
              "--operator-token-file", str(self.operator_token_file),
              "--listen", f"{seeder_ip}:0", "--bt-listen", f"{seeder_ip}:0",
-             "--tracker", f"{self.tracker_url}/announce"],
+             "--tracker", f"{self.tracker_url}/announce", "--tracker-ca", str(self.central_keys.authority)],
             self.logs / "seeder.log", pids=self.pids, exited=self.exited,
         ))
 

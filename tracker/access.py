@@ -6,8 +6,10 @@ import dataclasses
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 
+from posswarm.identity.certificate import CertifiedNode
 from tracker.announce import Announce, BadRequest, Denied
 from tracker.isolation import CENTRAL
+from tracker.node_auth import attributed
 
 LOOPBACK = ("127.0.0.0/8", "::1/128")  # default trusted proxies: only this host itself
 MAX_ADDRESSES = 65536  # addresses an address table remembers (memory bound; the oldest go first)
@@ -48,6 +50,8 @@ class Access:
     store an announce names (a lab tracker), but still only a seeder is central.
     ``ip=`` is believed for every viewer only from ``trusted_proxies`` (or central); from anyone
     else it is the announcer's LAN address, handed to its own store alone (tracker/handout.address).
+    An announce over a verified node certificate needs no passkey: it is placed where the
+    certificate says (tracker/node_auth.py), in either mode.
     """
 
     def __init__(self, *, open: bool, passkeys: Mapping[str, str] | None = None, central: Iterable[str] = (),
@@ -64,15 +68,20 @@ class Access:
         """Replace the set of trackable torrents (a release withdrawn from the catalog stops being tracked)."""
         self.published = frozenset(info_hashes)
 
-    def admit(self, a: Announce, passkey: str | None, now: float) -> Announce:
-        """``a`` as the tracker should record it (store, address), or BadRequest naming why it is refused."""
+    def admit(self, a: Announce, passkey: str | None, now: float, node: CertifiedNode | None = None) -> Announce:
+        """``a`` as the tracker should record it (store, address), or BadRequest naming why it is refused.
+
+        ``node`` = who the client's verified certificate says it is (then ``passkey`` is not consulted)."""
+        if node is not None:
+            if not self.open:
+                self._check_published(a)
+            return self._placed(attributed(a, node), node.store, self._trusted_proxy(a.ip))
         if self.open:
             if a.store == CENTRAL and a.role != "seeder":
                 raise BadRequest(f"store id {CENTRAL!r} is central's own (give this node its store's id)")
             return self._placed(a, CENTRAL if a.role == "seeder" else a.store, self._trusted_proxy(a.ip))
         store = self.store_of(passkey, a.ip, now)
-        if a.info_hash not in self.published:
-            raise BadRequest(f"torrent {a.info_hash.hex()} is not a published release (publish it on the seeder first)")
+        self._check_published(a)
         if store == CENTRAL:
             if a.role not in (None, "seeder") or a.store not in (None, CENTRAL):
                 raise BadRequest("central's passkey is for central's seeders: announce a store's nodes with its passkey")
@@ -83,11 +92,13 @@ class Access:
             raise BadRequest(f"store {a.store!r} does not match the passkey's store (use {a.store}'s own tracker URL)")
         return self._placed(a, store, self._trusted_proxy(a.ip))
 
-    def scrapeable(self, info_hashes: list[bytes], passkey: str | None, address: str, now: float) -> list[bytes] | None:
+    def scrapeable(self, info_hashes: list[bytes], passkey: str | None, address: str, now: float,
+                   node: CertifiedNode | None = None) -> list[bytes] | None:
         """The hashes a scrape may report (None = every tracked torrent); Denied for a bad passkey."""
         if self.open:
             return info_hashes or None
-        self.store_of(passkey, address, now)
+        if node is None:
+            self.store_of(passkey, address, now)
         return [h for h in info_hashes if h in self.published] if info_hashes else sorted(self.published)
 
     def store_of(self, passkey: str | None, address: str, now: float) -> str:
@@ -99,6 +110,10 @@ class Access:
             self.guesses.failed(address, now)
             raise Denied()
         return store
+
+    def _check_published(self, a: Announce) -> None:
+        if a.info_hash not in self.published:
+            raise BadRequest(f"torrent {a.info_hash.hex()} is not a published release (publish it on the seeder first)")
 
     def _placed(self, a: Announce, store: str | None, trusted: bool) -> Announce:
         if a.lan_ip is None:

@@ -74,6 +74,8 @@ class Announce:
     slot: str | None = None
     boot: str | None = None
     boot_reason: str | None = None
+    # Placed by a verified node certificate (tracker/node_auth.py), not by a passkey or the query's claims.
+    certified: bool = False
 
     @property
     def node_key(self) -> str:

@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
                         "--open-stats)")
     s.add_argument("--open-stats", action="store_true", default=None,
                    help="show /stats, /metrics and the dashboard to anyone who reaches the tracker (labs only)")
+    s.add_argument("--tls-cert", help="announce over HTTPS with this certificate chain (KEYS/tls.crt from "
+                   "`posswarm-seeder keys tls`)")
+    s.add_argument("--tls-key", help="its private key (KEYS/tls.key)")
+    s.add_argument("--node-ca", help="enrolment authority (KEYS/enrolment-ca.crt): nodes announce by their certificate")
+    s.add_argument("--plain-http", action="store_true", default=None,
+                   help="serve plain HTTP: standard clients only, or behind a TLS-terminating proxy")
     s.add_argument("--config", help="TOML file with the keys documented in tracker/config.py")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
@@ -54,13 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {"interval": args.interval, "policy": args.policy, "cross_store": args.cross_store,
                      "udp": args.udp, "open": args.open, "catalog": args.catalog,
                      "catalog_ca": args.catalog_ca, "operator_token_file": args.operator_token_file,
-                     "open_stats": args.open_stats}
+                     "open_stats": args.open_stats, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+                     "node_ca": args.node_ca, "plain_http": args.plain_http}
         if args.listen is not None:
             overrides["host"], overrides["port"] = tracker_config.parse_listen(args.listen)
         if args.config:
             config = tracker_config.load(args.config, **overrides)
         else:
             config = tracker_config.from_mapping({}, source="flags", **overrides)
+        tracker_config.require_tls_choice(config)
     except (_UsageError, PosswarmError) as exc:
         print(f"posswarm-tracker: {exc}", file=sys.stderr)
         return 2

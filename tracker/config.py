@@ -36,6 +36,12 @@ class TrackerConfig:
     open           -- accept any torrent without a passkey, like a public tracker (default false: private)
     catalog        -- private mode: the seeder's catalog URL, polled for the published info-hashes (required then)
     catalog_poll   -- seconds between catalog polls (default 30)
+    tls_cert, tls_key -- the announce port's TLS certificate chain and key: central's (``posswarm-seeder keys tls
+                      --host NAME`` writes KEYS/tls.crt and tls.key); required unless plain_http (default none)
+    plain_http     -- serve announces over plain HTTP: standard clients only, or behind a TLS-terminating proxy;
+                      said in the log at start (default false)
+    node_ca        -- the enrolment authority's certificate(s) (KEYS/enrolment-ca.crt): a client certificate
+                      under it places the announce by its node id, store and role; default none (passkeys only)
     catalog_ca     -- CA certificate the seeder's HTTPS must chain to (default: the system's; posswarm's central
                       certificate is under KEYS/enrolment-ca.crt)
     passkeys       -- private mode: table store id -> passkey; nodes announce to /announce/<passkey>
@@ -77,6 +83,10 @@ class TrackerConfig:
     catalog: str | None = None
     catalog_poll: int = 30
     catalog_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    plain_http: bool = False
+    node_ca: str | None = None
     passkeys: dict[str, str] = dataclasses.field(default_factory=dict)
     central_passkeys: list[str] = dataclasses.field(default_factory=list)
     passkey_guesses: int = 20
@@ -201,8 +211,34 @@ def validate(config: TrackerConfig) -> TrackerConfig:
     if config.open_stats and config.operator_token_file:
         raise PosswarmError("tracker config: open_stats and operator_token_file both set (keep the token file: "
                             "open_stats shows the stats to anyone)")
+    _check_tls(config)
     if config.peer_store not in PEER_STORES:
         raise PosswarmError(f"tracker config peer_store = {config.peer_store!r}: choose memory or redis")
+    return config
+
+
+def _check_tls(config: TrackerConfig) -> None:
+    if not isinstance(config.plain_http, bool):
+        raise PosswarmError(f"tracker config plain_http = {config.plain_http!r}: must be true or false")
+    for key in ("tls_cert", "tls_key", "node_ca"):
+        value = getattr(config, key)
+        if value is not None and (not isinstance(value, str) or not Path(value).is_file()):
+            raise PosswarmError(f"tracker config {key} = {value!r}: no such file (`posswarm-seeder keys tls --keys KEYS "
+                                "--host NAME` writes tls.crt and tls.key; the node CA is KEYS/enrolment-ca.crt)")
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise PosswarmError("tracker config: tls_cert and tls_key go together (central's KEYS/tls.crt and tls.key)")
+    if config.plain_http and config.tls_cert is not None:
+        raise PosswarmError("tracker config: plain_http and tls_cert/tls_key contradict each other; pick one")
+    if config.node_ca is not None and config.tls_cert is None:
+        raise PosswarmError("tracker config node_ca: node certificates are read in the TLS handshake; give tls_cert "
+                            "and tls_key too")
+
+
+def require_tls_choice(config: TrackerConfig) -> TrackerConfig:
+    """The rule ``posswarm-tracker serve`` starts under: announces over TLS, unless plain HTTP is asked for by name."""
+    if config.tls_cert is None and not config.plain_http:
+        raise PosswarmError("tracker: announces are served over HTTPS; give --tls-cert and --tls-key (`posswarm-seeder "
+                            "keys tls --keys KEYS --host NAME` makes them), or --plain-http for standard clients only")
     return config
 
 

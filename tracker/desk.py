@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from tracker import handout, isolation
+from posswarm.identity.certificate import CertifiedNode
+from tracker import handout, isolation, node_auth
 from tracker.access import Access
 from tracker.announce import Announce, BadRequest
 from tracker.config import TrackerConfig
@@ -61,8 +62,9 @@ class Desk:
         self._rebuilds = 0
         self.caches = StoreCaches(max_stores=max(1, config.max_records // 4))
 
-    def announce(self, a: Announce, passkey: str | None, now: float) -> AnnounceAnswer:
-        a = self.access.admit(a, passkey, now)
+    def announce(self, a: Announce, passkey: str | None, now: float, node: CertifiedNode | None = None
+                 ) -> AnnounceAnswer:
+        a = self.access.admit(a, passkey, now, node)
         self.store.record(a, now)
         self.caches.note(a, now + self.config.effective_peer_ttl, now)
         swarm = self._swarm(a.info_hash, now)
@@ -90,18 +92,21 @@ class Desk:
             swarm = self._swarms[info_hash] = _Swarm(now, changes, self.store.swarm(info_hash, now))
         return swarm
 
-    def store_caches(self, passkey: str | None, store: str | None, address: str, now: float) -> list[tuple[str, int]]:
-        """The caches of the asker's store (its passkey's; in open mode the ``store=`` it names)."""
-        if not self.access.open:
+    def store_caches(self, passkey: str | None, store: str | None, address: str, now: float,
+                     node: CertifiedNode | None = None) -> list[tuple[str, int]]:
+        """The caches of the asker's store (its certificate's, else its passkey's; in open mode the ``store=`` it names)."""
+        if node is not None:
+            store = node_auth.caches_store(store, node)
+        elif not self.access.open:
             store = self.access.store_of(passkey, address, now)
         if store is None or store == CENTRAL:
             raise BadRequest("ask /caches for a store: with its passkey (/caches/<passkey>), or store=<id> when open")
         return self.caches.of(store, now)
 
-    def scrape(self, info_hashes: list[bytes], passkey: str | None, now: float, address: str
-               ) -> dict[bytes, tuple[int, int, int]]:
+    def scrape(self, info_hashes: list[bytes], passkey: str | None, now: float, address: str,
+               node: CertifiedNode | None = None) -> dict[bytes, tuple[int, int, int]]:
         """{info_hash: (complete, incomplete, downloaded)} of the asked (or, with none asked, all) torrents we track."""
-        wanted = self.access.scrapeable(info_hashes, passkey, address, now)
+        wanted = self.access.scrapeable(info_hashes, passkey, address, now, node)
         known = set(self.store.info_hashes())
         # BEP 48: no info_hash = every torrent; unknown hashes are simply absent from ``files``.
         return {h: self.store.counts(h, now) for h in (wanted if wanted is not None else sorted(known)) if h in known}

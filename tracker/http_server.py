@@ -1,29 +1,56 @@
-"""The tracker's HTTP listener (trio): announce and scrape answered inline, other paths handed to the Starlette app."""
+"""The tracker's HTTP(S) listener (trio): announce and scrape answered inline, other paths handed to the Starlette app.
+
+Over TLS a client may show a node certificate (standard BitTorrent clients show none); one the
+handshake verified under ``node_ca`` is admitted once per connection (tracker/node_auth.py), and
+every announce and /caches request on that connection is placed by it.
+"""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from urllib.parse import unquote
 
 import trio
 
 from posswarm import logs
+from posswarm.identity.certificate import CertifiedNode, IdentityError
 from tracker import announce, http_wire
 from tracker.connections import ConnectionTable
 from tracker.desk import Desk
 from tracker.metrics import TrackerMetrics
+from tracker.node_auth import NodeAuthority
 
 BENCODE = "text/plain"  # what BEP 3 trackers have always sent; clients ignore it
 log = logs.get("tracker")
 
 
-def announce_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, remote: str | None, now: float) -> bytes:
+class Client:
+    """Who is at the other end of one connection: a certified node, a refused certificate, or nobody in particular."""
+
+    __slots__ = ("node", "refusal")
+
+    def __init__(self, node: CertifiedNode | None = None, refusal: str | None = None) -> None:
+        self.node, self.refusal = node, refusal
+
+    def certified(self) -> CertifiedNode | None:
+        """The node, if any; BadRequest when the client showed a certificate the tracker does not admit."""
+        if self.refusal is not None:
+            raise announce.BadRequest(self.refusal)
+        return self.node
+
+
+ANYONE = Client()
+
+
+def announce_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, remote: str | None, now: float,
+                  client: Client = ANYONE) -> bytes:
     """The bencoded answer to ``GET path?query`` on /announce[/<passkey>]: peers, or a failure reason."""
     config = desk.config
     try:
         passkey = announce.passkey_of(path)
         a = announce.parse_announce(query, remote, max_query=config.max_query, max_numwant=config.max_numwant)
-        answer = desk.announce(a, passkey, now)
+        answer = desk.announce(a, passkey, now, client.certified())
     except announce.BadRequest as exc:
         # A guesser's refusals are counted, not logged one by one (the node refused logs it on its side).
         (log.debug if isinstance(exc, announce.Denied) else log.info)("announce.bad", reason=str(exc), remote=remote)
@@ -41,12 +68,14 @@ def announce_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, 
     )
 
 
-def caches_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, remote: str, now: float) -> bytes:
+def caches_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, remote: str, now: float,
+                client: Client = ANYONE) -> bytes:
     """The bencoded answer on /caches[/<passkey>]: where the asking store's caches serve their catalog."""
     try:
         passkey = announce.passkey_of(path)
         store = announce.first_values(query, max_query=desk.config.max_query).get("store")
-        caches = desk.store_caches(passkey, store.decode("utf-8", "replace") if store else None, remote, now)
+        caches = desk.store_caches(passkey, store.decode("utf-8", "replace") if store else None, remote, now,
+                                   client.certified())
     except announce.BadRequest as exc:
         (log.debug if isinstance(exc, announce.Denied) else log.info)("caches.bad", reason=str(exc), remote=remote)
         metrics.count("http", "caches", ok=False)
@@ -55,11 +84,13 @@ def caches_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, re
     return announce.encode_caches(caches, desk.config.interval)
 
 
-def scrape_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, remote: str, now: float) -> bytes:
+def scrape_body(desk: Desk, metrics: TrackerMetrics, path: str, query: bytes, remote: str, now: float,
+                client: Client = ANYONE) -> bytes:
     """The bencoded answer on /scrape[/<passkey>] (BEP 48)."""
     try:
         passkey = announce.passkey_of(path)
-        files = desk.scrape(announce.parse_scrape(query, max_query=desk.config.max_query), passkey, now, remote)
+        files = desk.scrape(announce.parse_scrape(query, max_query=desk.config.max_query), passkey, now, remote,
+                            client.certified())
     except announce.BadRequest as exc:
         (log.debug if isinstance(exc, announce.Denied) else log.info)("scrape.bad", reason=str(exc), remote=remote)
         metrics.count("http", "scrape", ok=False)
@@ -76,23 +107,28 @@ async def run(
     clock: Callable[[], float],
     metrics: TrackerMetrics,
     *,
+    tls: ssl.SSLContext | None = None,
+    nodes: NodeAuthority | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; ``task_status.started(url)`` once listening (port 0 = the kernel's choice)."""
+    """Serve until cancelled; ``task_status.started(url)`` once listening (port 0 = the kernel's choice).
+
+    ``tls`` = serve HTTPS with it; ``nodes`` = admit the client certificates it verified as nodes."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound_host, bound_port = listeners[0].socket.getsockname()[:2]
-    url = f"http://[{bound_host}]:{bound_port}" if ":" in bound_host else f"http://{bound_host}:{bound_port}"
+    scheme = "https" if tls is not None else "http"
+    url = f"{scheme}://[{bound_host}]:{bound_port}" if ":" in bound_host else f"{scheme}://{bound_host}:{bound_port}"
     config = desk.config
     table = ConnectionTable(config.max_connections, config.max_connections_per_address)
 
     async def connection(stream: trio.SocketStream) -> None:
         try:
-            remote = stream.socket.getpeername()[0]
+            peer = stream.socket.getpeername()
         except OSError:
             await stream.aclose()
             return
         scope = trio.CancelScope()
-        admitted, evicted = table.admit(scope, remote)
+        admitted, evicted = table.admit(scope, peer[0])
         if evicted is not None:
             evicted.cancel()  # the longest wait for a request head gives up its slot
         if not admitted:
@@ -101,13 +137,43 @@ async def run(
             return
         try:
             with scope:
-                await _serve_connection(stream, desk, app, clock, metrics, (bound_host, bound_port), table, scope)
+                client, served = ANYONE, stream
+                if tls is not None:
+                    served = trio.SSLStream(stream, tls, server_side=True)
+                    client = await _handshake(served, nodes, clock, desk.config.header_timeout)
+                    if client is None:
+                        return
+                await _serve_connection(served, peer, client, desk, app, clock, metrics, (bound_host, bound_port),
+                                        table, scope, scheme)
         finally:
             table.close(scope)
             await stream.aclose()
 
     task_status.started(url)
     await trio.serve_listeners(connection, listeners)
+
+
+async def _handshake(stream: trio.SSLStream, nodes: NodeAuthority | None, clock: Callable[[], float],
+                     timeout: float) -> Client | None:
+    """Who the client is once the TLS handshake is done, or None when it failed or dawdled (the connection is dropped).
+
+    A certificate not under ``node_ca`` fails the handshake itself (OpenSSL's check); one under it
+    that the tracker does not admit (expired, no node name) answers every request with the reason."""
+    with trio.move_on_after(timeout):
+        try:
+            await stream.do_handshake()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # A scanner, a foreign CA's certificate, a client that gave up: counted by nobody, told at debug level.
+            log.debug("tls.refused", reason=str(exc.__cause__ or exc)[:200])
+            return None
+        der = stream.getpeercert(binary_form=True)
+        if not der or nodes is None:
+            return ANYONE
+        try:
+            return Client(node=nodes.admit(der, clock()))
+        except IdentityError as exc:
+            return Client(refusal=str(exc))
+    return None
 
 
 async def _read_head(stream, buffer: bytearray, config) -> int:
@@ -138,9 +204,8 @@ async def _read_head(stream, buffer: bytearray, config) -> int:
     return end
 
 
-async def _serve_connection(stream, desk, app, clock, metrics, server, table, handle) -> None:
-    remote = stream.socket.getpeername()
-    buffer = bytearray()
+async def _serve_connection(stream, peer, client, desk, app, clock, metrics, server, table, handle, scheme) -> None:
+    remote, buffer = peer[0], bytearray()
     try:
         while True:
             table.waiting(handle)
@@ -152,17 +217,17 @@ async def _serve_connection(stream, desk, app, clock, metrics, server, table, ha
             del buffer[:end]
             request = http_wire.parse_head(head)
             if request.path == "/announce" or request.path.startswith("/announce/"):
-                body = announce_body(desk, metrics, request.path, request.query, remote[0], clock())
+                body = announce_body(desk, metrics, request.path, request.query, remote, clock(), client)
                 response = http_wire.encode_response(200, body, BENCODE, keep_alive=request.keep_alive,
                                                      head_only=request.method == "HEAD")
             elif request.path == "/scrape" or request.path.startswith("/scrape/") or (
                     request.path == "/caches" or request.path.startswith("/caches/")):
                 answer = caches_body if request.path.startswith("/caches") else scrape_body
-                body = answer(desk, metrics, request.path, request.query, remote[0], clock())
+                body = answer(desk, metrics, request.path, request.query, remote, clock(), client)
                 response = http_wire.encode_response(200, body, BENCODE, keep_alive=request.keep_alive,
                                                      head_only=request.method == "HEAD")
             else:
-                response = await _asgi(app, request, remote, server)
+                response = await _asgi(app, request, peer, server, scheme)
             await stream.send_all(response)
             if not request.keep_alive:
                 return
@@ -172,7 +237,7 @@ async def _serve_connection(stream, desk, app, clock, metrics, server, table, ha
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     except Exception:  # a bug of ours: the client gets a 500, the log the traceback, the tracker lives on
-        log.exception("http.crashed", remote=remote[0])
+        log.exception("http.crashed", remote=remote)
         await _send_quietly(stream, http_wire.encode_response(500, b"tracker internal error\n", "text/plain",
                                                               keep_alive=False))
 
@@ -184,14 +249,14 @@ async def _send_quietly(stream, data: bytes) -> None:
         pass
 
 
-async def _asgi(app, request: http_wire.Request, client: tuple, server: tuple) -> bytes:
+async def _asgi(app, request: http_wire.Request, client: tuple, server: tuple, scheme: str = "http") -> bytes:
     """Run one bodiless GET through an ASGI app and return the HTTP response bytes."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": request.method,
-        "scheme": "http",
+        "scheme": scheme,
         "path": unquote(request.path),  # ASGI's path is percent-decoded: a store id may hold any character
         "raw_path": request.path.encode("latin-1"),
         "query_string": request.query,

@@ -42,6 +42,7 @@ class Peer:
     slot: str | None
     boot: str | None
     boot_reason: str | None
+    certified: bool
     last_seen: float
     stopped: bool = False
     progressed: float | None = None  # last time ``left``, ``installed`` or ``state`` changed; None = last_seen
@@ -74,7 +75,9 @@ def peer_key(announce: Announce) -> str | bytes:
     """Whose record an announce replaces: a posswarm node by store and node id, a plain client by store and ip:port.
 
     The store is part of the key (Access placed the announce in its passkey's store), so store B,
-    which can read store A's node ids on /stats, still cannot replace store A's records.
+    which can read store A's node ids on /stats, still cannot replace store A's records. A record
+    placed by a node certificate is keyed apart (NUL) from a passkey announce naming the same node
+    (SOH): only the certificate's own node can replace it.
 
     A plain client that restarts comes back with a fresh peer_id on the same ip:port, and its old
     record is a dead predecessor, so the address is the identity (as opentracker has it). Not so for
@@ -83,7 +86,9 @@ def peer_key(announce: Announce) -> str | bytes:
     """
     store = announce.store
     if announce.node is not None:
-        return announce.node if store is None else f"{store}\0{announce.node}"  # a node id is printable: no NUL
+        if store is None:
+            return announce.node
+        return f"{store}\0{announce.node}" if announce.certified else f"{store}\1{announce.node}"  # printable: no NUL/SOH
     address = compact_peer(announce.ip, announce.port)
     return address if store is None else store.encode() + b"\0" + address
 

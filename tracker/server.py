@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import trio
 
-from posswarm import logs
+from posswarm import http_service, logs
 from posswarm.errors import PosswarmError
 from posswarm.operator_credential import MAKE_ONE
 from posswarm.operator_gate import OperatorGate, read_token
@@ -18,6 +20,7 @@ from tracker.app import StatsSnapshot, make_app
 from tracker.config import TrackerConfig
 from tracker.desk import Desk
 from tracker.metrics import TrackerMetrics
+from tracker.node_auth import NodeAuthority
 from tracker.peerstore import Caps, MemoryPeerStore, PeerStore
 
 log = logs.get("tracker")
@@ -53,6 +56,31 @@ def access_rules(config: TrackerConfig) -> Access:
                   trusted_proxies=config.trusted_proxies, guesses_per_minute=config.passkey_guesses)
 
 
+def tls_context(config: TrackerConfig) -> ssl.SSLContext | None:
+    """The announce port's TLS (None = plain HTTP): central's certificate; client certificates optional (standard
+    BitTorrent clients have none), verified under ``node_ca`` when one is shown."""
+    if config.tls_cert is None:
+        return None
+    try:
+        context = http_service.server_context(Path(config.tls_cert), Path(config.tls_key))
+        if config.node_ca is not None:
+            context.load_verify_locations(cafile=config.node_ca)
+            context.verify_mode = ssl.CERT_OPTIONAL
+    except (OSError, ssl.SSLError) as exc:
+        raise PosswarmError(f"tracker: tls_cert {config.tls_cert} / tls_key {config.tls_key} / node_ca "
+                            f"{config.node_ca}: cannot use them ({exc}); are they central's KEYS/tls.crt, tls.key and "
+                            "enrolment-ca.crt?") from None
+    return context
+
+
+def node_authority(config: TrackerConfig) -> NodeAuthority | None:
+    """The enrolment authorities node certificates are admitted under (None = no node certificates)."""
+    if config.node_ca is None:
+        return None
+    with open(config.node_ca, "rb") as f:
+        return NodeAuthority(f.read(NodeAuthority.MAX_BYTES + 1), source=f"node_ca {config.node_ca}")
+
+
 async def run(
     config: TrackerConfig,
     *,
@@ -76,15 +104,20 @@ async def run(
     desk = Desk(config, store, access)
     snapshot = StatsSnapshot(desk, clock, config.stats_every)
     app = make_app(snapshot, metrics, operator)
+    tls, nodes = tls_context(config), node_authority(config)
     async with trio.open_nursery() as nursery:
         await nursery.start(snapshot.run)
         try:
-            url = await nursery.start(http_server.run, desk, app, config.host, config.port, clock, metrics)
+            url = await nursery.start(partial(http_server.run, desk, app, config.host, config.port, clock, metrics,
+                                              tls=tls, nodes=nodes))
         except OSError as exc:
             raise PosswarmError(
                 f"tracker: cannot listen on {config.host}:{config.port} ({exc.strerror}); "
                 "pick a free port or another address"
             ) from None
+        if tls is None:
+            log.warning("http.plain", fix="announces are plain HTTP: for standard clients, or behind a TLS-terminating "
+                        "proxy; posswarm nodes announce with their certificate over --tls-cert/--tls-key")
         udp = None
         if config.udp_address is not None:
             host, port = await nursery.start(
@@ -99,7 +132,8 @@ async def run(
         if config.open_stats:
             log.warning("stats.open", fix="anyone who reaches the tracker reads /stats, /metrics and the dashboard; "
                         "start it with --operator-token-file FILE instead")
-        log.info("listening", url=url, udp=udp, open=config.open, policy=config.policy,
+        log.info("listening", url=url, udp=udp, open=config.open, node_certificates=nodes is not None,
+                 policy=config.policy,
                  interval=config.interval, peer_store=config.peer_store)
         task_status.started(url)
         if shutdown is not None:

@@ -10,12 +10,13 @@ verifies central's signed state and the cache's certificate. Pure: the desk feed
 from __future__ import annotations
 
 from tracker.announce import Announce
+from tracker.peerstore import peer_key
 
 PER_STORE = 8  # caches remembered per store (a store has one, two while one is replaced)
 
 
 class StoreCaches:
-    """store -> {node key: (lan address, catalog port, live until)}, at most ``max_stores`` stores."""
+    """store -> {record key: (lan address, catalog port, live until)}, at most ``max_stores`` stores."""
 
     def __init__(self, *, max_stores: int) -> None:
         self.max_stores = max_stores
@@ -26,9 +27,10 @@ class StoreCaches:
         if a.role != "cache" or a.store is None or not a.catalog_port:
             return
         caches = self._stores.get(a.store)
+        key = peer_key(a)  # a certified cache's entry is not a passkey announce's to replace
         if a.event == "stopped":
             if caches is not None:
-                caches.pop(a.node_key, None)
+                caches.pop(key, None)
             return
         if caches is None:
             if len(self._stores) >= self.max_stores:
@@ -36,10 +38,10 @@ class StoreCaches:
                 if len(self._stores) >= self.max_stores:
                     return  # full of live stores: the records' own cap refuses such announces anyway
             caches = self._stores[a.store] = {}
-        if a.node_key not in caches and len(caches) >= PER_STORE:
+        if key not in caches and len(caches) >= PER_STORE:
             oldest = min(caches, key=lambda k: caches[k][2])
             del caches[oldest]
-        caches[a.node_key] = (a.lan_ip or a.ip, a.catalog_port, live_until)
+        caches[key] = (a.lan_ip or a.ip, a.catalog_port, live_until)
 
     def of(self, store: str, now: float) -> list[tuple[str, int]]:
         """The live caches of ``store``: (address, catalog port), the most recently heard first."""

@@ -39,6 +39,14 @@ def central_context(authority: Path) -> ssl.SSLContext:
     return context
 
 
+def tracker_context(credential: Credential, authority: Path) -> ssl.SSLContext:
+    """Announce to central's tracker: verify it as central (``authority``, its host name) and show this node's
+    certificate, which is all the tracker believes about who announces."""
+    context = central_context(authority)
+    context.load_cert_chain(credential.certificate_path, credential.key_path)
+    return context
+
+
 def peer_identity(ssl_object, credential: Credential, *,
                   now: datetime.datetime) -> CertifiedNode:
     """Who the other end of a finished handshake (an SSLObject, or a trio.SSLStream) is, checked again under the root's enrolment keys,

@@ -59,13 +59,14 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-async def _announce(tracker: str, store: str, node: str, role: str, *, wan: int, left: int, size: int) -> None:
+async def _announce(tracker: str, store: str, node: str, role: str, *, wan: int, left: int, size: int,
+                    verify) -> None:
     q = {"info_hash": b"\x5a" * 20, "peer_id": node.encode().ljust(20, b"-"), "port": 6881, "uploaded": 0,
          "downloaded": 0, "left": left, "node": node, "role": role, "store": store, "release": "pos-os@2026.11",
          "size": size, "wan": wan, "lan": 0, "installed": 0 if left else 1}
     raw = "&".join(f"{k}={quote_from_bytes(v if isinstance(v, bytes) else str(v).encode(), safe='')}"
                    for k, v in q.items())
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, verify=verify) as client:
         assert b"failure" not in (await client.get(f"{tracker}/announce?{raw}")).content
 
 
@@ -88,14 +89,17 @@ async def test_prometheus_scrapes_tracker_and_cache_and_the_rules_and_panels_eva
         await lab.publish(write_image(tmp_path / "image.bin", 2), "1.0")
         await lab.wait_installed("pos-image", "1.0")
     # A second store whose cache pulled the image three times over its WAN, and whose till is stuck.
-    await _announce(lab.tracker_url, "S-far", "cache-far", "cache", wan=3000, left=0, size=1000)
-    await _announce(lab.tracker_url, "S-far", "till-far", "device", wan=0, left=1000, size=1000)
+    await _announce(lab.tracker_url, "S-far", "cache-far", "cache", wan=3000, left=0, size=1000,
+                    verify=lab.central_tls)
+    await _announce(lab.tracker_url, "S-far", "till-far", "device", wan=0, left=1000, size=1000,
+                    verify=lab.central_tls)
 
     cache_url = lab.status_of(lab.cache)["http_url"]
     config = (RULES.parent / "prometheus.yml").read_text()
     config = (config.replace("30s", "1s").replace("/etc/prometheus/posswarm-alerts.yml", str(RULES))
               .replace('"tracker-1.central.example:6969", "tracker-2.central.example:6969"',
-                       json.dumps(lab.tracker_url.removeprefix("http://")))
+                       json.dumps(lab.tracker_url.removeprefix("https://")))
+              .replace("/etc/posswarm/enrolment-ca.crt", str(lab.central_keys.authority))
               .replace("/etc/prometheus/posswarm-caches.json", str(tmp_path / "caches.json"))
               .replace("/etc/prometheus/posswarm-operator.token", str(lab.operator_token_file))
               .replace("/etc/prometheus/posswarm-cache-metrics.token", str(lab.metrics_token_file)))

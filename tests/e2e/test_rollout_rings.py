@@ -49,7 +49,7 @@ async def test_canary_elsewhere_then_promote_then_revoke(tmp_path):
         assert lab.release_of(lab.cache, NAME, "1.0")["rollout"] == {"sequence": 2, "state": "active", "ring": "all"}
         with trio.fail_after(30):  # the network engineer's view: the tracker groups the rollout by ring
             while True:
-                async with httpx.AsyncClient(headers=lab.operator_headers) as client:
+                async with httpx.AsyncClient(headers=lab.operator_headers, verify=lab.central_tls) as client:
                     rings = (await client.get(f"{lab.tracker_url}/stats")).json()["releases"].get(
                         f"{NAME}@1.0", {}).get("rings", {})
                 if rings.get("all", {}).get("devices_installed") == 2:

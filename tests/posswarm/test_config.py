@@ -53,6 +53,8 @@ def test_a_good_config_loads_with_defaults(tmp_path):
         ({"node__identity_dir": "/nonexistent/identity"}, "'node.identity_dir' '/nonexistent/identity' is not a directory"),
         ({"central__expiry_grace_s": -1}, "'central.expiry_grace_s'"),
         ({"central__tracker_url": "ftp://x"}, "'central.tracker_url'"),
+        ({"central__tracker_url": "http://tracker:6969/announce/k1"},
+         "'central.tracker_url' is 'http://tracker:6969/announce/<passkey>'; the tracker is reached over HTTPS only"),
         ({"node__role": "cache", "central__catalog_url": "http://central:8080"}, "central is reached over HTTPS only"),
         ({"central__tls_ca": "/nonexistent/ca.crt"}, "'central.tls_ca'"),
         ({"metrics__token_file": "/nonexistent/operator.token"}, "'metrics.token_file'"),

@@ -40,7 +40,8 @@ def tracker_process(nursery):
     (``with_process=True``: the URL and the process, for a test that kills it)."""
 
     async def start(config: Path, *, with_process: bool = False):
-        process = await trio.lowlevel.open_process([str(BIN / "posswarm-tracker"), "serve", "--config", str(config)],
+        process = await trio.lowlevel.open_process([str(BIN / "posswarm-tracker"), "serve", "--plain-http",
+                                                    "--config", str(config)],
                                                    stderr=subprocess.PIPE)
 
         async def drain():  # a full stderr pipe would stall the tracker

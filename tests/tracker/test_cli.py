@@ -31,7 +31,7 @@ async def test_serve_comes_up_on_http_and_udp_is_read_by_posswarm_stats_and_exit
     token = write_operator_token(tmp_path / "operator.token")
     process = await trio.lowlevel.open_process(
         [str(BIN / "posswarm-tracker"), "serve", "--listen", "127.0.0.1:0", "--interval", "5", "--open",
-         "--udp", "127.0.0.1:0", "--operator-token-file", str(token)],
+         "--plain-http", "--udp", "127.0.0.1:0", "--operator-token-file", str(token)],
         stderr=subprocess.PIPE,
     )
     try:
@@ -61,6 +61,17 @@ def test_bad_flags_and_config_are_one_line_and_exit_2(tmp_path, capsys):
         assert err.startswith("posswarm-tracker: ") and err.count("\n") == 1, err
 
 
+def test_a_plain_http_announce_port_must_be_asked_for(tmp_path, capsys):
+    (tmp_path / "tls.crt").write_text("x")
+    tls = ["--tls-cert", str(tmp_path / "tls.crt"), "--tls-key", str(tmp_path / "tls.crt")]
+    for argv, reason in ((["serve", "--open"], "announces are served over HTTPS; give --tls-cert and --tls-key"),
+                         (["serve", "--open", "--plain-http", *tls], "plain_http and tls_cert/tls_key contradict"),
+                         (["serve", "--open", "--node-ca", str(tmp_path / "tls.crt")], "give tls_cert and tls_key too")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert reason in err and err.count("\n") == 1, err
+
+
 async def test_busy_port_is_a_one_line_error_exit_1():
     # A subprocess, because main() configures process-wide logging to its stderr.
     with socket.socket() as busy:
@@ -68,7 +79,7 @@ async def test_busy_port_is_a_one_line_error_exit_1():
         busy.listen()
         with trio.fail_after(30):
             done = await trio.run_process(
-                [str(BIN / "posswarm-tracker"), "serve", "--open", "--open-stats", "--listen",
+                [str(BIN / "posswarm-tracker"), "serve", "--open", "--open-stats", "--plain-http", "--listen",
                  f"127.0.0.1:{busy.getsockname()[1]}"],
                 capture_stderr=True, check=False)
     assert done.returncode == 1

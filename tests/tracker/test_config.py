@@ -36,6 +36,8 @@ def test_defaults_and_toml_with_overrides(tmp_path):
         ('catalog = 5', "catalog = 5: must be a URL"),
         ('open = true\nudp = "nowhere"', "is not HOST:PORT: no port"),
         ('open = true\npeer_store = "etcd"', "choose memory or redis"),
+        ('open = true\ntls_cert = "/nonexistent/tls.crt"', "tls_cert = '/nonexistent/tls.crt': no such file"),
+        ('open = true\nplain_http = "yes"', "plain_http = 'yes': must be true or false"),
         ('open = true\n[passkeys]\na = "%s"\nb = "%s"' % (LONG, LONG), "two entries share a passkey"),
         ('open = true\ncentral_passkeys = ["%s"]\n[passkeys]\na = "%s"' % (LONG, LONG), "two entries share a passkey"),
         # 128 bits at least, judged by the alphabet the passkey is drawn from; one line naming the entry and the fix.
@@ -54,6 +56,23 @@ def test_bad_config_names_the_key(tmp_path, text, reason):
     path.write_text(text)
     with pytest.raises(PosswarmError, match=reason):
         config.load(path)
+
+
+def test_tls_keys_go_together(tmp_path):
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        (tmp_path / name).write_text("x")
+    crt, key, ca = (str(tmp_path / n) for n in ("tls.crt", "tls.key", "ca.crt"))
+    with pytest.raises(PosswarmError, match="tls_cert and tls_key go together"):
+        config.from_mapping({"open": True, "tls_cert": crt})
+    with pytest.raises(PosswarmError, match="node_ca: node certificates are read in the TLS handshake"):
+        config.from_mapping({"open": True, "node_ca": ca})
+    with pytest.raises(PosswarmError, match="plain_http and tls_cert/tls_key contradict"):
+        config.from_mapping({"open": True, "tls_cert": crt, "tls_key": key, "plain_http": True})
+    c = config.from_mapping({"open": True, "tls_cert": crt, "tls_key": key, "node_ca": ca})
+    assert config.require_tls_choice(c) is c
+    with pytest.raises(PosswarmError, match="announces are served over HTTPS"):
+        config.require_tls_choice(config.from_mapping({"open": True}))
+    assert config.require_tls_choice(config.from_mapping({"open": True, "plain_http": True})).plain_http
 
 
 def test_missing_file_is_a_one_line_error(tmp_path):

@@ -48,7 +48,8 @@ def test_unreachable_redis_is_a_one_line_start_up_error(tmp_path):
     config = tmp_path / "tracker.toml"
     config.write_text('listen = "127.0.0.1:0"\nopen = true\nopen_stats = true\npeer_store = "redis"\n'
                       'redis_url = "redis://127.0.0.1:1/0"\n')
-    done = subprocess.run([str(BIN / "posswarm-tracker"), "serve", "--config", str(config)], capture_output=True,
+    done = subprocess.run([str(BIN / "posswarm-tracker"), "serve", "--plain-http", "--config", str(config)],
+                          capture_output=True,
                           timeout=30)
     assert done.returncode == 1 and b"Traceback" not in done.stderr
     assert done.stderr.decode().startswith("posswarm-tracker: tracker peer store: cannot reach Redis at redis://127.0.0.1:1/0")

@@ -68,18 +68,22 @@ class Network:
         """Tracker, seeder, then every store's nodes at once; returns when all are up and devices see their cache."""
         with trio.fail_after(STARTUP_TIMEOUT_S):
             central, ip = self.topo.central, self.topo.central_ip
+            # Central serves HTTPS, as in production; the tracker knows each node by its certificate.
+            tls_cert, tls_key = self.central_keys.issue_tls([ip])
+            authority = str(self.central_keys.authority)
             self.tracker_url = await self.start(nursery, "tracker", central, [
                 bin_path("posswarm-tracker"), "serve", "--open", "--listen", f"{ip}:0",
+                "--tls-cert", str(tls_cert), "--tls-key", str(tls_key), "--node-ca", authority,
                 "--interval", str(ANNOUNCE_INTERVAL_S), "--operator-token-file", str(self.operator_token_file),
                 *(["--cross-store"] if self.cross_store else []),
             ], "tracker")
-            tls_cert, tls_key = self.central_keys.issue_tls([ip])  # central serves HTTPS, as in production
             self.seeder_url = await self.start(nursery, "seeder", central, [
                 bin_path("posswarm-seeder"), "serve", "--releases", str(self.releases),
                 "--tls-cert", str(tls_cert), "--tls-key", str(tls_key),
                 "--timestamp-key", str(self.central_keys.key("timestamp")), "--listen", f"{ip}:0", "--bt-listen", f"{ip}:0",
                 "--operator-token-file", str(self.operator_token_file),
-                "--tracker", f"{self.tracker_url}/announce", *(["--super-seed"] if self.cross_store else []),
+                "--tracker", f"{self.tracker_url}/announce", "--tracker-ca", authority,
+                *(["--super-seed"] if self.cross_store else []),
             ], "seeder")
             async with trio.open_nursery() as starting:
                 for store in self.topo.stores:
