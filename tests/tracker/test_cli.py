@@ -88,7 +88,7 @@ async def test_busy_port_is_a_one_line_error_exit_1():
 
 
 async def test_a_plain_serve_refuses_to_start_without_an_operator_credential(tmp_path):
-    serve = [str(BIN / "posswarm-tracker"), "serve", "--open", "--listen", "127.0.0.1:0"]
+    serve = [str(BIN / "posswarm-tracker"), "serve", "--open", "--plain-http", "--listen", "127.0.0.1:0"]
     with trio.fail_after(30):
         done = await trio.run_process(serve, capture_stderr=True, check=False)
     lines = done.stderr.decode().splitlines()
@@ -110,7 +110,7 @@ async def test_a_plain_serve_refuses_to_start_without_an_operator_credential(tmp
 
 async def test_open_stats_is_said_in_the_log():
     process = await trio.lowlevel.open_process(
-        [str(BIN / "posswarm-tracker"), "serve", "--open", "--open-stats", "--listen", "127.0.0.1:0"],
+        [str(BIN / "posswarm-tracker"), "serve", "--open", "--open-stats", "--plain-http", "--listen", "127.0.0.1:0"],
         stderr=subprocess.PIPE)
     try:
         with trio.fail_after(30):
