@@ -46,17 +46,19 @@ def test_steady_rate_is_none_when_the_samples_cannot_tell(samples, total):
 
 
 def test_timeline_times_the_download_from_publish_and_leaves_out_idle_chatter():
-    # idle announces (2 frames) before publish at t=10; the download starts after t=11: 100 frames/s for 4 s
-    samples = [frames(t / 10, 2) for t in range(0, 111)]
-    samples += [frames(11 + i / 10, 2 + 10 * i) for i in range(1, 41)] + [frames(15.5, 402), frames(16, 403)]
+    # an idle link's chatter (1 frame a second) before publish at t=10, and after the download:
+    # 100 frames/s from t=11 to t=15
+    samples = [frames(t / 10, t // 10) for t in range(0, 111)]
+    samples += [frames(11 + i / 10, 11 + 10 * i) for i in range(1, 41)]
+    samples += [frames(15 + i / 10, 411 + i // 10) for i in range(1, 40)]
     found = timeline(samples, 10.0, step_s=1.0, idle_bytes=2 * FRAME)
     assert found is not None
-    assert found.first_byte_s == pytest.approx(1.0)  # the sample before the first growth past the idle noise
-    assert found.last_byte_s == pytest.approx(5.0)  # the extra frame at 16 s is chatter, not the download
+    assert found.first_byte_s == pytest.approx(1.0)  # the sample before the first busy one
+    assert found.last_byte_s == pytest.approx(5.0)
     assert found.fetch_kbps == pytest.approx(100 * FRAME * 8 / 1000, rel=0.01)
-    assert found.kbps == pytest.approx((0,) + (100 * FRAME * 8 / 1000,) * 4, abs=1)  # whole kbit/s
+    assert found.kbps == pytest.approx((100 * FRAME * 8 / 1000,) * 4, abs=1)  # whole kbit/s
 
 
 def test_timeline_is_none_when_nothing_arrived():
-    assert timeline([frames(t, 1) for t in range(10)], 0.0) is None
+    assert timeline([frames(t, t) for t in range(10)], 0.0, idle_bytes=2 * FRAME) is None
     assert timeline([], 0.0) is None

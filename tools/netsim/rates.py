@@ -53,39 +53,37 @@ def steady_rate(samples: list[Sample], total_bytes: int, *, low: float = 0.1, hi
 
 @dataclass(frozen=True)
 class Timeline:
-    """When a store's WAN download began and ended, and its payload rate in even steps from ``t0``."""
+    """When a store's WAN download began and ended, and its payload rate in even steps from its start."""
 
-    first_byte_s: float  # the first sample past the idle link's noise, from t0
-    last_byte_s: float  # the first sample holding all but the last ``idle_bytes``
+    first_byte_s: float  # the sample before the first busy one, from t0
+    last_byte_s: float  # the last busy sample, from t0
     fetch_kbps: float  # payload between the two, over the time between them
     step_s: float
-    kbps: tuple[float, ...]  # payload rate in each step from t0
+    kbps: tuple[float, ...]  # payload rate in each step from the first byte
 
 
 def timeline(samples: list[Sample], t0: float, *, step_s: float = 0.5, idle_bytes: int = 16 * 1024) -> Timeline | None:
-    """The download in ``samples`` (counted from the first), timed from ``t0``; None if nothing arrived.
+    """The download in ``samples``, timed from ``t0``; None if nothing arrived.
 
-    ``idle_bytes`` is what an idle link still carries (announces, catalog polls): growth below it is
-    not the download starting, nor left of it at its end.
+    A sample is busy when more than ``idle_bytes`` arrived since the one before: an idle link's
+    announces and catalog polls carry 1-3 KiB at a time (measured), a download at 1.3 Mbit/s or more
+    over 0.1 s samples more than 16 KiB.
     """
-    if len(samples) < 2 or step_s <= 0:
+    busy = [i for i in range(1, len(samples)) if samples[i].payload - samples[i - 1].payload > idle_bytes]
+    if not busy or step_s <= 0:
         return None
-    base, total = samples[0].payload, samples[-1].payload - samples[0].payload
-    if total <= 2 * idle_bytes:
-        return None
-    first = next(s for s in samples if s.payload - base > idle_bytes)
-    last = next(s for s in samples if s.payload - base >= total - idle_bytes)
-    start = samples[max(0, samples.index(first) - 1)]  # the download began after the sample before it
+    start, last = samples[busy[0] - 1], samples[busy[-1]]
     seconds = last.t - start.t
-    def at(t: float) -> int:  # payload counted by t: the last sample taken by then
-        return max((x.payload for x in samples if x.t <= t), default=base) - base
 
-    steps = range(math.ceil((last.t - t0) / step_s))
-    kbps = [round((at(t0 + (i + 1) * step_s) - at(t0 + i * step_s)) * 8 / 1000 / step_s) for i in steps]
+    def at(t: float) -> int:  # payload counted by t: the last sample taken by then
+        return max((x.payload for x in samples if x.t <= t), default=start.payload)
+
+    steps = range(math.ceil(seconds / step_s))
+    kbps = [round((at(start.t + (i + 1) * step_s) - at(start.t + i * step_s)) * 8 / 1000 / step_s) for i in steps]
     return Timeline(
         first_byte_s=round(start.t - t0, 2),
         last_byte_s=round(last.t - t0, 2),
-        fetch_kbps=round((last.payload - start.payload) * 8 / 1000 / seconds) if seconds > 0 else 0.0,
+        fetch_kbps=round((last.payload - start.payload) * 8 / 1000 / seconds),
         step_s=step_s,
         kbps=tuple(kbps),
     )
