@@ -103,11 +103,14 @@ async def bench(args, counts: list[int], systems: list[str], workdir: Path) -> l
                     http.cancel_scope.cancel()
         store = swarm_result["stores"][0]
         mine = [_row("posswarm", n, swarm_result["completion_s"], swarm_result["stored_bytes"],
-                     store["wan_bytes_in"], rates, cache_s=store["cache_installed_s"], learned_s=store["cache_learned_s"])]
+                     store["wan_bytes_in"], rates, cache_s=store["cache_installed_s"], learned_s=store["cache_learned_s"],
+                     fetch_s=_fetch_s(store.get("wan_timeline")))]
         for name, r in found.items():
             wan = max(s["wan_bytes_in"] for s in r["stores"])
+            varnish = r["stores"][0].get("varnish")
             mine.append(_row(name, n, r["completion_s"], packed.stat().st_size, wan, rates,
-                             cache_s=r["stores"][0].get("cache_installed_s"), varnish=r["stores"][0].get("varnish")))
+                             cache_s=r["stores"][0].get("cache_installed_s"), varnish=varnish,
+                             fetch_s=varnish["fetch_s"] if varnish else None))
         for row in mine:
             row.update(image_bytes=swarm_result["image_bytes"], payload=args.payload)
             if "varnish" in found:
@@ -117,10 +120,17 @@ async def bench(args, counts: list[int], systems: list[str], workdir: Path) -> l
     return rows
 
 
+def _fetch_s(timeline: dict | None) -> float | None:
+    """How long the store's WAN carried the release: its router's first to last byte of it."""
+    return None if timeline is None else round(timeline["last_byte_s"] - timeline["first_byte_s"], 2)
+
+
 def _row(system: str, n: int, completion_s: float, wire_bytes: int, wan_bytes: int, rates: tuple[float, float], *,
-         cache_s: float | None = None, learned_s: float = 0.0, varnish: dict | None = None) -> dict:
+         cache_s: float | None = None, learned_s: float = 0.0, varnish: dict | None = None,
+         fetch_s: float | None = None) -> dict:
     """One table row. wire_bytes = what must cross the WAN once (posswarm: its stored chunks; HTTP: the .zst);
-    cache_s = the store cache had it all; learned_s = when it knew of the release (HTTP: at once)."""
+    cache_s = the store cache had it all; learned_s = when it knew of the release (HTTP: at once);
+    fetch_s = the store's one WAN fetch, first to last byte (posswarm: router counters; Varnish: its log)."""
     ideal = ideal_s(wire_bytes, *rates)
     row = {
         "system": system,
@@ -136,6 +146,9 @@ def _row(system: str, n: int, completion_s: float, wire_bytes: int, wan_bytes: i
     }
     if varnish is not None:
         row["varnish"] = varnish
+    if fetch_s:
+        row["fetch_s"] = fetch_s
+        row["fetch_mbit"] = round(wire_bytes * 8 / fetch_s / 1e6, 2)  # payload over the WAN while it fetched
     return row
 
 
@@ -151,6 +164,12 @@ def table(rows: list[dict], args) -> str:
         lines.append(f"| {r['system']} | {r['devices']} | {r['completion_s']:.2f} | {versus} "
                      f"| {r['wire_bytes'] / 2**20:.1f} | {r['ideal_s']:.2f} | {r['completion_ratio']:.2f} "
                      f"| {r['wan_amplification']:.3f} | {cache} | {r.get('learned_s', 0.0):.2f} |")
+    fetches = [r for r in rows if "fetch_mbit" in r]
+    if fetches:
+        lines.append("\nThe store's WAN fetch, first to last byte (Varnish: its one backend fetch), and its payload "
+                     f"rate against the link's {args.wan_mbit:g} Mbit/s: "
+                     + "; ".join(f"{r['system']} at N = {r['devices']}: {r['fetch_s']:.2f} s, {r['fetch_mbit']:.1f} Mbit/s"
+                                 for r in fetches) + ".")
     checked = [r for r in rows if "varnish" in r]
     for r in checked:
         v = r["varnish"]

@@ -267,9 +267,10 @@ class TorrentSession:
 
     async def add(
         self, key: str, torrent: bytes, save_path: Path, *, peers: Iterable[tuple[str, int]] = (),
-        web_seeds: Iterable[str] = (), super_seed: bool = False,
+        web_seeds: Iterable[str] = (), super_seed: bool = False, verified: bool = False,
     ) -> None:
-        """Add a torrent under ``key`` and return once libtorrent has it (checking what is on disk first).
+        """Add a torrent under ``key`` and return once libtorrent has it (checking what is on disk first,
+        unless ``verified``: the caller has just checked every file of it against a signed manifest).
 
         Adding the same key with the same torrent again only connects the peers given.
         """
@@ -286,7 +287,8 @@ class TorrentSession:
                 self.connect_peer(peer, key)
             return
         self._held.check_new(key, ident)
-        atp = add_params.prepare(atp, Path(save_path), key, peers=peers, web_seeds=web_seeds, super_seed=super_seed)
+        atp = add_params.prepare(atp, Path(save_path), key, peers=peers, web_seeds=web_seeds, super_seed=super_seed,
+                                  verified=verified)
         self._keys[ident] = key
         pending = adding[ident] = Pending(save_path=Path(save_path))
         try:

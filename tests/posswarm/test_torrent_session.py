@@ -19,6 +19,7 @@ from posswarm.torrent import (
     TorrentError,
     TorrentFinished,
     TorrentSession,
+    add_params,
 )
 from posswarm.torrent.settings import UNCAPPED_RECEIVE_BUFFER
 
@@ -291,3 +292,13 @@ async def test_wan_caps_change_while_running_and_leave_the_lan_alone():
         assert await cache.wan_limits() == (0, 0)
         assert cache._ses.get_settings()["recv_socket_buffer_size"] == UNCAPPED_RECEIVE_BUFFER
         nursery.cancel_scope.cancel()
+
+
+def test_only_a_release_the_caller_has_just_verified_is_seeded_without_a_full_check(release, tmp_path):
+    torrent, _ = release
+    for verified, seed_mode in ((False, False), (True, True)):
+        atp = add_params.load("pos-os@1.0", torrent)
+        atp.flags |= lt.torrent_flags.seed_mode  # whatever the .torrent or resume data said
+        atp = add_params.prepare(atp, tmp_path, "pos-os@1.0", peers=(), web_seeds=(), super_seed=False,
+                                 verified=verified)
+        assert bool(atp.flags & lt.torrent_flags.seed_mode) is seed_mode

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tools.netsim.rates import Sample, steady_rate
+from tools.netsim.rates import Sample, steady_rate, timeline
 from tools.netsim.topology import FRAME_OVERHEAD
 
 FRAME = 1448  # payload of one full-size frame
@@ -43,3 +43,22 @@ def test_steady_rate_counts_from_the_first_sample_not_from_zero():
 ])
 def test_steady_rate_is_none_when_the_samples_cannot_tell(samples, total):
     assert steady_rate(samples, total) is None
+
+
+def test_timeline_times_the_download_from_publish_and_leaves_out_idle_chatter():
+    # an idle link's chatter (1 frame a second) before publish at t=10, and after the download:
+    # 100 frames/s from t=11 to t=15
+    samples = [frames(t / 10, t // 10) for t in range(0, 111)]
+    samples += [frames(11 + i / 10, 11 + 10 * i) for i in range(1, 41)]
+    samples += [frames(15 + i / 10, 411 + i // 10) for i in range(1, 40)]
+    found = timeline(samples, 10.0, step_s=1.0, idle_bytes=2 * FRAME)
+    assert found is not None
+    assert found.first_byte_s == pytest.approx(1.0)  # the sample before the first busy one
+    assert found.last_byte_s == pytest.approx(5.0)
+    assert found.fetch_kbps == pytest.approx(100 * FRAME * 8 / 1000, rel=0.01)
+    assert found.kbps == pytest.approx((100 * FRAME * 8 / 1000,) * 4, abs=1)  # whole kbit/s
+
+
+def test_timeline_is_none_when_nothing_arrived():
+    assert timeline([frames(t, t) for t in range(10)], 0.0, idle_bytes=2 * FRAME) is None
+    assert timeline([], 0.0) is None

@@ -152,6 +152,10 @@ def describe(result: dict) -> str:
         lines.append(f"  store {s['store']}: WAN in {s['wan_bytes_in'] / size:.3f} x image "
                      f"(posswarm says {s['posswarm_wan_bytes'] / size:.3f}, off {s['accounting_off_percent']}%); "
                      f"cache {s['cache_installed_s']:.1f} s; devices {devices} s")
+        if s.get("wan_timeline"):
+            w = s["wan_timeline"]
+            lines.append(f"    WAN fetch: first byte {w['first_byte_s']:.2f} s, last {w['last_byte_s']:.2f} s after "
+                         f"publish, {w['fetch_kbps'] / 1000:.1f} Mbit/s of payload between them")
     lines.append(f"WAN amplification {result['wan_amplification']:.3f}; completion {result['completion_s']:.1f} s "
                  f"vs ideal {result['ideal_s']:.1f} s (ratio {result['completion_ratio']:.2f}); "
                  f"central uploaded {result['central_upload_bytes'] / size:.2f} x image")

@@ -13,14 +13,14 @@ from posswarm import logs
 from posswarm.release import wire_size
 from tools import payloads
 from tools.netsim.network import Network, emulated_network
-from tools.netsim.rates import Sample, steady_rate
+from tools.netsim.rates import Sample, steady_rate, timeline
 from tools.netsim.topology import PREFIX, plan
 
 log = logs.get("netsim")
 
 RELEASE = "pos-image"
 ACCOUNTING_TOLERANCE = 0.02  # posswarm's own WAN figures must agree with the routers' within 2 %
-SAMPLE_EVERY_S = 0.25  # WAN counters while a capped download runs, for its steady rate
+SAMPLE_EVERY_S = 0.1  # WAN counters while a release arrives: its timeline, and a capped download's steady rate
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,16 @@ def _steady(samples: list[Sample], wanted_bytes: int) -> dict | None:
         return None
     return {"seconds": round(rate.seconds, 2), "wire_kbps": round(rate.wire_kbps),
             "payload_kbps": round(rate.payload_kbps)}
+
+
+def _timeline(samples: list[Sample], published: float) -> dict | None:
+    """The store's WAN download from publish: first and last byte, its rate between them, and every step's."""
+    # samples carry time.monotonic(); publish returns time.time()
+    found = timeline(samples, published - time.time() + time.monotonic())
+    if found is None:
+        return None
+    return {"first_byte_s": found.first_byte_s, "last_byte_s": found.last_byte_s, "fetch_kbps": found.fetch_kbps,
+            "step_s": found.step_s, "kbps": list(found.kbps)}
 
 
 def ideal_s(image_bytes: int, wan_mbit: float, lan_mbit: float) -> float:
@@ -139,19 +149,19 @@ async def rollout(net: Network, nursery: trio.Nursery, scenario: Scenario) -> di
 async def distribute(net: Network, payload: Path, version: str, deadline_s: float) -> dict:
     """Publish ``payload`` as ``version``; wait for every node; per-store WAN bytes from the routers' counters."""
     wan_before, central_before = net.wan_counters(), net.central_counters()
-    started = time.time()
-    published = await net.publish(payload, RELEASE, version)
-    log.info("netsim.published", version=version, seconds=round(published - started, 2))
     samples: dict[int, list[Sample]] = {s.index: [] for s in net.topo.stores}
-    with trio.fail_after(deadline_s):
-        async with trio.open_nursery() as sampling:
-            if net.wan_cap_kbps:
-                sampling.start_soon(_sample_wan, net, samples)
+    async with trio.open_nursery() as sampling:
+        # from before publish: the seeder offers the release while publish is still finishing
+        sampling.start_soon(_sample_wan, net, samples)
+        started = time.time()
+        published = await net.publish(payload, RELEASE, version)
+        log.info("netsim.published", version=version, seconds=round(published - started, 2))
+        with trio.fail_after(deadline_s):
             await net.wait_installed(RELEASE, version)
-            sampling.cancel_scope.cancel()
-    if net.wan_cap_kbps:  # kept with the work directory (--keep), to plot or check the rate over time
-        (net.workdir / f"wan-samples-{version}.json").write_text(json.dumps(
-            {net.topo.stores[i - 1].store_id: [astuple(x) for x in v] for i, v in samples.items()}))
+        sampling.cancel_scope.cancel()
+    # kept with the work directory (--keep), to plot or check the rate over time
+    (net.workdir / f"wan-samples-{version}.json").write_text(json.dumps(
+        {net.topo.stores[i - 1].store_id: [astuple(x) for x in v] for i, v in samples.items()}))
     await trio.sleep(1.0)  # one more status rewrite, so posswarm's byte counts are final
     wan_after, central_after = net.wan_counters(), net.central_counters()
     stores, agrees = [], True
@@ -172,6 +182,7 @@ async def distribute(net: Network, payload: Path, version: str, deadline_s: floa
             "cache_learned_s": round(cache["learned_at"] - published, 2),  # seeder scan + cache poll
             "cache_installed_s": round(cache["done_at"] - published, 2),
             **({"wan_steady": _steady(samples[store.index], cache["wanted_bytes"])} if net.wan_cap_kbps else {}),
+            "wan_timeline": _timeline(samples[store.index], published),
             "devices": [{"id": node_id, "installed_s": round(r["done_at"] - published, 2),
                          "bytes_from_lan": r["bytes_from_lan"]} for node_id, r in devices.items()],
         })
