@@ -1,5 +1,7 @@
 """The dashboard of a tracker holding 5,000 stores x 20 tills, read in a real headless Chromium: fast, searchable, unbroken."""
 
+import queue
+import threading
 import time
 
 import httpx
@@ -15,18 +17,45 @@ NOW = 1_000_000.0
 WIDTHS = (1280, 800)  # a desk screen, and half of one beside a bridge call
 
 
-@pytest.fixture
-async def fleet_tracker(nursery):
-    # One snapshot for the whole test: first renders are timed against a built snapshot, and its rebuild is timed apart.
+@pytest.fixture(scope="module")
+def fleet_tracker():
+    """One tracker holding the fleet for the module's tests, which only read it: filling the store and building its
+    snapshot took ~50 s at a load of 16, once per test before. pytest-trio gives each test a trio loop of its own,
+    so this tracker runs on one of its own in a thread, stopped by its ``shutdown`` event after the last test."""
+    # One snapshot for the whole module (its clock stands at NOW, nothing in it is older than its retention): first
+    # renders are timed against a built snapshot, and its rebuild is timed apart.
     config = TrackerConfig(port=0, open=True, interval=30, stats_every=3600)
-    url = await nursery.start(lambda task_status: server.run(config, store=fleet.fill(NOW), clock=lambda: NOW,
-                                                             task_status=task_status))
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    ready: queue.Queue = queue.Queue()
+
+    async def serve() -> None:
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(lambda task_status: server.run(
+                config, store=fleet.fill(NOW), clock=lambda: NOW, shutdown=shutdown, task_status=task_status))
+            ready.put((url, shutdown, trio.lowlevel.current_trio_token()))
+
+    def thread() -> None:
+        try:
+            trio.run(serve)
+        except BaseException as exc:  # the test that waits for the URL fails with it
+            ready.put(exc)
+
+    runner = threading.Thread(target=thread, name="fleet-tracker", daemon=True)
+    runner.start()
+    started = ready.get(timeout=240)
+    if isinstance(started, BaseException):
+        raise started
+    url, shutdown, token = started
+    try:
         started = time.monotonic()
-        page = (await client.get("/")).text
+        page = httpx.get(url + "/", timeout=120).text
         rebuild = time.monotonic() - started
         print(f"snapshot of {fleet.STORES * (fleet.TILLS + 1):,} nodes built in {rebuild:.2f} s, page {len(page):,} bytes")
         yield url, page
+    finally:
+        trio.from_thread.run_sync(shutdown.set, trio_token=token)
+        runner.join(timeout=60)
+        assert not runner.is_alive(), "the fleet tracker did not stop on its shutdown event"
 
 
 async def test_fleet_page_is_bounded_and_puts_the_worst_stores_first(fleet_tracker):
