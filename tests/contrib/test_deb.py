@@ -1,9 +1,10 @@
-"""`make deb` builds the package; it installs with dpkg into a clean root of its own, runs, checks its units, and purges."""
+"""`make deb` builds the package; it installs with dpkg into a clean root of its own, runs, checks its units, and purges.
+
+The build itself (fixture ``package``) is started by tests/contrib/conftest.py when the suite is collected."""
 
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -41,16 +42,6 @@ test ! -e /opt/posswarm && test ! -e /etc/posswarm && test ! -e /lib/systemd/sys
 test ! -e /usr/bin/posswarm
 echo purged
 """
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("deb")
-    started = time.monotonic()
-    subprocess.run(["make", "-C", str(ROOT), "deb", f"DEB_OUT={out}"], check=True, capture_output=True)
-    print(f"make deb: {time.monotonic() - started:.0f} s")
-    (deb,) = out.glob("posswarm_*.deb")
-    return deb
 
 
 @needs_root

@@ -50,11 +50,16 @@ async def test_the_verdict_catches_the_duplicates_of_a_build_that_ignores_the_tr
     _needs_root()
     seed = random.getrandbits(32)
     runs = {}
-    for keyless in (False, True):
+
+    async def scenario(keyless: bool) -> None:
         runs[keyless] = await run_scenario_isolated(
             tmp_path / f"keyless-{keyless}", devices=2, sales=150, rate=25, wire={"answer_loss": 0.15},
             pos_timeout=0.4, keyless=keyless, drain_timeout=30.0, seed=seed,
         )
+
+    async with trio.open_nursery() as nursery:  # each in a network namespace of its own: they share nothing
+        for keyless in (False, True):
+            nursery.start_soon(scenario, keyless)
     why = f"seed {seed}: {runs}"
     keyed, keyless = runs[False], runs[True]
     assert keyed["attempts"].get("200", 0) >= 1 and keyed["duplicated"] == 0 and exactly_once(keyed), why

@@ -193,6 +193,27 @@ CURRENT = -1  # a ticket drawn as "the one the release has in flight when the ev
 DECISIONS = (None, INSTALL_NOW, PAUSED, REVOKED, NOT_YET)
 
 
+# The strategies are made once, here: a strategy made inside the draw loop was analysed afresh at every draw,
+# and that took most of the test's time (cProfile: hypothesis' strategy properties, not posswarm's step).
+_VERSION_OR_NONE = st.sampled_from((None, *VERSIONS))
+_DISK = st.tuples(_VERSION_OR_NONE, _VERSION_OR_NONE, st.sets(st.sampled_from(VERSIONS), max_size=2),
+                  st.sampled_from((None, None, *VERSIONS)))
+_DECISION = st.sampled_from(DECISIONS)
+_TICKET = st.sampled_from((CURRENT, CURRENT, CURRENT, 0, 1, 2))  # mostly the one in flight
+# the events that move a release forward come often; the rest of the world interferes between them
+_EVENT = st.sampled_from((
+    lambda v, t: lc.Listed(), lambda v, t: lc.ManifestArrived(manifest(v)), lambda v, t: lc.ManifestArrived(manifest(v)),
+    lambda v, t: lc.ManifestBad("bad signature"), lambda v, t: lc.Unreachable("timed out"),
+    lambda v, t: lc.Resumed(manifest(v)), lambda v, t: lc.TorrentFinished(), lambda v, t: lc.TorrentFinished(),
+    lambda v, t: lc.TorrentFailed("disk full"), lambda v, t: lc.ChunksChecked(t), lambda v, t: lc.ChunksChecked(t),
+    lambda v, t: lc.ChunksChecked(t), lambda v, t: lc.ChunksChecked(t, 1, "ab" * 32),
+    lambda v, t: lc.ScrubFoundBad(1, "ab" * 32), lambda v, t: lc.InstallDone(t), lambda v, t: lc.InstallDone(t),
+    lambda v, t: lc.InstallDone(t, "health check failed"), lambda v, t: lc.InstallFailed(t, "disk full"),
+    lambda v, t: lc.RolloutChanged(), lambda v, t: lc.RolloutChanged(), lambda v, t: lc.InstallsChanged(),
+    lambda v, t: lc.LayOutFailed("disk full"), lambda v, t: lc.RetryDue("finished"), lambda v, t: lc.RetryDue("error"),
+    lambda v, t: lc.RetryDue("running"), lambda v, t: lc.RetryDue("absent")))
+
+
 @st.composite
 def histories(draw):
     """A release's life with the world changing under it: events in any order, any ticket, changing facts."""
@@ -200,22 +221,11 @@ def histories(draw):
     node = draw(st.sampled_from((DEVICE, DEVICE, CACHE)))
     steps = []
     for _ in range(draw(st.integers(1, 40))):
-        disk = lc.Installed(draw(st.sampled_from((None, *VERSIONS))), draw(st.sampled_from((None, *VERSIONS))),
-                            frozenset(draw(st.sets(st.sampled_from(VERSIONS), max_size=2))),
-                            draw(st.sampled_from((None, None, *VERSIONS))))
-        known = lc.Facts(node, disk, draw(st.sampled_from(DECISIONS)), draw(st.sampled_from((None, *VERSIONS))))
-        ticket = draw(st.sampled_from((CURRENT, CURRENT, CURRENT, 0, 1, 2)))  # mostly the one in flight
-        # the events that move a release forward come often; the rest of the world interferes between them
-        event = draw(st.sampled_from((
-            lc.Listed(), lc.ManifestArrived(manifest(version)), lc.ManifestArrived(manifest(version)),
-            lc.ManifestBad("bad signature"), lc.Unreachable("timed out"), lc.Resumed(manifest(version)),
-            lc.TorrentFinished(), lc.TorrentFinished(), lc.TorrentFailed("disk full"),
-            lc.ChunksChecked(ticket), lc.ChunksChecked(ticket), lc.ChunksChecked(ticket), lc.ChunksChecked(ticket, 1, "ab" * 32),
-            lc.ScrubFoundBad(1, "ab" * 32), lc.InstallDone(ticket), lc.InstallDone(ticket),
-            lc.InstallDone(ticket, "health check failed"), lc.InstallFailed(ticket, "disk full"), lc.RolloutChanged(),
-            lc.RolloutChanged(), lc.InstallsChanged(), lc.LayOutFailed("disk full"), lc.RetryDue("finished"),
-            lc.RetryDue("error"), lc.RetryDue("running"), lc.RetryDue("absent"))))
-        steps.append((event, known))
+        current, previous, held, pending = draw(_DISK)
+        known = lc.Facts(node, lc.Installed(current, previous, frozenset(held), pending), draw(_DECISION),
+                         draw(_VERSION_OR_NONE))
+        ticket = draw(_TICKET)
+        steps.append((draw(_EVENT)(version, ticket), known))
     return version, steps
 
 

@@ -1,5 +1,7 @@
 """The dashboard of a tracker holding 5,000 stores x 20 tills, read in a real headless Chromium: fast, searchable, unbroken."""
 
+import queue
+import threading
 import time
 from urllib.parse import quote
 
@@ -17,21 +19,47 @@ NOW = 1_000_000.0
 WIDTHS = (1280, 800)  # a desk screen, and half of one beside a bridge call
 
 
-@pytest.fixture
-async def fleet_tracker(nursery, tmp_path):
-    """The URL, the fleet page and the operator token of a tracker holding the simulated fleet."""
-    # One snapshot for the whole test: first renders are timed against a built snapshot, and its rebuild is timed apart.
-    token_file = write_operator_token(tmp_path / "operator.token")
+@pytest.fixture(scope="module")
+def fleet_tracker(tmp_path_factory):
+    """One tracker holding the fleet for the module's tests, which only read it: filling the store and building its
+    snapshot took ~50 s at a load of 16, once per test before. pytest-trio gives each test a trio loop of its own,
+    so this tracker runs on one of its own in a thread, stopped by its ``shutdown`` event after the last test."""
+    # One snapshot for the whole module (its clock stands at NOW, nothing in it is older than its retention): first
+    # renders are timed against a built snapshot, and its rebuild is timed apart.
+    token_file = write_operator_token(tmp_path_factory.mktemp("operator") / "operator.token")
     config = TrackerConfig(port=0, open=True, interval=30, stats_every=3600, operator_token_file=str(token_file))
-    url = await nursery.start(lambda task_status: server.run(config, store=fleet.fill(NOW), clock=lambda: NOW,
-                                                             task_status=task_status))
     token = token_file.read_text().strip()
-    async with httpx.AsyncClient(base_url=url, timeout=120, auth=("operator", token)) as client:
+    ready: queue.Queue = queue.Queue()
+
+    async def serve() -> None:
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(lambda task_status: server.run(
+                config, store=fleet.fill(NOW), clock=lambda: NOW, shutdown=shutdown, task_status=task_status))
+            ready.put((url, shutdown, trio.lowlevel.current_trio_token()))
+
+    def thread() -> None:
+        try:
+            trio.run(serve)
+        except BaseException as exc:  # the test that waits for the URL fails with it
+            ready.put(exc)
+
+    runner = threading.Thread(target=thread, name="fleet-tracker", daemon=True)
+    runner.start()
+    started = ready.get(timeout=240)
+    if isinstance(started, BaseException):
+        raise started
+    url, shutdown, trio_token = started
+    try:
         started = time.monotonic()
-        page = (await client.get("/")).text
+        page = httpx.get(url + "/", timeout=120, auth=("operator", token)).text
         rebuild = time.monotonic() - started
         print(f"snapshot of {fleet.STORES * (fleet.TILLS + 1):,} nodes built in {rebuild:.2f} s, page {len(page):,} bytes")
         yield url, page, token
+    finally:
+        trio.from_thread.run_sync(shutdown.set, trio_token=trio_token)
+        runner.join(timeout=60)
+        assert not runner.is_alive(), "the fleet tracker did not stop on its shutdown event"
 
 
 async def test_fleet_page_is_bounded_and_puts_the_worst_stores_first(fleet_tracker):
