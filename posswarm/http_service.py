@@ -13,6 +13,11 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
 
+# hypercorn listens with a backlog of 100: a thousand store caches connecting to central at once overflowed it
+# (posswarm-bench sales-ingest: 530-705 requests cut off). The kernel caps it at net.core.somaxconn.
+BACKLOG = 4096
+
+
 class _Config(Config):
     """hypercorn's config, serving TLS from ``context`` (hypercorn would otherwise build its own from files)."""
 
@@ -42,6 +47,7 @@ async def run(app, host: str, port: int = 0, *, ssl_context: ssl.SSLContext | No
     ``task_status.started(url)`` once bound (``https://`` then)."""
     config = _Config(ssl_context)
     config.bind = [f"{host}:{port}"]
+    config.backlog = BACKLOG
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # our stderr handler, not hypercorn's own
     config.errorlog.setLevel(logging.WARNING)  # its "Running on" line duplicates our own listening line

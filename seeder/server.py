@@ -85,6 +85,7 @@ class Seeder:
             self.shelf.seeds = (f"{self.bt[0]}:{self.torrents.listen_port}",)
             await self.scan()
             store_routes = await trio.to_thread.run_sync(self._store_data_routes)
+            await nursery.start(self.sales_writer.run)
             if self.sku_key is not None:
                 from seeder import sku
 
@@ -104,11 +105,13 @@ class Seeder:
     def _store_data_routes(self) -> list:
         from seeder import enrolment_http, sales, sku
         from seeder.enrolment_tokens import TokenBook
+        from seeder.sales_writer import SalesWriter
 
         self.sales = sales.open_sales(self.sales_db)
+        self.sales_writer = SalesWriter(self.sales)
         self.sku_catalog = sku.CentralCatalog(str(self.data_dir / "sku.sqlite"))
         tokens = TokenBook(self.data_dir) if self.enrolment_key is not None else None
-        return (sales.routes(self.sales, lambda: self.enrolment_keys, self.operator) + sku.routes(self.sku_catalog)
+        return (sales.routes(self.sales_writer, lambda: self.enrolment_keys, self.operator) + sku.routes(self.sku_catalog)
                 + enrolment_http.routes(tokens, self.enrolment_key))
 
     async def scan(self) -> None:

@@ -73,6 +73,13 @@ RUNS = (
          "--kill-every", "2", "--cache-outage", "8"),
         ("--devices", "2", "--sales", "40", "--drop", "0.3", "--dup", "0.1"),
         "The same under dropped, duplicated and reordered frames, SIGKILLs and a cache outage."),
+    Run("sales-ingest", "sales-ingest",
+        ("--db", "postgresql", "--caches", "1000", "--tills", "4", "--sales-per-till", "25", "--batch", "100",
+         "--seed", "17"),
+        ("--db", "postgresql", "--caches", "20", "--tills", "1", "--sales-per-till", "10", "--batch", "5",
+         "--no-backlog"),
+        "A thousand store caches forwarding at once into central's PostgreSQL, then one 40-till store's day "
+        "(issue 17)."),
     Run("sku", "sku", ("--skus", "100000", "--devices", "4"), ("--skus", "2000", "--devices", "2", "--changes", "3"),
         "The SKU catalog to a fresh till; one price change to every till."),
 )

@@ -19,7 +19,9 @@ import ssl
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -37,13 +39,14 @@ from posswarm.storedata.cache import BACKOFF_FIRST_S, BACKOFF_MAX_S, FORWARD_BAT
 from seeder.enrolment import certify
 from seeder.keys_cli import CentralKeys
 from tools.bench import print_result
+from tools.bench_control_plane import _cpu_seconds
 from tools.pg_server import throwaway_postgres
 from tools.sales_rig import Rig, percentile
 from tools.sales_verdict import Attempted, exactly_once, verdict
 
 FD_LIMIT = 65536  # each cache holds a connection, and central one per cache
 BACKLOG_TILLS = 40
-BACKLOG_SALES_PER_TILL = 400  # a busy lane's day (assumed: 400 baskets in a 14-hour day)
+BACKLOG_SALES_PER_TILL = 600  # a busy lane's day (assumed: 600 baskets in a 14-hour day)
 
 
 def _sales(store: str, tills: int, per_till: int, rng: random.Random) -> list[Sale]:
@@ -75,26 +78,33 @@ def _cache_credential(keys: CentralKeys, store: str) -> Credential:
 
 async def _forward(url: str, store: str, sales: list[Sale], batch: int, latencies: list[float], stats: dict,
                    go: trio.Event, tls: ssl.SSLContext, credential: Credential, *,
-                   task_status=trio.TASK_STATUS_IGNORED) -> None:
+                   connected: Callable[[], None] | None = None) -> None:
     """One store cache: its own connection, batch after batch, each signed with the cache's key and retried with
-    the cache's backoff until central answers."""
+    the cache's backoff until central answers. With ``connected``, it connects first and says so."""
     # one TLS context for all: httpx builds one per client otherwise (~30 ms of CPU each, minutes for a thousand)
     async with httpx.AsyncClient(timeout=60.0, limits=httpx.Limits(max_connections=1), verify=tls) as client:
-        task_status.started()
+        if connected is not None:  # an empty batch: TLS handshake and credential check, before the clock starts
+            await _hand_over(client, url, store, [], credential, stats)
+            connected()
         await go.wait()
         for start in range(0, len(sales), batch):
-            chunk, backoff = sales[start:start + batch], BACKOFF_FIRST_S
-            while True:
-                sent = time.monotonic()
-                try:
-                    await central.post_sales(client, url, store, chunk, credential)
-                    break
-                except PosswarmError as exc:
-                    stats["retries"] += 1
-                    stats["last_error"] = str(exc)[:200]
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX_S)
-            latencies.append((time.monotonic() - sent) * 1000)
+            latencies.append(await _hand_over(client, url, store, sales[start:start + batch], credential, stats))
+
+
+async def _hand_over(client: httpx.AsyncClient, url: str, store: str, sales: list[Sale], credential: Credential,
+                     stats: dict) -> float:
+    """One batch, retried with the cache's backoff until central answers; the ms its answered attempt took."""
+    backoff = BACKOFF_FIRST_S
+    while True:
+        sent = time.monotonic()
+        try:
+            await central.post_sales(client, url, store, sales, credential)
+            return (time.monotonic() - sent) * 1000
+        except PosswarmError as exc:
+            stats["retries"] += 1
+            stats["last_error"] = str(exc)[:200]
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
 
 
 async def run_ingest(root: Path, *, caches: int = 1000, tills: int = 4, sales_per_till: int = 25, batch: int = 100,
@@ -110,13 +120,25 @@ async def run_ingest(root: Path, *, caches: int = 1000, tills: int = 4, sales_pe
         url = await rig.start_central(sales_db)
         tls = central_context(rig.central_keys.authority)
         credentials = {store: _cache_credential(rig.central_keys, store) for store in [*stores, "S-BACKLOG"]}
-        go = trio.Event()
+        go, all_connected, waiting = trio.Event(), trio.Event(), [len(stores)]
+
+        def one_connected() -> None:
+            waiting[0] -= 1
+            if not waiting[0]:
+                all_connected.set()
+
         async with trio.open_nursery() as nursery:
-            for store, sales in stores.items():
-                await nursery.start(_forward, url, store, sales, batch, latencies, stats, go, tls, credentials[store])
             started = time.monotonic()
-            go.set()  # every cache at once, the clock running from here
+            for store, sales in stores.items():
+                nursery.start_soon(partial(_forward, url, store, sales, batch, latencies, stats, go, tls,
+                                           credentials[store], connected=one_connected))
+            await all_connected.wait()
+            connect_s, connect_retries, stats["retries"] = time.monotonic() - started, stats["retries"], 0
+            central_pid = rig.procs["seeder"].process.pid
+            started, central_cpu, caches_cpu = time.monotonic(), _cpu_seconds(central_pid), time.process_time()
+            go.set()  # every cache at once, connected as a cache in service is, the clock running from here
         load_s = time.monotonic() - started
+        central_cpu, caches_cpu = _cpu_seconds(central_pid) - central_cpu, time.process_time() - caches_cpu
         drain_s = None
         if day:
             go_now = trio.Event()
@@ -134,9 +156,13 @@ async def run_ingest(root: Path, *, caches: int = 1000, tills: int = 4, sales_pe
     return {
         "backend": "postgresql" if sales_db.startswith("postgres") else "sqlite",
         "caches": caches, "sales": total, "batch": batch, "batches": len(latencies),
-        "load_s": round(load_s, 2), "sales_per_s": round(total / load_s),
+        "connect_s": round(connect_s, 2), "connect_retries": connect_retries, "load_s": round(load_s, 2), "sales_per_s": round(total / load_s),
         "batch_p50_ms": percentile([round(ms) for ms in latencies], 50),
         "batch_p99_ms": percentile([round(ms) for ms in latencies], 99),
+        # CPU per sale whatever the machine's load: central's process, and this one (every simulated cache)
+        "central_cpu_us_per_sale": round(central_cpu / total * 1e6, 1),
+        "central_cpu_share": round(central_cpu / load_s, 2),  # of one core, while the load ran
+        "caches_cpu_us_per_sale": round(caches_cpu / total * 1e6, 1),
         "backlog_sales": len(day), "backlog_drain_s": None if drain_s is None else round(drain_s, 2),
         **{k: found[k] for k in ("stored", "lost", "duplicated", "phantom", "wrong_total", "examples")},
         **stats,
