@@ -3,7 +3,8 @@
 Central is a real ``posswarm-seeder serve`` with its sales in SQLite (the default) or in a real
 PostgreSQL server (``--db postgresql``: a throwaway one, durable, fsync on). Each simulated store
 cache is a trio task with its own HTTP connection that hands its batches over with the cache's own
-forwarding call (posswarm.storedata.central.post_sales), retrying as the cache does. Afterwards
+forwarding call (posswarm.storedata.central.post_sales), retrying as the cache does: ``--batch`` at a
+time as fast as central answers, or (``--rate``) its share of the sales as they are made. Afterwards
 central's export (``posswarm-seeder sales export``) is held against every sale sent, by transaction
 id: none may be lost, stored twice or unknown. Then one store's backlog of a day is drained alone,
 as its cache does after an outage. Prints ``{sales_per_s, batch_p99_ms, lost, duplicated, ...}``.
@@ -35,7 +36,7 @@ from posswarm.identity.credential import Credential
 from posswarm.identity.tls import central_context
 from posswarm.sales.model import Line, Sale, Tender
 from posswarm.storedata import central
-from posswarm.storedata.cache import BACKOFF_FIRST_S, BACKOFF_MAX_S, FORWARD_BATCH
+from posswarm.storedata.cache import BACKOFF_FIRST_S, BACKOFF_MAX_S, FORWARD_BATCH, FORWARD_GATHER_S
 from seeder.enrolment import certify
 from seeder.keys_cli import CentralKeys
 from tools.bench import print_result
@@ -78,17 +79,29 @@ def _cache_credential(keys: CentralKeys, store: str) -> Credential:
 
 async def _forward(url: str, store: str, sales: list[Sale], batch: int, latencies: list[float], stats: dict,
                    go: trio.Event, tls: ssl.SSLContext, credential: Credential, *,
-                   connected: Callable[[], None] | None = None) -> None:
+                   connected: Callable[[], None] | None = None, per_s: float = 0.0) -> None:
     """One store cache: its own connection, batch after batch, each signed with the cache's key and retried with
-    the cache's backoff until central answers. With ``connected``, it connects first and says so."""
+    the cache's backoff until central answers. With ``connected``, it connects first and says so. With
+    ``per_s``, its sales are made at that rate and forwarded as the cache does: what is there, up to a batch of
+    FORWARD_BATCH, and after an idle wait FORWARD_GATHER_S for a burst to join; otherwise ``batch`` at a time."""
     # one TLS context for all: httpx builds one per client otherwise (~30 ms of CPU each, minutes for a thousand)
     async with httpx.AsyncClient(timeout=60.0, limits=httpx.Limits(max_connections=1), verify=tls) as client:
         if connected is not None:  # an empty batch: TLS handshake and credential check, before the clock starts
             await _hand_over(client, url, store, [], credential, stats)
             connected()
         await go.wait()
-        for start in range(0, len(sales), batch):
-            latencies.append(await _hand_over(client, url, store, sales[start:start + batch], credential, stats))
+        begun, sent = trio.current_time() - random.random() / (per_s or 1), 0  # caches out of step, as in a chain
+        while sent < len(sales):
+            end = sent + batch
+            if per_s:
+                made = min(len(sales), int((trio.current_time() - begun) * per_s))
+                if made <= sent:
+                    await trio.sleep_until(begun + (sent + 1) / per_s)
+                    await trio.sleep(FORWARD_GATHER_S)
+                    continue
+                end = min(made, sent + FORWARD_BATCH)
+            latencies.append(await _hand_over(client, url, store, sales[sent:end], credential, stats))
+            sent = end
 
 
 async def _hand_over(client: httpx.AsyncClient, url: str, store: str, sales: list[Sale], credential: Credential,
@@ -108,8 +121,9 @@ async def _hand_over(client: httpx.AsyncClient, url: str, store: str, sales: lis
 
 
 async def run_ingest(root: Path, *, caches: int = 1000, tills: int = 4, sales_per_till: int = 25, batch: int = 100,
-                     sales_db: str = "", backlog: bool = True, seed: int | None = None) -> dict:
-    """Every cache at once, then (``backlog``) one 40-till store's day alone; the verdict covers both."""
+                     sales_db: str = "", backlog: bool = True, seed: int | None = None, rate: float = 0.0) -> dict:
+    """Every cache at once (``rate``: making that many sales a second between them, forwarding as they are made),
+    then (``backlog``) one 40-till store's day alone; the verdict covers both."""
     rng = random.Random(seed)
     rig = Rig(root, 0, fd_limit=FD_LIMIT)
     stores = {f"S{i:05d}": _sales(f"S{i:05d}", tills, sales_per_till, rng) for i in range(1, caches + 1)}
@@ -131,7 +145,7 @@ async def run_ingest(root: Path, *, caches: int = 1000, tills: int = 4, sales_pe
             started = time.monotonic()
             for store, sales in stores.items():
                 nursery.start_soon(partial(_forward, url, store, sales, batch, latencies, stats, go, tls,
-                                           credentials[store], connected=one_connected))
+                                           credentials[store], connected=one_connected, per_s=rate / caches))
             await all_connected.wait()
             connect_s, connect_retries, stats["retries"] = time.monotonic() - started, stats["retries"], 0
             central_pid = rig.procs["seeder"].process.pid
@@ -155,7 +169,8 @@ async def run_ingest(root: Path, *, caches: int = 1000, tills: int = 4, sales_pe
     total = len(sent) - len(day)
     return {
         "backend": "postgresql" if sales_db.startswith("postgres") else "sqlite",
-        "caches": caches, "sales": total, "batch": batch, "batches": len(latencies),
+        "caches": caches, "sales": total, "rate": rate or None, "batch": None if rate else batch,
+        "batches": len(latencies),
         "connect_s": round(connect_s, 2), "connect_retries": connect_retries, "load_s": round(load_s, 2), "sales_per_s": round(total / load_s),
         "batch_p50_ms": percentile([round(ms) for ms in latencies], 50),
         "batch_p99_ms": percentile([round(ms) for ms in latencies], 99),
@@ -175,6 +190,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tills", type=int, default=4, help="tills per store")
     p.add_argument("--sales-per-till", type=int, default=25)
     p.add_argument("--batch", type=int, default=100, help="sales per request (a cache sends up to 500)")
+    p.add_argument("--rate", type=float, default=0.0, help="sales/s made across all caches and forwarded as made, "
+                   "as caches do (default: every cache sends --batch after --batch, as fast as central answers)")
     p.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     p.add_argument("--no-backlog", action="store_true", help="skip draining one 40-till store's day")
     p.add_argument("--seed", type=int, default=None)
@@ -182,7 +199,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     for flag, value, low in (("--caches", args.caches, 1), ("--tills", args.tills, 1),
-                             ("--sales-per-till", args.sales_per_till, 1), ("--batch", args.batch, 1)):
+                             ("--sales-per-till", args.sales_per_till, 1), ("--batch", args.batch, 1),
+                             ("--rate", args.rate, 0)):
         if value < low:
             print(f"posswarm-bench sales-ingest: {flag} {value}: must be at least {low}", file=sys.stderr)
             return 2
@@ -191,7 +209,7 @@ def main(argv: list[str]) -> int:
             sales_db = stack.enter_context(throwaway_postgres()) if args.db == "postgresql" else ""
             result = trio.run(lambda: run_ingest(
                 args.keep or Path(tmp), caches=args.caches, tills=args.tills, sales_per_till=args.sales_per_till,
-                batch=args.batch, sales_db=sales_db, backlog=not args.no_backlog, seed=args.seed))
+                batch=args.batch, sales_db=sales_db, backlog=not args.no_backlog, seed=args.seed, rate=args.rate))
     except PosswarmError as exc:
         print(f"posswarm-bench sales-ingest: {exc}", file=sys.stderr)
         return 1

@@ -34,3 +34,10 @@ async def test_the_same_into_postgresql(tmp_path):
                                   backlog=False, seed=3)
     _check(result, 60, 600)
     assert result["backend"] == "postgresql"
+
+
+async def test_caches_forwarding_sales_as_they_are_made_lose_and_double_nothing(tmp_path):
+    result = await run_ingest(tmp_path, caches=10, tills=1, sales_per_till=6, rate=30, backlog=False, seed=3)
+    why = str(result)
+    assert exactly_once(result) and result["stored"] == 60 and result["rate"] == 30, why
+    assert result["batch"] is None and 10 <= result["batches"] <= 60, why  # as made: several sales a batch, or one
