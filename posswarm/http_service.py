@@ -12,6 +12,10 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
+# hypercorn listens with a backlog of 100, under the thousand store caches that connect to central at once
+# (posswarm-bench sales-ingest; with 4,096 none was cut off while connecting). The kernel caps it at somaxconn.
+BACKLOG = 4096
+
 
 class _Config(Config):
     """hypercorn's config, serving TLS from ``context`` (hypercorn would otherwise build its own from files)."""
@@ -37,11 +41,13 @@ def server_context(certificate: Path, key: Path) -> ssl.SSLContext:
 
 
 async def run(app, host: str, port: int = 0, *, ssl_context: ssl.SSLContext | None = None,
-              task_status=trio.TASK_STATUS_IGNORED) -> None:
+              keep_alive_s: float = 5.0, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Listen on host:port (0 = any free port) until cancelled, over TLS with ``ssl_context`` if given;
     ``task_status.started(url)`` once bound (``https://`` then)."""
     config = _Config(ssl_context)
     config.bind = [f"{host}:{port}"]
+    config.backlog = BACKLOG
+    config.keep_alive_timeout = keep_alive_s  # hypercorn's default: 5 s
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # our stderr handler, not hypercorn's own
     config.errorlog.setLevel(logging.WARNING)  # its "Running on" line duplicates our own listening line

@@ -4,19 +4,19 @@ SQLite by default; PostgreSQL (``postgresql://...``, psycopg 3) for a chain-wide
 Both keep ``PRIMARY KEY (store, device_id, incarnation, seq)`` and insert-or-ignore, so a batch the
 cache resends after a lost answer is counted once, and no store's cache can make another store's
 sales look like duplicates. A table with the older key (no store) is migrated in place when opened.
+Many batches share one transaction (:mod:`seeder.sales_writer`): into PostgreSQL in one ``COPY`` and one
+``INSERT ... ON CONFLICT DO NOTHING``, not a round trip per sale.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Protocol
 
 import msgpack
-import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,6 +31,7 @@ from posswarm.sales.model import InvalidSale, Sale
 from posswarm.sqlite_file import open_db, transaction
 from posswarm.wallclock import now_ms
 from seeder.bounded_body import BodyRefused, read_bounded
+from seeder.sales_writer import SalesWriter
 
 log = logs.get("seeder.sales")
 
@@ -66,14 +67,21 @@ CREATE TABLE IF NOT EXISTS sale (
     PRIMARY KEY (store, device_id, incarnation, seq)
 )
 """
+# The rows of one transaction, copied in before they are inserted (a temporary table: this connection's own).
+_POSTGRES_INCOMING = "CREATE TEMPORARY TABLE IF NOT EXISTS sale_incoming (LIKE sale) ON COMMIT DELETE ROWS"
+_POSTGRES_TYPES = ["text", "text", "text", "int8", "int8", "int8", "int8", "bytea"]
 _POSTGRES_KEY = """
 SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
 WHERE i.indrelid = 'sale'::regclass AND i.indisprimary
 """
 
 
+Batches = Sequence[tuple[str, Sequence[Sale]]]  # (store, its sales), in the order they arrived
+
+
 class SalesStore(Protocol):
     def ingest(self, store: str, sales: Iterable[Sale]) -> tuple[int, int]: ...
+    def ingest_many(self, batches: Batches) -> list[tuple[int, int]]: ...
     def rows(self) -> Iterator[tuple[str, Sale]]: ...
     def totals(self) -> tuple[int, int]: ...
     def close(self) -> None: ...
@@ -101,16 +109,18 @@ class SqliteSales:
 
     def ingest(self, store: str, sales: Iterable[Sale]) -> tuple[int, int]:
         """Store ``sales`` from ``store``; return (newly stored, duplicates ignored)."""
+        return self.ingest_many([(store, list(sales))])[0]
+
+    def ingest_many(self, batches: Batches) -> list[tuple[int, int]]:
+        """Every batch in one transaction; (newly stored, duplicates ignored) for each, in order."""
         now = now_ms()
-        added = seen = 0
+        counts = []
         with transaction(self._db, f"central sales {self.path}") as db:
-            for sale in sales:
-                seen += 1
-                added += db.execute(
-                    f"INSERT OR IGNORE INTO sale ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (store, *sale.key, sale.created_ms, sale.total_cents, now, stored.pack(sale)),
-                ).rowcount
-        return added, seen - added
+            for store, sales in batches:
+                added = db.executemany(f"INSERT OR IGNORE INTO sale ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                       [_row(store, sale, now) for sale in sales]).rowcount
+                counts.append((added, len(sales) - added))
+        return counts
 
     def rows(self) -> Iterator[tuple[str, Sale]]:
         for store, body in self._db.execute("SELECT store, body FROM sale ORDER BY store, device_id, incarnation, seq"):
@@ -136,6 +146,7 @@ class PostgresSales:
             self._db = psycopg.connect(dsn, autocommit=False)
             with self._db.transaction():
                 self._db.execute(_POSTGRES_SCHEMA)
+                self._db.execute(_POSTGRES_INCOMING)
                 key = {row[0] for row in self._db.execute(_POSTGRES_KEY)}
                 if key != set(SALE_KEY):  # keyed without the store (older posswarm): migrate in place
                     (name,) = self._db.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'sale'::regclass "
@@ -147,20 +158,32 @@ class PostgresSales:
             raise PosswarmError(f"sales db {_redact(dsn)}: {str(exc).strip().splitlines()[0]}; check the URL and server") from None
 
     def ingest(self, store: str, sales: Iterable[Sale]) -> tuple[int, int]:
+        return self.ingest_many([(store, list(sales))])[0]
+
+    def ingest_many(self, batches: Batches) -> list[tuple[int, int]]:
+        """Every batch in one transaction, three round trips whatever their size; counts as :class:`SqliteSales`."""
         now = now_ms()
-        added = seen = 0
+        first: dict[tuple, int] = {}  # sale key -> the batch that brought it first (a later one brought a repeat)
+        rows = []
+        for index, (store, sales) in enumerate(batches):
+            for sale in sales:
+                if (key := (store, *sale.key)) not in first:
+                    first[key] = index
+                    rows.append(_row(store, sale, now))
+        added = [0] * len(batches)
         try:
             with self._db.transaction(), self._db.cursor() as cur:
-                for sale in sales:
-                    seen += 1
-                    cur.execute(
-                        f"INSERT INTO sale ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        (store, *sale.key, sale.created_ms, sale.total_cents, now, stored.pack(sale)),
-                    )
-                    added += cur.rowcount
+                with cur.copy(f"COPY sale_incoming ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(_POSTGRES_TYPES)
+                    for row in rows:
+                        copy.write_row(row)
+                cur.execute(f"INSERT INTO sale ({_COLUMNS}) SELECT {_COLUMNS} FROM sale_incoming "
+                            "ON CONFLICT DO NOTHING RETURNING store, device_id, incarnation, seq")
+                for key in cur:
+                    added[first[tuple(key)]] += 1
         except self._psycopg.Error as exc:
             raise PosswarmError(f"central sales (postgresql): write failed ({exc}); the cache will retry") from None
-        return added, seen - added
+        return [(new, len(sales) - new) for new, (_, sales) in zip(added, batches, strict=True)]
 
     def rows(self) -> Iterator[tuple[str, Sale]]:
         with self._db.cursor() as cur:
@@ -176,6 +199,10 @@ class PostgresSales:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _row(store: str, sale: Sale, now: int) -> tuple:
+    return (store, *sale.key, sale.created_ms, sale.total_cents, now, stored.pack(sale))
 
 
 def _redact(dsn: str) -> str:
@@ -231,12 +258,11 @@ def operator_gate(token: str | None) -> OperatorGate:
         challenge='Bearer realm="posswarm central"')
 
 
-def routes(store: SalesStore, authorities: Callable[[], list[Ed25519PublicKey]], operator: OperatorGate,
+def routes(writer: SalesWriter, authorities: Callable[[], list[Ed25519PublicKey]], operator: OperatorGate,
            revoked: RevokedNodes | None = None) -> list[Route]:
     """``POST /sales/ingest?store=S042`` (a msgpack list of sales, signed by that store's enrolled cache, checked
     against the enrolment keys ``authorities()`` of central's own root of trust) and ``GET /sales/totals`` (for
-    whoever holds the operator token)."""
-    lock = trio.Lock()  # one connection: one writer at a time
+    whoever holds the operator token). ``writer`` must be running: it answers a batch once it is committed."""
 
     async def ingest(request: Request) -> Response:
         shop = request.query_params.get("store", "")
@@ -260,10 +286,8 @@ def routes(store: SalesStore, authorities: Callable[[], list[Ed25519PublicKey]],
             log.warning("sales.rejected", store=shop, reason=str(exc))
             return JSONResponse({"error": f"sales ingest from {shop}: {exc}"}, 400)
         try:
-            async with lock:
-                added, duplicates = await trio.to_thread.run_sync(store.ingest, shop, sales)
-        except (PosswarmError, sqlite3.Error) as exc:
-            log.error("sales.store_failed", store=shop, reason=str(exc))
+            added, duplicates = await writer.ingest(shop, sales)
+        except PosswarmError as exc:  # logged by the writer
             return JSONResponse({"error": str(exc)}, 503)
         log.info("sales.ingested", store=shop, cache=sender.identity.node_id, stored=added, duplicates=duplicates)
         return JSONResponse({"stored": added, "duplicates": duplicates})
@@ -271,8 +295,7 @@ def routes(store: SalesStore, authorities: Callable[[], list[Ed25519PublicKey]],
     async def totals(request: Request) -> Response:
         if (refused := operator.refusal(request, "sales totals")) is not None:
             return refused
-        async with lock:
-            count, cents = await trio.to_thread.run_sync(store.totals)
+        count, cents = await writer.totals()
         return JSONResponse({"sales": count, "cents": cents})
 
     return [Route("/sales/ingest", ingest, methods=["POST"]), Route("/sales/totals", totals)]

@@ -76,6 +76,13 @@ RUNS = (
     Run("security", "security", (), ("--scale", "0.05"),
         "What the trust chain costs: CPU per TLS handshake, per MB of TLS records, per signed sales batch, per SKU "
         "entry and per node certificate checked, on posswarm's own code paths (issue 12)."),
+    Run("sales-ingest", "sales-ingest",
+        ("--db", "postgresql", "--caches", "1000", "--tills", "4", "--sales-per-till", "25", "--batch", "100",
+         "--seed", "17"),
+        ("--db", "postgresql", "--caches", "20", "--tills", "1", "--sales-per-till", "10", "--batch", "5",
+         "--no-backlog"),
+        "A thousand store caches forwarding at once into central's PostgreSQL, then one 40-till store's day "
+        "(issue 17)."),
     Run("sku", "sku", ("--skus", "100000", "--devices", "4"), ("--skus", "2000", "--devices", "2", "--changes", "3"),
         "The SKU catalog to a fresh till; one price change to every till."),
 )

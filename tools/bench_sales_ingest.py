@@ -3,7 +3,8 @@
 Central is a real ``posswarm-seeder serve`` with its sales in SQLite (the default) or in a real
 PostgreSQL server (``--db postgresql``: a throwaway one, durable, fsync on). Each simulated store
 cache is a trio task with its own HTTP connection that hands its batches over with the cache's own
-forwarding call (posswarm.storedata.central.post_sales), retrying as the cache does. Afterwards
+forwarding call (posswarm.storedata.central.post_sales), retrying as the cache does: ``--batch`` at a
+time as fast as central answers, or (``--rate``) its share of the sales as they are made. Afterwards
 central's export (``posswarm-seeder sales export``) is held against every sale sent, by transaction
 id: none may be lost, stored twice or unknown. Then one store's backlog of a day is drained alone,
 as its cache does after an outage. Prints ``{sales_per_s, batch_p99_ms, lost, duplicated, ...}``.
@@ -19,7 +20,9 @@ import ssl
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -33,17 +36,18 @@ from posswarm.identity.credential import Credential
 from posswarm.identity.tls import central_context
 from posswarm.sales.model import Line, Sale, Tender
 from posswarm.storedata import central
-from posswarm.storedata.cache import BACKOFF_FIRST_S, BACKOFF_MAX_S, FORWARD_BATCH
+from posswarm.storedata.cache import BACKOFF_FIRST_S, BACKOFF_MAX_S, FORWARD_BATCH, FORWARD_GATHER_S
 from seeder.enrolment import certify
 from seeder.keys_cli import CentralKeys
 from tools.bench import print_result
+from tools.bench_control_plane import _cpu_seconds
 from tools.pg_server import throwaway_postgres
 from tools.sales_rig import Rig, percentile
 from tools.sales_verdict import Attempted, exactly_once, verdict
 
 FD_LIMIT = 65536  # each cache holds a connection, and central one per cache
 BACKLOG_TILLS = 40
-BACKLOG_SALES_PER_TILL = 400  # a busy lane's day (assumed: 400 baskets in a 14-hour day)
+BACKLOG_SALES_PER_TILL = 600  # a busy lane's day (assumed: 600 baskets in a 14-hour day)
 
 
 def _sales(store: str, tills: int, per_till: int, rng: random.Random) -> list[Sale]:
@@ -75,31 +79,51 @@ def _cache_credential(keys: CentralKeys, store: str) -> Credential:
 
 async def _forward(url: str, store: str, sales: list[Sale], batch: int, latencies: list[float], stats: dict,
                    go: trio.Event, tls: ssl.SSLContext, credential: Credential, *,
-                   task_status=trio.TASK_STATUS_IGNORED) -> None:
+                   connected: Callable[[], None] | None = None, per_s: float = 0.0) -> None:
     """One store cache: its own connection, batch after batch, each signed with the cache's key and retried with
-    the cache's backoff until central answers."""
+    the cache's backoff until central answers. With ``connected``, it connects first and says so. With
+    ``per_s``, its sales are made at that rate and forwarded as the cache does: what is there, up to a batch of
+    FORWARD_BATCH, and after an idle wait FORWARD_GATHER_S for a burst to join; otherwise ``batch`` at a time."""
     # one TLS context for all: httpx builds one per client otherwise (~30 ms of CPU each, minutes for a thousand)
     async with httpx.AsyncClient(timeout=60.0, limits=httpx.Limits(max_connections=1), verify=tls) as client:
-        task_status.started()
+        if connected is not None:  # an empty batch: TLS handshake and credential check, before the clock starts
+            await _hand_over(client, url, store, [], credential, stats)
+            connected()
         await go.wait()
-        for start in range(0, len(sales), batch):
-            chunk, backoff = sales[start:start + batch], BACKOFF_FIRST_S
-            while True:
-                sent = time.monotonic()
-                try:
-                    await central.post_sales(client, url, store, chunk, credential)
-                    break
-                except PosswarmError as exc:
-                    stats["retries"] += 1
-                    stats["last_error"] = str(exc)[:200]
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX_S)
-            latencies.append((time.monotonic() - sent) * 1000)
+        begun, sent = trio.current_time() - random.random() / (per_s or 1), 0  # caches out of step, as in a chain
+        while sent < len(sales):
+            end = sent + batch
+            if per_s:
+                made = min(len(sales), int((trio.current_time() - begun) * per_s))
+                if made <= sent:
+                    await trio.sleep_until(begun + (sent + 1) / per_s)
+                    await trio.sleep(FORWARD_GATHER_S)
+                    continue
+                end = min(made, sent + FORWARD_BATCH)
+            latencies.append(await _hand_over(client, url, store, sales[sent:end], credential, stats))
+            sent = end
+
+
+async def _hand_over(client: httpx.AsyncClient, url: str, store: str, sales: list[Sale], credential: Credential,
+                     stats: dict) -> float:
+    """One batch, retried with the cache's backoff until central answers; the ms its answered attempt took."""
+    backoff = BACKOFF_FIRST_S
+    while True:
+        sent = time.monotonic()
+        try:
+            await central.post_sales(client, url, store, sales, credential)
+            return (time.monotonic() - sent) * 1000
+        except PosswarmError as exc:
+            stats["retries"] += 1
+            stats["last_error"] = str(exc)[:200]
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
 
 
 async def run_ingest(root: Path, *, caches: int = 1000, tills: int = 4, sales_per_till: int = 25, batch: int = 100,
-                     sales_db: str = "", backlog: bool = True, seed: int | None = None) -> dict:
-    """Every cache at once, then (``backlog``) one 40-till store's day alone; the verdict covers both."""
+                     sales_db: str = "", backlog: bool = True, seed: int | None = None, rate: float = 0.0) -> dict:
+    """Every cache at once (``rate``: making that many sales a second between them, forwarding as they are made),
+    then (``backlog``) one 40-till store's day alone; the verdict covers both."""
     rng = random.Random(seed)
     rig = Rig(root, 0, fd_limit=FD_LIMIT)
     stores = {f"S{i:05d}": _sales(f"S{i:05d}", tills, sales_per_till, rng) for i in range(1, caches + 1)}
@@ -110,13 +134,25 @@ async def run_ingest(root: Path, *, caches: int = 1000, tills: int = 4, sales_pe
         url = await rig.start_central(sales_db)
         tls = central_context(rig.central_keys.authority)
         credentials = {store: _cache_credential(rig.central_keys, store) for store in [*stores, "S-BACKLOG"]}
-        go = trio.Event()
+        go, all_connected, waiting = trio.Event(), trio.Event(), [len(stores)]
+
+        def one_connected() -> None:
+            waiting[0] -= 1
+            if not waiting[0]:
+                all_connected.set()
+
         async with trio.open_nursery() as nursery:
-            for store, sales in stores.items():
-                await nursery.start(_forward, url, store, sales, batch, latencies, stats, go, tls, credentials[store])
             started = time.monotonic()
-            go.set()  # every cache at once, the clock running from here
+            for store, sales in stores.items():
+                nursery.start_soon(partial(_forward, url, store, sales, batch, latencies, stats, go, tls,
+                                           credentials[store], connected=one_connected, per_s=rate / caches))
+            await all_connected.wait()
+            connect_s, connect_retries, stats["retries"] = time.monotonic() - started, stats["retries"], 0
+            central_pid = rig.procs["seeder"].process.pid
+            started, central_cpu, caches_cpu = time.monotonic(), _cpu_seconds(central_pid), time.process_time()
+            go.set()  # every cache at once, connected as a cache in service is, the clock running from here
         load_s = time.monotonic() - started
+        central_cpu, caches_cpu = _cpu_seconds(central_pid) - central_cpu, time.process_time() - caches_cpu
         drain_s = None
         if day:
             go_now = trio.Event()
@@ -133,10 +169,15 @@ async def run_ingest(root: Path, *, caches: int = 1000, tills: int = 4, sales_pe
     total = len(sent) - len(day)
     return {
         "backend": "postgresql" if sales_db.startswith("postgres") else "sqlite",
-        "caches": caches, "sales": total, "batch": batch, "batches": len(latencies),
-        "load_s": round(load_s, 2), "sales_per_s": round(total / load_s),
+        "caches": caches, "sales": total, "rate": rate or None, "batch": None if rate else batch,
+        "batches": len(latencies),
+        "connect_s": round(connect_s, 2), "connect_retries": connect_retries, "load_s": round(load_s, 2), "sales_per_s": round(total / load_s),
         "batch_p50_ms": percentile([round(ms) for ms in latencies], 50),
         "batch_p99_ms": percentile([round(ms) for ms in latencies], 99),
+        # CPU per sale whatever the machine's load: central's process, and this one (every simulated cache)
+        "central_cpu_us_per_sale": round(central_cpu / total * 1e6, 1),
+        "central_cpu_share": round(central_cpu / load_s, 2),  # of one core, while the load ran
+        "caches_cpu_us_per_sale": round(caches_cpu / total * 1e6, 1),
         "backlog_sales": len(day), "backlog_drain_s": None if drain_s is None else round(drain_s, 2),
         **{k: found[k] for k in ("stored", "lost", "duplicated", "phantom", "wrong_total", "examples")},
         **stats,
@@ -149,6 +190,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tills", type=int, default=4, help="tills per store")
     p.add_argument("--sales-per-till", type=int, default=25)
     p.add_argument("--batch", type=int, default=100, help="sales per request (a cache sends up to 500)")
+    p.add_argument("--rate", type=float, default=0.0, help="sales/s made across all caches and forwarded as made, "
+                   "as caches do (default: every cache sends --batch after --batch, as fast as central answers)")
     p.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     p.add_argument("--no-backlog", action="store_true", help="skip draining one 40-till store's day")
     p.add_argument("--seed", type=int, default=None)
@@ -156,7 +199,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     for flag, value, low in (("--caches", args.caches, 1), ("--tills", args.tills, 1),
-                             ("--sales-per-till", args.sales_per_till, 1), ("--batch", args.batch, 1)):
+                             ("--sales-per-till", args.sales_per_till, 1), ("--batch", args.batch, 1),
+                             ("--rate", args.rate, 0)):
         if value < low:
             print(f"posswarm-bench sales-ingest: {flag} {value}: must be at least {low}", file=sys.stderr)
             return 2
@@ -165,7 +209,7 @@ def main(argv: list[str]) -> int:
             sales_db = stack.enter_context(throwaway_postgres()) if args.db == "postgresql" else ""
             result = trio.run(lambda: run_ingest(
                 args.keep or Path(tmp), caches=args.caches, tills=args.tills, sales_per_till=args.sales_per_till,
-                batch=args.batch, sales_db=sales_db, backlog=not args.no_backlog, seed=args.seed))
+                batch=args.batch, sales_db=sales_db, backlog=not args.no_backlog, seed=args.seed, rate=args.rate))
     except PosswarmError as exc:
         print(f"posswarm-bench sales-ingest: {exc}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 from glob import glob
@@ -18,6 +19,8 @@ import httpx
 import msgpack
 import pytest
 import structlog
+import trio
+import trio.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.applications import Starlette
 
@@ -27,6 +30,7 @@ from posswarm.sales import batch_signature, stored
 from posswarm.sales.model import Line, Sale, Tender
 from posswarm.wallclock import now_ms
 from seeder import cli, sales
+from seeder.sales_writer import SalesWriter
 from seeder.sku import CentralCatalog, read_csv
 from tests.posswarm.test_identity import credential_in
 
@@ -51,9 +55,28 @@ def _check_idempotent_store(store: sales.SalesStore) -> None:
     assert sum(int(r["line_cents"]) for r in table) == 1800 and table[0]["store"] == "S042"
 
 
+def _check_batches_share_a_transaction(store: sales.SalesStore) -> None:
+    """Counts per batch, in arrival order, when one transaction takes many: a sale a batch repeats from an earlier
+    batch of the same transaction, or from itself, is that batch's duplicate; another store's same till key is not."""
+    store.ingest("S042", [_sale("till-9", 1)])
+    batches = [("S042", [_sale("till-9", 1), _sale("till-9", 2)]),  # seq 1 already stored
+               ("S042", [_sale("till-9", 2), _sale("till-9", 3), _sale("till-9", 3)]),  # 2 from the batch before
+               ("S043", [_sale("till-9", 1), _sale("till-9", 2)]),  # another store: other sales
+               ("S042", [])]
+    assert store.ingest_many(batches) == [(1, 1), (1, 2), (2, 0), (0, 0)]
+    assert store.ingest_many(batches) == [(0, 2), (0, 3), (0, 2), (0, 0)]
+    assert store.totals() == (5, 5 * 300)
+
+
 def test_sqlite_store_counts_each_sale_once(tmp_path):
     store = sales.open_sales(str(tmp_path / "sales.sqlite"))
     _check_idempotent_store(store)
+    store.close()
+
+
+def test_sqlite_batches_in_one_transaction_count_as_alone(tmp_path):
+    store = sales.open_sales(str(tmp_path / "sales.sqlite"))
+    _check_batches_share_a_transaction(store)
     store.close()
 
 
@@ -99,6 +122,70 @@ def test_postgres_store_counts_each_sale_once(postgres_dsn):
     again.close()
 
 
+def test_postgres_batches_in_one_transaction_count_as_alone(postgres_dsn):
+    import psycopg
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute("CREATE DATABASE batches")
+    store = sales.open_sales(postgres_dsn.rsplit("/", 1)[0] + "/batches")
+    _check_batches_share_a_transaction(store)
+    store.close()
+
+
+async def test_a_batch_answered_only_once_its_transaction_committed(tmp_path):
+    path = tmp_path / "sales.sqlite"
+    store = sales.open_sales(str(path))
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # holds the file's write lock: the writer's transaction cannot commit yet
+    answers, answered = [], trio.Event()
+    async with trio.open_nursery() as nursery:
+        writer = await nursery.start(SalesWriter(store).run)
+
+        async def cache() -> None:
+            answers.append(await writer.ingest("S042", [_sale("till-1", 1)]))
+            answered.set()
+
+        nursery.start_soon(cache)
+        await trio.testing.wait_all_tasks_blocked()  # the batch taken, its transaction waiting for the lock
+        assert answers == [] and blocker.execute("SELECT COUNT(*) FROM sale").fetchone() == (0,)
+        blocker.execute("COMMIT")
+        with trio.fail_after(30):
+            await answered.wait()
+        nursery.cancel_scope.cancel()
+    assert answers == [(1, 0)] and store.totals() == (1, 300)
+    store.close()
+
+
+async def test_a_batch_postgres_refuses_fails_only_itself_not_its_transaction(postgres_dsn):
+    import psycopg
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute("CREATE DATABASE refused")
+    store = sales.open_sales(postgres_dsn.rsplit("/", 1)[0] + "/refused")
+    writer, outcomes, all_answered = SalesWriter(store), {}, trio.Event()
+
+    async def cache(shop: str, device: str) -> None:
+        try:
+            outcomes[shop] = await writer.ingest(shop, [_sale(device, 1)])
+        except sales.PosswarmError as exc:
+            outcomes[shop] = str(exc)
+        if len(outcomes) == 3:
+            all_answered.set()
+
+    async with trio.open_nursery() as nursery:
+        for shop, device in (("S041", "till-1"), ("S042", "till\x00nul"), ("S043", "till-1")):
+            nursery.start_soon(cache, shop, device)
+        await trio.testing.wait_all_tasks_blocked()  # all three queued: the writer takes them in one transaction
+        await nursery.start(writer.run)
+        with trio.fail_after(30):
+            await all_answered.wait()
+        nursery.cancel_scope.cancel()
+    assert outcomes["S041"] == outcomes["S043"] == (1, 0), outcomes
+    assert "write failed" in outcomes["S042"] and "the cache will retry" in outcomes["S042"]
+    assert store.totals() == (2, 600)
+    store.close()
+
+
 def test_a_postgres_table_keyed_without_the_store_is_migrated_in_place(postgres_dsn):
     import psycopg
 
@@ -128,7 +215,8 @@ async def test_ingest_route_validates_and_dedupes(nursery, tmp_path):
     cache = load_credential(credential_in(tmp_path, authority, node_id="cache", role="cache"),
                             (authority.public_key(),), now=datetime.datetime.now(datetime.UTC))
     operator = "op-" + "x" * 30
-    app = Starlette(routes=sales.routes(store, lambda: [authority.public_key()], sales.operator_gate(operator)))
+    writer = await nursery.start(SalesWriter(store).run)
+    app = Starlette(routes=sales.routes(writer, lambda: [authority.public_key()], sales.operator_gate(operator)))
     url = await nursery.start(http_service.run, app, "127.0.0.1", 0)
     body = msgpack.packb([_sale("till-1", 1).to_wire(), _sale("till-1", 2).to_wire()])
 
@@ -153,7 +241,7 @@ async def test_ingest_route_validates_and_dedupes(nursery, tmp_path):
         for wrong in ({}, {"authorization": f"Bearer {operator}x"}, {"authorization": f"Basic {operator}"}):
             refused = await client.get("/sales/totals", headers=wrong)
             assert refused.status_code == 401 and "needs the operator token" in refused.json()["error"]
-    shut = Starlette(routes=sales.routes(store, lambda: [authority.public_key()], sales.operator_gate(None)))
+    shut = Starlette(routes=sales.routes(writer, lambda: [authority.public_key()], sales.operator_gate(None)))
     url = await nursery.start(http_service.run, shut, "127.0.0.1", 0)
     async with httpx.AsyncClient(base_url=url) as client:
         refused = await client.get("/sales/totals", headers={"authorization": f"Bearer {operator}"})

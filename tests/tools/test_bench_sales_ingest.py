@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tools import bench_docs
 from tools.bench_sales_ingest import run_ingest
 from tools.pg_server import server_bin, throwaway_postgres
 from tools.sales_verdict import exactly_once
@@ -20,6 +21,8 @@ async def test_sixty_caches_at_once_into_sqlite_lose_and_double_nothing(tmp_path
     result = await run_ingest(tmp_path, caches=60, tills=2, sales_per_till=5, batch=5, backlog=False, seed=3)
     _check(result, 60, 600)
     assert result["backend"] == "sqlite"
+    table = bench_docs.markdown(result)  # as `posswarm-bench all` writes it into docs/benchmarks.md
+    assert f"| sales_per_s | {result['sales_per_s']:,} |" in table and "| lost | 0 |" in table
 
 
 async def test_the_same_into_postgresql(tmp_path):
@@ -31,3 +34,10 @@ async def test_the_same_into_postgresql(tmp_path):
                                   backlog=False, seed=3)
     _check(result, 60, 600)
     assert result["backend"] == "postgresql"
+
+
+async def test_caches_forwarding_sales_as_they_are_made_lose_and_double_nothing(tmp_path):
+    result = await run_ingest(tmp_path, caches=10, tills=1, sales_per_till=6, rate=30, backlog=False, seed=3)
+    why = str(result)
+    assert exactly_once(result) and result["stored"] == 60 and result["rate"] == 30, why
+    assert result["batch"] is None and 10 <= result["batches"] <= 60, why  # as made: several sales a batch, or one

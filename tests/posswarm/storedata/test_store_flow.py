@@ -24,6 +24,7 @@ from posswarm.storedata.api import local_app
 from posswarm.storedata.cache import CacheData
 from posswarm.storedata.device import DeviceData
 from seeder import sales, sku
+from seeder.sales_writer import SalesWriter
 from tests.posswarm.gossip.certified import Authority
 from tests.posswarm.test_identity import credential_in
 
@@ -51,12 +52,14 @@ async def _counts(device: DeviceData) -> dict:
 class Central:
     def __init__(self, root: Path) -> None:
         self.sales = sales.open_sales(str(root / "central" / "sales.sqlite"))
+        self.sales_writer = SalesWriter(self.sales)
         self.catalog = sku.CentralCatalog(str(root / "central" / "sku.sqlite"))
         self.enrolment_key = Ed25519PrivateKey.generate()  # enrols the cache; central takes sales only from it
         self.cache_credential = load_credential(
             credential_in(root, self.enrolment_key, node_id="cache", store=STORE, role="cache"),
             (self.enrolment_key.public_key(),), now=datetime.datetime.now(datetime.UTC))
-        self.app = Starlette(routes=sales.routes(self.sales, lambda: [self.enrolment_key.public_key()], sales.operator_gate(None))
+        self.app = Starlette(routes=sales.routes(self.sales_writer, lambda: [self.enrolment_key.public_key()],
+                                                 sales.operator_gate(None))
                              + sku.routes(self.catalog))
         self.sku_key = generate_keypair(root / "central-keys", "sku")[0]
         KEYS.replace([load_private_key(self.sku_key).public_key()])
@@ -82,6 +85,7 @@ class Central:
     async def start(self, nursery, app=None) -> str:
         """Central's signer and HTTP routes (``app`` in place of the real one); returns its URL."""
         await nursery.start(sku.sign_forever, self.catalog, self.sku_key)
+        await nursery.start(self.sales_writer.run)
         return await nursery.start(http_service.run, app or self.app, "127.0.0.1", 0)
 
 
