@@ -303,6 +303,13 @@ class TorrentSession:
         await self.refresh([key])
         log.info("torrent.added", key=key, save_path=str(save_path))
 
+    def read_piece(self, key: str, piece: int) -> None:
+        """Ask for a verified piece's bytes, answered by a PieceRead event (libtorrent may not have written it yet)."""
+        try:
+            self._torrents[key].handle.read_piece(piece)
+        except (KeyError, AttributeError, RuntimeError):  # removed meanwhile, or the session is closing
+            pass
+
     def connect_peer(self, addr: tuple[str, int], key: str | None = None) -> None:
         """Ask libtorrent to connect to a peer for one torrent, or for every torrent; a bad address is dropped."""
         endpoint = add_params.peer_endpoint(addr)
