@@ -10,7 +10,7 @@ from pathlib import Path
 
 import blake3
 
-from posswarm.chunks import ChunkError, chunk_relpath, read_content
+from posswarm.chunks import ChunkError, chunk_relpath, read_content, unpack
 from posswarm.errors import PosswarmError
 from posswarm.manifest import ChunkRef, Manifest, safe_mode
 from posswarm.staging_plan import Place, StagingPlan
@@ -90,6 +90,21 @@ class StagedPayload:
             return f"cannot be read ({exc.strerror})"
         except ChunkError as exc:
             return str(exc)
+        return self._check_and_write(ref, content)
+
+    def put(self, ref: ChunkRef, stored: bytes) -> str | None:
+        """Chunk ``ref`` from its stored bytes as the torrent holds them: checked and written; why not, or None."""
+        if not self.plan.wants(ref.digest):
+            return None
+        if len(stored) != ref.size:
+            return f"has {len(stored)} stored bytes, not {ref.size}"
+        try:
+            content = unpack(stored, ref.length)
+        except ChunkError as exc:
+            return str(exc)
+        return self._check_and_write(ref, content)
+
+    def _check_and_write(self, ref: ChunkRef, content: bytes) -> str | None:
         if blake3.blake3(content).digest() != ref.digest:
             return "has content whose BLAKE3 does not match the manifest"
         self._write(ref.digest, content)

@@ -108,3 +108,53 @@ def test_a_slot_is_written_chunk_by_chunk_and_cut_to_the_image(tmp_path):
     assert staged.plan.done
     writer.write(manifest, release_dir, slot, staged)
     assert slot.read_bytes() == image.read_bytes()
+
+
+async def test_the_stream_writes_what_the_torrent_reports_and_leaves_a_bad_chunk_for_the_refetch(release, tmp_path):
+    import trio
+
+    from posswarm.staging_stream import PayloadStream
+
+    manifest, release_dir, payload = release
+    root = tmp_path / "installed" / "till-app"
+    staging = install.staging_of(root, "1.0")
+    victim = manifest.files[1].chunks[3]
+    path = release_dir / chunk_relpath(victim.digest)
+    good = path.read_bytes()
+    path.unlink()
+    path.write_bytes(bytes(len(good)))  # passed the torrent's checks, rotted since: only BLAKE3 tells
+    refs = manifest.unique_chunks()[::-1]  # the torrent's order is not the payload's
+    async with trio.open_nursery() as nursery:
+        stream = await nursery.start(PayloadStream(StagedPayload.into_directory(manifest, staging), release_dir).run)
+        for piece, ref in enumerate(refs[:-2]):
+            if piece % 2 and ref != victim:  # as libtorrent hands over a piece it holds in memory
+                assert stream.completed(ref.hex, piece)
+                stream.arrived(piece, (release_dir / chunk_relpath(ref.digest)).read_bytes())
+            else:  # as a chunk file on disk
+                assert not stream.completed(ref.hex)
+        stream.arrived(10_000, b"a piece nobody asked for")
+        stream.completed("not-a-chunk")
+        stream.completed("ab" * 32)
+        assert await stream.check_rest() == [victim]  # the two never reported were written; the bad one was not
+        assert stream.late == 1 and stream.streamed == len(refs) - 3 and stream.staged.plan.wants(victim.digest)
+        path.unlink()
+        path.write_bytes(good)  # the refetch
+        stream.completed(victim.hex)
+        assert await stream.check_rest() == []
+        built = install.assemble(manifest, release_dir, root, await stream.hand_over())
+    assert (built / "data.bin").read_bytes() == (payload / "data.bin").read_bytes()
+
+
+async def test_a_stopped_stream_leaves_no_staging(release, tmp_path):
+    import trio
+
+    from posswarm.staging_stream import PayloadStream
+
+    manifest, release_dir, _ = release
+    staging = install.staging_of(tmp_path / "installed" / "till-app", "1.0")
+    async with trio.open_nursery() as nursery:
+        stream = await nursery.start(PayloadStream(StagedPayload.into_directory(manifest, staging), release_dir).run)
+        stream.completed(manifest.unique_chunks()[0].hex)
+        assert staging.is_dir()
+        stream.stop()
+    assert not staging.exists()
