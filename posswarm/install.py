@@ -34,15 +34,16 @@ def assemble(manifest: Manifest, release_dir: Path, installed_root: Path,
             staged.abort()
         return final
     staging = staging_of(installed_root, manifest.version)
+    payload = staged
     try:
-        payload = staged or StagedPayload.into_directory(manifest, staging)
+        payload = payload or StagedPayload.into_directory(manifest, staging)
         payload.finish(release_dir)
         fsync_dir(staging)
         os.rename(staging, final)
         fsync_dir(installed_root)
     except BaseException:
-        if staged is not None:
-            staged.close()
+        if payload is not None:
+            payload.close()  # an open file keeps its blocks: on a full disk the room comes back only now
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final

@@ -294,9 +294,11 @@ class ReleaseKeeper:
         carried.stream = await self._nursery.start(PayloadStream(staged, carried.directory).run)
 
     async def _verify(self, carried: Carried, effect: lifecycle.Verify) -> None:
-        if carried.stream is not None:  # the streamed chunks were checked as they came: the rest are checked now
-            bad = await carried.stream.check_rest()
-        else:
+        stream = carried.stream  # the chunks it wrote were checked as they came: it checks the rest
+        if (bad := await stream.check_rest() if stream is not None else None) is None:
+            if stream is not None:  # its writing failed (a full disk): dropped, the install writes it all
+                stream.stop()
+                carried.stream = None
             bad = await trio.to_thread.run_sync(verify_chunks, carried.manifest, carried.directory)
         carried.bad = bad
         self._handle(carried.record.key, lifecycle.ChunksChecked(effect.ticket, len(bad), bad[0].hex if bad else ""))

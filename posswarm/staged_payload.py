@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from collections import OrderedDict
 from pathlib import Path
 
 import blake3
@@ -19,18 +20,20 @@ from posswarm.staging_plan import Place, StagingPlan
 # read back from the page cache past it: libtorrent fetches rarest first, so without a bound a device would
 # hold most of the image in memory. Reading it back costs little (docs/benchmarks.md, issue 15 section).
 KEEP_BYTES = 8 << 20
+# An app payload may hold thousands of files, past the process's file limit (1024 by default): this many stay open.
+OPEN_FILES = 64
 _NEW = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class StagedPayload:
     """A payload being written: open files, what is written, the payload BLAKE3 so far. ``finish`` or ``abort`` once."""
 
-    def __init__(self, manifest: Manifest, fds: list[int], *, where: Path, directory: bool) -> None:
+    def __init__(self, manifest: Manifest, *, where: Path, directory: bool, fd: int | None = None) -> None:
         self.manifest = manifest
         self.plan = StagingPlan(manifest)
         self.where = where
-        self._fds = fds
         self._directory = directory
+        self._open: OrderedDict[int, int] = OrderedDict() if fd is None else OrderedDict({0: fd})  # file index -> fd
         self._hash = blake3.blake3()
         self._kept: dict[bytes, bytes] = {}
         self._kept_bytes = 0
@@ -42,18 +45,19 @@ class StagedPayload:
         shutil.rmtree(staging, ignore_errors=True)
         staging.parent.mkdir(parents=True, exist_ok=True)
         staging.mkdir()
-        fds: list[int] = []
         try:
             for entry in manifest.files:
                 target = staging / entry.path
                 target.parent.mkdir(parents=True, exist_ok=True)
-                fds.append(os.open(target, _NEW, 0o600))  # never through a link: the directory is ours alone
-                os.ftruncate(fds[-1], entry.size)
+                fd = os.open(target, _NEW, 0o600)  # never through a link: the directory is ours alone
+                try:
+                    os.ftruncate(fd, entry.size)
+                finally:
+                    os.close(fd)
         except BaseException:
-            _close(fds)
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return cls(manifest, fds, where=staging, directory=True)
+        return cls(manifest, where=staging, directory=True)
 
     @classmethod
     def into_slot(cls, manifest: Manifest, slot: Path) -> StagedPayload:
@@ -74,7 +78,7 @@ class StagedPayload:
         except BaseException:
             os.close(fd)
             raise
-        return cls(m, [fd], where=slot, directory=False)
+        return cls(m, where=slot, directory=False, fd=fd)
 
     # ---- chunks in --------------------------------------------------------------------------------------
 
@@ -122,7 +126,7 @@ class StagedPayload:
 
     def _write(self, digest: bytes, content: bytes) -> None:
         for place in self.plan.places[digest]:
-            _pwrite_all(self._fds[place.file], content, place.offset)
+            _pwrite_all(self._fd(place.file), content, place.offset)
         for place in self.plan.put(digest):
             self._hash.update(content if place.digest == digest else self._content_of(place))
             if place.digest in self._kept and not self.plan.needed_later(place.digest):
@@ -135,7 +139,7 @@ class StagedPayload:
         kept = self._kept.get(place.digest)
         if kept is not None:
             return kept
-        data = os.pread(self._fds[place.file], place.length, place.offset)
+        data = os.pread(self._fd(place.file), place.length, place.offset)
         if len(data) != place.length:
             raise PosswarmError(f"{self.where}: read {len(data)} of {place.length} bytes just written at "
                                 f"{place.offset} (a failing disk?)")
@@ -150,18 +154,19 @@ class StagedPayload:
         if bad:
             ref, problem = bad[0]
             raise PosswarmError(f"release {m.release_id}: chunk {ref.hex[:16]} {problem} (it will be fetched again)")
-        for fd, entry in zip(self._fds, m.files, strict=True):
+        for index, entry in enumerate(m.files):
+            fd = self._fd(index)
             if self._directory:
                 os.fchmod(fd, safe_mode(entry.mode))
-            os.fsync(fd)
+            os.fsync(fd)  # the file's dirty pages, whichever descriptor wrote them
         if self._hash.digest() != m.payload_blake3:
             raise PosswarmError(f"release {m.release_id}: assembled payload BLAKE3 does not match the manifest "
                                 "(a chunk on disk is corrupt; it will be checked and fetched again)")
         self.close()
 
     def close(self) -> None:
-        _close(self._fds)
-        self._fds = []
+        _close(list(self._open.values()))
+        self._open.clear()
         self._kept.clear()
 
     def abort(self) -> None:
@@ -169,6 +174,18 @@ class StagedPayload:
         self.close()
         if self._directory:
             shutil.rmtree(self.where, ignore_errors=True)
+
+
+    def _fd(self, index: int) -> int:
+        fd = self._open.get(index)
+        if fd is not None:
+            self._open.move_to_end(index)
+            return fd
+        fd = os.open(self.where / self.manifest.files[index].path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self._open[index] = fd
+        if len(self._open) > OPEN_FILES:
+            os.close(self._open.popitem(last=False)[1])
+        return fd
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

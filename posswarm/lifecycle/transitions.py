@@ -171,7 +171,9 @@ def _place(r: Record, f: Facts, now: float):
         # it runs already (re-verified after a scrub), or a newer version runs: never switch back by itself
         return replace(r, state=_slot_state(v, disk), done_at=now, reason=None, bad_chunk_rounds=0), done
     ticket = r.ticket + 1
-    return replace(r, state=S.INSTALLING, ticket=ticket, reason=None), (AdoptChunks(), Install(ticket), Announce())
+    # the install first: linking every chunk into the store took 0.4 s of a loaded till (measured), and only a
+    # later release needs it
+    return replace(r, state=S.INSTALLING, ticket=ticket, reason=None), (Install(ticket), AdoptChunks(), Announce())
 
 
 def _on_install_done(r: Record, e: InstallDone, f: Facts, now: float):

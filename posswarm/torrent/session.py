@@ -208,8 +208,11 @@ class TorrentSession:
                     await self._finish(key)
                 case alerts.ResumeData(key=key, data=data):
                     torrent = self._torrents.get(key)
-                    if torrent is not None and torrent.finished:
-                        await trio.to_thread.run_sync(replace_synced, torrent.save_path / RESUME_FILE, data)
+                    try:  # a full disk must not end the node: without it, libtorrent checks the files at the next start
+                        if torrent is not None and torrent.finished:
+                            await trio.to_thread.run_sync(replace_synced, torrent.save_path / RESUME_FILE, data)
+                    except OSError as exc:
+                        log.warning("torrent.resume_unsaved", key=key, reason=exc.strerror)
                 case _:
                     if isinstance(fact, alerts.TorrentError):
                         log.warning("torrent.error", key=fact.key, reason=fact.reason)
@@ -305,10 +308,8 @@ class TorrentSession:
 
     def read_piece(self, key: str, piece: int) -> None:
         """Ask for a verified piece's bytes, answered by a PieceRead event (libtorrent may not have written it yet)."""
-        try:
-            self._torrents[key].handle.read_piece(piece)
-        except (KeyError, AttributeError, RuntimeError):  # removed meanwhile, or the session is closing
-            pass
+        if (torrent := self._torrents.get(key)) is not None and torrent.handle is not None:  # not removed meanwhile
+            torrent.handle.read_piece(piece)
 
     def connect_peer(self, addr: tuple[str, int], key: str | None = None) -> None:
         """Ask libtorrent to connect to a peer for one torrent, or for every torrent; a bad address is dropped."""

@@ -76,7 +76,7 @@ TRANSITIONS = [
     ("torrent error: failed, retried", record(S.DOWNLOADING), lc.TorrentFailed("disk full"), facts(), S.FAILED,
      ["Announce"], "disk full"),
     ("chunks good: install", record(S.VERIFYING, ticket=1), lc.ChunksChecked(1), facts(current="1.0"), S.INSTALLING,
-     ["AdoptChunks", "Install", "Announce"], None),
+     ["Install", "AdoptChunks", "Announce"], None),
     ("chunks good on a cache: seed", record(S.VERIFYING, ticket=1), lc.ChunksChecked(1), facts(CACHE), S.SEEDING,
      ["AdoptChunks", "Collect", "Announce"], None),
     ("chunks good, rollout paused: staged", record(S.VERIFYING, ticket=1), lc.ChunksChecked(1),

@@ -158,3 +158,15 @@ async def test_a_stopped_stream_leaves_no_staging(release, tmp_path):
         assert staging.is_dir()
         stream.stop()
     assert not staging.exists()
+
+
+def test_an_app_of_more_files_than_stay_open_is_written_whole(release, tmp_path, monkeypatch):
+    monkeypatch.setattr(staged_payload, "OPEN_FILES", 1)  # every switch of file closes one and opens another
+    manifest, release_dir, payload = release
+    root = tmp_path / "installed" / "till-app"
+    staged = StagedPayload.into_directory(manifest, install.staging_of(root, "1.0"))
+    for ref in reversed(manifest.unique_chunks()):
+        assert staged.take(ref, release_dir) is None
+    built = install.assemble(manifest, release_dir, root, staged)
+    assert (built / "data.bin").read_bytes() == (payload / "data.bin").read_bytes()
+    assert (built / "bin" / "till").stat().st_mode & 0o777 == 0o755
