@@ -11,23 +11,37 @@ from posswarm.config import NodeConfig
 from posswarm.lifecycle import Installed
 from posswarm.manifest import Manifest
 from posswarm.slots.device import BootSlots
+from posswarm.staged_payload import StagedPayload
 
 log = logs.get("node")
 
 
+def stage(manifest: Manifest, installed_root: Path, slots: BootSlots | None = None) -> StagedPayload:
+    """Open where ``manifest``'s payload is written while it downloads: the boot slot not booted (an OS image on a
+    till with boot slots, marked unbootable first) or a fresh staging directory in ``installed_root``."""
+    if _into_slot(manifest, slots):
+        return slots.begin(manifest)
+    return StagedPayload.into_directory(manifest, install.staging_of(installed_root, manifest.version))
+
+
+def _into_slot(manifest: Manifest, slots: BootSlots | None) -> bool:
+    return slots is not None and manifest.kind == "image"
+
+
 def activate_release(config: NodeConfig, manifest: Manifest, release_dir: Path, installed_root: Path,
-                     slots: BootSlots | None = None) -> str | None:
+                     slots: BootSlots | None = None, staged: StagedPayload | None = None) -> str | None:
     """Install ``manifest``'s payload from ``release_dir``; None when it runs (or, for an OS image on a till with
     boot slots, waits for its trial boot), else why it was rolled back.
 
+    ``staged`` is what ``stage`` opened and the download wrote; what it lacks is written now.
     Raises PosswarmError or OSError for a failure that may pass (a full disk, a chunk gone bad on disk):
     nothing was switched then, and the life cycle retries.
     """
     m = manifest
-    if slots is not None and m.kind == "image":  # the health check runs at the trial boot (posswarm/slots/device.py)
-        slots.install(m, release_dir)
+    if _into_slot(m, slots):  # the health check runs at the trial boot (posswarm/slots/device.py)
+        slots.install(m, release_dir, staged)
         return None
-    path = install.assemble(m, release_dir, installed_root)
+    path = install.assemble(m, release_dir, installed_root, staged)
     old = install.activate(installed_root, m.version)
     log.info("release.activated", release=m.release_id, previous=old or "")
     problem = None

@@ -1,73 +1,52 @@
-"""Assemble a verified release into a staging directory, check it, switch ``current`` atomically, keep ``previous``."""
+"""Finish a release staged in a directory, check it, rename it into place, switch ``current`` atomically, keep ``previous``."""
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-import blake3
-
-from posswarm.chunks import ChunkError, chunk_relpath, read_content
 from posswarm.errors import PosswarmError
 from posswarm.fsync import fsync_dir, replace_synced
-from posswarm.manifest import Manifest, PayloadFile, safe_mode
+from posswarm.manifest import Manifest
+from posswarm.staged_payload import StagedPayload
 
 _STAGING_PREFIX = ".staging-"
 
 
-def assemble(manifest: Manifest, release_dir: Path, installed_root: Path) -> Path:
+def staging_of(installed_root: Path, version: str) -> Path:
+    """Where a version of a release name is written before it is renamed into place."""
+    return installed_root / f"{_STAGING_PREFIX}{version}"
+
+
+def assemble(manifest: Manifest, release_dir: Path, installed_root: Path,
+             staged: StagedPayload | None = None) -> Path:
     """Build ``installed_root/VERSION`` from the release's chunks; returns it.
 
-    The payload is written to a staging directory, fsynced, and its BLAKE3 over all files in
-    manifest order must equal the signed ``payload_blake3`` before it is renamed into place, so
-    a crash or a bad chunk can never leave a half-written version that looks installed.
+    ``staged`` holds what was written while the torrent downloaded (see posswarm/staging_stream.py); what it
+    lacks is written now. The payload is fsynced and its BLAKE3 over all files in manifest order must equal
+    the signed ``payload_blake3`` before it is renamed into place, so a crash or a bad chunk can never leave
+    a half-written version that looks installed.
     """
     final = installed_root / manifest.version
     if final.is_dir():
+        if staged is not None:
+            staged.abort()
         return final
-    installed_root.mkdir(parents=True, exist_ok=True)
-    staging = installed_root / f"{_STAGING_PREFIX}{manifest.version}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    whole = blake3.blake3()
+    staging = staging_of(installed_root, manifest.version)
+    payload = staged
     try:
-        for entry in manifest.files:
-            target = staging / entry.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target, "wb") as out:
-                for data in file_content(manifest, entry, release_dir):
-                    whole.update(data)
-                    out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(target, safe_mode(entry.mode))
-        if whole.digest() != manifest.payload_blake3:
-            raise PosswarmError(
-                f"release {manifest.release_id}: assembled payload BLAKE3 does not match the manifest "
-                "(a chunk on disk is corrupt; it will be checked and fetched again)"
-            )
+        payload = payload or StagedPayload.into_directory(manifest, staging)
+        payload.finish(release_dir)
         fsync_dir(staging)
         os.rename(staging, final)
         fsync_dir(installed_root)
     except BaseException:
+        if payload is not None:
+            payload.close()  # an open file keeps its blocks: on a full disk the room comes back only now
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final
-
-
-def file_content(manifest: Manifest, entry: PayloadFile, release_dir: Path) -> Iterator[bytes]:
-    """The content of one payload file, chunk by chunk, read (and unpacked) from the release's verified chunks.
-
-    Both ways of installing (a directory, a boot slot) write what this yields: one read path for both.
-    """
-    for chunk in entry.chunks:
-        try:
-            yield read_content(release_dir / chunk_relpath(chunk.digest), chunk.size, chunk.length)
-        except ChunkError as exc:
-            raise PosswarmError(f"release {manifest.release_id}: chunk {chunk.hex[:16]} {exc} "
-                                "(it will be fetched again)") from None
 
 
 def activate(installed_root: Path, version: str) -> str | None:

@@ -8,7 +8,6 @@ called from this process's trio tasks; effects of one event run in order in one 
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from pathlib import Path
 import trio
 
 from posswarm import garbage, install, lifecycle, logs
-from posswarm.activation import activate_release, installed_of
+from posswarm.activation import activate_release, installed_of, stage
 from posswarm.catalog.client import FetchedRelease
 from posswarm.catalog.shelf import Shelf
 from posswarm.chunks import ChunkStore, chunk_relpath
@@ -29,14 +28,20 @@ from posswarm.fsync import replace_synced
 from posswarm.lifecycle import Effect, Event, Facts, Installed, NodeFacts, Record, ReleaseState
 from posswarm.manifest import ChunkRef, Manifest, verify_manifest
 from posswarm.release import MANIFEST_NAME, TORRENT_NAME, sizes_match, verify_chunks
+from posswarm.release_log import explain as _explain
+from posswarm.release_log import log_transition as _log_transition
 from posswarm.rollout import Decision
 from posswarm.rollout_store import HeldRollouts
 from posswarm.slots.device import BootSlots
+from posswarm.staging_stream import PayloadStream
 from posswarm.store_peers import StorePeers
 from posswarm.torrent import session as torrents
+from posswarm.torrent.alerts import ChunkCompleted, PieceRead
 from posswarm.torrent.session import RESUME_FILE, TorrentSession
 
 log = logs.get("node")
+#: States in which a release's payload stream is kept: until it is installed, it may still be.
+_STAGING = frozenset({ReleaseState.DOWNLOADING, ReleaseState.VERIFYING, ReleaseState.INSTALLING})
 
 
 @dataclass
@@ -50,6 +55,7 @@ class Carried:
     web_seeds: tuple[str, ...] = ()  # BEP 19 URLs (cache only: a device never leaves the store LAN)
     fetched: FetchedRelease | None = None  # until it is laid out
     bad: list[ChunkRef] = field(default_factory=list)  # chunks the last check found bad, for a refetch
+    stream: PayloadStream | None = None  # its payload, written as its chunks complete (lifecycle.Stage)
 
     @property
     def manifest(self) -> Manifest | None:
@@ -111,6 +117,9 @@ class ReleaseKeeper:
         carried.record = after
         if after.state is not before.state:
             _log_transition(before, after, event)
+            if carried.stream is not None and after.state not in _STAGING:
+                carried.stream.stop()  # it will not be installed from this staging (failed, held, revoked)
+                carried.stream = None
         if carry_out and any(not isinstance(e, lifecycle.FetchManifest) for e in effects):
             self._nursery.start_soon(self._carry_out, key, effects)
         return effects
@@ -220,7 +229,14 @@ class ReleaseKeeper:
         async for event in events:
             if event.key not in self.releases:
                 continue
-            if isinstance(event, torrents.TorrentFinished):
+            stream = self.releases[event.key].stream
+            if isinstance(event, ChunkCompleted):
+                if stream is not None and stream.completed(event.name, event.piece):
+                    self.torrents.read_piece(event.key, event.piece)
+            elif isinstance(event, PieceRead):
+                if stream is not None:
+                    stream.arrived(event.piece, event.data)
+            elif isinstance(event, torrents.TorrentFinished):
                 self._handle(event.key, lifecycle.TorrentFinished())
             elif isinstance(event, torrents.TorrentError):
                 self._handle(event.key, lifecycle.TorrentFailed(_explain(event.reason)))
@@ -271,16 +287,29 @@ class ReleaseKeeper:
                 reused += chunk.size
         return reused
 
+    async def _stage(self, carried: Carried, effect: lifecycle.Stage) -> None:
+        m = carried.manifest
+        carried.directory = self.data.release(m.name, m.version)
+        staged = await trio.to_thread.run_sync(stage, m, self.data.installed(m.name), self.slots)
+        carried.stream = await self._nursery.start(PayloadStream(staged, carried.directory).run)
+
     async def _verify(self, carried: Carried, effect: lifecycle.Verify) -> None:
-        bad = await trio.to_thread.run_sync(verify_chunks, carried.manifest, carried.directory)
+        stream = carried.stream  # the chunks it wrote were checked as they came: it checks the rest
+        if (bad := await stream.check_rest() if stream is not None else None) is None:
+            if stream is not None:  # its writing failed (a full disk): dropped, the install writes it all
+                stream.stop()
+                carried.stream = None
+            bad = await trio.to_thread.run_sync(verify_chunks, carried.manifest, carried.directory)
         carried.bad = bad
         self._handle(carried.record.key, lifecycle.ChunksChecked(effect.ticket, len(bad), bad[0].hex if bad else ""))
 
     async def _install(self, carried: Carried, effect: lifecycle.Install) -> None:
+        stream, carried.stream = carried.stream, None
         try:
             m = carried.manifest
+            staged = await stream.hand_over() if stream is not None else None
             problem = await trio.to_thread.run_sync(activate_release, self.config, m, carried.directory,
-                                                    self.data.installed(m.name), self.slots)
+                                                    self.data.installed(m.name), self.slots, staged)
         except (PosswarmError, OSError) as exc:
             self._handle(carried.record.key, lifecycle.InstallFailed(effect.ticket, _explain(exc)))
         else:
@@ -355,6 +384,7 @@ class ReleaseKeeper:
 
     _EFFECTS = {
         lifecycle.Swarm: _swarm,
+        lifecycle.Stage: _stage,
         lifecycle.Verify: _verify,
         lifecycle.Install: _install,
         lifecycle.Refetch: _refetch,
@@ -366,30 +396,3 @@ class ReleaseKeeper:
         lifecycle.Refuse: _refuse,
         lifecycle.Announce: _announce,
     }
-
-
-def _log_transition(before: Record, after: Record, event: Event) -> None:
-    """One log line for each state change, at the level an engineer on call would want it."""
-    rid = f"{after.name} {after.version}"
-    S = ReleaseState
-    if after.state is S.REVOKED:
-        log.warning("release.revoked", release=rid, reason=after.reason or "")
-    elif after.state is S.STAGED:
-        log.info("release.not_installed", release=rid, reason=after.reason)
-    elif after.state in lifecycle.READY:
-        seconds = round(after.done_at - after.learned_at, 3) if after.done_at else None
-        log.info("release.ready", release=rid, state=after.state.value, seconds=seconds, reason=after.reason or "")
-    elif after.state is S.FAILED:
-        log.error("release.failed", release=rid, after=type(event).__name__, reason=after.reason)
-    elif before.state is S.FAILED:
-        log.info("release.retry", release=rid, after=before.reason)
-    else:
-        log.debug("release.state", release=rid, state=after.state.value)
-
-
-def _explain(failure: object) -> str:
-    """A failure as a person should read it; a full disk says so and that the node retries by itself."""
-    text = str(failure)
-    if isinstance(failure, OSError) and failure.errno == errno.ENOSPC or "No space left" in text:
-        return f"disk full ({text}); free space on the data disk, the node retries by itself"
-    return text

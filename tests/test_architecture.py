@@ -52,6 +52,7 @@ PURE = (
     "posswarm/sales/stored.py",
     "posswarm/signed_doc.py",
     "posswarm/slots/state.py",
+    "posswarm/staging_plan.py",
     "posswarm/sku/entry.py",
     "posswarm/sku/hlc.py",
     "posswarm/sku/signature.py",

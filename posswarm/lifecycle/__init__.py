@@ -31,6 +31,7 @@ from posswarm.lifecycle.effects import (
     Refuse,
     ResumeTorrent,
     RollBack,
+    Stage,
     Swarm,
     Verify,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "RolloutChanged",
     "SCRUBBED",
     "ScrubFoundBad",
+    "Stage",
     "Swarm",
     "TorrentFailed",
     "TorrentFinished",

@@ -16,6 +16,12 @@ class Swarm:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """Write the payload into its staging directory or boot slot as its chunks complete (a device that installs
+    it as soon as they check out), so the install only finishes it."""
+
+
+@dataclass(frozen=True)
 class Verify:
     """BLAKE3 every chunk of the release; answer with ChunksChecked(ticket)."""
 
@@ -71,5 +77,5 @@ class Announce:
     """Tell the tracker soon: the release's state changed in a way the stats show."""
 
 
-Effect = (FetchManifest | Swarm | Verify | Install | Refetch | ResumeTorrent | RollBack | Hold | AdoptChunks
+Effect = (FetchManifest | Swarm | Stage | Verify | Install | Refetch | ResumeTorrent | RollBack | Hold | AdoptChunks
           | Collect | Refuse | Announce)

@@ -17,6 +17,7 @@ from posswarm.lifecycle.effects import (
     Refuse,
     ResumeTorrent,
     RollBack,
+    Stage,
     Swarm,
     Verify,
 )
@@ -90,7 +91,7 @@ def _on_manifest(r: Record, e: ManifestArrived, f: Facts, now: float):
                      held=set(f.installed.held))
     if reason:
         return replace(r, state=S.REFUSED, manifest=m, reason=reason), (Refuse(reason),)
-    return replace(r, state=S.DOWNLOADING, manifest=m, reason=None), (Swarm(), Announce())
+    return replace(r, state=S.DOWNLOADING, manifest=m, reason=None), (*_stage(r, f), Swarm(), Announce())
 
 
 def _on_manifest_bad(r: Record, e: ManifestBad, f: Facts, now: float):
@@ -107,7 +108,15 @@ def _on_resumed(r: Record, e: Resumed, f: Facts, now: float):
     v, disk = r.version, f.installed
     if not f.node.is_cache and (v in (disk.current, disk.previous, disk.pending) or v in disk.held):
         return replace(r, state=_slot_state(v, disk), done_at=now, reason=_held_reason(r, disk)), (Swarm(),)
-    return replace(r, state=S.DOWNLOADING), (Swarm(),)
+    return replace(r, state=S.DOWNLOADING), (*_stage(r, f), Swarm())
+
+
+def _stage(r: Record, f: Facts) -> tuple[Effect, ...]:
+    """Stage first (before the torrent starts) where the chunks, once checked, go straight into an install."""
+    v, disk, d = r.version, f.installed, f.decision
+    if f.node.is_cache or v in disk.held or (d is not None and d.action != INSTALL) or v == disk.current:
+        return ()
+    return () if disk.current is not None and is_downgrade(v, disk.current) else (Stage(),)
 
 
 def _on_torrent_finished(r: Record, e: TorrentFinished, f: Facts, now: float):
@@ -162,7 +171,9 @@ def _place(r: Record, f: Facts, now: float):
         # it runs already (re-verified after a scrub), or a newer version runs: never switch back by itself
         return replace(r, state=_slot_state(v, disk), done_at=now, reason=None, bad_chunk_rounds=0), done
     ticket = r.ticket + 1
-    return replace(r, state=S.INSTALLING, ticket=ticket, reason=None), (AdoptChunks(), Install(ticket), Announce())
+    # the install first: linking every chunk into the store took 0.4 s of a loaded till (measured), and only a
+    # later release needs it
+    return replace(r, state=S.INSTALLING, ticket=ticket, reason=None), (Install(ticket), AdoptChunks(), Announce())
 
 
 def _on_install_done(r: Record, e: InstallDone, f: Facts, now: float):

@@ -13,6 +13,7 @@ from posswarm.lifecycle import Installed
 from posswarm.manifest import Manifest
 from posswarm.slots import state, writer
 from posswarm.slots.bootloader import Bootloader
+from posswarm.staged_payload import StagedPayload
 
 log = logs.get("node")
 #: The kernel command line is a few KiB at most; a bigger "cmdline" file is not one.
@@ -82,13 +83,25 @@ class BootSlots:
         current, previous, pending = state.running(self.env, self.booted, name)
         return Installed(current, previous, held, pending)
 
-    def install(self, manifest: Manifest, release_dir: Path) -> None:
-        """Write ``manifest``'s image into the slot not booted, check it, arm it for one trial boot, reboot."""
+    def begin(self, manifest: Manifest) -> StagedPayload:
+        """The slot not booted, marked as being written (so never booted) and opened for ``manifest``'s image."""
         m = manifest
         slot = self.env.other(self.booted)
         self._write(state.start_writing(self.env, slot, m.name, m.version))  # before the first byte: never booted
         log.info("slot.writing", slot=slot, device=str(self.paths[slot]), release=m.release_id, size=m.total_size)
-        writer.write(m, release_dir, self.paths[slot])
+        return StagedPayload.into_slot(m, self.paths[slot])
+
+    def install(self, manifest: Manifest, release_dir: Path, staged: StagedPayload | None = None) -> None:
+        """Finish ``manifest``'s image in the slot not booted (``staged``: what ``begin`` opened and the download
+        wrote), check it, arm it for one trial boot, reboot."""
+        m = manifest
+        slot = self.env.other(self.booted)
+        mine = self.env.slots[slot]
+        if staged is None or (mine.name, mine.version, mine.state) != (m.name, m.version, "writing"):
+            if staged is not None:
+                staged.close()  # another image began writing the slot meanwhile: write it all again
+            staged = self.begin(m)
+        writer.write(m, release_dir, self.paths[slot], staged)
         self._write(state.arm_trial(slot))
         log.info("slot.armed", slot=slot, release=m.release_id, tries=state.TRIAL_BOOTS)
         self.reboot()

@@ -31,6 +31,27 @@ class TorrentFinished:
 
 
 @dataclass(frozen=True)
+class ChunkCompleted:
+    """Every piece of one torrent file passed its hash check; ``name`` is the file's name (a chunk's BLAKE3 in hex).
+
+    libtorrent may still hold the bytes in memory: a reader that finds the file short or wrong tries again later.
+    """
+
+    key: str
+    name: str
+    piece: int  # the one piece that holds it, or -1 when it spans several
+
+
+@dataclass(frozen=True)
+class PieceRead:
+    """A piece's bytes, read from libtorrent's memory as ``TorrentSession.read_piece`` asked (no disk read)."""
+
+    key: str
+    piece: int
+    data: bytes
+
+
+@dataclass(frozen=True)
 class TorrentError:
     key: str
     reason: str
@@ -56,7 +77,8 @@ class PeerBlocked:
     key: str | None = None
 
 
-Event = TorrentAdded | TorrentChecked | TorrentFinished | TorrentError | HashFailed | PeerBanned | PeerBlocked
+Event = (TorrentAdded | TorrentChecked | TorrentFinished | ChunkCompleted | PieceRead | TorrentError | HashFailed
+         | PeerBanned | PeerBlocked)
 
 # --- facts only the session driver acts on ----------------------------------------------
 
@@ -189,6 +211,16 @@ def translate(alert, key_of: Callable[[str], str | None]) -> Event | Fact | None
         return ResumeData(key, bytes(lt.write_resume_data_buf(alert.params)))
     if isinstance(alert, lt.state_changed_alert):
         return Completed(key) if alert.state in _DONE_STATES else None
+    if isinstance(alert, lt.file_completed_alert):
+        try:
+            info = alert.handle.torrent_file()
+            files = info.files()
+            one = files.file_size(alert.index) <= info.piece_length()
+            return ChunkCompleted(key, files.file_name(alert.index), files.piece_index_at_file(alert.index) if one else -1)
+        except (RuntimeError, AttributeError):  # removed meanwhile: nothing to read
+            return None
+    if isinstance(alert, lt.read_piece_alert):
+        return None if alert.error.value() else PieceRead(key, int(alert.piece), bytes(alert.buffer))
     if isinstance(alert, lt.hash_failed_alert):
         return HashFailed(key=key, piece=int(alert.piece_index))
     if isinstance(alert, lt.peer_ban_alert):

@@ -208,8 +208,11 @@ class TorrentSession:
                     await self._finish(key)
                 case alerts.ResumeData(key=key, data=data):
                     torrent = self._torrents.get(key)
-                    if torrent is not None and torrent.finished:
-                        await trio.to_thread.run_sync(replace_synced, torrent.save_path / RESUME_FILE, data)
+                    try:  # a full disk must not end the node: without it, libtorrent checks the files at the next start
+                        if torrent is not None and torrent.finished:
+                            await trio.to_thread.run_sync(replace_synced, torrent.save_path / RESUME_FILE, data)
+                    except OSError as exc:
+                        log.warning("torrent.resume_unsaved", key=key, reason=exc.strerror)
                 case _:
                     if isinstance(fact, alerts.TorrentError):
                         log.warning("torrent.error", key=fact.key, reason=fact.reason)
@@ -269,11 +272,9 @@ class TorrentSession:
         self, key: str, torrent: bytes, save_path: Path, *, peers: Iterable[tuple[str, int]] = (),
         web_seeds: Iterable[str] = (), super_seed: bool = False, verified: bool = False,
     ) -> None:
-        """Add a torrent under ``key`` and return once libtorrent has it (checking what is on disk first,
-        unless ``verified``: the caller has just checked every file of it against a signed manifest).
+        """Add a torrent under ``key``, return once libtorrent has it; again with the same torrent: connect ``peers``.
 
-        Adding the same key with the same torrent again only connects the peers given.
-        """
+        What is on disk is checked first unless ``verified`` (the caller just checked every file against a manifest)."""
         ses = self._running(key)
         atp = add_params.load(key, torrent)
         ident = add_params.ident(atp)
@@ -304,6 +305,11 @@ class TorrentSession:
             )
         await self.refresh([key])
         log.info("torrent.added", key=key, save_path=str(save_path))
+
+    def read_piece(self, key: str, piece: int) -> None:
+        """Ask for a verified piece's bytes, answered by a PieceRead event (libtorrent may not have written it yet)."""
+        if (torrent := self._torrents.get(key)) is not None and torrent.handle is not None:  # not removed meanwhile
+            torrent.handle.read_piece(piece)
 
     def connect_peer(self, addr: tuple[str, int], key: str | None = None) -> None:
         """Ask libtorrent to connect to a peer for one torrent, or for every torrent; a bad address is dropped."""

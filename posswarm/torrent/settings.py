@@ -14,7 +14,8 @@ ALERT_PEER = 2
 ALERT_STORAGE = 8
 ALERT_STATUS = 64
 ALERT_IP_BLOCK = 256
-ALERT_MASK = ALERT_ERROR | ALERT_PEER | ALERT_STORAGE | ALERT_STATUS | ALERT_IP_BLOCK
+ALERT_FILE_PROGRESS = 2097152  # file_completed_alert: a chunk file is complete (posswarm/staging_stream.py)
+ALERT_MASK = ALERT_ERROR | ALERT_PEER | ALERT_STORAGE | ALERT_STATUS | ALERT_IP_BLOCK | ALERT_FILE_PROGRESS
 
 # libtorrent's built-in peer class ids (session.global_peer_class_id / local_peer_class_id).
 GLOBAL_PEER_CLASS = 0

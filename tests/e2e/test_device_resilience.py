@@ -192,6 +192,37 @@ async def test_killed_at_random_points_a_device_never_exposes_a_partial_current(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_till_killed_mid_stream_writes_its_staging_again_and_installs_only_the_signed_payload(tmp_path):
+    lab = Lab(tmp_path, devices=1)
+    till = lab.devices[0]
+    throttle = {"wan": {"download_limit_kbps": 24_000}}  # 3 MB/s into the store: the till streams for seconds
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            await lab.start_central(nursery)
+            for node in lab.nodes:
+                await lab.start_node(nursery, node, extra=throttle if node is lab.cache else None)
+        await _publish_images(lab, tmp_path, ["1.0"], 16)
+        image = (tmp_path / "v1.0" / "pos.img").read_bytes()
+        root = till.data_dir / "installed" / NAME
+        staging = root / ".staging-1.0"
+        await _wait(lab, till, lambda d: 20 <= _release(d, "1.0").get("percent", 0) < 80 and staging.is_dir(),
+                    "the till half-way through its download")
+        lab.kill(till)
+        # what the power cut leaves: a staging written in part as the chunks came, nothing that looks installed
+        block = 4096
+        written = (staging / "image.bin").read_bytes()
+        same = sum(written[i:i + block] == image[i:i + block] for i in range(0, len(image), block))
+        assert 0 < same < len(image) // block, f"{same} of {len(image) // block} blocks written before the kill"
+        assert not (root / "1.0").exists() and not (root / "current").is_symlink()
+        await lab.start_node(nursery, till)
+        with trio.fail_after(90):
+            await lab.wait_installed(NAME, "1.0")
+        assert (root / "current" / "image.bin").read_bytes() == image
+        assert not staging.exists()
+        assert "payload.streamed" in (lab.logs / f"{till.name}.log").read_text()
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_cache_finds_rot_on_its_own_disk_and_fetches_the_chunk_again(tmp_path):
     lab = Lab(tmp_path, devices=1)
     async with trio.open_nursery() as nursery:

@@ -221,6 +221,36 @@ def test_update_into_the_other_slot_then_trial_boot_confirms_it(till, release, t
     assert state.choose_boot(slots.env)[0] == "b", "a confirmed slot is the one booted from now on"
 
 
+def test_an_image_streamed_into_the_slot_as_its_chunks_arrive_is_armed_only_once_whole(till, release, tmp_path):
+    image = write_image(tmp_path / "one.img", 4, seed=5)
+    m, directory = release("2026.12", image)
+    slots = boot(till, health_check="true")
+    staged = slots.begin(m)  # as the download starts: the slot is marked unbootable before its first byte
+    assert slots.env.slots["b"].state == "writing" and not slots.env.trial
+    refs = m.unique_chunks()[::-1]
+    for ref in refs[: len(refs) // 2]:  # the torrent's order, half of it before the download ends
+        assert staged.take(ref, directory) is None
+    slots.install(m, directory, staged)  # the rest is written now, then read back and armed
+    assert Path(till.slots[1]).read_bytes()[: m.total_size] == image.read_bytes()
+    assert slots.installed(NAME, frozenset()).pending == "2026.12"
+
+
+def test_a_slot_another_image_began_meanwhile_is_written_again_from_the_start(till, release, tmp_path):
+    one, two = write_image(tmp_path / "one.img", 3, seed=1), write_image(tmp_path / "two.img", 3, seed=2)
+    (m1, d1), (m2, d2) = release("2026.12", one), release("2027.01", two)
+    slots = boot(till, health_check="true")
+    staged = slots.begin(m1)
+    for ref in m1.unique_chunks():
+        staged.take(ref, d1)
+    other = slots.begin(m2)  # a newer image took the slot and wrote some of itself before the first finished
+    for ref in m2.unique_chunks()[:8]:
+        assert other.take(ref, d2) is None
+    other.close()
+    slots.install(m1, d1, staged)
+    assert Path(till.slots[1]).read_bytes()[: m1.total_size] == one.read_bytes()
+    assert slots.installed(NAME, frozenset()).pending == "2026.12"
+
+
 def test_a_trial_with_a_failing_health_check_goes_back_and_holds_the_version(till, release, tmp_path):
     one = write_image(tmp_path / "one.img", 3, seed=1)
     m1, d1 = release("1", one)

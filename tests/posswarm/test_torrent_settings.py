@@ -12,7 +12,7 @@ from posswarm.torrent.settings import SessionConfig, ip_filter_rules, peer_class
 
 def test_alert_bits_and_class_ids_match_libtorrent():
     ac = lt.alert_category
-    assert settings.ALERT_MASK == int(ac.error | ac.peer | ac.storage | ac.status | ac.ip_block)
+    assert settings.ALERT_MASK == int(ac.error | ac.peer | ac.storage | ac.status | ac.ip_block | ac.file_progress)
     assert settings.GLOBAL_PEER_CLASS == lt.session.global_peer_class_id
     assert settings.LOCAL_PEER_CLASS == lt.session.local_peer_class_id
 
