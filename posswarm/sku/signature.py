@@ -80,10 +80,14 @@ class SkuSignatures:
                 refused += 1
                 first = first or why
         if refused:
-            self.refused += refused
-            # A cache asks again for a page it refused: the same refusal is logged once, and counted each time.
-            report = log.debug if first == self.last_refusal else log.warning
-            self.last_refusal = first
-            report("sku.refused_signature", source=source, count=refused, first=first,
-                   hint="kept the entries held before; only central's signed entries are applied")
+            self.refuse(refused, first, source=source)
         return good
+
+    def refuse(self, count: int, first: str, *, source: str) -> None:
+        """Count ``count`` refused items from ``source`` and name the first; a repeat of the last refusal logs quietly."""
+        self.refused += count
+        # A cache asks again for a page it refused: the same refusal is logged once, and counted each time.
+        report = log.debug if first == self.last_refusal else log.warning
+        self.last_refusal = first
+        report("sku.refused_signature", source=source, count=count, first=first,
+               hint="kept the entries held before; only central's signed entries are applied")

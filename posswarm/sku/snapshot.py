@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import blake3
@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from posswarm.errors import PosswarmError
 from posswarm.keys import KeyRing, key_id
 from posswarm.signed_doc import KEY_ID
-from posswarm.sku.catalog import BUCKETS, bucket_of
+from posswarm.sku.bucket import BUCKETS, bucket_of
 from posswarm.sku.entry import SIGNATURE_SIZE, SkuEntry
 from posswarm.sku.hlc import MAX_HLC
-from posswarm.sku.signature import signed_problem
+from posswarm.sku.signature import SkuSignatures, signed_problem
 
 # Domain separation: never mistaken for an entry's signed bytes, a manifest or a TUF document.
 DOMAIN = b"posswarm sku snapshot v1\n"
@@ -133,3 +133,46 @@ def vouched(snapshot: Snapshot, entries: Sequence[SkuEntry]) -> tuple[set[int], 
         else:
             mismatched.append(bucket)
     return good, mismatched
+
+
+class HeldSnapshot:
+    """The newest snapshot a node checked, and which entries it lets skip their own signature check."""
+
+    def __init__(self, signatures: SkuSignatures) -> None:
+        self.signatures = signatures
+        self.snapshot: Snapshot | None = None
+        self.vouched = 0  # entries checked by their bucket's digest instead of their signature, since start
+        self.unvouched_buckets = 0  # buckets received that did not hash to the snapshot's digest, since start
+
+    def take(self, snapshot: Snapshot, *, source: str) -> bool:
+        """Hold ``snapshot`` if central signed it and it is not older than the one held; a refusal is counted
+        with the entries' and named in one log line."""
+        if self.snapshot == snapshot:
+            return True
+        why = problem(snapshot, self.signatures.keys, self.snapshot.watermark if self.snapshot else 0)
+        if why is not None:
+            self.signatures.refuse(1, why, source=source)
+            return False
+        self.snapshot = snapshot
+        return True
+
+    def check_for(self, batch: Sequence[SkuEntry], *, source: str) -> Callable[[list[SkuEntry]], list[SkuEntry]]:
+        """A :meth:`~posswarm.sku.catalog.SkuReplica.apply` check for ``batch``: the entries the held snapshot vouches
+        for pass; every other one must carry central's signature."""
+        held = self.snapshot
+        if held is not None and self.signatures.keys.get(held.key_id) is None:
+            held = self.snapshot = None  # its key left the root (rotated or revoked): it vouches for nothing now
+
+        def check(newer: list[SkuEntry]) -> list[SkuEntry]:
+            # Hashed here, in the replica's thread (apply calls this), not in the caller's event loop.
+            ids: set[int] = set()
+            if held is not None:
+                good, mismatched = vouched(held, batch)
+                ids = {id(batch[i]) for i in good}
+                self.unvouched_buckets += len(mismatched)
+            trusted = [entry for entry in newer if id(entry) in ids]
+            self.vouched += len(trusted)
+            rest = [entry for entry in newer if id(entry) not in ids] if trusted else newer
+            return trusted + self.signatures.accepted(rest, source=source)
+
+        return check

@@ -10,6 +10,7 @@ from posswarm.sku import snapshot
 from posswarm.sku.catalog import BUCKETS, SkuReplica, bucket_of
 from posswarm.sku.entry import SkuEntry
 from posswarm.sku.hlc import pack
+from posswarm.sku.signature import SkuSignatures
 from posswarm.sku.signature import sign as sign_entry
 
 T = 1_700_000_000_000
@@ -114,3 +115,34 @@ def test_the_wire_form_round_trips_and_oversize_or_malformed_input_is_refused_un
                  __import__("msgpack").packb([-1, b"\x00" * 16 * BUCKETS, "", b""])):
         with pytest.raises(snapshot.InvalidSnapshot):
             snapshot.Snapshot.from_wire(wire)
+
+
+def test_a_till_loads_a_bucket_forged_under_a_real_snapshot_without_the_forged_entry():
+    entries = _in_bucket_order(_catalog(2000))
+    signatures = SkuSignatures(KEYS)
+    held = snapshot.HeldSnapshot(signatures)
+    assert held.take(_snapshot_of(entries), source="cache")
+    forged_at = 5
+    sent = [*entries]
+    sent[forged_at] = replace(sent[forged_at], price_cents=1)  # its signature no longer matches
+    replica = SkuReplica(":memory:")
+    assert replica.apply(sent, check=held.check_for(sent, source="cache")) == 1999
+    assert replica.entry(entries[forged_at].code) is None
+    assert signatures.refused == 1 and held.unvouched_buckets == 1
+    assert held.vouched == 2000 - sum(bucket_of(e.code) == bucket_of(sent[forged_at].code) for e in sent)
+
+
+def test_a_till_refuses_a_forged_or_older_snapshot_and_counts_it():
+    entries = _catalog(200)
+    signatures = SkuSignatures(KEYS)
+    held = snapshot.HeldSnapshot(signatures)
+    newer, older = _snapshot_of(entries), _snapshot_of(entries[:100])
+    assert held.take(newer, source="cache") and held.take(newer, source="cache")
+    assert not held.take(older, source="cache")
+    assert not held.take(snapshot.sign(replace(newer, watermark=newer.watermark + 1), ROGUE), source="cache")
+    assert held.snapshot == newer and signatures.refused == 2
+    replica = SkuReplica(":memory:")
+    unsigned = [replace(e, key_id="", signature=b"") for e in _in_bucket_order(entries)]
+    forged_snapshot = snapshot.HeldSnapshot(SkuSignatures(KEYS))
+    assert not forged_snapshot.take(snapshot.sign(_snapshot_of(unsigned), ROGUE), source="cache")
+    assert replica.apply(unsigned, check=forged_snapshot.check_for(unsigned, source="cache")) == 0
