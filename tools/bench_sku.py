@@ -58,6 +58,14 @@ async def _within(seconds: float, what: str, state: Callable[[], str] = lambda: 
                           + " (a loaded machine: see the nodes' logs with --keep DIR)") from None
 
 
+def _storedata(rig: Rig, name: str) -> dict:
+    """The node's ``storedata`` status (status.json, rewritten by the node every few seconds)."""
+    try:
+        return json.loads((rig.data_dir(name) / "status.json").read_text())["storedata"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
 def _held(replicas: Replicas, names: list[str], skus: int) -> str:
     return ", ".join(f"{name} holds {replicas.count(name):,} of {skus:,} SKUs" for name in names)
 
@@ -192,6 +200,7 @@ async def run_benchmark(root: Path, *, skus: int = 100_000, devices: int = 4, ch
             "cache_full_catalog_s": round(cache_s, 2),
             "fresh_device_full_catalog_s": round(held - up, 2),
             "fresh_device_full_catalog_from_spawn_s": round(held - spawned, 2),
+            "fresh_device_vouched_by_snapshot": _storedata(rig, fresh).get("sku_vouched_by_snapshot"),
             "price_change_to_all_devices_p50_s": round(percentile(delays, 50), 3),
             "price_change_to_all_devices_p99_s": round(percentile(delays, 99), 3),
             "price_changes": changes,

@@ -142,14 +142,15 @@ class DeviceData:
         Whoever sent them (the cache, a fellow till), only entries central vouched for are applied: by the
         signed snapshot that came with the transfer for whole buckets, by each entry's signature otherwise."""
         carried: list[SkuEntry] = []
-        async for node, message in self._sku_out:
-            batch, senders = [*carried, *message.entries], {node}
-            self._take_snapshot(node, message)
-            full = False
+        senders: set[str] = set()
+        while True:
+            batch, full = list(carried), False
             while not full:
-                with trio.move_on_after(APPLY_GATHER_S) as gap:
+                # Nothing held: wait for the next frame however long; else only while frames keep coming.
+                with trio.move_on_after(APPLY_GATHER_S if batch else math.inf) as gap:
                     node, message = await self._sku_out.receive()
-                    self._take_snapshot(node, message)
+                    if message.snapshot is not None:
+                        self.snapshot.take(message.snapshot, source=node)
                     batch.extend(message.entries)
                     senders.add(node)
                     full = len(batch) >= APPLY_MAX
@@ -159,7 +160,8 @@ class DeviceData:
             # the snapshot vouches only for a bucket received whole, so it waits for the rest.
             carried = _last_bucket(batch) if full else []
             batch = batch[: len(batch) - len(carried)]
-            check = self.snapshot.check_for(batch, source=",".join(sorted(senders)))
+            source, senders = ",".join(sorted(senders)), set(senders if carried else ())
+            check = self.snapshot.check_for(batch, source=source)
             try:
                 changed = await self._sku_db.run(self.replica.apply, batch, now_ms=now_ms(), check=check)
             except PosswarmError as exc:  # anti-entropy sends these again once the file is writable
@@ -168,10 +170,6 @@ class DeviceData:
             self._last_entries = trio.current_time()
             if changed:
                 log.debug("sku.applied", received=len(batch), changed=changed)
-
-    def _take_snapshot(self, node: str, message: SkuEntries) -> None:
-        if message.snapshot is not None:
-            self.snapshot.take(message.snapshot, source=node)
 
     async def _ask_sku(self) -> None:
         """Anti-entropy: send our digest to the certified cache, the only node we take SKU entries from."""

@@ -6,7 +6,6 @@ central rotates its SKU key without anyone touching a node."""
 from __future__ import annotations
 
 import datetime
-import json
 import sqlite3
 from dataclasses import replace
 from functools import partial
@@ -34,7 +33,7 @@ from posswarm.sku.hlc import pack
 from posswarm.sku.signature import sign
 from posswarm.wallclock import now_ms
 from seeder.sku import CentralCatalog
-from tools.bench_sku import Replicas, _rows
+from tools.bench_sku import Replicas, _rows, _storedata
 from tools.lab import bin_path
 from tools.sales_rig import GOSSIP_PORT, Rig
 
@@ -81,13 +80,6 @@ class PricingProxy:
                 self.url = await nursery.start(partial(http_service.run, app, host, 0,
                                                        ssl_context=http_service.server_context(cert, key)))
                 task_status.started(self)
-
-
-def _storedata(rig: Rig, name: str) -> dict:
-    try:
-        return json.loads((rig.data_dir(name) / "status.json").read_text())["storedata"]
-    except (OSError, ValueError, KeyError):
-        return {}
 
 
 def _signed_by(rig: Rig, name: str, kid: str) -> int:

@@ -12,6 +12,7 @@ from posswarm.sku.entry import SkuEntry
 from posswarm.sku.hlc import pack
 from posswarm.sku.signature import SkuSignatures
 from posswarm.sku.signature import sign as sign_entry
+from posswarm.storedata.device import _last_bucket
 
 T = 1_700_000_000_000
 CENTRAL = Ed25519PrivateKey.generate()
@@ -146,3 +147,11 @@ def test_a_till_refuses_a_forged_or_older_snapshot_and_counts_it():
     forged_snapshot = snapshot.HeldSnapshot(SkuSignatures(KEYS))
     assert not forged_snapshot.take(snapshot.sign(_snapshot_of(unsigned), ROGUE), source="cache")
     assert replica.apply(unsigned, check=forged_snapshot.check_for(unsigned, source="cache")) == 0
+
+
+def test_a_batch_cut_inside_a_bucket_holds_that_bucket_back_whole():
+    entries = _in_bucket_order(_catalog(300))
+    tail = _last_bucket(entries)
+    assert tail and all(bucket_of(e.code) == bucket_of(entries[-1].code) for e in tail)
+    assert bucket_of(entries[-len(tail) - 1].code) != bucket_of(entries[-1].code)
+    assert _last_bucket(tail) == [] and _last_bucket([]) == []  # a batch of one bucket is applied as it is
