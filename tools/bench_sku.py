@@ -16,22 +16,58 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from posswarm.errors import PosswarmError
 from posswarm.keys import KeyRing
-from posswarm.sku.catalog import SkuReplica
+from posswarm.sku.catalog import SkuReplica, bucket_of
 from posswarm.sku.entry import SkuEntry
 from posswarm.sku.signature import SkuSignatures
+from posswarm.sku.snapshot import HeldSnapshot
 from seeder.sku import CentralCatalog
 from tools.sales_rig import Rig, percentile
 
 
-def _rows(count: int, price_of=lambda i: 100 + i % 9000) -> list[dict]:
-    return [{"code": f"SKU{i:07d}", "barcode": f"{4000000000000 + i}", "name": f"Item number {i}",
-             "price_cents": price_of(i), "tax_class": "A", "deleted": False, "line": i + 2} for i in range(count)]
+def _row(i: int) -> dict:
+    return {"code": f"SKU{i:07d}", "barcode": f"{4000000000000 + i}", "name": f"Item number {i}",
+            "price_cents": 100 + i % 9000, "tax_class": "A", "deleted": False, "line": i + 2}
+
+
+def _rows(count: int) -> list[dict]:
+    return [_row(i) for i in range(count)]
+
+
+class BenchFailed(PosswarmError):
+    """What the benchmark waited for and did not see in time."""
+
+
+@asynccontextmanager
+async def _within(seconds: float, what: str, state: Callable[[], str] = lambda: ""):
+    """Fail with one line naming ``what`` was awaited (and ``state``, how far it got), not a bare TooSlowError."""
+    try:
+        with trio.fail_after(seconds):
+            yield
+    except trio.TooSlowError:
+        got = state()
+        raise BenchFailed(f"sku bench: waited {seconds:.0f} s for {what}" + (f"; {got}" if got else "")
+                          + " (a loaded machine: see the nodes' logs with --keep DIR)") from None
+
+
+def _storedata(rig: Rig, name: str) -> dict:
+    """The node's ``storedata`` status (status.json, rewritten by the node every few seconds)."""
+    try:
+        return json.loads((rig.data_dir(name) / "status.json").read_text())["storedata"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _held(replicas: Replicas, names: list[str], skus: int) -> str:
+    return ", ".join(f"{name} holds {replicas.count(name):,} of {skus:,} SKUs" for name in names)
 
 
 class Replicas:
@@ -81,21 +117,32 @@ def signature_costs(root: Path, count: int) -> dict:
             done, after = catalog.sign_pending(key, after_hlc=after, now_ms=int(time.time() * 1000))
             signed += done
         sign_s = time.process_time() - started
+        started = time.process_time()
+        snapshot = catalog.take_snapshot(key)
+        snapshot_s = time.process_time() - started
         entries = [SkuEntry.from_wire(w) for w in catalog.page(0, limit=count)["entries"]]
     finally:
         catalog.close()
-    rates = {"central_sign_entries_per_cpu_s": round(count / sign_s)}
+    rates = {"central_sign_entries_per_cpu_s": round(count / sign_s), "central_snapshot_cpu_s": round(snapshot_s, 2)}
     signatures = SkuSignatures(KeyRing([key.public_key()]))
-    for label, check in (("unchecked", None), ("checked", lambda e: signatures.accepted(e, source="bench"))):
+    held = HeldSnapshot(signatures)
+    assert held.take(snapshot, source="bench")
+    in_buckets = sorted(entries, key=lambda e: (bucket_of(e.code), e.code))  # the order a cache sends them in
+    for label, check, sent in (
+            ("unchecked", lambda batch: None, entries),
+            ("checked", lambda batch: lambda e: signatures.accepted(e, source="bench"), entries),
+            ("snapshot", lambda batch: held.check_for(batch, source="bench"), in_buckets)):
         replica = SkuReplica(str(root / f"apply-{label}.sqlite"))
         try:
             started = time.process_time()
             for start in range(0, count, 50_000):  # as a till commits a bulk transfer (APPLY_MAX)
-                replica.apply(entries[start:start + 50_000], check=check)
+                batch = sent[start:start + 50_000]
+                replica.apply(batch, check=check(batch))
             rates[f"till_apply_{label}_entries_per_cpu_s"] = round(count / (time.process_time() - started))
         finally:
             replica.close()
     assert signatures.refused == 0
+    rates["till_snapshot_vouched_share"] = round(held.vouched / count, 3)
     return rates
 
 
@@ -109,20 +156,25 @@ async def run_benchmark(root: Path, *, skus: int = 100_000, devices: int = 4, ch
         started = time.monotonic()
         await trio.to_thread.run_sync(lambda: catalog.import_rows(_rows(skus)))
         import_s = time.monotonic() - started
-        with trio.fail_after(180):
+        # Deadlines grow with the catalog: the cache checks every entry's signature (~10k/s of one core here).
+        bulk_s = max(180.0, skus / 1000)
+        async with _within(bulk_s, "the store (cache and devices) to start and connect"):
             await rig.start_all()
             await rig.wait_connected()
-            started = time.monotonic()
+        started = time.monotonic()
+        async with _within(bulk_s, "the cache to hold the whole catalog", lambda: _held(replicas, ["cache"], skus)):
             while replicas.count("cache") < skus:
                 await trio.sleep(0.05)
-            cache_s = time.monotonic() - started
-            # Every device started with the store: they are fed as the cache catches up; wait for them too.
+        cache_s = time.monotonic() - started
+        # Every device started with the store: they are fed as the cache catches up; wait for them too.
+        async with _within(bulk_s, "every device to hold the whole catalog",
+                           lambda: _held(replicas, rig.device_names, skus)):
             while any(replicas.count(name) < skus for name in rig.device_names):
                 await trio.sleep(0.05)
         # A fresh till joins the store that already holds the catalog.
         fresh = rig.add_device()
-        with trio.fail_after(120):
-            spawned = time.monotonic()
+        spawned = time.monotonic()
+        async with _within(bulk_s, "the fresh device to hold the whole catalog", lambda: _held(replicas, [fresh], skus)):
             await rig.start(fresh)
             up = time.monotonic()
             while replicas.count(fresh) < skus:
@@ -131,11 +183,13 @@ async def run_benchmark(root: Path, *, skus: int = 100_000, devices: int = 4, ch
         delays = []
         for n in range(changes):
             code_index = rng.randrange(skus)
-            row = _rows(code_index + 1)[code_index]
+            row = _row(code_index)
             row["price_cents"] = 10_000 + n
             changed_at = time.monotonic()
             await trio.to_thread.run_sync(lambda: catalog.import_rows([row]))
-            with trio.fail_after(60):
+            async with _within(60, f"price change {n + 1} ({row['code']}) to reach every device",
+                               lambda: ", ".join(f"{name} shows {replicas.price(name, row['code'])}"
+                                                 for name in rig.device_names)):
                 while any(replicas.price(name, row["code"]) != row["price_cents"] for name in rig.device_names):
                     await trio.sleep(0.01)
             delays.append(time.monotonic() - changed_at)
@@ -146,6 +200,7 @@ async def run_benchmark(root: Path, *, skus: int = 100_000, devices: int = 4, ch
             "cache_full_catalog_s": round(cache_s, 2),
             "fresh_device_full_catalog_s": round(held - up, 2),
             "fresh_device_full_catalog_from_spawn_s": round(held - spawned, 2),
+            "fresh_device_vouched_by_snapshot": _storedata(rig, fresh).get("sku_vouched_by_snapshot"),
             "price_change_to_all_devices_p50_s": round(percentile(delays, 50), 3),
             "price_change_to_all_devices_p99_s": round(percentile(delays, 99), 3),
             "price_changes": changes,
@@ -168,8 +223,12 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="posswarm-bench-sku-") as tmp:
         root = args.keep or Path(tmp)
-        result = trio.run(lambda: run_benchmark(root, skus=args.skus, devices=args.devices, changes=args.changes,
-                                                seed=args.seed))
+        try:
+            result = trio.run(lambda: run_benchmark(root, skus=args.skus, devices=args.devices, changes=args.changes,
+                                                    seed=args.seed))
+        except PosswarmError as exc:
+            print(f"posswarm-bench sku: {exc}", file=sys.stderr)
+            return 1
     if args.json:
         print(json.dumps(result))
     else:

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from posswarm.sales.model import Sale
 from posswarm.sku.entry import SkuEntry
+from posswarm.sku.snapshot import Snapshot
 
 
 class BadBody(ValueError):
@@ -162,17 +163,25 @@ class SkuEntries:
     """Catalog entries (tombstones included) answering a request or pushing a change.
 
     Each carries central's signature (``key_id``, ``signature``): the receiver applies only what a key
-    of the root's SKU role signed, so a relaying node can leave an entry out but never change one."""
+    of the root's SKU role signed, so a relaying node can leave an entry out but never change one. The first
+    frame of a bulk transfer also carries central's signed catalog snapshot (posswarm/sku/snapshot.py), which
+    lets the receiver check whole buckets by hashing instead of each entry's signature."""
 
     KIND: ClassVar[str] = "sku.entries"
     entries: tuple[SkuEntry, ...]
+    snapshot: Snapshot | None = None
 
-    def to_body(self) -> list:
-        return [entry.to_wire() for entry in self.entries]
+    def to_body(self) -> list | dict:
+        entries = [entry.to_wire() for entry in self.entries]
+        return entries if self.snapshot is None else {"entries": entries, "snapshot": self.snapshot.to_wire()}
 
     @classmethod
     def from_body(cls, body: object) -> SkuEntries:
-        return cls(tuple(SkuEntry.from_wire(wire) for wire in _items(body)))
+        snapshot = None
+        if isinstance(body, dict):
+            _check(set(body) == {"entries", "snapshot"}, "body needs entries and snapshot")
+            snapshot, body = Snapshot.from_wire(body["snapshot"]), body["entries"]
+        return cls(tuple(SkuEntry.from_wire(wire) for wire in _items(body)), snapshot)
 
 
 @dataclass(frozen=True, slots=True)

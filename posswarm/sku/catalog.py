@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import blake3
 
 from posswarm import logs
 from posswarm.errors import PosswarmError
+from posswarm.sku.bucket import BUCKETS, bucket_of
 from posswarm.sku.entry import SkuEntry, Version, wins
 from posswarm.sku.hlc import MAX_SKEW_MS, Clock, unpack
 from posswarm.sqlite_file import open_db, transaction
 
 log = logs.get("sku")
 
-# 2^10 buckets: ~100 SKUs each at 10^5 SKUs, so one changed SKU costs one bucket's worth of
-# entries, and the digest list is 16 KiB (notes/gossip-mdns.md §1). Both ends must agree.
-BUCKETS = 1024
 EMPTY_BUCKET = blake3.blake3(b"").digest(16)
 
 _SCHEMA = """
@@ -63,10 +61,6 @@ Check = Callable[[list[SkuEntry]], list[SkuEntry]]
 
 # Codes per version lookup: well under SQLite's host-parameter limit.
 _LOOKUP = 500
-
-
-def bucket_of(code: str, buckets: int = BUCKETS) -> int:
-    return int.from_bytes(blake3.blake3(code.encode()).digest(8), "big") % buckets
 
 
 def differing_buckets(mine: Sequence[bytes], theirs: Sequence[bytes]) -> list[int]:
@@ -233,6 +227,14 @@ class SkuReplica:
             f"SELECT {_COLUMNS} FROM sku WHERE hlc > ? AND key_id != ? ORDER BY hlc LIMIT ?", (after_hlc, kid, limit)
         ).fetchall()
         return [_entry(row) for row in rows]
+
+    def signed_leaves(self) -> tuple[int, Iterator[tuple[int, bytes]]]:
+        """The newest signed stamp and, streamed in (bucket, code) order, the ``(bucket, leaf)`` of every signed
+        entry up to it: what central's catalog snapshot hashes (posswarm/sku/snapshot.py)."""
+        watermark = self._db.execute("SELECT COALESCE(MAX(hlc), 0) FROM sku WHERE signature != x''").fetchone()[0]
+        rows = self._db.execute(
+            "SELECT bucket, leaf FROM sku WHERE hlc <= ? AND signature != x'' ORDER BY bucket, code", (watermark,))
+        return watermark, ((bucket, bytes(leaf)) for bucket, leaf in rows)
 
     def max_hlc(self) -> int:
         """The newest stamp held: restore a writer's :class:`~posswarm.sku.hlc.Clock` from it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import blake3
@@ -38,6 +39,8 @@ class SkuEntry:
     tax_class: str = ""
     key_id: str = ""
     signature: bytes = b""
+    # The leaf, once computed: a bulk load asks for it three times per entry (snapshot check, merge, row).
+    _leaf: bytes = dataclasses.field(default=b"", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         who = f"sku {self.code!r}"
@@ -83,7 +86,9 @@ class SkuEntry:
 
         The signature is left out, so an entry re-signed without a new stamp would look equal to
         anti-entropy; central therefore stamps every entry it (re-)signs anew (seeder/sku.py)."""
-        return blake3.blake3(msgpack.packb(self.content())).digest(16)
+        if not self._leaf:
+            object.__setattr__(self, "_leaf", blake3.blake3(msgpack.packb(self.content())).digest(16))
+        return self._leaf
 
     @property
     def version(self) -> Version:

@@ -33,18 +33,24 @@ def sign(entry: SkuEntry, key: Ed25519PrivateKey, kid: str | None = None) -> Sku
 
 def problem(entry: SkuEntry, keys: KeyRing) -> str | None:
     """Why ``entry`` must not be applied (one line), or None when a key of ``keys`` signed exactly it."""
-    who = f"sku {entry.code!r} (hlc {entry.hlc})"
-    if not entry.signature:
-        return f"{who}: unsigned (central's seeder runs without --sku-key, or the sender is on an older version)"
-    key = keys.get(entry.key_id)
+    return signed_problem(f"sku {entry.code!r} (hlc {entry.hlc})", entry.key_id, entry.signature, signed_bytes(entry),
+                          keys, unsigned="central's seeder runs without --sku-key, or the sender is on an older version",
+                          changed="price, name or stamp")
+
+
+def signed_problem(who: str, kid: str, signature: bytes, message: bytes, keys: KeyRing, *, unsigned: str,
+                   changed: str) -> str | None:
+    """Why ``signature`` (by key ``kid``) over ``message`` is not a SKU key's of ``keys``, in one line; None if it is."""
+    if not signature:
+        return f"{who}: unsigned ({unsigned})"
+    key = keys.get(kid)
     if key is None:
-        return (f"{who}: signed by key {entry.key_id}, not the root of trust's SKU key ({', '.join(keys.ids()) or 'none'})"
+        return (f"{who}: signed by key {kid}, not the root of trust's SKU key ({', '.join(keys.ids()) or 'none'})"
                 " (forged, a rotated-out key, or this node has not seen central's newest root yet)")
     try:
-        _verifier(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).verify(
-            signed_bytes(entry), entry.signature)
+        _verifier(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).verify(message, signature)
     except BadSignatureError:
-        return f"{who}: signature does not match key {entry.key_id} (changed on the way: price, name or stamp)"
+        return f"{who}: signature does not match key {kid} (changed on the way: {changed})"
     return None
 
 
@@ -74,10 +80,14 @@ class SkuSignatures:
                 refused += 1
                 first = first or why
         if refused:
-            self.refused += refused
-            # A cache asks again for a page it refused: the same refusal is logged once, and counted each time.
-            report = log.debug if first == self.last_refusal else log.warning
-            self.last_refusal = first
-            report("sku.refused_signature", source=source, count=refused, first=first,
-                   hint="kept the entries held before; only central's signed entries are applied")
+            self.refuse(refused, first, source=source)
         return good
+
+    def refuse(self, count: int, first: str, *, source: str) -> None:
+        """Count ``count`` refused items from ``source`` and name the first; a repeat of the last refusal logs quietly."""
+        self.refused += count
+        # A cache asks again for a page it refused: the same refusal is logged once, and counted each time.
+        report = log.debug if first == self.last_refusal else log.warning
+        self.last_refusal = first
+        report("sku.refused_signature", source=source, count=count, first=first,
+               hint="kept the entries held before; only central's signed entries are applied")

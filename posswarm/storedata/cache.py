@@ -18,6 +18,7 @@ from posswarm.sales.ledger import Ledger
 from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
 from posswarm.sku.signature import SkuSignatures
+from posswarm.sku.snapshot import HeldSnapshot
 from posswarm.storedata import central
 from posswarm.storedata.inbox import handle_each
 from posswarm.storedata.sku_sync import SkuServer, batches
@@ -58,6 +59,8 @@ class CacheData:
         self._forward_now = trio.Event()
         # Central's signature, checked on every entry pulled (no keys given: every entry is refused).
         self.signatures = SkuSignatures(sku_keys or KeyRing([]))
+        # Central's signed catalog snapshot, checked here and relayed with every bulk transfer to a till.
+        self.snapshot = HeldSnapshot(self.signatures)
         self.central_error: str | None = None
         self.forwarded = 0
         self.refused: collections.Counter[str] = collections.Counter()  # gossip messages refused, by kind
@@ -68,7 +71,7 @@ class CacheData:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         self.ledger = await trio.to_thread.run_sync(lambda: Ledger(self._ledger_path, timezone=self._timezone))
         self.replica = await trio.to_thread.run_sync(SkuReplica, self._sku_path)
-        self.sku = SkuServer(self.channel, self.replica, self._sku_db)
+        self.sku = SkuServer(self.channel, self.replica, self._sku_db, lambda: self.snapshot.snapshot)
         try:
             async with httpx.AsyncClient(timeout=30.0, verify=self.central_tls) as client, \
                     trio.open_nursery() as nursery:
@@ -153,13 +156,15 @@ class CacheData:
             wait = LONG_POLL_S if caught_up else 0.0
             try:
                 cursor = await self._sku_db.run(self.replica.cursor)
-                entries, next_cursor, more = await central.sku_changes(client, self.central_url, cursor, wait)
+                entries, next_cursor, more, snapshot = await central.sku_changes(client, self.central_url, cursor, wait)
             except PosswarmError as exc:
                 log.warning("sku.central_unreachable", reason=str(exc), retry_s=self.sku_poll_s)
                 caught_up, self.sku_settled = False, True
                 await trio.sleep(self.sku_poll_s)
                 continue
             refused_before, signed = self.signatures.refused, []
+            if snapshot is not None:
+                self.snapshot.take(snapshot, source=self.central_url)
 
             def check(newer: list[SkuEntry]) -> list[SkuEntry]:
                 # Only entries newer than what is held are checked: a page asked for again after a refusal
@@ -195,5 +200,6 @@ class CacheData:
             "skus": await self._sku_db.run(self.replica.__len__),
             "sku_refused_future": self.replica.refused,
             "sku_refused_signature": self.signatures.refused,
+            "sku_snapshot_watermark": self.snapshot.snapshot.watermark if self.snapshot.snapshot else None,
             "refused": dict(self.refused),
         }

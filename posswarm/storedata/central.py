@@ -11,7 +11,8 @@ from posswarm.errors import PosswarmError
 from posswarm.identity.credential import Credential
 from posswarm.sales import batch_signature
 from posswarm.sales.model import Sale
-from posswarm.sku.entry import InvalidSkuEntry, SkuEntry
+from posswarm.sku.entry import SkuEntry
+from posswarm.sku.snapshot import Snapshot
 from posswarm.wallclock import now_ms
 
 MSGPACK = "application/msgpack"
@@ -50,8 +51,9 @@ def _error(response: httpx.Response) -> str:
 
 
 async def sku_changes(client: httpx.AsyncClient, base_url: str, cursor: int,
-                      wait: float = 0.0) -> tuple[list[SkuEntry], int, bool]:
-    """One page of catalog changes after ``cursor``: (entries, next cursor, more pages waiting).
+                      wait: float = 0.0) -> tuple[list[SkuEntry], int, bool, Snapshot | None]:
+    """One page of catalog changes after ``cursor``: (entries, next cursor, more pages waiting, central's newest
+    catalog snapshot, its signature not checked yet).
 
     ``wait`` > 0 lets central hold the answer until there is a change (long poll).
     """
@@ -66,8 +68,9 @@ async def sku_changes(client: httpx.AsyncClient, base_url: str, cursor: int,
         doc = msgpack.unpackb(response.content, raw=False)
         entries = [SkuEntry.from_wire(wire) for wire in doc["entries"]]
         next_cursor, more = doc["cursor"], doc["more"]
-    except (ValueError, KeyError, TypeError, InvalidSkuEntry, msgpack.UnpackException) as exc:
+        snapshot = None if doc.get("snapshot") is None else Snapshot.from_wire(doc["snapshot"])
+    except (ValueError, KeyError, TypeError, AttributeError, PosswarmError, msgpack.UnpackException) as exc:
         raise PosswarmError(f"sku changes from {url}: malformed answer ({exc}); is central on this version?") from None
     if type(next_cursor) is not int or next_cursor < cursor or type(more) is not bool:
         raise PosswarmError(f"sku changes from {url}: bad cursor {next_cursor!r} after {cursor}")
-    return entries, next_cursor, more
+    return entries, next_cursor, more, snapshot

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Sequence
-from functools import partial
 
 import trio
 
@@ -16,9 +15,10 @@ from posswarm.gossip.messages import SalesAck, SalesDigest, SalesPush, SkuDigest
 from posswarm.keys import KeyRing
 from posswarm.sales.model import Sale
 from posswarm.sales.outbox import Outbox, Recorded
-from posswarm.sku.catalog import SkuReplica
+from posswarm.sku.catalog import SkuReplica, bucket_of
 from posswarm.sku.entry import SkuEntry
 from posswarm.sku.signature import SkuSignatures
+from posswarm.sku.snapshot import HeldSnapshot
 from posswarm.storedata.inbox import handle_each
 from posswarm.storedata.sqlite_thread import SqliteThread
 from posswarm.wallclock import now_ms
@@ -51,9 +51,11 @@ class DeviceData:
         self._kick = trio.Event()
         self._last_entries = -1e9
         self.refused: collections.Counter[str] = collections.Counter()  # gossip messages refused, by kind
-        self._sku_in, self._sku_out = trio.open_memory_channel[tuple[str, tuple[SkuEntry, ...]]](math.inf)
-        # Central's signature, checked before an entry is applied (no keys given: every entry is refused).
+        self._sku_in, self._sku_out = trio.open_memory_channel[tuple[str, SkuEntries]](math.inf)
+        # Central's signature, checked before an entry is applied (no keys given: every entry is refused);
+        # a bulk transfer's entries are checked by central's signed snapshot instead, bucket by bucket.
         self.signatures = SkuSignatures(sku_keys or KeyRing([]))
+        self.snapshot = HeldSnapshot(self.signatures)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         self.outbox = await trio.to_thread.run_sync(Outbox, self._outbox_path, self._device_id)
@@ -127,7 +129,7 @@ class DeviceData:
             await self._settle(message.hwms)
         elif isinstance(message, SkuEntries):
             self._last_entries = trio.current_time()
-            self._sku_in.send_nowait((node, message.entries))
+            self._sku_in.send_nowait((node, message))
 
     async def _settle(self, hwms) -> None:
         own, dropped = await self._sales_db.run(self.outbox.settle, hwms)
@@ -137,17 +139,29 @@ class DeviceData:
     async def _apply_sku(self) -> None:
         """Apply what arrived in as few transactions as it allows: a fresh till gets 100k SKUs in ~75 frames.
 
-        Whoever sent them (the cache, a fellow till), only entries central signed are applied."""
-        async for node, entries in self._sku_out:
-            batch, senders = list(entries), {node}
-            while len(batch) < APPLY_MAX:
-                with trio.move_on_after(APPLY_GATHER_S) as gap:
-                    node, entries = await self._sku_out.receive()
-                    batch.extend(entries)
+        Whoever sent them (the cache, a fellow till), only entries central vouched for are applied: by the
+        signed snapshot that came with the transfer for whole buckets, by each entry's signature otherwise."""
+        carried: list[SkuEntry] = []
+        senders: set[str] = set()
+        while True:
+            batch, full = list(carried), False
+            while not full:
+                # Nothing held: wait for the next frame however long; else only while frames keep coming.
+                with trio.move_on_after(APPLY_GATHER_S if batch else math.inf) as gap:
+                    node, message = await self._sku_out.receive()
+                    if message.snapshot is not None:
+                        self.snapshot.take(message.snapshot, source=node)
+                    batch.extend(message.entries)
                     senders.add(node)
+                    full = len(batch) >= APPLY_MAX
                 if gap.cancelled_caught:
                     break
-            check = partial(self.signatures.accepted, source=",".join(sorted(senders)))
+            # The cache sends bucket after bucket: a full batch's last bucket may go on in the next frame, and
+            # the snapshot vouches only for a bucket received whole, so it waits for the rest.
+            carried = _last_bucket(batch) if full else []
+            batch = batch[: len(batch) - len(carried)]
+            source, senders = ",".join(sorted(senders)), set(senders if carried else ())
+            check = self.snapshot.check_for(batch, source=source)
             try:
                 changed = await self._sku_db.run(self.replica.apply, batch, now_ms=now_ms(), check=check)
             except PosswarmError as exc:  # anti-entropy sends these again once the file is writable
@@ -174,5 +188,17 @@ class DeviceData:
         counts = await self._sales_db.run(self.outbox.counts)
         skus = await self._sku_db.run(self.replica.__len__)
         return {"sales": counts, "skus": skus, "sku_refused_future": self.replica.refused,
-                "sku_refused_signature": self.signatures.refused, "incarnation": self.outbox.incarnation,
+                "sku_refused_signature": self.signatures.refused, "sku_vouched_by_snapshot": self.snapshot.vouched,
+                "incarnation": self.outbox.incarnation,
                 "refused": dict(self.refused)}
+
+
+def _last_bucket(batch: list[SkuEntry]) -> list[SkuEntry]:
+    """The entries at the end of ``batch`` in the same bucket as its last one (none if that is all of it)."""
+    if not batch:
+        return []
+    last = bucket_of(batch[-1].code)
+    start = len(batch)
+    while start > 0 and bucket_of(batch[start - 1].code) == last:
+        start -= 1
+    return batch[start:] if start > 0 else []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from posswarm import logs
 from posswarm.errors import PosswarmError
@@ -10,11 +10,13 @@ from posswarm.gossip.driver import StoreChannel
 from posswarm.gossip.messages import SkuEntries
 from posswarm.sku.catalog import SkuReplica, differing_buckets
 from posswarm.sku.entry import SIGNATURE_SIZE, SkuEntry
+from posswarm.sku.snapshot import Snapshot
 from posswarm.storedata.sqlite_thread import SqliteThread
 
 log = logs.get("storedata")
 
-# Frames are capped at 256 KiB (frames.MAX_FRAME); fill one to ~192 KiB by a generous per-entry estimate.
+# Frames are capped at 256 KiB (frames.MAX_FRAME); fill one to ~192 KiB by a generous per-entry estimate,
+# which leaves room for the catalog snapshot (snapshot.MAX_WIRE, ~18 KiB) the first frame carries.
 BATCH_BYTES = 192 * 1024
 READ_BUCKETS = 128
 SIGNED_COST = SIGNATURE_SIZE + 16 + 4
@@ -40,8 +42,10 @@ def batches(entries: Iterable[SkuEntry]) -> Iterator[tuple[SkuEntry, ...]]:
 class SkuServer:
     """Sends a peer what it lacks; one transfer per peer at a time, so a slow fresh till is not flooded twice."""
 
-    def __init__(self, channel: StoreChannel, replica: SkuReplica, db: SqliteThread) -> None:
+    def __init__(self, channel: StoreChannel, replica: SkuReplica, db: SqliteThread,
+                 snapshot: Callable[[], Snapshot | None] = lambda: None) -> None:
         self.channel, self.replica, self.db = channel, replica, db
+        self.snapshot = snapshot  # central's newest checked catalog snapshot: the first frame of a transfer carries it
         self._busy: set[str] = set()
         self.entries_sent = 0
 
@@ -60,13 +64,15 @@ class SkuServer:
         if not buckets or node in self._busy:
             return
         self._busy.add(node)
+        snapshot = self.snapshot()
         try:
             # Read a slice of buckets at a time so the first frames leave while the rest is still read.
             for start in range(0, len(buckets), READ_BUCKETS):
                 entries = await self.db.run(self.replica.entries_in, buckets[start : start + READ_BUCKETS])
                 for batch in batches(entries):
-                    if not await self.channel.send_wait(node, SkuEntries(batch)):
+                    if not await self.channel.send_wait(node, SkuEntries(batch, snapshot)):
                         return
+                    snapshot = None
                     self.entries_sent += len(batch)
         finally:
             self._busy.discard(node)

@@ -6,7 +6,6 @@ central rotates its SKU key without anyone touching a node."""
 from __future__ import annotations
 
 import datetime
-import json
 import sqlite3
 from dataclasses import replace
 from functools import partial
@@ -27,12 +26,14 @@ from posswarm.gossip.messages import SkuEntries
 from posswarm.identity.credential import load_credential
 from posswarm.identity.tls import central_context
 from posswarm.keys import key_id, load_private_key
+from posswarm.sku import snapshot
+from posswarm.sku.catalog import bucket_of
 from posswarm.sku.entry import SkuEntry
 from posswarm.sku.hlc import pack
 from posswarm.sku.signature import sign
 from posswarm.wallclock import now_ms
 from seeder.sku import CentralCatalog
-from tools.bench_sku import Replicas, _rows
+from tools.bench_sku import Replicas, _rows, _storedata
 from tools.lab import bin_path
 from tools.sales_rig import GOSSIP_PORT, Rig
 
@@ -79,13 +80,6 @@ class PricingProxy:
                 self.url = await nursery.start(partial(http_service.run, app, host, 0,
                                                        ssl_context=http_service.server_context(cert, key)))
                 task_status.started(self)
-
-
-def _storedata(rig: Rig, name: str) -> dict:
-    try:
-        return json.loads((rig.data_dir(name) / "status.json").read_text())["storedata"]
-    except (OSError, ValueError, KeyError):
-        return {}
 
 
 def _signed_by(rig: Rig, name: str, kid: str) -> int:
@@ -158,6 +152,34 @@ async def test_a_price_rewritten_in_transit_or_forged_over_gossip_is_refused(nur
         await _until(lambda: _storedata(rig, TILL).get("sku_refused_signature", 0) >= 3, "the till's refusal")
         assert replicas.price(TILL, good["code"]) == 777
         assert "sku.refused_signature" in (rig.logs / f"{TILL}.log").read_text()
+
+        # 2b. The same rogue cache serves a bulk transfer with a catalog snapshot. One it signed itself, vouching
+        #     for its own 1-cent prices: refused, and so is every entry it meant to vouch for. Then central's real
+        #     snapshot with a bucket the rogue changed (a price, an added SKU): the bucket no longer hashes to
+        #     central's digest, so each entry needs its own signature, and the forged ones have none.
+        refused = _storedata(rig, TILL)["sku_refused_signature"]
+        central_catalog = CentralCatalog(str(rig.central_data / "sku.sqlite"))
+        try:
+            real = central_catalog.take_snapshot(load_private_key(rig.central_keys.key("sku")))
+            bucket = bucket_of(good["code"])
+            genuine = central_catalog.replica.entries_in([bucket])
+        finally:
+            central_catalog.close()
+        cheap = [replace(e, price_cents=1, key_id="", signature=b"") for e in genuine]
+        fake_code = next(f"FAKE{n}" for n in range(10**6) if bucket_of(f"FAKE{n}") == bucket)
+        intruder = SkuEntry(fake_code, real.watermark, "central", False, "", "Free lunch", 1, "A")
+        rows_of = sorted(((bucket_of(e.code), e.code, e.leaf) for e in [*cheap, intruder]))
+        own = snapshot.sign(snapshot.build(real.watermark, ((b, leaf) for b, _, leaf in rows_of)),
+                            Ed25519PrivateKey.generate())
+        assert await rogue.send_wait(till_id, SkuEntries(tuple(sorted([*cheap, intruder], key=lambda e: e.code)), own))
+        await _until(lambda: _storedata(rig, TILL)["sku_refused_signature"] >= refused + 2, "the forged snapshot refused")
+        tampered = [replace(e, price_cents=e.price_cents + 1) if e.code == good["code"] else e for e in genuine]
+        refused = _storedata(rig, TILL)["sku_refused_signature"]
+        assert await rogue.send_wait(till_id, SkuEntries(tuple(sorted([*tampered, intruder], key=lambda e: e.code)),
+                                                         real))
+        await _until(lambda: _storedata(rig, TILL)["sku_refused_signature"] >= refused + 1, "the forged bucket refused")
+        assert replicas.price(TILL, good["code"]) == 777
+        assert replicas.price(TILL, fake_code) is None
 
         # 3. `keys rotate sku` at central, nothing done on a node: the seeder signs the catalog again with the
         #    new key, the nodes take that key from the rotated root, and a price change still arrives.
