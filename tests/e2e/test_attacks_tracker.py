@@ -41,7 +41,7 @@ async def _installed_store(nursery, lab: Lab) -> ReleaseReport:
 
 
 async def _stats(lab: Lab) -> dict:
-    async with httpx.AsyncClient(verify=lab.central_tls, timeout=10) as client:
+    async with httpx.AsyncClient(verify=lab.central_tls, headers=lab.operator_headers, timeout=10) as client:
         return (await client.get(f"{lab.tracker_url}/stats")).json()
 
 
