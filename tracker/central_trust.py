@@ -31,7 +31,10 @@ async def run(nodes: NodeAuthority, root_file: str, catalog_url: str, every: flo
         trust = CentralTrust(Path(root_file), Path(directory), grace_s=0.0)
         trust.verify = catalog_verify(ca)
         trust.revoked = nodes.revoked  # one list, replaced in place by each verified refresh
-        trust.load()
+        try:
+            trust.load()
+        except PosswarmError as exc:  # named by the file the operator gave, not the private copy
+            raise PosswarmError(str(exc).replace(str(trust.dir / "root.json"), root_file)) from None
         started, problem, told = False, None, None
         while True:
             try:

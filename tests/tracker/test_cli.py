@@ -123,3 +123,32 @@ async def test_open_stats_is_said_in_the_log():
     finally:
         process.kill()
         await process.wait()
+
+
+async def test_a_damaged_root_of_trust_stops_the_tracker_in_one_line_and_none_is_said_at_start(tmp_path):
+    from seeder.keys_cli import init_keys
+
+    keys = init_keys(tmp_path / "keys", tmp_path / "releases")
+    tls_cert, tls_key = keys.issue_tls(["127.0.0.1"])
+    serve = [str(BIN / "posswarm-tracker"), "serve", "--open", "--open-stats", "--listen", "127.0.0.1:0",
+             "--tls-cert", str(tls_cert), "--tls-key", str(tls_key), "--node-ca", str(keys.authority)]
+    (tmp_path / "root.json").write_text("{not tuf")
+    with trio.fail_after(30):
+        done = await trio.run_process([*serve, "--root", str(tmp_path / "root.json"), "--catalog",
+                                       "https://127.0.0.1:9/catalog"], capture_stderr=True, check=False)
+    lines = done.stderr.decode().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(f"posswarm-tracker: root of trust {tmp_path / 'root.json'}: not a valid self-signed "
+                               "TUF root"), lines
+    process = await trio.lowlevel.open_process(serve, stderr=subprocess.PIPE)
+    try:
+        with trio.fail_after(30):
+            seen = b""
+            while b"event='listening'" not in seen:
+                chunk = await process.stderr.receive_some(65536)
+                assert chunk, seen
+                seen += chunk
+        assert b"event='revocation.unchecked'" in seen and b"--root" in seen
+    finally:
+        process.kill()
+        await process.wait()
