@@ -7,6 +7,7 @@ import random
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -109,12 +110,16 @@ class Lab:
         seeder_ip = f"{self.central_ip.rsplit('.', 1)[0]}.3"
         # Central serves HTTPS, as in production; the tracker knows each node by its certificate.
         tls_cert, tls_key = self.central_keys.issue_tls([seeder_ip, self.central_ip])
+        # The tracker reads central's revocations from the seeder, which starts after it: its port is chosen now.
+        seeder_port = _free_port(seeder_ip)
         self.tracker_url = await nursery.start(partial(
             run_process, "tracker",
             [bin_path("posswarm-tracker"), "serve", "--listen", f"{self.central_ip}:0",
              "--interval", str(self.announce_interval_s), "--open",
              "--operator-token-file", str(self.operator_token_file),
-             "--tls-cert", str(tls_cert), "--tls-key", str(tls_key), "--node-ca", str(self.central_keys.authority)],
+             "--tls-cert", str(tls_cert), "--tls-key", str(tls_key), "--node-ca", str(self.central_keys.authority),
+             "--root", str(self.root_of_trust), "--catalog", f"https://{seeder_ip}:{seeder_port}/catalog",
+             "--catalog-ca", str(self.central_keys.authority), "--catalog-poll", str(max(1, round(self.catalog_poll_s)))],
             self.logs / "tracker.log", pids=self.pids, exited=self.exited,
         ))
         self.seeder_url = await nursery.start(partial(
@@ -125,7 +130,7 @@ class Lab:
              "--timestamp-expiry-s", str(self.timestamp_expiry_s),
              "--enrolment-key", str(self.central_keys.key("enrolment")),
              "--operator-token-file", str(self.operator_token_file),
-             "--listen", f"{seeder_ip}:0", "--bt-listen", f"{seeder_ip}:0",
+             "--listen", f"{seeder_ip}:{seeder_port}", "--bt-listen", f"{seeder_ip}:0",
              "--tracker", f"{self.tracker_url}/announce", "--tracker-ca", str(self.central_keys.authority)],
             self.logs / "seeder.log", pids=self.pids, exited=self.exited,
         ))
@@ -234,6 +239,13 @@ class Lab:
             state = "absent" if r is None else f"{r['state']} {r.get('percent', 0):.1f}%"
             parts.append(f"{n.name}={state}" + (f" ({r['error']})" if r and r.get("error") else ""))
         return ", ".join(parts)
+
+
+def _free_port(host: str) -> int:
+    """A TCP port free on ``host`` now; the lab's addresses are its own, so nothing else takes it meanwhile."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def write_operator_token(path: Path) -> Path:

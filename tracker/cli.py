@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
                    "`posswarm-seeder keys tls`)")
     s.add_argument("--tls-key", help="its private key (KEYS/tls.key)")
     s.add_argument("--node-ca", help="enrolment authority (KEYS/enrolment-ca.crt): nodes announce by their certificate")
+    s.add_argument("--root", help="central's root of trust (root.json): refuse node certificates central revoked "
+                   "(its list is read from the --catalog seeder)")
+    s.add_argument("--catalog-poll", type=int, help="seconds between reads of the catalog and central's revocations "
+                   "(default 30)")
     s.add_argument("--plain-http", action="store_true", default=None,
                    help="serve plain HTTP: standard clients only, or behind a TLS-terminating proxy")
     s.add_argument("--config", help="TOML file with the keys documented in tracker/config.py")
@@ -61,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                      "udp": args.udp, "open": args.open, "catalog": args.catalog,
                      "catalog_ca": args.catalog_ca, "operator_token_file": args.operator_token_file,
                      "open_stats": args.open_stats, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
-                     "node_ca": args.node_ca, "plain_http": args.plain_http}
+                     "node_ca": args.node_ca, "plain_http": args.plain_http,
+                     "root_of_trust": args.root, "catalog_poll": args.catalog_poll}
         if args.listen is not None:
             overrides["host"], overrides["port"] = tracker_config.parse_listen(args.listen)
         if args.config:

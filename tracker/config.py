@@ -42,6 +42,10 @@ class TrackerConfig:
                       said in the log at start (default false)
     node_ca        -- the enrolment authority's certificate(s) (KEYS/enrolment-ca.crt): a client certificate
                       under it places the announce by its node id, store and role; default none (passkeys only)
+    root_of_trust  -- central's root of trust (root.json, the one nodes hold): the tracker follows central's signed
+                      state from the catalog's seeder with it and refuses node certificates central revoked; default
+                      none (no revocation check, said in the log at start when node_ca is set). Needs node_ca and
+                      catalog (in open mode too, where the catalog is read for this alone)
     catalog_ca     -- CA certificate the seeder's HTTPS must chain to (default: the system's; posswarm's central
                       certificate is under KEYS/enrolment-ca.crt)
     passkeys       -- private mode: table store id -> passkey; nodes announce to /announce/<passkey>
@@ -87,6 +91,7 @@ class TrackerConfig:
     tls_key: str | None = None
     plain_http: bool = False
     node_ca: str | None = None
+    root_of_trust: str | None = None
     passkeys: dict[str, str] = dataclasses.field(default_factory=dict)
     central_passkeys: list[str] = dataclasses.field(default_factory=list)
     passkey_guesses: int = 20
@@ -229,6 +234,13 @@ def _check_tls(config: TrackerConfig) -> None:
         raise PosswarmError("tracker config: tls_cert and tls_key go together (central's KEYS/tls.crt and tls.key)")
     if config.plain_http and config.tls_cert is not None:
         raise PosswarmError("tracker config: plain_http and tls_cert/tls_key contradict each other; pick one")
+    if config.root_of_trust is not None:
+        if not isinstance(config.root_of_trust, str) or not Path(config.root_of_trust).is_file():
+            raise PosswarmError(f"tracker config root_of_trust = {config.root_of_trust!r}: no such file (central's "
+                                "root.json, written by `posswarm-seeder keys init`)")
+        if config.node_ca is None or not config.catalog:
+            raise PosswarmError("tracker config root_of_trust: it checks node certificates against the revocations "
+                                "central's seeder serves; give node_ca and catalog too")
     if config.node_ca is not None and config.tls_cert is None:
         raise PosswarmError("tracker config node_ca: node certificates are read in the TLS handshake; give tls_cert "
                             "and tls_key too")

@@ -28,15 +28,23 @@ log = logs.get("tracker")
 class Client:
     """Who is at the other end of one connection: a certified node, a refused certificate, or nobody in particular."""
 
-    __slots__ = ("node", "refusal")
+    __slots__ = ("node", "refusal", "nodes")
 
-    def __init__(self, node: CertifiedNode | None = None, refusal: str | None = None) -> None:
-        self.node, self.refusal = node, refusal
+    def __init__(self, node: CertifiedNode | None = None, refusal: str | None = None,
+                 nodes: NodeAuthority | None = None) -> None:
+        self.node, self.refusal, self.nodes = node, refusal, nodes
 
     def certified(self) -> CertifiedNode | None:
-        """The node, if any; BadRequest when the client showed a certificate the tracker does not admit."""
+        """The node, if any; BadRequest when the client showed a certificate the tracker does not admit (or no
+        longer: revoked since the handshake)."""
         if self.refusal is not None:
             raise announce.BadRequest(self.refusal)
+        if self.node is not None and self.nodes is not None:
+            try:
+                self.nodes.still_admitted(self.node)
+            except IdentityError as exc:
+                self.refusal = str(exc)
+                raise announce.BadRequest(self.refusal) from None
         return self.node
 
 
@@ -158,7 +166,7 @@ async def _handshake(stream: trio.SSLStream, nodes: NodeAuthority | None, clock:
     """Who the client is once the TLS handshake is done, or None when it failed or dawdled (the connection is dropped).
 
     A certificate not under ``node_ca`` fails the handshake itself (OpenSSL's check); one under it
-    that the tracker does not admit (expired, no node name) answers every request with the reason."""
+    that the tracker does not admit (expired, no node name, revoked by central) answers every request with the reason."""
     with trio.move_on_after(timeout):
         try:
             await stream.do_handshake()
@@ -170,7 +178,7 @@ async def _handshake(stream: trio.SSLStream, nodes: NodeAuthority | None, clock:
         if not der or nodes is None:
             return ANYONE
         try:
-            return Client(node=nodes.admit(der, clock()))
+            return Client(node=nodes.admit(der, clock()), nodes=nodes)
         except IdentityError as exc:
             return Client(refusal=str(exc))
     return None

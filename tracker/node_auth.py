@@ -5,6 +5,7 @@ The TLS handshake (tracker/http_server.py) proves the client holds the key of a 
 :func:`attributed` the rule for what it may announce: node id, store, role and class come from the
 certificate, never from the query, and a query that contradicts them is refused. A device's
 certificate thus can never be handed other stores' peers, be a seeder, or move another node's record.
+A certificate central has revoked (its signed list, followed by tracker/central_trust.py) is not admitted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from posswarm.errors import PosswarmError
-from posswarm.identity.certificate import CertifiedNode, verify
+from posswarm.identity.certificate import CertifiedNode, IdentityError, verify
+from posswarm.identity.revocations import RevokedNodes
 from tracker.announce import Announce, BadRequest
 from tracker.isolation import CENTRAL
 
@@ -40,11 +42,23 @@ class NodeAuthority:
             raise PosswarmError(f"tracker config {source}: not an enrolment authority (its key is not Ed25519); "
                                 "give central's KEYS/enrolment-ca.crt")
         self.keys: list[Ed25519PublicKey] = keys
+        # Central's revocation list; tracker/central_trust.py replaces its entries in place on each verified refresh.
+        self.revoked = RevokedNodes()
 
     def admit(self, der: bytes, now: float) -> CertifiedNode:
         """The identity a client's certificate (DER, as the handshake verified it) is admitted as; IdentityError
-        naming why not. Every authenticated announce and /caches request passes here: a revocation check goes here."""
-        return verify(der, self.keys, now=datetime.datetime.fromtimestamp(now, datetime.UTC))
+        naming why not (expired, not a node, revoked by central)."""
+        node = verify(der, self.keys, now=datetime.datetime.fromtimestamp(now, datetime.UTC))
+        self.still_admitted(node)
+        return node
+
+    def still_admitted(self, node: CertifiedNode) -> CertifiedNode:
+        """``node`` if central has not revoked it since; IdentityError with the list's reason. Each request on a
+        kept-alive connection passes here, so a revocation also ends a connection admitted before it."""
+        reason = self.revoked.is_revoked(node)
+        if reason is not None:
+            raise IdentityError(reason)
+        return node
 
 
 def refused(node: CertifiedNode, reason: str) -> BadRequest:

@@ -23,6 +23,11 @@ def catalog_base(url: str) -> str:
     return url.rstrip("/").removesuffix("/catalog")
 
 
+def catalog_verify(ca: str | None) -> ssl.SSLContext | bool:
+    """How the seeder's HTTPS is checked: under ``catalog_ca`` when given, else the system's CAs."""
+    return ssl.create_default_context(cafile=ca) if ca else True
+
+
 async def published_hashes(client: httpx.AsyncClient, catalog_url: str, known: dict[str, bytes]) -> set[bytes]:
     """Every info-hash of the catalog's releases: v1 from the catalog, v2 (truncated to 20 bytes, as
     clients announce a hybrid torrent, BEP 52) from each release's torrent. ``known`` caches v1 hex ->
@@ -57,7 +62,7 @@ async def run(access: Access, catalog_url: str, every: float, *, ca: str | None 
     """Poll forever; ``started()`` after the first poll, successful or not, so start-up never hangs on the seeder."""
     known: dict[str, bytes] = {}
     started = False
-    verify = ssl.create_default_context(cafile=ca) if ca else True
+    verify = catalog_verify(ca)
     async with httpx.AsyncClient(timeout=10.0, verify=verify) as client:
         while True:
             try:

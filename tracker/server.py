@@ -1,4 +1,4 @@
-"""Runs the tracker: the HTTP listener, the UDP tracker, the catalog poll and the expiry of old announces."""
+"""Runs the tracker: the HTTP listener, the UDP tracker, the catalog and revocation polls, the expiry of announces."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from posswarm import http_service, logs
 from posswarm.errors import PosswarmError
 from posswarm.operator_credential import MAKE_ONE
 from posswarm.operator_gate import OperatorGate, read_token
-from tracker import http_server, published, udp_server
+from tracker import central_trust, http_server, published, udp_server
 from tracker.access import Access
 from tracker.app import StatsSnapshot, make_app
 from tracker.config import TrackerConfig
@@ -128,6 +128,12 @@ async def run(
         if polled:
             await nursery.start(partial(published.run, access, config.catalog, config.catalog_poll,
                                         ca=config.catalog_ca))
+        if nodes is not None and config.root_of_trust is not None:
+            await nursery.start(partial(central_trust.run, nodes, config.root_of_trust, config.catalog,
+                                        config.catalog_poll, ca=config.catalog_ca))
+        elif nodes is not None:
+            log.warning("revocation.unchecked", fix="node certificates central revoked are still admitted: start the "
+                        "tracker with --root ROOT.json (central's root of trust) and --catalog URL")
         nursery.start_soon(_expire_forever, store, min(config.effective_peer_ttl, 60), clock)
         if config.open_stats:
             log.warning("stats.open", fix="anyone who reaches the tracker reads /stats, /metrics and the dashboard; "

@@ -1,18 +1,25 @@
 """Revoking a node at central, with nothing done on any node, against real processes: a revoked till's gossip is
 refused by its cache and its new sales never reach central while the other till's keep flowing; a revoked
-cache's next batch is refused at central while another store's is taken; each revoked node says so itself."""
+cache's next batch is refused at central while another store's is taken; a revoked till's announce over TLS is
+refused by the tracker while the other till's is answered; each revoked node says so itself."""
 
 from __future__ import annotations
 
 import datetime
+import os
+import signal
 
 import httpx
 import msgpack
+import pytest
 import trio
 
+from posswarm.announce import NodeIdentity, ReleaseReport, announce_url, parse_reply
+from posswarm.errors import PosswarmError
 from posswarm.gossip.driver import StoreChannel
 from posswarm.gossip.messages import SalesPush
 from posswarm.identity.credential import Credential, load_credential
+from posswarm.identity.tls import tracker_context
 from posswarm.sales import batch_signature
 from posswarm.sales.model import Line, Sale, Tender
 from posswarm.wallclock import now_ms
@@ -159,4 +166,70 @@ async def test_a_revoked_caches_next_batch_is_refused_while_another_stores_is_ta
         await lab.start_node(nursery, lab.cache, extra=STORE_DATA)
         await _until(lambda: _rows(before) | _rows(held) <= set(_central_sales(lab)), 60, lambda: _central_sales(lab))
         assert not _says_revoked(lab, lab.cache)
+        nursery.cancel_scope.cancel()
+
+
+def _refused_announces(metrics: str) -> float:
+    (line,) = [line for line in metrics.splitlines()
+               if line.startswith('posswarm_tracker_requests_total{kind="announce",result="refused",transport="http"}')]
+    return float(line.rsplit(" ", 1)[1])
+
+
+async def test_a_revoked_tills_next_announce_is_refused_by_the_tracker_while_the_other_tills_is_answered(tmp_path):
+    lab = Lab(tmp_path, devices=2)
+    till1, till2 = lab.devices
+    for till in (till1, till2):
+        lab.write_config(till)  # enrolled at central, as its first start does
+    report = ReleaseReport("pos-image", "1.0", b"\x5a" * 20, 1000, 1000, 0, 0, 0, False)
+    announce = None
+
+    async def ask(client: httpx.AsyncClient, till: LabNode) -> bytes:
+        who = NodeIdentity(till.node_id, lab.store, "device", "pos", till.address, 6881)
+        return (await client.get(announce_url(announce, who, report))).content
+
+    def tls(till: LabNode) -> httpx.AsyncClient:
+        return httpx.AsyncClient(verify=tracker_context(_credential(lab, till), lab.central_keys.authority), timeout=10)
+
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            await lab.start_central(nursery)
+        announce = f"{lab.tracker_url}/announce"
+        async with tls(till1) as other, tls(till2) as stolen, httpx.AsyncClient(
+                verify=lab.central_tls, headers=lab.operator_headers, timeout=10) as operator:
+            parse_reply(await ask(stolen, till2), tracker_url=announce)  # answered, and its connection kept alive
+            refused_before = _refused_announces((await operator.get(f"{lab.tracker_url}/metrics")).text)
+
+            await _revoke(lab, till2, "stolen from the counter")
+            # The tracker reads central's signed list every catalog poll (1 s in the lab), on the kept connection too.
+            with trio.fail_after(REVOKED_WITHIN_S):
+                while True:
+                    try:
+                        parse_reply(await ask(stolen, till2), tracker_url=announce)
+                    except PosswarmError as exc:
+                        refusal = str(exc)
+                        break
+                    await trio.sleep(0.5)
+            assert "\n" not in refusal and f"{till2.node_id} of store {lab.store}" in refusal, refusal
+            assert "certificate revoked by central" in refusal and "stolen from the counter" in refusal, refusal
+            async with tls(till2) as again:  # a new connection's handshake admits it no more either
+                with pytest.raises(PosswarmError, match="certificate revoked by central"):
+                    parse_reply(await ask(again, till2), tracker_url=announce)
+            assert parse_reply(await ask(other, till1), tracker_url=announce).peers is not None
+            refused_after = _refused_announces((await operator.get(f"{lab.tracker_url}/metrics")).text)
+            assert refused_after >= refused_before + 2, (refused_before, refused_after)
+            tracker_log = (lab.logs / "tracker.log").read_text()
+            assert "revocation.unchecked" not in tracker_log
+            assert "revocations.followed" in tracker_log and "revoked_nodes=1" in tracker_log
+
+            # Central's seeder gone: the tracker says so once and keeps the list it verified, never none.
+            os.kill(lab.pids["seeder"], signal.SIGKILL)
+            def kept() -> list[str]:
+                return [line for line in (lab.logs / "tracker.log").read_text().splitlines()
+                        if "revocations.unreadable" in line and "kept=1" in line]
+
+            await _until(kept, REVOKED_WITHIN_S, lambda: (lab.logs / "tracker.log").read_text()[-2000:])
+            async with tls(till2) as later:
+                with pytest.raises(PosswarmError, match="certificate revoked by central"):
+                    parse_reply(await ask(later, till2), tracker_url=announce)
+            parse_reply(await ask(other, till1), tracker_url=announce)
         nursery.cancel_scope.cancel()

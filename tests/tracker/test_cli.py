@@ -108,10 +108,9 @@ async def test_a_plain_serve_refuses_to_start_without_an_operator_credential(tmp
     assert main([*serve[1:], "--config", str(both)]) == 2
 
 
-async def test_open_stats_is_said_in_the_log():
-    process = await trio.lowlevel.open_process(
-        [str(BIN / "posswarm-tracker"), "serve", "--open", "--open-stats", "--plain-http", "--listen", "127.0.0.1:0"],
-        stderr=subprocess.PIPE)
+async def _log_until_listening(argv: list[str]) -> bytes:
+    """What a tracker started with ``argv`` logs up to its ``listening`` line (then it is killed)."""
+    process = await trio.lowlevel.open_process(argv, stderr=subprocess.PIPE)
     try:
         with trio.fail_after(30):
             seen = b""
@@ -119,7 +118,32 @@ async def test_open_stats_is_said_in_the_log():
                 chunk = await process.stderr.receive_some(65536)
                 assert chunk, seen
                 seen += chunk
-        assert b"event='stats.open'" in seen and b"--operator-token-file" in seen
+        return seen
     finally:
         process.kill()
         await process.wait()
+
+
+async def test_open_stats_is_said_in_the_log():
+    seen = await _log_until_listening(
+        [str(BIN / "posswarm-tracker"), "serve", "--open", "--open-stats", "--plain-http", "--listen", "127.0.0.1:0"])
+    assert b"event='stats.open'" in seen and b"--operator-token-file" in seen
+
+
+async def test_a_damaged_root_of_trust_stops_the_tracker_in_one_line_and_none_is_said_at_start(tmp_path):
+    from seeder.keys_cli import init_keys
+
+    keys = init_keys(tmp_path / "keys", tmp_path / "releases")
+    tls_cert, tls_key = keys.issue_tls(["127.0.0.1"])
+    serve = [str(BIN / "posswarm-tracker"), "serve", "--open", "--open-stats", "--listen", "127.0.0.1:0",
+             "--tls-cert", str(tls_cert), "--tls-key", str(tls_key), "--node-ca", str(keys.authority)]
+    (tmp_path / "root.json").write_text("{not tuf")
+    with trio.fail_after(30):
+        done = await trio.run_process([*serve, "--root", str(tmp_path / "root.json"), "--catalog",
+                                       "https://127.0.0.1:9/catalog"], capture_stderr=True, check=False)
+    lines = done.stderr.decode().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(f"posswarm-tracker: root of trust {tmp_path / 'root.json'}: not a valid self-signed "
+                               "TUF root"), lines
+    seen = await _log_until_listening(serve)
+    assert b"event='revocation.unchecked'" in seen and b"--root" in seen

@@ -75,6 +75,20 @@ def test_tls_keys_go_together(tmp_path):
     assert config.require_tls_choice(config.from_mapping({"open": True, "plain_http": True})).plain_http
 
 
+def test_the_root_of_trust_needs_node_certificates_and_central_s_catalog(tmp_path):
+    for name in ("tls.crt", "tls.key", "ca.crt", "root.json"):
+        (tmp_path / name).write_text("x")
+    tls = {"tls_cert": str(tmp_path / "tls.crt"), "tls_key": str(tmp_path / "tls.key")}
+    root, ca, catalog = str(tmp_path / "root.json"), str(tmp_path / "ca.crt"), "https://central:8080/catalog"
+    with pytest.raises(PosswarmError, match="root_of_trust = '/nowhere/root.json': no such file"):
+        config.from_mapping({"open": True, **tls, "node_ca": ca, "catalog": catalog, "root_of_trust": "/nowhere/root.json"})
+    for missing in ({"catalog": catalog}, {"node_ca": ca}):
+        with pytest.raises(PosswarmError, match="root_of_trust: .*give node_ca and catalog too"):
+            config.from_mapping({"open": True, **tls, **missing, "root_of_trust": root})
+    c = config.from_mapping({"open": True, **tls, "node_ca": ca, "catalog": catalog, "root_of_trust": root})
+    assert (c.root_of_trust, c.catalog_poll) == (root, 30)
+
+
 def test_missing_file_is_a_one_line_error(tmp_path):
     with pytest.raises(PosswarmError, match="absent.toml: no such file"):
         config.load(tmp_path / "absent.toml")

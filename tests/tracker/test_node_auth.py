@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from posswarm.errors import PosswarmError
 from posswarm.identity.certificate import CertifiedNode, IdentityError, authority_certificate, issue
+from posswarm.identity.revocations import Revocation
 from tracker.access import Access
 from tracker.announce import Announce, BadRequest
 from tracker.config import from_mapping
@@ -99,11 +100,11 @@ def test_a_certificate_in_central_s_store_is_not_central():
         desk().announce(announce(1), None, 100.0, central)
 
 
-def _issued(key: Ed25519PrivateKey, pem: bytes, node: CertifiedNode) -> bytes:
+def _issued(key: Ed25519PrivateKey, pem: bytes, node: CertifiedNode, *, now: datetime.datetime = NOW) -> bytes:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    cert = issue(key, pem, Ed25519PrivateKey.generate().public_key(), node, now=NOW)
+    cert = issue(key, pem, Ed25519PrivateKey.generate().public_key(), node, now=now)
     return x509.load_pem_x509_certificate(cert).public_bytes(serialization.Encoding.DER)
 
 
@@ -121,3 +122,31 @@ def test_the_authority_admits_its_own_certificates_only():
         authority.admit(_issued(key, pem, TILL), at + 2 * 86400)
     with pytest.raises(PosswarmError, match="no PEM certificate"):
         NodeAuthority(b"not a certificate")
+
+
+def test_a_certificate_central_revoked_is_refused_with_the_lists_reason_until_the_node_is_enrolled_again():
+    key = Ed25519PrivateKey.generate()
+    pem = authority_certificate(key, now=NOW, lifetime=datetime.timedelta(days=30))
+    authority = NodeAuthority(pem)
+    at = NOW.timestamp() + 60
+    stolen, other = _issued(key, pem, TILL), _issued(key, pem, dataclasses.replace(TILL, node_id="till-4"))
+    kept_alive = authority.admit(stolen, at)  # admitted before the revocation, on a connection still open
+    revoked_at = int(at) + 10
+    authority.revoked.replace((Revocation("S1", "till-3", revoked_at, "stolen from the counter"),))
+
+    with pytest.raises(IdentityError) as refused:
+        authority.admit(stolen, at + 20)
+    reason = str(refused.value)
+    assert "\n" not in reason and "till-3" in reason and "S1" in reason
+    assert "certificate revoked by central" in reason and "stolen from the counter" in reason
+    with pytest.raises(IdentityError, match="certificate revoked by central"):
+        authority.still_admitted(kept_alive)
+    assert authority.admit(other, at + 20).node_id == "till-4"  # the store's other till is not touched
+    # Another store's node of the same name is another node.
+    assert authority.admit(_issued(key, pem, dataclasses.replace(TILL, store="S2")), at + 20).store == "S2"
+    # Enrolled again after the revocation: the new certificate is believed, the old one still is not.
+    later = NOW + datetime.timedelta(hours=1)
+    again = _issued(key, pem, dataclasses.replace(TILL, not_after=later + datetime.timedelta(days=1)), now=later)
+    assert authority.admit(again, later.timestamp() + 60).node_id == "till-3"
+    with pytest.raises(IdentityError, match="certificate revoked by central"):
+        authority.admit(stolen, later.timestamp() + 60)
