@@ -214,7 +214,7 @@ def translate(alert, key_of: Callable[[str], str | None]) -> Event | Fact | None
     if isinstance(alert, lt.file_completed_alert):
         try:
             info = alert.handle.torrent_file()
-            files = info.files()
+            files = info.layout()  # files() is deprecated in libtorrent 2.1
             one = files.file_size(alert.index) <= info.piece_length()
             return ChunkCompleted(key, files.file_name(alert.index), files.piece_index_at_file(alert.index) if one else -1)
         except (RuntimeError, AttributeError):  # removed meanwhile: nothing to read
