@@ -85,6 +85,7 @@ async def test_alert_exit_codes_name_the_offending_stores(nursery, capsys, token
     config = guarded(token_file, interval=10, stats_every=0.001)  # a fresh /stats after the clock jumps
     url = await nursery.start(lambda task_status: server.run(config, clock=clock, task_status=task_status))
     await feed(url)
+    capsys.readouterr()  # the tracker's own start-up lines (it runs in this process): only posswarm-stats's count
     run = lambda *argv: trio.to_thread.run_sync(  # noqa: E731
         stats.main, ["--tracker", url, "--token-file", str(token_file), *argv])
     assert await run("--fail-if-amplification-above", "1.6", "--fail-if-stalled") == 0
@@ -160,6 +161,7 @@ async def test_watch_of_one_store_runs_from_the_command_line(nursery, capsys, to
 async def test_a_missing_or_wrong_token_is_one_line_naming_the_tracker_and_the_fix(nursery, token_file, tmp_path,
                                                                                     capsys, monkeypatch):
     url = await nursery.start(server.run, guarded(token_file))
+    capsys.readouterr()  # the tracker's own start-up lines (it runs in this process): only posswarm-stats's count
     wrong = write_operator_token(tmp_path / "wrong.token")
     for argv, said in (([], "needs the operator token"), (["--token-file", str(wrong)], "refused the operator token")):
         assert await trio.to_thread.run_sync(stats.main, ["--tracker", url, *argv]) == 1
