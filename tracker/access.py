@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 
+from posswarm.guess_limit import GuessLimit
 from posswarm.identity.certificate import CertifiedNode
 from tracker.announce import Announce, BadRequest, Denied
 from tracker.isolation import CENTRAL
@@ -13,33 +14,6 @@ from tracker.node_auth import attributed
 
 LOOPBACK = ("127.0.0.0/8", "::1/128")  # default trusted proxies: only this host itself
 MAX_ADDRESSES = 65536  # addresses an address table remembers (memory bound; the oldest go first)
-
-
-class GuessLimit:
-    """At most ``per_minute`` wrong passkeys a minute from one address (a token bucket, ``per_minute`` deep).
-
-    While an address has no token left, none of its passkeys is even looked up, right or wrong:
-    otherwise a guesser would still learn which guess was right.
-    """
-
-    def __init__(self, per_minute: int) -> None:
-        self.rate, self.depth = per_minute / 60.0, float(per_minute)
-        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
-
-    def _tokens(self, address: str, now: float) -> float:
-        tokens, at = self._buckets.get(address, (self.depth, now))
-        return min(self.depth, tokens + max(0.0, now - at) * self.rate)
-
-    def allows(self, address: str, now: float) -> bool:
-        return address not in self._buckets or self._tokens(address, now) >= 1.0
-
-    def failed(self, address: str, now: float) -> None:
-        tokens = self._tokens(address, now) - 1.0
-        self._buckets.pop(address, None)  # re-inserted last: the dict's order is least recently failed first
-        if len(self._buckets) >= MAX_ADDRESSES:
-            for old in list(self._buckets)[:MAX_ADDRESSES // 4]:
-                del self._buckets[old]
-        self._buckets[address] = (tokens, now)
 
 
 class Access:
@@ -61,7 +35,10 @@ class Access:
         self._store_of.update({key: CENTRAL for key in central})
         self._proxies = [ipaddress.ip_network(n) for n in trusted_proxies]
         self._trusted: dict[str, bool] = {}
-        self.guesses = GuessLimit(guesses_per_minute)
+        # While an address has no token left, none of its passkeys is even looked up, right or wrong:
+        # otherwise a guesser would still learn which guess was right.
+        self.guesses = GuessLimit(burst=guesses_per_minute, every_s=60.0 / guesses_per_minute,
+                                  max_addresses=MAX_ADDRESSES)
         self.published: frozenset[bytes] = frozenset()
 
     def publish(self, info_hashes: Iterable[bytes]) -> None:
@@ -103,11 +80,11 @@ class Access:
 
     def store_of(self, passkey: str | None, address: str, now: float) -> str:
         """The store ``passkey`` belongs to (CENTRAL for central's); Denied, counted against ``address``, otherwise."""
-        if passkey is None or not self.guesses.allows(address, now):
+        if passkey is None or self.guesses.wait_s(address, now) > 0:
             raise Denied()  # no passkey is no guess (a BEP 15 scrape cannot carry one): not counted
         store = self._store_of.get(passkey)
         if store is None:
-            self.guesses.failed(address, now)
+            self.guesses.refused(address, now)
             raise Denied()
         return store
 
