@@ -24,6 +24,8 @@ class GuessLimit:
 
     def wait_s(self, address: str, now: float) -> float:
         """0 if ``address`` may try now, else the seconds until it may."""
+        if address not in self._buckets:  # never refused, or forgotten: the common case, asked on every announce
+            return 0.0
         tokens = self._tokens(address, now)
         return 0.0 if tokens >= 1.0 else (1.0 - tokens) * self.every_s
 
