@@ -116,7 +116,12 @@ class BootSlots:
         have = {c.digest for c in m.unique_chunks() if (release_dir / chunk_relpath(c.digest)).exists()}
         wanted = delta.from_slot(m, running, have)
         roots = torrent_chunk_roots((release_dir / TORRENT_NAME).read_bytes())
-        done = read_into(self.paths[slot], wanted, release_dir, roots, m.piece_size)
+        try:
+            done = read_into(self.paths[slot], wanted, release_dir, roots, m.piece_size)
+        except OSError as exc:  # a slot that cannot be read costs the delta, never the update: the swarm sends it all
+            log.error("slot.read_failed", slot=slot, device=str(self.paths[slot]), release=m.release_id,
+                      reason=f"{exc.strerror or exc}; every chunk is fetched instead")
+            return 0
         if done.bad:  # never written into the other slot: each is fetched and checked like any other
             log.error("slot.chunks_bad", slot=slot, device=str(self.paths[slot]), release=m.release_id,
                       running=running.release_id, count=len(done.bad),

@@ -113,3 +113,19 @@ def test_a_chunk_this_zstd_packs_into_other_bytes_than_the_torrent_names_is_not_
     assert [c.ref.digest for c in read.repacked_differently] == [wanted[0].ref.digest]
     assert read.chunks == len(wanted) - 1
     assert not (tmp_path / "next" / chunk_relpath(wanted[0].ref.digest)).exists()
+
+
+@needs_grub
+@pytest.mark.parametrize("till", ["grub"], indirect=True)
+def test_a_slot_that_cannot_be_read_costs_the_delta_not_the_update(till, pair, tmp_path, capsys):
+    (m1, d1, _), (m2, d2, _) = pair
+    slots = boot(till, health_check="true")
+    slots.install(m1, d1)
+    slots = boot(till, health_check="true")
+    slots.paths["b"] = tmp_path / "no-such-slot"  # the booted slot's device went away
+    here = tmp_path / "data" / "releases" / NAME / "2"
+    lay_out(here, d2)
+    assert slots.read_chunks(m2, [replace(lifecycle.listed(NAME, "1", 0.0), manifest=m1)], here) == 0
+    assert not list(here.rglob("chunks/*/*"))
+    logged = capsys.readouterr()
+    assert "slot.read_failed" in logged.out + logged.err
