@@ -211,6 +211,17 @@ class ChunkStore:
             return False  # the chunk vanished under us (concurrent GC)
         return True
 
+    def link_release(self, chunks, release_dir: Path) -> int:
+        """Link each of ``chunks`` (ChunkRefs) the store holds into ``release_dir`` where it is not yet; the stored
+        bytes linked."""
+        reused = 0
+        for chunk in chunks:
+            # only the same stored form: libtorrent would rewrite, in place, an inode other releases share
+            here = release_dir / chunk_relpath(chunk.digest)
+            if not here.exists() and self.link_into(chunk.digest, release_dir, size=chunk.size):
+                reused += chunk.size
+        return reused
+
     def adopt(self, src_path: Path, digest: bytes) -> Path:
         """Hard-link an existing, already verified file into the store as chunk ``digest``."""
         dest = self.path(digest)

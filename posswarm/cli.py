@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
     demo.add_argument("--keep", action="store_true", help="keep the demo's temp directory (logs, data dirs)")
     demo.add_argument("--slots", action="store_true", help="the image goes into each till's A/B boot slots (loop "
-                      "devices as root), which reboot into it once on trial and confirm it (docs/slots.md)")
+                      "devices as root), which reboot into it once on trial and confirm it, then take the next "
+                      "version by the delta from the slot (docs/slots.md)")
 
     from posswarm import enrol_cmd
     from posswarm.storedata import commands as store_data_commands

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from posswarm.datadir import DataDir
 from posswarm.release import MANIFEST_NAME
+from posswarm.torrent.add_params import RESUME_FILE
 
 
 def stale_releases(data: DataDir, keep: dict[str, set[str]]) -> list[tuple[str, str]]:
@@ -24,6 +25,17 @@ def remove_release(data: DataDir, name: str, version: str) -> None:
     directory = data.release(name, version)
     (directory / MANIFEST_NAME).unlink(missing_ok=True)
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def trim_release(data: DataDir, name: str, version: str) -> int:
+    """Delete a release's chunk files and its torrent's resume data, keeping its manifest and torrent (a boot slot
+    holds the image); the chunk store's copies go too unless another release links them. The bytes freed."""
+    directory = data.release(name, version)
+    if not (directory / "chunks").is_dir():
+        return 0
+    (directory / RESUME_FILE).unlink(missing_ok=True)  # it would vouch for files that are gone
+    shutil.rmtree(directory / "chunks", ignore_errors=True)
+    return prune_chunks(data.chunk_store)[1]
 
 
 def prune_chunks(store_root: Path) -> tuple[int, int]:

@@ -49,18 +49,18 @@ def torrent_info_hashes(torrent_bytes: bytes) -> tuple[bytes, bytes]:
     return hashlib.sha1(info).digest(), hashlib.sha256(info).digest()
 
 
-def _walk_tree(tree, prefix: list[str], out: dict[str, int]) -> None:
+def _walk_tree(tree, prefix: list[str], out: dict, field: bytes = b"length", kind: type = int) -> None:
     # Our trees are 3 deep (chunks/<h[:2]>/<h>); the cap keeps garbage from exhausting Python's stack.
     if not isinstance(tree, dict) or len(prefix) > 32:
         raise ReleaseError("torrent: malformed file tree (re-download it)")
     for key, sub in tree.items():
         if key == b"":
-            length = sub.get(b"length") if isinstance(sub, dict) else None
-            if not isinstance(length, int) or not prefix:
+            value = sub.get(field) if isinstance(sub, dict) else None
+            if not isinstance(value, kind) or not prefix:
                 raise ReleaseError("torrent: malformed file tree entry (re-download it)")
-            out["/".join(prefix)] = length
+            out["/".join(prefix)] = value
         else:
-            _walk_tree(sub, prefix + [key.decode("utf-8", "replace")], out)
+            _walk_tree(sub, prefix + [key.decode("utf-8", "replace")], out, field, kind)
 
 
 def torrent_chunk_sizes(torrent_bytes: bytes) -> dict[str, int]:
@@ -96,6 +96,13 @@ def torrent_chunk_sizes(torrent_bytes: bytes) -> dict[str, int]:
     if files is None:
         raise ReleaseError("torrent: info dict lists no files (not a torrent file)")
     return files
+
+
+def torrent_chunk_roots(torrent_bytes: bytes) -> dict[str, bytes]:
+    """{chunk file name (its BLAKE3 in hex): its BEP 52 ``pieces root``} of a v2 torrent."""
+    roots: dict[str, bytes] = {}
+    _walk_tree(_decode_torrent(torrent_bytes)[b"info"].get(b"file tree"), [], roots, b"pieces root", bytes)
+    return {path.rpartition("/")[2]: root for path, root in roots.items()}
 
 
 def torrent_chunk_files(torrent_bytes: bytes) -> set[str]:

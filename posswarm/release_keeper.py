@@ -247,8 +247,8 @@ class ReleaseKeeper:
         while True:
             await trio.sleep(self.config.scrub_every_s)
             for key, carried in list(self.releases.items()):
-                if carried.record.state not in lifecycle.SCRUBBED:
-                    continue
+                if carried.record.state not in lifecycle.SCRUBBED or (self.slots and self.slots.keeps(carried.manifest)):
+                    continue  # a release a boot slot holds has no chunk files: the next version checks what it reads
                 bad = await trio.to_thread.run_sync(verify_chunks, carried.manifest, carried.directory)
                 if bad and key in self.releases:
                     log.error("scrub.found_corruption", release=carried.manifest.release_id, bad_chunks=len(bad))
@@ -260,10 +260,15 @@ class ReleaseKeeper:
     async def _swarm(self, carried: Carried, effect: lifecycle.Swarm) -> None:
         m = carried.manifest
         key = carried.record.key
+        if carried.fetched is None and self.slots is not None and self.slots.keeps(m):
+            return  # confirmed in a boot slot: no chunk files kept (BootSlots.trim), the next version reads the slot
         if carried.fetched is not None:  # a new release: lay it out first (again, after a failed try)
             fetched = carried.fetched
             carried.directory = self.data.release(m.name, m.version)
             carried.reused_bytes = await trio.to_thread.run_sync(self._lay_out, fetched, carried.directory)
+            if self.slots is not None:  # the running image's unchanged chunks, read out of the booted slot
+                carried.reused_bytes += await trio.to_thread.run_sync(self.slots.read_chunks, m, self.records(),
+                                                                      carried.directory)
             carried.fetched = None
             torrent_bytes = fetched.torrent_bytes
             log.info("release.fetching", release=m.release_id, size=m.total_size, reused_bytes=carried.reused_bytes,
@@ -279,13 +284,7 @@ class ReleaseKeeper:
         directory.mkdir(parents=True, exist_ok=True)
         replace_synced(directory / TORRENT_NAME, fetched.torrent_bytes)
         replace_synced(directory / MANIFEST_NAME, fetched.manifest_bytes)  # last: it means "laid out"
-        reused = 0
-        for chunk in fetched.manifest.unique_chunks():
-            # only the same stored form: libtorrent would rewrite, in place, an inode other releases share
-            here = directory / chunk_relpath(chunk.digest)
-            if not here.exists() and self.chunks.link_into(chunk.digest, directory, size=chunk.size):
-                reused += chunk.size
-        return reused
+        return self.chunks.link_release(fetched.manifest.unique_chunks(), directory)
 
     async def _stage(self, carried: Carried, effect: lifecycle.Stage) -> None:
         m = carried.manifest

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from posswarm import health, install, logs
+from posswarm import garbage, health, install, logs
+from posswarm.chunks import chunk_relpath
 from posswarm.config import NodeConfig
 from posswarm.datadir import DataDir
 from posswarm.errors import PosswarmError
-from posswarm.lifecycle import Installed
+from posswarm.lifecycle import Installed, Record
 from posswarm.manifest import Manifest
-from posswarm.slots import state, writer
+from posswarm.release import TORRENT_NAME, torrent_chunk_roots
+from posswarm.slots import delta, state, writer
 from posswarm.slots.bootloader import Bootloader
+from posswarm.slots.source import read_into
 from posswarm.staged_payload import StagedPayload
 
 log = logs.get("node")
+#: Bad chunks named one by one in the log line of a slot read; past this, only their count.
+NAMED_BAD = 8
 #: The kernel command line is a few KiB at most; a bigger "cmdline" file is not one.
 MAX_CMDLINE = 64 * 1024
 
@@ -53,7 +58,8 @@ class BootSlots:
             install.hold(self.data.installed(trial.name), trial.version)
             log.error("slot.fell_back", slot=trial.id, release=f"{trial.name} {trial.version}", reason=self.env.reason)
         elif found == state.TRIAL:
-            return self._settle_trial()
+            found = self._settle_trial()
+        self.trim()
         return found
 
     def _settle_trial(self) -> str:
@@ -82,6 +88,52 @@ class BootSlots:
     def installed(self, name: str, held: frozenset[str]) -> Installed:
         current, previous, pending = state.running(self.env, self.booted, name)
         return Installed(current, previous, held, pending)
+
+    def keeps(self, manifest: Manifest | None) -> bool:
+        """A slot holds ``manifest``'s image confirmed (state good): read from there, its chunks are not kept as files."""
+        m = manifest
+        return (self.env is not None and m is not None and m.kind == "image"
+                and any((s.name, s.version, s.state) == (m.name, m.version, "good") for s in self.env.slots.values()))
+
+    def trim(self) -> None:
+        """Drop the chunk files of every release a slot holds confirmed: a till keeps no second copy of its OS."""
+        for s in self.env.slots.values():
+            if s.state == "good" and s.name and s.version:
+                freed = garbage.trim_release(self.data, s.name, s.version)
+                if freed:
+                    log.info("slot.release_trimmed", slot=s.id, release=f"{s.name} {s.version}", freed_bytes=freed)
+
+    def read_chunks(self, next_release: Manifest, records: list[Record], release_dir: Path) -> int:
+        """The chunks of ``next_release`` (laid out in ``release_dir``) that the booted slot holds and the
+        directory lacks, written there as checked chunk files; their stored bytes. The rest is the swarm's."""
+        m, slot = next_release, self.booted
+        here = self.env.slots[slot] if self.env is not None else None
+        if m.kind != "image" or here is None or here.name != m.name or here.version in ("", m.version):
+            return 0
+        running = next((r.manifest for r in records if (r.name, r.version) == (m.name, here.version)), None)
+        if running is None:
+            return 0
+        have = {c.digest for c in m.unique_chunks() if (release_dir / chunk_relpath(c.digest)).exists()}
+        wanted = delta.from_slot(m, running, have)
+        roots = torrent_chunk_roots((release_dir / TORRENT_NAME).read_bytes())
+        try:
+            done = read_into(self.paths[slot], wanted, release_dir, roots, m.piece_size)
+        except OSError as exc:  # a slot that cannot be read costs the delta, never the update: the swarm sends it all
+            log.error("slot.read_failed", slot=slot, device=str(self.paths[slot]), release=m.release_id,
+                      reason=f"{exc.strerror or exc}; every chunk is fetched instead")
+            return 0
+        if done.bad:  # never written into the other slot: each is fetched and checked like any other
+            log.error("slot.chunks_bad", slot=slot, device=str(self.paths[slot]), release=m.release_id,
+                      running=running.release_id, count=len(done.bad),
+                      chunks=",".join(f"{c.ref.hex[:16]}@{c.offset}" for c in done.bad[:NAMED_BAD]),
+                      reason="content does not match its BLAKE3 (the slot changed underneath); fetched instead")
+        if done.repacked_differently:
+            log.warning("slot.chunks_repacked_differently", slot=slot, release=m.release_id,
+                        count=len(done.repacked_differently),
+                        reason="this zstd build packs them into other bytes than the torrent names; fetched instead")
+        log.info("slot.chunks_read", slot=slot, release=m.release_id, running=running.release_id,
+                 chunks=done.chunks, stored_bytes=done.stored_bytes, of=len(wanted))
+        return done.stored_bytes
 
     def begin(self, manifest: Manifest) -> StagedPayload:
         """The slot not booted, marked as being written (so never booted) and opened for ``manifest``'s image."""
