@@ -56,8 +56,8 @@ def check_behind(after: int, top: int) -> None:
     the sales that take those positions now."""
     if after > top:
         raise StreamRefused(f"sales stream: cursor {encode(after)} is past the last sale this database holds "
-                            f"({encode(top)}); was central's sales database replaced or restored? Check what the "
-                            f"data platform holds above {encode(top)}, then restart from {encode(top)}", 409)
+                            f"({encode(top)}); was central's sales database replaced or restored from a backup? The "
+                            f"consumer holds every sale up to {encode(top)}: give it that cursor to go on", 409)
 
 
 def page(records: Sequence[tuple[int, Mapping]], after: int, limit: int) -> str:
