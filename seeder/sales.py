@@ -130,6 +130,9 @@ class SqliteSales:
 
     def _migrate_position(self) -> None:
         """Sales stored before positions existed (or by the key migration) are numbered, in one transaction."""
+        if (self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sale_position'").fetchone()
+                and not self._db.execute("SELECT 1 FROM sale WHERE position IS NULL LIMIT 1").fetchone()):
+            return  # numbered already: an export opening the file takes no write lock
         with transaction(self._db, f"central sales {self.path}: numbering sales for the stream") as db:
             if "position" not in {c[1] for c in db.execute("PRAGMA table_info(sale)")}:
                 db.execute("ALTER TABLE sale ADD COLUMN position INTEGER")
@@ -202,7 +205,9 @@ class PostgresSales:
                     numbered = self._db.execute(_NUMBER_UNPOSITIONED).rowcount
                     self._db.execute("ALTER TABLE sale ALTER COLUMN position SET NOT NULL")
                     log.info("sales.migrated", db=_redact(dsn), numbered=numbered)
-                self._db.execute(_POSITION_INDEX)
+                if not self._db.execute("SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND "
+                                        "indexname = 'sale_position'").fetchone():
+                    self._db.execute(_POSITION_INDEX)  # only then: it locks out the other seeders' writes meanwhile
                 self._db.execute(_POSTGRES_INCOMING)
         except psycopg.Error as exc:
             raise PosswarmError(f"sales db {_redact(dsn)}: {str(exc).strip().splitlines()[0]}; check the URL and server") from None
