@@ -28,7 +28,6 @@ MAX_WAITING = 4096
 class _Store(Protocol):  # seeder.sales.SalesStore, which imports this module
     def ingest_many(self, batches: Sequence[tuple[str, Sequence[Sale]]]) -> list[tuple[int, int]]: ...
     def totals(self) -> tuple[int, int]: ...
-    def after(self, position: int, limit: int) -> tuple[list[tuple[int, str, Sale]], int]: ...
 
 
 @dataclass(eq=False)
@@ -61,11 +60,6 @@ class SalesWriter:
     async def totals(self) -> tuple[int, int]:
         async with self._lock:
             return await trio.to_thread.run_sync(self.store.totals)
-
-    async def after(self, position: int, limit: int) -> tuple[list[tuple[int, str, Sale]], int]:
-        """The stream's next page: up to ``limit`` sales above ``position``, and the highest position stored."""
-        async with self._lock:
-            return await trio.to_thread.run_sync(self.store.after, position, limit)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started(self)

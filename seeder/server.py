@@ -123,7 +123,7 @@ class Seeder:
         tokens = TokenBook(self.data_dir) if self.enrolment_key is not None else None
         operator = sales.operator_gate(self.operator_token)  # one gate: wrong guesses count across its endpoints
         return (sales.routes(self.sales_writer, lambda: self.enrolment_keys, operator, self.revoked)
-                + sales_stream_http.routes(self.sales_writer, operator) + sku.routes(self.sku_catalog)
+                + sales_stream_http.routes(sales.open_sales(self.sales_db), operator) + sku.routes(self.sku_catalog)
                 + enrolment_http.routes(tokens, self.enrolment_key))
 
     async def scan(self) -> None:

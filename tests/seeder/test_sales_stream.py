@@ -18,7 +18,6 @@ from posswarm.sales import stored
 from posswarm.sales.model import Line, Sale, Tender
 from seeder import sales, sales_stream, sales_stream_http
 from seeder.sales_consumer import commit_cursor, consume, read_cursor, split_page
-from seeder.sales_writer import SalesWriter
 from tools.pg_server import server_bin, throwaway_postgres
 
 
@@ -181,9 +180,8 @@ async def test_the_route_pages_behind_the_operator_token(nursery, tmp_path):
     store = sales.open_sales(str(tmp_path / "sales.sqlite"))
     _serve_pages(store, 5)
     operator = "op-" + "x" * 30
-    writer = await nursery.start(SalesWriter(store).run)
     gate = sales.operator_gate(operator)
-    url = await nursery.start(http_service.run, Starlette(routes=sales_stream_http.routes(writer, gate)),
+    url = await nursery.start(http_service.run, Starlette(routes=sales_stream_http.routes(store, gate)),
                               "127.0.0.1", 0)
     auth = {"authorization": f"Bearer {operator}"}
     async with httpx.AsyncClient(base_url=url) as client:
