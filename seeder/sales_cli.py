@@ -53,16 +53,20 @@ def _stream(args) -> int:
     import httpx
 
     from posswarm.errors import PosswarmError
-    from seeder.sales_consumer import consume
+    from seeder.sales_consumer import consume, sole_consumer
     from seeder.sales_stream import MAX_LIMIT
 
     if not 1 <= args.limit <= MAX_LIMIT or args.poll_s <= 0:
         raise PosswarmError(f"sales stream: --limit {args.limit} / --poll-s {args.poll_s}: want a limit of 1 to "
                             f"{MAX_LIMIT} and a poll above 0 s")
     url, verify, headers = _operator_request(args, "/sales/stream", "sales stream")
-    with httpx.Client(timeout=60.0, verify=verify) as client:
-        count = consume(client, url, headers, args.cursor_file, sys.stdout, limit=args.limit, follow=args.follow,
-                        poll_s=args.poll_s)
+    try:
+        with sole_consumer(args.cursor_file), httpx.Client(timeout=60.0, verify=verify) as client:
+            count = consume(client, url, headers, args.cursor_file, sys.stdout, limit=args.limit, follow=args.follow,
+                            poll_s=args.poll_s)
+    except BrokenPipeError:  # the reader went away (`| head`): the page it missed was not committed
+        raise PosswarmError(f"sales stream: the output was closed; {args.cursor_file} stays at the last page "
+                            "written whole") from None
     print(f"streamed {count} sales", file=sys.stderr)
     return 0
 

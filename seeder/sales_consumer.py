@@ -4,6 +4,8 @@ again at most the page it had not committed, and never skips one."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sys
@@ -34,6 +36,18 @@ def read_cursor(path: Path) -> str:
         raise PosswarmError(f"sales stream: cursor file {path} holds no cursor; restore the file (it names the last "
                             "sale the consumer took), or remove it to read every sale again")
     return cursor
+
+
+@contextlib.contextmanager
+def sole_consumer(path: Path):
+    """Held while one consumer uses the cursor file: a second one on it would commit cursors over the first's."""
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PosswarmError(f"sales stream: another consumer is using cursor file {path}; stop it first, or "
+                                "give this one a cursor file of its own") from None
+        yield
 
 
 def commit_cursor(path: Path, cursor: str) -> None:

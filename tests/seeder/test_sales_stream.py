@@ -17,7 +17,7 @@ from posswarm.errors import PosswarmError
 from posswarm.sales import stored
 from posswarm.sales.model import Line, Sale, Tender
 from seeder import sales, sales_stream, sales_stream_http
-from seeder.sales_consumer import commit_cursor, consume, read_cursor, split_page
+from seeder.sales_consumer import commit_cursor, consume, read_cursor, sole_consumer, split_page
 from tools.pg_server import server_bin, throwaway_postgres
 
 
@@ -226,6 +226,11 @@ def test_the_cursor_file_is_replaced_whole(tmp_path):
         path.write_bytes(junk)
         with pytest.raises(PosswarmError, match=f"cursor file {path} holds no cursor"):
             read_cursor(path)
+    with sole_consumer(path):
+        with pytest.raises(PosswarmError, match=f"another consumer is using cursor file {path}"), sole_consumer(path):
+            pass
+    with sole_consumer(path):  # free again once the first let go
+        pass
 
 
 class _Central(httpx.BaseTransport):
