@@ -60,8 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="KEYS/enrolment.key (enrolment-ca.crt beside it): issue credentials to nodes presenting a "
                         "one-time token from `enroll-token` at POST /enroll (default: none issued)")
     s.add_argument("--operator-token-file", type=Path, default=None,
-                   help="file holding the operator bearer token that /sales/totals requires (default: none, and "
-                        "those endpoints refuse everyone)")
+                   help="file holding the operator bearer token that /sales/totals and /sales/stream require "
+                        "(default: none, and those endpoints refuse everyone)")
     s.add_argument("--tracker", default="", help="tracker announce URL (default: none)")
     s.add_argument("--tracker-ca", type=Path, default=None,
                    help="CA an https:// tracker's certificate chains to (e.g. KEYS/enrolment-ca.crt; default: the "

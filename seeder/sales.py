@@ -6,6 +6,9 @@ cache resends after a lost answer is counted once, and no store's cache can make
 sales look like duplicates. A table with the older key (no store) is migrated in place when opened.
 Many batches share one transaction (:mod:`seeder.sales_writer`): into PostgreSQL in one ``COPY`` and one
 ``INSERT ... ON CONFLICT DO NOTHING``, not a round trip per sale.
+Each stored sale gets a ``position`` that grows in commit order (:mod:`seeder.sales_stream` reads by it): assigned
+inside the committing transaction, in PostgreSQL under a transaction-scoped advisory lock that every seeder sharing
+the database takes, so no sale can commit below a position a reader has already passed.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ CREATE TABLE IF NOT EXISTS {name} (
     total_cents INTEGER NOT NULL,
     received_ms INTEGER NOT NULL,
     body BLOB NOT NULL,
+    position INTEGER,
     PRIMARY KEY (store, device_id, incarnation, seq)
 ) WITHOUT ROWID;
 """
@@ -64,11 +68,24 @@ CREATE TABLE IF NOT EXISTS sale (
     total_cents BIGINT NOT NULL,
     received_ms BIGINT NOT NULL,
     body BYTEA NOT NULL,
+    position BIGINT NOT NULL,
     PRIMARY KEY (store, device_id, incarnation, seq)
 )
 """
 # The rows of one transaction, copied in before they are inserted (a temporary table: this connection's own).
-_POSTGRES_INCOMING = "CREATE TEMPORARY TABLE IF NOT EXISTS sale_incoming (LIKE sale) ON COMMIT DELETE ROWS"
+_POSTGRES_INCOMING = (f"CREATE TEMPORARY TABLE IF NOT EXISTS sale_incoming ON COMMIT DELETE ROWS AS SELECT {_COLUMNS} "
+                      "FROM sale WITH NO DATA")
+# Held from a writer's first look at MAX(position) to its commit, by every seeder on the database: a sequence value
+# taken by a transaction that commits after a later one would land below a position a reader already passed.
+POSITION_LOCK = 0x706F_7373_7361_6C65  # "posssale"
+_KEY_MATCH = " AND ".join(f"{{a}}.{column} = {{b}}.{column}" for column in SALE_KEY)
+# Sales stored before positions existed, numbered in the order they were received (ties in key order).
+_NUMBER_UNPOSITIONED = (
+    f"UPDATE sale SET position = base.top + numbered.n FROM (SELECT COALESCE(MAX(position), 0) AS top FROM sale) AS base, "
+    f"(SELECT {', '.join(SALE_KEY)}, row_number() OVER (ORDER BY received_ms, {', '.join(SALE_KEY)}) AS n FROM sale "
+    f"WHERE position IS NULL) AS numbered WHERE {_KEY_MATCH.format(a='sale', b='numbered')}")
+_POSITION_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS sale_position ON sale (position)"
+_AFTER = "SELECT position, store, body FROM sale WHERE position > {p} ORDER BY position LIMIT {p}"
 _POSTGRES_TYPES = ["text", "text", "text", "int8", "int8", "int8", "int8", "bytea"]
 _POSTGRES_KEY = """
 SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
@@ -83,6 +100,7 @@ class SalesStore(Protocol):
     def ingest(self, store: str, sales: Iterable[Sale]) -> tuple[int, int]: ...
     def ingest_many(self, batches: Batches) -> list[tuple[int, int]]: ...
     def rows(self) -> Iterator[tuple[str, Sale]]: ...
+    def after(self, position: int, limit: int) -> tuple[list[tuple[int, str, Sale]], int]: ...
     def totals(self) -> tuple[int, int]: ...
     def close(self) -> None: ...
 
@@ -98,14 +116,30 @@ class SqliteSales:
     def _migrate(self) -> None:
         """A table keyed without the store (older posswarm) gets the store into its key, in one transaction."""
         columns = self._db.execute("PRAGMA table_info(sale)").fetchall()  # (cid, name, type, notnull, default, pk)
-        if tuple(c[1] for c in sorted((c for c in columns if c[5]), key=lambda c: c[5])) == SALE_KEY:
-            return
+        if tuple(c[1] for c in sorted((c for c in columns if c[5]), key=lambda c: c[5])) != SALE_KEY:
+            self._migrate_key()
+        self._migrate_position()
+
+    def _migrate_key(self) -> None:
         with transaction(self._db, f"central sales {self.path}: adding the store to the sale key") as db:
             db.execute(_SQLITE_TABLE.format(name="sale_keyed"))
             db.execute(f"INSERT INTO sale_keyed ({_COLUMNS}) SELECT {_COLUMNS} FROM sale")
             db.execute("DROP TABLE sale")
             db.execute("ALTER TABLE sale_keyed RENAME TO sale")
         log.info("sales.migrated", db=self.path, key=",".join(SALE_KEY))
+
+    def _migrate_position(self) -> None:
+        """Sales stored before positions existed (or by the key migration) are numbered, in one transaction."""
+        if (self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sale_position'").fetchone()
+                and not self._db.execute("SELECT 1 FROM sale WHERE position IS NULL LIMIT 1").fetchone()):
+            return  # numbered already: an export opening the file takes no write lock
+        with transaction(self._db, f"central sales {self.path}: numbering sales for the stream") as db:
+            if "position" not in {c[1] for c in db.execute("PRAGMA table_info(sale)")}:
+                db.execute("ALTER TABLE sale ADD COLUMN position INTEGER")
+            db.execute(_POSITION_INDEX)
+            numbered = db.execute(_NUMBER_UNPOSITIONED).rowcount
+        if numbered:
+            log.info("sales.migrated", db=self.path, numbered=numbered)
 
     def ingest(self, store: str, sales: Iterable[Sale]) -> tuple[int, int]:
         """Store ``sales`` from ``store``; return (newly stored, duplicates ignored)."""
@@ -117,7 +151,11 @@ class SqliteSales:
         counts = []
         with transaction(self._db, f"central sales {self.path}") as db:
             for store, sales in batches:
-                added = db.executemany(f"INSERT OR IGNORE INTO sale ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                # One writer at a time holds the file (BEGIN IMMEDIATE): MAX + 1 is in commit order. Only a repeated
+                # sale is ignored: a position taken twice fails the transaction.
+                added = db.executemany(f"INSERT INTO sale ({_COLUMNS}, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+                                       "(SELECT COALESCE(MAX(position), 0) + 1 FROM sale)) "
+                                       f"ON CONFLICT ({', '.join(SALE_KEY)}) DO NOTHING",
                                        [_row(store, sale, now) for sale in sales]).rowcount
                 counts.append((added, len(sales) - added))
         return counts
@@ -125,6 +163,12 @@ class SqliteSales:
     def rows(self) -> Iterator[tuple[str, Sale]]:
         for store, body in self._db.execute("SELECT store, body FROM sale ORDER BY store, device_id, incarnation, seq"):
             yield store, stored.unpack(body)
+
+    def after(self, position: int, limit: int) -> tuple[list[tuple[int, str, Sale]], int]:
+        """Up to ``limit`` sales with a position above ``position``, in position order; and the highest position."""
+        rows = self._db.execute(_AFTER.format(p="?"), (position, limit)).fetchall()
+        (top,) = self._db.execute("SELECT COALESCE(MAX(position), 0) FROM sale").fetchone()
+        return [(at, store, stored.unpack(body)) for at, store, body in rows], top
 
     def totals(self) -> tuple[int, int]:
         return tuple(self._db.execute("SELECT COUNT(*), COALESCE(SUM(total_cents), 0) FROM sale").fetchone())
@@ -145,8 +189,8 @@ class PostgresSales:
         try:
             self._db = psycopg.connect(dsn, autocommit=False)
             with self._db.transaction():
+                self._db.execute("SELECT pg_advisory_xact_lock(%s)", (POSITION_LOCK,))  # seeders starting together
                 self._db.execute(_POSTGRES_SCHEMA)
-                self._db.execute(_POSTGRES_INCOMING)
                 key = {row[0] for row in self._db.execute(_POSTGRES_KEY)}
                 if key != set(SALE_KEY):  # keyed without the store (older posswarm): migrate in place
                     (name,) = self._db.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'sale'::regclass "
@@ -154,6 +198,17 @@ class PostgresSales:
                     self._db.execute(f'ALTER TABLE sale DROP CONSTRAINT "{name}", '
                                      f'ADD PRIMARY KEY ({", ".join(SALE_KEY)})')
                     log.info("sales.migrated", db=_redact(dsn), key=",".join(SALE_KEY))
+                if not self._db.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                                        "current_schema() AND table_name = 'sale' AND column_name = 'position'"
+                                        ).fetchone():
+                    self._db.execute("ALTER TABLE sale ADD COLUMN position BIGINT")
+                    numbered = self._db.execute(_NUMBER_UNPOSITIONED).rowcount
+                    self._db.execute("ALTER TABLE sale ALTER COLUMN position SET NOT NULL")
+                    log.info("sales.migrated", db=_redact(dsn), numbered=numbered)
+                if not self._db.execute("SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND "
+                                        "indexname = 'sale_position'").fetchone():
+                    self._db.execute(_POSITION_INDEX)  # only then: it locks out the other seeders' writes meanwhile
+                self._db.execute(_POSTGRES_INCOMING)
         except psycopg.Error as exc:
             raise PosswarmError(f"sales db {_redact(dsn)}: {str(exc).strip().splitlines()[0]}; check the URL and server") from None
 
@@ -177,8 +232,13 @@ class PostgresSales:
                     copy.set_types(_POSTGRES_TYPES)
                     for row in rows:
                         copy.write_row(row)
-                cur.execute(f"INSERT INTO sale ({_COLUMNS}) SELECT {_COLUMNS} FROM sale_incoming "
-                            "ON CONFLICT DO NOTHING RETURNING store, device_id, incarnation, seq")
+                # Its own statement: the INSERT's snapshot, taken after the lock, sees the previous holder's commit.
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (POSITION_LOCK,))
+                cur.execute(f"INSERT INTO sale ({_COLUMNS}, position) SELECT {_COLUMNS}, (SELECT COALESCE(MAX(position), "
+                            "0) FROM sale) + row_number() OVER () FROM sale_incoming AS i WHERE NOT EXISTS (SELECT 1 "
+                            f"FROM sale AS s WHERE {_KEY_MATCH.format(a='s', b='i')}) "
+                            # as in SQLite: a position taken twice fails the transaction, never passes as a repeat
+                            f"ON CONFLICT ({', '.join(SALE_KEY)}) DO NOTHING RETURNING {', '.join(SALE_KEY)}")
                 for key in cur:
                     added[first[tuple(key)]] += 1
         except self._psycopg.Error as exc:
@@ -191,6 +251,16 @@ class PostgresSales:
             for store, body in cur:
                 yield store, stored.unpack(bytes(body))
         self._db.rollback()
+
+    def after(self, position: int, limit: int) -> tuple[list[tuple[int, str, Sale]], int]:
+        try:
+            rows = self._db.execute(_AFTER.format(p="%s"), (position, limit)).fetchall()
+            (top,) = self._db.execute("SELECT COALESCE(MAX(position), 0) FROM sale").fetchone()
+        except self._psycopg.Error as exc:
+            raise PosswarmError(f"central sales (postgresql): read failed ({exc}); retry the page") from None
+        finally:
+            self._db.rollback()
+        return [(int(at), store, stored.unpack(bytes(body))) for at, store, body in rows], int(top)
 
     def totals(self) -> tuple[int, int]:
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(total_cents), 0) FROM sale").fetchone()

@@ -113,7 +113,7 @@ class Seeder:
             task_status.started(self)
 
     def _store_data_routes(self) -> list:
-        from seeder import enrolment_http, sales, sku
+        from seeder import enrolment_http, sales, sales_stream_http, sku
         from seeder.enrolment_tokens import TokenBook
         from seeder.sales_writer import SalesWriter
 
@@ -121,8 +121,9 @@ class Seeder:
         self.sales_writer = SalesWriter(self.sales)
         self.sku_catalog = sku.CentralCatalog(str(self.data_dir / "sku.sqlite"))
         tokens = TokenBook(self.data_dir) if self.enrolment_key is not None else None
-        return (sales.routes(self.sales_writer, lambda: self.enrolment_keys, sales.operator_gate(self.operator_token),
-                             self.revoked) + sku.routes(self.sku_catalog)
+        operator = sales.operator_gate(self.operator_token)  # one gate: wrong guesses count across its endpoints
+        return (sales.routes(self.sales_writer, lambda: self.enrolment_keys, operator, self.revoked)
+                + sales_stream_http.routes(sales.open_sales(self.sales_db), operator) + sku.routes(self.sku_catalog)
                 + enrolment_http.routes(tokens, self.enrolment_key))
 
     async def scan(self) -> None:
@@ -256,8 +257,8 @@ def serve_main(args) -> int:
     if seeder.enrolment_key is not None:
         load_private_key(seeder.enrolment_key)  # a wrong path stops serve now, not at the first till's enrolment
     if seeder.operator_token is None:
-        log.warning("operator.endpoints_off", fix="pass --operator-token-file FILE to serve /sales/totals to "
-                    "operators holding that token; without it they are refused")
+        log.warning("operator.endpoints_off", fix="pass --operator-token-file FILE to serve /sales/totals and "
+                    "/sales/stream to operators holding that token; without it they are refused")
     if seeder.timestamp_key is None:
         log.warning("tuf.no_timestamp_key", fix="pass --timestamp-key (keys/timestamp.key): without it central's "
                     "timestamp is never renewed and every node stops installing once it expires")

@@ -69,6 +69,7 @@ PURE = (
     "tools/netsim/topology.py",
     "tools/netsim/wire.py",
     "tools/sales_verdict.py",
+    "seeder/sales_stream.py",
     "tracker/access.py",
     "tracker/announce.py",
     "tracker/dashboard.py",

@@ -89,9 +89,10 @@ class Rig:
         await self.start_central()
         await self.start_store()
 
-    async def start_central(self, sales_db: str = "") -> str:
-        """Central's seeder (sales in DATA_DIR/sales.sqlite, or ``sales_db``); returns its URL. The store's cache
-        reads ``seeder_url``: point it elsewhere (a proxy) before start_store."""
+    async def start_central(self, sales_db: str = "", operator_token_file: Path | None = None) -> str:
+        """Central's seeder (sales in DATA_DIR/sales.sqlite, or ``sales_db``; its operator endpoints open to the
+        holder of ``operator_token_file``); returns its URL. The store's cache reads ``seeder_url``: point it
+        elsewhere (a proxy) before start_store."""
         seeder_ip = self.central_address
         tls_cert, tls_key = self.central_keys.issue_tls([seeder_ip])  # central serves HTTPS, as in production
         self.procs["seeder"] = Proc("seeder", [
@@ -100,7 +101,9 @@ class Rig:
             "--timestamp-key", str(self.central_keys.key("timestamp")), "--listen", f"{seeder_ip}:0",
             "--bt-listen", f"{seeder_ip}:0", "--sku-key", str(self.central_keys.key("sku")),
             "--data-dir", str(self.central_data),
-            *(["--sales-db", sales_db] if sales_db else [])], self.logs / "seeder.log", "event='listening'")
+            *(["--sales-db", sales_db] if sales_db else []),
+            *(["--operator-token-file", str(operator_token_file)] if operator_token_file else [])],
+            self.logs / "seeder.log", "event='listening'")
         await self.start("seeder")
         text = (self.logs / "seeder.log").read_text()
         self.seeder_url = text.split("event='listening'", 1)[1].split("url='", 1)[1].split("'", 1)[0]

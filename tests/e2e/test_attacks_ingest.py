@@ -234,8 +234,8 @@ async def test_sales_totals_need_the_operator_token(tmp_path):
     async with trio.open_nursery() as nursery:
         await lab.start_central(nursery)
         async with httpx.AsyncClient(timeout=10, verify=lab.central_tls) as client:
-            anyone = await client.get(f"{lab.seeder_url}/sales/totals")
-            one_line(anyone, 401, "needs the operator token")
+            for endpoint in ("/sales/totals", "/sales/stream"):
+                one_line(await client.get(f"{lab.seeder_url}{endpoint}"), 401, "needs the operator token")
         seeder = [bin_path("posswarm-seeder"), "sales", "totals", "--central", lab.seeder_url, "--central-ca",
                   str(lab.central_keys.authority), "--operator-token-file"]
         done = await trio.run_process([*seeder, str(lab.operator_token_file)], capture_stdout=True,
@@ -246,6 +246,12 @@ async def test_sales_totals_need_the_operator_token(tmp_path):
         done = await trio.run_process([*seeder, str(wrong)], capture_stdout=True, capture_stderr=True, check=False)
         lines = done.stderr.decode().strip().splitlines()
         assert done.returncode == 1 and len(lines) == 1 and "needs the operator token" in lines[0], lines
+        stream = [bin_path("posswarm-seeder"), "sales", "stream", "--central", lab.seeder_url, "--central-ca",
+                  str(lab.central_keys.authority), "--cursor-file", str(tmp_path / "cursor"), "--operator-token-file"]
+        done = await trio.run_process([*stream, str(wrong)], capture_stdout=True, capture_stderr=True, check=False)
+        lines = done.stderr.decode().strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1 and "needs the operator token" in lines[0], lines
+        assert done.stdout == b"" and not (tmp_path / "cursor").exists()
         nursery.cancel_scope.cancel()
 
 
@@ -257,7 +263,8 @@ async def test_a_plain_serve_shuts_the_operator_endpoints(tmp_path):
                                     "--listen", f"{lab.central_ip}:0", "--bt-listen", f"{lab.central_ip}:0"],
             lab.logs / "plain-seeder.log"))
         async with httpx.AsyncClient(timeout=10) as client:
-            one_line(await client.get(f"{url}/sales/totals"), 403, "operator endpoints are off", "--operator-token-file")
+            for endpoint in ("/sales/totals", "/sales/stream"):
+                one_line(await client.get(f"{url}{endpoint}"), 403, "operator endpoints are off", "--operator-token-file")
             one_line(await client.post(f"{url}/enroll", content=b"{}"), 404, "--enrolment-key")
         assert "event='operator.endpoints_off'" in (lab.logs / "plain-seeder.log").read_text()
         nursery.cancel_scope.cancel()
