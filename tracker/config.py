@@ -59,7 +59,8 @@ class TrackerConfig:
     max_connections -- HTTP connections open at once (default 4096)
     max_connections_per_address -- HTTP connections one address may hold (default 256: a store's NAT)
     header_timeout -- seconds a client has to send a whole request head once it started one (default 10)
-    idle_timeout   -- seconds a kept-alive connection may wait for its next request (default 30)
+    idle_timeout   -- seconds a kept-alive connection may wait for its next request (default 2 x interval); must be
+                      above interval, so a node's certified connection lives from one announce round to the next
     peer_store     -- "memory" (default; one process) or "redis" (several trackers share one swarm view)
     redis_url      -- peer_store = "redis": where (default "redis://127.0.0.1:6379/0")
     operator_token_file -- file holding the operator token /stats, /metrics, the dashboard and store pages require
@@ -100,7 +101,7 @@ class TrackerConfig:
     max_connections: int = 4096
     max_connections_per_address: int = 256
     header_timeout: int = 10
-    idle_timeout: int = 30
+    idle_timeout: int | None = None
     peer_store: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     operator_token_file: str | None = None
@@ -113,6 +114,12 @@ class TrackerConfig:
     @property
     def udp_address(self) -> tuple[str, int] | None:
         return parse_listen(self.udp) if self.udp is not None else None
+
+    @property
+    def effective_idle_timeout(self) -> int:
+        # A node announces every interval over the connection it keeps (a new TLS handshake is ~1.3 ms of tracker
+        # CPU); twice that lets one late round still find it open.
+        return self.idle_timeout if self.idle_timeout is not None else 2 * self.interval
 
     @property
     def effective_peer_ttl(self) -> int:
@@ -176,6 +183,10 @@ def validate(config: TrackerConfig) -> TrackerConfig:
         raise PosswarmError(
             f"tracker config min_interval = {config.min_interval} is above interval = {config.interval} (lower min_interval)"
         )
+    if config.effective_idle_timeout <= config.interval:
+        raise PosswarmError(
+            f"tracker config idle_timeout = {config.idle_timeout} is not above interval = {config.interval}: every "
+            "announce round would pay a new TLS handshake (raise idle_timeout, or leave it out for 2 x interval)")
     if config.numwant > config.max_numwant:
         raise PosswarmError(f"tracker config numwant = {config.numwant} is above max_numwant = {config.max_numwant}")
     if not isinstance(config.cross_store, bool):

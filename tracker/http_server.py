@@ -149,6 +149,7 @@ async def run(
                 if tls is not None:
                     served = trio.SSLStream(stream, tls, server_side=True)
                     client = await _handshake(served, nodes, clock, desk.config.header_timeout)
+                    metrics.handshake(client is not None)
                     if client is None:
                         return
                 await _serve_connection(served, peer, client, desk, app, clock, metrics, (bound_host, bound_port),
@@ -187,14 +188,14 @@ async def _handshake(stream: trio.SSLStream, nodes: NodeAuthority | None, clock:
 async def _read_head(stream, buffer: bytearray, config) -> int:
     """Index past the next request head in ``buffer`` (reading as needed), or -1 when the client closed or dawdled.
 
-    ``idle_timeout`` for the first byte of a request, then ``header_timeout`` for the whole head:
+    ``effective_idle_timeout`` for the first byte of a request, then ``header_timeout`` for the whole head:
     a client trickling a byte at a time holds its slot for ``header_timeout`` at most.
     """
     end = http_wire.head_end(buffer)
     if end >= 0:
         return end
     if not buffer:
-        with trio.move_on_after(config.idle_timeout):
+        with trio.move_on_after(config.effective_idle_timeout):
             data = await stream.receive_some(65536)
             if not data:
                 return -1
