@@ -56,7 +56,8 @@ class TrackerConfig:
     trusted_proxies -- CIDRs whose ``ip=`` is believed for every viewer (default ["127.0.0.0/8", "::1/128"]);
                       from anyone else ``ip=`` is only handed to the announcer's own store (its LAN address)
     stats_every    -- seconds between rebuilds of the /stats, dashboard and /metrics snapshot (default 2)
-    max_connections -- HTTP connections open at once (default 4096)
+    max_connections -- HTTP connections open at once (default 32768: every node keeps its announce connection,
+                      ~40 KiB each over TLS, measured; the open-files limit is raised to fit at start)
     max_connections_per_address -- HTTP connections one address may hold (default 256: a store's NAT)
     header_timeout -- seconds a client has to send a whole request head once it started one (default 10)
     idle_timeout   -- seconds a kept-alive connection may wait for its next request (default 2 x interval); must be
@@ -98,7 +99,7 @@ class TrackerConfig:
     passkey_guesses: int = 20
     trusted_proxies: list[str] = dataclasses.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     stats_every: float = 2.0
-    max_connections: int = 4096
+    max_connections: int = 32768
     max_connections_per_address: int = 256
     header_timeout: int = 10
     idle_timeout: int | None = None

@@ -7,6 +7,7 @@ every announce and /caches request on that connection is placed by it.
 
 from __future__ import annotations
 
+import resource
 import ssl
 from collections.abc import Callable
 from urllib.parse import unquote
@@ -122,6 +123,7 @@ async def run(
     """Serve until cancelled; ``task_status.started(url)`` once listening (port 0 = the kernel's choice).
 
     ``tls`` = serve HTTPS with it; ``nodes`` = admit the client certificates it verified as nodes."""
+    _room_for(desk.config.max_connections)
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound_host, bound_port = listeners[0].socket.getsockname()[:2]
     scheme = "https" if tls is not None else "http"
@@ -160,6 +162,20 @@ async def run(
 
     task_status.started(url)
     await trio.serve_listeners(connection, listeners)
+
+
+def _room_for(connections: int) -> None:
+    """Raise the soft open-files limit so ``connections`` fit (most systems start a process at 1,024), up to the hard
+    limit; one line in the log when even that is below them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 256  # the listeners, the log, the catalog and redis clients
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    raised = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    if raised < want:
+        log.warning("tracker.open_files", reason=f"max_connections = {connections} but at most {raised} open files "
+                    "are allowed: kept connections past that are refused (raise LimitNOFILE / ulimit -n)")
 
 
 async def _handshake(stream: trio.SSLStream, nodes: NodeAuthority | None, clock: Callable[[], float],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import resource
 import socket
 
 import httpx
@@ -18,7 +19,7 @@ from posswarm.errors import PosswarmError
 from posswarm.identity.credential import load_credential
 from posswarm.identity.tls import central_context, tracker_context
 from seeder.keys_cli import init_keys
-from tracker import server
+from tracker import http_server, server
 from tracker.config import TrackerConfig, from_mapping
 
 ROUNDS = 3
@@ -92,3 +93,13 @@ def test_an_idle_timeout_not_above_the_interval_is_refused_with_the_reason():
     with pytest.raises(PosswarmError, match="idle_timeout = 30 is not above interval = 30: every announce round would "
                                         "pay a new TLS handshake"):
         from_mapping({"open": True, "idle_timeout": 30})
+
+
+def test_the_tracker_raises_its_open_files_limit_to_hold_its_connections():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))  # most systems start a process at 1,024
+    try:
+        http_server._room_for(1000)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == min(1256, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
