@@ -9,7 +9,8 @@ enrolment CA (every announce placed by the certificate); the load is a process p
   close (what every round cost while connections were dropped between rounds);
 * kept: each client keeps its connection and announces on it back to back;
 * idle: ``--idle`` connections, each after a handshake and one announce, held open and silent;
-  the tracker's resident memory before and after is the price of keeping them.
+  the tracker's resident memory before and after is the price of keeping them (and the same over
+  plain HTTP, ``idle_plain_http``: what TLS adds).
 
 Tracker CPU per announce is its CPU time over the announces answered. ``fleet`` scales the two to
 ``--fleet-tills`` tills announcing every ``--interval`` s.
@@ -60,8 +61,11 @@ class _Connection:
         self.stream, self.buffer = stream, bytearray()
 
     @classmethod
-    async def open(cls, host: str, port: int, context: ssl.SSLContext, source: str) -> _Connection:
+    async def open(cls, host: str, port: int, context: ssl.SSLContext | None, source: str) -> _Connection:
+        """``context`` None = plain HTTP (the idle baseline)."""
         tcp = await trio.open_tcp_stream(host, port, local_address=source)
+        if context is None:
+            return cls(tcp)
         stream = trio.SSLStream(tcp, context, server_hostname=host, https_compatible=True)
         await stream.do_handshake()
         return cls(stream)
@@ -130,7 +134,8 @@ async def _load(spec: dict) -> dict:
     async def idle(i: int, opened: list) -> None:
         nonlocal failures
         try:
-            conn = await _Connection.open(host, port, contexts[i % len(contexts)], _source(i // TILLS_PER_STORE))
+            context = None if spec.get("plain") else contexts[i % len(contexts)]
+            conn = await _Connection.open(host, port, context, _source(i // TILLS_PER_STORE))
             if await conn.ask(_announce(i, close=False)):
                 opened.append(conn)
                 return
@@ -201,17 +206,18 @@ def _idle(tracker: _Tracker, spec: dict) -> dict:
             "bytes_per_connection": round((after - before) / max(held["opened"], 1))}
 
 
-def _start(workdir: Path, keys, connections: int) -> _Tracker:
+def _start(workdir: Path, keys, connections: int, *, plain: bool = False) -> _Tracker:
     http = _free_port(socket.SOCK_STREAM)
     cert, key = keys.issue_tls(["127.0.0.1"])
     config = workdir / "tracker.toml"
+    tls = "plain_http = true\n" if plain else (f'tls_cert = "{cert}"\ntls_key = "{key}"\n'
+                                                f'node_ca = "{keys.authority}"\n')
     # Slots and idle time raised for the idle phase: the point is what each held connection costs, however long
     # opening them all takes on a loaded machine.
-    config.write_text(f'listen = "127.0.0.1:{http}"\nopen = true\nopen_stats = true\ntls_cert = "{cert}"\n'
-                      f'tls_key = "{key}"\nnode_ca = "{keys.authority}"\nmax_connections = {connections}\n'
-                      'idle_timeout = 600\n')
-    return _Tracker("posswarm-tracker (mutual TLS)", [bin_path("posswarm-tracker"), "serve", "--config", str(config),
-                                                      "--log-level", "error"], http, 0)
+    config.write_text(f'listen = "127.0.0.1:{http}"\nopen = true\nopen_stats = true\n{tls}'
+                      f'max_connections = {connections}\nidle_timeout = 600\n')
+    return _Tracker("posswarm-tracker", [bin_path("posswarm-tracker"), "serve", "--config", str(config),
+                                         "--log-level", "error"], http, 0)
 
 
 def bench(args) -> dict:
@@ -234,12 +240,14 @@ def bench(args) -> dict:
                       "kept": _phase(tracker, {**base, "mode": "kept"})}
         finally:
             tracker.stop()
-        tracker = _start(workdir, keys, args.idle + 1024)  # a fresh process: its memory holds the idle ones only
-        try:
-            base["port"] = tracker.http
-            result["idle"] = _idle(tracker, {**base, "mode": "idle", "clients": args.idle, "duration": 300.0})
-        finally:
-            tracker.stop()
+        for phase, plain in (("idle", False), ("idle_plain_http", True)):
+            tracker = _start(workdir, keys, args.idle + 1024, plain=plain)  # fresh: its memory holds the idle ones
+            try:
+                base["port"] = tracker.http
+                result[phase] = _idle(tracker, {**base, "mode": "idle", "clients": args.idle, "duration": 300.0,
+                                                "plain": plain})
+            finally:
+                tracker.stop()
     per_second = args.fleet_tills / args.interval
     held = args.fleet_tills * result["idle"]["bytes_per_connection"]
     result["fleet"] = {

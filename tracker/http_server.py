@@ -123,13 +123,14 @@ async def run(
     """Serve until cancelled; ``task_status.started(url)`` once listening (port 0 = the kernel's choice).
 
     ``tls`` = serve HTTPS with it; ``nodes`` = admit the client certificates it verified as nodes."""
-    _room_for(desk.config.max_connections)
+    slots = _room_for(desk.config.max_connections)  # a full table evicts; out of files, accept() would just fail
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound_host, bound_port = listeners[0].socket.getsockname()[:2]
     scheme = "https" if tls is not None else "http"
     url = f"{scheme}://[{bound_host}]:{bound_port}" if ":" in bound_host else f"{scheme}://{bound_host}:{bound_port}"
     config = desk.config
-    table = ConnectionTable(config.max_connections, config.max_connections_per_address)
+    table = ConnectionTable(slots, config.max_connections_per_address)
+    short_of_files = [slots < config.max_connections]  # said once, when it first matters
 
     async def connection(stream: trio.SocketStream) -> None:
         try:
@@ -139,6 +140,10 @@ async def run(
             return
         scope = trio.CancelScope()
         admitted, evicted = table.admit(scope, peer[0])
+        if (evicted is not None or not admitted) and short_of_files[0] and len(table) >= slots:
+            short_of_files[0] = False
+            log.warning("tracker.open_files", reason=f"max_connections = {config.max_connections} but the open-files "
+                        f"limit holds {slots}: kept connections are closed for new ones (raise LimitNOFILE / ulimit -n)")
         if evicted is not None:
             evicted.cancel()  # the longest wait for a request head gives up its slot
         if not admitted:
@@ -164,18 +169,19 @@ async def run(
     await trio.serve_listeners(connection, listeners)
 
 
-def _room_for(connections: int) -> None:
+OWN_FILES = 256  # the listeners, the log, the catalog and redis clients
+
+
+def _room_for(connections: int) -> int:
     """Raise the soft open-files limit so ``connections`` fit (most systems start a process at 1,024), up to the hard
-    limit; one line in the log when even that is below them."""
+    limit; the connections that fit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = connections + 256  # the listeners, the log, the catalog and redis clients
+    want = connections + OWN_FILES
     if soft == resource.RLIM_INFINITY or soft >= want:
-        return
+        return connections
     raised = want if hard == resource.RLIM_INFINITY else min(want, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
-    if raised < want:
-        log.warning("tracker.open_files", reason=f"max_connections = {connections} but at most {raised} open files "
-                    "are allowed: kept connections past that are refused (raise LimitNOFILE / ulimit -n)")
+    return max(1, raised - OWN_FILES)
 
 
 async def _handshake(stream: trio.SSLStream, nodes: NodeAuthority | None, clock: Callable[[], float],

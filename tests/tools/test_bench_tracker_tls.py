@@ -12,8 +12,9 @@ def test_kept_connections_cost_the_tracker_less_per_announce_than_a_handshake_ea
                                "--idle", "100", "--fleet-tills", "1000"]) == 0
     result = json.loads(capsys.readouterr().out)
     new, kept, idle = result["new_handshake"], result["kept"], result["idle"]
-    assert new["failures"] == kept["failures"] == idle["failures"] == 0
-    assert new["announces"] > 0 and kept["announces"] > 0 and idle["opened"] == 100
+    plain = result["idle_plain_http"]
+    assert new["failures"] == kept["failures"] == idle["failures"] == plain["failures"] == 0
+    assert new["announces"] > 0 and kept["announces"] > 0 and idle["opened"] == plain["opened"] == 100
     # A handshake (~1.3 ms of the tracker's CPU, quiet) is several announces' worth on a kept connection.
     assert kept["tracker_cpu_us_per_announce"] * 2 < new["tracker_cpu_us_per_announce"], result
     assert idle["bytes_per_connection"] > 0 and result["fleet"]["cores_kept"] < result["fleet"]["cores_new_handshake"]

@@ -99,7 +99,9 @@ def test_the_tracker_raises_its_open_files_limit_to_hold_its_connections():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))  # most systems start a process at 1,024
     try:
-        http_server._room_for(1000)
-        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == min(1256, hard)
+        assert http_server._room_for(1000) == min(1000, hard - http_server.OWN_FILES)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == min(1000 + http_server.OWN_FILES, hard)
+        if hard != resource.RLIM_INFINITY:
+            assert http_server._room_for(10 * hard) == hard - http_server.OWN_FILES  # the table holds what fits
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
