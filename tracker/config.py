@@ -57,7 +57,7 @@ class TrackerConfig:
                       from anyone else ``ip=`` is only handed to the announcer's own store (its LAN address)
     stats_every    -- seconds between rebuilds of the /stats, dashboard and /metrics snapshot (default 2)
     max_connections -- HTTP connections open at once (default 32768: every node keeps its announce connection,
-                      ~40 KiB each over TLS, measured; the open-files limit is raised to fit at start)
+                      ~40 KB each over TLS, measured; the open-files limit is raised to fit at start)
     max_connections_per_address -- HTTP connections one address may hold (default 256: a store's NAT)
     header_timeout -- seconds a client has to send a whole request head once it started one (default 10)
     idle_timeout   -- seconds a kept-alive connection may wait for its next request (default 2 x interval); must be
