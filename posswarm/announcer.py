@@ -52,8 +52,14 @@ class Announcer:
     def kick(self) -> None:
         self._kicked.set()
 
+    def keep_connection_s(self) -> float:
+        """How long an idle connection to the tracker is kept: twice the longest wait between rounds, so every round
+        (and one late one) reuses the certified connection instead of paying a new TLS handshake at the tracker."""
+        return 2 * max(MIN_INTERVAL_S, self._max_interval)
+
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with httpx.AsyncClient(timeout=10.0, verify=self._verify) as client:
+        limits = httpx.Limits(keepalive_expiry=self.keep_connection_s())  # httpx's default: 5 s
+        async with httpx.AsyncClient(timeout=10.0, verify=self._verify, limits=limits) as client:
             task_status.started()
             try:
                 while True:
@@ -92,16 +98,18 @@ class Announcer:
     async def _announce(self, client: httpx.AsyncClient, report: ReleaseReport, event: str):
         url = announce_url(self.tracker_url, self.who, report, event)
         shown = shown_url(self.tracker_url)  # the passkey in the URL is a secret: never in a log line
-        try:
-            async with client.stream("GET", url) as response:
-                body = bytearray()
-                async for part in response.aiter_bytes():
-                    body += part
-                    if len(body) > MAX_REPLY_BYTES:  # parse_reply refuses it; read no further than that
-                        break
-        except httpx.HTTPError as exc:
-            raise PosswarmError(f"tracker {shown}: unreachable ({type(exc).__name__}); will retry") from None
-        return parse_reply(bytes(body), tracker_url=shown)
+        for attempt in (1, 2):
+            try:
+                body = await _get_reply(client, url)
+                break
+            except (httpx.RemoteProtocolError, httpx.WriteError):
+                # A kept connection the tracker (or the proxy in front) closed as the request went out: once more
+                # on a new one, so a tracker restart costs a handshake and no failed round.
+                if attempt == 2:
+                    raise PosswarmError(f"tracker {shown}: closed the connection twice; will retry") from None
+            except httpx.HTTPError as exc:
+                raise PosswarmError(f"tracker {shown}: unreachable ({type(exc).__name__}); will retry") from None
+        return parse_reply(body, tracker_url=shown)
 
     async def _stopped(self, client: httpx.AsyncClient) -> None:
         for report in self._reports():
@@ -110,3 +118,13 @@ class Announcer:
                     await client.get(announce_url(self.tracker_url, self.who, report, "stopped"))
                 except httpx.HTTPError:
                     return
+
+
+async def _get_reply(client: httpx.AsyncClient, url: str) -> bytes:
+    async with client.stream("GET", url) as response:
+        body = bytearray()
+        async for part in response.aiter_bytes():
+            body += part
+            if len(body) > MAX_REPLY_BYTES:  # parse_reply refuses it; read no further than that
+                break
+    return bytes(body)

@@ -33,7 +33,9 @@ class TrackerCaches:
         self.last_error: str | None = None
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with httpx.AsyncClient(timeout=10.0, verify=self._verify) as client:
+        # Kept across polls (httpx's default keeps 5 s): a poll on it costs the tracker no new TLS handshake.
+        limits = httpx.Limits(keepalive_expiry=2 * self._poll_s)
+        async with httpx.AsyncClient(timeout=10.0, verify=self._verify, limits=limits) as client:
             task_status.started(self)
             while True:
                 if self._needed():

@@ -66,6 +66,10 @@ RUNS = (
         ("--production", "--duration", "1", "--pool", "1000", "--peers", "5000"),
         "The tracker as central runs it (private passkeys, store-first, a source address per store), then again "
         "under a slowloris and connection flood (issue 13's headline row)."),
+    Run("tracker-tls", "tracker", ("--certificates",),
+        ("--certificates", "--nodes", "20", "--connections", "4", "--duration", "1", "--idle", "200"),
+        "Enrolled nodes announcing over mutual TLS: a new handshake each announce against kept connections, the "
+        "tracker's memory per idle kept connection, and the fleet's cores and GiB from them (issue 12)."),
     Run("sales", "sales", ("--devices", "4", "--sales", "2000", "--rate", "10"), ("--devices", "2", "--sales", "40"),
         "Sales from tills to central, no faults: lost, duplicated, latency."),
     Run("sales-faults", "sales",

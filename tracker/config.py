@@ -56,10 +56,12 @@ class TrackerConfig:
     trusted_proxies -- CIDRs whose ``ip=`` is believed for every viewer (default ["127.0.0.0/8", "::1/128"]);
                       from anyone else ``ip=`` is only handed to the announcer's own store (its LAN address)
     stats_every    -- seconds between rebuilds of the /stats, dashboard and /metrics snapshot (default 2)
-    max_connections -- HTTP connections open at once (default 4096)
+    max_connections -- HTTP connections open at once (default 32768: every node keeps its announce connection,
+                      ~40 KB each over TLS, measured; the open-files limit is raised to fit at start)
     max_connections_per_address -- HTTP connections one address may hold (default 256: a store's NAT)
     header_timeout -- seconds a client has to send a whole request head once it started one (default 10)
-    idle_timeout   -- seconds a kept-alive connection may wait for its next request (default 30)
+    idle_timeout   -- seconds a kept-alive connection may wait for its next request (default 2 x interval); must be
+                      above interval, so a node's certified connection lives from one announce round to the next
     peer_store     -- "memory" (default; one process) or "redis" (several trackers share one swarm view)
     redis_url      -- peer_store = "redis": where (default "redis://127.0.0.1:6379/0")
     operator_token_file -- file holding the operator token /stats, /metrics, the dashboard and store pages require
@@ -97,10 +99,10 @@ class TrackerConfig:
     passkey_guesses: int = 20
     trusted_proxies: list[str] = dataclasses.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     stats_every: float = 2.0
-    max_connections: int = 4096
+    max_connections: int = 32768
     max_connections_per_address: int = 256
     header_timeout: int = 10
-    idle_timeout: int = 30
+    idle_timeout: int | None = None
     peer_store: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     operator_token_file: str | None = None
@@ -113,6 +115,12 @@ class TrackerConfig:
     @property
     def udp_address(self) -> tuple[str, int] | None:
         return parse_listen(self.udp) if self.udp is not None else None
+
+    @property
+    def effective_idle_timeout(self) -> int:
+        # A node announces every interval over the connection it keeps (a new TLS handshake is ~1.3 ms of tracker
+        # CPU); twice that lets one late round still find it open.
+        return self.idle_timeout if self.idle_timeout is not None else 2 * self.interval
 
     @property
     def effective_peer_ttl(self) -> int:
@@ -176,6 +184,10 @@ def validate(config: TrackerConfig) -> TrackerConfig:
         raise PosswarmError(
             f"tracker config min_interval = {config.min_interval} is above interval = {config.interval} (lower min_interval)"
         )
+    if config.effective_idle_timeout <= config.interval:
+        raise PosswarmError(
+            f"tracker config idle_timeout = {config.idle_timeout} is not above interval = {config.interval}: every "
+            "announce round would pay a new TLS handshake (raise idle_timeout, or leave it out for 2 x interval)")
     if config.numwant > config.max_numwant:
         raise PosswarmError(f"tracker config numwant = {config.numwant} is above max_numwant = {config.max_numwant}")
     if not isinstance(config.cross_store, bool):

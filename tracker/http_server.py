@@ -7,6 +7,7 @@ every announce and /caches request on that connection is placed by it.
 
 from __future__ import annotations
 
+import resource
 import ssl
 from collections.abc import Callable
 from urllib.parse import unquote
@@ -122,12 +123,14 @@ async def run(
     """Serve until cancelled; ``task_status.started(url)`` once listening (port 0 = the kernel's choice).
 
     ``tls`` = serve HTTPS with it; ``nodes`` = admit the client certificates it verified as nodes."""
+    slots = _room_for(desk.config.max_connections)  # a full table evicts; out of files, accept() would just fail
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound_host, bound_port = listeners[0].socket.getsockname()[:2]
     scheme = "https" if tls is not None else "http"
     url = f"{scheme}://[{bound_host}]:{bound_port}" if ":" in bound_host else f"{scheme}://{bound_host}:{bound_port}"
     config = desk.config
-    table = ConnectionTable(config.max_connections, config.max_connections_per_address)
+    table = ConnectionTable(slots, config.max_connections_per_address)
+    short_of_files = [slots < config.max_connections]  # said once, when it first matters
 
     async def connection(stream: trio.SocketStream) -> None:
         try:
@@ -137,6 +140,10 @@ async def run(
             return
         scope = trio.CancelScope()
         admitted, evicted = table.admit(scope, peer[0])
+        if (evicted is not None or not admitted) and short_of_files[0] and len(table) >= slots:
+            short_of_files[0] = False
+            log.warning("tracker.open_files", reason=f"max_connections = {config.max_connections} but the open-files "
+                        f"limit holds {slots}: kept connections are closed for new ones (raise LimitNOFILE / ulimit -n)")
         if evicted is not None:
             evicted.cancel()  # the longest wait for a request head gives up its slot
         if not admitted:
@@ -149,6 +156,7 @@ async def run(
                 if tls is not None:
                     served = trio.SSLStream(stream, tls, server_side=True)
                     client = await _handshake(served, nodes, clock, desk.config.header_timeout)
+                    metrics.handshake(client is not None)
                     if client is None:
                         return
                 await _serve_connection(served, peer, client, desk, app, clock, metrics, (bound_host, bound_port),
@@ -159,6 +167,21 @@ async def run(
 
     task_status.started(url)
     await trio.serve_listeners(connection, listeners)
+
+
+OWN_FILES = 256  # the listeners, the log, the catalog and redis clients
+
+
+def _room_for(connections: int) -> int:
+    """Raise the soft open-files limit so ``connections`` fit (most systems start a process at 1,024), up to the hard
+    limit; the connections that fit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + OWN_FILES
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return connections
+    raised = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    return max(1, raised - OWN_FILES)
 
 
 async def _handshake(stream: trio.SSLStream, nodes: NodeAuthority | None, clock: Callable[[], float],
@@ -187,14 +210,14 @@ async def _handshake(stream: trio.SSLStream, nodes: NodeAuthority | None, clock:
 async def _read_head(stream, buffer: bytearray, config) -> int:
     """Index past the next request head in ``buffer`` (reading as needed), or -1 when the client closed or dawdled.
 
-    ``idle_timeout`` for the first byte of a request, then ``header_timeout`` for the whole head:
+    ``effective_idle_timeout`` for the first byte of a request, then ``header_timeout`` for the whole head:
     a client trickling a byte at a time holds its slot for ``header_timeout`` at most.
     """
     end = http_wire.head_end(buffer)
     if end >= 0:
         return end
     if not buffer:
-        with trio.move_on_after(config.idle_timeout):
+        with trio.move_on_after(config.effective_idle_timeout):
             data = await stream.receive_some(65536)
             if not data:
                 return -1

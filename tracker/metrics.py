@@ -36,6 +36,10 @@ class TrackerMetrics:
             "posswarm_tracker_operator_refused", "Reads of /stats, /metrics or the dashboard refused, by reason: no "
             "operator token, a wrong one, or its address past its wrong guesses", ["reason"], registry=self.registry,
         )
+        self.tls_handshakes = Counter(
+            "posswarm_tracker_tls_handshakes", "TLS handshakes on the HTTPS port, by result: a node keeping its "
+            "connection across announce rounds makes one", ["result"], registry=self.registry,
+        )
         self._children: dict[tuple[str, str, bool], object] = {}
         # Every series exists from the start (at 0): a rate() or an alert over it needs no first event.
         for transport in ("http", "udp"):
@@ -44,6 +48,8 @@ class TrackerMetrics:
                     self.count(transport, kind, ok, by=0)
         for reason in ("garbage", "unproven"):
             self.udp_dropped.labels(reason)
+        for result in ("ok", "failed"):
+            self.tls_handshakes.labels(result)
         for reason in operator_gate.REASONS:
             self.operator_refused.labels(reason)
 
@@ -59,6 +65,9 @@ class TrackerMetrics:
 
     def refused_connection(self) -> None:
         self.refused.inc()
+
+    def handshake(self, ok: bool) -> None:
+        self.tls_handshakes.labels("ok" if ok else "failed").inc()
 
     def dropped(self, reason: str) -> None:
         self.udp_dropped.labels(reason).inc()

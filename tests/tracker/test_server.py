@@ -135,4 +135,4 @@ async def test_a_client_trickling_its_request_is_cut_off(autojump_clock, nursery
     with trio.fail_after(60):
         assert await stream.receive_some(100) == b""  # the tracker closed the connection
     # header_timeout from the first byte of the head; the idle wait before a request is longer.
-    assert config.header_timeout <= trio.current_time() - start < config.idle_timeout
+    assert config.header_timeout <= trio.current_time() - start < config.effective_idle_timeout

@@ -30,7 +30,7 @@ async def one_announce(host: str, port: int, n: int) -> bytes:
 async def test_announces_are_answered_through_a_slowloris_and_a_flood(tmp_path, tracker_process, nursery):
     config = tmp_path / "tracker.toml"
     config.write_text('listen = "127.0.0.1:0"\nopen = true\nopen_stats = true\nmax_connections = 64\nmax_connections_per_address = 16\n'
-                      'header_timeout = 2\nidle_timeout = 3\n')
+                      'header_timeout = 2\ninterval = 2\nidle_timeout = 3\n')
     url = await tracker_process(config)
     host, port = url.removeprefix("http://").rsplit(":", 1)
     port = int(port)

@@ -19,6 +19,9 @@ from tools.netsim.topology import Node, Store, Topology
 STARTUP_TIMEOUT_S = 90.0
 ANNOUNCE_INTERVAL_S = 2
 CATALOG_POLL_S = 1.0  # how soon a cache sees a new release (the node's default is 10 s)
+# The tracker follows central's revocations from the seeder, which starts after it: a port fixed in advance
+# (central's namespace holds these two processes alone; the tracker's own port is the kernel's, from 32768 up).
+SEEDER_PORT = 8443
 
 
 @asynccontextmanager
@@ -75,12 +78,15 @@ class Network:
                 bin_path("posswarm-tracker"), "serve", "--open", "--listen", f"{ip}:0",
                 "--tls-cert", str(tls_cert), "--tls-key", str(tls_key), "--node-ca", authority,
                 "--interval", str(ANNOUNCE_INTERVAL_S), "--operator-token-file", str(self.operator_token_file),
+                "--root", str(self.root_of_trust), "--catalog", f"https://{ip}:{SEEDER_PORT}/catalog",
+                "--catalog-ca", authority, "--catalog-poll", str(max(1, round(CATALOG_POLL_S))),
                 *(["--cross-store"] if self.cross_store else []),
             ], "tracker")
             self.seeder_url = await self.start(nursery, "seeder", central, [
                 bin_path("posswarm-seeder"), "serve", "--releases", str(self.releases),
                 "--tls-cert", str(tls_cert), "--tls-key", str(tls_key),
-                "--timestamp-key", str(self.central_keys.key("timestamp")), "--listen", f"{ip}:0", "--bt-listen", f"{ip}:0",
+                "--timestamp-key", str(self.central_keys.key("timestamp")), "--listen", f"{ip}:{SEEDER_PORT}",
+                "--bt-listen", f"{ip}:0",
                 "--operator-token-file", str(self.operator_token_file),
                 "--tracker", f"{self.tracker_url}/announce", "--tracker-ca", authority,
                 *(["--super-seed"] if self.cross_store else []),
