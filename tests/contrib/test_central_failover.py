@@ -2,6 +2,7 @@
 directory and one PostgreSQL; one of each is killed mid-rollout, and nothing is lost."""
 
 import datetime
+import json
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ import trio
 from posswarm.chunks import chunk_relpath
 from posswarm.errors import Unreachable
 from posswarm.identity.credential import load_credential
+from posswarm.identity.tls import central_context
 from posswarm.keys import load_private_key
 from posswarm.manifest import Manifest
 from posswarm.release import MANIFEST_NAME, TORRENT_NAME
@@ -47,13 +49,17 @@ def _free_port() -> int:
 
 
 async def _haproxy(nursery, workdir: Path, trackers: list[str], front: int, seeders: list[str] = (),
-                   seeder_front: int | None = None) -> None:
+                   seeder_front: int | None = None, tls_trackers: list[str] = (), tls_front: int | None = None) -> None:
     # maxconn sizes HAProxy's descriptor limit: this machine's hard limit is lower than a central host's.
     config = CONFIG.read_text().replace("198.51.100.10:6969", f"127.0.0.1:{front}").replace("maxconn 20000",
                                                                                             "maxconn 2000")
     for i, url in enumerate(trackers, 1):
         config = config.replace(f"198.51.100.2{i}:6969", url.removeprefix("http://"))
-    # Without seeders, their section stays, pointed where nothing listens.
+    # Sections without processes stay, pointed where nothing listens.
+    config = config.replace("198.51.100.10:6970", f"127.0.0.1:{tls_front or _free_port()}")
+    for i in (1, 2):
+        config = config.replace(f"198.51.100.2{i}:6970",
+                                tls_trackers[i - 1].removeprefix("https://") if tls_trackers else "127.0.0.1:9")
     config = config.replace("198.51.100.10:8080", f"127.0.0.1:{seeder_front or _free_port()}")
     for i in (1, 2):
         config = config.replace(f"198.51.100.3{i}:8080",
@@ -68,18 +74,20 @@ def _host(node: str) -> int:
     return 1 if node == "cache" else 10 + int(node.rsplit("-", 1)[1])
 
 
-async def _announce(client: httpx.AsyncClient, store: int, node: str, left: int, info_hash: bytes = H) -> dict:
+async def _announce(client: httpx.AsyncClient, store: int, node: str, left: int, info_hash: bytes = H, *,
+                    claimed_store: int | None = None) -> dict:
     role = "cache" if node == "cache" else "device"
     q = {"info_hash": info_hash, "peer_id": f"{store}{node}".encode().ljust(20, b"-"), "port": 6881, "uploaded": 0,
          "downloaded": 0, "left": left, "ip": f"10.{store}.0.{_host(node)}", "node": node, "role": role,
-         "store": f"S{store:04d}", "release": "pos-os@2026.11", "size": 1000, "wan": 1000 if role == "cache" else 0,
-         "lan": 1000 - left if role == "device" else 0, "installed": int(left == 0), "compact": 1}
+         "store": f"S{store if claimed_store is None else claimed_store:04d}", "release": "pos-os@2026.11",
+         "size": 1000, "wan": 1000 if role == "cache" else 0, "lan": 1000 - left if role == "device" else 0,
+         "installed": int(left == 0), "compact": 1}
     raw = "&".join(f"{k}={quote_from_bytes(v if isinstance(v, bytes) else str(v).encode(), safe='')}"
                    for k, v in q.items())
     answer = await client.get(f"/announce?{raw}")
     assert answer.status_code == 200, answer.text
     decoded = fastbencode.bdecode(answer.content)
-    assert b"failure reason" not in decoded, decoded
+    assert (b"failure reason" in decoded) == (claimed_store is not None), decoded
     return decoded
 
 
@@ -298,5 +306,59 @@ async def test_killing_a_tracker_and_a_seeder_mid_rollout_loses_no_store_no_sale
     for store in stores:
         assert store.refused == [] and store.versions == sorted(store.versions), (store.id, store.refused, store.versions)
     assert totals == {"sales": sold, "cents": sum(s.cents for s in stores)}, totals  # none lost, none twice
+    # Both renewed the one timestamp all along, and no version was signed twice (by both at once).
+    signed = {i: (tmp_path / f"seeder-{i}.log").read_text().count("event='tuf.timestamp'") for i in (1, 2)}
+    final = json.loads((releases / ".tuf" / "timestamp.json").read_bytes())["signed"]["version"]
+    assert signed[1] >= 1 and signed[2] >= 1 and sum(signed.values()) <= final - 1, (signed, final)
     assert stats["stores_total"] == STORES and stats["devices_installed"] == STORES * TILLS
     assert [(e["name"], e["version"]) for e in catalog["releases"]] == [RELEASE], catalog
+
+
+async def test_tracker_tls_passed_through_the_proxy_reaches_a_tracker_with_the_node_certificate(
+        nursery, tmp_path, redis_url):  # noqa: F811
+    releases, keys_dir = tmp_path / "releases", tmp_path / "keys"
+    keys_dir.mkdir()
+    keys = init_keys(keys_dir, releases)
+    cert, key = keys.issue_tls(["127.0.0.1"])
+    config = tmp_path / "tracker.toml"
+    config.write_text(f'listen = "127.0.0.1:0"\nopen = true\npeer_store = "redis"\nredis_url = "{redis_url}"\n'
+                      f'interval = 5\ntls_cert = "{cert}"\ntls_key = "{key}"\nnode_ca = "{keys.authority}"\n'
+                      f'operator_token_file = "{write_operator_token(tmp_path / "operator.token")}"\n')
+    pids: dict[str, int] = {}
+    tls_front = _free_port()
+    with trio.fail_after(60):
+        trackers = [await nursery.start(partial(run_process, f"tracker-{i}",
+                                                [bin_path("posswarm-tracker"), "serve", "--config", str(config)],
+                                                tmp_path / f"tracker-{i}.log", kind="tracker", pids=pids))
+                    for i in (1, 2)]
+        await _haproxy(nursery, tmp_path, [], _free_port(), tls_trackers=trackers, tls_front=tls_front)
+        caches = []
+        for n in range(STORES):  # each store's cache with its certificate, the store it is in named only there
+            identity = keys.enrol(tmp_path / f"cache-{n}", node_id="cache", store=f"S{n:04d}", role="cache",
+                                  device_class="cache")
+            context = central_context(keys.authority)
+            context.load_cert_chain(identity / "node.crt", identity / "node.key")
+            caches.append(context)
+
+        async def announce(n: int, claimed_store: int | None = None) -> dict:
+            # A connection per announce: none stays on the tracker that dies.
+            async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{tls_front}", verify=caches[n], timeout=10,
+                                         limits=httpx.Limits(max_keepalive_connections=0)) as client:
+                return await _announce(client, n, "cache", 0, claimed_store=claimed_store)
+
+        while True:  # HAProxy up and its checks of both trackers passed
+            try:
+                await announce(0)
+                break
+            except httpx.TransportError:
+                await trio.sleep(0.1)
+        for n in range(STORES):
+            await announce(n)
+        os.kill(pids["tracker-1"], signal.SIGKILL)
+        for _ in range(3):  # every announce after the kill is answered, whichever tracker the proxy tried first
+            for n in range(STORES):
+                await announce(n)
+        # The tracker knew each cache by its certificate, not by what it claimed: another store is refused
+        # (an open tracker takes the claim of a client it does not know).
+        refusal = (await announce(0, claimed_store=1))[b"failure reason"].decode()
+    assert "store=S0001 is not the certificate's store S0000" in refusal, refusal
