@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 from functools import partial
 from pathlib import Path
@@ -57,6 +58,9 @@ class Seeder:
         self.public_key = KeyRing(self._legacy)
         self._root_stamp: tuple | None = None
         self._files_stamp: tuple | None = None
+        self._files: dict[str, bytes] = {}
+        # One reading of .tuf at a time: two could offer their files out of order (an older one last).
+        self._following = trio.Lock()
         self.timestamp_key = timestamp_key
         if timestamp_expiry_s < 2:  # seconds only make sense in tests; central runs with hours or a day
             raise PosswarmError(f"--timestamp-expiry-s {timestamp_expiry_s}: too short (use at least 2 s; default 1 day)")
@@ -98,13 +102,16 @@ class Seeder:
                 from seeder import sku
 
                 await nursery.start(sku.sign_forever, self.sku_catalog, self.sku_key, self.repository)
-            self.url = await nursery.start(partial(http_service.run, catalog_app(self.shelf, extra_routes=store_routes),
+            app = catalog_app(self.shelf, extra_routes=store_routes, tuf_file=self.tuf_file)
+            self.url = await nursery.start(partial(http_service.run, app,
                                                    *self.http, ssl_context=self.tls,
                                                    keep_alive_s=KEEP_ALIVE_S))
             # "self" stands for this seeder's own HTTP, which answers Range on every chunk (BEP 19)
             self.shelf.web_seeds = tuple(self.url if seed == "self" else seed for seed in self.web_seeds)
             if self.tracker_url:
-                who = NodeIdentity("central-seeder", "central", "seeder", "seeder", self.bt[0], self.torrents.listen_port)
+                # One peer id per seeder: two seeders behind one tracker address are both handed out, not one.
+                seeder_id = f"central-seeder-{socket.gethostname()[:32]}-{self.torrents.listen_port}"
+                who = NodeIdentity(seeder_id, "central", "seeder", "seeder", self.bt[0], self.torrents.listen_port)
                 self.announcer = Announcer(self.tracker_url, who, self._reports, lambda report, peers: None,
                                            verify=self.tracker_tls)
                 await nursery.start(self.announcer.run)
@@ -128,7 +135,7 @@ class Seeder:
 
     async def scan(self) -> None:
         """Verify and start seeding every release directory not seen yet (publish renames them into place)."""
-        files = await self._follow_repository()
+        await self._follow_repository()
         await self.rollouts.refresh(self.shelf)
         for manifest_path in sorted(self.releases.glob(f"*/*/{MANIFEST_NAME}")):
             directory = manifest_path.parent
@@ -149,24 +156,42 @@ class Seeder:
             log.info("release.seeding", release=manifest.release_id, size=manifest.total_size)
             if self.announcer:
                 self.announcer.kick()
-        if files is not None:
-            # Offered last, set here in trio (the shelf wakes the catalog's long polls): a cache that reads
-            # the new signed state finds its release served. Offered first, the cache's manifest fetch got
-            # a 404 and came back only 0.7 s later (posswarm-netsim, 48 MiB; a poll period in production).
-            self.shelf.tuf = files
+        # Offered after the releases (set here in trio: the shelf wakes the catalog's long polls): a cache that
+        # reads the new signed state finds its release served. Offered first, the cache's manifest fetch got a
+        # 404 and came back only 0.7 s later (posswarm-netsim, 48 MiB; a poll period in production).
+        self._offer_repository()
 
-    async def _follow_repository(self) -> dict[str, bytes] | None:
-        """Take a rotated root's release keys, renew the timestamp (new snapshot, new root, half its life
-        gone) with the online key; the repository's files to offer under ``/tuf/`` when they changed."""
-        if not await trio.to_thread.run_sync(self.repository.exists):
-            return None
+    def _offer_repository(self) -> None:
+        if self.shelf.tuf is not self._files:
+            self.shelf.tuf = self._files
+
+    async def tuf_file(self, name: str) -> bytes | None:
+        """One of central's signed files under ``/tuf/``, never older than the shared RELEASES holds when asked:
+        behind a proxy alternating between two seeders, a node that read version N never gets N-1 next."""
         try:
-            return await trio.to_thread.run_sync(self._follow_repository_sync)
-        except (PosswarmError, OSError, ValueError) as exc:
-            log.error("tuf.unavailable", dir=str(self.repository.dir), reason=str(exc).splitlines()[0][:300])
-            return None
+            stamp = await trio.to_thread.run_sync(self.repository.stamp)
+        except OSError:
+            stamp = None  # a file replaced while listed: read them all again
+        if stamp is None or stamp != self._files_stamp:
+            await self._follow_repository()
+        # What this seeder read is offered now, even while its scan still verifies a release the new targets
+        # list (a manifest fetch may then meet a 404 and be retried): the other seeder may have offered it.
+        self._offer_repository()
+        return self.shelf.tuf.get(name)
 
-    def _follow_repository_sync(self) -> dict[str, bytes] | None:
+    async def _follow_repository(self) -> None:
+        """Take a rotated root's release keys, renew the timestamp (new snapshot, new root, half its life
+        gone) with the online key, and read the repository's files to offer under ``/tuf/`` when they changed."""
+        async with self._following:
+            if not await trio.to_thread.run_sync(self.repository.exists):
+                return
+            try:
+                await trio.to_thread.run_sync(self._follow_repository_sync)
+            except (PosswarmError, OSError, ValueError) as exc:
+                log.error("tuf.unavailable", dir=str(self.repository.dir), reason=str(exc).splitlines()[0][:300])
+                return
+
+    def _follow_repository_sync(self) -> None:
         st = (self.repository.dir / "root.json").stat()
         if (st.st_mtime_ns, st.st_size, st.st_ino) != self._root_stamp:
             self.public_key.replace(self.repository.keyring().keys() or self._legacy)
@@ -174,15 +199,17 @@ class Seeder:
             self._root_stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
             log.info("tuf.root", version=self.repository.root().signed.version, release_keys=self.public_key.ids())
         if self.timestamp_key is not None:
-            # Read each time: `keys rotate timestamp` replaces the file under the running seeder.
-            if self.repository.renew_timestamp(load_private_key(self.timestamp_key), self.timestamp_expiry_s):
-                log.info("tuf.timestamp", expires_in_s=self.timestamp_expiry_s)
+            # Read each time: `keys rotate timestamp` replaces the file under the running seeder. Under the
+            # repository's lock: a second seeder on the same RELEASES then finds the renewed one and signs none.
+            with self.repository.lock():
+                if self.repository.renew_timestamp(load_private_key(self.timestamp_key), self.timestamp_expiry_s):
+                    log.info("tuf.timestamp", expires_in_s=self.timestamp_expiry_s)
         stamp = self.repository.stamp()
         if stamp == self._files_stamp:  # targets.json can be megabytes: read again only when it changed
-            return None
+            return
         files, self._files_stamp = self.repository.files(), stamp
         self._take_revocations(files["targets.json"])
-        return files
+        self._files = files
 
     def _take_revocations(self, targets: bytes) -> None:
         """The revocation list of central's own signed targets; a copy that does not verify keeps the one before."""

@@ -3,6 +3,8 @@ release's manifest and torrent."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -13,8 +15,10 @@ from posswarm.catalog.shelf import Shelf
 from posswarm.rollout import ROLLOUT_NAME
 
 
-def catalog_app(shelf: Shelf, *, extra_routes: list[Route] | None = None) -> Starlette:
-    """An ASGI app serving ``shelf``; the seeder adds its own routes (health, later sales ingest)."""
+def catalog_app(shelf: Shelf, *, extra_routes: list[Route] | None = None,
+                tuf_file: Callable[[str], Awaitable[bytes | None]] | None = None) -> Starlette:
+    """An ASGI app serving ``shelf``; the seeder adds its own routes (health, sales ingest) and reads ``/tuf/``
+    through ``tuf_file`` (from the releases storage it may share with a second seeder)."""
 
     async def catalog(request: Request) -> Response:
         return JSONResponse(shelf.catalog().to_json())
@@ -31,7 +35,8 @@ def catalog_app(shelf: Shelf, *, extra_routes: list[Route] | None = None) -> Sta
         return FileResponse(path, media_type="application/octet-stream")
 
     async def tuf(request: Request) -> Response:
-        data = shelf.tuf.get(request.path_params["filename"])
+        name = request.path_params["filename"]
+        data = await tuf_file(name) if tuf_file is not None else shelf.tuf.get(name)
         if data is None:
             return JSONResponse({"error": f"no TUF metadata {request.path_params['filename'][:80]}"}, 404)
         return Response(data, media_type="application/json")

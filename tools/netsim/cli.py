@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="caches may seed each other (tracker --cross-store) and central super-seeds (BEP 16)")
     r.add_argument("--wan-cap-kbps", type=int, default=0,
                    help="give every cache an all-day WAN window capping it at this rate (default: none)")
+    r.add_argument("--central-failover", action="store_true",
+                   help="central as two trackers on one Redis and two seeders on one releases directory behind "
+                        "HAProxy; one of each is SIGKILLed when the caches hold half the image")
     r.add_argument("--deadline", type=float, default=600.0, help="seconds to wait for every device (default 600)")
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs, data)")
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         scenario = Scenario(stores=args.stores, devices=args.devices, image_mb=args.image_mb, wan_mbit=args.wan_mbit,
                             lan_mbit=args.lan_mbit, update_percent=args.update_percent, cross_store=args.cross_store,
                             wan_cap_kbps=args.wan_cap_kbps, deadline_s=args.deadline,
-                            payload=payloads.check_kind(args.payload))
+                            payload=payloads.check_kind(args.payload), central_failover=args.central_failover)
     except PosswarmError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
@@ -162,6 +165,10 @@ def describe(result: dict) -> str:
     lines.append("posswarm's WAN accounting agrees with the routers' counters within 2 %"
                  if result["wan_accounting_agrees"] else
                  "posswarm's WAN accounting does NOT agree with the routers' counters within 2 %")
+    if result.get("central_failover"):
+        f = result["central_failover"]
+        lines.append(f"central failover: {f['killed']} SIGKILLed at {f['killed_at_percent']:.0f} % of the caches' bytes; "
+                     f"longest stall after it {f['stalled_s']} s")
     if "update" in result:
         u = result["update"]
         lines.append(f"update ({u['percent']:g} % changed, {u['changed_bytes']:,} B): WAN in {u['wan_bytes_in']:,} B "

@@ -36,6 +36,7 @@ class Scenario:
     deadline_s: float = 600.0
     prefix: str = PREFIX
     payload: str = "real"  # tools/payloads.py: a real ext4 image, or "random" (the incompressible worst case)
+    central_failover: bool = False  # tools/netsim/ha_central.py: two of each behind HAProxy, one of each killed
 
 
 def _wan_cap(scenario: Scenario, stores: list[dict]) -> dict | None:
@@ -96,14 +97,20 @@ async def run(scenario: Scenario, workdir: Path) -> dict:
                 prefix=scenario.prefix)
     async with emulated_network(topo, workdir, cross_store=scenario.cross_store,
                                 wan_cap_kbps=scenario.wan_cap_kbps) as net, trio.open_nursery() as nursery:
-        result = await rollout(net, nursery, scenario)
+        if scenario.central_failover:
+            from tools.netsim.ha_central import failover_rollout
+
+            result = await failover_rollout(net, nursery, scenario)
+        else:
+            result = await rollout(net, nursery, scenario)
         nursery.cancel_scope.cancel()
     return result
 
 
-async def rollout(net: Network, nursery: trio.Nursery, scenario: Scenario) -> dict:
-    """Start posswarm in ``net`` (processes live in ``nursery``), distribute the image and the update."""
-    await net.start_posswarm(nursery)
+async def rollout(net: Network, nursery: trio.Nursery, scenario: Scenario, *, started: bool = False) -> dict:
+    """Start posswarm in ``net`` (processes live in ``nursery``; ``started``: already), distribute the image and the update."""
+    if not started:
+        await net.start_posswarm(nursery)
     image = payloads.first(net.workdir / "payload", scenario.image_mb, scenario.payload)
     size = image.stat().st_size
     first = await distribute(net, image, "1.0", scenario.deadline_s)
