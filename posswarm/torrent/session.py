@@ -32,8 +32,8 @@ from posswarm.torrent.settings import (
     SessionConfig,
     ip_filter_rules,
     peer_class_rules,
-    receive_buffer,
     session_settings,
+    wan_cap_settings,
     wan_peer_class,
 )
 
@@ -364,10 +364,10 @@ class TorrentSession:
         ses = self._running("wan limits")
         limits = {"label": "wan", "download_limit": download_bps, "upload_limit": upload_bps}
         await trio.to_thread.run_sync(ses.set_peer_class, self._wan_class, limits)  # waits on libtorrent's thread
-        # the cap is kept by reading slowly: a small receive buffer keeps the sender from bursting ahead
-        buffer = receive_buffer(download_bps, was_capped=self._was_capped)
+        # a cap is kept by reading slowly, in small and even reads (posswarm/torrent/settings.py says how)
+        capped = wan_cap_settings(download_bps, was_capped=self._was_capped)
         self._was_capped = self._was_capped or download_bps > 0
-        await trio.to_thread.run_sync(ses.apply_settings, {"recv_socket_buffer_size": buffer})
+        await trio.to_thread.run_sync(ses.apply_settings, capped)
 
     async def wan_limits(self) -> tuple[int, int]:
         """(download, upload) bytes/s caps libtorrent applies to WAN peers now (0 = none)."""

@@ -67,6 +67,9 @@ def test_a_capped_wan_gets_a_receive_buffer_of_a_quarter_second_at_the_cap():
     assert settings.receive_buffer(0, was_capped=True) == settings.UNCAPPED_RECEIVE_BUFFER
     assert session_settings(SessionConfig("10.0.0.1", download_limit_wan=2_000_000))["recv_socket_buffer_size"] == 500_000
     assert session_settings(SessionConfig("10.0.0.1"))["recv_socket_buffer_size"] == 0
+    # a capped session ticks faster, so libtorrent hands a peer its quota in small reads
+    assert session_settings(SessionConfig("10.0.0.1", download_limit_wan=1))["tick_interval"] == settings.CAPPED_TICK_MS
+    assert session_settings(SessionConfig("10.0.0.1"))["tick_interval"] == settings.UNCAPPED_TICK_MS
 
 
 def test_lan_only_blocks_everything_but_the_store():
