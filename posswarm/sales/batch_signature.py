@@ -6,8 +6,8 @@ SHA-256 of the body, and sends its certificate along (three HTTP headers). Centr
 the certificate verifies against an enrolment key of its own root of trust, names a *cache* of exactly that
 store, and the signature verifies under the certificate's key over this very body, signed recently.
 The certificate and the store are checked from the headers alone, before any of the body is read.
-A certificate that verified is remembered (:class:`VerifiedCertificates`) so the cache's next batch skips its
-parse and signature check; its validity period, role, store and revocation are checked on every batch.
+A certificate that verified is remembered (:class:`VerifiedCertificates`): the cache's next batch skips the
+certificate's parse and verification; its validity period, role, store and revocation are checked on every batch.
 """
 
 from __future__ import annotations
