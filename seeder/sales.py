@@ -333,6 +333,7 @@ def routes(writer: SalesWriter, authorities: Callable[[], list[Ed25519PublicKey]
     """``POST /sales/ingest?store=S042`` (a msgpack list of sales, signed by that store's enrolled cache, checked
     against the enrolment keys ``authorities()`` of central's own root of trust) and ``GET /sales/totals`` (for
     whoever holds the operator token). ``writer`` must be running: it answers a batch once it is committed."""
+    known = batch_signature.VerifiedCertificates()
 
     async def ingest(request: Request) -> Response:
         shop = request.query_params.get("store", "")
@@ -340,7 +341,7 @@ def routes(writer: SalesWriter, authorities: Callable[[], list[Ed25519PublicKey]
             return JSONResponse({"error": "sales ingest: ?store=STORE_ID is required"}, 400)
         try:  # who sent it, from the headers alone; then the body, bounded, and the signature over it
             sender = batch_signature.check_sender(request.headers, shop, authorities(), now_ms=now_ms(),
-                                                  revoked=revoked)
+                                                  revoked=revoked, known=known)
             body = await read_bounded(request, MAX_BODY, f"sales ingest from {shop}")
             batch_signature.check_signature(sender, shop, body)
         except (batch_signature.BatchRefused, BodyRefused) as exc:

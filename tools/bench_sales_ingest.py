@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import random
 import secrets
 import ssl
@@ -150,8 +151,10 @@ async def run_ingest(root: Path, *, caches: int = 1000, tills: int = 4, sales_pe
             connect_s, connect_retries, stats["retries"] = time.monotonic() - started, stats["retries"], 0
             central_pid = rig.procs["seeder"].process.pid
             started, central_cpu, caches_cpu = time.monotonic(), _cpu_seconds(central_pid), time.process_time()
+            load_average = [os.getloadavg()[0]]
             go.set()  # every cache at once, connected as a cache in service is, the clock running from here
         load_s = time.monotonic() - started
+        load_average.append(os.getloadavg()[0])
         central_cpu, caches_cpu = _cpu_seconds(central_pid) - central_cpu, time.process_time() - caches_cpu
         drain_s = None
         if day:
@@ -178,6 +181,9 @@ async def run_ingest(root: Path, *, caches: int = 1000, tills: int = 4, sales_pe
         "central_cpu_us_per_sale": round(central_cpu / total * 1e6, 1),
         "central_cpu_share": round(central_cpu / load_s, 2),  # of one core, while the load ran
         "caches_cpu_us_per_sale": round(caches_cpu / total * 1e6, 1),
+        "caches_cpu_share": round(caches_cpu / load_s, 2),  # what the load generator itself took of a core
+        # the machine's 1-minute load average as the load began and ended: what central shared the cores with
+        "load_average": "/".join(f"{value:.1f}" for value in load_average),
         "backlog_sales": len(day), "backlog_drain_s": None if drain_s is None else round(drain_s, 2),
         **{k: found[k] for k in ("stored", "lost", "duplicated", "phantom", "wrong_total", "examples")},
         **stats,

@@ -15,6 +15,7 @@ def _check(result: dict, caches: int, sales: int) -> None:
     assert result["caches"] == caches and result["sales"] == sales and result["batches"] == sales // 5, why
     assert exactly_once(result) and result["stored"] == sales, why
     assert result["sales_per_s"] > 0 and result["batch_p99_ms"] >= result["batch_p50_ms"] > 0, why
+    assert result["caches_cpu_share"] > 0 and len(result["load_average"].split("/")) == 2, why
 
 
 async def test_sixty_caches_at_once_into_sqlite_lose_and_double_nothing(tmp_path):

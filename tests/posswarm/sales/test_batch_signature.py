@@ -13,6 +13,7 @@ from posswarm.sales.batch_signature import (
     MAX_SKEW_MS,
     SIGNATURE_HEADER,
     BatchRefused,
+    VerifiedCertificates,
     check_sender,
     check_signature,
     sign,
@@ -76,3 +77,43 @@ def test_a_revoked_caches_batch_is_refused_and_a_re_enrolled_one_is_believed(cac
     assert check_sender(headers, "S042", authorities, now_ms=now_ms, revoked=RevokedNodes()).identity.node_id == "cache"
     earlier = RevokedNodes((Revocation("S042", "cache", now_ms // 1000 - 3600, ""),))  # enrolled after it
     check_sender(headers, "S042", authorities, now_ms=now_ms, revoked=earlier)
+
+
+def test_a_remembered_certificate_is_still_held_to_its_validity_revocation_store_and_root(cache):
+    credential, authorities = cache
+    known, now_ms = VerifiedCertificates(), _now_ms()
+    headers = sign(credential.key, credential.certificate, "S042", b"batch", now_ms=now_ms)
+    assert check_sender(headers, "S042", authorities, now_ms=now_ms, known=known).identity.node_id == "cache"
+    assert len(known) == 1
+    revoked = RevokedNodes((Revocation("S042", "cache", now_ms // 1000 + 1, "stolen"),))
+    with pytest.raises(BatchRefused, match="certificate revoked by central"):  # the next batch, revoked meanwhile
+        check_sender(headers, "S042", authorities, now_ms=now_ms, revoked=revoked, known=known)
+    with pytest.raises(BatchRefused, match="only its own store's sales"):
+        check_sender(headers, "S043", authorities, now_ms=now_ms, known=known)
+    after = int(credential.certificate.not_valid_after_utc.timestamp() * 1000) + 1000
+    late = sign(credential.key, credential.certificate, "S042", b"batch", now_ms=after)
+    with pytest.raises(BatchRefused, match="node certificate: expired at .*; enrol the node again") as refused:
+        check_sender(late, "S042", authorities, now_ms=after, known=known)
+    assert refused.value.status == 401 and len(known) == 0
+    check_sender(headers, "S042", authorities, now_ms=now_ms, known=known)
+    rotated = [Ed25519PrivateKey.generate().public_key()]  # the root's enrolment key rotated: the old one is out
+    with pytest.raises(BatchRefused, match="not signed by an enrolment key of the root of trust"):
+        check_sender(headers, "S042", rotated, now_ms=now_ms, known=known)
+    assert len(known) == 0
+
+
+def test_only_verified_certificates_are_remembered_and_no_more_than_the_limit(cache, tmp_path):
+    credential, authorities = cache
+    known, now_ms, now = VerifiedCertificates(limit=1), _now_ms(), datetime.datetime.now(datetime.UTC)
+    stranger = Ed25519PrivateKey.generate()  # another central's enrolment key
+    other = load_credential(credential_in(tmp_path, stranger, node_id="cache-b", role="cache"),
+                            (stranger.public_key(),), now=now)
+    forged = sign(other.key, other.certificate, "S042", b"batch", now_ms=now_ms)
+    with pytest.raises(BatchRefused, match="not signed by an enrolment key"):
+        check_sender(forged, "S042", authorities, now_ms=now_ms, known=known)
+    assert len(known) == 0
+    both = [*authorities, stranger.public_key()]  # two enrolment keys: both certificates verify
+    for sender in (credential, other, credential):
+        headers = sign(sender.key, sender.certificate, "S042", b"batch", now_ms=now_ms)
+        assert check_sender(headers, "S042", both, now_ms=now_ms, known=known).key == sender.certificate.public_key()
+        assert len(known) == 1
