@@ -102,8 +102,9 @@ class Node:
                 metrics = node_metrics.route(lambda: self.status() if self.follower else None,
                                              node_metrics.gate(c.metrics_token_file))
                 app = catalog_app(self.shelf, extra_routes=[metrics])
+                # Its devices' trust refreshes keep their TLS connection 60 s (posswarm/trust/client.py).
                 self.http_url = await nursery.start(partial(http_service.run, app, c.address, c.http_port,
-                                                            ssl_context=tls))
+                                                            ssl_context=tls, keep_alive_s=75.0))
             if c.store_data:
                 self.storedata = await nursery.start(StoreData(c, c.data_dir, self.credential,
                                                                sku_keys=self.trust.sku_keys).run)

@@ -26,13 +26,15 @@ from posswarm.release import MANIFEST_NAME, TORRENT_NAME, verify_release
 from posswarm.service import run_until_signalled
 from posswarm.torrent.session import SessionConfig, TorrentSession
 from posswarm.trust.roles import role_public_keys
+from seeder import repository_watch
 from seeder.rollout_watch import RolloutWatch
 from seeder.tuf_repository import DEFAULT_TIMESTAMP_EXPIRY_S, Repository
 
 log = logs.get("seeder")
 
 # A scan of already-seen release dirs is a glob and set lookups; at 2 s it was ~1 s of every
-# rollout's latency on average (posswarm-netsim: cache learned of a release 1.47 s after publish).
+# rollout's latency on average (posswarm-netsim: cache learned of a release 1.47 s after publish). A change to
+# the signed state wakes it at once (seeder/repository_watch.py); this period is for what inotify cannot see.
 SCAN_EVERY_S = 0.5
 # A store cache keeps its connection between batches: with hypercorn's 5 s, a cache whose next batch came later
 # met a closed connection and a new TLS handshake (posswarm-bench sales-ingest, 1,000 caches: 404 requests cut
@@ -67,6 +69,7 @@ class Seeder:
         self._files: dict[str, bytes] = {}
         # One reading of .tuf at a time: two could offer their files out of order (an older one last).
         self._following = trio.Lock()
+        self._changed = trio.Event()  # set by the repository watch: scan now, not at the next period
         self.timestamp_key = timestamp_key
         if timestamp_expiry_s < 2:  # seconds only make sense in tests; central runs with hours or a day
             raise PosswarmError(f"--timestamp-expiry-s {timestamp_expiry_s}: too short (use at least 2 s; default 1 day)")
@@ -122,6 +125,7 @@ class Seeder:
                                            verify=self.tracker_tls)
                 await nursery.start(self.announcer.run)
             nursery.start_soon(self._scan_forever)
+            await nursery.start(repository_watch.run, self.repository.dir, lambda: self._changed.set())
             gc.freeze()
             gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
             log.info("listening", url=self.url, bt=self.shelf.seeds[0], releases=len(self.shelf.manifests()))
@@ -232,7 +236,9 @@ class Seeder:
 
     async def _scan_forever(self) -> None:
         while True:
-            await trio.sleep(SCAN_EVERY_S)
+            with trio.move_on_after(SCAN_EVERY_S):
+                await self._changed.wait()
+            self._changed = trio.Event()
             await self.scan()
 
     async def _drain(self, events) -> None:

@@ -62,11 +62,14 @@ class CatalogFollower:
         # A source that does not answer a connect within 3 s is skipped for the next one (a LAN answers in ms).
         async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=3.0), verify=self._verify) as client:
             task_status.started(self)
-            async with trio.open_nursery() as nursery:
-                # Push, not poll: the source answers a long poll as soon as what it offers changes.
-                nursery.start_soon(partial(changes.watch, client, lambda: self.url, self.poll_now,
-                                           retry_s=self._poll_s))
-                await self._follow_forever(client)
+            try:
+                async with trio.open_nursery() as nursery:
+                    # Push, not poll: the source answers a long poll as soon as what it offers changes.
+                    nursery.start_soon(partial(changes.watch, client, lambda: self.url, self.poll_now,
+                                               retry_s=self._poll_s))
+                    await self._follow_forever(client)
+            finally:
+                self.trust.close()
 
     async def _follow_forever(self, client: httpx.AsyncClient) -> None:
         failed_polls = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timezone
@@ -33,6 +34,27 @@ log = logs.get("trust")
 LIMITS = UpdaterConfig(max_root_rotations=64, root_max_length=256 * 1024, timestamp_max_length=16 * 1024,
                        snapshot_max_length=256 * 1024, targets_max_length=32 * 1024 * 1024)
 ROLE_FILES = ("timestamp.json", "snapshot.json", "targets.json")
+# A refresh is four or five GETs (root N+1, timestamp, snapshot, targets); on a new client each paid a TLS
+# handshake first, on the path from publish to a cache knowing of the release. Kept below central's 75 s and a
+# cache's catalog server's keep-alive, so the server never closes a connection this client is about to reuse.
+KEEP_ALIVE_S = 60.0
+MAX_SOURCES = 8  # kept clients: a device's sources are its store's caches, and addresses may change
+
+
+ERROR_BODY_MAX = 16 * 1024  # an error answer longer than this costs its connection, not our memory
+
+
+def _drain(response: httpx.Response) -> None:
+    read = 0
+    try:
+        for part in response.iter_raw():
+            read += len(part)
+            if read > ERROR_BODY_MAX:
+                break
+    except httpx.HTTPError:
+        pass
+    finally:
+        response.close()
 
 
 class _Fetcher(FetcherInterface):
@@ -42,9 +64,13 @@ class _Fetcher(FetcherInterface):
         self._client = client
 
     def _fetch(self, url: str):
-        response = self._client.send(self._client.build_request("GET", url), stream=True)
+        try:
+            response = self._client.send(self._client.build_request("GET", url), stream=True)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            # A kept connection the source closed as this request went out: once more, on a new connection.
+            response = self._client.send(self._client.build_request("GET", url), stream=True)
         if response.status_code != 200:
-            response.close()
+            _drain(response)  # read to its end, so the connection is kept (every refresh asks for a root N+1: 404)
             raise tuf_errors.DownloadHTTPError(f"{url}: HTTP {response.status_code}", response.status_code)
         return self._body(response)
 
@@ -83,6 +109,8 @@ class CentralTrust:
         self.refused: dict[str, str] = {}  # source url -> the last verdict against it
         # How a source's TLS is checked: a cache's, central's CA and host name; a device's, a cache of its store.
         self.verify: ssl.SSLContext | bool = True
+        self._clients: dict[tuple[str, int], httpx.Client] = {}  # (source, id(verify)) -> its kept connection
+        self._clients_lock = threading.Lock()  # refreshes run in worker threads
 
     def load(self) -> None:
         """Start from the configured root once; afterwards from the newest root and state verified before."""
@@ -135,22 +163,22 @@ class CentralTrust:
 
     def _refresh_sync(self, url: str) -> CentralState:
         base = url.rstrip("/")
-        with httpx.Client(timeout=self.timeout_s, verify=self.verify) as client:
-            try:
-                updater = Updater(str(self.dir), f"{base}/tuf/", fetcher=_Fetcher(client), config=LIMITS, bootstrap=None)
-                updater.refresh()
-            except (tuf_errors.DownloadError, httpx.HTTPError) as exc:
-                raise Unreachable(f"central state via {base}: cannot fetch it ({_first_line(exc)}); is the source up?",
-                                  _first_line(exc)) from None
-            except tuf_errors.ExpiredMetadataError as exc:
-                raise TrustError(f"central state via {base}: refused, {_first_line(exc)} (central's timestamp "
-                                 "expired: an offline or replaying source; nothing new is installed from it)") from None
-            except OSError as exc:  # a full or read-only data disk: not a verdict on central
-                raise Unreachable(f"central state via {base}: cannot keep it in {self.dir} ({exc.strerror}; free space "
-                                  "on the data disk, the node retries)", str(exc.strerror)) from None
-            except (tuf_errors.RepositoryError, ValueError) as exc:
-                raise TrustError(f"central state via {base}: refused, {type(exc).__name__}: {_first_line(exc)} "
-                                 "(a replayed, forged or stripped document; kept the state verified before)") from None
+        client = self._client(base)  # kept, with its connection, for the next refresh
+        try:
+            updater = Updater(str(self.dir), f"{base}/tuf/", fetcher=_Fetcher(client), config=LIMITS, bootstrap=None)
+            updater.refresh()
+        except (tuf_errors.DownloadError, httpx.HTTPError) as exc:
+            raise Unreachable(f"central state via {base}: cannot fetch it ({_first_line(exc)}); is the source up?",
+                              _first_line(exc)) from None
+        except tuf_errors.ExpiredMetadataError as exc:
+            raise TrustError(f"central state via {base}: refused, {_first_line(exc)} (central's timestamp "
+                             "expired: an offline or replaying source; nothing new is installed from it)") from None
+        except OSError as exc:  # a full or read-only data disk: not a verdict on central
+            raise Unreachable(f"central state via {base}: cannot keep it in {self.dir} ({exc.strerror}; free space "
+                              "on the data disk, the node retries)", str(exc.strerror)) from None
+        except (tuf_errors.RepositoryError, ValueError) as exc:
+            raise TrustError(f"central state via {base}: refused, {type(exc).__name__}: {_first_line(exc)} "
+                             "(a replayed, forged or stripped document; kept the state verified before)") from None
         try:
             root = self._local_root()
             state = _verified_local(self.dir, root)
@@ -159,6 +187,24 @@ class CentralTrust:
                              f"verify ({_first_line(exc)}); the next refresh fetches it again") from None
         self._take_keys(root)
         return state
+
+    def _client(self, base: str) -> httpx.Client:
+        key = (base, id(self.verify))
+        with self._clients_lock:
+            client = self._clients.get(key)
+            if client is None:
+                while len(self._clients) >= MAX_SOURCES:
+                    self._clients.pop(next(iter(self._clients))).close()
+                client = self._clients[key] = httpx.Client(
+                    timeout=self.timeout_s, verify=self.verify, limits=httpx.Limits(keepalive_expiry=KEEP_ALIVE_S))
+            return client
+
+    def close(self) -> None:
+        """Close the kept connections to the sources."""
+        with self._clients_lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
 
     def fresh(self, now: float) -> bool:
         return self.state is not None and self.state.fresh(now, self.grace_s)
