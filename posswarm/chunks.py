@@ -123,8 +123,18 @@ def read_content(path: Path, size: int, length: int) -> bytes:
 
     OSError if it cannot be read; ChunkError if its size or encoding is wrong (its BLAKE3 is the caller's).
     """
-    with open(path, "rb") as f:
-        stored = f.read(size + 1)  # bounded: a grown file is refused without reading all of it
+    # A bare descriptor, not a file object: reading a 420 MiB image's 6,593 chunk files took 0.08 CPU-s
+    # this way against 0.14-0.22 s through open() (measured), of ~0.7 s to read, decode and verify them.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        stored = b""
+        while len(stored) <= size:  # bounded: a grown file is refused without reading all of it
+            more = os.read(fd, size + 1 - len(stored))
+            if not more:
+                break
+            stored += more
+    finally:
+        os.close(fd)
     if len(stored) != size:
         raise ChunkError(f"has {os.stat(path).st_size} bytes, not {size}")
     return unpack(stored, length)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import os
 import shutil
@@ -225,8 +226,11 @@ def _cut_payload(
     trees: dict[str, FileTree] = {}  # every stored chunk file's v2 hashes, by its path below chunks/
     cut_lists: list[tuple[_Source, list[tuple[bytes, int]]]] = []
     pending: deque[tuple[bytes, bool, Future]] = deque()
-    made: set[Path] = set()
+    made: set[str] = set()
     done = 0
+    # Plain strings on the per-chunk path: building a Path for each of thousands of chunks cost more
+    # than BLAKE3 of their bytes (py-spy of a 420 MiB publish).
+    tmp_root, store_root = str(tmp), str(store.root)
 
     def write_next() -> None:
         digest, packed, work_done = pending.popleft()
@@ -245,17 +249,19 @@ def _cut_payload(
                     lengths.append((cut.digest, cut.length))
                     if cut.digest not in stored:
                         # The store's stored form, never a fresh one: one chunk, one file, in every release.
-                        size = store.stored_size(cut.digest)
-                        dest = tmp / chunk_relpath(cut.digest)
+                        rel = chunk_relpath(cut.digest)
+                        size = _size_of(f"{store_root}/{rel}")
+                        dest = f"{tmp_root}/{rel}"
                         stored[cut.digest] = 0  # being packed or hashed
-                        if size is not None and size <= cut.length and store.link_into(cut.digest, tmp, size):
-                            pending.append((cut.digest, False, pool.submit(_hash_file, dest, piece_size)))
+                        parent = dest[:dest.rindex("/")]
+                        if parent not in made:
+                            os.makedirs(parent, exist_ok=True)
+                            made.add(parent)
+                        if size is not None and size <= cut.length and _link_stored(store, cut.digest, size, tmp):
+                            pending.append((cut.digest, False, pool.submit(_hash_file, dest, size, piece_size)))
                         else:
-                            if dest.parent not in made:
-                                dest.parent.mkdir(parents=True, exist_ok=True)
-                                made.add(dest.parent)
-                            pending.append((cut.digest, True,
-                                            pool.submit(_pack_into, dest, bytes(cut.data), piece_size)))
+                            # The mmap's view, not a copy: the packing thread reads it once, compressing.
+                            pending.append((cut.digest, True, pool.submit(_pack_into, dest, cut.data, piece_size)))
                         while len(pending) > PACK_WINDOW:
                             write_next()
                     done += cut.length
@@ -268,11 +274,12 @@ def _cut_payload(
             cut_lists.append((src, lengths))
         while pending:
             write_next()
+        _sync_chunks(tmp, new)
+        # link(2) gives up the GIL: the store's names are made on every core too, only once all are durable.
+        for _ in pool.map(lambda digest: store.adopt(tmp / chunk_relpath(digest), digest), new, chunksize=64):
+            pass
     files = tuple(PayloadFile(src.name, src.mode, src.size, tuple(ChunkRef(d, stored[d], n) for d, n in lengths))
                   for src, lengths in cut_lists)
-    _sync_chunks(tmp, new)
-    for digest in new:
-        store.adopt(tmp / chunk_relpath(digest), digest)
     return files, whole.digest(), new, trees
 
 
@@ -281,22 +288,54 @@ def _in_torrent(digest: bytes) -> str:
     return chunk_relpath(digest).split("/", 1)[1]
 
 
-def _pack_into(dest: Path, content: bytes, piece_size: int) -> FileTree:
+def _pack_into(dest: str, content: memoryview, piece_size: int) -> FileTree:
     """Write chunk ``content`` in its stored form to ``dest``; the stored file's v2 hashes (and so its size).
 
     Runs on the packing threads, file and all: creating thousands of small files from the cutting
     thread left it waiting for the GIL (measured: 1.6 s of a 4.5 s publish of 128 MiB).
+    One open(2) that creates the file or fails (the publish's own fresh directory), one write, no stat.
     No fsync here: all new chunks are synced together, before the store sees them.
     """
     data = pack(content)
-    with open(dest, "wb") as f:
-        f.write(data)
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
     return file_tree(data, piece_size)
 
 
-def _hash_file(path: Path, piece_size: int) -> FileTree:
+def _hash_file(path: str, size: int, piece_size: int) -> FileTree:
     """The v2 hashes of a chunk file linked in from the store (already on disk: read it, on a packing thread)."""
-    return file_tree(path.read_bytes(), piece_size)
+    with open(path, "rb", buffering=0) as f:
+        data = f.read(size + 1)
+    if len(data) != size:  # the store's file changed under the publish: never hash a torrent file of another size
+        raise OSError(errno.EIO, f"chunk file holds {len(data)} bytes, not {size}", path)
+    return file_tree(data, piece_size)
+
+
+def _size_of(path: str) -> int | None:
+    """The size of the store's file ``path``, or None if it is absent (as ChunkStore.stored_size, without a Path)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def _link_stored(store: ChunkStore, digest: bytes, size: int, tmp: Path) -> bool:
+    """Hard-link the store's chunk ``digest`` of ``size`` stored bytes into the fresh release directory ``tmp``.
+
+    ``tmp`` is new and holds each chunk once, so one link(2) does it; anything unusual (a vanished
+    chunk, no hard links here) goes the store's careful way.
+    """
+    rel = chunk_relpath(digest)
+    try:
+        os.link(f"{store.root}/{rel}", f"{tmp}/{rel}")
+        return True
+    except OSError:
+        return store.link_into(digest, tmp, size)
 
 
 def _sync_chunks(tmp: Path, new: dict[bytes, int]) -> None:

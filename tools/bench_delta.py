@@ -80,6 +80,7 @@ def bench(args, workdir: Path) -> dict:
         if k not in images.CHANGES:
             raise PosswarmError(f"--changes: {k!r} is not one of {', '.join(images.CHANGES)}")
     size = args.image_mb * MiB
+    commit = _commit()  # the code that runs, not whatever HEAD is when a run of many minutes ends
     started = time.monotonic()
     images.gather(workdir / "tree-v1", int(size * images.FILE_SHARE))
     v1 = workdir / "v1.img"
@@ -95,7 +96,7 @@ def bench(args, workdir: Path) -> dict:
     result = {"image_bytes": size, "file_bytes": sum(p.stat().st_size for p in (workdir / "tree-v1").rglob("*")
                                                      if p.is_file()),
               "build_seconds": round(built_s, 1), "chunk_sizes": [CHUNK_MIN, CHUNK_AVG, CHUNK_MAX],
-              "zstd_level": ZSTD_LEVEL, "rows": []}
+              "zstd_level": ZSTD_LEVEL, "commit": commit, "rows": []}
     dd = dd_seconds(v1, workdir)
     cpu = time.process_time()  # all threads of this process: the publish's CPU, whatever the machine's load
     first = publish_release(v1, name="pos-os", version="1", private_key=key, out=releases)
@@ -139,7 +140,6 @@ def bench(args, workdir: Path) -> dict:
         shutil.rmtree(workdir / f"tree-{kind}")
     if not args.no_random:
         result["random"] = random_rows(workdir, min(size, 256 * MiB), key)
-    result["commit"] = _commit()
     return result
 
 
