@@ -18,9 +18,10 @@ from posswarm import logs
 from posswarm.errors import PosswarmError
 from posswarm.keys import key_id, load_private_key
 from posswarm.sku import snapshot
+from posswarm.sku.bucket import BUCKETS
 from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import InvalidSkuEntry, SkuEntry
-from posswarm.sku.hlc import Clock
+from posswarm.sku.hlc import MAX_HLC, Clock
 from posswarm.sku.signature import sign
 from posswarm.sku.snapshot import Snapshot
 from posswarm.trust.roles import role_public_keys
@@ -121,12 +122,19 @@ class CentralCatalog:
     def _live_codes(self) -> set[str]:
         return {entry.code for entry in self.replica.changes_since(0, limit=1 << 62) if not entry.deleted}
 
-    def page(self, cursor: int, limit: int = PAGE) -> dict:
+    def page(self, cursor: int, limit: int | None = None) -> dict:
         """Signed changes after ``cursor``: ``{"entries": [wire...], "cursor": next, "more": bool, "snapshot": wire}``
         (the newest catalog snapshot, or None before the first)."""
+        limit = PAGE if limit is None else limit
         entries = self.replica.changes_since(cursor, limit, signed_only=True)
         return {"entries": [e.to_wire() for e in entries], "cursor": entries[-1].hlc if entries else cursor,
                 "more": len(entries) >= limit, "snapshot": self.snapshot.to_wire() if self.snapshot else None}
+
+    def bucket_page(self, first: int, watermark: int, limit: int | None = None) -> dict:
+        """Whole buckets of the signed entries stamped at or below ``watermark`` (a snapshot's), from bucket
+        ``first`` on, for a cache far behind: ``{"entries": [wire...], "next": bucket or None when done}``."""
+        wires, after = self.replica.signed_in_buckets(first, watermark, PAGE if limit is None else limit)
+        return {"entries": wires, "next": after}
 
     def take_snapshot(self, key: Ed25519PrivateKey) -> Snapshot:
         """Sign a snapshot of every signed entry, streamed from the file on a connection of its own (WAL: the
@@ -228,7 +236,8 @@ def _file_stamp(path: Path) -> tuple | None:
 
 
 def routes(catalog: CentralCatalog) -> list[Route]:
-    """``GET /sku/changes?since=CURSOR[&wait=SEC]`` (msgpack), what the store caches pull.
+    """``GET /sku/changes?since=CURSOR[&wait=SEC]`` (msgpack), what the store caches pull, and
+    ``GET /sku/buckets?from=BUCKET&watermark=W``, the catalog snapshot's buckets whole for a cache far behind.
 
     With ``wait``, a caught-up cache's request is held until something changes (long poll), so a
     price change reaches the stores in well under a second without every store polling every second.
@@ -254,4 +263,16 @@ def routes(catalog: CentralCatalog) -> list[Route]:
             page = await trio.to_thread.run_sync(catalog.page, cursor)
         return Response(msgpack.packb(page), media_type="application/msgpack")
 
-    return [Route("/sku/changes", changes)]
+    async def buckets(request: Request) -> Response:
+        try:
+            first, watermark = int(request.query_params.get("from", "0")), int(request.query_params["watermark"])
+            if not 0 <= first < BUCKETS or not 0 <= watermark <= MAX_HLC:
+                raise ValueError
+        except (KeyError, ValueError):
+            return JSONResponse({"error": f"sku buckets: from must be a bucket 0-{BUCKETS - 1} and watermark the"
+                                          " stamp of a catalog snapshot"}, 400)
+        async with lock:
+            page = await trio.to_thread.run_sync(catalog.bucket_page, first, watermark)
+        return Response(msgpack.packb(page), media_type="application/msgpack")
+
+    return [Route("/sku/changes", changes), Route("/sku/buckets", buckets)]
