@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import time
 from pathlib import Path
 
@@ -152,6 +153,10 @@ class CentralCatalog:
         """Whether a signed change after ``cursor`` waits (what a long poll watches)."""
         return bool(self.replica.changes_since(cursor, 1, signed_only=True))
 
+    def newest_signed(self) -> int:
+        """The newest stamp of a signed entry (0 before any): a cache whose cursor is below it has a change waiting."""
+        return self.replica.newest_signed()
+
     def sign_pending(self, key: Ed25519PrivateKey, *, after_hlc: int = 0, now_ms: int,
                      limit: int = SIGN_BATCH) -> tuple[int, int]:
         """Stamp anew and sign with ``key`` up to ``limit`` entries stamped after ``after_hlc`` and not signed by
@@ -235,6 +240,33 @@ def _file_stamp(path: Path) -> tuple | None:
     return (st.st_mtime_ns, st.st_ino, st.st_size)
 
 
+class _Newest:
+    """The newest signed stamp, looked up once per WATCH_S however many caches long-poll: with one look per waiting
+    cache, 100 stores' polls queued on the catalog's lock (price change to every till p99 14.5 s at 100 stores)."""
+
+    def __init__(self, catalog: CentralCatalog) -> None:
+        self.catalog, self.stamp, self.looked_at, self.looking = catalog, 0, -math.inf, False
+        self.changed = trio.Event()
+
+    async def past(self, cursor: int) -> None:
+        """Return once a signed entry is stamped after ``cursor``."""
+        while self.stamp <= cursor:
+            if self.looking or trio.current_time() - self.looked_at < WATCH_S:
+                # The import runs in another process (the CLI): the file is watched, and the waiters woken.
+                with trio.move_on_after(WATCH_S):
+                    await self.changed.wait()
+                continue
+            self.looking = True
+            try:
+                async with self.catalog.lock:
+                    stamp = await trio.to_thread.run_sync(self.catalog.newest_signed)
+            finally:
+                self.looking, self.looked_at = False, trio.current_time()
+            if stamp > self.stamp:
+                self.stamp, changed, self.changed = stamp, self.changed, trio.Event()
+                changed.set()
+
+
 def routes(catalog: CentralCatalog) -> list[Route]:
     """``GET /sku/changes?since=CURSOR[&wait=SEC]`` (msgpack), what the store caches pull, and
     ``GET /sku/buckets?from=BUCKET&watermark=W``, the catalog snapshot's buckets whole for a cache far behind.
@@ -243,6 +275,7 @@ def routes(catalog: CentralCatalog) -> list[Route]:
     price change reaches the stores in well under a second without every store polling every second.
     """
     lock = catalog.lock
+    newest = _Newest(catalog)
 
     async def changes(request: Request) -> Response:
         try:
@@ -253,12 +286,7 @@ def routes(catalog: CentralCatalog) -> list[Route]:
         except ValueError:
             return JSONResponse({"error": "sku changes: since must be a cursor >= 0, wait seconds >= 0"}, 400)
         with trio.move_on_after(wait):
-            # The import runs in another process (the CLI), so we watch the file rather than wait on an event.
-            while True:
-                async with lock:
-                    if await trio.to_thread.run_sync(catalog.changed_after, cursor):
-                        break
-                await trio.sleep(WATCH_S)
+            await newest.past(cursor)
         async with lock:
             page = await trio.to_thread.run_sync(catalog.page, cursor)
         return Response(msgpack.packb(page), media_type="application/msgpack")

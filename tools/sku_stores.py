@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,7 @@ async def run_stores(root: Path, *, stores: int, tills: int, skus: int, changes:
             started = time.monotonic()
             await run.start(nursery)
             up_s = time.monotonic() - started
+            print(f"sku stores: {stores} stores up in {up_s:.1f} s", file=sys.stderr, flush=True)
             held: list[int] = []
 
             def fill_state() -> str:
@@ -132,6 +134,7 @@ async def run_stores(root: Path, *, stores: int, tills: int, skus: int, changes:
                         break
                     await trio.sleep(0.5)
             fill_s = time.monotonic() - started
+            print(f"sku stores: every till holds {skus:,} SKUs after {fill_s:.1f} s", file=sys.stderr, flush=True)
             per_till, every_till = [], []
             for n in range(changes):
                 row = dict(_row(rng.randrange(skus)), price_cents=20_000 + n)

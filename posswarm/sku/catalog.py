@@ -254,6 +254,12 @@ class SkuReplica:
             "SELECT bucket, leaf FROM sku WHERE hlc <= ? AND signature != x'' ORDER BY bucket, code", (watermark,))
         return watermark, ((bucket, bytes(leaf)) for bucket, leaf in rows)
 
+    def newest_signed(self) -> int:
+        """The newest stamp of a signed entry, 0 before any (down the stamp index from the top: central re-stamps what
+        it signs, so only an import not signed yet lies above it)."""
+        row = self._db.execute("SELECT hlc FROM sku WHERE signature != x'' ORDER BY hlc DESC LIMIT 1").fetchone()
+        return row[0] if row else 0
+
     def max_hlc(self) -> int:
         """The newest stamp held: restore a writer's :class:`~posswarm.sku.hlc.Clock` from it."""
         return self._db.execute("SELECT COALESCE(MAX(hlc), 0) FROM sku").fetchone()[0]
