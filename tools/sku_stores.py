@@ -18,6 +18,7 @@ from pathlib import Path
 
 import trio
 
+from posswarm.errors import PosswarmError
 from posswarm.gossip.driver import StoreChannel
 from posswarm.identity.credential import Credential, load_credential
 from posswarm.identity.tls import central_context
@@ -115,43 +116,52 @@ async def run_stores(root: Path, *, stores: int, tills: int, skus: int, changes:
     try:
         await rig.start_central()
         run = Stores(rig, stores, tills)
-        async with trio.open_nursery() as nursery:
-            started = time.monotonic()
-            await run.start(nursery)
-            up_s = time.monotonic() - started
-            print(f"sku stores: {stores} stores up in {up_s:.1f} s", file=sys.stderr, flush=True)
-            held: list[int] = []
+        try:
+            async with trio.open_nursery() as nursery:
+                started = time.monotonic()
+                await run.start(nursery)
+                up_s = time.monotonic() - started
+                print(f"sku stores: {stores} stores up in {up_s:.1f} s", file=sys.stderr, flush=True)
+                held: list[int] = []
 
-            def fill_state() -> str:
-                short = [n for n in held if n < skus]
-                return f"{len(short)} of {len(held)} tills short of {skus:,} SKUs (fewest: {min(held, default=0):,})"
+                def fill_state() -> str:
+                    short = [n for n in held if n < skus]
+                    return f"{len(short)} of {len(held)} tills short of {skus:,} SKUs (fewest: {min(held, default=0):,})"
 
-            # The stores are fed at once, and each cache checks every entry of its first pull from central.
-            async with _within(FILL_S, "every till of every store to hold the catalog", fill_state):
-                while True:
-                    held[:] = await _held(run.tills)
-                    if all(n >= skus for n in held):
-                        break
-                    await trio.sleep(0.5)
-            fill_s = time.monotonic() - started
-            print(f"sku stores: every till holds {skus:,} SKUs after {fill_s:.1f} s", file=sys.stderr, flush=True)
-            per_till, every_till = [], []
-            for n in range(changes):
-                row = dict(_row(rng.randrange(skus)), price_cents=20_000 + n)
-                changed_at = time.monotonic()
-                await trio.to_thread.run_sync(lambda: catalog.import_rows([row]))
-                seen: dict[int, float] = {}
-                async with _within(CHANGE_S, f"price change {n + 1} ({row['code']}) to reach every till",
-                                   lambda: f"{len(seen)} of {len(run.tills)} tills show it"):
-                    while len(seen) < len(run.tills):
-                        now = time.monotonic()
-                        for i, price in enumerate(await _prices(run.tills, row["code"])):
-                            if price == row["price_cents"] and i not in seen:
-                                seen[i] = now - changed_at
-                        await trio.sleep(POLL_S)
-                per_till.extend(seen.values())
-                every_till.append(max(seen.values()))
-            nursery.cancel_scope.cancel()
+                # The stores are fed at once, and each cache checks every entry of its first pull from central.
+                async with _within(FILL_S, "every till of every store to hold the catalog", fill_state):
+                    while True:
+                        held[:] = await _held(run.tills)
+                        if all(n >= skus for n in held):
+                            break
+                        await trio.sleep(0.5)
+                fill_s = time.monotonic() - started
+                print(f"sku stores: every till holds {skus:,} SKUs after {fill_s:.1f} s", file=sys.stderr, flush=True)
+                per_till, every_till = [], []
+                for n in range(changes):
+                    row = dict(_row(rng.randrange(skus)), price_cents=20_000 + n)
+                    changed_at = time.monotonic()
+                    await trio.to_thread.run_sync(lambda: catalog.import_rows([row]))
+                    seen: dict[int, float] = {}
+                    async with _within(CHANGE_S, f"price change {n + 1} ({row['code']}) to reach every till",
+                                       lambda: f"{len(seen)} of {len(run.tills)} tills show it"):
+                        while len(seen) < len(run.tills):
+                            prices = await _prices(run.tills, row["code"])
+                            now = time.monotonic()  # after the pass: an upper bound of when each till showed it
+                            for i, price in enumerate(prices):
+                                if price == row["price_cents"] and i not in seen:
+                                    seen[i] = now - changed_at
+                            await trio.sleep(POLL_S)
+                    per_till.extend(seen.values())
+                    every_till.append(max(seen.values()))
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the nodes' nursery wraps what the waits raise
+            failed = group.subgroup(PosswarmError)
+            if failed is None:
+                raise
+            while isinstance(failed, BaseExceptionGroup):
+                failed = failed.exceptions[0]
+            raise failed from None
         return {
             "stores": stores, "tills_per_store": tills, "tills": stores * tills, "skus": skus,
             "stores_started_s": round(up_s, 2), "every_till_full_catalog_s": round(fill_s, 2),
