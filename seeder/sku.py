@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import time
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from posswarm import logs
 from posswarm.errors import PosswarmError
 from posswarm.keys import key_id, load_private_key
 from posswarm.sku import snapshot
+from posswarm.sku.bucket import BUCKETS
 from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import InvalidSkuEntry, SkuEntry
-from posswarm.sku.hlc import Clock
+from posswarm.sku.hlc import MAX_HLC, Clock
 from posswarm.sku.signature import sign
 from posswarm.sku.snapshot import Snapshot
 from posswarm.trust.roles import role_public_keys
@@ -121,12 +123,19 @@ class CentralCatalog:
     def _live_codes(self) -> set[str]:
         return {entry.code for entry in self.replica.changes_since(0, limit=1 << 62) if not entry.deleted}
 
-    def page(self, cursor: int, limit: int = PAGE) -> dict:
+    def page(self, cursor: int, limit: int | None = None) -> dict:
         """Signed changes after ``cursor``: ``{"entries": [wire...], "cursor": next, "more": bool, "snapshot": wire}``
         (the newest catalog snapshot, or None before the first)."""
+        limit = PAGE if limit is None else limit
         entries = self.replica.changes_since(cursor, limit, signed_only=True)
         return {"entries": [e.to_wire() for e in entries], "cursor": entries[-1].hlc if entries else cursor,
                 "more": len(entries) >= limit, "snapshot": self.snapshot.to_wire() if self.snapshot else None}
+
+    def bucket_page(self, first: int, watermark: int, limit: int | None = None) -> dict:
+        """Whole buckets of the signed entries stamped at or below ``watermark`` (a snapshot's), from bucket
+        ``first`` on, for a cache far behind: ``{"entries": [wire...], "next": bucket or None when done}``."""
+        wires, after = self.replica.signed_in_buckets(first, watermark, PAGE if limit is None else limit)
+        return {"entries": wires, "next": after}
 
     def take_snapshot(self, key: Ed25519PrivateKey) -> Snapshot:
         """Sign a snapshot of every signed entry, streamed from the file on a connection of its own (WAL: the
@@ -143,6 +152,10 @@ class CentralCatalog:
     def changed_after(self, cursor: int) -> bool:
         """Whether a signed change after ``cursor`` waits (what a long poll watches)."""
         return bool(self.replica.changes_since(cursor, 1, signed_only=True))
+
+    def newest_signed(self) -> int:
+        """The newest stamp of a signed entry (0 before any): a cache whose cursor is below it has a change waiting."""
+        return self.replica.newest_signed()
 
     def sign_pending(self, key: Ed25519PrivateKey, *, after_hlc: int = 0, now_ms: int,
                      limit: int = SIGN_BATCH) -> tuple[int, int]:
@@ -227,13 +240,42 @@ def _file_stamp(path: Path) -> tuple | None:
     return (st.st_mtime_ns, st.st_ino, st.st_size)
 
 
+class _Newest:
+    """The newest signed stamp, looked up once per WATCH_S however many caches long-poll: with one look per waiting
+    cache, 100 stores' polls queued on the catalog's lock (price change to every till p99 14.5 s at 100 stores)."""
+
+    def __init__(self, catalog: CentralCatalog) -> None:
+        self.catalog, self.stamp, self.looked_at, self.looking = catalog, 0, -math.inf, False
+        self.changed = trio.Event()
+
+    async def past(self, cursor: int) -> None:
+        """Return once a signed entry is stamped after ``cursor``."""
+        while self.stamp <= cursor:
+            if self.looking or trio.current_time() - self.looked_at < WATCH_S:
+                # The import runs in another process (the CLI): the file is watched, and the waiters woken.
+                with trio.move_on_after(WATCH_S):
+                    await self.changed.wait()
+                continue
+            self.looking = True
+            try:
+                async with self.catalog.lock:
+                    stamp = await trio.to_thread.run_sync(self.catalog.newest_signed)
+            finally:
+                self.looking, self.looked_at = False, trio.current_time()
+            if stamp > self.stamp:
+                self.stamp, changed, self.changed = stamp, self.changed, trio.Event()
+                changed.set()
+
+
 def routes(catalog: CentralCatalog) -> list[Route]:
-    """``GET /sku/changes?since=CURSOR[&wait=SEC]`` (msgpack), what the store caches pull.
+    """``GET /sku/changes?since=CURSOR[&wait=SEC]`` (msgpack), what the store caches pull, and
+    ``GET /sku/buckets?from=BUCKET&watermark=W``, the catalog snapshot's buckets whole for a cache far behind.
 
     With ``wait``, a caught-up cache's request is held until something changes (long poll), so a
     price change reaches the stores in well under a second without every store polling every second.
     """
     lock = catalog.lock
+    newest = _Newest(catalog)
 
     async def changes(request: Request) -> Response:
         try:
@@ -244,14 +286,21 @@ def routes(catalog: CentralCatalog) -> list[Route]:
         except ValueError:
             return JSONResponse({"error": "sku changes: since must be a cursor >= 0, wait seconds >= 0"}, 400)
         with trio.move_on_after(wait):
-            # The import runs in another process (the CLI), so we watch the file rather than wait on an event.
-            while True:
-                async with lock:
-                    if await trio.to_thread.run_sync(catalog.changed_after, cursor):
-                        break
-                await trio.sleep(WATCH_S)
+            await newest.past(cursor)
         async with lock:
             page = await trio.to_thread.run_sync(catalog.page, cursor)
         return Response(msgpack.packb(page), media_type="application/msgpack")
 
-    return [Route("/sku/changes", changes)]
+    async def buckets(request: Request) -> Response:
+        try:
+            first, watermark = int(request.query_params.get("from", "0")), int(request.query_params["watermark"])
+            if not 0 <= first < BUCKETS or not 0 <= watermark <= MAX_HLC:
+                raise ValueError
+        except (KeyError, ValueError):
+            return JSONResponse({"error": f"sku buckets: from must be a bucket 0-{BUCKETS - 1} and watermark the"
+                                          " stamp of a catalog snapshot"}, 400)
+        async with lock:
+            page = await trio.to_thread.run_sync(catalog.bucket_page, first, watermark)
+        return Response(msgpack.packb(page), media_type="application/msgpack")
+
+    return [Route("/sku/changes", changes), Route("/sku/buckets", buckets)]

@@ -4,7 +4,8 @@ Real processes on loopback (seeder signing with the SKU key, cache, N devices). 
 device's process start, and from its store-data service being up, until its replica holds the whole catalog;
 (2) per price change imported at central, the time until every device's replica shows it; (3) in this
 process, what central's signature costs: entries/s central signs, and entries/s a till applies with and
-without checking the signatures.
+without checking the signatures. With ``--stores N``, instead: a price change to every till of N stores
+(tools/sku_stores.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from posswarm import logs
 from posswarm.errors import PosswarmError
 from posswarm.keys import KeyRing
 from posswarm.sku.catalog import SkuReplica, bucket_of
@@ -40,6 +42,9 @@ def _row(i: int) -> dict:
 
 def _rows(count: int) -> list[dict]:
     return [_row(i) for i in range(count)]
+
+
+CENTRAL = "central"
 
 
 class BenchFailed(PosswarmError):
@@ -70,6 +75,28 @@ def _held(replicas: Replicas, names: list[str], skus: int) -> str:
     return ", ".join(f"{name} holds {replicas.count(name):,} of {skus:,} SKUs" for name in names)
 
 
+# A bulk wait fails only when nothing moved for this long: on a loaded host (load 11 on 2 cores) filling
+# 100k took longer than any fixed deadline chosen on a quiet one, while a stuck transfer never moves at all.
+STALL_S = 120.0
+
+
+async def _until_held(what: str, progress: Callable[[], int], done: Callable[[], bool], state: Callable[[], str],
+                      poll_s: float) -> None:
+    """Wait until ``done``; fail with one line naming ``what`` (and ``state``) once ``progress`` stalls STALL_S."""
+    seen, moved = progress(), time.monotonic()
+    while True:
+        asked = time.monotonic()
+        if done():
+            return
+        # COUNT(*) over 1M rows takes a good part of a second of the nodes' CPU: never more than a fifth of it.
+        await trio.sleep(max(poll_s, 4 * (time.monotonic() - asked)))
+        if (now := progress()) != seen:
+            seen, moved = now, time.monotonic()
+        elif time.monotonic() - moved > STALL_S:
+            raise BenchFailed(f"sku bench: {what}: nothing moved for {STALL_S:.0f} s; {state()}"
+                              " (stuck: see the nodes' logs with --keep DIR)")
+
+
 class Replicas:
     """Read-only looks into each node's sku.sqlite (the node writes it; WAL lets us read alongside)."""
 
@@ -79,16 +106,23 @@ class Replicas:
 
     def _conn(self, name: str) -> sqlite3.Connection | None:
         if name not in self._db:
-            path = self.rig.data_dir(name) / "sku.sqlite"
+            path = (self.rig.central_data if name == CENTRAL else self.rig.data_dir(name)) / "sku.sqlite"
             if not path.exists():
                 return None
             self._db[name] = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
         return self._db[name]
 
     def count(self, name: str) -> int:
+        return self._scalar(name, "SELECT COUNT(*) FROM sku WHERE deleted = 0")
+
+    def signed(self, name: str) -> int:
+        """Entries signed (central's file: how far its signer got)."""
+        return self._scalar(name, "SELECT COUNT(*) FROM sku WHERE signature != x''")
+
+    def _scalar(self, name: str, query: str) -> int:
         db = self._conn(name)
         try:
-            return db.execute("SELECT COUNT(*) FROM sku WHERE deleted = 0").fetchone()[0] if db else 0
+            return db.execute(query).fetchone()[0] if db else 0
         except sqlite3.OperationalError:  # schema not created yet
             return 0
 
@@ -156,30 +190,31 @@ async def run_benchmark(root: Path, *, skus: int = 100_000, devices: int = 4, ch
         started = time.monotonic()
         await trio.to_thread.run_sync(lambda: catalog.import_rows(_rows(skus)))
         import_s = time.monotonic() - started
-        # Deadlines grow with the catalog: the cache checks every entry's signature (~10k/s of one core here).
-        bulk_s = max(180.0, skus / 1000)
-        async with _within(bulk_s, "the store (cache and devices) to start and connect"):
+        async with _within(180, "the store (cache and devices) to start and connect"):
             await rig.start_all()
             await rig.wait_connected()
         started = time.monotonic()
-        async with _within(bulk_s, "the cache to hold the whole catalog", lambda: _held(replicas, ["cache"], skus)):
-            while replicas.count("cache") < skus:
-                await trio.sleep(0.05)
+        # Central signs the imported catalog and the cache pulls it as it goes: either moving is progress.
+        await _until_held("the cache to hold the whole catalog",
+                          lambda: replicas.count("cache") + replicas.signed(CENTRAL),
+                          lambda: replicas.count("cache") >= skus,
+                          lambda: f"central signed {replicas.signed(CENTRAL):,}, " + _held(replicas, ["cache"], skus),
+                          poll_s=0.25)  # COUNT(*) over the catalog costs CPU the nodes need
         cache_s = time.monotonic() - started
         # Every device started with the store: they are fed as the cache catches up; wait for them too.
-        async with _within(bulk_s, "every device to hold the whole catalog",
-                           lambda: _held(replicas, rig.device_names, skus)):
-            while any(replicas.count(name) < skus for name in rig.device_names):
-                await trio.sleep(0.05)
+        await _until_held("every device to hold the whole catalog",
+                          lambda: sum(replicas.count(name) for name in rig.device_names),
+                          lambda: all(replicas.count(name) >= skus for name in rig.device_names),
+                          lambda: _held(replicas, rig.device_names, skus), poll_s=0.5)
         # A fresh till joins the store that already holds the catalog.
         fresh = rig.add_device()
         spawned = time.monotonic()
-        async with _within(bulk_s, "the fresh device to hold the whole catalog", lambda: _held(replicas, [fresh], skus)):
+        async with _within(180, "the fresh device to start"):
             await rig.start(fresh)
-            up = time.monotonic()
-            while replicas.count(fresh) < skus:
-                await trio.sleep(0.1)  # COUNT(*) over 100k rows costs CPU the nodes need: do not poll harder
-            held = time.monotonic()
+        up = time.monotonic()
+        await _until_held("the fresh device to hold the whole catalog", lambda: replicas.count(fresh),
+                          lambda: replicas.count(fresh) >= skus, lambda: _held(replicas, [fresh], skus), poll_s=0.1)
+        held = time.monotonic()
         delays = []
         for n in range(changes):
             code_index = rng.randrange(skus)
@@ -214,7 +249,10 @@ async def run_benchmark(root: Path, *, skus: int = 100_000, devices: int = 4, ch
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="posswarm-bench sku", description=__doc__.splitlines()[0])
-    p.add_argument("--skus", type=int, default=100_000)
+    p.add_argument("--skus", type=int, default=None, help="catalog size (default 100,000; 1,000 with --stores)")
+    p.add_argument("--stores", type=int, default=0,
+                   help="time price changes to every till of this many stores instead (tools/sku_stores.py)")
+    p.add_argument("--tills-per-store", type=int, default=2, help="with --stores")
     p.add_argument("--devices", type=int, default=4, help="devices running before the fresh one joins")
     p.add_argument("--changes", type=int, default=20, help="price changes to time")
     p.add_argument("--seed", type=int, default=None)
@@ -224,8 +262,16 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="posswarm-bench-sku-") as tmp:
         root = args.keep or Path(tmp)
         try:
-            result = trio.run(lambda: run_benchmark(root, skus=args.skus, devices=args.devices, changes=args.changes,
-                                                    seed=args.seed))
+            if args.stores:
+                from tools.sku_stores import run_stores  # it builds on this module's helpers
+
+                logs.configure("warning", component="bench")  # hundreds of nodes in one process: info lines cost CPU
+
+                result = trio.run(lambda: run_stores(root, stores=args.stores, tills=args.tills_per_store,
+                                                     skus=args.skus or 1_000, changes=args.changes, seed=args.seed))
+            else:
+                result = trio.run(lambda: run_benchmark(root, skus=args.skus or 100_000, devices=args.devices,
+                                                        changes=args.changes, seed=args.seed))
         except PosswarmError as exc:
             print(f"posswarm-bench sku: {exc}", file=sys.stderr)
             return 1

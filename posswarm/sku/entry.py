@@ -10,6 +10,7 @@ import msgpack
 
 from posswarm.errors import PosswarmError
 from posswarm.signed_doc import KEY_ID
+from posswarm.sku.bucket import bucket_of
 from posswarm.sku.hlc import MAX_HLC
 
 SIGNATURE_SIZE = 64  # Ed25519
@@ -39,8 +40,10 @@ class SkuEntry:
     tax_class: str = ""
     key_id: str = ""
     signature: bytes = b""
-    # The leaf, once computed: a bulk load asks for it three times per entry (snapshot check, merge, row).
+    # The leaf and bucket, once computed: a bulk load asks for each two or three times per entry (snapshot
+    # check, merge, row).
     _leaf: bytes = dataclasses.field(default=b"", init=False, repr=False, compare=False)
+    _bucket: int = dataclasses.field(default=-1, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         who = f"sku {self.code!r}"
@@ -89,6 +92,13 @@ class SkuEntry:
         if not self._leaf:
             object.__setattr__(self, "_leaf", blake3.blake3(msgpack.packb(self.content())).digest(16))
         return self._leaf
+
+    @property
+    def bucket(self) -> int:
+        """Which of the catalog's buckets the entry falls in (posswarm/sku/bucket.py)."""
+        if self._bucket < 0:
+            object.__setattr__(self, "_bucket", bucket_of(self.code))
+        return self._bucket
 
     @property
     def version(self) -> Version:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from posswarm.errors import PosswarmError
 from posswarm.keys import KeyRing, key_id
 from posswarm.signed_doc import KEY_ID
-from posswarm.sku.bucket import BUCKETS, bucket_of
+from posswarm.sku.bucket import BUCKETS
 from posswarm.sku.entry import SIGNATURE_SIZE, SkuEntry
 from posswarm.sku.hlc import MAX_HLC
 from posswarm.sku.signature import SkuSignatures, signed_problem
@@ -122,7 +122,7 @@ def vouched(snapshot: Snapshot, entries: Sequence[SkuEntry]) -> tuple[set[int], 
     by_bucket: dict[int, list[tuple[str, int]]] = defaultdict(list)
     for index, entry in enumerate(entries):
         if entry.hlc <= snapshot.watermark:
-            by_bucket[bucket_of(entry.code)].append((entry.code, index))
+            by_bucket[entry.bucket].append((entry.code, index))
     good: set[int] = set()
     mismatched: list[int] = []
     for bucket, members in sorted(by_bucket.items()):

@@ -18,7 +18,7 @@ from posswarm.sales.ledger import Ledger
 from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
 from posswarm.sku.signature import SkuSignatures
-from posswarm.sku.snapshot import HeldSnapshot
+from posswarm.sku.snapshot import HeldSnapshot, Snapshot
 from posswarm.storedata import central
 from posswarm.storedata.inbox import handle_each
 from posswarm.storedata.sku_sync import SkuServer, batches
@@ -150,7 +150,7 @@ class CacheData:
 
     async def _pull_sku(self, client: httpx.AsyncClient) -> None:
         """Follow central's catalog: catch up page by page, then long-poll for the next change."""
-        caught_up = False
+        caught_up, unfilled = False, None
         while True:
             asked = trio.current_time()
             wait = LONG_POLL_S if caught_up else 0.0
@@ -165,6 +165,15 @@ class CacheData:
             refused_before, signed = self.signatures.refused, []
             if snapshot is not None:
                 self.snapshot.take(snapshot, source=self.central_url)
+            held = self.snapshot.snapshot
+            if more and held is not None and held.watermark > cursor and snapshot == held and held != unfilled:
+                # Far behind (a fresh cache): the snapshot's buckets whole, checked by hashing, instead of this
+                # page and the rest one signature per entry and one re-hash of every bucket per page.
+                if await self._fill_by_buckets(client, held):
+                    continue
+                # Not tried again for this snapshot (a forger on the path would hold the cache there): the
+                # pages go on, each entry checked on its own.
+                unfilled, refused_before = held, self.signatures.refused
 
             def check(newer: list[SkuEntry]) -> list[SkuEntry]:
                 # Only entries newer than what is held are checked: a page asked for again after a refusal
@@ -191,6 +200,29 @@ class CacheData:
             if caught_up and not entries and trio.current_time() - asked < wait / 2:
                 await trio.sleep(self.sku_poll_s)  # central answered at once: it does not long-poll
 
+    async def _fill_by_buckets(self, client: httpx.AsyncClient, held: Snapshot) -> bool:
+        """Take every bucket of central's snapshot ``held``; True once all are applied and the cursor is at its
+        watermark. False (the changes path goes on from the cursor) if central fails or an entry was refused."""
+        started, first, applied = trio.current_time(), 0, 0
+        refused_before, vouched_before = self.signatures.refused, self.snapshot.vouched
+        while first is not None:
+            try:
+                entries, after = await central.sku_buckets(client, self.central_url, first, held.watermark)
+            except PosswarmError as exc:
+                log.warning("sku.bucket_fill_failed", reason=str(exc), bucket=first)
+                return False
+            if entries:
+                check = self.snapshot.check_for(entries, source=self.central_url)
+                applied += await self._sku_db.run(self.replica.apply, entries, now_ms=now_ms(), check=check)
+            if self.signatures.refused > refused_before:
+                return False  # the cursor stays before what was refused
+            first = after
+        if held.watermark > await self._sku_db.run(self.replica.cursor):
+            await self._sku_db.run(self.replica.set_cursor, held.watermark)
+        log.info("sku.filled_by_buckets", watermark=held.watermark, changed=applied,
+                 vouched=self.snapshot.vouched - vouched_before, took_s=round(trio.current_time() - started, 2))
+        return True
+
     async def status(self) -> dict:
         totals = await self._sales_db.run(self.ledger.totals)
         unforwarded = await self._sales_db.run(self.ledger.unforwarded_count)
@@ -201,5 +233,6 @@ class CacheData:
             "sku_refused_future": self.replica.refused,
             "sku_refused_signature": self.signatures.refused,
             "sku_snapshot_watermark": self.snapshot.snapshot.watermark if self.snapshot.snapshot else None,
+            "sku_vouched_by_snapshot": self.snapshot.vouched,
             "refused": dict(self.refused),
         }

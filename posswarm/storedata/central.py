@@ -1,4 +1,4 @@
-"""The cache's HTTP calls to central: hand over a batch of sales, pull SKU changes since a cursor."""
+"""The cache's HTTP calls to central: hand over a batch of sales, pull SKU changes since a cursor or whole buckets."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from posswarm.errors import PosswarmError
 from posswarm.identity.credential import Credential
 from posswarm.sales import batch_signature
 from posswarm.sales.model import Sale
+from posswarm.sku.bucket import BUCKETS
 from posswarm.sku.entry import SkuEntry
 from posswarm.sku.snapshot import Snapshot
 from posswarm.wallclock import now_ms
@@ -18,6 +19,10 @@ from posswarm.wallclock import now_ms
 MSGPACK = "application/msgpack"
 SALES_PATH = "/sales/ingest"
 SKU_PATH = "/sku/changes"
+SKU_BUCKETS_PATH = "/sku/buckets"
+# A bucket page is ~20k entries (seeder/sku.py PAGE) and its last bucket whole: ~3 MB at 1M SKUs of
+# ordinary names; the cap leaves room for long names and refuses a central (or a proxy) sending without end.
+MAX_BUCKET_PAGE = 64 * 1024 * 1024
 
 
 async def post_sales(client: httpx.AsyncClient, base_url: str, store: str, sales: Sequence[Sale],
@@ -74,3 +79,30 @@ async def sku_changes(client: httpx.AsyncClient, base_url: str, cursor: int,
     if type(next_cursor) is not int or next_cursor < cursor or type(more) is not bool:
         raise PosswarmError(f"sku changes from {url}: bad cursor {next_cursor!r} after {cursor}")
     return entries, next_cursor, more, snapshot
+
+
+async def sku_buckets(client: httpx.AsyncClient, base_url: str, first: int,
+                      watermark: int) -> tuple[list[SkuEntry], int | None]:
+    """Whole buckets from ``first`` on of central's signed entries up to the catalog snapshot at ``watermark``:
+    (entries, the next bucket to ask for, None when that was the last); the snapshot checks them, not this."""
+    url = f"{base_url.rstrip('/')}{SKU_BUCKETS_PATH}"
+    try:
+        async with client.stream("GET", url, params={"from": first, "watermark": watermark}) as response:
+            if response.status_code != 200:
+                raise PosswarmError(f"sku buckets from {url}: HTTP {response.status_code}; will pull changes")
+            body = bytearray()
+            async for part in response.aiter_bytes():
+                body += part
+                if len(body) > MAX_BUCKET_PAGE:
+                    raise PosswarmError(f"sku buckets from {url}: page over {MAX_BUCKET_PAGE} bytes; refused,"
+                                        " will pull changes")
+    except httpx.HTTPError as exc:
+        raise PosswarmError(f"sku buckets from {url}: {type(exc).__name__} ({exc}); will pull changes") from None
+    try:
+        doc = msgpack.unpackb(bytes(body), raw=False)
+        entries, after = [SkuEntry.from_wire(wire) for wire in doc["entries"]], doc["next"]
+    except (ValueError, KeyError, TypeError, AttributeError, PosswarmError, msgpack.UnpackException) as exc:
+        raise PosswarmError(f"sku buckets from {url}: malformed answer ({exc}); is central on this version?") from None
+    if after is not None and (type(after) is not int or not first < after < BUCKETS):
+        raise PosswarmError(f"sku buckets from {url}: bad next bucket {after!r} after bucket {first}")
+    return entries, after

@@ -15,7 +15,7 @@ from posswarm.gossip.messages import SalesAck, SalesDigest, SalesPush, SkuDigest
 from posswarm.keys import KeyRing
 from posswarm.sales.model import Sale
 from posswarm.sales.outbox import Outbox, Recorded
-from posswarm.sku.catalog import SkuReplica, bucket_of
+from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
 from posswarm.sku.signature import SkuSignatures
 from posswarm.sku.snapshot import HeldSnapshot
@@ -197,8 +197,8 @@ def _last_bucket(batch: list[SkuEntry]) -> list[SkuEntry]:
     """The entries at the end of ``batch`` in the same bucket as its last one (none if that is all of it)."""
     if not batch:
         return []
-    last = bucket_of(batch[-1].code)
+    last = batch[-1].bucket
     start = len(batch)
-    while start > 0 and bucket_of(batch[start - 1].code) == last:
+    while start > 0 and batch[start - 1].bucket == last:
         start -= 1
     return batch[start:] if start > 0 else []

@@ -185,3 +185,23 @@ def test_a_batch_holding_two_versions_of_a_sku_keeps_the_newer_in_either_order()
         replica = SkuReplica(":memory:")
         assert replica.apply(batch) == 1
         assert replica.entry("SKU1") == new
+
+
+def test_bucket_pages_are_whole_buckets_of_signed_entries_up_to_the_watermark():
+    replica = SkuReplica(":memory:", digests=False)
+    signed = [SkuEntry(f"SKU{i:04d}", pack(T, i), "central", key_id="0123456789abcdef", signature=b"s" * 64)
+              for i in range(600)]
+    unsigned = SkuEntry("SKU9999", pack(T, 1), "central")
+    replica.apply([*signed, unsigned])
+    watermark = pack(T, 499)  # the 100 stamped later are the cursor's, not this snapshot's
+    pages, first = [], 0
+    while first is not None:
+        wires, first = replica.signed_in_buckets(first, watermark, limit=50)
+        pages.append([SkuEntry.from_wire(w) for w in wires])
+    got = [entry for page in pages for entry in page]
+    assert sorted(e.code for e in got) == [f"SKU{i:04d}" for i in range(500)]
+    assert got == sorted(got, key=lambda e: (e.bucket, e.code))
+    for before, after in zip(pages, pages[1:]):  # no bucket cut between two pages
+        assert before[-1].bucket < after[0].bucket
+    assert all(len(page) >= 50 for page in pages[:-1])
+    assert got[0] == replica.entry(got[0].code)

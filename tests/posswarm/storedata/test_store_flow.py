@@ -7,10 +7,11 @@ import inspect
 from pathlib import Path
 
 import httpx
+import msgpack
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from posswarm import http_service
@@ -335,3 +336,64 @@ async def test_a_batch_central_refuses_stays_at_the_cache_until_its_credential_i
         return (await cache.status())["sales"]["unforwarded"] == 0
 
     await _until(all_forwarded)
+
+
+async def _snapshot_of_all(central: Central, count: int) -> int:
+    """Wait for central's signed snapshot to cover ``count`` entries; its watermark."""
+    await _until(lambda: central.catalog.snapshot is not None
+                 and central._on_own_connection(lambda c: len(c.replica.changes_since(
+                     0, 1 << 62, signed_only=True))) == count
+                 and central.catalog.snapshot.watermark == central._on_own_connection(lambda c: c.replica.max_hlc()))
+    return central.catalog.snapshot.watermark
+
+
+async def test_a_fresh_cache_fills_by_the_snapshots_whole_buckets_then_follows_changes(nursery, tmp_path, monkeypatch):
+    monkeypatch.setattr(sku, "PAGE", 200)  # 1,000 SKUs are then five pages: far behind
+    central = Central(tmp_path)
+    url = await central.start(nursery)
+    rows = [(f"SKU{i:04d}", f"5{i:05d}", f"item {i}", 100 + i, "A") for i in range(1000)]
+    central.import_rows(sku.read_csv(_csv(tmp_path / "a.csv", rows)))
+    watermark = await _snapshot_of_all(central, 1000)
+    cache, _ = await _start_cache(nursery, tmp_path, url, central)
+
+    async def cache_holds_central():
+        return await cache._sku_db.run(cache.replica.bucket_digests) == central.digests()
+
+    await _until(cache_holds_central)
+    status = await cache.status()
+    assert status["sku_vouched_by_snapshot"] == 1000 and status["sku_refused_signature"] == 0
+    assert await cache._sku_db.run(cache.replica.cursor) >= watermark
+    central.import_rows([{"code": "SKU0007", "barcode": "500007", "name": "item 7", "price_cents": 999,
+                          "tax_class": "A", "deleted": False, "line": 2}])
+    await _until(lambda: cache.lookup("SKU0007"))
+    await _until(cache_holds_central)  # the change after the snapshot came by the cursor, from its watermark on
+    assert (await cache.lookup("SKU0007")).price_cents == 999
+
+
+async def test_a_bucket_page_changed_on_the_way_is_refused_and_the_catalog_still_arrives(nursery, tmp_path,
+                                                                                         monkeypatch):
+    monkeypatch.setattr(sku, "PAGE", 200)
+    central = Central(tmp_path)
+    forged = []
+
+    async def tampered_buckets(request):  # an on-path rewriter of the bucket pages, the change pages left alone
+        page = central.catalog.bucket_page(int(request.query_params["from"]), int(request.query_params["watermark"]))
+        if page["entries"]:
+            page["entries"][0][6] = 1  # price_cents: the bucket no longer hashes, nor the entry's signature holds
+            forged.append(page["entries"][0][0])
+        return Response(msgpack.packb(page), media_type="application/msgpack")
+
+    app = Starlette(routes=[Route("/sku/buckets", tampered_buckets)] + sku.routes(central.catalog))
+    url = await central.start(nursery, app)
+    rows = [(f"SKU{i:04d}", f"5{i:05d}", f"item {i}", 100 + i, "A") for i in range(1000)]
+    central.import_rows(sku.read_csv(_csv(tmp_path / "a.csv", rows)))
+    await _snapshot_of_all(central, 1000)
+    cache, _ = await _start_cache(nursery, tmp_path, url, central)
+
+    async def cache_holds_central():
+        return await cache._sku_db.run(cache.replica.bucket_digests) == central.digests()
+
+    await _until(cache_holds_central)
+    status = await cache.status()
+    assert forged and status["sku_refused_signature"] >= 1
+    assert (await cache.lookup(forged[0])).price_cents != 1
