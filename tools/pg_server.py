@@ -22,10 +22,11 @@ def server_bin() -> Path | None:
 
 
 @contextmanager
-def throwaway_postgres(settings: dict[str, str] | None = None) -> Iterator[str]:
+def throwaway_postgres(settings: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> Iterator[str]:
     """Yield a ``postgresql://`` URL of a fresh server (durable by default: fsync on), gone on the way out.
 
-    As root the server runs as the ``postgres`` user (it refuses to run as root).
+    As root the server runs as the ``postgres`` user (it refuses to run as root). ``prefix``
+    (``ip netns exec NS``) starts it inside a network namespace: its 127.0.0.1 is that namespace's.
     """
     bindir = server_bin()
     if bindir is None:
@@ -39,7 +40,7 @@ def throwaway_postgres(settings: dict[str, str] | None = None) -> Iterator[str]:
     options = " ".join(f"-c {k}={v}" for k, v in {"listen_addresses": "127.0.0.1", **(settings or {})}.items())
 
     def run(*cmd: str) -> None:
-        full = ["runuser", "-u", user, "--", *cmd] if user else list(cmd)
+        full = [*prefix, *(["runuser", "-u", user, "--"] if user else []), *cmd]
         done = subprocess.run(full, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise PosswarmError(f"postgresql {Path(cmd[0]).name}: {done.stderr.strip()[-300:]}")

@@ -48,8 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--wan-cap-kbps", type=int, default=0,
                    help="give every cache an all-day WAN window capping it at this rate (default: none)")
     r.add_argument("--central-failover", action="store_true",
-                   help="central as two trackers on one Redis and two seeders on one releases directory behind "
-                        "HAProxy; one of each is SIGKILLed when the caches hold half the image")
+                   help="central as two trackers on one Redis and two seeders on one releases directory and one "
+                        "PostgreSQL behind HAProxy; one of each is SIGKILLed when the caches hold half the image, "
+                        "while every till sells and the dashboard is polled")
     r.add_argument("--deadline", type=float, default=600.0, help="seconds to wait for every device (default 600)")
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs, data)")
@@ -169,6 +170,15 @@ def describe(result: dict) -> str:
         f = result["central_failover"]
         lines.append(f"central failover: {f['killed']} SIGKILLed at {f['killed_at_percent']:.0f} % of the caches' bytes; "
                      f"longest stall after it {f['stalled_s']} s")
+    if result.get("sales"):
+        v = result["sales"]
+        lines.append(f"sales: {v['acknowledged']} answered at the tills ({v['rung_after_kill']} after the kill), "
+                     f"lost {v['lost']}, duplicated {v['duplicated']}, phantom {v['phantom']}, wrong total "
+                     f"{v['wrong_total']}; to central p50 {v['to_central_p50_ms']} ms, p99 {v['to_central_p99_ms']} ms")
+    if result.get("dashboard"):
+        d = result["dashboard"]
+        lines.append(f"dashboard: {d['answered_200']} of {d['polls']} polls answered 200 "
+                     f"({d['after_kill_200']} after the kill); longest gap {d['longest_gap_s']} s")
     if "update" in result:
         u = result["update"]
         lines.append(f"update ({u['percent']:g} % changed, {u['changed_bytes']:,} B): WAN in {u['wan_bytes_in']:,} B "

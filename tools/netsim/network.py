@@ -54,6 +54,7 @@ class Network:
         self.metrics_token_file = write_operator_token(workdir / "central" / "metrics.token")  # the caches' own
         self.tracker_url: str | None = None
         self.seeder_url: str | None = None
+        self.store_data = False  # every node runs the store's sales (tills take sales on their local API)
 
     async def start(self, nursery: trio.Nursery, name: str, namespace: str, cmd: list[str], kind: str) -> str:
         """Run ``cmd`` inside ``namespace`` until ``nursery`` is cancelled; returns its ready value (URL, port)."""
@@ -124,6 +125,10 @@ class Network:
             doc["metrics"] = {"token_file": str(self.metrics_token_file)}
             if self.wan_cap_kbps:
                 doc["wan"] = {"schedule": [f"daily 00:00-24:00 {self.wan_cap_kbps}"]}
+        if self.store_data:  # the API's port is the kernel's, written to DATA_DIR/api.url
+            doc["store"] = {"data": True, "api_port": 0}
+            if node.role != "cache":  # the cache is found without waiting on mDNS
+                doc["store"]["gossip_seeds"] = f"{store.cache.address}:7946"
         return doc
 
     def data_dir(self, node: Node) -> Path:
