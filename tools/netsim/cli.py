@@ -178,7 +178,8 @@ def describe(result: dict) -> str:
     if result.get("dashboard"):
         d = result["dashboard"]
         lines.append(f"dashboard: {d['answered_200']} of {d['polls']} polls answered 200 "
-                     f"({d['after_kill_200']} after the kill); longest gap {d['longest_gap_s']} s")
+                     f"({d['after_kill_200']} after the kill); longest gap {d['longest_gap_s']} s "
+                     f"(before the kill {d['longest_gap_before_kill_s']} s)")
     if "update" in result:
         u = result["update"]
         lines.append(f"update ({u['percent']:g} % changed, {u['changed_bytes']:,} B): WAN in {u['wan_bytes_in']:,} B "

@@ -348,9 +348,11 @@ async def _failover_rollout(net: Network, nursery: trio.Nursery, scenario, tills
     result["dashboard"] = {
         "polls": len(polls), "answered_200": len(ok), "longest_gap_s": dashboard_gap_s(polls),
         "gap_began_after_kill_s": None if gap is None else round(gap[1] - pair.killed_at, 2),
+        # the same machine's load without a kill: the gap's yardstick
+        "longest_gap_before_kill_s": dashboard_gap_s([p for p in polls if p[0] <= pair.killed_at]),
         "not_200": dict(Counter(status for _, status in polls if status != "200")),
         "after_kill_200": sum(at > pair.killed_at for at in ok),
         "note": f"GET /stats with the operator's token through HAProxy every {DASHBOARD_EVERY_S} s, a new "
-                f"connection each; gap: the longest time between two 200s",
+                f"connection each; gap: the longest time between two 200s (the run's last poll closes it)",
     }
     return result
