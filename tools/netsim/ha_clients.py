@@ -3,7 +3,7 @@
 ``till``: the simulated POS (tools/pos_till.py) on the till's own local API (127.0.0.1 in the till's
 namespace), one sale every 1/RATE s into its own ledger, until the stop file appears.
 ``dashboard``: GET the tracker's /stats through HAProxy with the operator's token every 0.5 s; one line
-per poll on stdout (``monotonic status``), the connection new each time, as a browser after a reset.
+per poll on stdout (``monotonic status``, or the error instead of a status), the connection new each time, as a browser after a reset.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ async def _dashboard(args: argparse.Namespace) -> None:
             try:
                 status = str((await client.get(args.url, headers=headers)).status_code)
             except httpx.HTTPError as exc:
-                status = type(exc).__name__
+                # the why (one line), to tell the proxy's refusal from the tracker's silence
+                status = ": ".join(filter(None, (type(exc).__name__, " ".join(str(exc).split())[:80])))
             print(f"{time.monotonic():.3f} {status}", flush=True)
             await trio.sleep(max(0.0, DASHBOARD_EVERY_S - (time.monotonic() - started)))
 
