@@ -24,6 +24,7 @@ from tools.netsim.ha_clients import DASHBOARD_EVERY_S
 from tools.netsim.network import ANNOUNCE_INTERVAL_S, STARTUP_TIMEOUT_S, Network
 from tools.pg_server import server_bin, throwaway_postgres
 from tools.pos_ledger import PosLedger
+from tools.sales_rig import percentile
 from tools.sales_verdict import exactly_once, verdict
 
 log = logs.get("netsim")
@@ -275,13 +276,6 @@ async def _watch_dashboard(net: Network, polls: list[tuple[float, str]], *, task
             await process.wait()
 
 
-def _percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))], 1)
-
-
 async def failover_rollout(net: Network, nursery: trio.Nursery, scenario) -> dict:
     """The netsim rollout with central as a pair, one of each killed half-way; what that cost, in the result."""
     net.store_data = True
@@ -324,7 +318,7 @@ async def _failover_rollout(net: Network, nursery: trio.Nursery, scenario, tills
         while int((await central.query("SELECT count(*) FROM sale"))[0]) < acknowledged:
             await trio.sleep(0.5)
     found = verdict(attempted, await central.export())
-    to_central = [float(ms) for ms in await central.query("SELECT received_ms - created_ms FROM sale")]
+    to_central = [int(ms) for ms in await central.query("SELECT received_ms - created_ms FROM sale")]
     after_kill = int((await central.query(f"SELECT count(*) FROM sale WHERE created_ms > {pair.killed_ms}"))[0])
     at = next(done for t, done in samples if t >= pair.killed_at)
     result["central_failover"] = {
@@ -334,11 +328,10 @@ async def _failover_rollout(net: Network, nursery: trio.Nursery, scenario, tills
                 f"(sampled every {SAMPLE_S} s from status.json, rewritten every 0.5 s)",
     }
     result["sales"] = {
-        **{k: v for k, v in found.items() if k != "examples"}, "examples": found.get("examples", {}),
-        "exactly_once": exactly_once(found), "per_till_per_s": SALES_PER_S, "rung_after_kill": after_kill,
+        **found, "exactly_once": exactly_once(found), "per_till_per_s": SALES_PER_S, "rung_after_kill": after_kill,
         "settle_s": round(time.monotonic() - settled_at, 1),
-        "pos_p99_ms": _percentile(pos_ms, 99), "to_central_p50_ms": _percentile(to_central, 50),
-        "to_central_p99_ms": _percentile(to_central, 99),
+        "pos_p99_ms": percentile([round(ms) for ms in pos_ms], 99), "to_central_p50_ms": percentile(to_central, 50),
+        "to_central_p99_ms": percentile(to_central, 99),
         "note": "verdict: central's export against every till's POS ledger, by transaction id; to central: "
                 "the sale's created_ms at the till to received_ms in central's PostgreSQL",
     }
