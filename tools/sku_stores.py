@@ -113,16 +113,20 @@ class Looks:
 
 
 class CpuShare:
-    """Cores this process used since the last :meth:`reset`: near 1.0, its one event loop is the bottleneck."""
+    """Cores this process used since the last :meth:`reset` (its SQLite threads included), and the share of one
+    core its event loop's thread used: near 1.0, every node's work queues in that one loop."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        self._cpu, self._wall = time.process_time(), time.monotonic()
+        self._cpu, self._loop, self._wall = time.process_time(), time.thread_time(), time.monotonic()
 
     def __call__(self) -> float:
         return (time.process_time() - self._cpu) / max(time.monotonic() - self._wall, 1e-9)
+
+    def loop(self) -> float:
+        return (time.thread_time() - self._loop) / max(time.monotonic() - self._wall, 1e-9)
 
 
 async def run_stores(root: Path, *, stores: int, tills: int, skus: int, changes: int, seed: int | None) -> dict:
@@ -158,7 +162,7 @@ async def run_stores(root: Path, *, stores: int, tills: int, skus: int, changes:
                 fill_s = time.monotonic() - started
                 print(f"sku stores: every till holds {skus:,} SKUs after {fill_s:.1f} s", file=sys.stderr, flush=True)
                 per_till, every_till = [], []
-                fill_cores = cpu()
+                fill_cores, fill_loop = cpu(), cpu.loop()
                 cpu.reset()
                 for n in range(changes):
                     row = dict(_row(rng.randrange(skus)), price_cents=20_000 + n)
@@ -167,7 +171,8 @@ async def run_stores(root: Path, *, stores: int, tills: int, skus: int, changes:
                     seen: dict[int, float] = {}
                     async with _within(CHANGE_S, f"price change {n + 1} ({row['code']}) to reach every till",
                                        lambda: f"{len(seen)} of {len(looks.tills)} tills show it;"
-                                               f" this process used {cpu():.2f} cores during the changes"):
+                                               f" this process used {cpu():.2f} cores during the changes,"
+                                               f" its event loop {cpu.loop():.0%} of one"):
                         while len(seen) < len(looks.tills):
                             prices = await looks.prices(row["code"])
                             now = time.monotonic()  # after the pass: an upper bound of when each till showed it
@@ -177,7 +182,7 @@ async def run_stores(root: Path, *, stores: int, tills: int, skus: int, changes:
                             await trio.sleep(POLL_S)
                     per_till.extend(seen.values())
                     every_till.append(max(seen.values()))
-                change_cores = cpu()
+                change_cores, change_loop = cpu(), cpu.loop()
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:  # the nodes' nursery wraps what the waits raise
             failed = group.subgroup(PosswarmError)
@@ -198,6 +203,8 @@ async def run_stores(root: Path, *, stores: int, tills: int, skus: int, changes:
             # and the figures are of one overloaded event loop, not of stores on their own hardware.
             "bench_process_cores_during_fill": round(fill_cores, 2),
             "bench_process_cores_during_changes": round(change_cores, 2),
+            "bench_event_loop_share_during_fill": round(fill_loop, 2),
+            "bench_event_loop_share_during_changes": round(change_loop, 2),
         }
     finally:
         if looks is not None:
