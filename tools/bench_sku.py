@@ -100,13 +100,14 @@ async def _until_held(what: str, progress: Callable[[], int], done: Callable[[],
 class Replicas:
     """Read-only looks into each node's sku.sqlite (the node writes it; WAL lets us read alongside)."""
 
-    def __init__(self, rig: Rig) -> None:
+    def __init__(self, rig: Rig, path_of: Callable[[str], Path] | None = None) -> None:
         self.rig = rig
+        self._path_of = path_of or (lambda name: (rig.central_data if name == CENTRAL else rig.data_dir(name)) / "sku.sqlite")
         self._db: dict[str, sqlite3.Connection] = {}
 
     def _conn(self, name: str) -> sqlite3.Connection | None:
         if name not in self._db:
-            path = (self.rig.central_data if name == CENTRAL else self.rig.data_dir(name)) / "sku.sqlite"
+            path = self._path_of(name)
             if not path.exists():
                 return None
             self._db[name] = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False)

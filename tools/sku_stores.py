@@ -26,7 +26,7 @@ from posswarm.keys import KeyRing, load_private_key
 from posswarm.storedata.cache import CacheData
 from posswarm.storedata.device import DeviceData
 from seeder.sku import CentralCatalog
-from tools.bench_sku import _row, _rows, _within
+from tools.bench_sku import Replicas, _row, _rows, _within
 from tools.sales_rig import Rig, percentile
 
 # Generous: what these wait on is named when they fail; a stuck store shows as its tills' counts.
@@ -51,6 +51,7 @@ class Stores:
         self._sku_keys = KeyRing([load_private_key(keys.key("sku")).public_key()])
         self._tls = central_context(keys.authority)
         self.stores: list[Store] = []
+        self.sku_files: dict[str, Path] = {}  # till -> its replica file, read by the benchmark alongside the till
 
     def _credential(self, store: str, node: str, role: str) -> Credential:
         out = self.rig.root / "nodes" / f"{node}.identity"
@@ -84,28 +85,48 @@ class Stores:
             till_channel = StoreChannel(credential=self._credential(store, node, "device"),
                                         address=f"{address}.{10 + t}")
             await nursery.start(till_channel.run)
+            self.sku_files[node] = data / f"{node}-sku.sqlite"
             till = DeviceData(till_channel, outbox_path=str(data / f"{node}-outbox.sqlite"),
-                              sku_path=str(data / f"{node}-sku.sqlite"), device_id=node, sku_keys=self._sku_keys)
+                              sku_path=str(self.sku_files[node]), device_id=node, sku_keys=self._sku_keys)
             await nursery.start(till.run)
             till_channel.add_peer(channel.node_id, f"{address}.1", channel.port)
             tills.append(till)
         self.stores.append(Store(cache, tills))
 
-    @property
-    def tills(self) -> list[DeviceData]:
-        return [till for store in self.stores for till in store.tills]
+
+class Looks:
+    """The tills' replica files read in one worker thread per pass, not through each till's own calls: asked
+    node by node, a pass queued 200 times behind the tills' anti-entropy in an event loop already short of CPU."""
+
+    def __init__(self, rig: Rig, files: dict[str, Path]) -> None:
+        self.tills = sorted(files)
+        self._replicas = Replicas(rig, path_of=files.__getitem__)
+
+    async def prices(self, code: str) -> list[int | None]:
+        return await trio.to_thread.run_sync(lambda: [self._replicas.price(till, code) for till in self.tills])
+
+    async def held(self) -> list[int]:
+        return await trio.to_thread.run_sync(lambda: [self._replicas.count(till) for till in self.tills])
+
+    def close(self) -> None:
+        self._replicas.close()
 
 
-async def _prices(tills: list[DeviceData], code: str) -> list[int | None]:
-    found: list[int | None] = []
-    for till in tills:
-        entry = await till.lookup(code)
-        found.append(entry.price_cents if entry else None)
-    return found
+class CpuShare:
+    """Cores this process used since the last :meth:`reset` (its SQLite threads included), and the share of one
+    core its event loop's thread used: near 1.0, every node's work queues in that one loop."""
 
+    def __init__(self) -> None:
+        self.reset()
 
-async def _held(tills: list[DeviceData]) -> list[int]:
-    return [(await till.status())["skus"] for till in tills]
+    def reset(self) -> None:
+        self._cpu, self._loop, self._wall = time.process_time(), time.thread_time(), time.monotonic()
+
+    def __call__(self) -> float:
+        return (time.process_time() - self._cpu) / max(time.monotonic() - self._wall, 1e-9)
+
+    def loop(self) -> float:
+        return (time.thread_time() - self._loop) / max(time.monotonic() - self._wall, 1e-9)
 
 
 async def run_stores(root: Path, *, stores: int, tills: int, skus: int, changes: int, seed: int | None) -> dict:
@@ -116,37 +137,44 @@ async def run_stores(root: Path, *, stores: int, tills: int, skus: int, changes:
     try:
         await rig.start_central()
         run = Stores(rig, stores, tills)
+        looks: Looks | None = None
         try:
             async with trio.open_nursery() as nursery:
                 started = time.monotonic()
                 await run.start(nursery)
                 up_s = time.monotonic() - started
                 print(f"sku stores: {stores} stores up in {up_s:.1f} s", file=sys.stderr, flush=True)
+                looks, cpu = Looks(rig, run.sku_files), CpuShare()
                 held: list[int] = []
 
                 def fill_state() -> str:
                     short = [n for n in held if n < skus]
-                    return f"{len(short)} of {len(held)} tills short of {skus:,} SKUs (fewest: {min(held, default=0):,})"
+                    return (f"{len(short)} of {len(held)} tills short of {skus:,} SKUs (fewest: {min(held, default=0):,});"
+                            f" this process used {cpu():.2f} cores meanwhile")
 
                 # The stores are fed at once, and each cache checks every entry of its first pull from central.
                 async with _within(FILL_S, "every till of every store to hold the catalog", fill_state):
                     while True:
-                        held[:] = await _held(run.tills)
+                        held[:] = await looks.held()
                         if all(n >= skus for n in held):
                             break
                         await trio.sleep(0.5)
                 fill_s = time.monotonic() - started
                 print(f"sku stores: every till holds {skus:,} SKUs after {fill_s:.1f} s", file=sys.stderr, flush=True)
                 per_till, every_till = [], []
+                fill_cores, fill_loop = cpu(), cpu.loop()
+                cpu.reset()
                 for n in range(changes):
                     row = dict(_row(rng.randrange(skus)), price_cents=20_000 + n)
                     changed_at = time.monotonic()
                     await trio.to_thread.run_sync(lambda: catalog.import_rows([row]))
                     seen: dict[int, float] = {}
                     async with _within(CHANGE_S, f"price change {n + 1} ({row['code']}) to reach every till",
-                                       lambda: f"{len(seen)} of {len(run.tills)} tills show it"):
-                        while len(seen) < len(run.tills):
-                            prices = await _prices(run.tills, row["code"])
+                                       lambda: f"{len(seen)} of {len(looks.tills)} tills show it;"
+                                               f" this process used {cpu():.2f} cores during the changes,"
+                                               f" its event loop {cpu.loop():.0%} of one"):
+                        while len(seen) < len(looks.tills):
+                            prices = await looks.prices(row["code"])
                             now = time.monotonic()  # after the pass: an upper bound of when each till showed it
                             for i, price in enumerate(prices):
                                 if price == row["price_cents"] and i not in seen:
@@ -154,6 +182,7 @@ async def run_stores(root: Path, *, stores: int, tills: int, skus: int, changes:
                             await trio.sleep(POLL_S)
                     per_till.extend(seen.values())
                     every_till.append(max(seen.values()))
+                change_cores, change_loop = cpu(), cpu.loop()
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:  # the nodes' nursery wraps what the waits raise
             failed = group.subgroup(PosswarmError)
@@ -170,8 +199,16 @@ async def run_stores(root: Path, *, stores: int, tills: int, skus: int, changes:
             "price_change_to_every_till_p50_s": round(percentile(every_till, 50), 3),
             "price_change_to_every_till_p99_s": round(percentile(every_till, 99), 3),
             "price_changes": changes,
+            # Of the machine's cores, what the one process of all caches and tills used: near 1 it is saturated,
+            # and the figures are of one overloaded event loop, not of stores on their own hardware.
+            "bench_process_cores_during_fill": round(fill_cores, 2),
+            "bench_process_cores_during_changes": round(change_cores, 2),
+            "bench_event_loop_share_during_fill": round(fill_loop, 2),
+            "bench_event_loop_share_during_changes": round(change_loop, 2),
         }
     finally:
+        if looks is not None:
+            looks.close()
         catalog.close()
         with trio.CancelScope(shield=True):
             await rig.stop_all()

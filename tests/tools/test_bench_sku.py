@@ -34,3 +34,6 @@ async def test_a_price_change_reaches_every_till_of_several_stores(tmp_path):
     result = await run_stores(tmp_path, stores=2, tills=2, skus=50, changes=2, seed=7)
     assert result["tills"] == 4 and result["price_changes"] == 2
     assert 0 < result["price_change_to_a_till_p50_s"] <= result["price_change_to_every_till_p99_s"]
+    # What says whether the figures are of stores or of one saturated process: the cores this process used.
+    assert result["bench_process_cores_during_changes"] > 0
+    assert 0 < result["bench_event_loop_share_during_changes"] <= result["bench_process_cores_during_changes"] + 0.01
