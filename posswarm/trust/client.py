@@ -157,7 +157,12 @@ class CentralTrust:
                 self.refused[url] = str(exc)
             raise
         self.state, self.last = state, Outcome(url, time.time())
+        before = self.revoked.entries()
         self.revoked.replace(state.revoked)
+        if self.revoked.entries() != before:
+            # A source's certificate is checked in the TLS handshake (posswarm/catalog/store_source.py): a kept
+            # connection was checked against the list before, so every one is opened, and checked, again.
+            self.close()
         self.refused.pop(url, None)
         return state
 
