@@ -20,7 +20,7 @@ log = logs.get("seeder")
 # Changes that come within this many ms of each other are one wake-up: a publish writes targets, snapshot
 # and timestamp one after the other.
 SETTLE_MS = 20
-# How long the watcher thread waits for the directory to appear before it looks again.
+# How long the watch waits before it looks again for a directory not made yet, or after inotify failed.
 MISSING_RETRY_S = 5.0
 
 

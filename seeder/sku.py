@@ -149,10 +149,6 @@ class CentralCatalog:
         self.snapshot = made
         return made
 
-    def changed_after(self, cursor: int) -> bool:
-        """Whether a signed change after ``cursor`` waits (what a long poll watches)."""
-        return bool(self.replica.changes_since(cursor, 1, signed_only=True))
-
     def newest_signed(self) -> int:
         """The newest stamp of a signed entry (0 before any): a cache whose cursor is below it has a change waiting."""
         return self.replica.newest_signed()
