@@ -144,8 +144,8 @@ async def run_scenario(root: Path, *, devices: int = 3, sales: int = 300, drop: 
                         chaos.start_soon(_cut, 2.0, on_wire.till_cut_s, rig.address(rig.device_names[0]),
                                          rig.address("cache"), stats, "till_cuts")
                     limit = max(120.0, 10 * sales / (rate * devices))
-                    with trio.move_on_after(limit):
-                        while shop.quota > 0:
+                    with trio.move_on_after(limit):  # and, when killing, until both kinds have died once
+                        while shop.quota > 0 or (kill_every > 0 and not (stats["device_kills"] and stats["cache_kills"])):
                             await trio.sleep(0.1)
                     if shop.quota > 0:
                         raise PosswarmError(f"sales scenario: {shop.quota} of {sales} sales still unrung after {limit:.0f} s"
