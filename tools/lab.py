@@ -105,13 +105,14 @@ class Lab:
 
     # ---- processes --------------------------------------------------------------------------
 
-    async def start_central(self, nursery: trio.Nursery) -> None:
-        """Tracker first (the seeder announces to it), then the seeder."""
+    async def start_central(self, nursery: trio.Nursery, *, seeder_options: tuple[str, ...] = ()) -> None:
+        """Tracker first (the seeder announces to it), then the seeder; ``seeder_options`` go to its serve
+        (e.g. ``("--web-seed", url)``)."""
         seeder_ip = f"{self.central_ip.rsplit('.', 1)[0]}.3"
         # Central serves HTTPS, as in production; the tracker knows each node by its certificate.
         tls_cert, tls_key = self.central_keys.issue_tls([seeder_ip, self.central_ip])
         # The tracker reads central's revocations from the seeder, which starts after it: its port is chosen now.
-        seeder_port = _free_port(seeder_ip)
+        seeder_port = free_port(seeder_ip)
         self.tracker_url = await nursery.start(partial(
             run_process, "tracker",
             [bin_path("posswarm-tracker"), "serve", "--listen", f"{self.central_ip}:0",
@@ -131,7 +132,8 @@ class Lab:
              "--enrolment-key", str(self.central_keys.key("enrolment")),
              "--operator-token-file", str(self.operator_token_file),
              "--listen", f"{seeder_ip}:{seeder_port}", "--bt-listen", f"{seeder_ip}:0",
-             "--tracker", f"{self.tracker_url}/announce", "--tracker-ca", str(self.central_keys.authority)],
+             "--tracker", f"{self.tracker_url}/announce", "--tracker-ca", str(self.central_keys.authority),
+             *seeder_options],
             self.logs / "seeder.log", pids=self.pids, exited=self.exited,
         ))
 
@@ -241,7 +243,7 @@ class Lab:
         return ", ".join(parts)
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str) -> int:
     """A TCP port free on ``host`` now; the lab's addresses are its own, so nothing else takes it meanwhile."""
     with socket.socket() as s:
         s.bind((host, 0))
