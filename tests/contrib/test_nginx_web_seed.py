@@ -18,7 +18,11 @@ import httpx
 import pytest
 import trio
 
+from posswarm.keys import load_private_key
+from posswarm.torrent import SessionConfig, TorrentFinished, TorrentSession
 from posswarm.torrent.session import POLL_INTERVAL
+from seeder.keys_cli import init_keys
+from seeder.publish import publish
 from tools.lab import Lab, free_port, write_image
 
 CONFIG = Path(__file__).resolve().parents[2] / "contrib" / "nginx" / "posswarm-releases.conf"
@@ -52,14 +56,16 @@ def served(log: Path) -> list[Served]:
     return lines
 
 
-def nginx_config(workdir: Path, *, listen: str, releases: Path) -> Path:
-    """The shipped site file with the test's address and RELEASES, inside a main config of the test's own."""
+def nginx_config(workdir: Path, *, listen: list[str], releases: Path) -> Path:
+    """The shipped site file, once for each ``listen`` directive (address, and TLS where the test wants it), with
+    the test's RELEASES, inside a main config of the test's own."""
     site = CONFIG.read_text()
-    for placeholder, value in (("198.51.100.40:80", listen), ("root /srv/posswarm;", f"root {releases.parent};")):
+    for placeholder in ("listen 198.51.100.40:80;", "root /srv/posswarm;"):
         assert placeholder in site, f"{CONFIG} no longer has {placeholder!r}: update this test"
-        site = site.replace(placeholder, value)
     assert releases.name == "releases"  # the site serves ROOT/releases/NAME/VERSION/
-    (workdir / "site.conf").write_text(site)
+    site = site.replace("root /srv/posswarm;", f"root {releases.parent};")
+    (workdir / "site.conf").write_text("\n".join(site.replace("listen 198.51.100.40:80;", f"listen {directive};")
+                                                 for directive in listen))
     temp = "\n".join(f"    {kind}_temp_path {workdir / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     main = workdir / "nginx.conf"
     main.write_text(f"""\
@@ -81,8 +87,8 @@ http {{
     return main
 
 
-async def run_nginx(config: Path, address: tuple[str, int], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """nginx in the foreground until cancelled; started() once it accepts connections."""
+async def run_nginx(config: Path, *addresses: tuple[str, int], task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """nginx in the foreground until cancelled; started() once it accepts connections on every address."""
     error_log = config.with_name("error.log")
     check = await trio.run_process(["nginx", "-t", "-q", "-e", str(error_log), "-c", str(config)],
                                    capture_stderr=True, check=False)
@@ -92,13 +98,14 @@ async def run_nginx(config: Path, address: tuple[str, int], *, task_status=trio.
                                                stderr=subprocess.DEVNULL)
     try:
         with trio.fail_after(10):
-            while True:
-                assert process.poll() is None, f"nginx exited: {error_log.read_text(errors='replace')[-2000:]}"
-                try:
-                    await (await trio.open_tcp_stream(*address)).aclose()
-                    break
-                except OSError:
-                    await trio.sleep(0.05)  # it binds within milliseconds of its start
+            for address in addresses:
+                while True:
+                    assert process.poll() is None, f"nginx exited: {error_log.read_text(errors='replace')[-2000:]}"
+                    try:
+                        await (await trio.open_tcp_stream(*address)).aclose()
+                        break
+                    except OSError:
+                        await trio.sleep(0.05)  # it binds within milliseconds of its start
         task_status.started()
         await process.wait()
     finally:
@@ -119,11 +126,12 @@ async def test_the_cache_finishes_a_release_from_nginx_alone_after_central_is_ki
     web.mkdir()
     host = f"127.{lab.net}.0.4"  # on central's net, outside the store LAN: the cache's WAN cap applies
     port = free_port(host)
-    config = nginx_config(web, listen=f"{host}:{port}", releases=lab.releases)
+    config = nginx_config(web, listen=[f"{host}:{port}"], releases=lab.releases)
     image = write_image(tmp_path / "image.bin", SIZE_MB, seed=18)
     capped = {"wan": {"download_limit_kbps": WAN_KBPS}}
     async with trio.open_nursery() as nursery:
-        with trio.fail_after(30):
+        # As the lab's other tests allow: at load average 13 on 2 cores the two nodes took 16 s to start.
+        with trio.fail_after(60):
             await nursery.start(run_nginx, config, (host, port))
             # The seeder hands caches http://HOST:PORT/releases/NAME/VERSION/ (posswarm/catalog/model.py).
             await lab.start_central(nursery, seeder_options=("--web-seed", f"http://{host}:{port}/"))
@@ -178,16 +186,18 @@ async def test_the_cache_finishes_a_release_from_nginx_alone_after_central_is_ki
     print(f"release {wanted} B; the cache's WAN counter {wan:.0f} B (seeder {split['wan']}, web seed {split['web']}); "
           f"nginx served {from_nginx} B, {from_nginx_late} B in {len(late)} range requests after the kill; "
           f"killed at {at_kill['percent']:.0f} %, finished {finished_at - killed_at:.1f} s after")
-    # The cache finished after central was gone, with chunk ranges from nginx, the one source left.
+    # The cache finished after central was gone, with chunk ranges from nginx, the one source left. nginx logs a
+    # request once its last byte is in the socket's buffer, which the capped cache reads later: what
+    # the log shows after the kill is less than what the cache took after it (measured: 13-33 % of the release).
     assert finished_at > killed_at
-    assert from_nginx_late >= 0.1 * wanted and all(s.status == 206 and s.range.startswith("bytes=") for s in late)
+    assert from_nginx_late >= 0.05 * wanted and all(s.status == 206 and s.range.startswith("bytes=") for s in late)
     # The node counts as web seed bytes what nginx sent.
     assert abs(split["web"] - from_nginx) <= 0.01 * from_nginx, (split, from_nginx)
     assert wan == cache["bytes_from_wan"] == split["wan"] + split["web"]
     # Every byte crossed the WAN once: the seeder's share before it died and nginx's make the release. The cache
     # banks a connection's counter every POLL_INTERVAL, so the seeder's last bytes (that long at the WAN cap, or
-    # twice that when the poll comes late on a loaded machine) are missing from its share (measured: 0-460 KB at
-    # load average 7-10 on 2 cores).
+    # twice that when the poll comes late on a loaded machine) are missing from its share (measured: up to 600 KB
+    # at load average 7-13 on 2 cores).
     unbanked = 2 * POLL_INTERVAL * WAN_KBPS * 1000 / 8
     assert wanted - unbanked <= split["wan"] + from_nginx <= wanted * 1.05
     assert wanted - unbanked <= wan <= wanted * 1.05
@@ -203,3 +213,46 @@ def _finished(log: Path, key: str) -> tuple[float, dict[str, int]]:
     assert found, f"no torrent.finished line for {key} in {log}"
     at = datetime.datetime.fromisoformat(found.group(1).replace("Z", "+00:00")).timestamp()
     return at, dict(zip(("lan", "wan", "web"), map(int, found.groups()[1:])))
+
+
+async def test_an_https_web_seed_is_taken_only_under_centrals_ca(tmp_path, monkeypatch):
+    """What node.py does for libtorrent (SSL_CERT_FILE = central's CA): nginx with a certificate under central's
+    enrolment authority serves a release; the same nginx with one under another CA (a public CDN's, say) gives
+    nothing."""
+    releases = tmp_path / "central" / "releases"
+    central = init_keys(tmp_path / "central" / "keys", releases)
+    other = init_keys(tmp_path / "other" / "keys", tmp_path / "other" / "releases")
+    host = "127.0.18.4"
+    good, bad = free_port(host), free_port(host)
+    good_cert, good_key = central.issue_tls([host])
+    bad_cert, bad_key = other.issue_tls([host])
+    payload = write_image(tmp_path / "image.bin", 2, seed=18)
+    publish(payload, name=NAME, version="1.0", private_key=load_private_key(central.key("targets")), out=releases)
+    torrent = (releases / NAME / "1.0" / "release.torrent").read_bytes()
+    web = tmp_path / "nginx"
+    web.mkdir()
+    config = nginx_config(web, releases=releases, listen=[
+        f"{host}:{good} ssl; ssl_certificate {good_cert}; ssl_certificate_key {good_key}",
+        f"{host}:{bad} ssl; ssl_certificate {bad_cert}; ssl_certificate_key {bad_key}"])
+    monkeypatch.setenv("SSL_CERT_FILE", str(central.authority))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_nginx, config, (host, good), (host, bad))
+        sessions = {}
+        for name, port, ip in (("good", good, "127.0.18.1"), ("bad", bad, "127.0.18.2")):
+            session = await nursery.start(TorrentSession(SessionConfig(ip, lan_network=f"{ip}/32")).run)
+            sessions[name] = (session, session.subscribe())
+            await session.add(f"{NAME}@1.0", torrent, tmp_path / name,
+                              web_seeds=[f"https://{host}:{port}/releases/{NAME}/1.0/"])
+        with trio.fail_after(20):
+            async for event in sessions["good"][1]:
+                if isinstance(event, TorrentFinished):
+                    break
+            # The refused handshake, as nginx logs it (the client's alert), and only then look at the other.
+            refusal = re.compile(rf"alert unknown ca.*server: {re.escape(host)}:{bad}\b")
+            while not refusal.search((web / "error.log").read_text(errors="replace")):
+                await trio.sleep(0.05)
+        assert sessions["good"][0].progress(f"{NAME}@1.0").web_bytes >= payload.stat().st_size
+        refused = sessions["bad"][0].progress(f"{NAME}@1.0")
+        assert (refused.web_bytes, refused.done_bytes) == (0, 0)
+        nursery.cancel_scope.cancel()
+    assert (tmp_path / "good" / "chunks").is_dir() and not (tmp_path / "bad" / "chunks").exists()
