@@ -188,7 +188,7 @@ async def test_the_cache_finishes_a_release_from_nginx_alone_after_central_is_ki
           f"killed at {at_kill['percent']:.0f} %, finished {finished_at - killed_at:.1f} s after")
     # The cache finished after central was gone, with chunk ranges from nginx, the one source left. nginx logs a
     # request once its last byte is in the socket's buffer, which the capped cache reads later: what
-    # the log shows after the kill is less than what the cache took after it (measured: 13-33 % of the release).
+    # the log shows after the kill is less than what the cache took after it (measured: 11-40 % of the release).
     assert finished_at > killed_at
     assert from_nginx_late >= 0.05 * wanted and all(s.status == 206 and s.range.startswith("bytes=") for s in late)
     # The node counts as web seed bytes what nginx sent.
