@@ -14,6 +14,7 @@ from posswarm import wan_window
 from posswarm.announce import shown_url
 from posswarm.errors import PosswarmError
 from posswarm.toml_file import load_toml
+from posswarm.web_seed_trust import read_certificates
 
 ROLES = ("cache", "device")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -37,6 +38,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "central.catalog_url": ("catalog_url", "cache only: HTTPS URL of the central seeder, e.g. 'https://central:8080'"),
     "central.tls_ca": ("tls_ca", "CA certificate central's HTTPS must chain to; '' = the enrolment authority in"
                        " node.identity_dir (authority.crt)"),
+    "central.web_seed_ca": ("web_seed_ca", "cache: CA bundle HTTPS web seeds other than central may chain to (a CDN's, e.g."
+                            " /etc/ssl/certs/ca-certificates.crt); '' = central's CA only"),
     "central.tracker_url": ("tracker_url", "announce URL of the tracker ('' = do not announce)"),
     "store.cache_url": ("cache_url", "device only: the store cache's URL where mDNS is blocked ('' = find it by mDNS)"),
     "store.data": ("data", "true = run the store's sales and SKU data over gossip (mutual TLS with node.identity_dir's"
@@ -101,6 +104,7 @@ class NodeConfig:
     tracker_url: str = ""
     identity_dir: str = ""
     tls_ca: str = ""
+    web_seed_ca: str = ""
     cache_url: str = ""
     mdns: bool = True
     data: bool = False
@@ -235,6 +239,8 @@ def _check(c: NodeConfig, source: str) -> None:
                             "over HTTPS only (https://...), where it knows this node by its certificate")
     if c.tls_ca and not Path(c.tls_ca).is_file():
         raise PosswarmError(f"{source}: 'central.tls_ca' {c.tls_ca} does not exist")
+    if c.web_seed_ca:
+        read_certificates(Path(c.web_seed_ca), f"{source}: 'central.web_seed_ca'")
     for key, url in (("central.catalog_url", c.catalog_url), ("central.tracker_url", c.tracker_url),
                      ("store.cache_url", c.cache_url)):
         if url and not url.startswith(("http://", "https://")):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import trio
 
-from posswarm import http_service, lifecycle, logs, node_metrics, status
+from posswarm import http_service, lifecycle, logs, node_metrics, status, web_seed_trust
 from posswarm.announce import NodeIdentity, ReleaseReport
 from posswarm.announcer import Announcer
 from posswarm.catalog.follower import CatalogFollower
@@ -79,8 +79,10 @@ class Node:
         if c.catalog_url:
             self.trust.verify = central_tls
             # libtorrent checks HTTPS web seeds and trackers against OpenSSL's default store; point it at
-            # central's CA (the node talks HTTPS to nothing else).
-            os.environ["SSL_CERT_FILE"] = str(c.central_ca)
+            # central's CA, and at a CDN's CAs where central.web_seed_ca names them.
+            bundle = await trio.to_thread.run_sync(
+                web_seed_trust.write_bundle, c.central_ca, Path(c.web_seed_ca) if c.web_seed_ca else None, self.data.root)
+            os.environ["SSL_CERT_FILE"] = str(bundle)
         public_key = self.trust.keyring
         self.rollouts = HeldRollouts(self.data.root / "rollouts", public_key)
         await trio.to_thread.run_sync(self.rollouts.load)

@@ -18,6 +18,7 @@ import httpx
 import pytest
 import trio
 
+from posswarm import web_seed_trust
 from posswarm.keys import load_private_key
 from posswarm.torrent import SessionConfig, TorrentFinished, TorrentSession
 from posswarm.torrent.session import POLL_INTERVAL
@@ -215,10 +216,10 @@ def _finished(log: Path, key: str) -> tuple[float, dict[str, int]]:
     return at, dict(zip(("lan", "wan", "web"), map(int, found.groups()[1:])))
 
 
-async def test_an_https_web_seed_is_taken_only_under_centrals_ca(tmp_path, monkeypatch):
+async def test_an_https_web_seed_is_taken_only_under_centrals_ca_or_a_web_seed_ca_named(tmp_path, monkeypatch):
     """What node.py does for libtorrent (SSL_CERT_FILE = central's CA): nginx with a certificate under central's
     enrolment authority serves a release; the same nginx with one under another CA (a public CDN's, say) gives
-    nothing."""
+    nothing, until that CA is named in central.web_seed_ca (the bundle node.py writes)."""
     releases = tmp_path / "central" / "releases"
     central = init_keys(tmp_path / "central" / "keys", releases)
     other = init_keys(tmp_path / "other" / "keys", tmp_path / "other" / "releases")
@@ -234,24 +235,31 @@ async def test_an_https_web_seed_is_taken_only_under_centrals_ca(tmp_path, monke
     config = nginx_config(web, releases=releases, listen=[
         f"{host}:{good} ssl; ssl_certificate {good_cert}; ssl_certificate_key {good_key}",
         f"{host}:{bad} ssl; ssl_certificate {bad_cert}; ssl_certificate_key {bad_key}"])
-    monkeypatch.setenv("SSL_CERT_FILE", str(central.authority))
+    # central.web_seed_ca names the other CA (a CDN's) too: node.py's bundle then takes the same nginx.
+    (tmp_path / "cdn").mkdir()
+    bundle = web_seed_trust.write_bundle(central.authority, other.authority, tmp_path / "cdn")
     async with trio.open_nursery() as nursery:
         await nursery.start(run_nginx, config, (host, good), (host, bad))
         sessions = {}
-        for name, port, ip in (("good", good, "127.0.18.1"), ("bad", bad, "127.0.18.2")):
+        for name, port, ip, trusted in (("good", good, "127.0.18.1", central.authority),
+                                        ("bad", bad, "127.0.18.2", central.authority),
+                                        ("cdn", bad, "127.0.18.3", bundle)):
+            monkeypatch.setenv("SSL_CERT_FILE", str(trusted))  # OpenSSL reads it as each session makes its context
             session = await nursery.start(TorrentSession(SessionConfig(ip, lan_network=f"{ip}/32")).run)
             sessions[name] = (session, session.subscribe())
             await session.add(f"{NAME}@1.0", torrent, tmp_path / name,
                               web_seeds=[f"https://{host}:{port}/releases/{NAME}/1.0/"])
         with trio.fail_after(20):
-            async for event in sessions["good"][1]:
-                if isinstance(event, TorrentFinished):
-                    break
+            for name in ("good", "cdn"):
+                async for event in sessions[name][1]:
+                    if isinstance(event, TorrentFinished):
+                        break
             # The refused handshake, as nginx logs it (the client's alert), and only then look at the other.
             refusal = re.compile(rf"alert unknown ca.*server: {re.escape(host)}:{bad}\b")
             while not refusal.search((web / "error.log").read_text(errors="replace")):
                 await trio.sleep(0.05)
-        assert sessions["good"][0].progress(f"{NAME}@1.0").web_bytes >= payload.stat().st_size
+        for name in ("good", "cdn"):
+            assert sessions[name][0].progress(f"{NAME}@1.0").web_bytes >= payload.stat().st_size, name
         refused = sessions["bad"][0].progress(f"{NAME}@1.0")
         assert (refused.web_bytes, refused.done_bytes) == (0, 0)
         nursery.cancel_scope.cancel()

@@ -57,6 +57,8 @@ def test_a_good_config_loads_with_defaults(tmp_path):
          "'central.tracker_url' is 'http://tracker:6969/announce/<passkey>'; the tracker is reached over HTTPS only"),
         ({"node__role": "cache", "central__catalog_url": "http://central:8080"}, "central is reached over HTTPS only"),
         ({"central__tls_ca": "/nonexistent/ca.crt"}, "'central.tls_ca'"),
+        ({"central__web_seed_ca": "/nonexistent/cdn.pem"}, "'central.web_seed_ca' /nonexistent/cdn.pem: cannot read it"),
+        ({"central__web_seed_ca": __file__}, "'central.web_seed_ca' .*: not PEM certificates"),
         ({"metrics__token_file": "/nonexistent/operator.token"}, "'metrics.token_file'"),
         ({"install__slots": ["/dev/sda2"]}, "'install.slots' must name two different absolute paths"),
         ({"install__slots": ["/dev/sda2", "/dev/sda2"]}, "'install.slots' must name two different absolute paths"),
