@@ -13,7 +13,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from posswarm.errors import PosswarmError
-from posswarm.keys import KeyRing
+from posswarm.keys import KeyRing, generate_keypair, key_id, load_private_key
 from posswarm.sku import snapshot
 from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
@@ -287,3 +287,53 @@ def test_the_import_cli_writes_to_the_shared_catalog(sku_db, tmp_path, capsys):
 def test_an_unreachable_sku_db_is_one_line_naming_it():
     with pytest.raises(PosswarmError, match=r"sku db postgresql://\*\*\*@127.0.0.1:9/x: .*check the URL and server"):
         PostgresCatalog("postgresql://user:secret@127.0.0.1:9/x")
+
+
+async def test_two_seeders_signing_loops_sign_once_and_the_survivor_takes_over(sku_db, tmp_path):
+    private, _ = generate_keypair(tmp_path, "sku")
+    key = load_private_key(private)
+    a, b = PostgresCatalog(sku_db), PostgresCatalog(sku_db)
+    cli_catalog = PostgresCatalog(sku_db)  # `sku import`, its own connection
+    try:
+        async with trio.open_nursery() as nursery:
+            scopes, stopped = {}, {}
+            for name, catalog in (("a", a), ("b", b)):
+                scopes[name], stopped[name] = trio.CancelScope(), trio.Event()
+
+                async def signing(catalog=catalog, scope=scopes[name], done=stopped[name]) -> None:
+                    try:
+                        with scope:
+                            await sku.sign_forever(catalog, private)
+                    finally:
+                        done.set()
+
+                nursery.start_soon(signing)
+            cli_catalog.import_rows(_rows({"T1": 100}), now_ms=NOW)
+            with trio.fail_after(10):
+                while b.newest_signed() == 0:
+                    await trio.sleep(sku.WATCH_S)
+                # the signer also stores a snapshot; both seeders serve it
+                while a.page(0)["snapshot"] is None or b.page(0)["snapshot"] is None:
+                    await trio.sleep(sku.WATCH_S)
+            signing, waiting = ("a", "b") if a._turn else ("b", "a")
+            catalogs = {"a": a, "b": b}
+            assert not catalogs[waiting]._turn
+            first = b.page(0)["entries"]
+            assert [w[0] for w in first] == ["T1"] and first[0][8] == key_id(key.public_key())
+            # The signing seeder dies: its loop stops and its connection closes (PostgreSQL frees the lock).
+            scopes[signing].cancel()
+            with trio.fail_after(10):
+                await stopped[signing].wait()
+            catalogs[signing].close()
+            cursor = b.newest_signed()
+            cli_catalog.import_rows(_rows({"T1": 90}), now_ms=NOW)
+            with trio.fail_after(10):
+                while catalogs[waiting].newest_signed() <= cursor:
+                    await trio.sleep(sku.WATCH_S)
+            assert catalogs[waiting]._turn
+            change = catalogs[waiting].page(cursor)["entries"]
+            assert [(w[0], w[6]) for w in change] == [("T1", 90)]
+            scopes[waiting].cancel()
+    finally:
+        for catalog in (a, b, cli_catalog):
+            catalog.close()
