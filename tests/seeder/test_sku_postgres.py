@@ -337,3 +337,14 @@ async def test_two_seeders_signing_loops_sign_once_and_the_survivor_takes_over(s
     finally:
         for catalog in (a, b, cli_catalog):
             catalog.close()
+
+
+def test_an_empty_whole_catalog_file_deletes_every_sku(sku_db):
+    catalog = PostgresCatalog(sku_db)
+    try:
+        catalog.import_rows(_rows({"E1": 1, "E2": 2}), now_ms=NOW)
+        assert catalog.import_rows([], replace=True, now_ms=NOW) == {"rows": 0, "changed": 2, "tombstoned_missing": 2,
+                                                                      "skus": 2}
+        assert catalog.import_rows([], replace=True, now_ms=NOW)["changed"] == 0  # tombstones stay, once
+    finally:
+        catalog.close()
