@@ -348,3 +348,29 @@ def test_an_empty_whole_catalog_file_deletes_every_sku(sku_db):
         assert catalog.import_rows([], replace=True, now_ms=NOW)["changed"] == 0  # tombstones stay, once
     finally:
         catalog.close()
+
+
+def test_connections_the_server_dropped_are_one_line_and_made_again(sku_db):
+    """A PostgreSQL restart or failover, as the seeder sees it: its connections cut by the server."""
+    import psycopg
+
+    catalog = PostgresCatalog(sku_db)
+    try:
+        catalog.import_rows(_rows({"R1": 1}), now_ms=NOW)
+        assert catalog.take_signer_turn() and _sign_all(catalog) == 1
+        with psycopg.connect(sku_db, autocommit=True) as admin:
+            cut = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = "
+                                "current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+        assert cut == 2  # the routes' connection and the signer's
+        with pytest.raises(PosswarmError, match=r"reading changes failed .*; retried, check the server"):
+            catalog.page(0)
+        assert [w[0] for w in catalog.page(0)["entries"]] == ["R1"]  # connected again
+        with pytest.raises(PosswarmError):
+            catalog.sign_pending(KEY, now_ms=NOW)  # the turn went with the connection
+        with pytest.raises(PosswarmError, match="does not hold the signer's turn"):
+            catalog.sign_pending(KEY, now_ms=NOW)
+        assert catalog.take_signer_turn()  # a new connection, the lock taken again
+        catalog.import_rows(_rows({"R1": 2}), now_ms=NOW)
+        assert _sign_all(catalog) == 1
+    finally:
+        catalog.close()
