@@ -1,5 +1,6 @@
-"""What an import of the chain's SKU CSV changes: its rows read and checked, and the stamped entries (changed rows
-only, SKUs missing from a whole-catalog file as tombstones) whichever store central's catalog is kept in."""
+"""What a write to central's SKU catalog stamps, whichever store keeps it (SQLite or PostgreSQL): an import's rows read
+and checked and the entries they change (changed rows only, SKUs missing from a whole-catalog file as tombstones),
+and the signer's entries stamped anew as it signs them."""
 
 from __future__ import annotations
 
