@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", type=Path, default=None,
                    help="sales and SKU catalog files (default: RELEASES/../central-data)")
     s.add_argument("--sales-db", default="", help="sales store: SQLite path or postgresql://... (default: DATA_DIR/sales.sqlite)")
+    s.add_argument("--sku-db", default="",
+                   help="SKU catalog: SQLite path or postgresql://..., the one every seeder behind a load balancer "
+                        "shares (default: DATA_DIR/sku.sqlite)")
 
     from seeder import sales_cli, sku_cli
 

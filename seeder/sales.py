@@ -33,7 +33,9 @@ from posswarm.sales import batch_signature, stored
 from posswarm.sales.model import InvalidSale, Sale
 from posswarm.sqlite_file import open_db, transaction
 from posswarm.wallclock import now_ms
+from seeder import postgres
 from seeder.bounded_body import BodyRefused, read_bounded
+from seeder.postgres import redact as _redact
 from seeder.sales_writer import SalesWriter
 
 log = logs.get("seeder.sales")
@@ -181,13 +183,9 @@ class PostgresSales:
     """A PostgreSQL table shared by every seeder of the chain."""
 
     def __init__(self, dsn: str) -> None:
+        self._psycopg = psycopg = postgres.psycopg_module("sales db")
+        self._db = postgres.connect(dsn, "sales db", autocommit=False)
         try:
-            import psycopg
-        except ImportError:
-            raise PosswarmError("sales db postgresql: psycopg is not installed (pip install 'psycopg[binary]')") from None
-        self._psycopg = psycopg
-        try:
-            self._db = psycopg.connect(dsn, autocommit=False)
             with self._db.transaction():
                 self._db.execute("SELECT pg_advisory_xact_lock(%s)", (POSITION_LOCK,))  # seeders starting together
                 self._db.execute(_POSTGRES_SCHEMA)
@@ -210,7 +208,7 @@ class PostgresSales:
                     self._db.execute(_POSITION_INDEX)  # only then: it locks out the other seeders' writes meanwhile
                 self._db.execute(_POSTGRES_INCOMING)
         except psycopg.Error as exc:
-            raise PosswarmError(f"sales db {_redact(dsn)}: {str(exc).strip().splitlines()[0]}; check the URL and server") from None
+            raise PosswarmError(f"sales db {_redact(dsn)}: {postgres.first_line(exc)}; check the URL and server") from None
 
     def ingest(self, store: str, sales: Iterable[Sale]) -> tuple[int, int]:
         return self.ingest_many([(store, list(sales))])[0]
@@ -275,16 +273,11 @@ def _row(store: str, sale: Sale, now: int) -> tuple:
     return (store, *sale.key, sale.created_ms, sale.total_cents, now, stored.pack(sale))
 
 
-def _redact(dsn: str) -> str:
-    head, at, tail = dsn.rpartition("@")
-    return f"{head.split('://')[0]}://***@{tail}" if at else dsn
-
-
 def open_sales(url: str) -> SalesStore:
     """``postgresql://...`` (or ``postgres://``) or a SQLite path (``sqlite:///path`` or just ``path``)."""
-    if url.startswith(("postgresql://", "postgres://")):
+    if postgres.is_url(url):
         return PostgresSales(url)
-    path = url.removeprefix("sqlite://")
+    path = postgres.sqlite_path(url)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return SqliteSales(path)
 

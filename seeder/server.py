@@ -51,7 +51,7 @@ class Seeder:
     """Central: watches the releases directory, verifies what appears there, seeds it and lists it."""
 
     def __init__(self, releases: Path, public_key_path: Path | None = None, *, http: tuple[str, int], bt: tuple[str, int],
-                 tracker_url: str = "", web_seeds: tuple[str, ...] = (), super_seed: bool = False, data_dir: Path | None = None, sales_db: str = "",
+                 tracker_url: str = "", web_seeds: tuple[str, ...] = (), super_seed: bool = False, data_dir: Path | None = None, sales_db: str = "", sku_db: str = "",
                  timestamp_key: Path | None = None, timestamp_expiry_s: float = DEFAULT_TIMESTAMP_EXPIRY_S,
                  tls: ssl.SSLContext | None = None, tracker_tls: ssl.SSLContext | bool = True, sku_key: Path | None = None,
                  enrolment_key: Path | None = None, operator_token_file: Path | None = None) -> None:
@@ -59,6 +59,7 @@ class Seeder:
         # Store data (sales ingest, SKU catalog) lives beside the releases unless told otherwise.
         self.data_dir = data_dir or releases.parent / "central-data"
         self.sales_db = sales_db or str(self.data_dir / "sales.sqlite")
+        self.sku_db = sku_db or str(self.data_dir / "sku.sqlite")
         # The release keys of RELEASES/.tuf's root (they change with `keys rotate`); a bare central.pub
         # only where there is no repository yet (nodes take nothing from such a seeder: nothing is signed).
         self.repository = Repository(releases)
@@ -138,7 +139,7 @@ class Seeder:
 
         self.sales = sales.open_sales(self.sales_db)
         self.sales_writer = SalesWriter(self.sales)
-        self.sku_catalog = sku.CentralCatalog(str(self.data_dir / "sku.sqlite"))
+        self.sku_catalog = sku.open_catalog(self.sku_db)
         tokens = TokenBook(self.data_dir) if self.enrolment_key is not None else None
         operator = sales.operator_gate(self.operator_token)  # one gate: wrong guesses count across its endpoints
         return (sales.routes(self.sales_writer, lambda: self.enrolment_keys, operator, self.revoked)
@@ -287,6 +288,7 @@ def serve_main(args) -> int:
         super_seed=bool(getattr(args, "super_seed", False)),
         data_dir=getattr(args, "data_dir", None),
         sales_db=getattr(args, "sales_db", "") or "",
+        sku_db=getattr(args, "sku_db", "") or "",
         timestamp_key=getattr(args, "timestamp_key", None),
         timestamp_expiry_s=getattr(args, "timestamp_expiry_s", DEFAULT_TIMESTAMP_EXPIRY_S),
         tls=server_tls(args),

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgpack
 import trio
@@ -21,16 +20,19 @@ from posswarm.keys import key_id, load_private_key
 from posswarm.sku import snapshot
 from posswarm.sku.bucket import BUCKETS
 from posswarm.sku.catalog import SkuReplica
-from posswarm.sku.entry import InvalidSkuEntry, SkuEntry
+from posswarm.sku.entry import SkuEntry
 from posswarm.sku.hlc import MAX_HLC, Clock
-from posswarm.sku.signature import sign
 from posswarm.sku.snapshot import Snapshot
 from posswarm.trust.roles import role_public_keys
+from seeder import postgres, sku_import
+from seeder.sku_import import read_csv  # noqa: F401 (re-exported: the import CLI and tests name the catalog)
 from seeder.tuf_repository import Repository
+
+if TYPE_CHECKING:
+    from seeder.sku_postgres import PostgresCatalog
 
 log = logs.get("seeder")
 
-ORIGIN = "central"
 PAGE = 20_000
 SIGN_BATCH = 5_000  # entries per signing transaction: ~0.3 s, so the routes are never held up long
 MAX_WAIT_S = 30.0
@@ -38,41 +40,19 @@ MAX_WAIT_S = 30.0
 # CPU per 100k SKUs), and a change since the last one costs the tills one bucket's signature checks, not more.
 SNAPSHOT_EVERY_S = 10.0
 WATCH_S = 0.1
-REQUIRED_COLUMNS = ("code", "barcode", "name", "price_cents", "tax_class")
-_TRUE = {"1", "true", "yes", "y"}
+# How often a seeder whose signer waits for the other seeder's (PostgreSQL catalog) asks for the turn again: the
+# takeover after the signing seeder dies is within this of PostgreSQL closing its connection.
+SIGNER_RETRY_S = 0.5
 
 
-def read_csv(path: Path) -> list[dict]:
-    """Rows of ``code,barcode,name,price_cents,tax_class[,deleted]``; PosswarmError names the bad line."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise PosswarmError(f"sku import {path}: missing column(s) {', '.join(missing)}"
-                                    f" (header must have {','.join(REQUIRED_COLUMNS)}[,deleted])")
-            rows = []
-            for number, row in enumerate(reader, 2):
-                try:
-                    price = int(row["price_cents"])
-                except (TypeError, ValueError):
-                    raise PosswarmError(f"sku import {path}:{number}: price_cents {row['price_cents']!r} is not whole cents") from None
-                rows.append({"code": row["code"] or "", "barcode": row["barcode"] or "", "name": row["name"] or "",
-                             "price_cents": price, "tax_class": row["tax_class"] or "",
-                             "deleted": (row.get("deleted") or "").strip().lower() in _TRUE, "line": number})
-            return rows
-    except OSError as exc:
-        raise PosswarmError(f"sku import {path}: cannot read it ({exc.strerror})") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise PosswarmError(f"sku import {path}: not a UTF-8 CSV file ({exc})") from None
+def open_catalog(url: str) -> CentralCatalog | PostgresCatalog:
+    """``--sku-db``: ``postgresql://...`` (or ``postgres://``), shared by every seeder of the chain, or a SQLite path
+    (``sqlite:///path`` or just ``path``) for one seeder."""
+    if postgres.is_url(url):
+        from seeder.sku_postgres import PostgresCatalog
 
-
-def _same(entry: SkuEntry | None, row: dict) -> bool:
-    if entry is None:
-        return row["deleted"]
-    return entry.deleted == row["deleted"] and (row["deleted"] or (
-        entry.barcode, entry.name, entry.price_cents, entry.tax_class
-    ) == (row["barcode"], row["name"], row["price_cents"], row["tax_class"]))
+        return PostgresCatalog(url)
+    return CentralCatalog(postgres.sqlite_path(url))
 
 
 class CentralCatalog:
@@ -84,6 +64,7 @@ class CentralCatalog:
         # different change, which caches whose cursor has passed it would never pull.
         self.replica = SkuReplica(path, durable=True, digests=False)
         self.lock = trio.Lock()  # one connection: the routes and the signer take turns in worker threads
+        self.signing_lock = self.lock
         self.snapshot: Snapshot | None = None  # the newest signed catalog snapshot, served with every page
 
     def close(self) -> None:
@@ -97,24 +78,10 @@ class CentralCatalog:
         counts = {"changed": 0, "deleted": 0}
 
         def changes_of(clock: Clock) -> list[SkuEntry]:
-            changes: list[SkuEntry] = []
-            seen: set[str] = set()
-            for row in rows:
-                seen.add(row["code"])
-                current = self.replica.entry(row["code"]) if row["code"] else None
-                if _same(current, row):
-                    continue
-                try:
-                    changes.append(SkuEntry(row["code"], clock.now(wall), ORIGIN, row["deleted"], row["barcode"],
-                                            row["name"], row["price_cents"], row["tax_class"]))
-                except InvalidSkuEntry as exc:
-                    raise PosswarmError(f"sku import line {row['line']}: {exc}") from None
-            if replace:
-                missing = self._live_codes() - seen
-                changes.extend(SkuEntry(code, clock.now(wall), ORIGIN, deleted=True) for code in sorted(missing))
-                counts["deleted"] = len(missing)
-            counts["changed"] = len(changes)
-            return changes
+            made, counts["deleted"] = sku_import.changes(rows, self.replica.entry, self._live_codes() if replace else None,
+                                                         clock, wall)
+            counts["changed"] = len(made)
+            return made
 
         self.replica.stamp_and_apply(changes_of)
         return {"rows": len(rows), "changed": counts["changed"], "tombstoned_missing": counts["deleted"],
@@ -164,50 +131,83 @@ class CentralCatalog:
         scan = {"next": after_hlc, "signed": 0}
 
         def signed_anew(clock: Clock) -> list[SkuEntry]:
-            pending = self.replica.not_signed_by(kid, after_hlc, limit)
-            fresh = [sign(dataclasses.replace(e, hlc=clock.now(now_ms)), key, kid) for e in pending]
-            # A full batch may have cut a run of equal stamps: scan it again. Otherwise all up to the newest
-            # stamp (ours) is signed by ``key``, and an import stamps above it.
-            scan["next"] = pending[-1].hlc - 1 if len(pending) >= limit else clock.last
+            fresh, scan["next"] = sku_import.signed_anew(self.replica.not_signed_by(kid, after_hlc, limit), key, kid,
+                                                         clock, now_ms, limit)
             scan["signed"] = len(fresh)
             return fresh
 
         self.replica.stamp_and_apply(signed_anew)
         return scan["signed"], scan["next"]
 
+    def take_signer_turn(self) -> bool:
+        """Whether this seeder signs: always, as the file's only writer (the PostgreSQL catalog waits its turn)."""
+        return True
 
-async def sign_forever(catalog: CentralCatalog, key_path: Path, repository: Repository | None = None, *,
-                       task_status=trio.TASK_STATUS_IGNORED) -> None:
+    def drop_signer_turn(self) -> None:
+        """Nothing to hand over: no other seeder shares the file."""
+
+
+async def sign_forever(catalog: CentralCatalog | PostgresCatalog, key_path: Path, repository: Repository | None = None,
+                       *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Keep every entry central serves signed by the SKU key in ``key_path`` (KEYS/sku.key).
 
     The file is watched: after ``keys rotate sku`` the whole catalog is stamped and signed again with the
-    new key, and the caches pull it as changes (nodes take the new key from the rotated root)."""
-    key, seen, after = load_private_key(key_path), _file_stamp(key_path), 0
+    new key, and the caches pull it as changes (nodes take the new key from the rotated root). On a catalog
+    shared by two seeders only the one holding the signer's turn signs; the other waits to take it over."""
+    key = load_private_key(key_path)
     _check_in_root(key, key_path, repository)
+    signer = _Signer(catalog, key, key_path, repository)
     task_status.started()
-    snapshot_at = -SNAPSHOT_EVERY_S
     while True:
-        if (stamp := _file_stamp(key_path)) != seen:
-            try:
-                key, seen, after = load_private_key(key_path), stamp, 0
-                _check_in_root(key, key_path, repository)
-            except PosswarmError as exc:  # mid-rotation: the new file is not written yet
-                log.warning("sku.signing_key_unreadable", reason=str(exc), retry_s=WATCH_S)
-        async with catalog.lock:
-            wall = int(time.time() * 1000)
-            signed, after = await trio.to_thread.run_sync(
-                lambda: catalog.sign_pending(key, after_hlc=after, now_ms=wall))
-        if signed:
-            log.info("sku.signed", entries=signed, key=key_id(key.public_key()))
-        if signed < SIGN_BATCH:
-            held = catalog.snapshot
-            if trio.current_time() - snapshot_at >= SNAPSHOT_EVERY_S and (
-                    held is None or held.watermark < after or held.key_id != key_id(key.public_key())):
-                snapshot_at = trio.current_time()
-                made = await trio.to_thread.run_sync(catalog.take_snapshot, key)
-                log.info("sku.snapshot", watermark=made.watermark, key=made.key_id,
-                         took_s=round(trio.current_time() - snapshot_at, 2))
-            await trio.sleep(WATCH_S)
+        waiting = False
+        while not await trio.to_thread.run_sync(catalog.take_signer_turn):
+            if not waiting:
+                log.info("sku.signer_waiting", fix="another seeder signs the shared catalog; this one takes over "
+                                                   "when that one stops", retry_s=SIGNER_RETRY_S)
+                waiting = True
+            await trio.sleep(SIGNER_RETRY_S)
+        log.info("sku.signer_turn", key=key_id(signer.key.public_key()))
+        try:
+            await signer.run()
+        except PosswarmError as exc:  # the shared catalog's connection lost, and the turn with it
+            log.warning("sku.signer_lost", reason=str(exc), retry_s=SIGNER_RETRY_S)
+            await trio.to_thread.run_sync(catalog.drop_signer_turn)
+            await trio.sleep(SIGNER_RETRY_S)
+
+
+class _Signer:
+    """The signing loop of the seeder holding the signer's turn: sign what is pending, now and then a snapshot."""
+
+    def __init__(self, catalog, key: Ed25519PrivateKey, key_path: Path, repository: Repository | None) -> None:
+        self.catalog, self.key, self.key_path, self.repository = catalog, key, key_path, repository
+        self.seen = _file_stamp(key_path)
+        self.snapshot_at = -SNAPSHOT_EVERY_S
+
+    async def run(self) -> None:
+        catalog, after = self.catalog, 0  # a turn taken over: what the other seeder signed is scanned once
+        while True:
+            if (stamp := _file_stamp(self.key_path)) != self.seen:
+                try:
+                    self.key, self.seen, after = load_private_key(self.key_path), stamp, 0
+                    _check_in_root(self.key, self.key_path, self.repository)
+                except PosswarmError as exc:  # mid-rotation: the new file is not written yet
+                    log.warning("sku.signing_key_unreadable", reason=str(exc), retry_s=WATCH_S)
+            key = self.key
+            async with catalog.signing_lock:
+                wall = int(time.time() * 1000)
+                signed, after = await trio.to_thread.run_sync(
+                    lambda: catalog.sign_pending(key, after_hlc=after, now_ms=wall))
+            if signed:
+                log.info("sku.signed", entries=signed, key=key_id(key.public_key()))
+            if signed < SIGN_BATCH:
+                held = catalog.snapshot
+                if trio.current_time() - self.snapshot_at >= SNAPSHOT_EVERY_S and (
+                        held is None or held.watermark < after or held.key_id != key_id(key.public_key())):
+                    self.snapshot_at = trio.current_time()
+                    made = await trio.to_thread.run_sync(catalog.take_snapshot, key)
+                    log.info("sku.snapshot", watermark=made.watermark, key=made.key_id,
+                             took_s=round(trio.current_time() - self.snapshot_at, 2))
+                await trio.sleep(WATCH_S)
 
 
 def _check_in_root(key: Ed25519PrivateKey, key_path: Path, repository: Repository | None) -> None:
@@ -240,7 +240,7 @@ class _Newest:
     """The newest signed stamp, looked up once per WATCH_S however many caches long-poll: with one look per waiting
     cache, 100 stores' polls queued on the catalog's lock (price change to every till p99 14.5 s at 100 stores)."""
 
-    def __init__(self, catalog: CentralCatalog) -> None:
+    def __init__(self, catalog: CentralCatalog | PostgresCatalog) -> None:
         self.catalog, self.stamp, self.looked_at, self.looking = catalog, 0, -math.inf, False
         self.changed = trio.Event()
 
@@ -248,7 +248,8 @@ class _Newest:
         """Return once a signed entry is stamped after ``cursor``."""
         while self.stamp <= cursor:
             if self.looking or trio.current_time() - self.looked_at < WATCH_S:
-                # The import runs in another process (the CLI): the file is watched, and the waiters woken.
+                # Signed by another task or process (this seeder's signer, or the other seeder's on a shared
+                # catalog): the newest signed stamp is looked up again every WATCH_S, and the waiters woken.
                 with trio.move_on_after(WATCH_S):
                     await self.changed.wait()
                 continue
@@ -263,7 +264,7 @@ class _Newest:
                 changed.set()
 
 
-def routes(catalog: CentralCatalog) -> list[Route]:
+def routes(catalog: CentralCatalog | PostgresCatalog) -> list[Route]:
     """``GET /sku/changes?since=CURSOR[&wait=SEC]`` (msgpack), what the store caches pull, and
     ``GET /sku/buckets?from=BUCKET&watermark=W``, the catalog snapshot's buckets whole for a cache far behind.
 
@@ -281,10 +282,13 @@ def routes(catalog: CentralCatalog) -> list[Route]:
                 raise ValueError
         except ValueError:
             return JSONResponse({"error": "sku changes: since must be a cursor >= 0, wait seconds >= 0"}, 400)
-        with trio.move_on_after(wait):
-            await newest.past(cursor)
-        async with lock:
-            page = await trio.to_thread.run_sync(catalog.page, cursor)
+        try:
+            with trio.move_on_after(wait):
+                await newest.past(cursor)
+            async with lock:
+                page = await trio.to_thread.run_sync(catalog.page, cursor)
+        except PosswarmError as exc:  # the shared catalog's database out of reach: the cache retries
+            return JSONResponse({"error": str(exc)}, 503)
         return Response(msgpack.packb(page), media_type="application/msgpack")
 
     async def buckets(request: Request) -> Response:
@@ -295,8 +299,11 @@ def routes(catalog: CentralCatalog) -> list[Route]:
         except (KeyError, ValueError):
             return JSONResponse({"error": f"sku buckets: from must be a bucket 0-{BUCKETS - 1} and watermark the"
                                           " stamp of a catalog snapshot"}, 400)
-        async with lock:
-            page = await trio.to_thread.run_sync(catalog.bucket_page, first, watermark)
+        try:
+            async with lock:
+                page = await trio.to_thread.run_sync(catalog.bucket_page, first, watermark)
+        except PosswarmError as exc:
+            return JSONResponse({"error": str(exc)}, 503)
         return Response(msgpack.packb(page), media_type="application/msgpack")
 
     return [Route("/sku/changes", changes), Route("/sku/buckets", buckets)]

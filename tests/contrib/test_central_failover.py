@@ -20,14 +20,17 @@ import pytest
 import trio
 
 from posswarm.chunks import chunk_relpath
-from posswarm.errors import Unreachable
+from posswarm.errors import PosswarmError, Unreachable
 from posswarm.identity.credential import load_credential
 from posswarm.identity.tls import central_context
-from posswarm.keys import load_private_key
+from posswarm.keys import KeyRing, load_private_key
 from posswarm.manifest import Manifest
 from posswarm.release import MANIFEST_NAME, TORRENT_NAME
 from posswarm.sales import batch_signature
 from posswarm.sales.model import Line, Sale, Tender
+from posswarm.sku.catalog import SkuReplica
+from posswarm.sku.signature import SkuSignatures
+from posswarm.storedata import central as to_central
 from posswarm.trust.client import CentralTrust
 from posswarm.trust.state import TrustError
 from posswarm.wallclock import now_ms
@@ -155,6 +158,37 @@ class _Store:
         self.refused: list[str] = []
         self.sent = self.cents = self.resent = 0
         self.answered_at: list[float] = []  # when each refresh and each sales batch was answered
+        # Its SKU replica, as a cache keeps it: central's long-polled changes, each entry's signature checked.
+        self.prices = SkuReplica(str(root / "sku.sqlite"))
+        self.sku_checks = SkuSignatures(KeyRing([load_private_key(keys.key("sku")).public_key()]))
+        self.sku_cursor = 0
+        self.price_at: dict[tuple[str, int], float] = {}  # (code, price) -> when this cache first held it
+        # Where the long polls go, in turn: both seeders before the kill (a cursor from either is asked of the
+        # other, as a round-robin proxy would), then the proxy's address.
+        self.sku_from = [front]
+
+    async def follow_prices(self, client: httpx.AsyncClient, stop: trio.Event) -> None:
+        polls = 0
+        while not stop.is_set():
+            polls += 1
+            source = self.sku_from[polls % len(self.sku_from)]
+            try:
+                entries, self.sku_cursor, _, _ = await to_central.sku_changes(client, source, self.sku_cursor,
+                                                                              wait=2.0)
+            except PosswarmError:
+                await trio.sleep(0.1)  # a poll the dying seeder cut: the cache asks again, as it does
+                continue
+            self.prices.apply(entries, check=self._accepted)
+
+    def _accepted(self, newer: list) -> list:
+        accepted = self.sku_checks.accepted(newer, source="central")
+        for entry in accepted:
+            self.price_at.setdefault((entry.code, entry.price_cents), time.monotonic())
+        return accepted
+
+    def price(self, code: str) -> int | None:
+        entry = self.prices.get(code)
+        return entry.price_cents if entry else None
 
     async def follow(self, stop: trio.Event) -> None:
         while not stop.is_set():
@@ -194,6 +228,21 @@ class _Store:
     def longest_gap_s(self, after: float) -> float:
         marks = sorted(t for t in self.answered_at if t >= after - 5)
         return max((b - a for a, b in zip(marks, marks[1:])), default=0.0)
+
+
+SKU, SIGNER_TURN = "SKU0001", "event='sku.signer_turn'"
+
+
+async def _import_prices(csv: Path, sku_db: str, prices: dict[str, int], times: dict[str, float]) -> None:
+    """`posswarm-seeder sku import` into the seeders' shared catalog, as the retailer's system runs it; ``times``:
+    when it began and ended."""
+    times["began"] = time.monotonic()
+    csv.write_text("code,barcode,name,price_cents,tax_class\n" + "".join(
+        f"{code},,{code},{price},A\n" for code, price in prices.items()))
+    done = await trio.run_process([bin_path("posswarm-seeder"), "sku", "import", str(csv), "--sku-db", sku_db],
+                                  capture_stdout=True, capture_stderr=True, check=False)
+    assert done.returncode == 0, done.stderr
+    times["ended"] = time.monotonic()
 
 
 async def _central_seeds(tracker: httpx.AsyncClient, info_hash: bytes) -> set[bytes]:
@@ -239,17 +288,21 @@ async def test_killing_a_tracker_and_a_seeder_mid_rollout_loses_no_store_no_sale
     front, seeder_front = _free_port(), _free_port()
     pids: dict[str, int] = {}
     with trio.fail_after(90):
+        nursery.start_soon(_import_prices, tmp_path / "catalog.csv", sales_db, {SKU: 100}, {})  # the chain's catalog
         (first, doomed_tracker), second = await tracker_process(config, with_process=True), await tracker_process(config)
         seeders = []
-        for i in (1, 2):  # the same RELEASES, the same timestamp key, the same PostgreSQL; a data dir each
+        for i in (1, 2):  # the same RELEASES, timestamp and SKU keys, the same PostgreSQL; a data dir each
             seeders.append(await nursery.start(partial(
                 run_process, f"seeder-{i}",
                 [bin_path("posswarm-seeder"), "serve", "--releases", str(releases), "--plain-http",
                  "--timestamp-key", str(keys.key("timestamp")), "--timestamp-expiry-s", str(EXPIRY_S),
-                 "--sales-db", sales_db, "--data-dir", str(tmp_path / f"seeder-{i}"),
+                 "--sales-db", sales_db, "--sku-db", sales_db, "--sku-key", str(keys.key("sku")),
+                 "--data-dir", str(tmp_path / f"seeder-{i}"),
                  "--operator-token-file", str(token), "--listen", f"127.0.0.1:{_free_port()}",
                  "--bt-listen", "127.0.0.1:0", "--tracker", f"http://127.0.0.1:{front}/announce"],
                 tmp_path / f"seeder-{i}.log", kind="seeder", pids=pids)))
+            while i == 1 and SIGNER_TURN not in (tmp_path / "seeder-1.log").read_text():
+                await trio.sleep(0.1)  # seeder-1 signs the catalog: the kill takes the signer with it
         await _haproxy(nursery, tmp_path, [first, second], front, seeders, seeder_front)
         no_reuse = httpx.Limits(max_keepalive_connections=0)
         tracker = httpx.AsyncClient(base_url=f"http://127.0.0.1:{front}", timeout=10, limits=no_reuse)
@@ -257,15 +310,19 @@ async def test_killing_a_tracker_and_a_seeder_mid_rollout_loses_no_store_no_sale
         while not (await _healthy(tracker) and await _healthy(central)):
             await trio.sleep(0.1)
         stores = [_Store(n, tmp_path / f"store-{n}", keys, f"http://127.0.0.1:{seeder_front}") for n in range(STORES)]
+        for store in stores:
+            store.sku_from = list(seeders)
 
     stop = trio.Event()
     async with trio.open_nursery() as flowing:
         for store in stores:
             flowing.start_soon(store.follow, stop)
             flowing.start_soon(store.sell, central, stop)
+            flowing.start_soon(store.follow_prices, central, stop)
         with trio.fail_after(120):
-            # Half-way: every store has verified central's state and sold, its cache done, every till half there.
-            await _every(stores, lambda s: len(s.versions) >= 2 and s.sent >= 5 * TILLS)
+            # Half-way: every store has verified central's state, sold and holds the catalog, its cache done, every
+            # till half there.
+            await _every(stores, lambda s: len(s.versions) >= 2 and s.sent >= 5 * TILLS and s.price(SKU) == 100)
             for n in range(STORES):
                 await _announce(tracker, n, "cache", 0)
                 for j in range(TILLS):
@@ -279,8 +336,14 @@ async def test_killing_a_tracker_and_a_seeder_mid_rollout_loses_no_store_no_sale
             killed_at = time.monotonic()
             doomed_tracker.send_signal(signal.SIGKILL)  # machines lost, not clean stops, while sales flow
             os.kill(pids["seeder-1"], signal.SIGKILL)
+            for store in stores:
+                store.sku_from = [store.front]
+            # A price change after the kill: the survivor takes the signer's turn, signs it, and every cache has it.
+            change: dict[str, float] = {}
+            flowing.start_soon(_import_prices, tmp_path / "change.csv", sales_db, {SKU: 95}, change)
             # The survivor alone renews the timestamp now: every store verifies two renewals after the kill.
-            await _every(stores, lambda s: s.versions and s.versions[-1] >= before + 2 and s.sent >= 20 * TILLS)
+            await _every(stores, lambda s: s.versions and s.versions[-1] >= before + 2 and s.sent >= 20 * TILLS
+                         and s.price(SKU) == 95)
             stop.set()
     sold = sum(s.sent for s in stores)
     with trio.fail_after(60):
@@ -300,8 +363,13 @@ async def test_killing_a_tracker_and_a_seeder_mid_rollout_loses_no_store_no_sale
     await tracker.aclose()
     await central.aclose()
     lost = max(s.longest_gap_s(killed_at) for s in stores)
+    price_s = max(s.price_at[(SKU, 95)] for s in stores) - change["began"]
     print(f"central failover: {sold} sales, {sum(s.resent for s in stores)} batches resent, timestamp "
-          f"v{before} -> v{min(s.versions[-1] for s in stores)}, longest wait for an answer around the kill {lost:.2f} s")
+          f"v{before} -> v{min(s.versions[-1] for s in stores)}, longest wait for an answer around the kill {lost:.2f} s"
+          f"; a price change imported after the kill (`sku import` ran {change['ended'] - change['began']:.2f} s) held"
+          f" by every cache {price_s:.2f} s after the import began")
+    # The signer died with seeder-1; the survivor took its turn over and signed the change.
+    assert SIGNER_TURN in (tmp_path / "seeder-2.log").read_text()
     # No cache ever saw central's signed state go back, whichever seeder answered; none was refused.
     for store in stores:
         assert store.refused == [] and store.versions == sorted(store.versions), (store.id, store.refused, store.versions)

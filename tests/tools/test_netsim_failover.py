@@ -60,6 +60,10 @@ async def test_killing_a_tracker_and_a_seeder_mid_rollout_every_store_completes_
     # every till sold before and after the kill, and every sale it was answered for reached central's PostgreSQL
     assert sales["acknowledged"] == sales["attempted"] and sales["rung_after_kill"] >= 2, sales
     assert sales["to_central_p99_ms"] is not None
+    # a price changed after the kill reached every store's cache: the survivor took the signer's turn and served it
+    prices = result["sku"]
+    print(f"netsim central failover, price changed after the kill: {prices}")
+    assert prices["caches_holding"] == prices["caches"] == 2 and prices["every_cache_s"] is not None, prices
     dashboard = result["dashboard"]
     # At worst HAProxy's checks (every 1 s, down after 2 failures) and one poll's 2 s timeout; a connect the dead
     # tracker refused is redispatched at once

@@ -21,6 +21,7 @@ from posswarm.errors import PosswarmError
 from tools.lab import bin_path, run_process
 from tools.netsim import netns
 from tools.netsim.ha_clients import DASHBOARD_EVERY_S
+from tools.netsim.ha_prices import PRICE_BEFORE, Prices
 from tools.netsim.network import ANNOUNCE_INTERVAL_S, STARTUP_TIMEOUT_S, Network
 from tools.pg_server import server_bin, throwaway_postgres
 from tools.pos_ledger import PosLedger
@@ -38,6 +39,7 @@ SAMPLE_S = 0.1
 SALES_PER_S = 1.0  # per till, from before the release is published until every till has it
 SETTLE_S = 60.0  # after the last sale is answered: until central holds every one
 STOP_S = 30.0  # for a till's POS to finish the sale in flight once told to stop
+PRICE_WAIT_S = 30.0  # after the rollout: for the price changed after the kill to reach every cache
 
 
 class Pair:
@@ -76,6 +78,8 @@ class Pair:
                     bin_path("posswarm-seeder"), "serve", "--releases", str(net.releases), "--plain-http",
                     "--timestamp-key", str(net.central_keys.key("timestamp")), "--listen", f"127.0.0.1:{port}",
                     "--bt-listen", f"{ip}:0", "--data-dir", str(central / f"seeder-{i}"), "--sales-db", self.sales_db,
+                    # one SKU catalog for both: either serves a cache's cursor, one signs, the other takes over
+                    "--sku-db", self.sales_db, "--sku-key", str(net.central_keys.key("sku")),
                     "--operator-token-file", str(net.operator_token_file),
                     "--tracker", f"{net.tracker_url}/announce", "--tracker-ca", authority,
                 ], "seeder")
@@ -293,6 +297,8 @@ async def _failover_rollout(net: Network, nursery: trio.Nursery, scenario, tills
 
     pair = Pair(net, central.sales_db)
     await pair.start(nursery)
+    prices = Prices(net, central._run, central.sales_db)
+    await prices.set(PRICE_BEFORE)
     with trio.fail_after(STARTUP_TIMEOUT_S):
         async with trio.open_nursery() as starting:
             for store in net.topo.stores:
@@ -305,8 +311,11 @@ async def _failover_rollout(net: Network, nursery: trio.Nursery, scenario, tills
         await watching.start(_watch_dashboard, net, polls)
         await tills.start()
         watching.start_soon(pair.kill_half_way, "1.0", samples)
+        watching.start_soon(prices.change_after_kill, lambda: pair.killed_at)
         result = await rollout(net, nursery, scenario, started=True)
         await tills.stop()
+        with trio.move_on_after(PRICE_WAIT_S if pair.killed_at is not None else 0):
+            await prices.reached.wait()
         watching.cancel_scope.cancel()
     if pair.killed_at is None:
         raise PosswarmError("central failover: the rollout ended before the caches held half the image; "
@@ -335,6 +344,7 @@ async def _failover_rollout(net: Network, nursery: trio.Nursery, scenario, tills
         "note": "verdict: central's export against every till's POS ledger, by transaction id; to central: "
                 "the sale's created_ms at the till to received_ms in central's PostgreSQL",
     }
+    result["sku"] = prices.result(pair.killed_at)
     ok = [at for at, status in polls if status == "200"]
     gap = dashboard_gap(polls)
     (net.workdir / "dashboard-polls.json").write_text(json.dumps({"killed_at": pair.killed_at, "polls": polls}))
