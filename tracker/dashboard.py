@@ -24,10 +24,11 @@ table { border-collapse: collapse; width: 100%; table-layout: auto; }
 td, th { padding: 3px 8px; text-align: left; border-bottom: 1px solid #ddd; vertical-align: top; }
 th { background: #f4f4f4; font-weight: 600; }
 td.num, th.num { text-align: right; white-space: nowrap; }
-td.names { overflow-wrap: anywhere; }
+td.names { white-space: nowrap; }
 .bar { width: 140px; height: 14px; background: #eee; border-radius: 3px; overflow: hidden; display: inline-flex;
        vertical-align: -2px; margin-right: .4em; }
 td.progress { white-space: nowrap; }
+@media (max-width: 900px) { .bar { width: 70px; } td, th { padding: 3px 5px; } }
 .bar span { display: block; height: 100%; }
 .fill, .s-installed { background: #2e8b57; } .s-downloading { background: #5b9bd5; }
 .s-stalled { background: #b22222; } .s-cache-absent { background: #e69138; } .s-staged { background: #9b7fd4; }

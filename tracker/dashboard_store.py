@@ -14,7 +14,7 @@ def render(doc: dict, store: str, *, amplification_alert: float = 1.5) -> str | 
     if not releases:
         return None
     rows = "".join(
-        f'<tr data-release="{escape(name)}"><td>{escape(name)}</td><td>{escape(s["ring"] or "-")}</td>'
+        f'<tr data-release="{escape(name)}"><td class=names>{escape(name)}</td><td>{escape(s["ring"] or "-")}</td>'
         f'<td>{fleet.state_of(s)}</td>{progress(s["devices_installed"], s["devices_total"])}'
         f'<td>{escape(s["cache"]["state"])}</td><td class=num>{nbytes(s["wan_bytes"])}</td>'
         f'<td class=num>{nbytes(s["lan_bytes"])}</td>'
@@ -41,7 +41,7 @@ def _devices(devices: list[dict]) -> str:
         seen = f"{duration(d['last_seen_s'])} ago" + ("" if d["live"] else " <span class=empty>(gone)</span>")
         rows.append(
             f'<tr data-node="{escape(d["node"])}"><td>{escape(d["node"])}</td><td>{escape(d["role"])}</td>'
-            f'<td>{escape(d["class"] or "-")}</td><td class=names>{", ".join(escape(v) for v in d["installed"]) or "&ndash;"}'
+            f'<td>{escape(d["class"] or "-")}</td><td class=names>{"<br>".join(escape(v) for v in d["installed"]) or "&ndash;"}'
             f"</td><td>{state}</td><td>{_boot(d['boot'])}</td>"
             f"<td class=num>{nbytes(d['wan'])}</td><td class=num>{nbytes(d['lan'])}</td>"
             f"<td class=num>{seen}</td></tr>"

@@ -114,9 +114,9 @@ async def test_dashboard_in_chromium_renders_fast_searches_and_fits(fleet_tracke
             devices = await tab.js("[...document.querySelectorAll('table.devices tr[data-node]')].map(r => r.dataset.node)")
             assert devices[0] == "cache" and len(devices) == fleet.TILLS + 1
             cache = await tab.js("document.querySelector('table.devices tr[data-node=\"cache\"]').innerText")
-            assert cache.split("\t")[3:5] == [f"{fleet.RELEASE}, {fleet.APP}", "seeding"], cache
+            assert cache.split("\t")[3:5] == [f"{fleet.RELEASE}\n{fleet.APP}", "seeding"], cache
             row = await tab.js("document.querySelector('table.devices tr[data-node=\"till-04\"]').innerText")
-            assert row.split("\t")[3] == f"{fleet.RELEASE}, {fleet.APP}", row
+            assert row.split("\t")[3] == f"{fleet.RELEASE}\n{fleet.APP}", row
             assert await tab.overflow() <= 0
             await tab.screenshot(artifacts / "store-page.png", 1280)
 
