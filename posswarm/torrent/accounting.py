@@ -62,7 +62,10 @@ class SourceTally:
 
     libtorrent's counters are per connection and vanish with it, so the last value seen of a
     connection that is gone is banked. A counter that went down means the same endpoints
-    reconnected between polls: the old connection's last value is banked too.
+    reconnected between polls: the old connection's last value is banked too. What a connection
+    carried after the last poll that saw it (a seeder killed mid-transfer: up to a poll's worth at
+    line rate) shows only in the torrent's own payload totals; given those, the shortfall is banked
+    to the sources of the connections that closed since.
     """
 
     def __init__(self, lan_network: str | None = None):
@@ -70,16 +73,31 @@ class SourceTally:
         self._banked = {"lan": 0, "wan": 0, "web": 0, "upload_lan": 0, "upload_wan": 0}
         self._live: dict[tuple, tuple[Source, int, int]] = {}
 
-    def observe(self, samples: Iterable[PeerSample]) -> None:
-        """Take one poll: every connection the torrent has right now."""
+    def observe(self, samples: Iterable[PeerSample], payload: tuple[int, int] | None = None) -> None:
+        """Take one poll: every connection the torrent has right now, and ``payload``, the torrent's own
+        (downloaded, uploaded) payload bytes, read before the connections, if known."""
         now: dict[tuple, tuple[Source, int, int]] = {}
         for s in samples:
             now[s.connection] = (classify(s.remote[0], s.is_web_seed, self._lan), s.downloaded, s.uploaded)
+        closed: list[tuple[Source, int, int]] = []
         for conn, (source, down, up) in self._live.items():
             seen = now.get(conn)
             if seen is None or seen[1] < down or seen[2] < up:
                 self._bank(source, down, up)
+                closed.append((source, down, up))
         self._live = now
+        if payload is not None and closed:
+            self._bank_unseen(payload, closed)
+
+    def _bank_unseen(self, payload: tuple[int, int], closed: list[tuple[Source, int, int]]) -> None:
+        """Bank what the torrent received and sent beyond every counter seen to the sources of the connections
+        that closed, in proportion to what each had carried (exact when one closed, an estimate when several)."""
+        totals = self.totals()
+        for unseen, column in ((payload[0] - totals.downloaded, 1), (payload[1] - totals.uploaded, 2)):
+            if unseen <= 0:
+                continue  # the connections, read after the totals, may be ahead of them
+            for (source, *_), share in zip(closed, split(unseen, [c[column] for c in closed])):
+                self._bank(source, share if column == 1 else 0, share if column == 2 else 0)
 
     def close(self) -> None:
         """Bank every live connection (the torrent is leaving the session)."""
@@ -97,3 +115,12 @@ class SourceTally:
     def _bank(self, source: Source, down: int, up: int) -> None:
         self._banked[source] += down
         self._banked["upload_lan" if source == "lan" else "upload_wan"] += up
+
+
+def split(amount: int, weights: list[int]) -> list[int]:
+    """``amount`` in whole parts proportional to ``weights`` (equal parts when all are 0), summing to it exactly."""
+    if not any(weights):
+        weights = [1] * len(weights)
+    shares = [amount * w // sum(weights) for w in weights]
+    shares[-1] += amount - sum(shares)
+    return shares

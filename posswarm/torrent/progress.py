@@ -50,6 +50,7 @@ class Status:
     is_finished: bool
     num_peers: int
     error: str | None
+    payload: tuple[int, int] = (0, 0)  # (received, sent) payload bytes since the torrent was added, all connections
 
 
 ADDING = Status("adding", 0, 0, False, 0, None)  # before the first poll of a torrent
@@ -72,6 +73,7 @@ def sample(handles: list[tuple[str, object]]) -> dict[str, tuple[Status, list[Pe
             is_finished=bool(st.is_finished or st.is_seeding),
             num_peers=int(st.num_peers),
             error=error,
+            payload=(int(st.total_payload_download), int(st.total_payload_upload)),
         )
         samples = [
             PeerSample(

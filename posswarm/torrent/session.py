@@ -260,7 +260,7 @@ class TorrentSession:
                 torrent = self._torrents.get(key)
                 if torrent is not None:
                     torrent.status = status
-                    torrent.tally.observe(samples)
+                    torrent.tally.observe(samples, status.payload)
 
     # --- the API the node calls ----------------------------------------------------------
 

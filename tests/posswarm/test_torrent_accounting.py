@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from posswarm.torrent.accounting import PeerSample, SourceTally, classify
+from posswarm.torrent.accounting import PeerSample, SourceTally, classify, split
 
 STORE = "10.20.0.0/16"
 
@@ -71,3 +71,42 @@ def test_totals_never_go_down_while_counters_grow(polls):
         total = tally.totals().downloaded
         assert total >= last
         last = total
+
+
+def test_what_a_connection_carried_after_its_last_poll_is_banked_from_the_torrents_totals():
+    # The seeder is killed between polls: its counter was last seen at 300, the torrent had 500 from it.
+    tally = SourceTally(STORE)
+    tally.observe([peer("10.20.0.7", 100, 40), peer("198.51.100.1", 300)], payload=(400, 40))
+    tally.observe([peer("10.20.0.7", 150, 60)], payload=(650, 60))
+    t = tally.totals()
+    assert (t.lan, t.wan, t.upload_lan) == (150, 500, 60) and t.downloaded == 650
+
+
+def test_the_unseen_bytes_of_several_closed_connections_are_split_by_what_each_carried():
+    tally = SourceTally(STORE)
+    tally.observe([peer("198.51.100.1", 300), peer("203.0.113.9", 100, web=True), peer("10.20.0.7", 0, 50)],
+                  payload=(400, 50))
+    tally.observe([], payload=(800, 70))
+    t = tally.totals()
+    assert (t.wan, t.web, t.upload_lan) == (600, 200, 70) and t.downloaded == 800
+
+
+def test_connections_read_ahead_of_the_totals_bank_nothing_extra():
+    tally = SourceTally(STORE)
+    tally.observe([peer("198.51.100.1", 300), peer("10.20.0.7", 100)], payload=(350, 0))
+    tally.observe([peer("10.20.0.7", 120)], payload=(380, 0))  # read before the LAN peer's last 40 bytes
+    assert (tally.totals().wan, tally.totals().lan) == (300, 120)
+
+
+def test_without_a_closed_connection_the_totals_are_the_counters():
+    tally = SourceTally(STORE)
+    tally.observe([peer("198.51.100.1", 300)], payload=(900, 0))  # a short connection no poll saw: no owner
+    assert tally.totals().wan == 300
+
+
+@given(st.integers(0, 10**12), st.lists(st.integers(0, 10**9), min_size=1, max_size=6))
+def test_a_split_sums_to_the_amount_and_follows_the_weights(amount, weights):
+    shares = split(amount, weights)
+    assert sum(shares) == amount and all(s >= 0 for s in shares)
+    if any(weights):
+        assert all(s == 0 for s, w in zip(shares[:-1], weights) if w == 0)
