@@ -136,8 +136,12 @@ class SkuReplica:
 
     def _merge(self, db, fresh: list[SkuEntry], check: Check | None) -> int:
         fresh.sort(key=lambda e: e.code)  # B-tree writes in key order are several times faster than random ones
-        held = self._versions(db, {entry.code for entry in fresh})
-        newer = [entry for entry in fresh if wins(entry.version, held.get(entry.code))]
+        # A bucket that holds nothing (asked inside this write transaction, so no other apply fills it meanwhile)
+        # has no versions to look up, and its digest after the merge is its winners' leaves, already in hand.
+        empty = self._empty(db, {entry.bucket for entry in fresh}) if self._digests else set()
+        held = self._versions(db, {entry.code for entry in fresh if entry.bucket not in empty})
+        # Nothing held: it wins whatever its version (a fresh till's whole catalog), so none is built for it.
+        newer = [entry for entry in fresh if (mine := held.get(entry.code)) is None or wins(entry.version, mine)]
         if check is not None and newer:
             newer = check(newer)
         winners: dict[str, tuple] = {}
@@ -151,9 +155,21 @@ class SkuReplica:
                     entry.key_id, entry.signature,
                 )  # fmt: skip
         db.executemany(_WRITE, winners.values())
-        for bucket in {row[1] for row in winners.values()} if self._digests else ():
+        filled: dict[int, blake3.blake3] = {}
+        for row in winners.values() if empty else ():  # code order: the order a bucket's digest hashes leaves in
+            if row[1] in empty:
+                filled.setdefault(row[1], blake3.blake3()).update(row[9])
+        db.executemany("INSERT OR REPLACE INTO bucket VALUES (?, ?)",
+                       [(bucket, hasher.digest(16)) for bucket, hasher in filled.items()])
+        for bucket in {row[1] for row in winners.values()} - filled.keys() if self._digests else ():
             self._rehash(db, bucket)
         return len(winners)
+
+    @staticmethod
+    def _empty(db, buckets: set[int]) -> set[int]:
+        """Which of ``buckets`` hold no entry, tombstone or live."""
+        return {bucket for bucket in buckets
+                if db.execute("SELECT 1 FROM sku WHERE bucket = ? LIMIT 1", (bucket,)).fetchone() is None}
 
     @staticmethod
     def _versions(db, codes: set[str]) -> dict[str, Version]:

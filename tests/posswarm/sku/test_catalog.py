@@ -74,11 +74,47 @@ def test_changes_since_pages_without_losing_tied_stamps():
 @pytest.mark.parametrize(
     "fields",
     [dict(code=""), dict(hlc=-1), dict(hlc=2**63), dict(origin=""), dict(price_cents=-1),
-     dict(barcode="\ud800"), dict(deleted=1), dict(name="x" * 257)],  # fmt: skip
+     dict(barcode="\ud800"), dict(deleted=1), dict(name="x" * 257),
+     dict(code="x" * 65), dict(hlc=True), dict(origin="o" * 65), dict(barcode="4" * 65), dict(tax_class="A" * 33),
+     dict(price_cents=2**53), dict(price_cents=1.5), dict(key_id="0123456789ABCDEF"), dict(key_id="0" * 17),
+     dict(signature=b"x" * 63), dict(signature="x" * 64), dict(name=b"Pen"), dict(name="Caf\u00e9 \ud800"),
+     dict(code="\u00e9" * 65)],  # fmt: skip
 )
 def test_bad_entries_are_refused(fields):
     with pytest.raises(InvalidSkuEntry):
         SkuEntry(**{"code": "SKU1", "hlc": 1, "origin": "central", **fields})
+
+
+def test_text_beyond_ascii_within_its_bounds_is_an_entry():
+    entry = SkuEntry("KAFFEE-\u00e9", 1, "central", name="Caf\u00e9 cr\u00e8me \u2615" * 20, tax_class="\u00e9" * 32)
+    assert SkuEntry.from_wire(entry.to_wire()) == entry
+
+
+def _rehashed(entries):
+    """The digests of a replica that merged ``entries`` one at a time, each bucket re-hashed from its rows."""
+    replica = SkuReplica(":memory:")
+    for entry in entries:
+        replica.apply([entry])
+    return replica.bucket_digests()
+
+
+def test_a_fill_of_empty_buckets_keeps_the_digests_a_rehash_would():
+    entries = [SkuEntry(f"SKU{i:04d}", pack(T, i), "central", deleted=i % 7 == 0, price_cents=i) for i in range(3000)]
+    twice = entries[:50] + [SkuEntry(e.code, e.hlc + 1, "central", price_cents=9) for e in entries[:50]]
+    replica = SkuReplica(":memory:")
+    assert replica.apply(entries + twice) == 3000
+    assert replica.bucket_digests() == _rehashed(entries + twice)
+    assert replica.entry("SKU0001").price_cents == 9
+
+
+def test_a_fill_that_meets_a_newer_entry_already_held_keeps_the_newer():
+    entries = [SkuEntry(f"SKU{i:04d}", pack(T, i), "central", price_cents=i) for i in range(2000)]
+    newer = SkuEntry("SKU0042", pack(T + 1000, 0), "central", price_cents=4242)  # gossip that came in first
+    replica = SkuReplica(":memory:")
+    assert replica.apply([newer]) == 1
+    assert replica.apply(entries) == 1999
+    assert replica.entry("SKU0042") == newer
+    assert replica.bucket_digests() == _rehashed([newer, *entries])
 
 
 def test_digests_of_different_bucket_counts_are_a_clear_error():
