@@ -1,11 +1,13 @@
 """SKU replica: LWW converges in any order, tombstones win, anti-entropy rounds make replicas equal."""
 
+import sqlite3
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from posswarm.errors import PosswarmError
-from posswarm.sku.catalog import BUCKETS, SkuReplica, bucket_of, differing_buckets
+from posswarm.sku.catalog import BUCKETS, BULK_FILL, SkuReplica, bucket_of, differing_buckets
 from posswarm.sku.entry import InvalidSkuEntry, SkuEntry, wins
 from posswarm.sku.hlc import MAX_SKEW_MS, pack
 
@@ -241,3 +243,42 @@ def test_bucket_pages_are_whole_buckets_of_signed_entries_up_to_the_watermark():
         assert before[-1].bucket < after[0].bucket
     assert all(len(page) >= 50 for page in pages[:-1])
     assert got[0] == replica.entry(got[0].code)
+
+
+def _indexes(path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
+
+
+def _bulk(count: int, first: int = 0) -> list[SkuEntry]:
+    return [SkuEntry(f"SKU{i:06d}", pack(T, i), "central", barcode=f"{4000000000000 + i}", price_cents=i)
+            for i in range(first, first + count)]
+
+
+def test_a_bulk_fill_of_an_empty_replica_builds_its_lookup_indexes_after_and_a_lookup_still_finds(tmp_path):
+    path = str(tmp_path / "sku.sqlite")
+    replica = SkuReplica(path)
+    lookups = {"sku_barcode", "sku_hlc"}
+    assert lookups <= _indexes(path)
+    assert replica.apply(_bulk(BULK_FILL)) == BULK_FILL
+    assert not replica.indexed and not lookups & _indexes(path)
+    assert replica.apply(_bulk(BULK_FILL, BULK_FILL)) == BULK_FILL  # no longer empty: a plain merge
+    assert replica.get(str(4000000000000 + 17)).code == "SKU000017"  # a scan mid-fill builds them first
+    assert replica.indexed and lookups <= _indexes(path)
+    assert replica.apply(_bulk(BULK_FILL, 2 * BULK_FILL)) == BULK_FILL and replica.indexed  # not empty: kept
+    replica.close()
+
+
+def test_a_replica_left_mid_fill_builds_its_lookup_indexes_when_opened_and_a_small_apply_builds_them(tmp_path):
+    path = str(tmp_path / "sku.sqlite")
+    replica = SkuReplica(path)
+    replica.apply(_bulk(BULK_FILL))
+    replica.close()  # the node stopped before the fill was over
+    reopened = SkuReplica(path)
+    assert reopened.indexed and {"sku_barcode", "sku_hlc"} <= _indexes(path)
+    reopened.close()
+    other = SkuReplica(str(tmp_path / "other.sqlite"))
+    other.apply(_bulk(BULK_FILL))
+    assert not other.indexed
+    other.apply(_bulk(1, BULK_FILL))  # a price change after the fill
+    assert other.indexed and other.max_hlc() == pack(T, BULK_FILL) and len(other) == BULK_FILL + 1
