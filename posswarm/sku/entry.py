@@ -46,6 +46,24 @@ class SkuEntry:
     _bucket: int = dataclasses.field(default=-1, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        code, origin, barcode, name, tax_class, hlc, price, kid, signature = (
+            self.code, self.origin, self.barcode, self.name, self.tax_class, self.hlc, self.price_cents,
+            self.key_id, self.signature)  # fmt: skip
+        # The same bounds as _check_each in one expression, for the entry that keeps them: a fresh till builds one per
+        # SKU of the catalog (15.7 us of its 1M entries' 61 us each went here, measured). ASCII text cannot hold a
+        # lone surrogate, so only other text pays for the encode check.
+        if (type(code) is str and 0 < len(code) <= 64 and type(origin) is str and 0 < len(origin) <= 64
+                and type(barcode) is str and len(barcode) <= 64 and type(name) is str and len(name) <= 256
+                and type(tax_class) is str and len(tax_class) <= 32 and (code + origin + barcode + name + tax_class).isascii()
+                and type(hlc) is int and 0 <= hlc <= MAX_HLC and type(self.deleted) is bool
+                and type(price) is int and 0 <= price < 2**53
+                and type(signature) is bytes and len(signature) in (0, SIGNATURE_SIZE)
+                and type(kid) is str and (kid == "" or KEY_ID.fullmatch(kid))):
+            return
+        self._check_each()
+
+    def _check_each(self) -> None:
+        """Raise naming the first field out of bounds (the check above found one, or the entry holds non-ASCII text)."""
         who = f"sku {self.code!r}"
         if not _is_text(self.code, 64) or not self.code:
             raise InvalidSkuEntry(f"{who}: code must be 1-64 characters")

@@ -219,6 +219,7 @@ class CacheData:
             first = after
         if held.watermark > await self._sku_db.run(self.replica.cursor):
             await self._sku_db.run(self.replica.set_cursor, held.watermark)
+        await self._sku_db.run(self.replica.build_indexes)  # the fill is over (a failed one: the next lookup builds them)
         log.info("sku.filled_by_buckets", watermark=held.watermark, changed=applied,
                  vouched=self.snapshot.vouched - vouched_before, took_s=round(trio.current_time() - started, 2))
         return True

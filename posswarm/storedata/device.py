@@ -177,7 +177,10 @@ class DeviceData:
         while True:
             target = self._cache() if self.channel.alive("cache") else None
             now = trio.current_time()
-            due = now - last_sent >= SKU_DIGEST_S and now - self._last_entries >= SKU_QUIET_S
+            quiet = now - self._last_entries >= SKU_QUIET_S
+            if quiet and not self.replica.indexed:  # a bulk fill is over: its lookup indexes now, not at a sale's scan
+                await self._sku_db.run(self.replica.build_indexes)
+            due = now - last_sent >= SKU_DIGEST_S and quiet
             if target and (due or target != last_target):
                 digests = await self._sku_db.run(self.replica.bucket_digests)
                 if self.channel.send(target, SkuDigest(tuple(digests))):

@@ -1,11 +1,13 @@
 """SKU replica: LWW converges in any order, tombstones win, anti-entropy rounds make replicas equal."""
 
+import sqlite3
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from posswarm.errors import PosswarmError
-from posswarm.sku.catalog import BUCKETS, SkuReplica, bucket_of, differing_buckets
+from posswarm.sku.catalog import BUCKETS, BULK_FILL, SkuReplica, bucket_of, differing_buckets
 from posswarm.sku.entry import InvalidSkuEntry, SkuEntry, wins
 from posswarm.sku.hlc import MAX_SKEW_MS, pack
 
@@ -74,11 +76,47 @@ def test_changes_since_pages_without_losing_tied_stamps():
 @pytest.mark.parametrize(
     "fields",
     [dict(code=""), dict(hlc=-1), dict(hlc=2**63), dict(origin=""), dict(price_cents=-1),
-     dict(barcode="\ud800"), dict(deleted=1), dict(name="x" * 257)],  # fmt: skip
+     dict(barcode="\ud800"), dict(deleted=1), dict(name="x" * 257),
+     dict(code="x" * 65), dict(hlc=True), dict(origin="o" * 65), dict(barcode="4" * 65), dict(tax_class="A" * 33),
+     dict(price_cents=2**53), dict(price_cents=1.5), dict(key_id="0123456789ABCDEF"), dict(key_id="0" * 17),
+     dict(signature=b"x" * 63), dict(signature="x" * 64), dict(name=b"Pen"), dict(name="Caf\u00e9 \ud800"),
+     dict(code="\u00e9" * 65)],  # fmt: skip
 )
 def test_bad_entries_are_refused(fields):
     with pytest.raises(InvalidSkuEntry):
         SkuEntry(**{"code": "SKU1", "hlc": 1, "origin": "central", **fields})
+
+
+def test_text_beyond_ascii_within_its_bounds_is_an_entry():
+    entry = SkuEntry("KAFFEE-\u00e9", 1, "central", name="Caf\u00e9 cr\u00e8me \u2615" * 20, tax_class="\u00e9" * 32)
+    assert SkuEntry.from_wire(entry.to_wire()) == entry
+
+
+def _rehashed(entries):
+    """The digests of a replica that merged ``entries`` one at a time, each bucket re-hashed from its rows."""
+    replica = SkuReplica(":memory:")
+    for entry in entries:
+        replica.apply([entry])
+    return replica.bucket_digests()
+
+
+def test_a_fill_of_empty_buckets_keeps_the_digests_a_rehash_would():
+    entries = [SkuEntry(f"SKU{i:04d}", pack(T, i), "central", deleted=i % 7 == 0, price_cents=i) for i in range(3000)]
+    twice = entries[:50] + [SkuEntry(e.code, e.hlc + 1, "central", price_cents=9) for e in entries[:50]]
+    replica = SkuReplica(":memory:")
+    assert replica.apply(entries + twice) == 3000
+    assert replica.bucket_digests() == _rehashed(entries + twice)
+    assert replica.entry("SKU0001").price_cents == 9
+
+
+def test_a_fill_that_meets_a_newer_entry_already_held_keeps_the_newer():
+    entries = [SkuEntry(f"SKU{i:04d}", pack(T, i), "central", price_cents=i) for i in range(2000)]
+    newer = SkuEntry("SKU0042", pack(T + 1000, 0), "central", price_cents=4242)  # gossip that came in first
+    replica = SkuReplica(":memory:")
+    assert replica.apply([newer]) == 1
+    assert replica.apply(entries) == 1999
+    assert replica.entry("SKU0042") == newer
+    assert replica.bucket_digests() == _rehashed([newer, *entries])
 
 
 def test_digests_of_different_bucket_counts_are_a_clear_error():
@@ -205,3 +243,42 @@ def test_bucket_pages_are_whole_buckets_of_signed_entries_up_to_the_watermark():
         assert before[-1].bucket < after[0].bucket
     assert all(len(page) >= 50 for page in pages[:-1])
     assert got[0] == replica.entry(got[0].code)
+
+
+def _indexes(path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
+
+
+def _bulk(count: int, first: int = 0) -> list[SkuEntry]:
+    return [SkuEntry(f"SKU{i:06d}", pack(T, i), "central", barcode=f"{4000000000000 + i}", price_cents=i)
+            for i in range(first, first + count)]
+
+
+def test_a_bulk_fill_of_an_empty_replica_builds_its_lookup_indexes_after_and_a_lookup_still_finds(tmp_path):
+    path = str(tmp_path / "sku.sqlite")
+    replica = SkuReplica(path)
+    lookups = {"sku_barcode", "sku_hlc"}
+    assert lookups <= _indexes(path)
+    assert replica.apply(_bulk(BULK_FILL)) == BULK_FILL
+    assert not replica.indexed and not lookups & _indexes(path)
+    assert replica.apply(_bulk(BULK_FILL, BULK_FILL)) == BULK_FILL  # no longer empty: a plain merge
+    assert replica.get(str(4000000000000 + 17)).code == "SKU000017"  # a scan mid-fill builds them first
+    assert replica.indexed and lookups <= _indexes(path)
+    assert replica.apply(_bulk(BULK_FILL, 2 * BULK_FILL)) == BULK_FILL and replica.indexed  # not empty: kept
+    replica.close()
+
+
+def test_a_replica_left_mid_fill_builds_its_lookup_indexes_when_opened_and_a_small_apply_builds_them(tmp_path):
+    path = str(tmp_path / "sku.sqlite")
+    replica = SkuReplica(path)
+    replica.apply(_bulk(BULK_FILL))
+    replica.close()  # the node stopped before the fill was over
+    reopened = SkuReplica(path)
+    assert reopened.indexed and {"sku_barcode", "sku_hlc"} <= _indexes(path)
+    reopened.close()
+    other = SkuReplica(str(tmp_path / "other.sqlite"))
+    other.apply(_bulk(BULK_FILL))
+    assert not other.indexed
+    other.apply(_bulk(1, BULK_FILL))  # a price change after the fill
+    assert other.indexed and other.max_hlc() == pack(T, BULK_FILL) and len(other) == BULK_FILL + 1
