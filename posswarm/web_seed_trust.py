@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from posswarm.capped_read import read_capped
 from posswarm.errors import PosswarmError
 from posswarm.fsync import replace_synced
 
@@ -20,13 +21,7 @@ BUNDLE_NAME = "web-seed-ca.pem"
 
 def read_certificates(path: Path, what: str) -> bytes:
     """The PEM certificates in ``path``, bounded and parsed; a one-line PosswarmError naming ``what`` if not."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_BUNDLE_BYTES + 1)
-    except OSError as exc:
-        raise PosswarmError(f"{what} {path}: cannot read it ({exc.strerror})") from None
-    if len(data) > MAX_BUNDLE_BYTES:
-        raise PosswarmError(f"{what} {path}: over {MAX_BUNDLE_BYTES} bytes; not a CA bundle")
+    data = read_capped(path, MAX_BUNDLE_BYTES, what, too_big="not a CA bundle")
     try:
         if not x509.load_pem_x509_certificates(data):
             raise ValueError("no certificate")

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from posswarm import garbage, health, install, logs
+from posswarm.capped_read import read_capped
 from posswarm.chunks import chunk_relpath
 from posswarm.config import NodeConfig
 from posswarm.datadir import DataDir
-from posswarm.errors import PosswarmError
 from posswarm.lifecycle import Installed, Record
 from posswarm.manifest import Manifest
 from posswarm.release import TORRENT_NAME, torrent_chunk_roots
@@ -42,13 +42,7 @@ class BootSlots:
         """Learn the booted slot and settle a trial: confirm it (health check passes), reject it, or record that
         the bootloader fell back. Returns what happened (state.TRIAL outcomes, "" for a normal boot)."""
         source = self.config.boot_cmdline
-        try:
-            with open(source, "rb") as f:
-                cmdline = f.read(MAX_CMDLINE + 1)
-        except OSError as exc:
-            raise PosswarmError(f"install.boot_cmdline {source}: cannot read it ({exc.strerror})") from None
-        if len(cmdline) > MAX_CMDLINE:
-            raise PosswarmError(f"install.boot_cmdline {source}: over {MAX_CMDLINE} bytes, not a kernel command line")
+        cmdline = read_capped(source, MAX_CMDLINE, "install.boot_cmdline", too_big="not a kernel command line")
         self.booted = state.booted_slot(cmdline.decode(errors="replace"), source=source)
         self._read()
         found, updates = state.on_start(self.env, self.booted)
