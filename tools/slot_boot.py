@@ -3,6 +3,8 @@ the kernel command line the node then reads (the lab's and the tests' stand-in f
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from posswarm.slots import state
@@ -38,11 +40,16 @@ async def boot(lab, nursery, device, config: dict) -> str:
 
 
 def disk_use(root: Path) -> int:
-    """Bytes of the distinct files under ``root`` (a chunk hard-linked twice counts once)."""
+    """Bytes of the distinct files under ``root`` (a chunk hard-linked twice counts once), read while the node runs:
+    a file it renames or removes between the listing and the look (a chunk's temp file) is not counted."""
     seen, total = set(), 0
-    for path in root.rglob("*"):
-        st = path.lstat()
-        if path.is_file() and not path.is_symlink() and (st.st_dev, st.st_ino) not in seen:
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_blocks * 512
+    for directory, _, names in os.walk(root):  # a directory gone meanwhile is skipped, as os.walk does
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(directory, name))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
     return total
