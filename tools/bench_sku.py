@@ -254,6 +254,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--stores", type=int, default=0,
                    help="time price changes to every till of this many stores instead (tools/sku_stores.py)")
     p.add_argument("--tills-per-store", type=int, default=2, help="with --stores")
+    p.add_argument("--processes", type=int, default=None,
+                   help="with --stores: store processes to share the stores out over (default one a core)")
     p.add_argument("--devices", type=int, default=4, help="devices running before the fresh one joins")
     p.add_argument("--changes", type=int, default=20, help="price changes to time")
     p.add_argument("--seed", type=int, default=None)
@@ -269,7 +271,8 @@ def main(argv: list[str]) -> int:
                 logs.configure("warning", component="bench")  # hundreds of nodes in one process: info lines cost CPU
 
                 result = trio.run(lambda: run_stores(root, stores=args.stores, tills=args.tills_per_store,
-                                                     skus=args.skus or 1_000, changes=args.changes, seed=args.seed))
+                                                     skus=args.skus or 1_000, changes=args.changes, seed=args.seed,
+                                                     processes=args.processes))
             else:
                 result = trio.run(lambda: run_benchmark(root, skus=args.skus or 100_000, devices=args.devices,
                                                         changes=args.changes, seed=args.seed))
