@@ -16,7 +16,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check posswarm seeder tracker tools tests
-	$(VENV)/bin/pytest -q --durations=30
+	$(VENV)/bin/pytest -q --durations=30 -n 2 --dist loadfile
 
 # posswarm_VERSION_ARCH.deb in $(DEB_OUT) (see docs/deployment.md, "The package").
 DEB_OUT ?= build
