@@ -87,8 +87,18 @@ RUNS = (
          "--no-backlog"),
         "A thousand store caches forwarding at once into central's PostgreSQL, then one 40-till store's day "
         "(issue 17)."),
+    Run("sales-ingest-steady", "sales-ingest",
+        ("--db", "postgresql", "--caches", "1000", "--rate", "10000", "--seed", "17", "--no-backlog"),
+        ("--db", "postgresql", "--caches", "20", "--tills", "1", "--sales-per-till", "10", "--rate", "100",
+         "--no-backlog"),
+        "The same caches forwarding sales as they are made, 10,000 a second between them: the batch latency a "
+        "store lives (issue 17's p99 < 1 s)."),
     Run("sku", "sku", ("--skus", "100000", "--devices", "4"), ("--skus", "2000", "--devices", "2", "--changes", "3"),
         "The SKU catalog to a fresh till; one price change to every till."),
+    Run("sku-stores", "sku", ("--stores", "100", "--tills-per-store", "2", "--changes", "20", "--seed", "17"),
+        ("--stores", "2", "--tills-per-store", "1", "--changes", "2", "--skus", "50"),
+        "A price change imported at central, timed until every till of 100 stores (two tills each) shows it; the "
+        "stores' nodes share store processes, one a core (issue 17)."),
 )
 NAMES = [r.name for r in RUNS]
 
