@@ -124,6 +124,7 @@ def torrent_cost(release_dir: Path, workdir: Path) -> list[dict]:
 def dd_seconds(image: Path, scratch: Path) -> float:
     """Seconds for ``dd ... conv=fsync`` to copy ``image`` (the machine's durable write rate, read included)."""
     out = scratch / "dd.out"
+    os.sync()  # not the images just built: their write-back made dd 107 MB/s where a quiet disk gave 336-1,100
     started = time.monotonic()
     subprocess.run(["dd", f"if={image}", f"of={out}", "bs=1M", "conv=fsync", "status=none"], check=True)
     seconds = time.monotonic() - started
