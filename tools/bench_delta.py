@@ -40,6 +40,7 @@ from seeder.publish import publish_release
 from tools import images
 from tools.delta_measures import (
     MiB,
+    casync_contents,
     casync_store,
     dd_seconds,
     decode_rate,
@@ -116,6 +117,7 @@ def bench(args, workdir: Path) -> dict:
     result["rows"].append({"what": "full image", "content": size, "posswarm": full["stored"],
                            "casync": sum(p.stat().st_size for p in casync_v1),
                            "posswarm_chunks": full["chunks"], "casync_chunks": len(casync_v1),
+                           "posswarm_content": full["content"], "casync_content": _content(workdir / "v1.caibx", casync_v1),
                            "posswarm_metadata": full["metadata"],
                            "casync_metadata": (workdir / "v1.caibx").stat().st_size})
     for n, kind in enumerate(kinds, start=2):
@@ -131,6 +133,8 @@ def bench(args, workdir: Path) -> dict:
                                "files_removed": c.files_removed, "files_added": c.files_added,
                                "posswarm": wire["stored"], "casync": sum(p.stat().st_size for p in added),
                                "posswarm_chunks": wire["chunks"], "casync_chunks": len(added),
+                               "posswarm_content": wire["content"],
+                               "casync_content": _content(workdir / f"{kind}.caibx", added),
                                "posswarm_metadata": wire["metadata"],
                                "casync_metadata": (workdir / f"{kind}.caibx").stat().st_size,
                                "publish_seconds": round(pub.seconds, 2)})
@@ -146,6 +150,12 @@ def bench(args, workdir: Path) -> dict:
     if not args.no_random:
         result["random"] = random_rows(workdir, min(size, 256 * MiB), key)
     return result
+
+
+def _content(index: Path, chunk_files) -> int:
+    """Bytes of content in casync's chunk files ``chunk_files`` (``<id>.cacnk``), read from ``index``."""
+    lengths = casync_contents(index)
+    return sum(lengths[p.name.removesuffix(".cacnk")] for p in chunk_files)
 
 
 def random_rows(workdir: Path, size: int, key) -> dict:
@@ -194,6 +204,11 @@ def table(r: dict) -> str:
               + (f" ({r['publish_kernel_cpu_s_per_gb']} of them the kernel's)" if "publish_kernel_cpu_s_per_gb" in r else "")
               + "; casync make "
               f"{r['casync_make_mbs']} MB/s; one core decodes and verifies {r['decode_mbs']} MB/s of content."]
+    if all("casync_content" in row for row in r["rows"]):  # chunking apart from compression
+        lines += ["", "Content in the chunks sent, posswarm / casync: " + "; ".join(
+            f"{row['what']} {_mib(row['posswarm_content'])} / {_mib(row['casync_content'])} "
+            f"(stored at {row['posswarm'] / row['posswarm_content']:.1%} / {row['casync'] / row['casync_content']:.1%})"
+            for row in r["rows"]) + "."]
     if "sweep" in r:
         kinds = [k for k in r["sweep"][0] if k not in ("min", "avg", "max", "level", "full", "chunks", "pack_mbs")]
         lines += ["", "| FastCDC min/avg/max | zstd | full image | " + " | ".join(f"update: {k}" for k in kinds)
