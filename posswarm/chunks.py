@@ -43,11 +43,22 @@ class Cut:
 
 def cuts(path: Path) -> Iterator[Cut]:
     """The chunks of file ``path`` in order, with their bytes (mmap-backed, so read once at disk speed)."""
+    offset = 0
+    for data in spans(path):
+        yield Cut(offset, len(data), blake3.blake3(data).digest(), data)
+        offset += len(data)
+
+
+def spans(path: Path | str) -> Iterator[memoryview]:
+    """The bytes of each chunk of file ``path`` in order, not yet hashed: views of its mmap, valid while referenced.
+
+    For a caller that names the chunks on other threads (BLAKE3 gives up the GIL; FastCDC's loop does too).
+    """
     # pyfastcdc mmaps the file and an empty file cannot be mmapped: it simply has no chunks.
     if os.stat(path).st_size == 0:
         return
     for c in _CDC.cut_file(str(path)):
-        yield Cut(c.offset, c.length, blake3.blake3(c.data).digest(), c.data)
+        yield c.data
 
 
 # A chunk is stored, seeded and sent as one zstd frame when that is smaller than its content, else as its

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import functools
 import os
 import shutil
 import stat
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import blake3
-
 from posswarm import logs
-from posswarm.chunks import ChunkStore, chunk_relpath, cuts, pack
+from posswarm.chunks import ChunkStore, chunk_relpath
 from posswarm.errors import PosswarmError
-from posswarm.fsync import fsync_dir, fsync_file, write_synced
+from posswarm.fsync import fsync_dir
 from posswarm.manifest import (
     ChunkRef,
     Manifest,
@@ -33,20 +27,16 @@ from posswarm.manifest import (
     sign_manifest,
 )
 from posswarm.release import MANIFEST_NAME, TORRENT_NAME, torrent_chunk_files, torrent_info_hashes
-from posswarm.release_torrent import FileTree, file_tree, torrent
+from posswarm.release_torrent import FileTree, torrent
 from posswarm.rollout import ROLLOUT_NAME
 from seeder import oci
+from seeder.release_chunks import PACKERS, Cut, adopt_new, cut_payload, sync_release
 
 log = logs.get("publish")
 
 STORE_DIR = ".chunks"  # central chunk store inside RELEASES; never a release name (names start alnum)
 IMAGE_PATH = "image.bin"  # an image release's single payload file, whatever the source file was called
 MIN_PIECE_SIZE = 16 * 1024  # BEP 52: v2 pieces are power-of-two multiples of 16 KiB blocks
-
-# zstd gives up the GIL, so chunks compress on every core while the main thread cuts and hashes; the
-# window bounds memory (at most this many chunks of at most CHUNK_MAX each wait to be written).
-PACKERS = os.cpu_count() or 1
-PACK_WINDOW = 64
 
 Progress = Callable[[int, int], None]
 
@@ -121,33 +111,43 @@ def publish_release(
         raise PosswarmError(f"releases dir {out}: cannot write to it ({exc.strerror}; check --out)") from None
     report = progress or (lambda done, total: None)
     created = int(time.time()) if now is None else now
+    store = ChunkStore(out / STORE_DIR)
     try:
-        files, payload_b3, new, trees = _cut_payload(sources, tmp, ChunkStore(out / STORE_DIR), report, total,
-                                                     piece_size)
-        torrent = _make_torrent(trees, piece_size, created, rid)
-        v1, v2 = torrent_info_hashes(torrent)
-        manifest = Manifest(
-            name=name, version=version, kind=kind, files=files, total_size=total,
-            payload_blake3=payload_b3, info_hash_v1=v1, info_hash_v2=v2, piece_size=piece_size,
-            targets=targets, created=created, key_id="0" * 16,
-        )
-        manifest = sign_manifest(manifest, private_key)
-        Manifest.from_bytes(manifest.to_bytes())  # never publish what a device would refuse to parse
-        expected = {chunk_relpath(c.digest) for c in manifest.unique_chunks()}
-        if torrent_chunk_files(torrent) != expected:
-            raise PosswarmError(f"release {rid}: the torrent's files are not the release's chunks (stray files in {tmp}?)")
-        write_synced(tmp / TORRENT_NAME, torrent)
-        write_synced(tmp / MANIFEST_NAME, manifest.to_bytes())
-        if rollout_for is not None:
-            # Inside the rename: a seeder must never see the release without its rollout (it would be ring all).
-            write_synced(tmp / ROLLOUT_NAME, rollout_for(manifest))
-        fsync_dir(tmp)
+        with ThreadPoolExecutor(max_workers=PACKERS, thread_name_prefix="pack") as pool:
+            cut = cut_payload([s.path for s in sources], tmp, store, report, total, piece_size, pool)
+            files = _payload_files(sources, cut)
+            torrent = _make_torrent(cut.trees, piece_size, created, rid)
+            v1, v2 = torrent_info_hashes(torrent)
+            manifest = Manifest(
+                name=name, version=version, kind=kind, files=files, total_size=total,
+                payload_blake3=cut.payload_blake3, info_hash_v1=v1, info_hash_v2=v2, piece_size=piece_size,
+                targets=targets, created=created, key_id="0" * 16,
+            )
+            manifest = sign_manifest(manifest, private_key)
+            Manifest.from_bytes(manifest.to_bytes())  # never publish what a device would refuse to parse
+            expected = {chunk_relpath(c.digest) for c in manifest.unique_chunks()}
+            if torrent_chunk_files(torrent) != expected:
+                raise PosswarmError(f"release {rid}: the torrent's files are not the release's chunks (stray files in {tmp}?)")
+            (tmp / TORRENT_NAME).write_bytes(torrent)
+            (tmp / MANIFEST_NAME).write_bytes(manifest.to_bytes())
+            if rollout_for is not None:
+                # Inside the rename: a seeder must never see the release without its rollout (it would be ring all).
+                (tmp / ROLLOUT_NAME).write_bytes(rollout_for(manifest))
+            # Durable before named, named before visible. The chunk files, torrent and manifest were
+            # written unsynced; one sync makes all of it durable (1). Only then does the store get its
+            # names for the new chunks (2): it is trusted by size, so a name there for a chunk a crash
+            # could lose would let a later publish link a torn file into a signed release. Only then is
+            # the release renamed into place (3): the signed manifest never names a chunk a crash could
+            # lose. tests/seeder/test_publish_durability.py holds a real publish's syscalls to this order.
+            sync_release(tmp)  # (1)
+            for adopted in adopt_new(store, tmp, list(cut.new), pool):  # (2)
+                adopted.result()
         final.parent.mkdir(exist_ok=True)
         try:
             # rename(2) onto an existing *empty* directory would replace it, so look once more.
             if final.exists():
                 raise FileExistsError
-            os.rename(tmp, final)
+            os.rename(tmp, final)  # (3)
         except OSError:
             raise PosswarmError(f"release {rid}: {final} already exists (publish a new version instead)") from None
         fsync_dir(final.parent)
@@ -156,11 +156,11 @@ def publish_release(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    bytes_new = sum(size for size in new.values())
-    result = Publication(manifest, final, len(new), bytes_new, time.monotonic() - started)
+    bytes_new = sum(cut.new.values())
+    result = Publication(manifest, final, len(cut.new), bytes_new, time.monotonic() - started)
     log.info(
         "release.published", release=rid, kind=kind, bytes=total, chunks=len(manifest.unique_chunks()),
-        chunks_new=len(new), bytes_new=bytes_new, seconds=round(result.seconds, 3),
+        chunks_new=len(cut.new), bytes_new=bytes_new, seconds=round(result.seconds, 3),
     )
     return result
 
@@ -212,164 +212,18 @@ def _raise_walk_error(exc: OSError) -> None:
     raise PosswarmError(f"payload {exc.filename}: cannot read it ({exc.strerror}; check permissions)")
 
 
-def _cut_payload(
-    sources: list[_Source], tmp: Path, store: ChunkStore, report: Progress, work: int, piece_size: int
-) -> tuple[tuple[PayloadFile, ...], bytes, dict[bytes, int], dict[str, FileTree]]:
-    """Cut every file once: chunk refs, the whole-payload BLAKE3, the chunks new to ``store``, the torrent's trees.
-
-    New chunks are compressed, written and hashed for the torrent on every core while this thread cuts
-    and hashes; at most a bounded window of chunks is in memory at once, whatever the payload's size.
-    """
-    whole = blake3.blake3()  # measured: threads do not help at ~1 MiB per update
-    stored: dict[bytes, int] = {}  # every chunk of the payload: its stored size
-    new: dict[bytes, int] = {}
-    trees: dict[str, FileTree] = {}  # every stored chunk file's v2 hashes, by its path below chunks/
-    cut_lists: list[tuple[_Source, list[tuple[bytes, int]]]] = []
-    pending: deque[tuple[bytes, bool, Future]] = deque()
-    made: set[str] = set()
-    done = 0
-    # Plain strings on the per-chunk path: building a Path for each of thousands of chunks cost more
-    # than BLAKE3 of their bytes (py-spy of a 420 MiB publish).
-    tmp_root, store_root = str(tmp), str(store.root)
-
-    def write_next() -> None:
-        digest, packed, work_done = pending.popleft()
-        tree = work_done.result()
-        trees[_in_torrent(digest)] = tree
-        stored[digest] = tree.length
-        if packed:
-            new[digest] = tree.length
-
-    with ThreadPoolExecutor(max_workers=PACKERS, thread_name_prefix="pack") as pool:
-        for src in sources:
-            lengths = []
-            try:
-                for cut in cuts(src.path):
-                    whole.update(cut.data)
-                    lengths.append((cut.digest, cut.length))
-                    if cut.digest not in stored:
-                        # The store's stored form, never a fresh one: one chunk, one file, in every release.
-                        rel = chunk_relpath(cut.digest)
-                        size = _size_of(f"{store_root}/{rel}")
-                        dest = f"{tmp_root}/{rel}"
-                        stored[cut.digest] = 0  # being packed or hashed
-                        parent = dest[:dest.rindex("/")]
-                        if parent not in made:
-                            os.makedirs(parent, exist_ok=True)
-                            made.add(parent)
-                        if size is not None and size <= cut.length and _link_stored(store, cut.digest, size, tmp):
-                            pending.append((cut.digest, False, pool.submit(_hash_file, dest, size, piece_size)))
-                        else:
-                            # The mmap's view, not a copy: the packing thread reads it once, compressing.
-                            pending.append((cut.digest, True, pool.submit(_pack_into, dest, cut.data, piece_size)))
-                        while len(pending) > PACK_WINDOW:
-                            write_next()
-                    done += cut.length
-                    report(done, work)
-                st = src.path.stat()
-            except OSError as exc:
-                raise PosswarmError(f"payload file {src.path}: cannot read it ({exc.strerror}; check permissions)") from None
-            if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns) or sum(n for _, n in lengths) != src.size:
-                raise PosswarmError(f"payload file {src.path}: changed while publishing (publish from a stable copy)")
-            cut_lists.append((src, lengths))
-        while pending:
-            write_next()
-        _sync_chunks(tmp, new)
-        # link(2) gives up the GIL: the store's names are made on every core too, only once all are durable.
-        for _ in pool.map(lambda digest: store.adopt(tmp / chunk_relpath(digest), digest), new, chunksize=64):
-            pass
-    files = tuple(PayloadFile(src.name, src.mode, src.size, tuple(ChunkRef(d, stored[d], n) for d, n in lengths))
-                  for src, lengths in cut_lists)
-    return files, whole.digest(), new, trees
-
-
-def _in_torrent(digest: bytes) -> str:
-    """A chunk file's path below the torrent's top directory (``chunks/``), as its file tree names it."""
-    return chunk_relpath(digest).split("/", 1)[1]
-
-
-def _pack_into(dest: str, content: memoryview, piece_size: int) -> FileTree:
-    """Write chunk ``content`` in its stored form to ``dest``; the stored file's v2 hashes (and so its size).
-
-    Runs on the packing threads, file and all: creating thousands of small files from the cutting
-    thread left it waiting for the GIL (measured: 1.6 s of a 4.5 s publish of 128 MiB).
-    One open(2) that creates the file or fails (the publish's own fresh directory), one write, no stat.
-    No fsync here: all new chunks are synced together, before the store sees them.
-    """
-    data = pack(content)
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    return file_tree(data, piece_size)
-
-
-def _hash_file(path: str, size: int, piece_size: int) -> FileTree:
-    """The v2 hashes of a chunk file linked in from the store (already on disk: read it, on a packing thread)."""
-    with open(path, "rb", buffering=0) as f:
-        data = f.read(size + 1)
-    if len(data) != size:  # the store's file changed under the publish: never hash a torrent file of another size
-        raise OSError(errno.EIO, f"chunk file holds {len(data)} bytes, not {size}", path)
-    return file_tree(data, piece_size)
-
-
-def _size_of(path: str) -> int | None:
-    """The size of the store's file ``path``, or None if it is absent (as ChunkStore.stored_size, without a Path)."""
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return None
-
-
-def _link_stored(store: ChunkStore, digest: bytes, size: int, tmp: Path) -> bool:
-    """Hard-link the store's chunk ``digest`` of ``size`` stored bytes into the fresh release directory ``tmp``.
-
-    ``tmp`` is new and holds each chunk once, so one link(2) does it; anything unusual (a vanished
-    chunk, no hard links here) goes the store's careful way.
-    """
-    rel = chunk_relpath(digest)
-    try:
-        os.link(f"{store.root}/{rel}", f"{tmp}/{rel}")
-        return True
-    except OSError:
-        return store.link_into(digest, tmp, size)
-
-
-def _sync_chunks(tmp: Path, new: dict[bytes, int]) -> None:
-    """Make every new chunk file and its directory entry durable before the store links them.
-
-    One syncfs(2) for the lot where the system has it: an fsync per file cost more than cutting,
-    hashing and compressing together at 32 KiB chunks (measured: 3.3 s of a 7.6 s publish of 128 MiB).
-    """
-    if new and _syncfs(tmp):
-        return
-    for digest in new:
-        fsync_file(tmp / chunk_relpath(digest))
-    for sub in {(tmp / chunk_relpath(d)).parent for d in new}:
-        fsync_dir(sub)
-
-
-def _syncfs(path: Path) -> bool:
-    """syncfs(2) the filesystem holding ``path``; False where libc has none (then fsync file by file)."""
-    syncfs = getattr(_libc(), "syncfs", None)
-    if syncfs is None:
-        return False
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if syncfs(fd) != 0:  # since Linux 5.8 it reports write-back errors, as fsync does
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), str(path))
-    finally:
-        os.close(fd)
-    return True
-
-
-@functools.cache
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
+def _payload_files(sources: list[_Source], cut: Cut) -> tuple[PayloadFile, ...]:
+    """The manifest's files, once each source is known not to have changed while it was read."""
+    files = []
+    for src, chunks in zip(sources, cut.chunks, strict=True):
+        try:
+            st = src.path.stat()
+        except OSError as exc:
+            raise PosswarmError(f"payload file {src.path}: cannot read it ({exc.strerror}; check permissions)") from None
+        if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns) or sum(n for _, n in chunks) != src.size:
+            raise PosswarmError(f"payload file {src.path}: changed while publishing (publish from a stable copy)")
+        files.append(PayloadFile(src.name, src.mode, src.size, tuple(ChunkRef(d, cut.stored[d], n) for d, n in chunks)))
+    return tuple(files)
 
 
 def _make_torrent(trees: dict[str, FileTree], piece_size: int, created: int, release_id: str) -> bytes:

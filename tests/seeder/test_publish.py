@@ -8,7 +8,7 @@ import libtorrent as lt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from posswarm.chunks import chunk_relpath
+from posswarm.chunks import chunk_relpath, unpack
 from posswarm.errors import PosswarmError
 from posswarm.manifest import Targets, verify_manifest
 from posswarm.release import verify_release
@@ -195,3 +195,21 @@ def test_a_chunk_keeps_the_stored_form_the_central_store_already_has(tmp_path, k
     linked = tmp_path / "rel" / "pos-os" / "2" / chunk_relpath(chunk.digest)
     assert linked.stat().st_ino == store.path(chunk.digest).stat().st_ino
     verify_release(tmp_path / "rel" / "pos-os" / "2", key.public_key())
+
+
+def test_a_chunk_the_payload_repeats_is_one_file_written_once(tmp_path, key):
+    # Zeros cut into maximum-size chunks of the same bytes, many in one batch of the packing threads, and
+    # the same random run twice: each repeated chunk is one file, listed at every place it occurs.
+    rng = random.Random(13)
+    noise = rng.randbytes(1 * MiB)
+    img = tmp_path / "img"
+    img.write_bytes(noise + bytes(3 * MiB) + noise + bytes(2 * MiB) + b"end")
+    r = publish_release(img, name="pos-os", version="1", private_key=key, out=tmp_path / "rel")
+    listed = [c.digest for c in r.manifest.files[0].chunks]
+    assert len(listed) - len(set(listed)) > 30
+    rel = tmp_path / "rel" / "pos-os" / "1"
+    files = [p for p in (rel / "chunks").rglob("*") if p.is_file()]
+    assert len(files) == len(set(listed)) == r.chunks_new
+    content = b"".join(unpack((rel / chunk_relpath(c.digest)).read_bytes(), c.length) for c in r.manifest.files[0].chunks)
+    assert content == img.read_bytes()
+    verify_release(rel, key.public_key())

@@ -101,6 +101,9 @@ def test_the_benchmark_runs_casync_beside_posswarm_and_writes_its_table(tmp_path
         assert row["posswarm"] > 0 and row["casync"] > 0 and row["ratio"] == round(row["posswarm"] / row["casync"], 3)
     assert full["posswarm"] < full["content"] / 2 and full["casync"] < full["content"] / 2
     assert result["zstd_image"] < full["content"] / 2 and result["decode_mbs"] > 0
+    # casync's index gives the content of its chunks: the whole image once (less its repeats), an update's a part
+    assert full["casync_content"] <= full["content"] and full["posswarm_content"] <= full["content"]
+    assert 0 < upgrade["casync_content"] < full["casync_content"] and upgrade["posswarm_content"] > upgrade["posswarm"]
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\nbefore\n")
     bench_delta.write_docs(bench_delta.table(result), doc)
@@ -108,6 +111,7 @@ def test_the_benchmark_runs_casync_beside_posswarm_and_writes_its_table(tmp_path
     text = doc.read_text()
     assert text.count(bench_delta.BEGIN) == 1 and f"Commit `{result['commit']}`" in text and "before" in text
     assert "| update: scattered |" in text and "| packed into 1 MiB files |" in text
+    assert "Content in the chunks sent, posswarm / casync: full image" in text
     assert len(result["sweep"]) == len(delta_measures.SWEEP_SIZES) + len(delta_measures.SWEEP_LEVELS) - 1
     chunk_files, packed = result["torrent_cost"]
     assert chunk_files["bytes"] == packed["bytes"] == full["posswarm"] and chunk_files["files"] > packed["files"]
