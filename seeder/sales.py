@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Protocol
@@ -40,6 +41,8 @@ from seeder.sales_writer import SalesWriter
 
 log = logs.get("seeder.sales")
 
+SUMMARY_EVERY_S = 10.0
+MAX_SUMMARY_STORES = 100_000  # stores counted in one summary (a bound on its set, far above a chain's stores)
 MAX_BODY = 8 << 20  # a batch of 500 sales is ~150 KB; far above it is not a cache talking
 _COLUMNS = "store, device_id, incarnation, seq, created_ms, total_cents, received_ms, body"
 
@@ -321,12 +324,36 @@ def operator_gate(token: str | None) -> OperatorGate:
         challenge='Bearer realm="posswarm central"')
 
 
+class IngestSummary:
+    """One info line per period for the batches taken in, not one per batch: at 10,000 sales/s from 1,000 caches
+    a line per batch was ~1,000 lines a second and 12.6 us of central's CPU each (the batch's own line is at debug)."""
+
+    def __init__(self, every_s: float = SUMMARY_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s, self._clock = every_s, clock
+        self._since = clock()
+        self._batches = self._stored = self._duplicates = 0
+        self._stores: set[str] = set()
+
+    def count(self, store: str, stored: int, duplicates: int) -> None:
+        self._batches += 1
+        self._stored += stored
+        self._duplicates += duplicates
+        if len(self._stores) < MAX_SUMMARY_STORES:
+            self._stores.add(store)
+        if (now := self._clock()) - self._since >= self.every_s:
+            log.info("sales.ingested", batches=self._batches, stored=self._stored, duplicates=self._duplicates,
+                     stores=len(self._stores), s=round(now - self._since, 1))
+            self._since, self._batches, self._stored, self._duplicates = now, 0, 0, 0
+            self._stores.clear()
+
+
 def routes(writer: SalesWriter, authorities: Callable[[], list[Ed25519PublicKey]], operator: OperatorGate,
            revoked: RevokedNodes | None = None) -> list[Route]:
     """``POST /sales/ingest?store=S042`` (a msgpack list of sales, signed by that store's enrolled cache, checked
     against the enrolment keys ``authorities()`` of central's own root of trust) and ``GET /sales/totals`` (for
     whoever holds the operator token). ``writer`` must be running: it answers a batch once it is committed."""
     known = batch_signature.VerifiedCertificates()
+    summary = IngestSummary()
 
     async def ingest(request: Request) -> Response:
         shop = request.query_params.get("store", "")
@@ -353,7 +380,8 @@ def routes(writer: SalesWriter, authorities: Callable[[], list[Ed25519PublicKey]
             added, duplicates = await writer.ingest(shop, sales)
         except PosswarmError as exc:  # logged by the writer
             return JSONResponse({"error": str(exc)}, 503)
-        log.info("sales.ingested", store=shop, cache=sender.identity.node_id, stored=added, duplicates=duplicates)
+        log.debug("sales.ingested", store=shop, cache=sender.identity.node_id, stored=added, duplicates=duplicates)
+        summary.count(shop, added, duplicates)
         return JSONResponse({"stored": added, "duplicates": duplicates})
 
     async def totals(request: Request) -> Response:
