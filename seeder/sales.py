@@ -324,6 +324,17 @@ def operator_gate(token: str | None) -> OperatorGate:
         challenge='Bearer realm="posswarm central"')
 
 
+def parse_batch(body: bytes) -> list[Sale]:
+    """The sales of a batch's body (a msgpack list of wire forms); InvalidSale, ValueError or TypeError if not.
+
+    Its own function so the wire lists die here: kept while the batch waited for its commit, they were half the
+    objects Python's cycle collector walked (collection was 18 % of central's CPU at 10,000 sales/s)."""
+    wires = msgpack.unpackb(body, raw=False)
+    if not isinstance(wires, list):
+        raise InvalidSale("body is not a list of sales")
+    return [Sale.from_wire(wire) for wire in wires]
+
+
 class IngestSummary:
     """One info line per period for the batches taken in, not one per batch: at 10,000 sales/s from 1,000 caches
     a line per batch was ~1,000 lines a second and 12.6 us of central's CPU each (the batch's own line is at debug)."""
@@ -369,10 +380,7 @@ def routes(writer: SalesWriter, authorities: Callable[[], list[Ed25519PublicKey]
                         reason=str(exc))
             return JSONResponse({"error": str(exc)}, exc.status)
         try:
-            wires = msgpack.unpackb(body, raw=False)
-            if not isinstance(wires, list):
-                raise InvalidSale("body is not a list of sales")
-            sales = [Sale.from_wire(wire) for wire in wires]
+            sales = parse_batch(body)
         except (InvalidSale, ValueError, TypeError, msgpack.UnpackException) as exc:
             log.warning("sales.rejected", store=shop, reason=str(exc))
             return JSONResponse({"error": f"sales ingest from {shop}: {exc}"}, 400)
