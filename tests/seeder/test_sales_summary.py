@@ -2,7 +2,7 @@
 
 from structlog.testing import capture_logs
 
-from seeder.sales import IngestSummary
+from seeder.sales_summary import IngestSummary
 
 
 class Clock:
