@@ -325,8 +325,8 @@ def operator_gate(token: str | None) -> OperatorGate:
 def parse_batch(body: bytes) -> list[Sale]:
     """The sales of a batch's body (a msgpack list of wire forms); InvalidSale, ValueError or TypeError if not.
 
-    Its own function so the wire lists die here: kept while the batch waited for its commit, they were half the
-    objects Python's cycle collector walked (collection was 18 % of central's CPU at 10,000 sales/s)."""
+    Its own function so the wire lists die here: kept while the batch waited for its commit, the cycle collector
+    walked them again and again (17.9 % of central's samples at 10,000 sales/s; ~0.45 s -> ~0.18 s of a run)."""
     wires = msgpack.unpackb(body, raw=False)
     if not isinstance(wires, list):
         raise InvalidSale("body is not a list of sales")

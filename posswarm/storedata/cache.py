@@ -32,11 +32,11 @@ FORWARD_BATCH = 500  # ~144 KB per request (notes §4)
 # Let a burst of sales gather into one request to central.
 FORWARD_GATHER_S = 0.2
 FORWARD_IDLE_S = 5.0
-# After central answered a batch that was not full, the cache waits as long as central took before it sends the
-# next (self-clocking, at most this long): when central is busy its answers slow, each cache's batches grow and
-# central gets half the requests for the same sales. At 1,000 caches making 10,000 sales/s, a request cost central
-# ~1 ms of CPU whatever its size, and caches that sent again the moment they were answered kept central's queue
-# full (posswarm-bench sales-ingest --rate 10000; docs/benchmarks.md).
+# After central answered a batch that was not full, the cache waits about as long as central took before it sends
+# the next (self-clocking, at most this long): when central is busy its answers slow and each cache's batches grow.
+# A request cost central ~0.9 ms of CPU whatever its size (a sale ~12 us), and caches that sent again the moment
+# they were answered kept central's queue full: paced, a sale waits at its cache instead, where it costs no CPU
+# (posswarm-bench sales-ingest --rate 10000, and a model of it: docs/benchmarks.md).
 FORWARD_PACE_MAX_S = 5.0
 # Retry forever: a WAN or central outage may last hours and the ledger keeps everything meanwhile;
 # a minute between attempts keeps thousands of stores from hammering central as it comes back.
