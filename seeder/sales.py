@@ -36,6 +36,7 @@ from posswarm.wallclock import now_ms
 from seeder import postgres
 from seeder.bounded_body import BodyRefused, read_bounded
 from seeder.postgres import redact as _redact
+from seeder.sales_summary import IngestSummary
 from seeder.sales_writer import SalesWriter
 
 log = logs.get("seeder.sales")
@@ -321,12 +322,24 @@ def operator_gate(token: str | None) -> OperatorGate:
         challenge='Bearer realm="posswarm central"')
 
 
+def parse_batch(body: bytes) -> list[Sale]:
+    """The sales of a batch's body (a msgpack list of wire forms); InvalidSale, ValueError or TypeError if not.
+
+    Its own function so the wire lists die here: kept while the batch waited for its commit, the cycle collector
+    walked them again and again (17.9 % of central's samples at 10,000 sales/s; ~0.45 s -> ~0.18 s of a run)."""
+    wires = msgpack.unpackb(body, raw=False)
+    if not isinstance(wires, list):
+        raise InvalidSale("body is not a list of sales")
+    return [Sale.from_wire(wire) for wire in wires]
+
+
 def routes(writer: SalesWriter, authorities: Callable[[], list[Ed25519PublicKey]], operator: OperatorGate,
            revoked: RevokedNodes | None = None) -> list[Route]:
     """``POST /sales/ingest?store=S042`` (a msgpack list of sales, signed by that store's enrolled cache, checked
     against the enrolment keys ``authorities()`` of central's own root of trust) and ``GET /sales/totals`` (for
     whoever holds the operator token). ``writer`` must be running: it answers a batch once it is committed."""
     known = batch_signature.VerifiedCertificates()
+    summary = IngestSummary()
 
     async def ingest(request: Request) -> Response:
         shop = request.query_params.get("store", "")
@@ -342,10 +355,7 @@ def routes(writer: SalesWriter, authorities: Callable[[], list[Ed25519PublicKey]
                         reason=str(exc))
             return JSONResponse({"error": str(exc)}, exc.status)
         try:
-            wires = msgpack.unpackb(body, raw=False)
-            if not isinstance(wires, list):
-                raise InvalidSale("body is not a list of sales")
-            sales = [Sale.from_wire(wire) for wire in wires]
+            sales = parse_batch(body)
         except (InvalidSale, ValueError, TypeError, msgpack.UnpackException) as exc:
             log.warning("sales.rejected", store=shop, reason=str(exc))
             return JSONResponse({"error": f"sales ingest from {shop}: {exc}"}, 400)
@@ -353,7 +363,8 @@ def routes(writer: SalesWriter, authorities: Callable[[], list[Ed25519PublicKey]
             added, duplicates = await writer.ingest(shop, sales)
         except PosswarmError as exc:  # logged by the writer
             return JSONResponse({"error": str(exc)}, 503)
-        log.info("sales.ingested", store=shop, cache=sender.identity.node_id, stored=added, duplicates=duplicates)
+        log.debug("sales.ingested", store=shop, cache=sender.identity.node_id, stored=added, duplicates=duplicates)
+        summary.count(shop, added, duplicates)
         return JSONResponse({"stored": added, "duplicates": duplicates})
 
     async def totals(request: Request) -> Response:

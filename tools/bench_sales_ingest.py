@@ -37,7 +37,7 @@ from posswarm.identity.credential import Credential
 from posswarm.identity.tls import central_context
 from posswarm.sales.model import Line, Sale, Tender
 from posswarm.storedata import central
-from posswarm.storedata.cache import BACKOFF_FIRST_S, BACKOFF_MAX_S, FORWARD_BATCH, FORWARD_GATHER_S
+from posswarm.storedata.cache import BACKOFF_FIRST_S, BACKOFF_MAX_S, FORWARD_BATCH, FORWARD_GATHER_S, forward_pause
 from seeder.enrolment import certify
 from seeder.keys_cli import CentralKeys
 from tools.bench import print_result
@@ -80,11 +80,13 @@ def _cache_credential(keys: CentralKeys, store: str) -> Credential:
 
 async def _forward(url: str, store: str, sales: list[Sale], batch: int, latencies: list[float], stats: dict,
                    go: trio.Event, tls: ssl.SSLContext, credential: Credential, *,
-                   connected: Callable[[], None] | None = None, per_s: float = 0.0) -> None:
+                   connected: Callable[[], None] | None = None, per_s: float = 0.0, pace: bool = True,
+                   ages: list[float] | None = None) -> None:
     """One store cache: its own connection, batch after batch, each signed with the cache's key and retried with
     the cache's backoff until central answers. With ``connected``, it connects first and says so. With
     ``per_s``, its sales are made at that rate and forwarded as the cache does: what is there, up to a batch of
-    FORWARD_BATCH, and after an idle wait FORWARD_GATHER_S for a burst to join; otherwise ``batch`` at a time."""
+    FORWARD_BATCH, after an idle wait FORWARD_GATHER_S for a burst to join, and (``pace``) after each answer the
+    cache's forward_pause; each sale's ms from made to answered goes into ``ages``. Otherwise ``batch`` at a time."""
     # one TLS context for all: httpx builds one per client otherwise (~30 ms of CPU each, minutes for a thousand)
     async with httpx.AsyncClient(timeout=60.0, limits=httpx.Limits(max_connections=1), verify=tls) as client:
         if connected is not None:  # an empty batch: TLS handshake and credential check, before the clock starts
@@ -101,7 +103,14 @@ async def _forward(url: str, store: str, sales: list[Sale], batch: int, latencie
                     await trio.sleep(FORWARD_GATHER_S)
                     continue
                 end = min(made, sent + FORWARD_BATCH)
-            latencies.append(await _hand_over(client, url, store, sales[sent:end], credential, stats))
+            took_ms = await _hand_over(client, url, store, sales[sent:end], credential, stats)
+            latencies.append(took_ms)
+            if per_s:
+                answered = trio.current_time()
+                if ages is not None:  # sale k (from 0) was made when the count made reached k + 1
+                    ages.extend((answered - begun - (k + 1) / per_s) * 1000 for k in range(sent, end))
+                if pace:
+                    await trio.sleep(forward_pause(took_ms / 1000, end - sent, random.random()))
             sent = end
 
 
@@ -122,14 +131,17 @@ async def _hand_over(client: httpx.AsyncClient, url: str, store: str, sales: lis
 
 
 async def run_ingest(root: Path, *, caches: int = 1000, tills: int = 4, sales_per_till: int = 25, batch: int = 100,
-                     sales_db: str = "", backlog: bool = True, seed: int | None = None, rate: float = 0.0) -> dict:
-    """Every cache at once (``rate``: making that many sales a second between them, forwarding as they are made),
-    then (``backlog``) one 40-till store's day alone; the verdict covers both."""
+                     sales_db: str = "", backlog: bool = True, seed: int | None = None, rate: float = 0.0,
+                     pace: bool = True) -> dict:
+    """Every cache at once (``rate``: making that many sales a second between them, forwarding as they are made,
+    paced by central's answers unless not ``pace``), then (``backlog``) one 40-till store's day alone; the verdict
+    covers both."""
     rng = random.Random(seed)
     rig = Rig(root, 0, fd_limit=FD_LIMIT)
     stores = {f"S{i:05d}": _sales(f"S{i:05d}", tills, sales_per_till, rng) for i in range(1, caches + 1)}
     day = _sales("S-BACKLOG", BACKLOG_TILLS, BACKLOG_SALES_PER_TILL, rng) if backlog else []
     latencies: list[float] = []
+    ages: list[float] = []  # rate runs: each sale's ms from made to central's answer
     stats = {"retries": 0, "last_error": None}
     try:
         url = await rig.start_central(sales_db)
@@ -146,7 +158,8 @@ async def run_ingest(root: Path, *, caches: int = 1000, tills: int = 4, sales_pe
             started = time.monotonic()
             for store, sales in stores.items():
                 nursery.start_soon(partial(_forward, url, store, sales, batch, latencies, stats, go, tls,
-                                           credentials[store], connected=one_connected, per_s=rate / caches))
+                                           credentials[store], connected=one_connected, per_s=rate / caches,
+                                           pace=pace, ages=ages))
             await all_connected.wait()
             connect_s, connect_retries, stats["retries"] = time.monotonic() - started, stats["retries"], 0
             central_pid = rig.procs["seeder"].process.pid
@@ -177,6 +190,10 @@ async def run_ingest(root: Path, *, caches: int = 1000, tills: int = 4, sales_pe
         "connect_s": round(connect_s, 2), "connect_retries": connect_retries, "load_s": round(load_s, 2), "sales_per_s": round(total / load_s),
         "batch_p50_ms": percentile([round(ms) for ms in latencies], 50),
         "batch_p99_ms": percentile([round(ms) for ms in latencies], 99),
+        # --rate: from the moment each sale was made until central answered the batch holding it
+        "sale_p50_ms": percentile([round(ms) for ms in ages], 50) if ages else None,
+        "sale_p99_ms": percentile([round(ms) for ms in ages], 99) if ages else None,
+        "paced": pace if rate else None,
         # CPU per sale whatever the machine's load: central's process, and this one (every simulated cache)
         "central_cpu_us_per_sale": round(central_cpu / total * 1e6, 1),
         "central_cpu_share": round(central_cpu / load_s, 2),  # of one core, while the load ran
@@ -198,6 +215,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--batch", type=int, default=100, help="sales per request (a cache sends up to 500)")
     p.add_argument("--rate", type=float, default=0.0, help="sales/s made across all caches and forwarded as made, "
                    "as caches do (default: every cache sends --batch after --batch, as fast as central answers)")
+    p.add_argument("--no-pace", action="store_true", help="with --rate: send again as soon as central answers, "
+                   "as caches did before they paced themselves by central's answer time")
     p.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     p.add_argument("--no-backlog", action="store_true", help="skip draining one 40-till store's day")
     p.add_argument("--seed", type=int, default=None)
@@ -215,7 +234,8 @@ def main(argv: list[str]) -> int:
             sales_db = stack.enter_context(throwaway_postgres()) if args.db == "postgresql" else ""
             result = trio.run(lambda: run_ingest(
                 args.keep or Path(tmp), caches=args.caches, tills=args.tills, sales_per_till=args.sales_per_till,
-                batch=args.batch, sales_db=sales_db, backlog=not args.no_backlog, seed=args.seed, rate=args.rate))
+                batch=args.batch, sales_db=sales_db, backlog=not args.no_backlog, seed=args.seed, rate=args.rate,
+                pace=not args.no_pace))
     except PosswarmError as exc:
         print(f"posswarm-bench sales-ingest: {exc}", file=sys.stderr)
         return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple, NoReturn
 
 from posswarm.errors import PosswarmError
 
@@ -21,9 +22,12 @@ class InvalidSale(PosswarmError):
     """A sale that breaks a rule (bad identity, totals that do not add up, bad field)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
-    """One basket line: ``qty`` of ``sku`` at ``unit_cents`` each (negative qty = a return)."""
+class Line(NamedTuple):
+    """One basket line: ``qty`` of ``sku`` at ``unit_cents`` each (negative qty = a return).
+
+    A named tuple, not a dataclass: central builds one per line of every sale it takes in, and a tuple is made
+    in one C call (a frozen dataclass sets each field through ``object.__setattr__``).
+    """
 
     sku: str
     qty: int
@@ -34,8 +38,7 @@ class Line:
         return self.qty * self.unit_cents
 
 
-@dataclass(frozen=True, slots=True)
-class Tender:
+class Tender(NamedTuple):
     """How part of the sale was paid: ``kind`` (cash, card, voucher...) and the cents it covered."""
 
     kind: str
@@ -77,9 +80,9 @@ class Sale:
             self.incarnation,
             self.seq,
             self.created_ms,
-            [[line.sku, line.qty, line.unit_cents] for line in self.lines],
+            [list(line) for line in self.lines],
             self.total_cents,
-            [[tender.kind, tender.cents] for tender in self.tenders],
+            [list(tender) for tender in self.tenders],
         ]
         return wire if self.txn is None else [*wire, self.txn]
 
@@ -107,42 +110,43 @@ class Sale:
         Both the wire form and the stored form (:mod:`posswarm.sales.stored`) end here, so a sale
         read from either is checked by the same rules.
         """
-        who = f"sale {device_id!r:.70}/{seq!r:.20}"
-        return cls(
-            device_id, incarnation, seq, created_ms, parse_lines(lines, who), total_cents, parse_tenders(tenders, who),
-            txn,
-        )
+        return cls(device_id, incarnation, seq, created_ms, _parse(Line, lines, MAX_LINES, device_id, seq), total_cents,
+                   _parse(Tender, tenders, MAX_TENDERS, device_id, seq), txn)
 
 
 def parse_lines(lines: object, who: str = "sale") -> tuple[Line, ...]:
     """``[(sku, qty, unit_cents), ...]`` as Lines; a wrong shape raises :class:`InvalidSale`."""
-    return _parse(Line, lines, MAX_LINES, who)
+    return _parse(Line, lines, MAX_LINES, who=who)
 
 
 def parse_tenders(tenders: object, who: str = "sale") -> tuple[Tender, ...]:
     """``[(kind, cents), ...]`` as Tenders; a wrong shape raises :class:`InvalidSale`."""
-    return _parse(Tender, tenders, MAX_TENDERS, who)
+    return _parse(Tender, tenders, MAX_TENDERS, who=who)
 
 
-def _parse(kind: type, items: object, most: int, who: str) -> tuple:
-    name = kind.__name__.lower()
+def _who(device_id: object, seq: object) -> str:
+    return f"sale {device_id!r:.70}/{seq!r:.20}"
+
+
+def _parse(kind: type, items: object, most: int, device_id: object = None, seq: object = None, *,
+           who: str | None = None) -> tuple:
     if not isinstance(items, (list, tuple)) or len(items) > most:
-        raise InvalidSale(f"{who}: {name}s must be a list of at most {most} (corrupt sender?)")
-    width = len(kind.__slots__)
-    if not all(isinstance(item, (list, tuple)) and len(item) == width for item in items):
-        raise InvalidSale(f"{who}: every {name} needs exactly {width} fields (corrupt sender?)")
-    return tuple(kind(*item) for item in items)
-
-
-def _is_int(value: object, low: int, high: int) -> bool:
-    # bool is an int subclass; True is never a quantity.
-    return type(value) is int and low <= value <= high
+        raise InvalidSale(f"{who or _who(device_id, seq)}: {kind.__name__.lower()}s must be a list of at most {most} "
+                          "(corrupt sender?)")
+    width, new = len(kind._fields), tuple.__new__  # a tuple of any width: the widths are checked next
+    parsed = tuple([new(kind, item) for item in items if isinstance(item, (list, tuple))])
+    if len(parsed) != len(items) or not all(len(item) == width for item in parsed):
+        raise InvalidSale(f"{who or _who(device_id, seq)}: every {kind.__name__.lower()} needs exactly {width} fields "
+                          "(corrupt sender?)")
+    return parsed
 
 
 def _is_name(value: object, longest: int) -> bool:
     # Lone surrogates cannot be stored or sent (UTF-8), so they are refused here, not at the socket.
     if not isinstance(value, str) or not 0 < len(value) <= longest:
         return False
+    if value.isascii():
+        return True
     try:
         value.encode()
     except UnicodeEncodeError:
@@ -152,38 +156,46 @@ def _is_name(value: object, longest: int) -> bool:
 
 def validate(sale: Sale) -> None:
     """Raise :class:`InvalidSale` naming the first rule ``sale`` breaks."""
-    who = f"sale {sale.device_id!r:.70}/{sale.seq!r:.20}"
+    # Every sale central takes in passes here (1.2 us for one line): plain comparisons, a message only on failure.
+    seq, lines, tenders, total = sale.seq, sale.lines, sale.tenders, sale.total_cents
     if not _is_name(sale.device_id, 64):
-        raise InvalidSale(f"{who}: device_id must be 1-64 characters (check the device's config)")
+        _refuse(sale, "device_id must be 1-64 characters (check the device's config)")
     if not isinstance(sale.incarnation, str) or not _INCARNATION.fullmatch(sale.incarnation):
-        raise InvalidSale(f"{who}: incarnation must be 8-64 lowercase hex digits (corrupt outbox?)")
-    if not _is_int(sale.seq, 1, MAX_ABS):
-        raise InvalidSale(f"{who}: seq must be a positive integer (corrupt outbox?)")
-    if not _is_int(sale.created_ms, 0, 2**47):
-        raise InvalidSale(f"{who}: created_ms must be a non-negative epoch millisecond count (check the clock)")
-    if not sale.lines or len(sale.lines) > MAX_LINES:
-        raise InvalidSale(f"{who}: a sale needs 1-{MAX_LINES} lines (empty basket?)")
-    if len(sale.tenders) > MAX_TENDERS:
-        raise InvalidSale(f"{who}: at most {MAX_TENDERS} tenders")
-    for line in sale.lines:
+        _refuse(sale, "incarnation must be 8-64 lowercase hex digits (corrupt outbox?)")
+    if type(seq) is not int or not 1 <= seq <= MAX_ABS:
+        _refuse(sale, "seq must be a positive integer (corrupt outbox?)")
+    if type(sale.created_ms) is not int or not 0 <= sale.created_ms <= 2**47:
+        _refuse(sale, "created_ms must be a non-negative epoch millisecond count (check the clock)")
+    if not lines or len(lines) > MAX_LINES:
+        _refuse(sale, f"a sale needs 1-{MAX_LINES} lines (empty basket?)")
+    if len(tenders) > MAX_TENDERS:
+        _refuse(sale, f"at most {MAX_TENDERS} tenders")
+    expected = 0
+    for line in lines:
         if not isinstance(line, Line) or not _is_name(line.sku, 64):
-            raise InvalidSale(f"{who}: every line needs a SKU code of 1-64 characters")
-        if not _is_int(line.qty, -MAX_ABS, MAX_ABS) or line.qty == 0:
-            raise InvalidSale(f"{who}: line {line.sku!r} quantity must be a non-zero integer")
-        if not _is_int(line.unit_cents, 0, MAX_ABS):
-            raise InvalidSale(f"{who}: line {line.sku!r} unit price must be whole non-negative cents")
-    for tender in sale.tenders:
+            _refuse(sale, "every line needs a SKU code of 1-64 characters")
+        sku, qty, unit = line
+        if type(qty) is not int or not -MAX_ABS <= qty <= MAX_ABS or qty == 0:
+            _refuse(sale, f"line {sku!r} quantity must be a non-zero integer")
+        if type(unit) is not int or not 0 <= unit <= MAX_ABS:
+            _refuse(sale, f"line {sku!r} unit price must be whole non-negative cents")
+        expected += qty * unit
+    paid = 0
+    for tender in tenders:
         if not isinstance(tender, Tender) or not _is_name(tender.kind, 32):
-            raise InvalidSale(f"{who}: every tender needs a kind of 1-32 characters")
-        if not _is_int(tender.cents, -MAX_ABS, MAX_ABS):
-            raise InvalidSale(f"{who}: tender {tender.kind!r} amount must be whole cents")
-    if sale.txn is not None and not (isinstance(sale.txn, str) and TXN.fullmatch(sale.txn)):
-        raise InvalidSale(f"{who}: transaction id must be 1-64 visible ASCII characters (no spaces)")
-    expected = sum(line.cents for line in sale.lines)
-    if not _is_int(sale.total_cents, -MAX_ABS, MAX_ABS) or sale.total_cents != expected:
-        raise InvalidSale(f"{who}: total {sale.total_cents!r} is not the sum of its lines ({expected})")
-    paid = sum(tender.cents for tender in sale.tenders)
-    if paid != sale.total_cents:
-        raise InvalidSale(
-            f"{who}: tenders pay {paid} but the total is {sale.total_cents} (record change as a negative tender)"
-        )
+            _refuse(sale, "every tender needs a kind of 1-32 characters")
+        kind, cents = tender
+        if type(cents) is not int or not -MAX_ABS <= cents <= MAX_ABS:
+            _refuse(sale, f"tender {kind!r} amount must be whole cents")
+        paid += cents
+    txn = sale.txn
+    if txn is not None and not (isinstance(txn, str) and TXN.fullmatch(txn)):
+        _refuse(sale, "transaction id must be 1-64 visible ASCII characters (no spaces)")
+    if type(total) is not int or not -MAX_ABS <= total <= MAX_ABS or total != expected:
+        _refuse(sale, f"total {total!r} is not the sum of its lines ({expected})")
+    if paid != total:
+        _refuse(sale, f"tenders pay {paid} but the total is {total} (record change as a negative tender)")
+
+
+def _refuse(sale: Sale, rule: str) -> NoReturn:
+    raise InvalidSale(f"{_who(sale.device_id, sale.seq)}: {rule}")

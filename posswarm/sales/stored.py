@@ -27,11 +27,8 @@ _FIELDS = {0: 7, 1: 7, 2: 8}
 
 def pack(sale: Sale) -> bytes:
     """The row body for ``sale`` in the oldest format that holds it."""
-    fields = [
-        sale.device_id, sale.incarnation, sale.seq, sale.created_ms,
-        [[line.sku, line.qty, line.unit_cents] for line in sale.lines], sale.total_cents,
-        [[tender.kind, tender.cents] for tender in sale.tenders],
-    ]  # fmt: skip
+    # Lines and tenders are tuples: msgpack writes them as the same arrays a list would be.
+    fields = [sale.device_id, sale.incarnation, sale.seq, sale.created_ms, sale.lines, sale.total_cents, sale.tenders]
     return msgpack.packb([1, *fields] if sale.txn is None else [2, *fields, sale.txn])
 
 

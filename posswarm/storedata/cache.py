@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import random
 import ssl
 
 import httpx
@@ -31,6 +32,12 @@ FORWARD_BATCH = 500  # ~144 KB per request (notes §4)
 # Let a burst of sales gather into one request to central.
 FORWARD_GATHER_S = 0.2
 FORWARD_IDLE_S = 5.0
+# After central answered a batch that was not full, the cache waits about as long as central took before it sends
+# the next (self-clocking, at most this long): when central is busy its answers slow and each cache's batches grow.
+# A request cost central ~0.9 ms of CPU whatever its size (a sale ~12 us), and caches that sent again the moment
+# they were answered kept central's queue full: paced, a sale waits at its cache instead, where it costs no CPU
+# (posswarm-bench sales-ingest --rate 10000, and a model of it: docs/benchmarks.md).
+FORWARD_PACE_MAX_S = 5.0
 # Retry forever: a WAN or central outage may last hours and the ledger keeps everything meanwhile;
 # a minute between attempts keeps thousands of stores from hammering central as it comes back.
 BACKOFF_FIRST_S = 0.5
@@ -39,6 +46,16 @@ DIGEST_S = 1.0
 # A page of changes this small is pushed to every till at once; bigger ones go by anti-entropy.
 PUSH_CHANGES_MAX = 2000
 LONG_POLL_S = 25.0
+
+
+def forward_pause(answered_s: float, sent: int, jitter: float = 0.5) -> float:
+    """Seconds to wait before the next batch, after central answered one of ``sent`` sales in ``answered_s``: none
+    after a full batch (a backlog drains at central's pace), else about as long as central took (``jitter`` in
+    [0, 1) spreads it over 0.5-1.5 times that), up to FORWARD_PACE_MAX_S. Central answers a whole commit's batches
+    at once: paused alike, their caches would all come back at once."""
+    if sent >= FORWARD_BATCH:
+        return 0.0
+    return min(max(answered_s, 0.0) * (0.5 + jitter), FORWARD_PACE_MAX_S)
 
 
 class CacheData:
@@ -133,8 +150,10 @@ class CacheData:
                     await forward_now.wait()
                     await trio.sleep(FORWARD_GATHER_S)
                 continue
+            asked = trio.current_time()
             try:
                 await central.post_sales(client, self.central_url, self.store, batch, self.credential)
+                answered_s = trio.current_time() - asked
             except PosswarmError as exc:
                 if self.central_error != str(exc):
                     log.warning("sales.central_unreachable", reason=str(exc), retry_s=backoff)
@@ -147,6 +166,7 @@ class CacheData:
             if self.central_error:
                 log.info("sales.central_back", forwarded=len(batch))
             self.central_error, backoff = None, BACKOFF_FIRST_S
+            await trio.sleep(forward_pause(answered_s, len(batch), random.random()))
 
     async def _pull_sku(self, client: httpx.AsyncClient) -> None:
         """Follow central's catalog: catch up page by page, then long-poll for the next change."""

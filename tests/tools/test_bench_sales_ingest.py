@@ -42,3 +42,13 @@ async def test_caches_forwarding_sales_as_they_are_made_lose_and_double_nothing(
     why = str(result)
     assert exactly_once(result) and result["stored"] == 60 and result["rate"] == 30, why
     assert result["batch"] is None and 10 <= result["batches"] <= 60, why  # as made: several sales a batch, or one
+    # a sale's age runs from when it was made to central's answer for its batch
+    assert result["paced"] is True and result["sale_p99_ms"] >= result["sale_p50_ms"] > 0, why
+    assert result["sale_p99_ms"] < 60_000, why
+
+
+async def test_unpaced_caches_still_deliver_every_sale_once(tmp_path):
+    result = await run_ingest(tmp_path, caches=10, tills=1, sales_per_till=6, rate=30, backlog=False, seed=3,
+                              pace=False)
+    assert exactly_once(result) and result["stored"] == 60 and result["paced"] is False, str(result)
+    assert result["sale_p50_ms"] is not None and result["batch_p50_ms"] > 0, str(result)

@@ -58,3 +58,30 @@ def test_broken_rules_are_named(changes, complaint):
 def test_malformed_wire_forms_are_invalid_sales(wire):
     with pytest.raises(InvalidSale):
         Sale.from_wire(wire)
+
+
+def test_a_line_must_be_a_line_not_any_tuple():
+    with pytest.raises(InvalidSale, match="SKU code"):
+        _sale(lines=(("SKU1", 2, 150), Line("SKU2", -1, 100)))
+
+
+@pytest.mark.parametrize(
+    ("lines", "tenders"),
+    [
+        ([["SKU1", 1, 1, 9]], [["cash", 1]]),  # a line of four fields
+        ([["SKU1", 1, 1]], [["cash", 1, 0]]),  # a tender of three
+        ([("SKU1", 1, 1), "SKU"], [["cash", 1]]),  # a line that is no list
+        ([["SKU1", 1, 1]], "cash"),
+    ],
+)
+def test_lines_and_tenders_of_the_wrong_shape_are_refused_from_the_wire(lines, tenders):
+    with pytest.raises(InvalidSale, match="fields|list of at most"):
+        Sale.from_wire(["till-1", INC, 1, 0, lines, 1, tenders])
+
+
+def test_a_wire_sale_is_validated_as_a_built_one_is():
+    with pytest.raises(InvalidSale, match="tenders pay 2 but the total is 1"):
+        Sale.from_wire(["till-1", INC, 1, 0, [["SKU1", 1, 1]], 1, [["cash", 2]]])
+    with pytest.raises(InvalidSale, match="SKU code"):
+        Sale.from_wire(["till-1", INC, 1, 0, [["\ud800", 1, 1]], 1, [["cash", 1]]])  # a lone surrogate
+    assert Sale.from_wire(["till-1", INC, 1, 0, [["Kaffee \u00e9", 1, 1]], 1, [["cash", 1]]]).lines[0].cents == 1

@@ -45,3 +45,11 @@ def test_format_0_rows_written_before_numbering_still_read():
 def test_a_row_this_code_cannot_read_is_a_one_line_error(body, message):
     with pytest.raises(InvalidSale, match=message):
         stored.unpack(body)
+
+
+def test_a_row_body_is_byte_for_byte_what_lists_of_fields_pack_to():
+    # Lines and tenders are tuples in memory; the stored bytes must not depend on that.
+    fields = [SALE.device_id, SALE.incarnation, SALE.seq, SALE.created_ms,
+              [[line.sku, line.qty, line.unit_cents] for line in SALE.lines], SALE.total_cents,
+              [[tender.kind, tender.cents] for tender in SALE.tenders]]
+    assert stored.pack(SALE) == msgpack.packb([1, *fields])
