@@ -1,5 +1,9 @@
 """Central logs one line per period for the batches it took in, with their totals, not a line per batch."""
 
+import logging
+
+import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from seeder.sales_summary import IngestSummary
@@ -11,6 +15,15 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@pytest.fixture(autouse=True)
+def info_level():
+    """Lines at info, whatever level a command run earlier in this process configured (and put back after)."""
+    before = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    yield
+    structlog.configure(**before)
 
 
 def test_one_line_per_period_carries_the_periods_totals():
