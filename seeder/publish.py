@@ -15,7 +15,7 @@ from pathlib import Path
 from posswarm import logs
 from posswarm.chunks import ChunkStore, chunk_relpath
 from posswarm.errors import PosswarmError
-from posswarm.fsync import fsync_dir
+from posswarm.fsync import fsync_dir, sync_tree
 from posswarm.manifest import (
     ChunkRef,
     Manifest,
@@ -30,7 +30,7 @@ from posswarm.release import MANIFEST_NAME, TORRENT_NAME, torrent_chunk_files, t
 from posswarm.release_torrent import FileTree, torrent
 from posswarm.rollout import ROLLOUT_NAME
 from seeder import oci
-from seeder.release_chunks import PACKERS, Cut, adopt_new, cut_payload, sync_release
+from seeder.release_chunks import PACKERS, Cut, adopt_new, cut_payload
 
 log = logs.get("publish")
 
@@ -139,7 +139,7 @@ def publish_release(
             # could lose would let a later publish link a torn file into a signed release. Only then is
             # the release renamed into place (3): the signed manifest never names a chunk a crash could
             # lose. tests/seeder/test_publish_durability.py holds a real publish's syscalls to this order.
-            sync_release(tmp)  # (1)
+            sync_tree(tmp)  # (1)
             for adopted in adopt_new(store, tmp, list(cut.new), pool):  # (2)
                 adopted.result()
         final.parent.mkdir(exist_ok=True)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import functools
 import os
 from collections import deque
 from collections.abc import Callable
@@ -16,7 +14,6 @@ import blake3
 
 from posswarm.chunks import CHUNK_AVG, ChunkStore, chunk_relpath, pack, spans
 from posswarm.errors import PosswarmError
-from posswarm.fsync import fsync_dir, fsync_file
 from posswarm.release_torrent import FileTree, file_tree
 
 # BLAKE3, zstd, SHA-256 and the file syscalls all give up the GIL, so a chunk's whole path runs on
@@ -86,7 +83,7 @@ def cut_payload(paths: list[Path], tmp: Path, store: ChunkStore, report: Progres
     """Cut every file of ``paths`` once into ``tmp/chunks/``: chunk lists, whole BLAKE3, what is new, the trees.
 
     New chunks are compressed and written, chunks the store holds are hard-linked, and every chunk file
-    is hashed for the torrent, all on ``pool``. Nothing is synced here (``sync_release`` does it once).
+    is hashed for the torrent, all on ``pool``. Nothing is synced here (``posswarm.fsync.sync_tree`` does it once).
     """
     claims: dict[bytes, object] = {}
     tmp_root = str(tmp)
@@ -158,7 +155,7 @@ def _pack_into(dest: str, content: memoryview, piece_size: int) -> FileTree:
     """Write chunk ``content`` in its stored form to ``dest``; the stored file's v2 hashes (and so its size).
 
     One open(2) that creates the file or fails (the publish's own fresh directory), one write, no stat,
-    no fsync: the release is synced once, before anything names it (``sync_release``).
+    no fsync: the release is synced once, before anything names it (``posswarm.fsync.sync_tree``).
     """
     data = pack(content)
     try:
@@ -192,29 +189,6 @@ def _size_of(path: str) -> int | None:
         return None
 
 
-def sync_release(tmp: Path) -> None:
-    """Make everything under the release directory ``tmp`` durable: chunk files, metadata and their names.
-
-    One syncfs(2) where the system has it: an fsync per chunk file cost more than cutting, hashing and
-    compressing together at 32 KiB chunks (measured: 3.3 s of a 7.6 s publish of 128 MiB). Elsewhere,
-    every file and directory under ``tmp`` is fsynced, the names of chunks linked from the store included.
-    """
-    if not _syncfs(tmp):
-        fsync_tree(tmp)
-
-
-def fsync_tree(top: Path) -> None:
-    """fsync every file and directory under ``top``, each directory after what it holds."""
-    for dirpath, _, filenames in os.walk(top, topdown=False, onerror=_raise):
-        for name in filenames:
-            fsync_file(Path(dirpath, name))
-        fsync_dir(Path(dirpath))
-
-
-def _raise(exc: OSError) -> None:
-    raise exc
-
-
 def adopt_new(store: ChunkStore, tmp: Path, new: list[bytes], pool: ThreadPoolExecutor) -> list[Future]:
     """Give the store its names for the new chunk files of ``tmp``, on ``pool``; call only once they are durable.
 
@@ -233,23 +207,3 @@ def _adopt(store: ChunkStore, tmp_root: str, digests: list[bytes]) -> None:
             os.link(f"{tmp_root}/{rel}", f"{store_root}/{rel}")
         except OSError:  # a directory's first chunk, held already (another publish), no hard links here
             store.adopt(Path(f"{tmp_root}/{rel}"), digest)
-
-
-def _syncfs(path: Path) -> bool:
-    """syncfs(2) the filesystem holding ``path``; False where libc has none (then fsync file by file)."""
-    syncfs = getattr(_libc(), "syncfs", None)
-    if syncfs is None:
-        return False
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if syncfs(fd) != 0:  # since Linux 5.8 it reports write-back errors, as fsync does
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), str(path))
-    finally:
-        os.close(fd)
-    return True
-
-
-@functools.cache
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)

@@ -194,7 +194,7 @@ class StoreProcesses:
 
     def check(self) -> None:
         for proc, log in zip(self._procs, self._logs):
-            if proc.returncode is not None or proc.poll() is not None:
+            if proc.poll() is not None:
                 raise PosswarmError(f"a store process exited mid-run (code {proc.returncode}): see {log}")
 
     def _cpu(self) -> list[tuple[float, float]]:

@@ -86,7 +86,7 @@ def target(call) -> str:
 def test_without_syncfs_every_file_and_directory_is_fsynced_after_what_it_holds(tmp_path):
     calls = traced(tmp_path, """
         from pathlib import Path
-        from seeder.release_chunks import fsync_tree
+        from posswarm.fsync import fsync_tree
         for name in ("chunks/ab/abcd", "chunks/ab/abef", "chunks/cd/cdef", "manifest.msgpack"):
             Path("rel", name).parent.mkdir(parents=True, exist_ok=True)
             Path("rel", name).write_bytes(name.encode())
