@@ -17,8 +17,10 @@ from posswarm.sales.model import Sale
 from posswarm.sales.outbox import Outbox, Recorded
 from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
+from posswarm.sku.rows import BUCKET, Row, SkuRows
 from posswarm.sku.signature import SkuSignatures
 from posswarm.sku.snapshot import HeldSnapshot
+from posswarm.sku.transfer import apply_rows
 from posswarm.storedata.inbox import handle_each
 from posswarm.storedata.sqlite_thread import SqliteThread
 from posswarm.wallclock import now_ms
@@ -141,7 +143,7 @@ class DeviceData:
 
         Whoever sent them (the cache, a fellow till), only entries central vouched for are applied: by the
         signed snapshot that came with the transfer for whole buckets, by each entry's signature otherwise."""
-        carried: list[SkuEntry] = []
+        carried: list[Row] = []
         senders: set[str] = set()
         while True:
             batch, full = list(carried), False
@@ -151,7 +153,7 @@ class DeviceData:
                     node, message = await self._sku_out.receive()
                     if message.snapshot is not None:
                         self.snapshot.take(message.snapshot, source=node)
-                    batch.extend(message.entries)
+                    batch += SkuRows.of(message.entries).rows  # as decoded: no entry object each
                     senders.add(node)
                     full = len(batch) >= APPLY_MAX
                 if gap.cancelled_caught:
@@ -161,9 +163,9 @@ class DeviceData:
             carried = _last_bucket(batch) if full else []
             batch = batch[: len(batch) - len(carried)]
             source, senders = ",".join(sorted(senders)), set(senders if carried else ())
-            check = self.snapshot.check_for(batch, source=source)
             try:
-                changed = await self._sku_db.run(self.replica.apply, batch, now_ms=now_ms(), check=check)
+                changed = await self._sku_db.run(apply_rows, self.replica, self.snapshot, batch, now_ms=now_ms(),
+                                                 source=source)
             except PosswarmError as exc:  # anti-entropy sends these again once the file is writable
                 log.error("sku.apply_failed", entries=len(batch), reason=str(exc))
                 continue
@@ -196,12 +198,12 @@ class DeviceData:
                 "refused": dict(self.refused)}
 
 
-def _last_bucket(batch: list[SkuEntry]) -> list[SkuEntry]:
-    """The entries at the end of ``batch`` in the same bucket as its last one (none if that is all of it)."""
+def _last_bucket(batch: list[Row]) -> list[Row]:
+    """The rows at the end of ``batch`` in the same bucket as its last one (none if that is all of it)."""
     if not batch:
         return []
-    last = batch[-1].bucket
+    last = batch[-1][BUCKET]
     start = len(batch)
-    while start > 0 and batch[start - 1].bucket == last:
+    while start > 0 and batch[start - 1][BUCKET] == last:
         start -= 1
     return batch[start:] if start > 0 else []
