@@ -12,6 +12,7 @@ from posswarm.sku.bucket import BUCKETS, bucket_of  # noqa: F401 (re-exported: c
 from posswarm.sku.entry import SkuEntry, Version, wins
 from posswarm.sku.hlc import MAX_SKEW_MS, Clock, unpack
 from posswarm.sku.rows import HLC, Row
+from posswarm.sku.unsynced_fill import UnsyncedFill
 from posswarm.sqlite_file import open_db, transaction
 
 log = logs.get("sku")
@@ -97,11 +98,15 @@ class SkuReplica:
     def __init__(self, path: str, *, durable: bool = False, digests: bool = True) -> None:
         self.path = path
         self._what = f"sku replica {path}"
+        self._synchronous = "FULL" if durable else "NORMAL"
+        self._unsynced = UnsyncedFill(path) if path != ":memory:" else None
+        if self._unsynced is not None:
+            self._unsynced.restart_if_cut()
         # Not durable (synchronous=NORMAL) by default: a store replica that loses its last commits to
         # a power cut gets them back by anti-entropy, and 100k SKUs for a fresh till are many commits
         # (notes §2: 35k/s vs 2.4k/s). Central, the source of truth, passes durable=True.
         self._db = open_db(path, "sku replica", _SCHEMA + ";\n".join(_LOOKUP_INDEXES) + ";",
-                           synchronous="FULL" if durable else "NORMAL")
+                           synchronous=self._synchronous)
         self.indexed = True  # False during a bulk fill, until :meth:`build_indexes`
         # Central serves by cursor and never answers a digest; without digests, re-signing the catalog in
         # batches costs each batch its own rows, not a re-hash of every bucket it touches (the whole catalog).
@@ -113,6 +118,8 @@ class SkuReplica:
         self.refused = 0  # entries refused for a clock too far ahead, since start (status reports it)
 
     def close(self) -> None:
+        if self._unsynced is not None:  # stopped mid-fill: what it holds is synced, and the fill resumes from there
+            self._unsynced.end(self._db, self._synchronous)
         self._db.close()
 
     def __len__(self) -> int:
@@ -157,10 +164,16 @@ class SkuReplica:
         ``digests[bucket]``, central's signed snapshot (:meth:`~posswarm.sku.snapshot.HeldSnapshot.split`). An empty
         bucket then needs no version lookup, no merge and no re-hash: its digest is the snapshot's. A bucket already
         holding something, or with a stamp more than MAX_SKEW_MS ahead of ``now_ms``, is left for :meth:`apply`.
-        One transaction: a crash keeps whole buckets or none, and the digests of what is kept.
+        One transaction: a stop keeps whole buckets or none, and the digests of what is kept; a fresh replica's fill is
+        written unsynced until :meth:`build_indexes` or :meth:`close`, and one cut short by a crash is wiped when the
+        replica is opened again (posswarm/sku/unsynced_fill.py), so it restarts from nothing.
         """
         rows: list[Row] = []
         left: list[Row] = []
+        if (self.indexed and sum(map(len, buckets.values())) >= BULK_FILL
+                and self._db.execute("SELECT 1 FROM sku LIMIT 1").fetchone() is None):
+            if self._unsynced is not None:  # a fresh replica's first batch: the fill is written unsynced until it ends
+                self._unsynced.begin(self._db)
         with transaction(self._db, self._what) as db:
             empty = self._empty(db, set(buckets))
             filled = []
@@ -189,6 +202,8 @@ class SkuReplica:
                 for statement in _LOOKUP_INDEXES:
                     db.execute(statement)
             self.indexed = True
+        if self._unsynced is not None:
+            self._unsynced.end(self._db, self._synchronous)
 
     def stamp_and_apply(self, build: Callable[[Clock], list[SkuEntry]]) -> int:
         """Merge what ``build`` makes with a clock following the newest stamp held, in one write transaction,

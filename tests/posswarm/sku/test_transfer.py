@@ -128,15 +128,13 @@ public = Ed25519PrivateKey.from_private_bytes(open(key_path, "rb").read()).publi
 held = HeldSnapshot(SkuSignatures(KeyRing([public])))
 assert held.take(Snapshot.from_wire(open(snapshot_path, "rb").read()), source="cache")
 cache, till = SkuReplica(cache_path), SkuReplica(till_path)
-for start in range(0, 1024, 128):
-    apply_rows(till, held, cache.rows_in(range(start, start + 128)), now_ms=None, source="cache")
-    if start == 256:
-        os.kill(os.getpid(), signal.SIGKILL)  # the till dies three commits into its fill
+for first, last in ((0, 900), (900, 1000)):
+    apply_rows(till, held, cache.rows_in(range(first, last)), now_ms=None, source="cache")
+os.kill(os.getpid(), signal.SIGKILL)  # the till dies two commits into its fill, before it ends
 """
 
 
-def test_a_fill_killed_part_way_resumes_by_anti_entropy_to_the_full_replica(cache, tmp_path):
-    replica, snap = cache
+def _run_fill_and_die(replica, snap, tmp_path) -> str:
     key_path, snapshot_path = tmp_path / "key", tmp_path / "snapshot"
     key_path.write_bytes(CENTRAL.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                                serialization.NoEncryption()))
@@ -145,16 +143,39 @@ def test_a_fill_killed_part_way_resumes_by_anti_entropy_to_the_full_replica(cach
     done = subprocess.run([sys.executable, "-c", _CRASHING_FILL, replica.path, till_path, str(key_path),
                            str(snapshot_path)], capture_output=True, timeout=120, env=os.environ)
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()
-    till = SkuReplica(till_path)  # opened again: the lookup indexes the fill left out are built
-    assert till.indexed
-    mine = till.bucket_digests()
-    held_buckets = [b for b in range(BUCKETS) if mine[b] != snapshot.digest(())]
-    assert held_buckets == list(range(384))  # whole buckets, each with its digest, and nothing after the kill
-    assert all(mine[b] == snap.digests[b] for b in held_buckets)
-    missing = differing_buckets(mine, replica.bucket_digests())  # what the till's digest asks the cache for
-    assert missing == list(range(384, BUCKETS))
+    return till_path
+
+
+def test_a_fill_killed_part_way_is_wiped_when_opened_and_filled_again_whole(cache, tmp_path):
+    replica, snap = cache
+    till_path = _run_fill_and_die(replica, snap, tmp_path)
+    assert os.path.exists(till_path + ".filling")  # written unsynced: a power cut could have torn it
+    with capture_logs() as logs:
+        till = SkuReplica(till_path)
+    assert [line["event"] for line in logs] == ["sku.fill_restarted"] and not os.path.exists(till_path + ".filling")
+    assert len(till) == 0 and till.indexed
+    missing = differing_buckets(till.bucket_digests(), replica.bucket_digests())  # what the till's digest asks for
+    assert len(missing) == BUCKETS - sum(d == snapshot.digest(()) for d in replica.bucket_digests())
     held = _held(snap)
     apply_rows(till, held, replica.rows_in(missing), now_ms=T, source="cache")
+    till.build_indexes()  # the fill is over: synced, and the marker gone
     assert till.bucket_digests() == replica.bucket_digests() and len(till) == COUNT
-    assert held.signatures.refused == 0
+    assert held.signatures.refused == 0 and held.vouched == COUNT and not os.path.exists(till_path + ".filling")
+    till.close()
+
+
+def test_a_fill_stopped_part_way_resumes_with_the_buckets_it_lacks(cache, tmp_path):
+    replica, snap = cache
+    till, held = SkuReplica(str(tmp_path / "till.sqlite")), _held(snap)
+    apply_rows(till, held, replica.rows_in(range(900)), now_ms=T, source="cache")
+    assert os.path.exists(till.path + ".filling")
+    till.close()  # the node stopped: what the fill wrote is synced
+    assert not os.path.exists(till.path + ".filling")
+    till = SkuReplica(till.path)
+    mine = till.bucket_digests()
+    assert all(mine[b] == snap.digests[b] for b in range(900))  # whole buckets, each with its digest
+    missing = differing_buckets(mine, replica.bucket_digests())
+    assert missing and min(missing) >= 900
+    apply_rows(till, held, replica.rows_in(missing), now_ms=T, source="cache")
+    assert till.bucket_digests() == replica.bucket_digests() and len(till) == COUNT
     till.close()
