@@ -29,8 +29,10 @@ from posswarm.errors import PosswarmError
 from posswarm.keys import KeyRing
 from posswarm.sku.catalog import SkuReplica, bucket_of
 from posswarm.sku.entry import SkuEntry
+from posswarm.sku.rows import BUCKET, row_of
 from posswarm.sku.signature import SkuSignatures
 from posswarm.sku.snapshot import HeldSnapshot
+from posswarm.sku.transfer import apply_rows
 from seeder.sku import CentralCatalog
 from tools.sales_rig import Rig, percentile
 
@@ -176,9 +178,32 @@ def signature_costs(root: Path, count: int) -> dict:
             rates[f"till_apply_{label}_entries_per_cpu_s"] = round(count / (time.process_time() - started))
         finally:
             replica.close()
+    rates["till_apply_rows_entries_per_cpu_s"] = _rows_rate(root, in_buckets, held)
     assert signatures.refused == 0
     rates["till_snapshot_vouched_share"] = round(held.vouched / count, 3)
     return rates
+
+
+def _rows_rate(root: Path, in_buckets: list[SkuEntry], held: HeldSnapshot) -> int:
+    """Entries per CPU second a fresh till takes a transfer in as it does: decoded to rows, batches of >= 50k cut at a
+    bucket's end, vouched buckets filled, the lookup indexes built after."""
+    wires = [entry.to_wire() for entry in in_buckets]
+    held, taken = HeldSnapshot(held.signatures), held.snapshot  # its own count of what was vouched for
+    assert held.take(taken, source="bench")
+    replica = SkuReplica(str(root / "apply-rows.sqlite"))
+    try:
+        started = time.process_time()
+        rows, batch = [row_of(wire) for wire in wires], []
+        for row in rows:
+            if len(batch) >= 50_000 and row[BUCKET] != batch[-1][BUCKET]:
+                apply_rows(replica, held, batch, now_ms=None, source="bench")
+                batch = []
+            batch.append(row)
+        apply_rows(replica, held, batch, now_ms=None, source="bench")
+        replica.build_indexes()
+        return round(len(wires) / (time.process_time() - started))
+    finally:
+        replica.close()
 
 
 async def run_benchmark(root: Path, *, skus: int = 100_000, devices: int = 4, changes: int = 20,

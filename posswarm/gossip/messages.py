@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 from posswarm.sales.model import Sale
 from posswarm.sku.entry import SkuEntry
+from posswarm.sku.rows import SkuRows
 from posswarm.sku.snapshot import Snapshot
 
 
@@ -165,14 +166,18 @@ class SkuEntries:
     Each carries central's signature (``key_id``, ``signature``): the receiver applies only what a key
     of the root's SKU role signed, so a relaying node can leave an entry out but never change one. The first
     frame of a bulk transfer also carries central's signed catalog snapshot (posswarm/sku/snapshot.py), which
-    lets the receiver check whole buckets by hashing instead of each entry's signature."""
+    lets the receiver check whole buckets by hashing instead of each entry's signature. Received, the entries are
+    :class:`~posswarm.sku.rows.SkuRows`: checked and hashed, but no object built for each (a fresh till gets 1M)."""
 
     KIND: ClassVar[str] = "sku.entries"
-    entries: tuple[SkuEntry, ...]
+    entries: Sequence[SkuEntry]
     snapshot: Snapshot | None = None
 
     def to_body(self) -> list | dict:
-        entries = [entry.to_wire() for entry in self.entries]
+        if isinstance(self.entries, SkuRows):
+            entries = self.entries.wires()
+        else:
+            entries = [entry.to_wire() for entry in self.entries]
         return entries if self.snapshot is None else {"entries": entries, "snapshot": self.snapshot.to_wire()}
 
     @classmethod
@@ -181,7 +186,7 @@ class SkuEntries:
         if isinstance(body, dict):
             _check(set(body) == {"entries", "snapshot"}, "body needs entries and snapshot")
             snapshot, body = Snapshot.from_wire(body["snapshot"]), body["entries"]
-        return cls(tuple(SkuEntry.from_wire(wire) for wire in _items(body)), snapshot)
+        return cls(SkuRows.from_wires(_items(body)), snapshot)
 
 
 @dataclass(frozen=True, slots=True)

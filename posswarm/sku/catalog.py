@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import blake3
 
@@ -11,6 +11,8 @@ from posswarm.errors import PosswarmError
 from posswarm.sku.bucket import BUCKETS, bucket_of  # noqa: F401 (re-exported: callers name the catalog)
 from posswarm.sku.entry import SkuEntry, Version, wins
 from posswarm.sku.hlc import MAX_SKEW_MS, Clock, unpack
+from posswarm.sku.rows import HLC, Row
+from posswarm.sku.unsynced_fill import UnsyncedFill
 from posswarm.sqlite_file import open_db, transaction
 
 log = logs.get("sku")
@@ -55,6 +57,7 @@ _LOOKUP_INDEXES = (
 BULK_FILL = 10_000
 
 _COLUMNS = "code, hlc, origin, deleted, barcode, name, price_cents, tax_class, key_id, signature"
+_ROW = "code, bucket, hlc, origin, deleted, barcode, name, price_cents, tax_class, leaf, key_id, signature"
 # Replicas written before entries were signed: their rows gain empty signatures (never served or
 # passed on as central's; central stamps and signs its own anew).
 _SIGNATURE_COLUMNS = ("ALTER TABLE sku ADD COLUMN key_id TEXT NOT NULL DEFAULT ''",
@@ -95,11 +98,15 @@ class SkuReplica:
     def __init__(self, path: str, *, durable: bool = False, digests: bool = True) -> None:
         self.path = path
         self._what = f"sku replica {path}"
+        self._synchronous = "FULL" if durable else "NORMAL"
+        self._unsynced = UnsyncedFill(path) if path != ":memory:" else None
+        if self._unsynced is not None:
+            self._unsynced.restart_if_cut()
         # Not durable (synchronous=NORMAL) by default: a store replica that loses its last commits to
         # a power cut gets them back by anti-entropy, and 100k SKUs for a fresh till are many commits
         # (notes §2: 35k/s vs 2.4k/s). Central, the source of truth, passes durable=True.
         self._db = open_db(path, "sku replica", _SCHEMA + ";\n".join(_LOOKUP_INDEXES) + ";",
-                           synchronous="FULL" if durable else "NORMAL")
+                           synchronous=self._synchronous)
         self.indexed = True  # False during a bulk fill, until :meth:`build_indexes`
         # Central serves by cursor and never answers a digest; without digests, re-signing the catalog in
         # batches costs each batch its own rows, not a re-hash of every bucket it touches (the whole catalog).
@@ -111,18 +118,22 @@ class SkuReplica:
         self.refused = 0  # entries refused for a clock too far ahead, since start (status reports it)
 
     def close(self) -> None:
+        if self._unsynced is not None:  # stopped mid-fill: what it holds is synced, and the fill resumes from there
+            self._unsynced.end(self._db, self._synchronous)
         self._db.close()
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM sku").fetchone()[0]
 
-    def apply(self, entries: Iterable[SkuEntry], *, now_ms: int | None = None, check: Check | None = None) -> int:
+    def apply(self, entries: Iterable[SkuEntry], *, now_ms: int | None = None, check: Check | None = None,
+              bulk: bool = False) -> int:
         """Merge ``entries`` (last writer wins); return how many rows changed.
 
         With ``now_ms``, entries stamped more than MAX_SKEW_MS ahead of it are refused: such an
         entry would win every later write until real time caught up. With ``check`` (a node's
         :meth:`~posswarm.sku.signature.SkuSignatures.accepted`), only the entries it passes are
         merged; it sees just those that would replace what is held, so a repeat costs no check.
+        ``bulk``: part of a bulk transfer (:meth:`fill` took the rest), so a few entries do not end the fill.
         """
         fresh, refused = [], 0
         for entry in entries:
@@ -134,7 +145,7 @@ class SkuReplica:
             self.refused += refused
             log.warning("sku.refused_future", count=refused, limit_ms=MAX_SKEW_MS,
                         hint="a clock is ahead: check NTP on central and on this node")
-        if len(fresh) < BULK_FILL:
+        if len(fresh) < BULK_FILL and not bulk:
             self.build_indexes()  # not a bulk fill (a price change, anti-entropy's few buckets): lookups follow
         with transaction(self._db, self._what) as db:
             deferring = (self._digests and self.indexed and len(fresh) >= BULK_FILL
@@ -146,6 +157,43 @@ class SkuReplica:
         self.indexed = self.indexed and not deferring
         return changed
 
+    def fill(self, buckets: Mapping[int, list[Row]], digests: Sequence[bytes], *, now_ms: int | None = None) -> list[Row]:
+        """Write whole buckets as they are into those the replica holds nothing in; return the rows of the others.
+
+        Each of ``buckets`` must be vouched for: its rows (posswarm/sku/rows.py), unique codes in code order, hash to
+        ``digests[bucket]``, central's signed snapshot (:meth:`~posswarm.sku.snapshot.HeldSnapshot.split`). An empty
+        bucket then needs no version lookup, no merge and no re-hash: its digest is the snapshot's. A bucket already
+        holding something, or with a stamp more than MAX_SKEW_MS ahead of ``now_ms``, is left for :meth:`apply`.
+        One transaction: a stop keeps whole buckets or none, and the digests of what is kept; a fresh replica's fill is
+        written unsynced until :meth:`build_indexes` or :meth:`close`, and one cut short by a crash is wiped when the
+        replica is opened again (posswarm/sku/unsynced_fill.py), so it restarts from nothing.
+        """
+        rows: list[Row] = []
+        left: list[Row] = []
+        if (self.indexed and sum(map(len, buckets.values())) >= BULK_FILL
+                and self._db.execute("SELECT 1 FROM sku LIMIT 1").fetchone() is None):
+            if self._unsynced is not None:  # a fresh replica's first batch: the fill is written unsynced until it ends
+                self._unsynced.begin(self._db)
+        with transaction(self._db, self._what) as db:
+            empty = self._empty(db, set(buckets))
+            filled = []
+            for bucket, members in buckets.items():
+                if bucket in empty and (now_ms is None or unpack(max(r[HLC] for r in members))[0] <= now_ms + MAX_SKEW_MS):
+                    rows.extend(members)
+                    filled.append((bucket, digests[bucket]))
+                else:
+                    left.extend(members)
+            deferring = (self.indexed and len(rows) >= BULK_FILL
+                         and db.execute("SELECT 1 FROM sku LIMIT 1").fetchone() is None)
+            if deferring:
+                db.execute("DROP INDEX sku_barcode")
+                db.execute("DROP INDEX sku_hlc")
+            rows.sort(key=lambda row: row[0])  # key order: B-tree writes in order are several times faster
+            db.executemany(_WRITE, rows)
+            db.executemany("INSERT OR REPLACE INTO bucket VALUES (?, ?)", filled)
+        self.indexed = self.indexed and not deferring
+        return left
+
     def build_indexes(self) -> None:
         """Build the lookup indexes a bulk fill left out (a no-op when they are there): the fill is over, or a
         lookup needs them now."""
@@ -154,6 +202,8 @@ class SkuReplica:
                 for statement in _LOOKUP_INDEXES:
                     db.execute(statement)
             self.indexed = True
+        if self._unsynced is not None:
+            self._unsynced.end(self._db, self._synchronous)
 
     def stamp_and_apply(self, build: Callable[[Clock], list[SkuEntry]]) -> int:
         """Merge what ``build`` makes with a clock following the newest stamp held, in one write transaction,
@@ -247,6 +297,14 @@ class SkuReplica:
         for bucket in sorted(set(buckets)):
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM sku WHERE bucket = ? ORDER BY code", (bucket,))
             found.extend(_entry(row) for row in rows)
+        return found
+
+    def rows_in(self, buckets: Iterable[int]) -> list[Row]:
+        """:meth:`entries_in` as rows (posswarm/sku/rows.py), as they are held: what a cache sends a till, which
+        checks them itself, so no entry object is built here."""
+        found: list[Row] = []
+        for bucket in sorted(set(buckets)):
+            found += self._db.execute(f"SELECT {_ROW} FROM sku WHERE bucket = ? ORDER BY code", (bucket,))
         return found
 
     def changes_since(self, hlc_cursor: int, limit: int = 500, *, signed_only: bool = False) -> list[SkuEntry]:

@@ -16,6 +16,7 @@ from posswarm.signed_doc import KEY_ID
 from posswarm.sku.bucket import BUCKETS
 from posswarm.sku.entry import SIGNATURE_SIZE, SkuEntry
 from posswarm.sku.hlc import MAX_HLC
+from posswarm.sku.rows import BUCKET, CODE, HLC, LEAF, Row
 from posswarm.sku.signature import SkuSignatures, signed_problem
 
 # Domain separation: never mistaken for an entry's signed bytes, a manifest or a TUF document.
@@ -135,6 +136,30 @@ def vouched(snapshot: Snapshot, entries: Sequence[SkuEntry]) -> tuple[set[int], 
     return good, mismatched
 
 
+def vouched_rows(snapshot: Snapshot, rows: Iterable[Row]) -> tuple[dict[int, list[Row]], list[Row], int]:
+    """:func:`vouched` for rows (posswarm/sku/rows.py): the buckets vouched for with their rows in code order, every
+    other row (above the watermark, or of a bucket that does not hash to its digest), and how many buckets did not."""
+    watermark = snapshot.watermark
+    by_bucket: dict[int, list[Row]] = defaultdict(list)
+    rest: list[Row] = []
+    for row in rows:
+        if row[HLC] <= watermark:
+            by_bucket[row[BUCKET]].append(row)
+        else:
+            rest.append(row)
+    good: dict[int, list[Row]] = {}
+    mismatched = 0
+    for bucket, members in by_bucket.items():
+        members.sort(key=lambda row: row[CODE])  # a cache sends them so (the sort then only checks it)
+        if (len({row[CODE] for row in members}) == len(members)
+                and digest(row[LEAF] for row in members) == snapshot.digests[bucket]):
+            good[bucket] = members
+        else:
+            rest.extend(members)
+            mismatched += 1
+    return good, rest, mismatched
+
+
 class HeldSnapshot:
     """The newest snapshot a node checked, and which entries it lets skip their own signature check."""
 
@@ -156,12 +181,26 @@ class HeldSnapshot:
         self.snapshot = snapshot
         return True
 
+    def current(self) -> Snapshot | None:
+        """The held snapshot, if its key is still the root's (one rotated or revoked out vouches for nothing now)."""
+        if self.snapshot is not None and self.signatures.keys.get(self.snapshot.key_id) is None:
+            self.snapshot = None
+        return self.snapshot
+
+    def split(self, rows: Iterable[Row]) -> tuple[dict[int, list[Row]], list[Row]]:
+        """:func:`vouched_rows` by the held snapshot: the buckets it vouches for, and the rows that must carry
+        central's signature (all of them with no snapshot held)."""
+        held = self.current()
+        if held is None:
+            return {}, list(rows)
+        good, rest, mismatched = vouched_rows(held, rows)
+        self.unvouched_buckets += mismatched
+        return good, rest
+
     def check_for(self, batch: Sequence[SkuEntry], *, source: str) -> Callable[[list[SkuEntry]], list[SkuEntry]]:
         """A :meth:`~posswarm.sku.catalog.SkuReplica.apply` check for ``batch``: the entries the held snapshot vouches
         for pass; every other one must carry central's signature."""
-        held = self.snapshot
-        if held is not None and self.signatures.keys.get(held.key_id) is None:
-            held = self.snapshot = None  # its key left the root (rotated or revoked): it vouches for nothing now
+        held = self.current()
 
         def check(newer: list[SkuEntry]) -> list[SkuEntry]:
             # Hashed here, in the replica's thread (apply calls this), not in the caller's event loop.

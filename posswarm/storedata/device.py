@@ -17,8 +17,10 @@ from posswarm.sales.model import Sale
 from posswarm.sales.outbox import Outbox, Recorded
 from posswarm.sku.catalog import SkuReplica
 from posswarm.sku.entry import SkuEntry
+from posswarm.sku.rows import BUCKET, Row, SkuRows
 from posswarm.sku.signature import SkuSignatures
 from posswarm.sku.snapshot import HeldSnapshot
+from posswarm.sku.transfer import apply_rows
 from posswarm.storedata.inbox import handle_each
 from posswarm.storedata.sqlite_thread import SqliteThread
 from posswarm.wallclock import now_ms
@@ -50,6 +52,7 @@ class DeviceData:
         self._sku_db = SqliteThread()
         self._kick = trio.Event()
         self._last_entries = -1e9
+        self._sku_applying = False  # rows received and not applied yet (held back, or in the replica's thread)
         self.refused: collections.Counter[str] = collections.Counter()  # gossip messages refused, by kind
         self._sku_in, self._sku_out = trio.open_memory_channel[tuple[str, SkuEntries]](math.inf)
         # Central's signature, checked before an entry is applied (no keys given: every entry is refused);
@@ -141,32 +144,36 @@ class DeviceData:
 
         Whoever sent them (the cache, a fellow till), only entries central vouched for are applied: by the
         signed snapshot that came with the transfer for whole buckets, by each entry's signature otherwise."""
-        carried: list[SkuEntry] = []
+        carried: list[Row] = []
         senders: set[str] = set()
         while True:
-            batch, full = list(carried), False
+            batch, full, got = list(carried), False, False
             while not full:
                 # Nothing held: wait for the next frame however long; else only while frames keep coming.
                 with trio.move_on_after(APPLY_GATHER_S if batch else math.inf) as gap:
                     node, message = await self._sku_out.receive()
                     if message.snapshot is not None:
                         self.snapshot.take(message.snapshot, source=node)
-                    batch.extend(message.entries)
+                    batch += SkuRows.of(message.entries).rows  # as decoded: no entry object each
                     senders.add(node)
-                    full = len(batch) >= APPLY_MAX
+                    full, got = len(batch) >= APPLY_MAX, True
                 if gap.cancelled_caught:
                     break
-            # The cache sends bucket after bucket: a full batch's last bucket may go on in the next frame, and
-            # the snapshot vouches only for a bucket received whole, so it waits for the rest.
-            carried = _last_bucket(batch) if full else []
+            # The cache sends bucket after bucket: a batch's last bucket may go on in the next frame (full, or a gap
+            # on a loaded host), and the snapshot vouches only for a bucket received whole, so it waits for the rest
+            # (a round that brings no frame applies it as it is).
+            carried = _last_bucket(batch) if full or got else []
             batch = batch[: len(batch) - len(carried)]
             source, senders = ",".join(sorted(senders)), set(senders if carried else ())
-            check = self.snapshot.check_for(batch, source=source)
+            self._sku_applying = True
             try:
-                changed = await self._sku_db.run(self.replica.apply, batch, now_ms=now_ms(), check=check)
+                changed = await self._sku_db.run(apply_rows, self.replica, self.snapshot, batch, now_ms=now_ms(),
+                                                 source=source)
             except PosswarmError as exc:  # anti-entropy sends these again once the file is writable
                 log.error("sku.apply_failed", entries=len(batch), reason=str(exc))
                 continue
+            finally:
+                self._sku_applying = bool(carried)
             self._last_entries = trio.current_time()
             if changed:
                 log.debug("sku.applied", received=len(batch), changed=changed)
@@ -177,7 +184,11 @@ class DeviceData:
         while True:
             target = self._cache() if self.channel.alive("cache") else None
             now = trio.current_time()
-            quiet = now - self._last_entries >= SKU_QUIET_S
+            # Not while frames received wait to be applied: the cache sends faster than a fresh till applies (1M SKUs:
+            # ~20 s behind), and a digest then would have it send every bucket of that backlog again (measured: 16 % of
+            # the till's CPU went to merging those repeats).
+            quiet = (now - self._last_entries >= SKU_QUIET_S and not self._sku_applying
+                     and self._sku_out.statistics().current_buffer_used == 0)
             if quiet and not self.replica.indexed:  # a bulk fill is over: its lookup indexes now, not at a sale's scan
                 await self._sku_db.run(self.replica.build_indexes)
             due = now - last_sent >= SKU_DIGEST_S and quiet
@@ -196,12 +207,12 @@ class DeviceData:
                 "refused": dict(self.refused)}
 
 
-def _last_bucket(batch: list[SkuEntry]) -> list[SkuEntry]:
-    """The entries at the end of ``batch`` in the same bucket as its last one (none if that is all of it)."""
+def _last_bucket(batch: list[Row]) -> list[Row]:
+    """The rows at the end of ``batch`` in the same bucket as its last one (none if that is all of it)."""
     if not batch:
         return []
-    last = batch[-1].bucket
+    last = batch[-1][BUCKET]
     start = len(batch)
-    while start > 0 and batch[start - 1].bucket == last:
+    while start > 0 and batch[start - 1][BUCKET] == last:
         start -= 1
     return batch[start:] if start > 0 else []

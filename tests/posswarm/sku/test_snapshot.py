@@ -10,6 +10,7 @@ from posswarm.sku import snapshot
 from posswarm.sku.catalog import BUCKETS, SkuReplica, bucket_of
 from posswarm.sku.entry import SkuEntry
 from posswarm.sku.hlc import pack
+from posswarm.sku.rows import entry_row
 from posswarm.sku.signature import SkuSignatures
 from posswarm.sku.signature import sign as sign_entry
 from posswarm.storedata.device import _last_bucket
@@ -150,8 +151,8 @@ def test_a_till_refuses_a_forged_or_older_snapshot_and_counts_it():
 
 
 def test_a_batch_cut_inside_a_bucket_holds_that_bucket_back_whole():
-    entries = _in_bucket_order(_catalog(300))
+    entries = [entry_row(e) for e in _in_bucket_order(_catalog(300))]
     tail = _last_bucket(entries)
-    assert tail and all(bucket_of(e.code) == bucket_of(entries[-1].code) for e in tail)
-    assert bucket_of(entries[-len(tail) - 1].code) != bucket_of(entries[-1].code)
+    assert tail and all(bucket_of(e[0]) == bucket_of(entries[-1][0]) for e in tail)
+    assert bucket_of(entries[-len(tail) - 1][0]) != bucket_of(entries[-1][0])
     assert _last_bucket(tail) == [] and _last_bucket([]) == []  # a batch of one bucket is applied as it is
