@@ -55,6 +55,7 @@ class Network:
         self.tracker_url: str | None = None
         self.seeder_url: str | None = None
         self.store_data = False  # every node runs the store's sales (tills take sales on their local API)
+        self.pids: dict[str, int] = {}  # process name -> pid, to measure CPU and memory from outside
 
     async def start(self, nursery: trio.Nursery, name: str, namespace: str, cmd: list[str], kind: str) -> str:
         """Run ``cmd`` inside ``namespace`` until ``nursery`` is cancelled; returns its ready value (URL, port)."""
@@ -62,7 +63,7 @@ class Network:
 
     async def _supervise(self, name: str, cmd: list[str], kind: str, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         # if this process dies, 'posswarm-netsim clean' kills whatever still runs in the namespaces
-        await run_process(name, cmd, self.logs / f"{name}.log", kind=kind, task_status=task_status)
+        await run_process(name, cmd, self.logs / f"{name}.log", kind=kind, pids=self.pids, task_status=task_status)
         # only cancellation may end a process of the scenario: otherwise waits would run to their deadline
         raise PosswarmError(f"{name} exited while the scenario ran (see {self.logs / name}.log)")
 
