@@ -18,8 +18,9 @@ from posswarm.staging_plan import Place, StagingPlan
 
 # Content of a chunk written ahead of the hashed prefix is kept for the payload hash up to this much, and
 # read back from the page cache past it: libtorrent fetches rarest first, so without a bound a device would
-# hold most of the image in memory. Reading it back costs little (docs/benchmarks.md, issue 15 section).
-KEEP_BYTES = 8 << 20
+# hold most of the image in memory. Reading it back costs little (docs/benchmarks.md, issue 15 section). At 8 MiB a
+# till of 12 peaked at 81-94 MiB RssAnon (48 MiB image, posswarm-netsim); issue 15 allows a device 80.
+KEEP_BYTES = 2 << 20
 # An app payload may hold thousands of files, past the process's file limit (1024 by default): this many stay open.
 OPEN_FILES = 64
 _NEW = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC

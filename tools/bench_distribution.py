@@ -20,8 +20,9 @@ from tools import payloads
 from tools.netsim.cli import run_reporting
 from tools.netsim.http_baseline import compress, http_cache, http_central
 from tools.netsim.network import emulated_network
+from tools.netsim.proc_usage import light_line
 from tools.netsim.run import Scenario, ideal_s, rollout
-from tools.netsim.topology import plan
+from tools.netsim.topology import PREFIX, plan
 from tools.netsim.varnish import check_installed, varnish_cache
 
 PROG = "posswarm-bench distribution"
@@ -43,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     p.add_argument("--keep", action="store_true", help="keep the work directory (every node's log, configs, data)")
     p.add_argument("--plot", type=Path, help="write a PNG of completion time and WAN bytes against N")
+    p.add_argument("--prefix", default=PREFIX,
+                   help=f"namespace names start with this (default {PREFIX}); another one runs beside other netsim runs")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -85,8 +88,8 @@ async def bench(args, counts: list[int], systems: list[str], workdir: Path) -> l
     rows, rates = [], (args.wan_mbit, args.lan_mbit)
     for n in counts:
         scenario = Scenario(1, n, args.image_mb, args.wan_mbit, args.lan_mbit, deadline_s=args.deadline,
-                            payload=args.payload)
-        topo = plan(1, n, wan_mbit=args.wan_mbit, lan_mbit=args.lan_mbit)
+                            payload=args.payload, prefix=args.prefix)
+        topo = plan(1, n, wan_mbit=args.wan_mbit, lan_mbit=args.lan_mbit, prefix=args.prefix)
         (workdir / f"n{n}").mkdir()
         async with emulated_network(topo, workdir / f"n{n}") as net:
             async with trio.open_nursery() as swarm:
@@ -105,6 +108,7 @@ async def bench(args, counts: list[int], systems: list[str], workdir: Path) -> l
         mine = [_row("posswarm", n, swarm_result["completion_s"], swarm_result["stored_bytes"],
                      store["wan_bytes_in"], rates, cache_s=store["cache_installed_s"], learned_s=store["cache_learned_s"],
                      fetch_s=_fetch_s(store.get("wan_timeline")))]
+        mine[0].update(light_nodes=swarm_result["light_nodes"], processes=swarm_result["processes"])
         for name, r in found.items():
             wan = max(s["wan_bytes_in"] for s in r["stores"])
             varnish = r["stores"][0].get("varnish")
@@ -170,6 +174,8 @@ def table(rows: list[dict], args) -> str:
                      f"rate against the link's {args.wan_mbit:g} Mbit/s: "
                      + "; ".join(f"{r['system']} at N = {r['devices']}: {r['fetch_s']:.2f} s, {r['fetch_mbit']:.1f} Mbit/s"
                                  for r in fetches) + ".")
+    for r in (r for r in rows if "light_nodes" in r):
+        lines.append(f"\nposswarm at N = {r['devices']}: {light_line(r['light_nodes'])}.")
     checked = [r for r in rows if "varnish" in r]
     for r in checked:
         v = r["varnish"]

@@ -32,6 +32,11 @@ from posswarm.trust.state import TrustError
 
 log = logs.get("node")
 MAX_BACKOFF = 4  # poll intervals between tries while no catalog source answers
+# A source may list a release a moment before it serves its manifest (a seeder offers central's new signed state
+# while its own check of the release still runs; a cache relays it before its fetch of the manifest is done): the
+# 404 is asked again after 0.1 s, doubling up to the poll interval. Waiting for the next poll cost 0.3-0.7 s per
+# hop in posswarm-netsim (48 MiB, load 3-22), where the release's bytes need 2.4 s.
+UNREACHABLE_RETRY_S = 0.1
 
 
 class CatalogFollower:
@@ -49,6 +54,7 @@ class CatalogFollower:
         # A cache's: central's CA; a device's: only a certified cache of its store (posswarm/catalog/store_source.py).
         self._verify = verify
         self._poll_now = trio.Event()
+        self._unreachable_rounds = 0  # polls in a row in which a listed release's manifest could not be fetched
         self._stale_logged: str | None = None
         self._pending_relay = None  # a cache: the verified state to relay once its rollouts are held
         self.url: str | None = None  # the source the last good catalog came from
@@ -86,7 +92,8 @@ class CatalogFollower:
             self.keeper.retry_failed()
             # Backoff while no source answers (an offline store): up to 4 polls apart; a cache
             # appearing on the LAN (poll_now) or a change pushed by the source ends the wait at once.
-            with trio.move_on_after(self._poll_s * min(2 ** max(failed_polls - 1, 0), MAX_BACKOFF)):
+            unreachable = self._unreachable_rounds if found is not None else 0
+            with trio.move_on_after(next_poll_s(self._poll_s, failed_polls, unreachable)):
                 await self._poll_now.wait()
             self._poll_now = trio.Event()
 
@@ -156,6 +163,7 @@ class CatalogFollower:
         chosen = lifecycle.choose(offers, known, self.keeper.node, decisions, central_fresh=fresh)
         if url is None:  # no source answered: what is chosen (within the grace) is fetched on a later poll
             return
+        unreachable = False
         for offer in chosen:
             entry = entries[(offer.name, offer.version)]
             if not self.keeper.listed(entry.name, entry.version):
@@ -165,12 +173,23 @@ class CatalogFollower:
             except Unreachable as exc:
                 self.keeper.unreachable(entry.name, entry.version, str(exc))
                 log.warning("release.unreachable", release=entry.release_id, reason=str(exc))
+                unreachable = True
                 continue
             except PosswarmError as exc:
                 self.keeper.refused(entry.name, entry.version, str(exc))
                 continue
             web = catalog.web_seeds_of(entry) if self.keeper.node.is_cache else []
             self.keeper.arrived(fetched, seeds, web)
+        self._unreachable_rounds = self._unreachable_rounds + 1 if unreachable else 0
+
+
+def next_poll_s(poll_s: float, failed_polls: int, unreachable_rounds: int) -> float:
+    """Seconds to the next poll: ``poll_s``, backing off up to MAX_BACKOFF polls while no source answers, and
+    0.1 s doubling (never past ``poll_s``) after rounds in which a listed release's manifest was not there yet."""
+    wait = poll_s * min(2 ** max(failed_polls - 1, 0), MAX_BACKOFF)
+    if unreachable_rounds:
+        wait = min(wait, UNREACHABLE_RETRY_S * 2 ** (unreachable_rounds - 1))
+    return wait
 
 
 def _seed(text: str) -> tuple[str, int] | None:

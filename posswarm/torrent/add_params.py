@@ -85,3 +85,19 @@ def peer_endpoint(addr) -> tuple[str, int] | None:
         log.info("peer.bad_address", addr=repr(addr)[:80])
         return None
     return (ip, port)
+
+
+def connect_now(handle) -> None:
+    """Connect a just-checked torrent to the peers it was added with now, not at the session's next second.
+
+    libtorrent 2.1 connects a new torrent's peers only on its once-a-second tick (a tracker response or a resume
+    triggers its "connect boost"; peers given at add time or by connect_peer do not): 0-1 s, 0.5 s on average,
+    of every hop's start (loopback: connected 0.5-0.97 s after add, at the session's second; after a pause and
+    resume 0.03-0.07 s). Only with no connection yet, not even one being made: the pause would drop it."""
+    try:
+        if handle.get_peer_info():
+            return
+        handle.pause()
+        handle.resume()
+    except RuntimeError:  # removed meanwhile
+        pass

@@ -38,18 +38,8 @@ from posswarm.torrent.settings import (
 )
 
 __all__ = [
-    "Event",
-    "HashFailed",
-    "PeerBanned",
-    "PeerBlocked",
-    "Progress",
-    "RESUME_FILE",
-    "SessionConfig",
-    "TorrentAdded",
-    "TorrentChecked",
-    "TorrentError",
-    "TorrentFinished",
-    "TorrentSession",
+    "Event", "HashFailed", "PeerBanned", "PeerBlocked", "Progress", "RESUME_FILE",
+    "SessionConfig", "TorrentAdded", "TorrentChecked", "TorrentError", "TorrentFinished", "TorrentSession",
 ]
 
 log = logs.get("torrent")
@@ -204,6 +194,8 @@ class TorrentSession:
                     self._subscribers.send(TorrentChecked(key, torrent.status.done_bytes))
                     if torrent.status.is_finished:
                         await self._finish(key)
+                    elif not torrent.status.num_peers:  # (a pause would drop it)
+                        add_params.connect_now(torrent.handle)
                 case alerts.Completed(key=key):
                     await self._finish(key)
                 case alerts.ResumeData(key=key, data=data):

@@ -39,6 +39,12 @@ UNCAPPED_RECEIVE_BUFFER = 4 << 20
 # The cost is the faster tick, 0.8 % of a core in an idle session (0.09 % at 100 ms), so only under a cap.
 CAPPED_TICK_MS = 10
 UNCAPPED_TICK_MS = 100
+# What libtorrent queues per peer to send, at most. 3 MiB (high_performance_seed's) keeps a WAN of 100+ ms round
+# trips full; a device talks only to its store LAN (< 1 ms: 400 Mbit/s needs 50 KB), and with 12 peers its
+# queues were much of its peak memory: 1 MiB took a till of 12 from 81-94 to 73-82 MiB RssAnon (posswarm-netsim,
+# 48 MiB image), with no change in completion beyond the run-to-run spread.
+SEND_BUFFER = 3 << 20
+LAN_ONLY_SEND_BUFFER = 1 << 20
 
 _ALL_V4 = ("0.0.0.0", "255.255.255.255")
 _ALL_V6 = ("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
@@ -101,13 +107,16 @@ def session_settings(config: SessionConfig) -> dict:
         "close_redundant_connections": False,  # seed<->seed links stay, so per-peer byte counters survive
         "max_out_request_queue": 1500,
         "max_allowed_in_request_queue": 2000,
-        "send_buffer_watermark": 3 << 20,
-        "send_buffer_low_watermark": 1 << 20,
+        "send_buffer_watermark": LAN_ONLY_SEND_BUFFER if config.lan_only else SEND_BUFFER,
+        "send_buffer_low_watermark": (LAN_ONLY_SEND_BUFFER if config.lan_only else SEND_BUFFER) // 3,
         "send_buffer_watermark_factor": 150,
         "unchoke_slots_limit": -1,
         "alert_queue_size": 10000,
         "alert_mask": ALERT_MASK,
         "stop_tracker_timeout": 0,  # teardown must not wait 5 s on a tracker
+        # 60 s by default, times the peer's failures: a connection dropped while it was being made (a till that
+        # rebooted, add_params.connect_now racing a tick) was tried again only a minute later
+        "min_reconnect_time": 2,
         # a capped download reads in quota-sized gulps; with the default 500 ms tick and 3 s of queued
         # requests the gulps came seconds apart at line rate. A short tick and 1 s keep them small and even
         **wan_cap_settings(config.download_limit_wan),

@@ -112,3 +112,16 @@ async def test_a_catalog_that_is_not_one_is_a_clear_error():
             async with httpx.AsyncClient() as client:
                 await fetch_catalog(client, "http://127.0.0.1:9")
         nursery.cancel_scope.cancel()
+
+
+def test_a_release_listed_before_its_manifest_is_served_is_asked_again_within_a_second():
+    from posswarm.catalog.follower import MAX_BACKOFF, UNREACHABLE_RETRY_S, next_poll_s
+
+    assert next_poll_s(10.0, 0, 0) == 10.0  # nothing wrong: the poll interval (the push comes first anyway)
+    # a 404 for a listed release (the source lists it a moment before it serves it): 0.1, 0.2, 0.4 ... s
+    waits = [next_poll_s(10.0, 0, n) for n in range(1, 9)]
+    assert waits[0] == UNREACHABLE_RETRY_S and sum(waits[:4]) < 2.0
+    assert waits == sorted(waits) and waits[-1] == 10.0  # never past the poll interval: no storm on a lasting 404
+    assert next_poll_s(1.0, 0, 5) == 1.0
+    # no source answering backs off as before
+    assert next_poll_s(10.0, 3, 0) == 10.0 * min(4, MAX_BACKOFF)

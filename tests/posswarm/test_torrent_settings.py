@@ -28,6 +28,13 @@ def test_lan_swarm_settings_are_tcp_only_and_keep_counters():
     assert "max_retry_port_bind" not in s  # an ephemeral port may retry
 
 
+def test_a_lan_only_device_queues_less_to_send_than_a_node_with_wan_peers():
+    device = session_settings(SessionConfig("10.20.0.5", lan_network="10.20.0.0/16", lan_only=True))
+    cache = session_settings(SessionConfig("10.20.0.2", lan_network="10.20.0.0/16"))
+    assert device["send_buffer_watermark"] == 1 << 20 < cache["send_buffer_watermark"] == 3 << 20
+    assert device["send_buffer_low_watermark"] < device["send_buffer_watermark"]
+
+
 def test_fixed_port_must_not_move_and_ipv6_is_bracketed():
     s = session_settings(SessionConfig("::1", listen_port=6881))
     assert s["listen_interfaces"] == "[::1]:6881"

@@ -17,6 +17,7 @@ from posswarm.errors import PosswarmError
 from posswarm.service import leaves
 from tools import payloads
 from tools.netsim import netns
+from tools.netsim.proc_usage import light_line
 from tools.netsim.run import Scenario, run
 from tools.netsim.topology import PREFIX
 
@@ -54,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--deadline", type=float, default=600.0, help="seconds to wait for every device (default 600)")
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs, data)")
+    r.add_argument("--prefix", default=PREFIX,
+                   help=f"namespace names start with this (default {PREFIX}); another one runs beside other runs")
     r.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     c = sub.add_parser("clean", help=f"remove namespaces named {PREFIX}* and the processes in them")
     c.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -75,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         scenario = Scenario(stores=args.stores, devices=args.devices, image_mb=args.image_mb, wan_mbit=args.wan_mbit,
                             lan_mbit=args.lan_mbit, update_percent=args.update_percent, cross_store=args.cross_store,
                             wan_cap_kbps=args.wan_cap_kbps, deadline_s=args.deadline,
-                            payload=payloads.check_kind(args.payload), central_failover=args.central_failover)
+                            payload=payloads.check_kind(args.payload), central_failover=args.central_failover,
+                            prefix=args.prefix)
     except PosswarmError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
@@ -163,6 +167,8 @@ def describe(result: dict) -> str:
     lines.append(f"WAN amplification {result['wan_amplification']:.3f}; completion {result['completion_s']:.1f} s "
                  f"vs ideal {result['ideal_s']:.1f} s (ratio {result['completion_ratio']:.2f}); "
                  f"central uploaded {result['central_upload_bytes'] / size:.2f} x image")
+    if result.get("light_nodes"):
+        lines.append(light_line(result["light_nodes"]))
     lines.append("posswarm's WAN accounting agrees with the routers' counters within 2 %"
                  if result["wan_accounting_agrees"] else
                  "posswarm's WAN accounting does NOT agree with the routers' counters within 2 %")

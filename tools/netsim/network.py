@@ -18,7 +18,12 @@ from tools.netsim.topology import Node, Store, Topology
 
 STARTUP_TIMEOUT_S = 90.0
 ANNOUNCE_INTERVAL_S = 2
-CATALOG_POLL_S = 1.0  # how soon a cache sees a new release (the node's default is 10 s)
+# The nodes' own defaults: a release reaches caches and tills by push (the long poll on /catalog/changes) and a
+# 404 is asked again within 0.1 s, so the poll is only the fallback. At 1 s and a status rewrite every 0.5 s, as
+# before the push, an idle till spent 1.3-1.7 % of a core, most of it refreshing central's signed state.
+CATALOG_POLL_S = 10.0
+STATUS_EVERY_S = 1.0
+TRACKER_CATALOG_POLL_S = 1  # the tracker follows central's revocations from the seeder's catalog
 # The tracker follows central's revocations from the seeder, which starts after it: a port fixed in advance
 # (central's namespace holds these two processes alone; the tracker's own port is the kernel's, from 32768 up).
 SEEDER_PORT = 8443
@@ -55,6 +60,7 @@ class Network:
         self.tracker_url: str | None = None
         self.seeder_url: str | None = None
         self.store_data = False  # every node runs the store's sales (tills take sales on their local API)
+        self.pids: dict[str, int] = {}  # process name -> pid, to measure CPU and memory from outside
 
     async def start(self, nursery: trio.Nursery, name: str, namespace: str, cmd: list[str], kind: str) -> str:
         """Run ``cmd`` inside ``namespace`` until ``nursery`` is cancelled; returns its ready value (URL, port)."""
@@ -62,7 +68,7 @@ class Network:
 
     async def _supervise(self, name: str, cmd: list[str], kind: str, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         # if this process dies, 'posswarm-netsim clean' kills whatever still runs in the namespaces
-        await run_process(name, cmd, self.logs / f"{name}.log", kind=kind, task_status=task_status)
+        await run_process(name, cmd, self.logs / f"{name}.log", kind=kind, pids=self.pids, task_status=task_status)
         # only cancellation may end a process of the scenario: otherwise waits would run to their deadline
         raise PosswarmError(f"{name} exited while the scenario ran (see {self.logs / name}.log)")
 
@@ -80,7 +86,7 @@ class Network:
                 "--tls-cert", str(tls_cert), "--tls-key", str(tls_key), "--node-ca", authority,
                 "--interval", str(ANNOUNCE_INTERVAL_S), "--operator-token-file", str(self.operator_token_file),
                 "--root", str(self.root_of_trust), "--catalog", f"https://{ip}:{SEEDER_PORT}/catalog",
-                "--catalog-ca", authority, "--catalog-poll", str(max(1, round(CATALOG_POLL_S))),
+                "--catalog-ca", authority, "--catalog-poll", str(TRACKER_CATALOG_POLL_S),
                 *(["--cross-store"] if self.cross_store else []),
             ], "tracker")
             self.seeder_url = await self.start(nursery, "seeder", central, [
@@ -113,7 +119,7 @@ class Network:
                 "address": node.address, "lan_network": store.lan_network,
             },
             "central": {"root": str(self.root_of_trust), "tracker_url": f"{self.tracker_url}/announce"},
-            "timing": {"catalog_poll_s": CATALOG_POLL_S, "status_every_s": 0.5},
+            "timing": {"catalog_poll_s": CATALOG_POLL_S, "status_every_s": STATUS_EVERY_S},
         }
         out = self.workdir / "nodes" / f"{node.node_id}.identity"
         if not out.exists():  # issued once: a restarted node keeps its identity

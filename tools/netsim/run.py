@@ -13,6 +13,7 @@ from posswarm import logs
 from posswarm.release import wire_size
 from tools import payloads
 from tools.netsim.network import Network, emulated_network
+from tools.netsim.proc_usage import UsageWindow, light_nodes
 from tools.netsim.rates import Sample, steady_rate, timeline
 from tools.netsim.topology import PREFIX, plan
 
@@ -21,6 +22,7 @@ log = logs.get("netsim")
 RELEASE = "pos-image"
 ACCOUNTING_TOLERANCE = 0.02  # posswarm's own WAN figures must agree with the routers' within 2 %
 SAMPLE_EVERY_S = 0.1  # WAN counters while a release arrives: its timeline, and a capped download's steady rate
+IDLE_S = 3.0  # every process's CPU with nothing to do, before publish: 0.01 s clock ticks resolve 0.33 % of a core
 
 
 @dataclass(frozen=True)
@@ -58,14 +60,26 @@ def _wan_cap(scenario: Scenario, stores: list[dict]) -> dict | None:
     }
 
 
-async def _sample_wan(net: Network, samples: dict[int, list[Sample]]) -> None:
-    """Every SAMPLE_EVERY_S, each store router's WAN counters, until cancelled."""
+async def _sample_wan(net: Network, samples: dict[int, list[Sample]], usage: UsageWindow) -> None:
+    """Every SAMPLE_EVERY_S, each store router's WAN counters and every process's CPU and memory, until cancelled."""
     while True:
         counters = await trio.to_thread.run_sync(net.wan_counters)
         now = time.monotonic()
         for index, c in counters.items():
             samples[index].append(Sample(now, c.rx_bytes, c.rx_packets))
+        usage.sample()
         await trio.sleep(SAMPLE_EVERY_S)
+
+
+async def idle_usage(net: Network, seconds: float = IDLE_S) -> dict[str, dict]:
+    """Every process's CPU and memory over ``seconds`` with no release moving."""
+    usage = UsageWindow(net.pids)
+    usage.start()
+    deadline = trio.current_time() + seconds
+    while trio.current_time() < deadline:
+        await trio.sleep(SAMPLE_EVERY_S)
+        usage.sample()
+    return usage.report(seconds)
 
 
 def _steady(samples: list[Sample], wanted_bytes: int) -> dict | None:
@@ -113,6 +127,7 @@ async def rollout(net: Network, nursery: trio.Nursery, scenario: Scenario, *, st
         await net.start_posswarm(nursery)
     image = payloads.first(net.workdir / "payload", scenario.image_mb, scenario.payload)
     size = image.stat().st_size
+    idle = await idle_usage(net)
     first = await distribute(net, image, "1.0", scenario.deadline_s)
     # what crosses a WAN at best: the release's stored (compressed) chunk files, once
     stored = wire_size(net.releases / RELEASE / "1.0")
@@ -135,6 +150,9 @@ async def rollout(net: Network, nursery: trio.Nursery, scenario: Scenario, *, st
         "wan_cap": _wan_cap(scenario, first["stores"]),
         "publish_s": first["publish_s"],
         "wan_accounting_agrees": first["wan_accounting_agrees"],
+        "processes": {"idle_s": IDLE_S, "idle": idle, "distribution_s": first["seconds"],
+                      "distribution": first["processes"]},
+        "light_nodes": light_nodes(net.topo, idle, first["processes"], size),
         "wan_bytes_note": "router WAN counters minus 66 B of Ethernet/IP/TCP headers per frame (GSO off)",
     }
     if scenario.update_percent:
@@ -157,15 +175,19 @@ async def distribute(net: Network, payload: Path, version: str, deadline_s: floa
     """Publish ``payload`` as ``version``; wait for every node; per-store WAN bytes from the routers' counters."""
     wan_before, central_before = net.wan_counters(), net.central_counters()
     samples: dict[int, list[Sample]] = {s.index: [] for s in net.topo.stores}
+    usage = UsageWindow(net.pids)
     async with trio.open_nursery() as sampling:
         # from before publish: the seeder offers the release while publish is still finishing
-        sampling.start_soon(_sample_wan, net, samples)
+        usage.start()
+        sampling.start_soon(_sample_wan, net, samples, usage)
         started = time.time()
         published = await net.publish(payload, RELEASE, version)
         log.info("netsim.published", version=version, seconds=round(published - started, 2))
         with trio.fail_after(deadline_s):
             await net.wait_installed(RELEASE, version)
         sampling.cancel_scope.cancel()
+    usage.sample()
+    seconds = round(time.time() - started, 2)
     # kept with the work directory (--keep), to plot or check the rate over time
     (net.workdir / f"wan-samples-{version}.json").write_text(json.dumps(
         {net.topo.stores[i - 1].store_id: [astuple(x) for x in v] for i, v in samples.items()}))
@@ -198,4 +220,6 @@ async def distribute(net: Network, payload: Path, version: str, deadline_s: floa
         "central_upload_bytes": (central_after - central_before).tx_payload,
         "publish_s": round(published - started, 2),
         "wan_accounting_agrees": agrees,
+        "seconds": seconds,  # publish started -> every node installed: the window of "processes"
+        "processes": usage.report(seconds),
     }
