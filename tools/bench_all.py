@@ -95,6 +95,9 @@ RUNS = (
         "store lives (issue 17's p99 < 1 s)."),
     Run("sku", "sku", ("--skus", "100000", "--devices", "4"), ("--skus", "2000", "--devices", "2", "--changes", "3"),
         "The SKU catalog to a fresh till; one price change to every till."),
+    Run("sku-1m", "sku", ("--skus", "1000000", "--devices", "2", "--changes", "3"),
+        ("--skus", "3000", "--devices", "2", "--changes", "1"),
+        "A million SKUs to a fresh till joining a store that holds them (issue 17's < 20 s)."),
     Run("sku-stores", "sku", ("--stores", "100", "--tills-per-store", "2", "--changes", "20", "--seed", "17"),
         ("--stores", "2", "--tills-per-store", "1", "--changes", "2", "--skus", "50"),
         "A price change imported at central, timed until every till of 100 stores (two tills each) shows it; the "
